@@ -1,0 +1,57 @@
+# profiles: run `make` to see the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+MODULES     := events platform projections command-svc query-svc deploy
+BIN         := bin
+STATICCHECK := .cache/bin/staticcheck
+STATICCHECK_VERSION := v0.8.2
+
+# The local broker of `make run` (tests use their own, see deploy/test.sh).
+KAFKA_DATA  := .data/kafka
+KAFKA_PORT  := 9092
+KAFKA_CONTROLLER_PORT := 9093
+
+.PHONY: help
+help: ## Show this list.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build every binary into bin/.
+	@mkdir -p $(BIN)
+	cd command-svc && go build -o ../$(BIN)/command-svc ./cmd/command-svc
+	cd query-svc   && go build -o ../$(BIN)/query-svc ./cmd/query-svc
+	cd projections && go build -o ../$(BIN)/projector ./cmd/projector
+	cd deploy      && go build -o ../$(BIN)/frontdoor ./cmd/frontdoor
+
+.PHONY: up
+up: ## Start the local Kafka broker (KRaft, one node, 127.0.0.1:9092); data in .data/.
+	deploy/kafka.sh start --data $(KAFKA_DATA) --port $(KAFKA_PORT) --controller-port $(KAFKA_CONTROLLER_PORT)
+
+.PHONY: run
+run: up build ## Start Kafka and every service; the API is on http://localhost:8080. Ctrl-C stops the services.
+	deploy/run.sh
+
+.PHONY: down
+down: ## Stop the local Kafka broker (its data stays in .data/).
+	deploy/kafka.sh stop --data $(KAFKA_DATA)
+
+.PHONY: clean
+clean: down ## Stop Kafka and delete all local data, views and binaries.
+	rm -rf .data $(BIN)
+
+.PHONY: test
+test: ## Run every test: unit tests, and integration and end-to-end tests on a real Kafka broker of their own.
+	deploy/test.sh
+
+.PHONY: lint
+lint: $(STATICCHECK) ## gofmt, go vet and staticcheck on every module.
+	@bad=$$(gofmt -l $(MODULES)); if [ -n "$$bad" ]; then echo "gofmt would change:"; echo "$$bad"; exit 1; fi
+	@for m in $(MODULES); do echo "vet + staticcheck: $$m"; (cd $$m && go vet ./... && ../$(STATICCHECK) ./...) || exit 1; done
+
+$(STATICCHECK):
+	GOBIN=$(CURDIR)/.cache/bin go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+.PHONY: tidy
+tidy: ## go mod tidy in every module.
+	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done

@@ -1,0 +1,115 @@
+// Package app holds command-svc's use cases, one per file. Each checks a
+// command against the current state with events.Apply, appends the
+// resulting events to the log, and (unless asked not to) waits until
+// readers can see them. The interfaces the use cases need are declared here.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"profiles/events"
+)
+
+// Errors returned by the use cases. Check them with errors.Is.
+var (
+	// ErrNotFound: no live profile with that uid (never created, or deleted).
+	ErrNotFound = errors.New("profile not found")
+	// ErrNotReady: the state is still being restored from the log.
+	ErrNotReady = errors.New("command service is restoring its state")
+	// ErrAppend: the event log did not accept the event.
+	ErrAppend = errors.New("event log unavailable")
+)
+
+// States is the current state of every profile, with per-profile locks.
+type States interface {
+	Ready() error
+	Get(uid string) events.Profile
+	Apply(e events.Event) error
+	Lock(uid string) (unlock func())
+}
+
+// EventLog appends events durably, in order, keyed by profile uid.
+type EventLog interface {
+	Append(ctx context.Context, es ...events.Event) error
+}
+
+// Visibility waits until readers see a profile at a version (or later).
+type Visibility interface {
+	WaitVisible(ctx context.Context, uid string, version int64) error
+}
+
+// Result is what a command returns.
+type Result struct {
+	// Profile is the state after the command (Deleted set after a delete).
+	Profile events.Profile
+	// Visible reports that readers already see Profile. It is false when the
+	// command asked not to wait, or when the view did not catch up in time;
+	// the events are in the log either way.
+	Visible bool
+}
+
+// Deps are the collaborators every use case needs.
+type Deps struct {
+	States     States
+	Log        EventLog
+	Visibility Visibility
+	// NewID returns a new unique id (a UUID) for a profile or an event.
+	NewID func() string
+	// Now returns the current time.
+	Now func() time.Time
+}
+
+// execute runs one command on uid under its lock: decide turns the current
+// state into the payloads to append (none is fine), and the events are
+// checked with Apply, appended, and folded into the state.
+func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(events.Profile) ([]events.Payload, error)) (Result, error) {
+	if err := d.States.Ready(); err != nil {
+		return Result{}, fmt.Errorf("%w: %v", ErrNotReady, err)
+	}
+	unlock := d.States.Lock(uid)
+	defer unlock()
+
+	state := d.States.Get(uid)
+	payloads, err := decide(state)
+	if err != nil {
+		return Result{}, err
+	}
+	next := state
+	var es []events.Event
+	for _, data := range payloads {
+		e := events.New(d.NewID(), next, uid, data, d.Now())
+		if next, err = events.Apply(next, e); err != nil {
+			return Result{}, err
+		}
+		es = append(es, e)
+	}
+	if len(es) == 0 {
+		return Result{Profile: state, Visible: true}, nil
+	}
+	// Fold each event as soon as the log has it, so that a failure halfway
+	// leaves the state equal to the log.
+	for _, e := range es {
+		if err := d.Log.Append(ctx, e); err != nil {
+			return Result{}, fmt.Errorf("%w: %v", ErrAppend, err)
+		}
+		if err := d.States.Apply(e); err != nil {
+			return Result{}, err
+		}
+	}
+	res := Result{Profile: next}
+	if !async {
+		res.Visible = d.Visibility.WaitVisible(ctx, uid, next.Version) == nil
+	}
+	return res, nil
+}
+
+// requireLive returns ErrNotFound unless p is a live profile.
+func requireLive(uid string, p events.Profile) error {
+	if !p.Exists() {
+		return fmt.Errorf("%w: %s", ErrNotFound, uid)
+	}
+	return nil
+}

@@ -1,0 +1,158 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"profiles/command-svc/internal/app"
+	"profiles/command-svc/internal/state"
+	"profiles/events"
+)
+
+type memLog struct {
+	appended []events.Event
+	failAt   int // fail the n-th append (1-based); 0 never
+}
+
+func (l *memLog) Append(_ context.Context, es ...events.Event) error {
+	for _, e := range es {
+		if l.failAt == len(l.appended)+1 {
+			return errors.New("broker down")
+		}
+		l.appended = append(l.appended, e)
+	}
+	return nil
+}
+
+type visibleAt struct{ uid string; version int64 }
+
+type memVisibility struct {
+	waited []visibleAt
+	err    error
+}
+
+func (v *memVisibility) WaitVisible(_ context.Context, uid string, version int64) error {
+	v.waited = append(v.waited, visibleAt{uid, version})
+	return v.err
+}
+
+type fixture struct {
+	states *state.Store
+	log    *memLog
+	vis    *memVisibility
+	deps   app.Deps
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{states: state.NewStore(), log: &memLog{}, vis: &memVisibility{}}
+	f.states.MarkReadyForTest()
+	n := 0
+	f.deps = app.Deps{States: f.states, Log: f.log, Visibility: f.vis,
+		NewID: func() string { n++; return fmt.Sprintf("id-%d", n) },
+		Now:   func() time.Time { return time.Unix(100, 0) },
+	}
+	return f
+}
+
+func (f *fixture) create(t *testing.T) events.Profile {
+	t.Helper()
+	res, err := app.CreateProfileHandler{Deps: f.deps}.Handle(context.Background(), app.CreateProfile{Username: "bob", Email: "bob1@mail.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Profile
+}
+
+func TestCreateAppendsAndWaits(t *testing.T) {
+	f := newFixture(t)
+	p := f.create(t)
+	if p.Version != 1 || p.Username != "bob" || len(f.log.appended) != 1 || f.log.appended[0].Type != events.TypeProfileCreated {
+		t.Fatalf("profile %+v, log %+v", p, f.log.appended)
+	}
+	if len(f.vis.waited) != 1 || f.vis.waited[0] != (visibleAt{p.UID, 1}) {
+		t.Fatalf("waited for %+v", f.vis.waited)
+	}
+}
+
+func TestChangeProfile(t *testing.T) {
+	tests := []struct {
+		name      string
+		username  string
+		email     string
+		wantTypes []events.Type
+		wantVer   int64
+	}{
+		{"email only", "bob", "bob2@mail.com", []events.Type{events.TypeEmailChanged}, 2},
+		{"username only", "robert", "bob1@mail.com", []events.Type{events.TypeUsernameChanged}, 2},
+		{"both", "robert", "bob2@mail.com", []events.Type{events.TypeUsernameChanged, events.TypeEmailChanged}, 3},
+		{"nothing changes", "bob", "bob1@mail.com", nil, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			p := f.create(t)
+			res, err := app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(),
+				app.ChangeProfile{UID: p.UID, Username: tt.username, Email: tt.email})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []events.Type
+			for _, e := range f.log.appended[1:] {
+				got = append(got, e.Type)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.wantTypes) || res.Profile.Version != tt.wantVer || !res.Visible {
+				t.Fatalf("appended %v, result %+v", got, res)
+			}
+			if s := f.states.Get(p.UID); s != res.Profile {
+				t.Fatalf("state %+v != result %+v", s, res.Profile)
+			}
+		})
+	}
+}
+
+func TestCommandsOnMissingProfiles(t *testing.T) {
+	f := newFixture(t)
+	p := f.create(t)
+	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(context.Background(), app.DeleteProfile{UID: p.UID}); err != nil {
+		t.Fatal(err)
+	}
+	for name, run := range map[string]func(uid string) error{
+		"change": func(uid string) error {
+			_, err := app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(), app.ChangeProfile{UID: uid, Username: "x", Email: "x@y.z"})
+			return err
+		},
+		"delete": func(uid string) error {
+			_, err := app.DeleteProfileHandler{Deps: f.deps}.Handle(context.Background(), app.DeleteProfile{UID: uid})
+			return err
+		},
+	} {
+		for _, uid := range []string{p.UID, "never-created"} {
+			if err := run(uid); !errors.Is(err, app.ErrNotFound) {
+				t.Errorf("%s %s: err = %v, want ErrNotFound", name, uid, err)
+			}
+		}
+	}
+	if n := len(f.log.appended); n != 2 {
+		t.Fatalf("log has %d events, want 2 (create, delete)", n)
+	}
+}
+
+func TestAsyncDoesNotWaitAndFailedAppendKeepsStateEqualToLog(t *testing.T) {
+	f := newFixture(t)
+	res, err := app.CreateProfileHandler{Deps: f.deps}.Handle(context.Background(), app.CreateProfile{Username: "a", Email: "a@b.cd", Async: true})
+	if err != nil || res.Visible || len(f.vis.waited) != 0 {
+		t.Fatalf("async create: %+v, %v, waited %v", res, err, f.vis.waited)
+	}
+	f.log.failAt = 3 // the second event of the change fails
+	_, err = app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(), app.ChangeProfile{UID: res.Profile.UID, Username: "b", Email: "b@b.cd"})
+	if !errors.Is(err, app.ErrAppend) {
+		t.Fatalf("err = %v, want ErrAppend", err)
+	}
+	if got := f.states.Get(res.Profile.UID); got.Version != 2 || got.Username != "b" || got.Email != "a@b.cd" {
+		t.Fatalf("state after partial append = %+v, want the first event only", got)
+	}
+}

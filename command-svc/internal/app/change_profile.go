@@ -1,0 +1,36 @@
+package app
+
+import (
+	"context"
+
+	"profiles/events"
+)
+
+// ChangeProfile replaces a profile's username and email. Only the fields
+// that differ produce events; a change to nothing appends nothing.
+type ChangeProfile struct {
+	UID      string
+	Username string
+	Email    string
+	Async    bool
+}
+
+// ChangeProfileHandler handles ChangeProfile.
+type ChangeProfileHandler struct{ Deps }
+
+// Handle appends UsernameChanged and/or EmailChanged, or returns ErrNotFound.
+func (h ChangeProfileHandler) Handle(ctx context.Context, cmd ChangeProfile) (Result, error) {
+	return h.execute(ctx, cmd.UID, cmd.Async, func(cur events.Profile) ([]events.Payload, error) {
+		if err := requireLive(cmd.UID, cur); err != nil {
+			return nil, err
+		}
+		var out []events.Payload
+		if cmd.Username != cur.Username {
+			out = append(out, events.UsernameChanged{Username: cmd.Username})
+		}
+		if cmd.Email != cur.Email {
+			out = append(out, events.EmailChanged{Email: cmd.Email})
+		}
+		return out, nil
+	})
+}

@@ -1,0 +1,174 @@
+// Package ports maps HTTP onto command-svc's commands, and nothing more.
+package ports
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/gorilla/mux"
+
+	"profiles/command-svc/internal/app"
+	"profiles/platform/httpx"
+	"profiles/platform/validate"
+)
+
+// Commands are the use cases the HTTP port calls.
+type Commands struct {
+	CreateProfile interface {
+		Handle(context.Context, app.CreateProfile) (app.Result, error)
+	}
+	ChangeProfile interface {
+		Handle(context.Context, app.ChangeProfile) (app.Result, error)
+	}
+	DeleteProfile interface {
+		Handle(context.Context, app.DeleteProfile) (app.Result, error)
+	}
+}
+
+// HTTP serves the write side of the API.
+type HTTP struct {
+	Commands Commands
+	// MaxBody limits a request body in bytes; 0 means httpx.DefaultMaxBody.
+	MaxBody int64
+	Log     *slog.Logger
+}
+
+// Register adds the API routes to r.
+func (h HTTP) Register(r *mux.Router) {
+	r.HandleFunc("/api/profile", h.create).Methods(http.MethodPost)
+	r.HandleFunc("/api/profile/{uid}", h.change).Methods(http.MethodPut)
+	r.HandleFunc("/api/profile/{uid}", h.delete).Methods(http.MethodDelete)
+}
+
+// profileBody is the body of POST and PUT.
+type profileBody struct {
+	Username string `json:"username" validate:"required,username"`
+	Email    string `json:"email" validate:"required,max=254,email"`
+}
+
+func (h HTTP) decode(w http.ResponseWriter, r *http.Request) (profileBody, bool) {
+	var b profileBody
+	p := httpx.DecodeJSON(w, r, h.MaxBody, &b)
+	if p == nil {
+		p = validate.Struct(b)
+	}
+	if p != nil {
+		httpx.WriteProblem(w, r, p)
+		return b, false
+	}
+	return b, true
+}
+
+func (h HTTP) uid(w http.ResponseWriter, r *http.Request) (string, bool) {
+	uid := mux.Vars(r)["uid"]
+	if p := validate.Var("uid", uid, validate.UIDTag); p != nil {
+		httpx.WriteProblem(w, r, p)
+		return "", false
+	}
+	return uid, true
+}
+
+// create serves POST /api/profile.
+func (h HTTP) create(w http.ResponseWriter, r *http.Request) {
+	b, ok := h.decode(w, r)
+	if !ok {
+		return
+	}
+	res, err := h.Commands.CreateProfile.Handle(r.Context(), app.CreateProfile{Username: b.Username, Email: b.Email, Async: async(r)})
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/api/profile/"+res.Profile.UID)
+	h.respond(w, r, res, http.StatusCreated)
+}
+
+// change serves PUT /api/profile/{uid}.
+func (h HTTP) change(w http.ResponseWriter, r *http.Request) {
+	uid, ok := h.uid(w, r)
+	if !ok {
+		return
+	}
+	b, ok := h.decode(w, r)
+	if !ok {
+		return
+	}
+	res, err := h.Commands.ChangeProfile.Handle(r.Context(), app.ChangeProfile{UID: uid, Username: b.Username, Email: b.Email, Async: async(r)})
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.respond(w, r, res, http.StatusOK)
+}
+
+// delete serves DELETE /api/profile/{uid}.
+func (h HTTP) delete(w http.ResponseWriter, r *http.Request) {
+	uid, ok := h.uid(w, r)
+	if !ok {
+		return
+	}
+	res, err := h.Commands.DeleteProfile.Handle(r.Context(), app.DeleteProfile{UID: uid, Async: async(r)})
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if !res.Visible {
+		h.accepted(w, r, res)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// respond answers a successful create or change: status with the profile
+// when readers already see it, 202 Accepted otherwise.
+func (h HTTP) respond(w http.ResponseWriter, r *http.Request, res app.Result, status int) {
+	if !res.Visible {
+		h.accepted(w, r, res)
+		return
+	}
+	w.Header().Set("ETag", httpx.ETag(res.Profile.Version))
+	httpx.WriteJSON(w, status, res.Profile)
+}
+
+// accepted answers 202: the events are in the log, but readers may not see
+// them yet. The body says which version to wait for (GET ...?minVersion=).
+func (h HTTP) accepted(w http.ResponseWriter, r *http.Request, res app.Result) {
+	if async(r) {
+		w.Header().Set("Preference-Applied", "respond-async")
+	}
+	w.Header().Set("Location", "/api/profile/"+res.Profile.UID)
+	w.Header().Set("ETag", httpx.ETag(res.Profile.Version))
+	httpx.WriteJSON(w, http.StatusAccepted, map[string]any{
+		"uid": res.Profile.UID, "version": res.Profile.Version, "status": "accepted",
+	})
+}
+
+func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, app.ErrNotFound):
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "profile-not-found", "Profile not found", err.Error()))
+	case errors.Is(err, app.ErrNotReady), errors.Is(err, app.ErrAppend):
+		h.Log.Warn("command not accepted", "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", "1")
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "unavailable", "", err.Error()))
+	default:
+		h.Log.Error("command failed", "path", r.URL.Path, "err", err)
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "", "", "the command failed; see the service log"))
+	}
+}
+
+// async reports whether the client sent Prefer: respond-async (RFC 7240).
+func async(r *http.Request) bool {
+	for _, v := range r.Header.Values("Prefer") {
+		for _, pref := range strings.Split(v, ",") {
+			name, _, _ := strings.Cut(strings.TrimSpace(pref), "=")
+			if strings.EqualFold(strings.TrimSpace(name), "respond-async") {
+				return true
+			}
+		}
+	}
+	return false
+}

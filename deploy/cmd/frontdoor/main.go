@@ -1,0 +1,60 @@
+// Command frontdoor serves the whole API on one address, routing reads to
+// query-svc and writes to command-svc.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"profiles/deploy/frontdoor"
+	"profiles/deploy/openapi"
+	"profiles/platform/config"
+	"profiles/platform/httpx"
+	"profiles/platform/service"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "frontdoor:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	fs := flag.NewFlagSet("frontdoor", flag.ExitOnError)
+	common := service.RegisterFlags(fs, ":8080")
+	commandURL := config.String(fs, "command-url", "COMMAND_URL", "http://127.0.0.1:8081", "base URL of command-svc")
+	queryURL := config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "base URL of query-svc")
+	_ = fs.Parse(os.Args[1:])
+
+	log := common.Logger("frontdoor")
+	cmdU, err := url.Parse(*commandURL)
+	if err != nil {
+		return fmt.Errorf("COMMAND_URL: %w", err)
+	}
+	qryU, err := url.Parse(*queryURL)
+	if err != nil {
+		return fmt.Errorf("QUERY_URL: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var health httpx.Health
+	health.Check("command-svc", frontdoor.UpstreamReady(cmdU))
+	health.Check("query-svc", frontdoor.UpstreamReady(qryU))
+	router := service.NewRouter(log, &health)
+	router.HandleFunc("/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(openapi.Spec)
+	}).Methods(http.MethodGet)
+	router.PathPrefix("/api/").Handler(frontdoor.New(cmdU, qryU, log))
+
+	log.Info("starting", "http_addr", *common.HTTPAddr, "command_url", *commandURL, "query_url", *queryURL)
+	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace)
+}

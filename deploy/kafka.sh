@@ -1,0 +1,512 @@
+#!/usr/bin/env bash
+# deploy/kafka.sh: run a real Apache Kafka broker (KRaft, no ZooKeeper, no
+# Docker) from plain jars fetched from Maven Central, for tests and local dev.
+#
+#   deploy/kafka.sh fetch
+#       Fetch the Kafka jars into <repo>/.cache/kafka/<version>/libs (idempotent).
+#
+#   deploy/kafka.sh start --data DIR --port N --controller-port M
+#                         [--node-id ID] [--fresh] [--timeout SECONDS]
+#                         [--extra key=value [key=value...]]...
+#       Start one combined broker+controller node: clients on 127.0.0.1:N,
+#       controller quorum on 127.0.0.1:M. --fresh stops any node in DIR and
+#       wipes DIR first. Storage is formatted only when DIR/logs/meta.properties
+#       is missing, so data survives stop/start. DIR/server.properties is
+#       rewritten on every start (so --extra may change between restarts);
+#       --extra lines are appended and so override the defaults.
+#       Without --port/--controller-port, an existing DIR/server.properties is
+#       reused as is (this is also how one node of a cluster is restarted).
+#       Waits until the broker answers a Metadata request (default 90s).
+#       Files in DIR: server.properties, kafka.pid, kafka.out (stdout/stderr),
+#       server.log (log4j, INFO), kafka.bootstrap (host:port), logs/ (data).
+#
+#   deploy/kafka.sh stop --data DIR
+#       SIGTERM, wait up to 30s for a controlled shutdown, then SIGKILL.
+#
+#   deploy/kafka.sh status --data DIR
+#       Print "running ..." (exit 0) or "stopped" (exit 1).
+#
+#   deploy/kafka.sh tool CLASS [ARGS...]
+#       Run a Kafka command-line class with the fetched jars and quiet logging,
+#       e.g. org.apache.kafka.tools.TopicCommand, ProducerPerformance,
+#       ConsumerPerformance, GetOffsetShell (all in org.apache.kafka.tools),
+#       org.apache.kafka.tools.consumer.group.ConsumerGroupCommand.
+#
+#   deploy/kafka.sh start-cluster --data DIR --base-port N [--fresh]
+#                                 [--timeout SECONDS] [--extra key=value]...
+#       Three static voters, node ids 1..3, data in DIR/node1..3, brokers on
+#       127.0.0.1:N..N+2, controllers on 127.0.0.1:N+10..N+12. Defaults to
+#       replication factor 3 and min.insync.replicas 2. Nodes already running
+#       are left alone, so after `stop --data DIR/node2` the same
+#       start-cluster command brings node 2 back.
+#
+#   deploy/kafka.sh stop-cluster --data DIR
+#       Stop all three nodes at once (controlled shutdown, then SIGKILL).
+#
+# Environment: KAFKA_VERSION (default 4.1.1), JAVA_HOME or JAVA,
+# KAFKA_MVN_ARGS (extra Maven arguments for fetch, e.g. -o or
+# -Dmaven.repo.local=DIR), KAFKA_HEAP_OPTS (default "-Xms256m -Xmx512m"), KAFKA_JVM_OPTS (extra broker
+# JVM flags), KAFKA_TOOL_HEAP_OPTS (default "-Xmx512m"), KAFKA_START_TIMEOUT.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
+CACHE_DIR=$REPO_ROOT/.cache/kafka/$KAFKA_VERSION
+LIBS=$CACHE_DIR/libs
+MARKER=$CACHE_DIR/.complete
+POM=$SCRIPT_DIR/kafka/pom.xml
+BROKER_LOG4J=$SCRIPT_DIR/kafka/log4j2.properties
+TOOLS_LOG4J=$SCRIPT_DIR/kafka/log4j2-tools.properties
+if [[ -n ${JAVA:-} ]]; then
+  :
+elif [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]]; then
+  JAVA=$JAVA_HOME/bin/java
+else
+  JAVA=java
+fi
+HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
+TOOL_HEAP_OPTS=${KAFKA_TOOL_HEAP_OPTS:--Xmx512m}
+START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
+STOP_TIMEOUT=30
+
+log() { printf 'kafka.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+now_ms() { date +%s%3N; }
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+
+need_cmd() { command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH ($2)"; }
+
+# ---------------------------------------------------------------- fetch
+
+# The marker records what was fetched; a changed pom or version refetches.
+fetch_stamp() { printf '%s %s\n' "$KAFKA_VERSION" "$(sha256sum "$POM" | cut -d' ' -f1)"; }
+fetched() { [[ -f $MARKER && "$(cat "$MARKER")" == "$(fetch_stamp)" ]]; }
+
+fetch() {
+  fetched && return 0
+  need_cmd "$JAVA" "Kafka needs Java 17 or newer"
+  need_cmd mvn "Maven fetches the Kafka jars from Maven Central"
+  mkdir -p "$CACHE_DIR"
+  # The lock lives on fd 9 of a subshell only, so no broker inherits it.
+  (
+    flock 9
+    fetched && exit 0
+    log "fetching Apache Kafka $KAFKA_VERSION jars with Maven into ${LIBS#"$REPO_ROOT"/} ..."
+    local t0 tmp
+    t0=$(now_ms)
+    tmp=$CACHE_DIR/libs.tmp.$$
+    rm -rf "$tmp"
+    # Maven's output (only errors, with -q) is shown only when it fails.
+    # shellcheck disable=SC2086 # KAFKA_MVN_ARGS is a word list on purpose
+    if ! mvn -q -B -Dstyle.color=never ${KAFKA_MVN_ARGS:-} -f "$POM" \
+        -Dkafka.version="$KAFKA_VERSION" \
+        dependency:copy-dependencies -DoutputDirectory="$tmp" >"$CACHE_DIR/mvn.log" 2>&1; then
+      cat "$CACHE_DIR/mvn.log" >&2
+      rm -rf "$tmp"
+      die "mvn could not fetch Kafka $KAFKA_VERSION (Maven output above, also in $CACHE_DIR/mvn.log)"
+    fi
+    for jar in "kafka_2.13-$KAFKA_VERSION.jar" "kafka-tools-$KAFKA_VERSION.jar" \
+        "kafka-clients-$KAFKA_VERSION.jar"; do
+      [[ -f $tmp/$jar ]] || { rm -rf "$tmp"; die "fetch incomplete: $jar missing"; }
+    done
+    rm -rf "$LIBS"
+    mv "$tmp" "$LIBS"
+    fetch_stamp >"$MARKER"
+    log "fetched $(find "$LIBS" -name '*.jar' | wc -l) jars in $(( $(now_ms) - t0 )) ms"
+  ) 9>"$CACHE_DIR/.lock"
+}
+
+# ---------------------------------------------------------------- helpers
+
+run_tool() { # CLASS ARGS... (runs in the foreground)
+  # shellcheck disable=SC2086 # heap opts are a word list on purpose
+  "$JAVA" $TOOL_HEAP_OPTS \
+    -Djava.awt.headless=true -Dlog4j2.configurationFile="$TOOLS_LOG4J" \
+    -cp "$LIBS/*" "$@"
+}
+
+abs_dir() { mkdir -p "$1" && (cd "$1" && pwd -P); }
+
+# Prints the PID of a live Kafka node for DATA_DIR, or fails.
+live_pid() {
+  local dir=$1 pid
+  [[ -f $dir/kafka.pid ]] || return 1
+  pid=$(cat "$dir/kafka.pid" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  # Guard against a recycled PID: it must be our broker for this directory.
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $dir/server.properties" || return 1
+  echo "$pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Send a Kafka Metadata v4 request (all topics) straight over TCP and check
+# the answer carries our correlation id and at least one broker. Kafka
+# enables request processing only once the broker is fully started (and
+# unfenced), so an answer means clients can work. Far cheaper than a JVM tool.
+metadata_ok() {
+  local port=$1 out
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  out=$(timeout 3 bash -c '
+      exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+      # size=23 | api_key=3 (Metadata) | version=4 | correlation_id=1 |
+      # client_id="kafka.sh" | topics=null (all) | allow_auto_topic_creation=false
+      printf "\x00\x00\x00\x17\x00\x03\x00\x04\x00\x00\x00\x01\x00\x08kafka.sh\xff\xff\xff\xff\x00" >&3
+      head -c 16 <&3 | od -An -tu1 -v' _ "$port" 2>/dev/null) || return 1
+  local -a b
+  read -r -a b <<<"$out"
+  [[ ${#b[@]} -eq 16 ]] || return 1
+  # bytes 4..7: correlation id; 8..11: throttle; 12..15: broker count
+  [[ "${b[4]} ${b[5]} ${b[6]} ${b[7]}" == "0 0 0 1" ]] || return 1
+  (( b[12] == 0 && b[13] == 0 && b[14] == 0 && b[15] >= 1 ))
+}
+
+show_logs() {
+  local dir=$1
+  log "----- tail of $dir/kafka.out -----"
+  tail -n 30 "$dir/kafka.out" >&2 2>/dev/null || true
+  log "----- tail of $dir/server.log -----"
+  tail -n 60 "$dir/server.log" >&2 2>/dev/null || true
+}
+
+random_cluster_id() {
+  # A Kafka Uuid: 16 random bytes, URL-safe base64 without padding; Kafka
+  # itself never hands out one starting with '-', so neither do we.
+  local id
+  while :; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    [[ $id == -* ]] || { echo "$id"; return; }
+  done
+}
+
+# write_props DIR NODE_ID PORT CONTROLLER_PORT VOTERS DEFAULTS_KIND EXTRA...
+write_props() {
+  local dir=$1 id=$2 port=$3 cport=$4 voters=$5 kind=$6
+  shift 6
+  local rf=1 isr=1
+  [[ $kind == cluster ]] && rf=3 isr=2
+  {
+    echo "# Written by deploy/kafka.sh on every start; edits are lost."
+    echo "process.roles=broker,controller"
+    echo "node.id=$id"
+    echo "controller.quorum.voters=$voters"
+    echo "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+    echo "advertised.listeners=PLAINTEXT://127.0.0.1:$port"
+    echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    echo "controller.listener.names=CONTROLLER"
+    echo "inter.broker.listener.name=PLAINTEXT"
+    echo "log.dirs=$dir/logs"
+    echo "num.partitions=1"
+    echo "auto.create.topics.enable=false"
+    echo "default.replication.factor=$rf"
+    echo "min.insync.replicas=$isr"
+    echo "offsets.topic.replication.factor=$rf"
+    echo "transaction.state.log.replication.factor=$rf"
+    echo "transaction.state.log.min.isr=$isr"
+    echo "share.coordinator.state.topic.replication.factor=$rf"
+    echo "share.coordinator.state.topic.min.isr=$isr"
+    echo "group.initial.rebalance.delay.ms=0"
+    echo "log.cleaner.dedupe.buffer.size=4194304"
+    if (( $# > 0 )); then
+      echo "# --extra"
+      printf '%s\n' "$@"
+    fi
+  } >"$dir/server.properties.tmp"
+  mv "$dir/server.properties.tmp" "$dir/server.properties"
+  echo "127.0.0.1:$port" >"$dir/kafka.bootstrap"
+}
+
+prop() { # FILE KEY -> last value of KEY
+  sed -n "s/^$2=//p" "$1" | tail -n 1
+}
+
+format_storage() { # DIR CLUSTER_ID
+  local dir=$1 cid=$2 out
+  if ! out=$(run_tool kafka.tools.StorageTool format --cluster-id "$cid" \
+      --config "$dir/server.properties" 2>&1); then
+    printf '%s\n' "$out" >&2
+    die "formatting KRaft storage in $dir/logs failed"
+  fi
+}
+
+launch() { # DIR: start the JVM in the background, write kafka.pid
+  local dir=$1
+  rm -f "$dir/kafka.pid"
+  # setsid: the broker outlives this script and ignores the caller's Ctrl-C.
+  # The inner shell writes its own PID and then execs java, keeping that PID.
+  # shellcheck disable=SC2016,SC2086
+  setsid bash -c 'echo $$ >"$1/kafka.pid"; shift; exec "$@"' _ "$dir" \
+    "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+    -Djava.awt.headless=true ${KAFKA_JVM_OPTS:-} \
+    -Dkafka.logs.dir="$dir" -Dlog4j2.configurationFile="$BROKER_LOG4J" \
+    -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
+    >"$dir/kafka.out" 2>&1 </dev/null 8>&- &
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [[ -s $dir/kafka.pid ]] && return 0
+    sleep 0.05
+  done
+  die "broker process in $dir did not start"
+}
+
+wait_ready() { # DIR PORT DEADLINE_MS -> 0 when ready; on failure print logs
+  local dir=$1 port=$2 deadline=$3 pid
+  pid=$(cat "$dir/kafka.pid")
+  while :; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "broker in $dir (pid $pid) exited during startup"
+      show_logs "$dir"
+      rm -f "$dir/kafka.pid"
+      return 1
+    fi
+    if port_open "$port" && metadata_ok "$port"; then
+      return 0
+    fi
+    if (( $(now_ms) > deadline )); then
+      log "broker in $dir did not answer Metadata on 127.0.0.1:$port within ${START_TIMEOUT}s"
+      show_logs "$dir"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+stop_dirs() { # DIR...: SIGTERM all, wait, SIGKILL stragglers
+  local dir pid
+  local -a dirs=() pids=()
+  for dir in "$@"; do
+    if pid=$(live_pid "$dir"); then
+      log "stopping broker in $dir (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      dirs+=("$dir")
+      pids+=("$pid")
+    else
+      rm -f "$dir/kafka.pid"
+    fi
+  done
+  (( ${#pids[@]} > 0 )) || return 0
+  local t0 deadline i alive
+  t0=$(now_ms)
+  deadline=$(( t0 + STOP_TIMEOUT * 1000 ))
+  while :; do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    (( alive )) || break
+    if (( $(now_ms) > deadline )); then
+      for i in "${!pids[@]}"; do
+        if kill -0 "${pids[$i]}" 2>/dev/null; then
+          log "broker in ${dirs[$i]} (pid ${pids[$i]}) ignored SIGTERM for ${STOP_TIMEOUT}s; sending SIGKILL"
+          kill -KILL "${pids[$i]}" 2>/dev/null || true
+        fi
+      done
+      while :; do
+        alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        (( alive )) || break
+        sleep 0.1
+      done
+      break
+    fi
+    sleep 0.1
+  done
+  for dir in "${dirs[@]}"; do rm -f "$dir/kafka.pid"; done
+  log "stopped in $(( $(now_ms) - t0 )) ms"
+}
+
+# --fresh wipes DIR, but only if everything in it is ours: a mistyped
+# --data /tmp must not delete other people's files.
+safe_wipe() {
+  local dir=$1 entry
+  [[ $dir != / && $dir != "$HOME" && $REPO_ROOT != "$dir" && $REPO_ROOT != "$dir"/* ]] ||
+    die "refusing to wipe $dir"
+  for entry in "$dir"/* "$dir"/.[!.]*; do
+    [[ -e $entry || -L $entry ]] || continue
+    case ${entry##*/} in
+      server.properties | server.properties.tmp | kafka.pid | kafka.out | kafka.bootstrap | .kafka.sh.lock | \
+        server.log* | logs | cluster.id | node[123]) ;;
+      *) die "refusing to wipe $dir: it holds $entry, which deploy/kafka.sh did not create" ;;
+    esac
+  done
+  rm -rf "${dir:?}"/*
+}
+
+# ---------------------------------------------------------------- commands
+
+DATA='' PORT='' CPORT='' NODE_ID=1 FRESH=0 BASE_PORT=''
+EXTRA=()
+parse_args() {
+  while (( $# > 0 )); do
+    case $1 in
+      --data) DATA=${2:?--data needs a directory}; shift 2 ;;
+      --port) PORT=${2:?--port needs a number}; shift 2 ;;
+      --controller-port) CPORT=${2:?--controller-port needs a number}; shift 2 ;;
+      --base-port) BASE_PORT=${2:?--base-port needs a number}; shift 2 ;;
+      --node-id) NODE_ID=${2:?--node-id needs a number}; shift 2 ;;
+      --timeout) START_TIMEOUT=${2:?--timeout needs seconds}; shift 2 ;;
+      --fresh) FRESH=1; shift ;;
+      --extra) # one or more key=value words
+        [[ ${2:-} == *=* && ${2:-} != -* ]] || die "--extra needs key=value, got '${2:-}'"
+        shift
+        while (( $# > 0 )) && [[ $1 == *=* && $1 != -* ]]; do EXTRA+=("$1"); shift; done ;;
+      --extra=*) EXTRA+=("${1#--extra=}"); shift ;;
+      -h | --help) usage ;;
+      *) die "unknown argument: $1 (see: $0 --help)" ;;
+    esac
+  done
+  for v in PORT CPORT NODE_ID BASE_PORT START_TIMEOUT; do
+    [[ -z ${!v} || ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number, got '${!v}'"
+  done
+  [[ -n $DATA ]] || die "--data DIR is required"
+  DATA=$(abs_dir "$DATA")
+}
+
+# Serialize start/stop on one data dir (fd 8; closed for the broker itself).
+lock_data() { exec 8>"$DATA/.kafka.sh.lock"; flock 8; }
+
+cmd_start() {
+  parse_args "$@"
+  lock_data
+  local t0 pid port
+  t0=$(now_ms)
+  if (( FRESH )); then
+    stop_dirs "$DATA"
+    safe_wipe "$DATA"
+  fi
+  if pid=$(live_pid "$DATA"); then
+    port=$(prop "$DATA/server.properties" advertised.listeners | sed 's/.*://')
+    log "already running in $DATA (pid $pid, 127.0.0.1:$port)"
+    wait_ready "$DATA" "$port" $(( $(now_ms) + START_TIMEOUT * 1000 )) || exit 1
+    return 0
+  fi
+  fetch
+  if [[ -n $PORT || -n $CPORT ]]; then
+    [[ -n $PORT && -n $CPORT ]] || die "give both --port and --controller-port"
+    [[ $PORT != "$CPORT" ]] || die "--port and --controller-port must differ"
+    write_props "$DATA" "$NODE_ID" "$PORT" "$CPORT" "$NODE_ID@127.0.0.1:$CPORT" single ${EXTRA[@]+"${EXTRA[@]}"}
+  else
+    [[ -f $DATA/server.properties ]] || die "--port and --controller-port are required (no $DATA/server.properties to reuse)"
+    (( ${#EXTRA[@]} == 0 )) || die "--extra needs --port and --controller-port (server.properties is rewritten)"
+    log "reusing $DATA/server.properties"
+  fi
+  port=$(prop "$DATA/server.properties" advertised.listeners | sed 's/.*://')
+  local cport
+  cport=$(prop "$DATA/server.properties" listeners | sed 's/.*CONTROLLER:\/\/[^:]*://; s/,.*//')
+  for p in "$port" "$cport"; do
+    port_open "$p" && die "port 127.0.0.1:$p is already in use"
+  done
+  if [[ ! -f $DATA/logs/meta.properties ]]; then
+    local cid=${CLUSTER_ID:-$(random_cluster_id)}
+    format_storage "$DATA" "$cid"
+    log "formatted $DATA/logs (cluster id $cid)"
+  fi
+  launch "$DATA"
+  pid=$(cat "$DATA/kafka.pid")
+  if ! wait_ready "$DATA" "$port" $(( t0 + START_TIMEOUT * 1000 )); then
+    stop_dirs "$DATA"
+    exit 1
+  fi
+  log "broker ready on 127.0.0.1:$port (pid $pid, data $DATA) in $(( $(now_ms) - t0 )) ms"
+}
+
+cmd_stop() {
+  parse_args "$@"
+  lock_data
+  stop_dirs "$DATA"
+}
+
+cmd_status() {
+  parse_args "$@"
+  local pid
+  if pid=$(live_pid "$DATA"); then
+    echo "running (pid $pid, $(cat "$DATA/kafka.bootstrap" 2>/dev/null || echo '?'), data $DATA)"
+  else
+    echo "stopped ($DATA)"
+    return 1
+  fi
+}
+
+cmd_tool() {
+  (( $# > 0 )) || die "usage: $0 tool CLASS [ARGS...]"
+  fetch
+  run_tool "$@"
+}
+
+
+cmd_start_cluster() {
+  parse_args "$@"
+  lock_data
+  [[ -n $BASE_PORT ]] || die "--base-port N is required"
+  local t0 i dir cid voters
+  t0=$(now_ms)
+  if (( FRESH )); then
+    stop_dirs "$DATA/node1" "$DATA/node2" "$DATA/node3"
+    safe_wipe "$DATA"
+  fi
+  fetch
+  voters="1@127.0.0.1:$((BASE_PORT + 10)),2@127.0.0.1:$((BASE_PORT + 11)),3@127.0.0.1:$((BASE_PORT + 12))"
+  # One cluster id for all nodes, kept beside them.
+  if [[ -f $DATA/cluster.id ]]; then
+    cid=$(cat "$DATA/cluster.id")
+  else
+    cid=$(random_cluster_id)
+    echo "$cid" >"$DATA/cluster.id"
+  fi
+  local -a to_start=() fmt_pids=()
+  for i in 1 2 3; do
+    dir=$(abs_dir "$DATA/node$i")
+    if live_pid "$dir" >/dev/null; then
+      log "node $i already running"
+      continue
+    fi
+    write_props "$dir" "$i" $((BASE_PORT + i - 1)) $((BASE_PORT + 10 + i - 1)) "$voters" cluster \
+      ${EXTRA[@]+"${EXTRA[@]}"}
+    for p in $((BASE_PORT + i - 1)) $((BASE_PORT + 10 + i - 1)); do
+      port_open "$p" && die "port 127.0.0.1:$p is already in use"
+    done
+    if [[ ! -f $dir/logs/meta.properties ]]; then
+      format_storage "$dir" "$cid" &
+      fmt_pids+=($!)
+    fi
+    to_start+=("$i")
+  done
+  for p in ${fmt_pids[@]+"${fmt_pids[@]}"}; do wait "$p" || die "formatting failed"; done
+  for i in ${to_start[@]+"${to_start[@]}"}; do launch "$DATA/node$i"; done
+  # A static quorum needs a majority up before any broker can become ready.
+  local deadline=$(( t0 + START_TIMEOUT * 1000 )) failed=0
+  for i in 1 2 3; do
+    wait_ready "$DATA/node$i" $((BASE_PORT + i - 1)) "$deadline" || failed=1
+  done
+  if (( failed )); then
+    stop_dirs "$DATA/node1" "$DATA/node2" "$DATA/node3"
+    exit 1
+  fi
+  log "cluster ready on 127.0.0.1:$BASE_PORT,127.0.0.1:$((BASE_PORT + 1)),127.0.0.1:$((BASE_PORT + 2)) in $(( $(now_ms) - t0 )) ms"
+}
+
+cmd_stop_cluster() {
+  parse_args "$@"
+  lock_data
+  stop_dirs "$DATA/node1" "$DATA/node2" "$DATA/node3"
+}
+
+main() {
+  (( $# > 0 )) || usage
+  local cmd=$1
+  shift
+  case $cmd in
+    fetch) fetch ;;
+    start) cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    status) cmd_status "$@" ;;
+    tool) cmd_tool "$@" ;;
+    start-cluster) cmd_start_cluster "$@" ;;
+    stop-cluster) cmd_stop_cluster "$@" ;;
+    -h | --help | help) usage ;;
+    *) die "unknown command: $cmd (see: $0 --help)" ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,126 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrDecode is returned (wrapped) by Decode for any record that is not a
+// valid event: bad JSON, an unknown type, an unsupported schema version or a
+// missing field. A consumer that gets it must skip (or dead-letter) the
+// record rather than stall on it.
+var ErrDecode = errors.New("cannot decode event")
+
+// envelope is the JSON form of an Event in the event log.
+type envelope struct {
+	ID            string          `json:"id"`
+	Type          Type            `json:"type"`
+	UID           string          `json:"uid"`
+	Version       int64           `json:"version"`
+	OccurredAt    time.Time       `json:"occurredAt"`
+	SchemaVersion int             `json:"schemaVersion"`
+	Data          json.RawMessage `json:"data"`
+}
+
+// Encode returns the JSON envelope of e.
+func Encode(e Event) ([]byte, error) {
+	if e.Data == nil || e.Data.EventType() != e.Type {
+		return nil, fmt.Errorf("%w: payload does not match type %q", ErrInvalidEvent, e.Type)
+	}
+	data, err := json.Marshal(e.Data)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s payload: %w", e.Type, err)
+	}
+	return json.Marshal(envelope{
+		ID:            e.ID,
+		Type:          e.Type,
+		UID:           e.UID,
+		Version:       e.Version,
+		OccurredAt:    e.OccurredAt,
+		SchemaVersion: e.SchemaVersion,
+		Data:          data,
+	})
+}
+
+// Decode parses a JSON envelope written by Encode, by this or any earlier
+// schema version. Errors wrap ErrDecode.
+func Decode(b []byte) (Event, error) {
+	var env envelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrDecode, err)
+	}
+	switch {
+	case env.ID == "" || env.UID == "":
+		return Event{}, fmt.Errorf("%w: missing id or uid", ErrDecode)
+	case env.Version < 1:
+		return Event{}, fmt.Errorf("%w: version %d", ErrDecode, env.Version)
+	case env.SchemaVersion < 1 || env.SchemaVersion > SchemaVersion:
+		return Event{}, fmt.Errorf("%w: unsupported schema version %d", ErrDecode, env.SchemaVersion)
+	}
+	var (
+		data Payload
+		err  error
+	)
+	switch env.Type {
+	case TypeProfileCreated:
+		data, err = decodeData[ProfileCreated](env.Data)
+	case TypeUsernameChanged:
+		data, err = decodeData[UsernameChanged](env.Data)
+	case TypeEmailChanged:
+		data, err = decodeData[EmailChanged](env.Data)
+	case TypeProfileDeleted:
+		data, err = decodeData[ProfileDeleted](env.Data)
+	default:
+		return Event{}, fmt.Errorf("%w: unknown type %q", ErrDecode, env.Type)
+	}
+	if err != nil {
+		return Event{}, fmt.Errorf("%w: %s payload: %v", ErrDecode, env.Type, err)
+	}
+	return Event{
+		ID:            env.ID,
+		Type:          env.Type,
+		UID:           env.UID,
+		Version:       env.Version,
+		OccurredAt:    env.OccurredAt,
+		SchemaVersion: env.SchemaVersion,
+		Data:          data,
+	}, nil
+}
+
+func decodeData[T Payload](raw json.RawMessage) (T, error) {
+	var v T
+	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return v, nil
+	}
+	err := json.Unmarshal(raw, &v)
+	return v, err
+}
+
+// CloudEvents Kafka binding (binary content mode) header names.
+const (
+	HeaderID          = "ce_id"
+	HeaderType        = "ce_type"
+	HeaderSource      = "ce_source"
+	HeaderSpecVersion = "ce_specversion"
+	HeaderTime        = "ce_time"
+	HeaderSubject     = "ce_subject"
+	HeaderContentType = "content-type"
+)
+
+// Headers returns the CloudEvents headers for e, so that other consumers can
+// route the record without parsing its value. source identifies the writer,
+// for example "/command-svc".
+func Headers(e Event, source string) map[string]string {
+	return map[string]string{
+		HeaderID:          e.ID,
+		HeaderType:        string(e.Type),
+		HeaderSource:      source,
+		HeaderSpecVersion: "1.0",
+		HeaderTime:        e.OccurredAt.UTC().Format(time.RFC3339Nano),
+		HeaderSubject:     e.UID,
+		HeaderContentType: "application/json",
+	}
+}

@@ -1,0 +1,88 @@
+package events
+
+import (
+	"time"
+)
+
+// Type names an event. The set is closed: Decode rejects any other value.
+type Type string
+
+// The event types. Their string values are part of the wire format.
+const (
+	TypeProfileCreated  Type = "ProfileCreated"
+	TypeUsernameChanged Type = "UsernameChanged"
+	TypeEmailChanged    Type = "EmailChanged"
+	TypeProfileDeleted  Type = "ProfileDeleted"
+)
+
+// SchemaVersion is the envelope schema version this build writes. Decode
+// accepts this version and every older one.
+const SchemaVersion = 1
+
+// Event is one fact about one profile, as stored in the event log.
+//
+// Version is the profile's version after this event: 1 for ProfileCreated,
+// and one more than the previous event for every later one. Data holds one
+// of the payload types below and always matches Type.
+type Event struct {
+	ID            string
+	Type          Type
+	UID           string
+	Version       int64
+	OccurredAt    time.Time
+	SchemaVersion int
+	Data          Payload
+}
+
+// Payload is implemented by exactly the four payload types of this package.
+type Payload interface {
+	// EventType returns the Type this payload belongs to.
+	EventType() Type
+}
+
+// ProfileCreated starts a profile's history.
+type ProfileCreated struct {
+	Username string `json:"username"`
+	Email    string `json:"email"`
+}
+
+// UsernameChanged replaces the username.
+type UsernameChanged struct {
+	Username string `json:"username"`
+}
+
+// EmailChanged replaces the email address.
+type EmailChanged struct {
+	Email string `json:"email"`
+}
+
+// ProfileDeleted ends a profile's history. No event may follow it.
+type ProfileDeleted struct{}
+
+// EventType implements Payload.
+func (ProfileCreated) EventType() Type { return TypeProfileCreated }
+
+// EventType implements Payload.
+func (UsernameChanged) EventType() Type { return TypeUsernameChanged }
+
+// EventType implements Payload.
+func (EmailChanged) EventType() Type { return TypeEmailChanged }
+
+// EventType implements Payload.
+func (ProfileDeleted) EventType() Type { return TypeProfileDeleted }
+
+// New returns the event that follows state with the given payload: its
+// version is state.Version+1, its type is taken from data, and id and at
+// are recorded as given. New does not check that the event is allowed;
+// Apply does.
+func New(id string, state Profile, uid string, data Payload, at time.Time) Event {
+	return Event{
+		ID:            id,
+		Type:          data.EventType(),
+		UID:           uid,
+		Version:       state.Version + 1,
+		OccurredAt:    at.UTC(),
+		SchemaVersion: SchemaVersion,
+		Data:          data,
+	}
+}

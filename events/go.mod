@@ -1,0 +1,3 @@
+module profiles/events
+
+go 1.26

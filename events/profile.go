@@ -1,0 +1,31 @@
+package events
+
+import (
+	"strings"
+	"time"
+)
+
+// Profile is the state of one profile after folding its events.
+//
+// The zero value is a profile that has never existed (Version 0). A deleted
+// profile keeps its UID and the Version of its ProfileDeleted event and has
+// Deleted set; it is never served, and no event may follow the delete.
+type Profile struct {
+	UID       string    `json:"uid"`
+	Username  string    `json:"username"`
+	Email     string    `json:"email"`
+	Version   int64     `json:"version"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	Deleted   bool      `json:"-"`
+}
+
+// Exists reports whether p is a live profile: created and not deleted.
+func (p Profile) Exists() bool { return p.Version > 0 && !p.Deleted }
+
+// NormalizeEmail returns the form of an email address used for indexing and
+// search: surrounding space trimmed and lower-cased. Two addresses with the
+// same normalized form are the same address for every lookup.
+func NormalizeEmail(email string) string {
+	return strings.ToLower(strings.TrimSpace(email))
+}

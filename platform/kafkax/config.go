@@ -1,0 +1,117 @@
+// Package kafkax holds what every profiles binary needs from Kafka: the
+// cluster and topic settings, sarama configurations with safe defaults,
+// topic creation and verification, Java-compatible key placement, a keyed
+// watermill publisher, and a batched partition reader for catch-up.
+package kafkax
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"profiles/platform/config"
+)
+
+// Config describes the cluster and the topics. The zero value is not
+// usable; fill it with RegisterFlags or by hand and call Validate.
+type Config struct {
+	Brokers []string
+	// EventsTopic is the event log, kept forever.
+	EventsTopic string
+	// SnapshotsTopic is the compacted topic of current profiles.
+	SnapshotsTopic string
+	// Partitions is the partition count of every topic (they are co-partitioned).
+	Partitions int32
+	// ReplicationFactor of created topics; 0 means min(3, brokers).
+	ReplicationFactor int16
+	// SnapshotsTopicConfig holds extra topic configs for the snapshot topic,
+	// applied when it is created (tests use it to make the cleaner eager).
+	SnapshotsTopicConfig map[string]string
+}
+
+// Flags holds the raw flag values behind a Config until Parse has run.
+type Flags struct {
+	brokers, events, snapshots, snapshotCfg *string
+	partitions, replication                 *int
+}
+
+// RegisterFlags registers the Kafka settings on fs. Call Config after fs.Parse.
+func RegisterFlags(fs *flag.FlagSet) *Flags {
+	return &Flags{
+		brokers:     config.String(fs, "kafka-brokers", "KAFKA_BROKERS", "127.0.0.1:9092", "comma-separated Kafka bootstrap servers"),
+		events:      config.String(fs, "events-topic", "EVENTS_TOPIC", "profile-events", "event log topic"),
+		snapshots:   config.String(fs, "snapshots-topic", "SNAPSHOTS_TOPIC", "profile-snapshots", "compacted snapshot topic"),
+		snapshotCfg: config.String(fs, "snapshots-topic-config", "SNAPSHOTS_TOPIC_CONFIG", "", "extra k=v,k=v configs for a newly created snapshot topic"),
+		partitions:  config.Int(fs, "topic-partitions", "TOPIC_PARTITIONS", 12, "partition count of every topic"),
+		replication: config.Int(fs, "topic-replication", "TOPIC_REPLICATION", 0, "replication factor of created topics; 0 = min(3, brokers)"),
+	}
+}
+
+// Config returns the parsed and validated configuration.
+func (f *Flags) Config() (Config, error) {
+	extra, err := config.Map(*f.snapshotCfg)
+	if err != nil {
+		return Config{}, fmt.Errorf("SNAPSHOTS_TOPIC_CONFIG: %w", err)
+	}
+	c := Config{
+		Brokers:              config.List(*f.brokers),
+		EventsTopic:          *f.events,
+		SnapshotsTopic:       *f.snapshots,
+		Partitions:           int32(*f.partitions),
+		ReplicationFactor:    int16(*f.replication),
+		SnapshotsTopicConfig: extra,
+	}
+	return c, c.Validate()
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return fmt.Errorf("kafka: no brokers")
+	case c.EventsTopic == "" || c.SnapshotsTopic == "":
+		return fmt.Errorf("kafka: empty topic name")
+	case c.EventsTopic == c.SnapshotsTopic:
+		return fmt.Errorf("kafka: events and snapshots topics must differ")
+	case c.Partitions < 1:
+		return fmt.Errorf("kafka: partitions must be at least 1, got %d", c.Partitions)
+	case c.ReplicationFactor < 0:
+		return fmt.Errorf("kafka: replication factor must not be negative")
+	}
+	return nil
+}
+
+// MinBrokerVersion is the oldest Kafka release the services talk to. Kafka
+// 4 removed the oldest protocol versions, so sarama's default is too old.
+var MinBrokerVersion = sarama.V4_0_0_0
+
+// Sarama returns a client configuration for clientID with the settings every
+// profiles client shares. Callers may change the returned value.
+func (c Config) Sarama(clientID string) *sarama.Config {
+	sc := sarama.NewConfig()
+	sc.ClientID = clientID
+	sc.Version = MinBrokerVersion
+	sc.Metadata.Retry.Max = 10
+	sc.Metadata.Retry.Backoff = 500 * time.Millisecond
+	sc.Consumer.Return.Errors = true
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	return sc
+}
+
+// ProducerSarama returns a configuration for a durable, ordered producer:
+// acks from all in-sync replicas, idempotence (so a retry never writes a
+// duplicate or reorders), and Java-compatible murmur2 key placement.
+func (c Config) ProducerSarama(clientID string) *sarama.Config {
+	sc := c.Sarama(clientID)
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Idempotent = true
+	sc.Net.MaxOpenRequests = 1 // required by sarama for an idempotent producer
+	sc.Producer.Retry.Max = 10
+	sc.Producer.Retry.Backoff = 200 * time.Millisecond
+	sc.Producer.Return.Successes = true // watermill's sync publisher needs it
+	sc.Producer.Return.Errors = true
+	sc.Producer.Partitioner = sarama.NewMurmur2Partitioner
+	return sc
+}

@@ -1,0 +1,65 @@
+package kafkax
+
+import (
+	"fmt"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// KeyMetadata is the watermill metadata entry that NewPublisher uses as the
+// Kafka record key. It is not written as a header.
+const KeyMetadata = "kafka_key"
+
+// NewPublisher returns a watermill publisher with the durable producer
+// settings of ProducerSarama. Publish blocks until every in-sync replica has
+// the record. Each message's KeyMetadata becomes the record key (so the
+// partition is Partition(key, n)); a message with a nil payload is written
+// as a tombstone.
+func NewPublisher(c Config, clientID string, logger watermill.LoggerAdapter) (*kafka.Publisher, error) {
+	return kafka.NewPublisher(kafka.PublisherConfig{
+		Brokers:               c.Brokers,
+		Marshaler:             keyedMarshaler{},
+		OverwriteSaramaConfig: c.ProducerSarama(clientID),
+	}, logger)
+}
+
+// NewKeyedMessage returns a message for NewPublisher with the given id, key,
+// headers and payload (nil for a tombstone).
+func NewKeyedMessage(id, key string, headers map[string]string, payload []byte) *message.Message {
+	msg := message.NewMessage(id, payload)
+	for k, v := range headers {
+		msg.Metadata.Set(k, v)
+	}
+	msg.Metadata.Set(KeyMetadata, key)
+	return msg
+}
+
+// keyedMarshaler is watermill's default marshaler with the record key taken
+// from KeyMetadata instead of a header.
+type keyedMarshaler struct{ kafka.DefaultMarshaler }
+
+func (m keyedMarshaler) Marshal(topic string, msg *message.Message) (*sarama.ProducerMessage, error) {
+	key := msg.Metadata.Get(KeyMetadata)
+	if key == "" {
+		return nil, fmt.Errorf("message %s has no %s", msg.UUID, KeyMetadata)
+	}
+	m2 := msg.Copy()
+	m2.Metadata = make(message.Metadata, len(msg.Metadata))
+	for k, v := range msg.Metadata {
+		if k != KeyMetadata {
+			m2.Metadata[k] = v
+		}
+	}
+	pm, err := m.DefaultMarshaler.Marshal(topic, m2)
+	if err != nil {
+		return nil, err
+	}
+	pm.Key = sarama.StringEncoder(key)
+	if msg.Payload == nil {
+		pm.Value = nil // a tombstone
+	}
+	return pm, nil
+}

@@ -1,0 +1,156 @@
+package kafkax
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/IBM/sarama"
+)
+
+// ReadOptions configures Read. Topic and Handle are required.
+type ReadOptions struct {
+	Topic string
+	// Partitions to read; nil means every partition of the topic.
+	Partitions []int32
+	// Start returns the offset to start partition p at: a real offset (the
+	// next one to read) or sarama.OffsetOldest. nil means OffsetOldest.
+	Start func(p int32) (int64, error)
+	// Handle receives the records of partition p in offset order, in batches
+	// of at most MaxBatch. It is called from one goroutine per partition, so
+	// calls for different partitions run concurrently. An error stops Read.
+	Handle func(ctx context.Context, p int32, records []*sarama.ConsumerMessage) error
+	// CaughtUp, if set, is called once per partition as soon as everything
+	// that was in the partition when Read started has been handled.
+	CaughtUp func(p int32)
+	// MaxBatch bounds a batch; 0 means 1000.
+	MaxBatch int
+	// StopAtEnd makes Read return once every partition has caught up,
+	// instead of following the topic until ctx ends.
+	StopAtEnd bool
+}
+
+// Read consumes the partitions of a topic with a plain sarama consumer and
+// hands their records to opts.Handle in batches. It returns nil when ctx
+// ends (or, with StopAtEnd, when all partitions caught up), and the first
+// error of any partition otherwise.
+//
+// It uses sarama directly, not a watermill subscriber, because its callers
+// need three things watermill cannot give: starting each partition at an
+// offset the caller stored itself (atomically with its view, not in the
+// consumer group), knowing when a partition has reached the high-water mark
+// it had at start (readiness), and whole batches instead of one un-acked
+// message per partition, which is what makes a catch-up fast.
+func Read(ctx context.Context, client sarama.Client, opts ReadOptions) error {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1000
+	}
+	parts := opts.Partitions
+	if parts == nil {
+		var err error
+		if parts, err = client.Partitions(opts.Topic); err != nil {
+			return fmt.Errorf("partitions of %s: %w", opts.Topic, err)
+		}
+	}
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		return fmt.Errorf("consumer for %s: %w", opts.Topic, err)
+	}
+	defer consumer.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		once     sync.Once
+		firstErr error
+	)
+	for _, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := readPartition(ctx, client, consumer, opts, p); err != nil {
+				once.Do(func() { firstErr = err; cancel() })
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Consumer, opts ReadOptions, p int32) error {
+	end, err := client.GetOffset(opts.Topic, p, sarama.OffsetNewest)
+	if err != nil {
+		return fmt.Errorf("high-water mark of %s/%d: %w", opts.Topic, p, err)
+	}
+	start := sarama.OffsetOldest
+	if opts.Start != nil {
+		if start, err = opts.Start(p); err != nil {
+			return err
+		}
+	}
+	next := start
+	if next == sarama.OffsetOldest {
+		if next, err = client.GetOffset(opts.Topic, p, sarama.OffsetOldest); err != nil {
+			return fmt.Errorf("oldest offset of %s/%d: %w", opts.Topic, p, err)
+		}
+	}
+	caught := false
+	checkCaughtUp := func() bool {
+		if !caught && next >= end {
+			caught = true
+			if opts.CaughtUp != nil {
+				opts.CaughtUp(p)
+			}
+		}
+		return caught && opts.StopAtEnd
+	}
+	if checkCaughtUp() {
+		return nil
+	}
+
+	pc, err := consumer.ConsumePartition(opts.Topic, p, start)
+	if errors.Is(err, sarama.ErrOffsetOutOfRange) {
+		// The stored offset is not in the log (the topic was recreated or
+		// truncated): everything we hold for it is suspect, so start over.
+		slog.Warn("stored offset out of range; reading partition from the start",
+			"topic", opts.Topic, "partition", p, "offset", start, "end", end)
+		pc, err = consumer.ConsumePartition(opts.Topic, p, sarama.OffsetOldest)
+	}
+	if err != nil {
+		return fmt.Errorf("consume %s/%d from %d: %w", opts.Topic, p, start, err)
+	}
+	defer pc.Close()
+
+	batch := make([]*sarama.ConsumerMessage, 0, opts.MaxBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case cerr := <-pc.Errors():
+			// sarama retries by itself; a consumer error is worth a log line only.
+			slog.Warn("kafka consumer error", "topic", opts.Topic, "partition", p, "err", cerr)
+			continue
+		case msg := <-pc.Messages():
+			batch = append(batch[:0], msg)
+		}
+	drain:
+		for len(batch) < opts.MaxBatch {
+			select {
+			case msg := <-pc.Messages():
+				batch = append(batch, msg)
+			default:
+				break drain
+			}
+		}
+		if err := opts.Handle(ctx, p, batch); err != nil {
+			return fmt.Errorf("handle %s/%d at offset %d: %w", opts.Topic, p, batch[0].Offset, err)
+		}
+		next = batch[len(batch)-1].Offset + 1
+		if checkCaughtUp() {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,150 @@
+package kafkax
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// ErrTopicMismatch is returned (wrapped) by EnsureTopics when a topic exists
+// with a partition count or policy that the services cannot run on.
+var ErrTopicMismatch = errors.New("topic does not match the required layout")
+
+// TopicSpec is the required layout of one topic.
+type TopicSpec struct {
+	Name       string
+	Partitions int32
+	// Required configs are checked on an existing topic and set on a new one.
+	Required map[string]string
+	// Extra configs are only set when the topic is created.
+	Extra map[string]string
+}
+
+// Specs returns the layout of the profiles topics:
+//   - the event log deletes nothing, ever (retention.ms=-1, retention.bytes=-1);
+//   - the snapshot topic is compacted, so it keeps the latest value of each
+//     profile and a delete (a tombstone) eventually removes the key.
+func (c Config) Specs() []TopicSpec {
+	return []TopicSpec{
+		{Name: c.EventsTopic, Partitions: c.Partitions, Required: map[string]string{
+			"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1",
+		}},
+		{Name: c.SnapshotsTopic, Partitions: c.Partitions, Required: map[string]string{
+			"cleanup.policy": "compact",
+		}, Extra: c.SnapshotsTopicConfig},
+	}
+}
+
+// EnsureTopics creates the missing topics of c.Specs and verifies the ones
+// that exist. It refuses (ErrTopicMismatch) a topic whose partition count or
+// required configs differ, because keys would then live on other partitions
+// than the services expect. It is safe to run from several processes at
+// once. The replication factor of a new topic is c.ReplicationFactor, or
+// min(3, brokers) when that is 0; with 3 replicas, min.insync.replicas is 2.
+func EnsureTopics(ctx context.Context, c Config, clientID string) error {
+	admin, err := newAdmin(ctx, c, clientID)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+
+	rf := c.ReplicationFactor
+	if rf == 0 {
+		brokers, _, err := admin.DescribeCluster()
+		if err != nil {
+			return fmt.Errorf("describe cluster: %w", err)
+		}
+		rf = int16(min(3, len(brokers)))
+	}
+	for _, spec := range c.Specs() {
+		if err := ensureTopic(admin, spec, rf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newAdmin connects an admin client, retrying until ctx ends so that a
+// service may start before its broker is ready.
+func newAdmin(ctx context.Context, c Config, clientID string) (sarama.ClusterAdmin, error) {
+	for {
+		admin, err := sarama.NewClusterAdmin(c.Brokers, c.Sarama(clientID))
+		if err == nil {
+			return admin, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to Kafka at %s: %w", strings.Join(c.Brokers, ","), err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func ensureTopic(admin sarama.ClusterAdmin, spec TopicSpec, rf int16) error {
+	configs := map[string]*string{}
+	for k, v := range spec.Extra {
+		configs[k] = &v
+	}
+	for k, v := range spec.Required {
+		configs[k] = &v
+	}
+	if rf >= 3 {
+		two := "2"
+		configs["min.insync.replicas"] = &two
+	}
+	err := admin.CreateTopic(spec.Name, &sarama.TopicDetail{
+		NumPartitions: spec.Partitions, ReplicationFactor: rf, ConfigEntries: configs,
+	}, false)
+	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", spec.Name, err)
+	}
+	// A topic just created (here or by another service) takes a moment to
+	// show up in metadata with leaders for every partition.
+	for attempt := 0; ; attempt++ {
+		err = verifyTopic(admin, spec)
+		var kerr sarama.KError
+		if err == nil || errors.Is(err, ErrTopicMismatch) || attempt == 60 || !errors.As(err, &kerr) {
+			return err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func verifyTopic(admin sarama.ClusterAdmin, spec TopicSpec) error {
+	metas, err := admin.DescribeTopics([]string{spec.Name})
+	if err != nil {
+		return fmt.Errorf("describe topic %s: %w", spec.Name, err)
+	}
+	if len(metas) != 1 {
+		return fmt.Errorf("describe topic %s: %d answers", spec.Name, len(metas))
+	}
+	if !errors.Is(metas[0].Err, sarama.ErrNoError) {
+		return fmt.Errorf("describe topic %s: %w", spec.Name, metas[0].Err)
+	}
+	for _, pm := range metas[0].Partitions {
+		if !errors.Is(pm.Err, sarama.ErrNoError) {
+			return fmt.Errorf("topic %s partition %d: %w", spec.Name, pm.ID, pm.Err)
+		}
+	}
+	if got := int32(len(metas[0].Partitions)); got != spec.Partitions {
+		return fmt.Errorf("%w: %s has %d partitions, want %d", ErrTopicMismatch, spec.Name, got, spec.Partitions)
+	}
+	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: spec.Name})
+	if err != nil {
+		return fmt.Errorf("describe configs of %s: %w", spec.Name, err)
+	}
+	have := map[string]string{}
+	for _, e := range entries {
+		have[e.Name] = e.Value
+	}
+	for k, want := range spec.Required {
+		if have[k] != want {
+			return fmt.Errorf("%w: %s has %s=%q, want %q", ErrTopicMismatch, spec.Name, k, have[k], want)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,27 @@
+// Package app holds query-svc's use cases, one per file. They depend only on
+// the ProfileView interface declared here, not on Pebble or Kafka.
+package app
+
+import (
+	"errors"
+
+	"profiles/events"
+)
+
+// Errors returned by the queries. Check them with errors.Is.
+var (
+	// ErrNotFound: the profile does not exist, or has been deleted.
+	ErrNotFound = errors.New("profile not found")
+	// ErrNotYet: the view did not reach the requested version in time.
+	ErrNotYet = errors.New("view has not reached the requested version")
+)
+
+// ProfileView is what the queries need of the materialized view. Get
+// returns a deleted profile with Deleted set, and an error wrapping a
+// not-found sentinel for a uid it has never seen (IsNotFound tells).
+type ProfileView interface {
+	Get(uid string) (events.Profile, error)
+	SearchEmail(email string) ([]events.Profile, error)
+	// Changed returns a channel closed at the view's next change.
+	Changed() <-chan struct{}
+}
