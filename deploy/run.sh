@@ -12,15 +12,18 @@ LOGS=.data/logs
 mkdir -p "$LOGS" .data/query
 
 pids=()
+stopped=
 stop() {
-  trap - INT TERM EXIT
+  [[ -n $stopped ]] && return
+  stopped=1
   echo
   echo "stopping services: ${pids[*]}"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   echo "services stopped; Kafka keeps running (make down stops it)"
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 
 start() { # name, then env assignments, then the binary
   local name=$1; shift

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/IBM/sarama"
 )
@@ -81,7 +82,11 @@ func Read(ctx context.Context, client sarama.Client, opts ReadOptions) error {
 }
 
 func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Consumer, opts ReadOptions, p int32) error {
-	end, err := client.GetOffset(opts.Topic, p, sarama.OffsetNewest)
+	var end int64
+	err := retry(ctx, client, opts.Topic, func() (err error) {
+		end, err = client.GetOffset(opts.Topic, p, sarama.OffsetNewest)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("high-water mark of %s/%d: %w", opts.Topic, p, err)
 	}
@@ -93,7 +98,11 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 	}
 	next := start
 	if next == sarama.OffsetOldest {
-		if next, err = client.GetOffset(opts.Topic, p, sarama.OffsetOldest); err != nil {
+		err := retry(ctx, client, opts.Topic, func() (err error) {
+			next, err = client.GetOffset(opts.Topic, p, sarama.OffsetOldest)
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("oldest offset of %s/%d: %w", opts.Topic, p, err)
 		}
 	}
@@ -111,14 +120,19 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 		return nil
 	}
 
-	pc, err := consumer.ConsumePartition(opts.Topic, p, start)
-	if errors.Is(err, sarama.ErrOffsetOutOfRange) {
-		// The stored offset is not in the log (the topic was recreated or
-		// truncated): everything we hold for it is suspect, so start over.
-		slog.Warn("stored offset out of range; reading partition from the start",
-			"topic", opts.Topic, "partition", p, "offset", start, "end", end)
-		pc, err = consumer.ConsumePartition(opts.Topic, p, sarama.OffsetOldest)
-	}
+	var pc sarama.PartitionConsumer
+	err = retry(ctx, client, opts.Topic, func() (err error) {
+		pc, err = consumer.ConsumePartition(opts.Topic, p, start)
+		if errors.Is(err, sarama.ErrOffsetOutOfRange) {
+			// The stored offset is not in the log (the topic was recreated or
+			// truncated): everything we hold for it is suspect, so start over.
+			slog.Warn("stored offset out of range; reading partition from the start",
+				"topic", opts.Topic, "partition", p, "offset", start, "end", end)
+			start = sarama.OffsetOldest
+			pc, err = consumer.ConsumePartition(opts.Topic, p, start)
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("consume %s/%d from %d: %w", opts.Topic, p, start, err)
 	}
@@ -153,4 +167,38 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 			return nil
 		}
 	}
+}
+
+// retry runs op until it succeeds, fails with an error that is not a
+// transient leadership or metadata error, or ctx ends. Between attempts it
+// refreshes the topic's metadata: right after a topic is created or a
+// broker restarts, a client's view of the leaders is often stale.
+func retry(ctx context.Context, client sarama.Client, topic string, op func() error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := op()
+		if err == nil || !transient(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+		_ = client.RefreshMetadata(topic)
+	}
+}
+
+func transient(err error) bool {
+	for _, kerr := range []sarama.KError{
+		sarama.ErrNotLeaderForPartition, sarama.ErrLeaderNotAvailable, sarama.ErrUnknownTopicOrPartition,
+		sarama.ErrReplicaNotAvailable, sarama.ErrOffsetNotAvailable, sarama.ErrNotCoordinatorForConsumer,
+		sarama.ErrRequestTimedOut, sarama.ErrFencedLeaderEpoch, sarama.ErrUnknownLeaderEpoch,
+	} {
+		if errors.Is(err, kerr) {
+			return true
+		}
+	}
+	return errors.Is(err, sarama.ErrOutOfBrokers) || errors.Is(err, sarama.ErrNotConnected)
 }

@@ -133,13 +133,18 @@ func verifyTopic(admin sarama.ClusterAdmin, spec TopicSpec) error {
 	if got := int32(len(metas[0].Partitions)); got != spec.Partitions {
 		return fmt.Errorf("%w: %s has %d partitions, want %d", ErrTopicMismatch, spec.Name, got, spec.Partitions)
 	}
-	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: spec.Name})
+	results, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: spec.Name}}, sarama.DescribeConfigsOptions{})
 	if err != nil {
 		return fmt.Errorf("describe configs of %s: %w", spec.Name, err)
 	}
 	have := map[string]string{}
-	for _, e := range entries {
-		have[e.Name] = e.Value
+	for _, r := range results {
+		if !errors.Is(r.ErrorCode, sarama.ErrNoError) {
+			return fmt.Errorf("describe configs of %s: %w: %s", spec.Name, r.ErrorCode, r.ErrorMsg)
+		}
+		for _, e := range r.Configs {
+			have[e.Name] = e.Value
+		}
 	}
 	for k, want := range spec.Required {
 		if have[k] != want {

@@ -27,7 +27,10 @@ func (l *memLog) Append(_ context.Context, es ...events.Event) error {
 	return nil
 }
 
-type visibleAt struct{ uid string; version int64 }
+type visibleAt struct {
+	uid     string
+	version int64
+}
 
 type memVisibility struct {
 	waited []visibleAt

@@ -1,0 +1,178 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+)
+
+// fixture writes a mix of live, changed and deleted profiles and returns the
+// state a reader must see: uid → profile, with nil for a deleted one.
+func writeFixture(t *testing.T, s *System, prefix string, n int) map[string]*profile {
+	t.Helper()
+	want := map[string]*profile{}
+	for i := range n {
+		var p profile
+		r := s.Do(http.MethodPost, "/api/profile", map[string]string{"username": fmt.Sprintf("user%d", i), "email": fmt.Sprintf("%s-u%d@mail.com", prefix, i)}, nil)
+		if r.Status != http.StatusCreated {
+			t.Fatalf("POST = %d %s", r.Status, r.Body)
+		}
+		r.JSON(t, &p)
+		switch i % 3 {
+		case 1:
+			r = s.Do(http.MethodPut, "/api/profile/"+p.UID, map[string]string{"username": fmt.Sprintf("renamed%d", i), "email": fmt.Sprintf("%s-v%d@mail.com", prefix, i)}, nil)
+			if r.Status != http.StatusOK {
+				t.Fatalf("PUT = %d %s", r.Status, r.Body)
+			}
+			r.JSON(t, &p)
+		case 2:
+			if r = s.Do(http.MethodDelete, "/api/profile/"+p.UID, nil, nil); r.Status != http.StatusNoContent {
+				t.Fatalf("DELETE = %d %s", r.Status, r.Body)
+			}
+			want[p.UID] = nil
+			continue
+		}
+		want[p.UID] = &p
+	}
+	return want
+}
+
+func checkFixture(t *testing.T, s *System, want map[string]*profile) {
+	t.Helper()
+	for uid, w := range want {
+		r := s.Do(http.MethodGet, "/api/profile/"+uid, nil, nil)
+		if w == nil {
+			if r.Status != http.StatusNotFound {
+				t.Fatalf("deleted %s: GET = %d %s", uid, r.Status, r.Body)
+			}
+			continue
+		}
+		var got profile
+		if r.Status != http.StatusOK {
+			t.Fatalf("GET %s = %d %s", uid, r.Status, r.Body)
+		}
+		r.JSON(t, &got)
+		if got != *w {
+			t.Fatalf("GET %s = %+v, want %+v", uid, got, *w)
+		}
+		if found := s.search(w.Email); len(found) != 1 || found[0] != uid {
+			t.Fatalf("search %s = %v, want [%s]", w.Email, found, uid)
+		}
+	}
+}
+
+const readMetric = "profiles_query_snapshot_records_read_total"
+
+// Stop every service and the broker, start them again: everything is still
+// there, and query-svc resumes from the offsets in its view instead of
+// re-reading the snapshot topic.
+func TestRestartKeepsEverythingAndResumesFromStoredOffsets(t *testing.T) {
+	s := StartSystem(t, Options{})
+	want := writeFixture(t, s, "a", 30)
+
+	s.StopAll()
+	kafkaScript(t, "stop")
+	kafkaScript(t, "start")
+	s.StartAll()
+
+	if n := s.Metric("query-svc", readMetric); n != 0 {
+		t.Fatalf("query-svc re-read %v snapshot records after a restart; want 0", n)
+	}
+	checkFixture(t, s, want)
+
+	// And it keeps working: a new write after the restart is read at once.
+	more := writeFixture(t, s, "b", 3)
+	checkFixture(t, s, more)
+	if n := s.Metric("query-svc", readMetric); n == 0 {
+		t.Fatal("query-svc read nothing after new writes")
+	}
+}
+
+// Delete query-svc's Pebble directory: it rebuilds from the snapshot topic
+// and serves the same data.
+func TestViewRebuildsFromSnapshotTopic(t *testing.T) {
+	s := StartSystem(t, Options{})
+	want := writeFixture(t, s, "a", 30)
+
+	s.Stop("query-svc")
+	if err := os.RemoveAll(s.env["DATA_DIR"]); err != nil {
+		t.Fatal(err)
+	}
+	s.Start("query-svc")
+	s.WaitReady("query-svc", "frontdoor")
+
+	// 30 creates, 10 changes (two events each) and 10 deletes: 60 snapshots,
+	// fewer if the cleaner compacted some already.
+	if n := s.Metric("query-svc", readMetric); n < 30 {
+		t.Fatalf("rebuilt view read only %v records", n)
+	}
+	checkFixture(t, s, want)
+}
+
+// Many updates of the same profiles: the compacted snapshot topic keeps
+// about one record per profile once the cleaner has run.
+func TestSnapshotTopicCompacts(t *testing.T) {
+	s := StartSystem(t, Options{Env: map[string]string{
+		// Test-only settings that make the log cleaner run at once.
+		"SNAPSHOTS_TOPIC_CONFIG": "segment.ms=100,min.cleanable.dirty.ratio=0.01,delete.retention.ms=100,min.compaction.lag.ms=0",
+	}})
+	const profiles, updates = 5, 30
+	var uids []string
+	for i := range profiles {
+		var p profile
+		s.Do(http.MethodPost, "/api/profile", map[string]string{"username": "c", "email": fmt.Sprintf("c%d@mail.com", i)}, nil).JSON(t, &p)
+		uids = append(uids, p.UID)
+	}
+	for u := range updates {
+		for i, uid := range uids {
+			r := s.Do(http.MethodPut, "/api/profile/"+uid, map[string]string{"username": fmt.Sprintf("name%d", u), "email": fmt.Sprintf("c%d@mail.com", i)}, nil)
+			if r.Status != http.StatusOK {
+				t.Fatalf("PUT = %d %s", r.Status, r.Body)
+			}
+		}
+	}
+	kc := Kafka(t)
+	topic := s.env["SNAPSHOTS_TOPIC"]
+	written := EndOffsets(t, kc, topic)
+	if written != profiles*(updates+1) {
+		t.Fatalf("snapshot topic has %d records written, want %d", written, profiles*(updates+1))
+	}
+	// The active segment of a partition is never cleaned: roll every one
+	// with one more write per profile after segment.ms, then wait for the
+	// cleaner. Each partition's new active segment then holds only these
+	// final writes.
+	time.Sleep(200 * time.Millisecond)
+	for i, uid := range uids {
+		s.Do(http.MethodPut, "/api/profile/"+uid, map[string]string{"username": "final", "email": fmt.Sprintf("c%d@mail.com", i)}, nil)
+	}
+
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		n := CountRecords(t, kc, topic)
+		// At most one cleaned record per profile, plus the final writes.
+		if n <= 2*profiles {
+			t.Logf("snapshot topic compacted from %d records to %d", written+profiles, n)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("snapshot topic still holds %d of %d records after 90s", n, written+profiles)
+		}
+		time.Sleep(time.Second)
+	}
+	// Compaction lost nothing: a view rebuilt from the topic has the latest state.
+	s.Stop("query-svc")
+	if err := os.RemoveAll(s.env["DATA_DIR"]); err != nil {
+		t.Fatal(err)
+	}
+	s.Start("query-svc")
+	s.WaitReady("query-svc", "frontdoor")
+	for _, uid := range uids {
+		var p profile
+		s.Do(http.MethodGet, "/api/profile/"+uid, nil, nil).JSON(t, &p)
+		if p.Username != "final" || p.Version != updates+2 {
+			t.Fatalf("after compaction %s = %+v, want username final at version %d", uid, p, updates+2)
+		}
+	}
+}

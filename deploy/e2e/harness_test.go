@@ -1,0 +1,452 @@
+// Package e2e tests the whole system the way a client uses it: every service
+// runs as its own process, built from this workspace, against a real Kafka
+// broker, and the tests talk to the front door over HTTP. Every response is
+// checked against the OpenAPI document.
+//
+// The broker is the one deploy/test.sh starts (`make test`): its address is
+// in PROFILES_TEST_KAFKA and its data directory in PROFILES_TEST_KAFKA_DATA.
+// Without it the tests skip, loudly; with PROFILES_REQUIRE_KAFKA=1 (as
+// `make test` sets) they fail instead.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+var (
+	brokers    = os.Getenv("PROFILES_TEST_KAFKA")
+	kafkaData  = os.Getenv("PROFILES_TEST_KAFKA_DATA")
+	binDir     string // where TestMain built the binaries
+	repoRoot   string
+	buildError error
+)
+
+func TestMain(m *testing.M) {
+	_, file, _, _ := runtime.Caller(0)
+	repoRoot = filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	code := func() int {
+		if brokers == "" {
+			return m.Run() // every test skips or fails in needKafka
+		}
+		dir, err := os.MkdirTemp("", "profiles-e2e-bin-")
+		if err != nil {
+			buildError = err
+			return m.Run()
+		}
+		defer os.RemoveAll(dir)
+		binDir = dir
+		buildError = buildAll(dir)
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// buildAll builds every binary of the system into dir.
+func buildAll(dir string) error {
+	for _, b := range []struct{ module, pkg, name string }{
+		{"command-svc", "./cmd/command-svc", "command-svc"},
+		{"query-svc", "./cmd/query-svc", "query-svc"},
+		{"projections", "./cmd/projector", "projector"},
+		{"deploy", "./cmd/frontdoor", "frontdoor"},
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), b.pkg)
+		cmd.Dir = filepath.Join(repoRoot, b.module)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %v\n%s", b.name, err, out)
+		}
+	}
+	return nil
+}
+
+// needKafka skips (loudly) or fails the test when there is no broker.
+func needKafka(t *testing.T) {
+	t.Helper()
+	if brokers == "" {
+		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
+			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but PROFILES_TEST_KAFKA is not set; run `make test`")
+		}
+		t.Skip("SKIPPED: no Kafka broker (PROFILES_TEST_KAFKA is not set); `make test` starts one")
+	}
+	if buildError != nil {
+		t.Fatal(buildError)
+	}
+	conn, err := net.DialTimeout("tcp", strings.Split(brokers, ",")[0], 3*time.Second)
+	if err != nil {
+		t.Fatalf("Kafka at %s is unreachable: %v", brokers, err)
+	}
+	conn.Close()
+}
+
+// System is one running copy of the whole system, with topics and consumer
+// groups of its own so that tests never see each other's data.
+type System struct {
+	t     *testing.T
+	dir   string
+	name  string
+	URL   string // the front door
+	env   map[string]string
+	procs map[string]*proc
+	ports map[string]int
+	spec  *apiSpec
+	HTTP  *http.Client
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+// Options change a System's configuration.
+type Options struct {
+	// Env is added to every service's environment.
+	Env map[string]string
+}
+
+// services in start order.
+var services = []string{"query-svc", "projector", "command-svc", "frontdoor"}
+
+// StartSystem starts every service and waits until all are ready. The
+// system is stopped when the test ends; on failure its logs are printed.
+func StartSystem(t *testing.T, opts Options) *System {
+	t.Helper()
+	needKafka(t)
+	name := fmt.Sprintf("e2e-%s-%06d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), rand.IntN(1e6))
+	s := &System{
+		t: t, dir: t.TempDir(), name: name,
+		procs: map[string]*proc{}, ports: map[string]int{},
+		spec: loadSpec(t), HTTP: &http.Client{Timeout: 30 * time.Second},
+	}
+	for _, svc := range services {
+		s.ports[svc] = freePort(t)
+	}
+	s.URL = fmt.Sprintf("http://127.0.0.1:%d", s.ports["frontdoor"])
+	s.env = map[string]string{
+		"KAFKA_BROKERS":    brokers,
+		"EVENTS_TOPIC":     name + ".events",
+		"SNAPSHOTS_TOPIC":  name + ".snapshots",
+		"TOPIC_PARTITIONS": "4",
+		"PROJECTOR_GROUP":  name + ".projector",
+		"LOG_FORMAT":       "json",
+		"LOG_LEVEL":        "info",
+		"COMMAND_URL":      fmt.Sprintf("http://127.0.0.1:%d", s.ports["command-svc"]),
+		"QUERY_URL":        fmt.Sprintf("http://127.0.0.1:%d", s.ports["query-svc"]),
+		"DATA_DIR":         filepath.Join(s.dir, "query-view"),
+	}
+	for k, v := range opts.Env {
+		s.env[k] = v
+	}
+	t.Cleanup(func() {
+		s.StopAll()
+		if t.Failed() {
+			s.dumpLogs()
+		}
+	})
+	s.StartAll()
+	return s
+}
+
+// StartAll starts every service that is not running and waits for readiness.
+func (s *System) StartAll() {
+	s.t.Helper()
+	for _, svc := range services {
+		if s.procs[svc] == nil {
+			s.Start(svc)
+		}
+	}
+	s.WaitReady(services...)
+}
+
+// Start starts one service (without waiting for readiness).
+func (s *System) Start(svc string) {
+	s.t.Helper()
+	logPath := filepath.Join(s.dir, svc+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, svc))
+	cmd.Env = os.Environ()
+	for k, v := range s.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Env = append(cmd.Env, fmt.Sprintf("HTTP_ADDR=127.0.0.1:%d", s.ports[svc]))
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start %s: %v", svc, err)
+	}
+	p := &proc{cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	s.procs[svc] = p
+}
+
+// Stop stops one service gracefully (SIGTERM, then SIGKILL after 30s).
+func (s *System) Stop(svc string) {
+	p := s.procs[svc]
+	if p == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		s.t.Errorf("%s did not stop within 30s of SIGTERM; killing it", svc)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	delete(s.procs, svc)
+}
+
+// StopAll stops every service, the front door first.
+func (s *System) StopAll() {
+	for i := len(services) - 1; i >= 0; i-- {
+		s.Stop(services[i])
+	}
+}
+
+// WaitReady waits until each named service answers /readyz with 200.
+func (s *System) WaitReady(svcs ...string) {
+	s.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for _, svc := range svcs {
+		url := fmt.Sprintf("http://127.0.0.1:%d/readyz", s.ports[svc])
+		for {
+			resp, err := http.Get(url)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case <-s.procs[svc].done:
+				s.t.Fatalf("%s exited before it was ready", svc)
+			default:
+			}
+			if time.Now().After(deadline) {
+				s.t.Fatalf("%s not ready after 2 minutes (last: %v)", svc, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// Metric returns the value of an unlabelled metric of one service.
+func (s *System) Metric(svc, name string) float64 {
+	s.t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.ports[svc]))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var v float64
+		if strings.HasPrefix(sc.Text(), name+" ") {
+			if _, err := fmt.Sscan(strings.TrimPrefix(sc.Text(), name+" "), &v); err == nil {
+				return v
+			}
+		}
+	}
+	s.t.Fatalf("metric %s not exposed by %s", name, svc)
+	return 0
+}
+
+func (s *System) dumpLogs() {
+	for _, svc := range services {
+		b, err := os.ReadFile(filepath.Join(s.dir, svc+".log"))
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) > 40 {
+			lines = lines[len(lines)-40:]
+		}
+		s.t.Logf("---- last lines of %s ----\n%s", svc, strings.Join(lines, "\n"))
+	}
+}
+
+// Response is an HTTP response with its body read.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body into v, failing the test on error.
+func (r Response) JSON(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %q: %v", r.Body, err)
+	}
+}
+
+// Do sends a request to the front door and checks the response against the
+// OpenAPI document. body is JSON-encoded unless it is a string or []byte.
+func (s *System) Do(method, path string, body any, header map[string]string) Response {
+	s.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, s.URL+path, rd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := s.HTTP.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	r := Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	s.spec.check(s.t, req, r)
+	return r
+}
+
+// Kafka returns a sarama client of the test broker, closed with the test.
+func Kafka(t *testing.T) sarama.Client {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V4_0_0_0
+	c, err := sarama.NewClient(strings.Split(brokers, ","), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// EndOffsets returns the sum of the high-water marks of topic's partitions:
+// the number of records ever written to it.
+func EndOffsets(t *testing.T, c sarama.Client, topic string) int64 {
+	t.Helper()
+	if err := c.RefreshMetadata(topic); err != nil {
+		t.Fatal(err)
+	}
+	parts, err := c.Partitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, p := range parts {
+		off, err := c.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += off
+	}
+	return sum
+}
+
+// CountRecords reads topic from its oldest to its newest offset and returns
+// how many records it holds now (after compaction, say).
+func CountRecords(t *testing.T, c sarama.Client, topic string) int {
+	t.Helper()
+	consumer, err := sarama.NewConsumerFromClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consumer.Close()
+	parts, err := c.Partitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, p := range parts {
+		end, err := c.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start, err := c.GetOffset(topic, p, sarama.OffsetOldest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if start >= end {
+			continue
+		}
+		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	read:
+		for {
+			select {
+			case m := <-pc.Messages():
+				n++
+				if m.Offset >= end-1 {
+					break read
+				}
+			case <-ctx.Done():
+				t.Fatalf("reading %s/%d timed out", topic, p)
+			}
+		}
+		cancel()
+		pc.Close()
+	}
+	return n
+}
+
+// kafkaScript runs deploy/kafka.sh with args against the test broker.
+func kafkaScript(t *testing.T, args ...string) {
+	t.Helper()
+	if kafkaData == "" {
+		t.Fatal("PROFILES_TEST_KAFKA_DATA is not set; run `make test`")
+	}
+	cmd := exec.Command(filepath.Join(repoRoot, "deploy", "kafka.sh"), append(args, "--data", kafkaData)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kafka.sh %v: %v\n%s", args, err, out)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
