@@ -28,9 +28,12 @@ build: ## Build every binary into bin/.
 up: ## Start the local Kafka broker (KRaft, one node, 127.0.0.1:9092); data in .data/.
 	deploy/kafka.sh start --data $(KAFKA_DATA) --port $(KAFKA_PORT) --controller-port $(KAFKA_CONTROLLER_PORT)
 
+# How many instances of each service `make run` starts (make run INSTANCES=3).
+INSTANCES   ?= 2
+
 .PHONY: run
-run: up build ## Start Kafka and every service; the API is on http://localhost:8080. Ctrl-C stops the services.
-	deploy/run.sh
+run: up build ## Start Kafka and INSTANCES (default 2; make run INSTANCES=3) instances of each service; the API is on http://localhost:8080. Ctrl-C stops the services.
+	INSTANCES="$(INSTANCES)" deploy/run.sh
 
 .PHONY: down
 down: ## Stop the local Kafka broker (its data stays in .data/).

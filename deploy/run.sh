@@ -1,21 +1,84 @@
 #!/usr/bin/env bash
 # deploy/run.sh: run every profiles service locally against the broker of
 # `make up`, in the foreground. `make run` builds the binaries and calls this.
+#
+# It starts INSTANCES (default 2) instances of each of query-svc, projector
+# and command-svc, and one front door on :8080 that spreads requests over
+# them. Instance i (0-based) listens on
+#
+#   command-svc-i  127.0.0.1:8081+10*i
+#   query-svc-i    127.0.0.1:8082+10*i   (its view in .data/query-i)
+#   projector-i    127.0.0.1:8083+10*i
+#
+# so with two instances: 8081-8083 and 8091-8093. Each gets INSTANCE_ID
+# (e.g. query-svc-0) and ADVERTISE_URL (the URL other instances reach it on).
+#
 # Ctrl-C (or SIGTERM) stops the services gracefully, by PID; Kafka keeps
-# running until `make down`. Logs go to .data/logs/<service>.log.
+# running until `make down`. Logs go to .data/logs/<service>-<i>.log and
+# .data/logs/frontdoor.log.
+#
+# Also read from the environment: KAFKA_BROKERS, LOG_FORMAT; BIN_DIR (where
+# the binaries are, default bin); PORT_BASE (default 8080: the front door's
+# port, the instance ports above shift with it); DRY_RUN=1 prints what would
+# be started, with its environment, and starts nothing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
 export LOG_FORMAT=${LOG_FORMAT:-text}
+INSTANCES=${INSTANCES:-2}
+BIN_DIR=${BIN_DIR:-bin}
+PORT_BASE=${PORT_BASE:-8080}
+DRY_RUN=${DRY_RUN:-}
 LOGS=.data/logs
-mkdir -p "$LOGS" .data/query
 
-pids=()
+if ! [[ $INSTANCES =~ ^[1-9][0-9]*$ ]]; then
+  echo "run.sh: INSTANCES must be a positive whole number, got '$INSTANCES'" >&2
+  exit 2
+fi
+if ! [[ $PORT_BASE =~ ^[1-9][0-9]*$ ]] || ((PORT_BASE + 10 * INSTANCES > 65535)); then
+  echo "run.sh: PORT_BASE '$PORT_BASE' with $INSTANCES instances leaves the port range" >&2
+  exit 2
+fi
+
+port() { # service, instance
+  local offset
+  case $1 in
+    command-svc) offset=1 ;;
+    query-svc) offset=2 ;;
+    projector) offset=3 ;;
+    *) echo "run.sh: no port for $1" >&2; return 1 ;;
+  esac
+  echo $((PORT_BASE + offset + 10 * $2))
+}
+
+join() { local IFS=,; echo "$*"; }
+
+query_urls=() command_urls=() projector_urls=()
+for ((i = 0; i < INSTANCES; i++)); do
+  command_urls+=("http://127.0.0.1:$(port command-svc "$i")")
+  query_urls+=("http://127.0.0.1:$(port query-svc "$i")")
+  projector_urls+=("http://127.0.0.1:$(port projector "$i")")
+done
+COMMAND_URLS=$(join "${command_urls[@]}")
+QUERY_URLS=$(join "${query_urls[@]}")
+FRONTDOOR_URL=http://127.0.0.1:$PORT_BASE
+
+if [[ -z $DRY_RUN ]]; then
+  mkdir -p "$LOGS"
+  for ((i = 0; i < INSTANCES; i++)); do mkdir -p ".data/query-$i"; done
+  if [[ -d .data/query ]]; then
+    echo "note: .data/query (the single-instance view) is no longer used; query-svc-0 keeps its view in .data/query-0 (the view rebuilds from Kafka; delete .data/query when you like)"
+  fi
+fi
+
+pids=() names=()
 stopped=
+# shellcheck disable=SC2317 # only called by the traps
 stop() {
   [[ -n $stopped ]] && return
   stopped=1
+  ((${#pids[@]})) || return 0
   echo
   echo "stopping services: ${pids[*]}"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -27,34 +90,80 @@ trap stop EXIT
 
 start() { # name, then env assignments, then the binary
   local name=$1; shift
+  if [[ -n $DRY_RUN ]]; then
+    printf '%s:' "$name"; printf ' %q' "$@"; echo
+    return
+  fi
   env "$@" >>"$LOGS/$name.log" 2>&1 &
   pids+=($!)
+  names+=("$name")
   echo "started $name (pid $!), log $LOGS/$name.log"
 }
 
-start query-svc   HTTP_ADDR=127.0.0.1:8082 DATA_DIR=.data/query bin/query-svc
-start projector   HTTP_ADDR=127.0.0.1:8083 bin/projector
-start command-svc HTTP_ADDR=127.0.0.1:8081 QUERY_URL=http://127.0.0.1:8082 bin/command-svc
-start frontdoor   HTTP_ADDR=:8080 COMMAND_URL=http://127.0.0.1:8081 QUERY_URL=http://127.0.0.1:8082 bin/frontdoor
+# start_instance service i [more env assignments]: one instance of service,
+# with its address, identity and any extra settings.
+start_instance() {
+  local svc=$1 i=$2; shift 2
+  local p
+  p=$(port "$svc" "$i")
+  start "$svc-$i" HTTP_ADDR="127.0.0.1:$p" ADVERTISE_URL="http://127.0.0.1:$p" INSTANCE_ID="$svc-$i" \
+    "$@" "$BIN_DIR/$svc"
+}
 
-printf 'waiting for readiness'
-for _ in $(seq 1 120); do
-  if curl -fsS -o /dev/null http://127.0.0.1:8080/readyz 2>/dev/null &&
-     curl -fsS -o /dev/null http://127.0.0.1:8083/readyz 2>/dev/null; then
-    echo; echo "ready: the API is on http://localhost:8080 (Ctrl-C stops the services)"
+# dead: the names of the started processes that are no longer running.
+dead() {
+  local k
+  for k in "${!pids[@]}"; do
+    kill -0 "${pids[k]}" 2>/dev/null || echo "${names[k]}"
+  done
+}
+
+for ((i = 0; i < INSTANCES; i++)); do start_instance query-svc "$i" DATA_DIR=".data/query-$i"; done
+for ((i = 0; i < INSTANCES; i++)); do start_instance projector "$i"; done
+for ((i = 0; i < INSTANCES; i++)); do start_instance command-svc "$i" QUERY_URL="$QUERY_URLS"; done
+start frontdoor HTTP_ADDR=":$PORT_BASE" COMMAND_URL="$COMMAND_URLS" QUERY_URL="$QUERY_URLS" "$BIN_DIR/frontdoor"
+
+if [[ -n $DRY_RUN ]]; then
+  echo "ready when: $FRONTDOOR_URL/readyz ${projector_urls[*]/%//readyz}"
+  exit 0
+fi
+
+# Ready when the front door is (at least one instance of command-svc and of
+# query-svc is) and every projector is.
+ready() {
+  local u
+  for u in "$FRONTDOOR_URL" "${projector_urls[@]}"; do
+    curl -fsS -o /dev/null "$u/readyz" 2>/dev/null || return 1
+  done
+}
+
+# tail_dead what: report the started processes that are no longer running,
+# with the last lines of their logs; false if there are none.
+tail_dead() {
+  local down name
+  mapfile -t down < <(dead)
+  ((${#down[@]})) || return 1
+  echo "$1: ${down[*]}; the last log lines:" >&2
+  for name in "${down[@]}"; do tail -n 5 "$LOGS/$name.log" | sed "s/^/$name: /" >&2; done
+}
+
+printf 'waiting for readiness of the front door and %d projector(s)' "$INSTANCES"
+for n in $(seq 1 120); do
+  if tail_dead $'\nexited during start-up'; then
+    exit 1
+  fi
+  if ready; then
+    echo; echo "ready: the API is on http://localhost:$PORT_BASE, over $INSTANCES instance(s) of each service (Ctrl-C stops the services)"
     break
   fi
-  for pid in "${pids[@]}"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo; echo "a service exited during start-up; the last log lines:" >&2
-      tail -n 5 "$LOGS"/*.log >&2
-      exit 1
-    fi
-  done
+  if ((n == 120)); then
+    echo; echo "not ready after 120 s; the services keep running (see $LOGS, Ctrl-C stops them)" >&2
+    break
+  fi
   printf '.'; sleep 1
 done
 
 # Wait until a service exits or we are told to stop.
 wait -n "${pids[@]}" || true
-echo "a service exited; see $LOGS" >&2
+tail_dead "a service exited" || echo "a service exited; see $LOGS" >&2
 exit 1

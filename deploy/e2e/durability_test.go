@@ -58,6 +58,9 @@ func checkFixture(t *testing.T, s *System, want map[string]*profile) {
 			t.Fatalf("GET %s = %+v, want %+v", uid, got, *w)
 		}
 		if found := s.search(w.Email); len(found) != 1 || found[0] != uid {
+			for _, f := range found {
+				t.Logf("found %s: %s", f, s.Do(http.MethodGet, "/api/profile/"+f, nil, nil).Body)
+			}
 			t.Fatalf("search %s = %v, want [%s]", w.Email, found, uid)
 		}
 	}

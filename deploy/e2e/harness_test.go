@@ -140,16 +140,19 @@ func StartSystem(t *testing.T, opts Options) *System {
 	}
 	s.URL = fmt.Sprintf("http://127.0.0.1:%d", s.ports["frontdoor"])
 	s.env = map[string]string{
-		"KAFKA_BROKERS":    brokers,
-		"EVENTS_TOPIC":     name + ".events",
-		"SNAPSHOTS_TOPIC":  name + ".snapshots",
-		"TOPIC_PARTITIONS": "4",
-		"PROJECTOR_GROUP":  name + ".projector",
-		"LOG_FORMAT":       "json",
-		"LOG_LEVEL":        "info",
-		"COMMAND_URL":      fmt.Sprintf("http://127.0.0.1:%d", s.ports["command-svc"]),
-		"QUERY_URL":        fmt.Sprintf("http://127.0.0.1:%d", s.ports["query-svc"]),
-		"DATA_DIR":         filepath.Join(s.dir, "query-view"),
+		"KAFKA_BROKERS":     brokers,
+		"EVENTS_TOPIC":      name + ".events",
+		"SNAPSHOTS_TOPIC":   name + ".snapshots",
+		"EMAIL_INDEX_TOPIC": name + ".email-index",
+		"QUERY_GROUP":       name + ".query",
+		"COMMAND_GROUP":     name + ".command",
+		"TOPIC_PARTITIONS":  "4",
+		"PROJECTOR_GROUP":   name + ".projector",
+		"LOG_FORMAT":        "json",
+		"LOG_LEVEL":         "info",
+		"COMMAND_URL":       fmt.Sprintf("http://127.0.0.1:%d", s.ports["command-svc"]),
+		"QUERY_URL":         fmt.Sprintf("http://127.0.0.1:%d", s.ports["query-svc"]),
+		"DATA_DIR":          filepath.Join(s.dir, "query-view"),
 	}
 	for k, v := range opts.Env {
 		s.env[k] = v

@@ -1,50 +1,253 @@
 // Package frontdoor is the single entry point of the API on :8080. It only
 // routes: reads (GET, HEAD) go to query-svc and writes to command-svc, so a
 // client sees one REST API while each side scales on its own.
+//
+// Each side may run as several instances. Every instance accepts any request
+// and forwards it internally to the instance that owns the key, so the front
+// door only spreads requests round-robin over the instances of the right
+// service. When an instance cannot be connected to (the request never left
+// the front door), the next instance of the same service is tried, whatever
+// the method. Once a request has been sent, its outcome is final: a response
+// is passed on as is, and a failure mid-request is a 502, never a retry.
 package frontdoor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sort"
+	"strings"
+	"sync/atomic"
 	"time"
 
+	"profiles/platform/config"
 	"profiles/platform/httpx"
 )
 
-// New returns the front door handler for the two upstream base URLs.
-func New(commandURL, queryURL *url.URL, log *slog.Logger) http.Handler {
-	write, read := proxy(commandURL, log), proxy(queryURL, log)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.Method {
-		case http.MethodGet, http.MethodHead:
-			read.ServeHTTP(w, r)
-		default:
-			write.ServeHTTP(w, r)
+// MaxBody is the largest request body the front door accepts. It holds the
+// whole body in memory so that it can send it again to another instance;
+// the services themselves accept far less (httpx.DefaultMaxBody), so this
+// only keeps a client from making the front door buffer without end.
+const MaxBody = 1 << 20
+
+// dialTimeout bounds how long connecting to one instance may take before
+// the next one is tried. Instances are on the same network, so a connection
+// that takes longer than this belongs to an instance that is down.
+const dialTimeout = 3 * time.Second
+
+// ParseURLs parses a comma-separated list of upstream base URLs, such as the
+// value of COMMAND_URL. Each must be an absolute http or https URL; the list
+// must not be empty.
+func ParseURLs(s string) ([]*url.URL, error) {
+	items := config.List(s)
+	if len(items) == 0 {
+		return nil, errors.New("no URL given")
+	}
+	out := make([]*url.URL, 0, len(items))
+	for _, item := range items {
+		u, err := url.Parse(item)
+		if err != nil {
+			return nil, err
 		}
-	})
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("%q is not an http(s) base URL such as http://127.0.0.1:8081", item)
+		}
+		out = append(out, u)
+	}
+	return out, nil
 }
 
-func proxy(target *url.URL, log *slog.Logger) *httputil.ReverseProxy {
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(target)
-			pr.SetXForwarded()
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if errors.Is(err, context.Canceled) {
-				return // the client went away
-			}
-			log.Warn("upstream unreachable", "upstream", target.String(), "err", err)
-			w.Header().Set("Retry-After", "1")
-			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadGateway, "upstream-unavailable", "",
-				"the service behind this route is unreachable"))
-		},
+// New returns the front door handler for the instances of command-svc and
+// of query-svc, given by their base URLs. Both lists must be non-empty.
+func New(commandURLs, queryURLs []*url.URL, log *slog.Logger) (http.Handler, error) {
+	if len(commandURLs) == 0 || len(queryURLs) == 0 {
+		return nil, errors.New("frontdoor: every service needs at least one instance URL")
 	}
+	transport := newTransport()
+	write := newPool("command-svc", commandURLs, transport, log)
+	read := newPool("query-svc", queryURLs, transport, log)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := readBody(w, r)
+		if !ok {
+			return
+		}
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			read.serve(w, r, body)
+		default:
+			write.serve(w, r, body)
+		}
+	}), nil
+}
+
+// newTransport is http.DefaultTransport with a short connect timeout (to
+// fail over quickly) and more idle connections per instance (the front door
+// talks to few hosts, a lot).
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.MaxIdleConnsPerHost = 64
+	return t
+}
+
+// readBody reads the whole request body, up to MaxBody, so that it can be
+// sent again. It answers 413 (or 400 if the body cannot be read) itself and
+// then returns false.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, true
+	}
+	tooLarge := func() {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusRequestEntityTooLarge, "body-too-large", "",
+			fmt.Sprintf("the body must be at most %d bytes", MaxBody)))
+	}
+	if r.ContentLength > MaxBody {
+		tooLarge()
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			tooLarge()
+		} else if r.Context().Err() == nil {
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "", "", "the request body could not be read"))
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+// pool is the set of instances of one service.
+type pool struct {
+	name      string
+	upstreams []*upstream
+	next      atomic.Uint64
+	log       *slog.Logger
+	now       func() time.Time // time.Now; tests change it
+}
+
+type upstream struct {
+	url   *url.URL
+	proxy *httputil.ReverseProxy
+	// downUntil is when (in Unix nanoseconds) an instance that could not be
+	// connected to is tried in turn again; until then it is tried only when
+	// every other instance has failed too. Zero: it was reachable last time.
+	downUntil atomic.Int64
+}
+
+// downFor is how long an instance that could not be connected to is tried
+// last. It spares requests a connection attempt to an instance that is
+// down (which can take up to dialTimeout), and the log a line per request.
+const downFor = 2 * time.Second
+
+// attempt is how an upstream's ErrorHandler tells pool.serve that the
+// request was not sent, so another instance may be tried. It travels in the
+// request's context.
+type attempt struct{ notSent error }
+
+type attemptKey struct{}
+
+func newPool(name string, urls []*url.URL, transport http.RoundTripper, log *slog.Logger) *pool {
+	p := &pool{name: name, log: log, now: time.Now}
+	for _, target := range urls {
+		p.upstreams = append(p.upstreams, &upstream{url: target, proxy: &httputil.ReverseProxy{
+			Transport: transport,
+			ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(target)
+				pr.SetXForwarded()
+				// The body is already read (and a 100 Continue sent if asked
+				// for), so the upstream need not be asked again.
+				pr.Out.Header.Del("Expect")
+			},
+			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+				if a, ok := r.Context().Value(attemptKey{}).(*attempt); ok && notSent(err) && r.Context().Err() == nil {
+					a.notSent = err // nothing written: pool.serve tries the next instance
+					return
+				}
+				if errors.Is(err, context.Canceled) {
+					return // the client went away
+				}
+				log.Warn("upstream failed", "backend", name, "upstream", target.String(), "err", err)
+				unavailable(w, r)
+			},
+		}})
+	}
+	return p
+}
+
+// serve sends r to the next instance in turn, and to the others for as long
+// as they cannot be connected to. Instances that could not be connected to
+// a moment ago come last.
+func (p *pool) serve(w http.ResponseWriter, r *http.Request, body []byte) {
+	n := uint64(len(p.upstreams))
+	start := p.next.Add(1) - 1
+	now := p.now().UnixNano()
+	order := make([]*upstream, 0, n)
+	var later []*upstream
+	for i := range n {
+		u := p.upstreams[(start+i)%n]
+		if u.downUntil.Load() > now {
+			later = append(later, u)
+		} else {
+			order = append(order, u)
+		}
+	}
+	for _, u := range append(order, later...) {
+		a := &attempt{}
+		u.proxy.ServeHTTP(w, withBody(r.WithContext(context.WithValue(r.Context(), attemptKey{}, a)), body))
+		if a.notSent == nil {
+			if u.downUntil.Swap(0) != 0 {
+				p.log.Info("instance reachable again", "backend", p.name, "upstream", u.url.String())
+			}
+			return // answered, one way or another
+		}
+		if u.downUntil.Swap(p.now().Add(downFor).UnixNano()) == 0 {
+			p.log.Warn("instance unreachable; trying the others first", "backend", p.name,
+				"upstream", u.url.String(), "err", a.notSent)
+		}
+	}
+	if r.Context().Err() != nil {
+		return // the client went away
+	}
+	p.log.Warn("every instance is unreachable", "backend", p.name, "instances", len(p.upstreams))
+	unavailable(w, r)
+}
+
+// withBody gives r (a shallow copy of the incoming request) a fresh reader
+// over the buffered body, with a known length.
+func withBody(r *http.Request, body []byte) *http.Request {
+	r.TransferEncoding = nil
+	r.ContentLength = int64(len(body))
+	if len(body) == 0 {
+		r.Body, r.GetBody = http.NoBody, nil
+		return r
+	}
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	r.Body, _ = r.GetBody()
+	return r
+}
+
+// notSent reports whether err means that no connection to the upstream was
+// made, so the request cannot have reached it: a dial error (refused,
+// unreachable, no such host, connect timeout).
+func notSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func unavailable(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Retry-After", "1")
+	httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadGateway, "upstream-unavailable", "",
+		"the service behind this route is unreachable"))
 }
 
 // UpstreamReady returns a readiness check that asks base's /readyz.
@@ -60,5 +263,34 @@ func UpstreamReady(base *url.URL) func() error {
 			return fmt.Errorf("%s is not ready (%s)", base, resp.Status)
 		}
 		return nil
+	}
+}
+
+// AnyReady returns a readiness check that passes when at least one of the
+// instances at bases is ready. It asks them all at once and returns at the
+// first ready one; when none is, the error names every failure.
+func AnyReady(bases []*url.URL) func() error {
+	checks := make([]func() error, len(bases))
+	for i, base := range bases {
+		checks[i] = UpstreamReady(base)
+	}
+	return func() error {
+		if len(checks) == 0 {
+			return errors.New("no instance configured")
+		}
+		errs := make(chan error, len(checks)) // buffered: late answers never block
+		for _, check := range checks {
+			go func() { errs <- check() }()
+		}
+		var failures []string
+		for range checks {
+			err := <-errs
+			if err == nil {
+				return nil
+			}
+			failures = append(failures, err.Error())
+		}
+		sort.Strings(failures)
+		return fmt.Errorf("no instance is ready: %s", strings.Join(failures, "; "))
 	}
 }

@@ -22,6 +22,9 @@ type Config struct {
 	EventsTopic string
 	// SnapshotsTopic is the compacted topic of current profiles.
 	SnapshotsTopic string
+	// EmailIndexTopic is the compacted email index: one record per
+	// (normalized email, uid), placed on the partition of the email.
+	EmailIndexTopic string
 	// Partitions is the partition count of every topic (they are co-partitioned).
 	Partitions int32
 	// ReplicationFactor of created topics; 0 means min(3, brokers).
@@ -33,8 +36,8 @@ type Config struct {
 
 // Flags holds the raw flag values behind a Config until Parse has run.
 type Flags struct {
-	brokers, events, snapshots, snapshotCfg *string
-	partitions, replication                 *int
+	brokers, events, snapshots, emailIndex, snapshotCfg *string
+	partitions, replication                             *int
 }
 
 // RegisterFlags registers the Kafka settings on fs. Call Config after fs.Parse.
@@ -43,6 +46,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 		brokers:     config.String(fs, "kafka-brokers", "KAFKA_BROKERS", "127.0.0.1:9092", "comma-separated Kafka bootstrap servers"),
 		events:      config.String(fs, "events-topic", "EVENTS_TOPIC", "profile-events", "event log topic"),
 		snapshots:   config.String(fs, "snapshots-topic", "SNAPSHOTS_TOPIC", "profile-snapshots", "compacted snapshot topic"),
+		emailIndex:  config.String(fs, "email-index-topic", "EMAIL_INDEX_TOPIC", "profile-email-index", "compacted email index topic, partitioned by email"),
 		snapshotCfg: config.String(fs, "snapshots-topic-config", "SNAPSHOTS_TOPIC_CONFIG", "", "extra k=v,k=v configs for a newly created snapshot topic"),
 		partitions:  config.Int(fs, "topic-partitions", "TOPIC_PARTITIONS", 12, "partition count of every topic"),
 		replication: config.Int(fs, "topic-replication", "TOPIC_REPLICATION", 0, "replication factor of created topics; 0 = min(3, brokers)"),
@@ -59,6 +63,7 @@ func (f *Flags) Config() (Config, error) {
 		Brokers:              config.List(*f.brokers),
 		EventsTopic:          *f.events,
 		SnapshotsTopic:       *f.snapshots,
+		EmailIndexTopic:      *f.emailIndex,
 		Partitions:           int32(*f.partitions),
 		ReplicationFactor:    int16(*f.replication),
 		SnapshotsTopicConfig: extra,
@@ -71,10 +76,10 @@ func (c Config) Validate() error {
 	switch {
 	case len(c.Brokers) == 0:
 		return fmt.Errorf("kafka: no brokers")
-	case c.EventsTopic == "" || c.SnapshotsTopic == "":
+	case c.EventsTopic == "" || c.SnapshotsTopic == "" || c.EmailIndexTopic == "":
 		return fmt.Errorf("kafka: empty topic name")
-	case c.EventsTopic == c.SnapshotsTopic:
-		return fmt.Errorf("kafka: events and snapshots topics must differ")
+	case c.EventsTopic == c.SnapshotsTopic || c.EventsTopic == c.EmailIndexTopic || c.SnapshotsTopic == c.EmailIndexTopic:
+		return fmt.Errorf("kafka: the events, snapshots and email index topics must differ")
 	case c.Partitions < 1:
 		return fmt.Errorf("kafka: partitions must be at least 1, got %d", c.Partitions)
 	case c.ReplicationFactor < 0:
@@ -102,7 +107,8 @@ func (c Config) Sarama(clientID string) *sarama.Config {
 
 // ProducerSarama returns a configuration for a durable, ordered producer:
 // acks from all in-sync replicas, idempotence (so a retry never writes a
-// duplicate or reorders), and Java-compatible murmur2 key placement.
+// duplicate or reorders), and Java-compatible murmur2 key placement of the
+// key's partition part (see PartitionKey).
 func (c Config) ProducerSarama(clientID string) *sarama.Config {
 	sc := c.Sarama(clientID)
 	sc.Producer.RequiredAcks = sarama.WaitForAll
@@ -112,6 +118,6 @@ func (c Config) ProducerSarama(clientID string) *sarama.Config {
 	sc.Producer.Retry.Backoff = 200 * time.Millisecond
 	sc.Producer.Return.Successes = true // watermill's sync publisher needs it
 	sc.Producer.Return.Errors = true
-	sc.Producer.Partitioner = sarama.NewMurmur2Partitioner
+	sc.Producer.Partitioner = newKeyPrefixPartitioner
 	return sc
 }

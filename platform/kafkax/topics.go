@@ -27,13 +27,17 @@ type TopicSpec struct {
 // Specs returns the layout of the profiles topics:
 //   - the event log deletes nothing, ever (retention.ms=-1, retention.bytes=-1);
 //   - the snapshot topic is compacted, so it keeps the latest value of each
-//     profile and a delete (a tombstone) eventually removes the key.
+//     profile and a delete (a tombstone) eventually removes the key;
+//   - the email index is compacted the same way, one key per (email, uid).
 func (c Config) Specs() []TopicSpec {
 	return []TopicSpec{
 		{Name: c.EventsTopic, Partitions: c.Partitions, Required: map[string]string{
 			"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1",
 		}},
 		{Name: c.SnapshotsTopic, Partitions: c.Partitions, Required: map[string]string{
+			"cleanup.policy": "compact",
+		}, Extra: c.SnapshotsTopicConfig},
+		{Name: c.EmailIndexTopic, Partitions: c.Partitions, Required: map[string]string{
 			"cleanup.policy": "compact",
 		}, Extra: c.SnapshotsTopicConfig},
 	}

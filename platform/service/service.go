@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,12 +21,15 @@ import (
 
 	"profiles/platform/config"
 	"profiles/platform/httpx"
+	"profiles/platform/kafkax"
 	"profiles/platform/observe"
 )
 
 // Flags are the settings every binary has.
 type Flags struct {
 	HTTPAddr      *string
+	InstanceID    *string
+	AdvertiseURL  *string
 	LogLevel      *string
 	LogFormat     *string
 	ShutdownGrace *time.Duration
@@ -36,10 +40,33 @@ type Flags struct {
 func RegisterFlags(fs *flag.FlagSet, defaultAddr string) *Flags {
 	return &Flags{
 		HTTPAddr:      config.String(fs, "http-addr", "HTTP_ADDR", defaultAddr, "HTTP listen address"),
+		InstanceID:    config.String(fs, "instance-id", "INSTANCE_ID", "", "stable name of this instance; also its static group membership id (default: <service>@<advertise host:port>)"),
+		AdvertiseURL:  config.String(fs, "advertise-url", "ADVERTISE_URL", "", "base URL other instances use to reach this one (default: http://<HTTP_ADDR host, or 127.0.0.1>:<port>)"),
 		LogLevel:      config.String(fs, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error"),
 		LogFormat:     config.String(fs, "log-format", "LOG_FORMAT", "json", "log format: json or text"),
 		ShutdownGrace: config.Duration(fs, "shutdown-grace", "SHUTDOWN_GRACE", 15*time.Second, "how long requests in flight may take to finish at shutdown"),
 	}
+}
+
+// Self returns the instance's identity as advertised to its group. Without
+// INSTANCE_ID the membership is dynamic (a restart is a new member).
+func (f *Flags) Self(service string) (m kafkax.Member, static bool, err error) {
+	m.URL = *f.AdvertiseURL
+	if m.URL == "" {
+		host, port, err := net.SplitHostPort(*f.HTTPAddr)
+		if err != nil {
+			return m, false, fmt.Errorf("HTTP_ADDR %q: %w", *f.HTTPAddr, err)
+		}
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		m.URL = "http://" + net.JoinHostPort(host, port)
+	}
+	m.ID = *f.InstanceID
+	if m.ID == "" {
+		m.ID = service + "@" + strings.TrimPrefix(strings.TrimPrefix(m.URL, "http://"), "https://")
+	}
+	return m, *f.InstanceID != "", nil
 }
 
 // Logger installs and returns the service's logger.

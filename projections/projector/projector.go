@@ -33,13 +33,14 @@ var eventsFolded = promauto.NewCounterVec(prometheus.CounterOpts{
 
 // Projector consumes the event log and writes snapshots. Use New, then Run.
 type Projector struct {
-	Subscriber     message.Subscriber
-	Publisher      message.Publisher
-	Client         sarama.Client // for restoring State from the snapshot topic
-	EventsTopic    string
-	SnapshotsTopic string
-	State          *State
-	Log            *slog.Logger
+	Subscriber      message.Subscriber
+	Publisher       message.Publisher
+	Client          sarama.Client // for restoring State from the snapshot topic
+	EventsTopic     string
+	SnapshotsTopic  string
+	EmailIndexTopic string
+	State           *State
+	Log             *slog.Logger
 }
 
 // Run consumes events until ctx ends. It processes one message at a time and
@@ -110,6 +111,9 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 	if err := p.Publisher.Publish(p.SnapshotsTopic, out); err != nil {
 		return fmt.Errorf("publish snapshot of %s v%d: %w", e.UID, next.Version, err)
 	}
+	if err := p.Publisher.Publish(p.EmailIndexTopic, indexRecords(e, state, next, headers, value)...); err != nil {
+		return fmt.Errorf("publish email index of %s v%d: %w", e.UID, next.Version, err)
+	}
 	p.State.Put(next)
 	eventsFolded.WithLabelValues("applied").Inc()
 	return nil
@@ -117,3 +121,20 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 
 // ErrNotRestored is returned by Ready until the state has been restored.
 var ErrNotRestored = errors.New("state not restored from the snapshot topic yet")
+
+// indexRecords returns the email index records of one step from prev to
+// next: a tombstone for the email the profile no longer holds, and the
+// profile under the email it holds now. Each (email, uid) key has exactly
+// one writer, the projector of the uid's partition, so the index needs no
+// read-modify-write of a shared per-email value.
+func indexRecords(e events.Event, prev, next events.Profile, headers map[string]string, value []byte) []*message.Message {
+	var out []*message.Message
+	oldEmail, newEmail := events.NormalizeEmail(prev.Email), events.NormalizeEmail(next.Email)
+	if prev.Exists() && (!next.Exists() || oldEmail != newEmail) {
+		out = append(out, kafkax.NewKeyedMessage(e.ID+"-unindex", kafkax.IndexKey(oldEmail, e.UID), headers, nil))
+	}
+	if next.Exists() {
+		out = append(out, kafkax.NewKeyedMessage(e.ID+"-index", kafkax.IndexKey(newEmail, e.UID), headers, value))
+	}
+	return out
+}

@@ -1,5 +1,7 @@
-// Command command-svc accepts POST, PUT and DELETE on /api/profile, checks
-// them against the current state, and appends events to the event log.
+// Command command-svc accepts POST, PUT and DELETE on /api/profile. Each
+// instance owns some partitions of the event log in its consumer group;
+// it runs the commands on profiles of those partitions, checking them
+// against the folded state, and forwards the others to their owners.
 package main
 
 import (
@@ -23,6 +25,7 @@ import (
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
+	"profiles/platform/routing"
 	"profiles/platform/service"
 )
 
@@ -37,13 +40,20 @@ func run() error {
 	fs := flag.NewFlagSet("command-svc", flag.ExitOnError)
 	common := service.RegisterFlags(fs, ":8081")
 	kflags := kafkax.RegisterFlags(fs)
-	queryURL := config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "base URL of query-svc, asked for read-your-writes")
+	queryURLs := config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "comma-separated base URLs of query-svc instances, asked for read-your-writes")
 	visibility := config.Duration(fs, "visibility-timeout", "VISIBILITY_TIMEOUT", 10*time.Second, "longest a write waits for readers to see it before answering 202")
 	maxBody := config.Int(fs, "max-body", "MAX_BODY_BYTES", httpx.DefaultMaxBody, "largest accepted request body, in bytes")
+	group := config.String(fs, "group", "COMMAND_GROUP", "profiles-command", "consumer group of the command-svc instances")
+	session := config.Duration(fs, "session-timeout", "SESSION_TIMEOUT", 10*time.Second, "how long a silent instance keeps its partitions")
+	routeWait := config.Duration(fs, "route-wait", "ROUTE_WAIT", 15*time.Second, "longest a request waits for an owner of its partition")
 	_ = fs.Parse(os.Args[1:])
 
 	log := common.Logger("command-svc")
 	kcfg, err := kflags.Config()
+	if err != nil {
+		return err
+	}
+	self, static, err := common.Self("command-svc")
 	if err != nil {
 		return err
 	}
@@ -66,24 +76,43 @@ func run() error {
 	}
 	defer pub.Close()
 
-	states := state.NewStore()
+	states := state.NewStore(log)
+	opts := kafkax.GroupOptions{
+		Group: *group, Topics: []string{kcfg.EventsTopic}, Self: self, SessionTimeout: *session,
+		Start: states.Start, Handle: states.Handle,
+	}
+	if static {
+		opts.InstanceID = self.ID
+	}
+	g, err := kafkax.NewGroup(client, opts, log)
+	if err != nil {
+		return err
+	}
 	deps := app.Deps{
 		States:     states,
 		Log:        adapters.EventLog{Publisher: pub, Topic: kcfg.EventsTopic, Source: "/command-svc"},
-		Visibility: adapters.QueryVisibility{BaseURL: *queryURL, Client: &http.Client{}, Timeout: *visibility},
+		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*queryURLs), Client: &http.Client{}, Timeout: *visibility},
 		NewID:      uuid.NewString,
 		Now:        time.Now,
 	}
 	var health httpx.Health
-	health.Check("state", states.Ready)
+	health.Check("state", g.Ready)
 	router := service.NewRouter(log, &health)
-	ports.HTTP{Log: log, MaxBody: int64(*maxBody), Commands: ports.Commands{
-		CreateProfile: app.CreateProfileHandler{Deps: deps},
-		ChangeProfile: app.ChangeProfileHandler{Deps: deps},
-		DeleteProfile: app.DeleteProfileHandler{Deps: deps},
-	}}.Register(router)
+	ports.HTTP{
+		Log: log, MaxBody: int64(*maxBody),
+		Routing:     routing.Routing{Router: g, Self: self, Wait: *routeWait, Log: log},
+		PartitionOf: func(uid string) int32 { return kafkax.Partition(uid, kcfg.Partitions) },
+		NewUID:      uuid.NewString,
+		Commands: ports.Commands{
+			CreateProfile: app.CreateProfileHandler{Deps: deps},
+			ChangeProfile: app.ChangeProfileHandler{Deps: deps},
+			DeleteProfile: app.DeleteProfileHandler{Deps: deps},
+		},
+	}.Register(router)
+	router.HandleFunc("/debug/assignment", routing.DebugHandler(self, "partitioned", g, nil)).Methods(http.MethodGet)
 
-	follow := func(ctx context.Context) error { return states.Follow(ctx, client, kcfg.EventsTopic, log) }
-	log.Info("starting", "http_addr", *common.HTTPAddr, "events", kcfg.EventsTopic, "query_url", *queryURL, "brokers", kcfg.Brokers)
-	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, follow)
+	gcfg := kcfg.GroupConfig("command-svc", opts)
+	consume := func(ctx context.Context) error { return g.Run(ctx, gcfg, kcfg.Brokers) }
+	log.Info("starting", "http_addr", *common.HTTPAddr, "self", self, "events", kcfg.EventsTopic, "query_urls", *queryURLs, "brokers", kcfg.Brokers)
+	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, consume)
 }

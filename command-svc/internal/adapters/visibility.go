@@ -7,34 +7,61 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
-// QueryVisibility waits until query-svc serves a profile at a version, by
-// asking it with GET /api/profile/{uid}?minVersion=N, which query-svc holds
-// open until its view has that version.
+// QueryVisibility waits until query-svc serves a change, by asking it with
+// GET /api/profile/{uid}?minVersion=N and, for each touched email,
+// GET /api/search?email=E&uid=U&minVersion=N. query-svc holds such a
+// request open until its view has that version, and routes it to the owner
+// of the uid's or the email's partition, so any instance will do: the
+// requests are spread over BaseURLs.
 type QueryVisibility struct {
-	// BaseURL of query-svc, e.g. http://127.0.0.1:8082.
-	BaseURL string
-	Client  *http.Client
+	// BaseURLs of query-svc instances, e.g. http://127.0.0.1:8082.
+	BaseURLs []string
+	Client   *http.Client
 	// Timeout bounds one wait.
 	Timeout time.Duration
+
+	next atomic.Uint64
 }
 
-// WaitVisible returns nil once readers see uid at version or later. A 404
-// also counts: the profile was deleted at that version or after it, and
-// nothing can follow a delete.
-func (v QueryVisibility) WaitVisible(ctx context.Context, uid string, version int64) error {
+// WaitVisible returns nil once readers see uid at version or later, by uid
+// and under every email of emails. A 404 for the uid also counts: the
+// profile was deleted at that version or after, and nothing follows a
+// delete.
+func (v *QueryVisibility) WaitVisible(ctx context.Context, uid string, version int64, emails []string) error {
 	ctx, cancel := context.WithTimeout(ctx, v.Timeout)
 	defer cancel()
-	u := v.BaseURL + "/api/profile/" + url.PathEscape(uid) + "?minVersion=" + strconv.FormatInt(version, 10)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	ver := strconv.FormatInt(version, 10)
+	paths := []string{"/api/profile/" + url.PathEscape(uid) + "?minVersion=" + ver}
+	for _, e := range emails {
+		paths = append(paths, "/api/search?"+url.Values{"email": {e}, "uid": {uid}, "minVersion": {ver}}.Encode())
+	}
+	errc := make(chan error, len(paths))
+	for _, path := range paths {
+		go func() { errc <- v.wait(ctx, path) }()
+	}
+	var first error
+	for range paths {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+func (v *QueryVisibility) wait(ctx context.Context, path string) error {
+	base := v.BaseURLs[v.next.Add(1)%uint64(len(v.BaseURLs))]
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
 		return err
 	}
 	resp, err := v.Client.Do(req)
 	if err != nil {
-		return fmt.Errorf("wait for %s v%d: %w", uid, version, err)
+		return fmt.Errorf("wait for %s: %w", path, err)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
@@ -42,6 +69,6 @@ func (v QueryVisibility) WaitVisible(ctx context.Context, uid string, version in
 	case http.StatusOK, http.StatusNotFound:
 		return nil
 	default:
-		return fmt.Errorf("wait for %s v%d: query-svc answered %s", uid, version, resp.Status)
+		return fmt.Errorf("wait for %s: query-svc answered %s", path, resp.Status)
 	}
 }

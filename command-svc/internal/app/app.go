@@ -17,15 +17,14 @@ import (
 var (
 	// ErrNotFound: no live profile with that uid (never created, or deleted).
 	ErrNotFound = errors.New("profile not found")
-	// ErrNotReady: the state is still being restored from the log.
-	ErrNotReady = errors.New("command service is restoring its state")
 	// ErrAppend: the event log did not accept the event.
 	ErrAppend = errors.New("event log unavailable")
 )
 
-// States is the current state of every profile, with per-profile locks.
+// States is the current state of the profiles this instance owns, with
+// per-profile locks. The routing layer runs a command only on the owner of
+// its uid's partition, once the owner has caught up with that partition.
 type States interface {
-	Ready() error
 	Get(uid string) events.Profile
 	Apply(e events.Event) error
 	Lock(uid string) (unlock func())
@@ -36,9 +35,11 @@ type EventLog interface {
 	Append(ctx context.Context, es ...events.Event) error
 }
 
-// Visibility waits until readers see a profile at a version (or later).
+// Visibility waits until readers see a profile at a version (or later),
+// both by uid and in the email index under each of emails (holding the
+// email, or no longer holding it).
 type Visibility interface {
-	WaitVisible(ctx context.Context, uid string, version int64) error
+	WaitVisible(ctx context.Context, uid string, version int64, emails []string) error
 }
 
 // Result is what a command returns.
@@ -66,9 +67,6 @@ type Deps struct {
 // state into the payloads to append (none is fine), and the events are
 // checked with Apply, appended, and folded into the state.
 func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(events.Profile) ([]events.Payload, error)) (Result, error) {
-	if err := d.States.Ready(); err != nil {
-		return Result{}, fmt.Errorf("%w: %v", ErrNotReady, err)
-	}
 	unlock := d.States.Lock(uid)
 	defer unlock()
 
@@ -101,9 +99,23 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 	}
 	res := Result{Profile: next}
 	if !async {
-		res.Visible = d.Visibility.WaitVisible(ctx, uid, next.Version) == nil
+		res.Visible = d.Visibility.WaitVisible(ctx, uid, next.Version, touchedEmails(state, next)) == nil
 	}
 	return res, nil
+}
+
+// touchedEmails returns the normalized emails whose index entry for the
+// profile changes from prev to next: the one it holds now, and the one it
+// no longer holds.
+func touchedEmails(prev, next events.Profile) []string {
+	var out []string
+	if next.Exists() {
+		out = append(out, events.NormalizeEmail(next.Email))
+	}
+	if prev.Exists() && (!next.Exists() || events.NormalizeEmail(prev.Email) != events.NormalizeEmail(next.Email)) {
+		out = append(out, events.NormalizeEmail(prev.Email))
+	}
+	return out
 }
 
 // requireLive returns ErrNotFound unless p is a live profile.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ func (l *memLog) Append(_ context.Context, es ...events.Event) error {
 type visibleAt struct {
 	uid     string
 	version int64
+	emails  string
 }
 
 type memVisibility struct {
@@ -37,8 +39,8 @@ type memVisibility struct {
 	err    error
 }
 
-func (v *memVisibility) WaitVisible(_ context.Context, uid string, version int64) error {
-	v.waited = append(v.waited, visibleAt{uid, version})
+func (v *memVisibility) WaitVisible(_ context.Context, uid string, version int64, emails []string) error {
+	v.waited = append(v.waited, visibleAt{uid, version, fmt.Sprint(emails)})
 	return v.err
 }
 
@@ -51,8 +53,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{states: state.NewStore(), log: &memLog{}, vis: &memVisibility{}}
-	f.states.MarkReadyForTest()
+	f := &fixture{states: state.NewStore(slog.Default()), log: &memLog{}, vis: &memVisibility{}}
 	n := 0
 	f.deps = app.Deps{States: f.states, Log: f.log, Visibility: f.vis,
 		NewID: func() string { n++; return fmt.Sprintf("id-%d", n) },
@@ -76,7 +77,7 @@ func TestCreateAppendsAndWaits(t *testing.T) {
 	if p.Version != 1 || p.Username != "bob" || len(f.log.appended) != 1 || f.log.appended[0].Type != events.TypeProfileCreated {
 		t.Fatalf("profile %+v, log %+v", p, f.log.appended)
 	}
-	if len(f.vis.waited) != 1 || f.vis.waited[0] != (visibleAt{p.UID, 1}) {
+	if len(f.vis.waited) != 1 || f.vis.waited[0] != (visibleAt{p.UID, 1, "[bob1@mail.com]"}) {
 		t.Fatalf("waited for %+v", f.vis.waited)
 	}
 }
@@ -157,5 +158,26 @@ func TestAsyncDoesNotWaitAndFailedAppendKeepsStateEqualToLog(t *testing.T) {
 	}
 	if got := f.states.Get(res.Profile.UID); got.Version != 2 || got.Username != "b" || got.Email != "a@b.cd" {
 		t.Fatalf("state after partial append = %+v, want the first event only", got)
+	}
+}
+
+func TestVisibilityCoversEveryTouchedEmail(t *testing.T) {
+	f := newFixture(t)
+	p := f.create(t)
+	ctx := context.Background()
+	if _, err := (app.ChangeProfileHandler{Deps: f.deps}).Handle(ctx, app.ChangeProfile{UID: p.UID, Username: "bob", Email: "Bob2@Mail.com"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (app.ChangeProfileHandler{Deps: f.deps}).Handle(ctx, app.ChangeProfile{UID: p.UID, Username: "robert", Email: "Bob2@Mail.com"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(ctx, app.DeleteProfile{UID: p.UID}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"[bob1@mail.com]", "[bob2@mail.com bob1@mail.com]", "[bob2@mail.com]", "[bob2@mail.com]"}
+	for i, w := range f.vis.waited {
+		if w.emails != want[i] {
+			t.Errorf("wait %d covered %s, want %s", i, w.emails, want[i])
+		}
 	}
 }

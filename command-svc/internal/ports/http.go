@@ -11,7 +11,9 @@ import (
 	"github.com/gorilla/mux"
 
 	"profiles/command-svc/internal/app"
+	"profiles/events"
 	"profiles/platform/httpx"
+	"profiles/platform/routing"
 	"profiles/platform/validate"
 )
 
@@ -28,9 +30,24 @@ type Commands struct {
 	}
 }
 
+// Placement wraps a handler so that it runs on the owner of a key's
+// partition (see platform/routing).
+type Placement interface {
+	Handler(partitionOf func(*http.Request) (int32, bool), h http.Handler) http.Handler
+}
+
+// HeaderUID carries the uid that the instance which received a POST chose,
+// when it forwards the POST to the owner of that uid's partition.
+const HeaderUID = "X-Profiles-Uid"
+
 // HTTP serves the write side of the API.
 type HTTP struct {
 	Commands Commands
+	// Routing places each command on the owner of its uid's partition.
+	Routing     Placement
+	PartitionOf func(uid string) int32
+	// NewUID returns a fresh profile uid.
+	NewUID func() string
 	// MaxBody limits a request body in bytes; 0 means httpx.DefaultMaxBody.
 	MaxBody int64
 	Log     *slog.Logger
@@ -38,9 +55,28 @@ type HTTP struct {
 
 // Register adds the API routes to r.
 func (h HTTP) Register(r *mux.Router) {
-	r.HandleFunc("/api/profile", h.create).Methods(http.MethodPost)
-	r.HandleFunc("/api/profile/{uid}", h.change).Methods(http.MethodPut)
-	r.HandleFunc("/api/profile/{uid}", h.delete).Methods(http.MethodDelete)
+	r.Handle("/api/profile", h.Routing.Handler(h.newUIDPartition, http.HandlerFunc(h.create))).Methods(http.MethodPost)
+	r.Handle("/api/profile/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.change))).Methods(http.MethodPut)
+	r.Handle("/api/profile/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.delete))).Methods(http.MethodDelete)
+}
+
+// newUIDPartition picks the uid of a new profile, unless another instance
+// picked it and forwarded the POST here, and places the POST on its owner.
+func (h HTTP) newUIDPartition(r *http.Request) (int32, bool) {
+	uid := r.Header.Get(HeaderUID)
+	if r.Header.Get(routing.HeaderForwardedBy) == "" || validate.Var("uid", uid, validate.UIDTag) != nil {
+		uid = h.NewUID()
+		r.Header.Set(HeaderUID, uid)
+	}
+	return h.PartitionOf(uid), true
+}
+
+func (h HTTP) uidPartition(r *http.Request) (int32, bool) {
+	uid := mux.Vars(r)["uid"]
+	if validate.Var("uid", uid, validate.UIDTag) != nil {
+		return 0, false
+	}
+	return h.PartitionOf(uid), true
 }
 
 // profileBody is the body of POST and PUT.
@@ -77,7 +113,7 @@ func (h HTTP) create(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := h.Commands.CreateProfile.Handle(r.Context(), app.CreateProfile{Username: b.Username, Email: b.Email, Async: async(r)})
+	res, err := h.Commands.CreateProfile.Handle(r.Context(), app.CreateProfile{UID: r.Header.Get(HeaderUID), Username: b.Username, Email: b.Email, Async: async(r)})
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -150,7 +186,9 @@ func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, app.ErrNotFound):
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "profile-not-found", "Profile not found", err.Error()))
-	case errors.Is(err, app.ErrNotReady), errors.Is(err, app.ErrAppend):
+	case errors.Is(err, events.ErrAlreadyExists):
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusConflict, "profile-exists", "Profile exists", err.Error()))
+	case errors.Is(err, app.ErrAppend):
 		h.Log.Warn("command not accepted", "path", r.URL.Path, "err", err)
 		w.Header().Set("Retry-After", "1")
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "unavailable", "", err.Error()))

@@ -1,34 +1,30 @@
-// Package state is command-svc's current state of every profile: the fold of
-// the event log, restored at start by reading the log and kept current by
-// following it. Commands check against it before they append.
+// Package state is command-svc's current state of the profiles of the
+// partitions this instance owns: the fold of those partitions of the event
+// log, read from where the store left off whenever a partition is assigned
+// (so a partition that comes back after another instance wrote to it is
+// caught up first), and kept current by following the log. Commands check
+// against it before they append.
 package state
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 
 	"github.com/IBM/sarama"
 
 	"profiles/events"
-	"profiles/platform/kafkax"
 )
-
-// ErrNotReady is returned by Ready until the event log has been read up to
-// the end it had at start.
-var ErrNotReady = errors.New("state not yet restored from the event log")
 
 // Store holds the folded state and per-profile command locks. It is safe
 // for concurrent use.
 type Store struct {
+	log *slog.Logger
+
 	mu       sync.Mutex
 	profiles map[string]events.Profile
+	offsets  map[int32]int64 // next offset to fold, per partition
 	locks    map[string]*lockEntry
-
-	behind atomic.Int64 // partitions not yet caught up; -1 before Follow
 }
 
 type lockEntry struct {
@@ -36,11 +32,9 @@ type lockEntry struct {
 	refs int
 }
 
-// NewStore returns an empty, not yet ready Store.
-func NewStore() *Store {
-	s := &Store{profiles: map[string]events.Profile{}, locks: map[string]*lockEntry{}}
-	s.behind.Store(-1)
-	return s
+// NewStore returns an empty Store.
+func NewStore(log *slog.Logger) *Store {
+	return &Store{log: log, profiles: map[string]events.Profile{}, offsets: map[int32]int64{}, locks: map[string]*lockEntry{}}
 }
 
 // Get returns the current state of uid: the zero Profile if it never existed.
@@ -93,55 +87,32 @@ func (s *Store) Lock(uid string) (unlock func()) {
 	}
 }
 
-// Ready reports nil once the log has been read up to where it ended when
-// Follow started.
-func (s *Store) Ready() error {
-	if n := s.behind.Load(); n != 0 {
-		return fmt.Errorf("%w (%d partitions behind)", ErrNotReady, n)
-	}
-	return nil
-}
-
-// Follow reads every partition of the event log from the beginning into the
-// store, and then follows it until ctx ends. Undecodable or inapplicable
-// records are logged and skipped.
-func (s *Store) Follow(ctx context.Context, client sarama.Client, topic string, log *slog.Logger) error {
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		return fmt.Errorf("partitions of %s: %w", topic, err)
-	}
-	s.behind.Store(int64(len(parts)))
-	var read atomic.Int64
-	return kafkax.Read(ctx, client, kafkax.ReadOptions{
-		Topic:      topic,
-		Partitions: parts,
-		Handle: func(_ context.Context, p int32, records []*sarama.ConsumerMessage) error {
-			for _, r := range records {
-				e, err := events.Decode(r.Value)
-				if err == nil {
-					err = s.Apply(e)
-				}
-				if err != nil {
-					log.Error("skipping event that does not fold", "topic", topic, "partition", p, "offset", r.Offset, "err", err)
-				}
-			}
-			read.Add(int64(len(records)))
-			return nil
-		},
-		CaughtUp: func(int32) {
-			if s.behind.Add(-1) == 0 {
-				log.Info("state restored from the event log", "events", read.Load(), "profiles", s.len())
-			}
-		},
-	})
-}
-
-func (s *Store) len() int {
+// Start returns where to resume partition p of the event log: after the
+// last record this store has folded, or at the beginning.
+func (s *Store) Start(_ string, p int32) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.profiles)
+	if off, ok := s.offsets[p]; ok {
+		return off, nil
+	}
+	return sarama.OffsetOldest, nil
 }
 
-// MarkReadyForTest makes an unfollowed store ready, for tests of the use
-// cases that need no event log.
-func (s *Store) MarkReadyForTest() { s.behind.Store(0) }
+// Handle folds a batch of event log records of partition p into the store
+// and remembers where the batch ends. Undecodable or inapplicable records
+// are logged and skipped.
+func (s *Store) Handle(_ context.Context, topic string, p int32, records []*sarama.ConsumerMessage) error {
+	for _, r := range records {
+		e, err := events.Decode(r.Value)
+		if err == nil {
+			err = s.Apply(e)
+		}
+		if err != nil {
+			s.log.Error("skipping event that does not fold", "topic", topic, "partition", p, "offset", r.Offset, "err", err)
+		}
+	}
+	s.mu.Lock()
+	s.offsets[p] = records[len(records)-1].Offset + 1
+	s.mu.Unlock()
+	return nil
+}

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -9,7 +10,7 @@ import (
 )
 
 func TestApplyIsIdempotentByVersion(t *testing.T) {
-	s := NewStore()
+	s := NewStore(slog.Default())
 	created := events.New("e1", events.Profile{}, "u", events.ProfileCreated{Username: "bob", Email: "b@m.c"}, time.Unix(0, 0))
 	for range 2 {
 		if err := s.Apply(created); err != nil {
@@ -29,7 +30,7 @@ func TestApplyIsIdempotentByVersion(t *testing.T) {
 }
 
 func TestLockSerializesOneProfile(t *testing.T) {
-	s := NewStore()
+	s := NewStore(slog.Default())
 	var (
 		wg      sync.WaitGroup
 		inside  int

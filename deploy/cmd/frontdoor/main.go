@@ -1,5 +1,5 @@
 // Command frontdoor serves the whole API on one address, routing reads to
-// query-svc and writes to command-svc.
+// query-svc and writes to command-svc, spread over their instances.
 package main
 
 import (
@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -29,32 +28,39 @@ func main() {
 func run() error {
 	fs := flag.NewFlagSet("frontdoor", flag.ExitOnError)
 	common := service.RegisterFlags(fs, ":8080")
-	commandURL := config.String(fs, "command-url", "COMMAND_URL", "http://127.0.0.1:8081", "base URL of command-svc")
-	queryURL := config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "base URL of query-svc")
+	commandURL := config.String(fs, "command-url", "COMMAND_URL", "http://127.0.0.1:8081", "base URL of command-svc, or a comma-separated list of the base URLs of its instances")
+	queryURL := config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "base URL of query-svc, or a comma-separated list of the base URLs of its instances")
 	_ = fs.Parse(os.Args[1:])
 
 	log := common.Logger("frontdoor")
-	cmdU, err := url.Parse(*commandURL)
+	cmdURLs, err := frontdoor.ParseURLs(*commandURL)
 	if err != nil {
 		return fmt.Errorf("COMMAND_URL: %w", err)
 	}
-	qryU, err := url.Parse(*queryURL)
+	qryURLs, err := frontdoor.ParseURLs(*queryURL)
 	if err != nil {
 		return fmt.Errorf("QUERY_URL: %w", err)
+	}
+	api, err := frontdoor.New(cmdURLs, qryURLs, log)
+	if err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	var health httpx.Health
-	health.Check("command-svc", frontdoor.UpstreamReady(cmdU))
-	health.Check("query-svc", frontdoor.UpstreamReady(qryU))
+	// Ready when at least one instance of each service is: the front door
+	// fails over from the others.
+	health.Check("command-svc", frontdoor.AnyReady(cmdURLs))
+	health.Check("query-svc", frontdoor.AnyReady(qryURLs))
 	router := service.NewRouter(log, &health)
 	router.HandleFunc("/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(openapi.Spec)
 	}).Methods(http.MethodGet)
-	router.PathPrefix("/api/").Handler(frontdoor.New(cmdU, qryU, log))
+	router.PathPrefix("/api/").Handler(api)
 
-	log.Info("starting", "http_addr", *common.HTTPAddr, "command_url", *commandURL, "query_url", *queryURL)
+	log.Info("starting", "http_addr", *common.HTTPAddr,
+		"command_urls", config.List(*commandURL), "query_urls", config.List(*queryURL))
 	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace)
 }

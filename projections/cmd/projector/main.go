@@ -73,7 +73,7 @@ func run() error {
 
 	p := &projector.Projector{
 		Subscriber: sub, Publisher: pub, Client: client,
-		EventsTopic: kcfg.EventsTopic, SnapshotsTopic: kcfg.SnapshotsTopic,
+		EventsTopic: kcfg.EventsTopic, SnapshotsTopic: kcfg.SnapshotsTopic, EmailIndexTopic: kcfg.EmailIndexTopic,
 		State: projector.NewState(), Log: log,
 	}
 	var restored atomic.Bool

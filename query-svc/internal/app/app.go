@@ -22,6 +22,9 @@ var (
 type ProfileView interface {
 	Get(uid string) (events.Profile, error)
 	SearchEmail(email string) ([]events.Profile, error)
+	// IndexEntry returns the email index entry of (email, uid): the profile,
+	// or a deleted marker once uid no longer holds email.
+	IndexEntry(email, uid string) (events.Profile, error)
 	// Changed returns a channel closed at the view's next change.
 	Changed() <-chan struct{}
 }

@@ -40,6 +40,8 @@ func (v *fakeView) Get(uid string) (events.Profile, error) {
 
 func (v *fakeView) SearchEmail(string) ([]events.Profile, error) { return nil, nil }
 
+func (v *fakeView) IndexEntry(_, uid string) (events.Profile, error) { return v.Get(uid) }
+
 func (v *fakeView) Changed() <-chan struct{} {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -91,5 +93,22 @@ func TestGetProfileWaitsForMinVersion(t *testing.T) {
 	got, err := h.Handle(context.Background(), app.GetProfile{UID: "a", MinVersion: 1})
 	if err != nil || got.Version != 1 {
 		t.Fatalf("Handle = %+v, %v", got, err)
+	}
+}
+
+func TestSearchWaitsForIndexedVersion(t *testing.T) {
+	v := newFakeView(events.Profile{UID: "a", Version: 1})
+	h := app.SearchProfilesHandler{View: v, NotFound: errNeverSeen, MaxWait: 30 * time.Millisecond}
+	if _, err := h.Handle(context.Background(), app.SearchProfiles{Email: "a@b.c", UID: "a", MinVersion: 2}); !errors.Is(err, app.ErrNotYet) {
+		t.Fatalf("err = %v, want ErrNotYet", err)
+	}
+	h.MaxWait = 5 * time.Second
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		v.put(events.Profile{UID: "a", Version: 2, Deleted: true})
+	}()
+	found, err := h.Handle(context.Background(), app.SearchProfiles{Email: "a@b.c", UID: "a", MinVersion: 2})
+	if err != nil || found == nil {
+		t.Fatalf("Handle = %v, %v", found, err)
 	}
 }

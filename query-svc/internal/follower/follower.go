@@ -1,4 +1,7 @@
-// Package follower keeps query-svc's view in step with the snapshot topic.
+// Package follower keeps query-svc's view in step with the snapshot and
+// email index topics: either for the partitions this instance owns in its
+// consumer group (Owned), or for every partition (Replica, the full-replica
+// mode).
 package follower
 
 import (
@@ -6,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,131 +16,195 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/query-svc/internal/view"
 )
 
 var (
 	recordsRead = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "profiles_query_snapshot_records_read_total",
-		Help: "Snapshot records read from Kafka since the process started (after a cheap restart it stays at the number of new records).",
+		Help: "Snapshot and email index records read from Kafka since the process started (after a cheap restart it counts only the tail).",
 	})
 	recordsSkipped = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "profiles_query_snapshot_records_poison_total",
-		Help: "Snapshot records that could not be decoded and were skipped.",
-	})
-	partitionsBehind = promauto.NewGauge(prometheus.GaugeOpts{
-		Name: "profiles_query_partitions_catching_up",
-		Help: "Partitions that have not yet caught up with the high-water mark they had at start.",
+		Help: "Records that could not be decoded and were skipped.",
 	})
 )
 
 // Store is what the follower needs of the view.
 type Store interface {
 	Offset(topic string, p int32) (int64, bool, error)
-	Apply(topic string, p int32, profiles []events.Profile, next int64) (int, error)
+	ApplySnapshots(topic string, p int32, profiles []events.Profile, next int64) (int, error)
+	ApplyIndex(topic string, p int32, entries []view.IndexEntry, next int64) (int, error)
+	Held() (map[string][]int32, error)
+	DropPartition(p int32) error
 }
 
-// Follower applies every record of the snapshot topic to the view, starting
-// each partition at the offset stored in the view (or at the beginning when
-// the view holds nothing of it). Use New; Run once.
-type Follower struct {
-	client sarama.Client
-	topic  string
-	store  Store
-	log    *slog.Logger
-
-	mu       sync.Mutex
-	behind   map[int32]bool
-	started  bool
-	reRead   atomic.Int64 // records read before each partition caught up
-	caughtUp atomic.Bool
+// Applier decodes records of the two topics and applies them to the view.
+type Applier struct {
+	Store          Store
+	SnapshotsTopic string
+	IndexTopic     string
+	Log            *slog.Logger
 }
 
-// New returns a follower of topic into store.
-func New(client sarama.Client, topic string, store Store, log *slog.Logger) *Follower {
-	return &Follower{client: client, topic: topic, store: store, log: log, behind: map[int32]bool{}}
-}
-
-// Ready reports nil once every partition has caught up with the high-water
-// mark it had when Run started.
-func (f *Follower) Ready() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	switch {
-	case !f.started:
-		return fmt.Errorf("not started")
-	case len(f.behind) > 0:
-		return fmt.Errorf("%d partitions of %s catching up", len(f.behind), f.topic)
-	}
-	return nil
-}
-
-// Run follows the topic until ctx ends.
-func (f *Follower) Run(ctx context.Context) error {
-	parts, err := f.client.Partitions(f.topic)
-	if err != nil {
-		return fmt.Errorf("partitions of %s: %w", f.topic, err)
-	}
-	f.mu.Lock()
-	for _, p := range parts {
-		f.behind[p] = true
-	}
-	f.started = true
-	partitionsBehind.Set(float64(len(parts)))
-	f.mu.Unlock()
-
-	return kafkax.Read(ctx, f.client, kafkax.ReadOptions{
-		Topic:      f.topic,
-		Partitions: parts,
-		Start:      f.start,
-		Handle:     f.handle,
-		CaughtUp:   f.partitionCaughtUp,
-	})
-}
-
-func (f *Follower) start(p int32) (int64, error) {
-	off, ok, err := f.store.Offset(f.topic, p)
+// Start returns the offset to resume topic/p from: the view's own, or the
+// beginning when the view holds nothing of it.
+func (a Applier) Start(topic string, p int32) (int64, error) {
+	off, ok, err := a.Store.Offset(topic, p)
 	if err != nil {
 		return 0, err
 	}
 	if !ok {
-		f.log.Info("view has no data of partition; reading it from the start", "topic", f.topic, "partition", p)
 		return sarama.OffsetOldest, nil
 	}
-	f.log.Debug("resuming partition from the offset stored in the view", "topic", f.topic, "partition", p, "offset", off)
 	return off, nil
 }
 
-func (f *Follower) handle(_ context.Context, p int32, records []*sarama.ConsumerMessage) error {
-	profiles := make([]events.Profile, 0, len(records))
-	for _, r := range records {
-		prof, err := decode(r)
-		if err != nil {
-			recordsSkipped.Inc()
-			f.log.Error("skipping undecodable snapshot record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-			continue
+// Handle applies one batch of records of topic/p. Undecodable records are
+// logged, counted and skipped; the offset moves past them.
+func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sarama.ConsumerMessage) error {
+	next := records[len(records)-1].Offset + 1
+	var err error
+	switch topic {
+	case a.SnapshotsTopic:
+		profiles := make([]events.Profile, 0, len(records))
+		for _, r := range records {
+			prof, derr := events.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
+			if a.skip(r, derr) {
+				continue
+			}
+			profiles = append(profiles, prof)
 		}
-		profiles = append(profiles, prof)
+		_, err = a.Store.ApplySnapshots(topic, p, profiles, next)
+	case a.IndexTopic:
+		entries := make([]view.IndexEntry, 0, len(records))
+		for _, r := range records {
+			email, uid, ok := kafkax.SplitIndexKey(r.Key)
+			var prof events.Profile
+			derr := fmt.Errorf("%w: index key %q is not email\\0uid", events.ErrSnapshot, r.Key)
+			if ok {
+				prof, derr = events.DecodeSnapshot(uid, r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
+			}
+			if a.skip(r, derr) {
+				continue
+			}
+			entries = append(entries, view.IndexEntry{Email: email, Profile: prof})
+		}
+		_, err = a.Store.ApplyIndex(topic, p, entries, next)
+	default:
+		return fmt.Errorf("unexpected topic %s", topic)
 	}
-	if _, err := f.store.Apply(f.topic, p, profiles, records[len(records)-1].Offset+1); err != nil {
-		return err
+	if err == nil {
+		recordsRead.Add(float64(len(records)))
 	}
-	recordsRead.Add(float64(len(records)))
-	if !f.caughtUp.Load() {
-		f.reRead.Add(int64(len(records)))
+	return err
+}
+
+func (a Applier) skip(r *sarama.ConsumerMessage, err error) bool {
+	if err == nil {
+		return false
+	}
+	recordsSkipped.Inc()
+	a.Log.Error("skipping undecodable record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+	return true
+}
+
+// Assigned drops the data of every partition the view holds but this
+// instance no longer owns, so that its store holds only what it serves.
+func (a Applier) Assigned(owned []int32) {
+	keep := map[int32]bool{}
+	for _, p := range owned {
+		keep[p] = true
+	}
+	held, err := a.Store.Held()
+	if err != nil {
+		a.Log.Error("cannot list the view's partitions", "err", err)
+		return
+	}
+	dropped := map[int32]bool{}
+	for _, parts := range held {
+		for _, p := range parts {
+			if !keep[p] && !dropped[p] {
+				dropped[p] = true
+				if err := a.Store.DropPartition(p); err != nil {
+					a.Log.Error("cannot drop a partition that moved away", "partition", p, "err", err)
+				}
+			}
+		}
+	}
+	if len(dropped) > 0 {
+		a.Log.Info("dropped the data of partitions that moved to other instances", "partitions", len(dropped))
+	}
+}
+
+// Replica follows every partition of both topics: the full-replica mode,
+// where every instance answers every read locally.
+type Replica struct {
+	Applier
+	Client sarama.Client
+
+	mu      sync.Mutex
+	started bool
+	behind  map[string]int
+}
+
+// Ready reports nil once every partition of both topics has caught up with
+// the end it had at start.
+func (r *Replica) Ready() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.started {
+		return fmt.Errorf("not started")
+	}
+	for topic, n := range r.behind {
+		if n > 0 {
+			return fmt.Errorf("%d partitions of %s catching up", n, topic)
+		}
 	}
 	return nil
 }
 
-func decode(r *sarama.ConsumerMessage) (events.Profile, error) {
-	return events.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
-}
+// Serving is true for every partition once the replica is ready.
+func (r *Replica) Serving(int32) bool { return r.Ready() == nil }
 
-func (f *Follower) partitionCaughtUp(p int32) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.behind, p)
-	partitionsBehind.Set(float64(len(f.behind)))
-	if len(f.behind) == 0 && !f.caughtUp.Swap(true) {
-		f.log.Info("view caught up with the snapshot topic", "topic", f.topic, "records_read_to_catch_up", f.reRead.Load())
+// Run follows both topics until ctx ends.
+func (r *Replica) Run(ctx context.Context) error {
+	topics := []string{r.SnapshotsTopic, r.IndexTopic}
+	r.mu.Lock()
+	r.behind = map[string]int{}
+	for _, t := range topics {
+		parts, err := r.Client.Partitions(t)
+		if err != nil {
+			r.mu.Unlock()
+			return err
+		}
+		r.behind[t] = len(parts)
 	}
+	r.started = true
+	r.mu.Unlock()
+
+	errc := make(chan error, len(topics))
+	for _, topic := range topics {
+		go func() {
+			errc <- kafkax.Read(ctx, r.Client, kafkax.ReadOptions{
+				Topic: topic,
+				Start: func(p int32) (int64, error) { return r.Start(topic, p) },
+				Handle: func(ctx context.Context, p int32, recs []*sarama.ConsumerMessage) error {
+					return r.Handle(ctx, topic, p, recs)
+				},
+				CaughtUp: func(int32) {
+					r.mu.Lock()
+					r.behind[topic]--
+					r.mu.Unlock()
+				},
+			})
+		}()
+	}
+	var first error
+	for range topics {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

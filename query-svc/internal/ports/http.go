@@ -22,20 +22,46 @@ type Queries struct {
 		Handle(ctx context.Context, q app.GetProfile) (events.Profile, error)
 	}
 	SearchProfiles interface {
-		Handle(q app.SearchProfiles) ([]events.Profile, error)
+		Handle(ctx context.Context, q app.SearchProfiles) ([]events.Profile, error)
 	}
+}
+
+// Placement wraps a handler so that it runs on the owner of a key's
+// partition (see platform/routing); nil serves everything locally.
+type Placement interface {
+	Handler(partitionOf func(*http.Request) (int32, bool), h http.Handler) http.Handler
 }
 
 // HTTP serves the read side of the API.
 type HTTP struct {
 	Queries Queries
-	Log     *slog.Logger
+	// Routing places each request on its owner; PartitionOf maps a key (a
+	// uid, or a normalized email) to its partition.
+	Routing     Placement
+	PartitionOf func(key string) int32
+	Log         *slog.Logger
 }
 
 // Register adds the API routes to r.
 func (h HTTP) Register(r *mux.Router) {
-	r.HandleFunc("/api/profile/{uid}", h.getProfile).Methods(http.MethodGet, http.MethodHead)
-	r.HandleFunc("/api/search", h.search).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/api/profile/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getProfile))).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/api/search", h.Routing.Handler(h.emailPartition, http.HandlerFunc(h.search))).Methods(http.MethodGet, http.MethodHead)
+}
+
+func (h HTTP) uidPartition(r *http.Request) (int32, bool) {
+	uid := mux.Vars(r)["uid"]
+	if validate.Var("uid", uid, validate.UIDTag) != nil {
+		return 0, false
+	}
+	return h.PartitionOf(uid), true
+}
+
+func (h HTTP) emailPartition(r *http.Request) (int32, bool) {
+	email := r.URL.Query().Get("email")
+	if validate.Var("email", email, validate.EmailTag) != nil {
+		return 0, false
+	}
+	return h.PartitionOf(events.NormalizeEmail(email)), true
 }
 
 // getProfile serves GET /api/profile/{uid}[?minVersion=N].
@@ -45,49 +71,71 @@ func (h HTTP) getProfile(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, p)
 		return
 	}
-	q := app.GetProfile{UID: uid}
-	if s := r.URL.Query().Get("minVersion"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || v < 0 {
-			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "invalid-parameter", "Invalid parameter",
-				"minVersion must be a non-negative integer"))
-			return
-		}
-		q.MinVersion = v
+	minVersion, ok := minVersion(w, r)
+	if !ok {
+		return
 	}
-	prof, err := h.Queries.GetProfile.Handle(r.Context(), q)
+	prof, err := h.Queries.GetProfile.Handle(r.Context(), app.GetProfile{UID: uid, MinVersion: minVersion})
 	switch {
 	case errors.Is(err, app.ErrNotFound):
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "profile-not-found", "Profile not found",
 			"no profile with uid "+uid))
-	case errors.Is(err, app.ErrNotYet):
-		w.Header().Set("Retry-After", "1")
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "version-not-yet-visible", "Version not yet visible",
-			"the view has not reached version "+strconv.FormatInt(q.MinVersion, 10)+" of "+uid+" yet"))
 	case err != nil:
-		h.fail(w, r, err)
+		h.fail(w, r, err, minVersion)
 	default:
 		w.Header().Set("ETag", httpx.ETag(prof.Version))
 		httpx.WriteJSON(w, http.StatusOK, prof)
 	}
 }
 
-// search serves GET /api/search?email=.
+// search serves GET /api/search?email=[&uid=U&minVersion=N].
 func (h HTTP) search(w http.ResponseWriter, r *http.Request) {
-	email := r.URL.Query().Get("email")
+	q := r.URL.Query()
+	email := q.Get("email")
 	if p := validate.Var("email", email, validate.EmailTag); p != nil {
 		httpx.WriteProblem(w, r, p)
 		return
 	}
-	found, err := h.Queries.SearchProfiles.Handle(app.SearchProfiles{Email: email})
+	minVersion, ok := minVersion(w, r)
+	if !ok {
+		return
+	}
+	uid := q.Get("uid")
+	if uid != "" {
+		if p := validate.Var("uid", uid, validate.UIDTag); p != nil {
+			httpx.WriteProblem(w, r, p)
+			return
+		}
+	}
+	found, err := h.Queries.SearchProfiles.Handle(r.Context(), app.SearchProfiles{Email: email, UID: uid, MinVersion: minVersion})
 	if err != nil {
-		h.fail(w, r, err)
+		h.fail(w, r, err, minVersion)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, found)
 }
 
-func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
+func minVersion(w http.ResponseWriter, r *http.Request) (int64, bool) {
+	s := r.URL.Query().Get("minVersion")
+	if s == "" {
+		return 0, true
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "invalid-parameter", "Invalid parameter",
+			"minVersion must be a non-negative integer"))
+		return 0, false
+	}
+	return v, true
+}
+
+func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error, minVersion int64) {
+	if errors.Is(err, app.ErrNotYet) {
+		w.Header().Set("Retry-After", "1")
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "version-not-yet-visible", "Version not yet visible",
+			"the view has not reached version "+strconv.FormatInt(minVersion, 10)+" yet"))
+		return
+	}
 	h.Log.Error("query failed", "path", r.URL.Path, "err", err)
 	httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "", "", "the query failed; see the service log"))
 }

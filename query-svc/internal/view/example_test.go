@@ -9,15 +9,17 @@ import (
 	"profiles/query-svc/internal/view"
 )
 
-// A batch of snapshot records and the partition's next offset land together.
-func ExampleStore_Apply() {
-	s, _ := view.Open("view", vfs.NewMem())
+// A batch of snapshot records and its partition's next offset land together.
+func ExampleStore_ApplySnapshots() {
+	s, _ := view.Open("view", vfs.NewMem(), 12)
 	defer s.Close()
-	_, _ = s.Apply("profile-snapshots", 0, []events.Profile{
-		{UID: "74292b21-0fbb-4f1d-a18f-fa80f947fa5d", Username: "bob", Email: "bob1@mail.com", Version: 1},
+	uid := "74292b21-0fbb-4f1d-a18f-fa80f947fa5d"
+	p := s.Partition(uid)
+	_, _ = s.ApplySnapshots("profile-snapshots", p, []events.Profile{
+		{UID: uid, Username: "bob", Email: "bob1@mail.com", Version: 1},
 	}, 1)
-	found, _ := s.SearchEmail("BOB1@mail.com")
-	next, _, _ := s.Offset("profile-snapshots", 0)
-	fmt.Println(len(found), found[0].Username, next)
-	// Output: 1 bob 1
+	got, _ := s.Get(uid)
+	next, _, _ := s.Offset("profile-snapshots", p)
+	fmt.Println(got.Username, p, next)
+	// Output: bob 6 1
 }

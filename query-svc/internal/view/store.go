@@ -1,9 +1,14 @@
-// Package view is query-svc's materialized view of the snapshot topic, kept
-// in Pebble: uid → profile, normalized email → uids, and for every consumed
-// partition the next offset to read. The three are written in one atomic
-// batch, so after a crash or restart the view resumes exactly where its data
-// ends, without re-reading the topic. The view is a cache: deleting its
-// directory loses nothing, because it rebuilds from Kafka.
+// Package view is query-svc's materialized view, kept in Pebble: uid →
+// profile from the snapshot topic, (normalized email, uid) → profile from
+// the email index topic, and for every consumed partition of each topic the
+// next offset to read. A batch of records and its partition's offset are
+// written in one atomic batch, so after a crash or restart the view resumes
+// exactly where its data ends, without re-reading the topic. The view is a
+// cache: deleting its directory loses nothing, because it rebuilds from
+// Kafka.
+//
+// Every key starts with its partition, so an instance that stops owning a
+// partition can drop exactly that partition's data.
 package view
 
 import (
@@ -20,6 +25,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"profiles/events"
+	"profiles/platform/kafkax"
 )
 
 // ErrNotFound is returned by Get for a uid the view has never seen.
@@ -43,14 +49,16 @@ var (
 // differ except for the email index, whose entries are per uid.
 type Store struct {
 	db *pebble.DB
+	n  int32 // partition count of the topics
 
 	mu      sync.Mutex
 	changed chan struct{}
 }
 
-// Open opens (or creates) the view in dir. fs is vfs.Default for a real
-// directory and vfs.NewMem() in tests.
-func Open(dir string, fs vfs.FS) (*Store, error) {
+// Open opens (or creates) the view in dir, for topics of the given
+// partition count. fs is vfs.Default for a real directory and vfs.NewMem()
+// in tests.
+func Open(dir string, fs vfs.FS, partitions int32) (*Store, error) {
 	db, err := pebble.Open(dir, &pebble.Options{
 		FS:                 fs,
 		FormatMajorVersion: FormatMajorVersion,
@@ -59,7 +67,7 @@ func Open(dir string, fs vfs.FS) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open view in %s: %w", dir, err)
 	}
-	return &Store{db: db, changed: make(chan struct{})}, nil
+	return &Store{db: db, n: partitions, changed: make(chan struct{})}, nil
 }
 
 // Close flushes and closes the view. The Store must not be used afterwards.
@@ -89,24 +97,58 @@ func (s *Store) Offset(topic string, p int32) (int64, bool, error) {
 	return int64(binary.BigEndian.Uint64(v)), true, nil
 }
 
-// Apply writes the profiles of one batch of snapshot records from partition p
-// of topic (a tombstone is a profile with Deleted set), and next
+// ApplySnapshots writes the profiles of one batch of snapshot records from
+// partition p of topic (a tombstone is a profile with Deleted set), and next
 // (the offset after the batch) as that partition's position, in a single
 // atomic batch. A record older than the view's version of the same profile
 // is ignored, so re-reading a partition never moves a profile back in time.
 // It returns how many records changed the view.
-func (s *Store) Apply(topic string, p int32, profiles []events.Profile, next int64) (int, error) {
+func (s *Store) ApplySnapshots(topic string, p int32, profiles []events.Profile, next int64) (int, error) {
+	return s.apply(topic, p, next, func(b *pebble.Batch) (int, error) {
+		applied := 0
+		for _, prof := range profiles {
+			ok, err := putNewer(b, profileKey(p, prof.UID), prof)
+			if err != nil {
+				return 0, err
+			}
+			if ok {
+				applied++
+			}
+		}
+		return applied, nil
+	})
+}
+
+// IndexEntry is one record of the email index: the profile that holds
+// Email now, or a deleted marker (Profile.Deleted) when it no longer does.
+type IndexEntry struct {
+	Email   string
+	Profile events.Profile
+}
+
+// ApplyIndex is ApplySnapshots for the email index topic.
+func (s *Store) ApplyIndex(topic string, p int32, entries []IndexEntry, next int64) (int, error) {
+	return s.apply(topic, p, next, func(b *pebble.Batch) (int, error) {
+		applied := 0
+		for _, e := range entries {
+			ok, err := putNewer(b, emailKey(p, e.Email, e.Profile.UID), e.Profile)
+			if err != nil {
+				return 0, err
+			}
+			if ok {
+				applied++
+			}
+		}
+		return applied, nil
+	})
+}
+
+func (s *Store) apply(topic string, p int32, next int64, write func(*pebble.Batch) (int, error)) (int, error) {
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
-	applied := 0
-	for _, prof := range profiles {
-		ok, err := applyRecord(b, prof)
-		if err != nil {
-			return 0, err
-		}
-		if ok {
-			applied++
-		}
+	applied, err := write(b)
+	if err != nil {
+		return 0, err
 	}
 	var off [8]byte
 	binary.BigEndian.PutUint64(off[:], uint64(next))
@@ -119,48 +161,109 @@ func (s *Store) Apply(topic string, p int32, profiles []events.Profile, next int
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return 0, fmt.Errorf("commit view batch: %w", err)
 	}
+	s.notify()
+	return applied, nil
+}
+
+func (s *Store) notify() {
 	s.mu.Lock()
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
-	return applied, nil
 }
 
-func applyRecord(b *pebble.Batch, p events.Profile) (bool, error) {
-	old, found, err := getStored(b, p.UID)
+// putNewer stores prof under key unless the key holds a later version.
+func putNewer(b *pebble.Batch, key []byte, prof events.Profile) (bool, error) {
+	old, found, err := getStored(b, key)
 	if err != nil {
 		return false, err
 	}
-	if found && p.Version != 0 && old.Version > p.Version {
+	if found && prof.Version != 0 && old.Version > prof.Version {
 		return false, nil // an older record than the one we hold
 	}
-	if found && !old.Deleted {
-		if err := b.Delete(emailKey(old.Email, old.UID), nil); err != nil {
-			return false, err
-		}
-	}
-	val, err := json.Marshal(stored{Profile: p, Deleted: p.Deleted})
+	val, err := json.Marshal(stored{Profile: prof, Deleted: prof.Deleted})
 	if err != nil {
 		return false, err
 	}
-	if err := b.Set(profileKey(p.UID), val, nil); err != nil {
-		return false, err
-	}
-	if !p.Deleted {
-		if err := b.Set(emailKey(p.Email, p.UID), nil, nil); err != nil {
-			return false, err
-		}
-	}
-	return true, nil
+	return true, b.Set(key, val, nil)
 }
 
-// reader is what *pebble.DB and *pebble.Batch have in common for a Get.
+// DropPartition deletes everything the view holds of partition p: its
+// profiles, its email index entries and its offsets in every topic. An
+// instance calls it for a partition that moved to another instance, so
+// that its store holds only what it serves.
+func (s *Store) DropPartition(p int32) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, prefix := range [][]byte{partitionPrefix(prefixProfile, p), partitionPrefix(prefixEmail, p)} {
+		if err := b.DeleteRange(prefix, prefixEnd(prefix), nil); err != nil {
+			return err
+		}
+	}
+	held, err := s.Held()
+	if err != nil {
+		return err
+	}
+	for topic, parts := range held {
+		for _, q := range parts {
+			if q == p {
+				if err := b.Delete(offsetKey(topic, p), nil); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	s.notify()
+	return nil
+}
+
+// Held returns, per topic, the partitions of which the view holds data (it
+// has an offset for them).
+func (s *Store) Held() (map[string][]int32, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefixOffset, UpperBound: prefixEnd(prefixOffset)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	out := map[string][]int32{}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()[len(prefixOffset):]
+		topic, part, ok := bytes.Cut(k, []byte{0})
+		if !ok || len(part) != 4 {
+			continue
+		}
+		out[string(topic)] = append(out[string(topic)], int32(binary.BigEndian.Uint32(part)))
+	}
+	return out, it.Error()
+}
+
+// Count returns how many live profiles partition p holds.
+func (s *Store) Count(p int32) (int, error) {
+	prefix := partitionPrefix(prefixProfile, p)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		var st stored
+		if err := json.Unmarshal(it.Value(), &st); err == nil && !st.Deleted {
+			n++
+		}
+	}
+	return n, it.Error()
+}
+
 type reader interface {
 	Get(key []byte) ([]byte, io.Closer, error)
 }
 
-func getStored(r reader, uid string) (stored, bool, error) {
-	v, closer, err := r.Get(profileKey(uid))
+func getStored(r reader, key []byte) (stored, bool, error) {
+	v, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return stored{}, false, nil
 	}
@@ -170,7 +273,7 @@ func getStored(r reader, uid string) (stored, bool, error) {
 	defer closer.Close()
 	var st stored
 	if err := json.Unmarshal(v, &st); err != nil {
-		return stored{}, false, fmt.Errorf("corrupt view entry for %s: %w", uid, err)
+		return stored{}, false, fmt.Errorf("corrupt view entry %q: %w", key, err)
 	}
 	st.Profile.Deleted = st.Deleted
 	return st, true, nil
@@ -180,7 +283,7 @@ func getStored(r reader, uid string) (stored, bool, error) {
 // Deleted set, so that callers can tell "deleted at version N" from "never
 // seen" (ErrNotFound).
 func (s *Store) Get(uid string) (events.Profile, error) {
-	st, found, err := getStored(s.db, uid)
+	st, found, err := getStored(s.db, profileKey(s.Partition(uid), uid))
 	if err != nil {
 		return events.Profile{}, err
 	}
@@ -190,11 +293,15 @@ func (s *Store) Get(uid string) (events.Profile, error) {
 	return st.Profile, nil
 }
 
+// Partition returns the partition of a key (a uid or a normalized email).
+func (s *Store) Partition(key string) int32 { return kafkax.Partition(key, s.n) }
+
 // SearchEmail returns the live profiles whose normalized email equals the
-// normalized form of email, ordered by uid. It returns an empty, non-nil
-// slice when there are none.
+// normalized form of email, ordered by uid, from the email index. It
+// returns an empty, non-nil slice when there are none.
 func (s *Store) SearchEmail(email string) ([]events.Profile, error) {
-	prefix := emailKey(email, "")
+	email = events.NormalizeEmail(email)
+	prefix := emailKey(s.Partition(email), email, "")
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return nil, err
@@ -202,16 +309,30 @@ func (s *Store) SearchEmail(email string) ([]events.Profile, error) {
 	defer it.Close()
 	out := []events.Profile{}
 	for it.First(); it.Valid(); it.Next() {
-		uid := string(it.Key()[len(prefix):])
-		p, err := s.Get(uid)
-		if err != nil {
-			return nil, err
+		var st stored
+		if err := json.Unmarshal(it.Value(), &st); err != nil {
+			return nil, fmt.Errorf("corrupt index entry %q: %w", it.Key(), err)
 		}
-		if p.Exists() {
-			out = append(out, p)
+		if !st.Deleted {
+			out = append(out, st.Profile)
 		}
 	}
 	return out, it.Error()
+}
+
+// IndexEntry returns the email index entry of (email, uid): the profile, a
+// deleted marker (Deleted set) once the uid no longer holds the email, or
+// ErrNotFound.
+func (s *Store) IndexEntry(email, uid string) (events.Profile, error) {
+	email = events.NormalizeEmail(email)
+	st, found, err := getStored(s.db, emailKey(s.Partition(email), email, uid))
+	if err != nil {
+		return events.Profile{}, err
+	}
+	if !found {
+		return events.Profile{}, ErrNotFound
+	}
+	return st.Profile, nil
 }
 
 // Changed returns a channel that is closed at the next successful Apply.
@@ -223,10 +344,16 @@ func (s *Store) Changed() <-chan struct{} {
 	return s.changed
 }
 
-func profileKey(uid string) []byte { return append(bytes.Clone(prefixProfile), uid...) }
+func partitionPrefix(prefix []byte, p int32) []byte {
+	return binary.BigEndian.AppendUint32(bytes.Clone(prefix), uint32(p))
+}
 
-func emailKey(email, uid string) []byte {
-	k := append(bytes.Clone(prefixEmail), events.NormalizeEmail(email)...)
+func profileKey(p int32, uid string) []byte { return append(partitionPrefix(prefixProfile, p), uid...) }
+
+// emailKey is the key of (email, uid) in partition p; email is normalized.
+// With an empty uid it is the prefix of every entry of the email.
+func emailKey(p int32, email, uid string) []byte {
+	k := append(partitionPrefix(prefixEmail, p), email...)
 	k = append(k, 0)
 	return append(k, uid...)
 }

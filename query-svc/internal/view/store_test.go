@@ -8,14 +8,19 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"profiles/events"
+	"profiles/platform/kafkax"
 	"profiles/query-svc/internal/view"
 )
 
-const topic = "profile-snapshots"
+const (
+	snapshots = "profile-snapshots"
+	index     = "profile-email-index"
+	parts     = 4
+)
 
 func open(t *testing.T, fs vfs.FS) *view.Store {
 	t.Helper()
-	s, err := view.Open("view", fs)
+	s, err := view.Open("view", fs, parts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,35 +39,53 @@ func uids(ps []events.Profile) []string {
 	return out
 }
 
-func TestApplyGetSearch(t *testing.T) {
+// put applies snapshots for the profiles (each to its uid's partition) and
+// the matching index entries (each to its email's partition).
+func put(t *testing.T, s *view.Store, ps ...events.Profile) {
+	t.Helper()
+	for _, p := range ps {
+		if _, err := s.ApplySnapshots(snapshots, s.Partition(p.UID), []events.Profile{p}, 1); err != nil {
+			t.Fatal(err)
+		}
+		email := events.NormalizeEmail(p.Email)
+		if _, err := s.ApplyIndex(index, s.Partition(email), []view.IndexEntry{{Email: email, Profile: p}}, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestGetAndSearch(t *testing.T) {
 	s := open(t, vfs.NewMem())
 	defer s.Close()
+	put(t, s, profile("a", "Bob@Mail.com", 1), profile("b", "bob@mail.com", 1))
 
-	if _, err := s.Apply(topic, 0, []events.Profile{profile("a", "Bob@Mail.com", 1), profile("b", "bob@mail.com", 1)}, 2); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.SearchEmail(" BOB@mail.COM")
-	if err != nil || len(got) != 2 {
+	if got, err := s.SearchEmail(" BOB@mail.COM"); err != nil || len(got) != 2 {
 		t.Fatalf("search by normalized email = %v, %v", uids(got), err)
 	}
-
-	// The email of a moves: the old index entry must go.
-	if _, err := s.Apply(topic, 0, []events.Profile{profile("a", "alice@mail.com", 2)}, 3); err != nil {
+	if p, err := s.Get("a"); err != nil || p.Email != "Bob@Mail.com" {
+		t.Fatalf("Get = %+v, %v", p, err)
+	}
+	// The email of a moves: the projector unindexes the old email.
+	put(t, s, profile("a", "alice@mail.com", 2))
+	if _, err := s.ApplyIndex(index, s.Partition("bob@mail.com"), []view.IndexEntry{{Email: "bob@mail.com", Profile: events.Profile{UID: "a", Version: 2, Deleted: true}}}, 2); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.SearchEmail("bob@mail.com"); len(got) != 1 || got[0].UID != "b" {
 		t.Fatalf("after email change, old email finds %v", uids(got))
 	}
+	if e, err := s.IndexEntry("bob@mail.com", "a"); err != nil || !e.Deleted || e.Version != 2 {
+		t.Fatalf("unindexed entry = %+v, %v", e, err)
+	}
 	if got, _ := s.SearchEmail("alice@mail.com"); len(got) != 1 || got[0].Version != 2 {
 		t.Fatalf("new email finds %+v", got)
 	}
-
-	// A tombstone removes b from search and leaves a deleted marker.
-	if _, err := s.Apply(topic, 0, []events.Profile{{UID: "b", Version: 2, Deleted: true}}, 4); err != nil {
-		t.Fatal(err)
+	if got, _ := s.SearchEmail("nobody@mail.com"); got == nil || len(got) != 0 {
+		t.Fatalf("no match must be an empty, non-nil slice: %#v", got)
 	}
-	if got, _ := s.SearchEmail("bob@mail.com"); len(got) != 0 || got == nil {
-		t.Fatalf("deleted profile still found: %v (nil=%v)", uids(got), got == nil)
+
+	// A tombstone leaves a deleted marker.
+	if _, err := s.ApplySnapshots(snapshots, s.Partition("b"), []events.Profile{{UID: "b", Version: 2, Deleted: true}}, 4); err != nil {
+		t.Fatal(err)
 	}
 	if p, err := s.Get("b"); err != nil || !p.Deleted || p.Version != 2 || p.Exists() {
 		t.Fatalf("Get(deleted) = %+v, %v", p, err)
@@ -75,34 +98,32 @@ func TestApplyGetSearch(t *testing.T) {
 func TestApplyIgnoresOlderRecords(t *testing.T) {
 	s := open(t, vfs.NewMem())
 	defer s.Close()
-	// Within one batch and across batches, an older version never wins.
-	n, err := s.Apply(topic, 1, []events.Profile{profile("a", "new@mail.com", 3), profile("a", "old@mail.com", 2)}, 10)
+	p := s.Partition("a")
+	n, err := s.ApplySnapshots(snapshots, p, []events.Profile{profile("a", "new@mail.com", 3), profile("a", "old@mail.com", 2)}, 10)
 	if err != nil || n != 1 {
 		t.Fatalf("applied %d, %v; want 1", n, err)
 	}
-	if p, _ := s.Get("a"); p.Version != 3 || p.Email != "new@mail.com" {
-		t.Fatalf("Get = %+v", p)
-	}
-	if got, _ := s.SearchEmail("old@mail.com"); len(got) != 0 {
-		t.Fatal("stale record reached the email index")
+	if got, _ := s.Get("a"); got.Version != 3 || got.Email != "new@mail.com" {
+		t.Fatalf("Get = %+v", got)
 	}
 }
 
 func TestOffsetsSurviveReopen(t *testing.T) {
 	fs := vfs.NewMem()
 	s := open(t, fs)
-	if _, ok, _ := s.Offset(topic, 3); ok {
+	if _, ok, _ := s.Offset(snapshots, 3); ok {
 		t.Fatal("fresh view claims an offset")
 	}
-	if _, err := s.Apply(topic, 3, []events.Profile{profile("a", "a@mail.com", 1)}, 42); err != nil {
+	if _, err := s.ApplySnapshots(snapshots, 3, nil, 42); err != nil {
 		t.Fatal(err)
 	}
+	put(t, s, profile("a", "a@mail.com", 1))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s = open(t, fs)
 	defer s.Close()
-	off, ok, err := s.Offset(topic, 3)
+	off, ok, err := s.Offset(snapshots, 3)
 	if err != nil || !ok || off != 42 {
 		t.Fatalf("Offset after reopen = %d, %v, %v", off, ok, err)
 	}
@@ -111,6 +132,45 @@ func TestOffsetsSurviveReopen(t *testing.T) {
 	}
 	if p, err := s.Get("a"); err != nil || p.Email != "a@mail.com" {
 		t.Fatalf("data after reopen = %+v, %v", p, err)
+	}
+}
+
+func TestDropPartitionRemovesExactlyThatPartition(t *testing.T) {
+	s := open(t, vfs.NewMem())
+	defer s.Close()
+	var all []events.Profile
+	for i := range 40 {
+		uid := string(rune('a'+i%26)) + string(rune('a'+i/26))
+		all = append(all, profile(uid, uid+"@mail.com", 1))
+	}
+	put(t, s, all...)
+	const gone = 2
+	if err := s.DropPartition(gone); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range all {
+		_, err := s.Get(p.UID)
+		if inGone := kafkax.Partition(p.UID, parts) == gone; inGone != errors.Is(err, view.ErrNotFound) {
+			t.Fatalf("%s (partition %d): Get error %v after dropping partition %d", p.UID, kafkax.Partition(p.UID, parts), err, gone)
+		}
+		found, _ := s.SearchEmail(p.Email)
+		if inGone := kafkax.Partition(p.Email, parts) == gone; inGone != (len(found) == 0) {
+			t.Fatalf("%s: search found %v after dropping partition %d", p.Email, uids(found), gone)
+		}
+	}
+	if n, _ := s.Count(gone); n != 0 {
+		t.Fatalf("dropped partition still counts %d profiles", n)
+	}
+	held, err := s.Held()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for topic, ps := range held {
+		for _, p := range ps {
+			if p == gone {
+				t.Fatalf("offset of %s/%d survived the drop", topic, p)
+			}
+		}
 	}
 }
 
@@ -123,7 +183,7 @@ func TestChangedIsClosedByApply(t *testing.T) {
 		t.Fatal("closed before any Apply")
 	default:
 	}
-	if _, err := s.Apply(topic, 0, nil, 1); err != nil {
+	if _, err := s.ApplySnapshots(snapshots, 0, nil, 1); err != nil {
 		t.Fatal(err)
 	}
 	select {

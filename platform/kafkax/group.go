@@ -1,0 +1,378 @@
+package kafkax
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// ErrNoOwner is returned by Group.Owner when no instance owns a partition
+// before the wait ends (the group is rebalancing, or the owner died and its
+// session has not expired yet).
+var ErrNoOwner = errors.New("no instance owns the partition yet")
+
+// GroupOptions configures a Group.
+type GroupOptions struct {
+	// Group is the consumer group id, one per service.
+	Group string
+	// Topics are consumed co-partitioned: Topics[0] is planned with sticky
+	// assignment and every other topic follows it partition by partition.
+	Topics []string
+	// Self is advertised to the other members.
+	Self Member
+	// InstanceID, if set, makes the membership static (KIP-345): a restart
+	// within the session timeout keeps the same partitions without a
+	// rebalance, so the instance resumes from its local state.
+	InstanceID string
+	// SessionTimeout after which a silent member loses its partitions.
+	SessionTimeout time.Duration
+	// Start returns where to start reading topic/p: the next offset the
+	// caller has stored, or sarama.OffsetOldest.
+	Start func(topic string, p int32) (int64, error)
+	// Assigned is called with the primary-topic partitions of every new
+	// assignment, before any record of it is handled.
+	Assigned func(parts []int32)
+	// Handle receives records of one partition in offset order, in batches.
+	// Calls for different partitions run concurrently.
+	Handle func(ctx context.Context, topic string, p int32, records []*sarama.ConsumerMessage) error
+	// MaxBatch bounds a batch; 0 means 1000.
+	MaxBatch int
+	// Refresh is how often the assignment of the whole group is re-read; 0
+	// means one second. It is also re-read at every rebalance.
+	Refresh time.Duration
+}
+
+// Group is one instance's membership of its service's consumer group. It
+// consumes the partitions assigned to this instance, starting each where
+// the caller's own state ends (not at a committed group offset), and keeps
+// a routing table of who owns every partition, learned from the group
+// itself. It uses sarama directly because watermill's subscriber neither
+// exposes the assignment nor lets a claim start at the caller's offset.
+type Group struct {
+	opts   GroupOptions
+	client sarama.Client
+	admin  sarama.ClusterAdmin
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	joined   bool
+	owned    map[int32]*claimState // primary topic partitions owned now
+	table    Assignment
+	changed  chan struct{}
+	lastErr  error
+	tableAge time.Time
+}
+
+type claimState struct {
+	behind map[string]bool // topics of this partition not yet caught up
+}
+
+// NewGroup prepares a Group; Run joins it.
+func NewGroup(client sarama.Client, opts GroupOptions, log *slog.Logger) (*Group, error) {
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		return nil, err
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1000
+	}
+	if opts.Refresh <= 0 {
+		opts.Refresh = time.Second
+	}
+	return &Group{opts: opts, client: client, admin: admin, log: log, owned: map[int32]*claimState{}, changed: make(chan struct{})}, nil
+}
+
+// GroupConfig returns the sarama configuration of a Group member.
+func (c Config) GroupConfig(clientID string, opts GroupOptions) *sarama.Config {
+	sc := c.Sarama(clientID)
+	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{
+		newMemberStrategy(sarama.NewBalanceStrategySticky(), opts.Self, opts.Topics[0]),
+	}
+	sc.Consumer.Group.Member.UserData = wrapUserData(opts.Self, nil)
+	sc.Consumer.Group.InstanceId = opts.InstanceID
+	if opts.SessionTimeout > 0 {
+		sc.Consumer.Group.Session.Timeout = opts.SessionTimeout
+		sc.Consumer.Group.Heartbeat.Interval = opts.SessionTimeout / 6
+	}
+	sc.Consumer.Offsets.AutoCommit.Interval = time.Second
+	return sc
+}
+
+// Run joins the group and consumes until ctx ends.
+func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) error {
+	cg, err := sarama.NewConsumerGroup(brokers, g.opts.Group, cfg)
+	if err != nil {
+		return fmt.Errorf("join group %s: %w", g.opts.Group, err)
+	}
+	defer cg.Close()
+	go func() {
+		for err := range cg.Errors() {
+			g.log.Warn("consumer group error", "group", g.opts.Group, "err", err)
+		}
+	}()
+	go g.refreshLoop(ctx)
+	for ctx.Err() == nil {
+		if err := cg.Consume(ctx, g.opts.Topics, g); err != nil {
+			if errors.Is(err, sarama.ErrClosedConsumerGroup) {
+				return nil
+			}
+			g.log.Warn("consumer group session ended", "group", g.opts.Group, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+// Setup implements sarama.ConsumerGroupHandler: it points every claim at
+// the caller's own offset and records the new ownership.
+func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
+	owned := map[int32]*claimState{}
+	for topic, parts := range sess.Claims() {
+		for _, p := range parts {
+			start, err := g.opts.Start(topic, p)
+			if err != nil {
+				return err
+			}
+			if start == sarama.OffsetOldest {
+				if start, err = g.client.GetOffset(topic, p, sarama.OffsetOldest); err != nil {
+					return err
+				}
+			}
+			// MarkOffset only moves forward and ResetOffset only back: both
+			// together set the claim's start to exactly our offset.
+			sess.MarkOffset(topic, p, start, "")
+			sess.ResetOffset(topic, p, start, "")
+			end, err := g.client.GetOffset(topic, p, sarama.OffsetNewest)
+			if err != nil {
+				return err
+			}
+			if owned[p] == nil {
+				owned[p] = &claimState{behind: map[string]bool{}}
+			}
+			if start < end {
+				owned[p].behind[topic] = true
+			}
+		}
+	}
+	parts := make([]int32, 0, len(owned))
+	for p := range owned {
+		parts = append(parts, p)
+	}
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	if g.opts.Assigned != nil {
+		g.opts.Assigned(parts)
+	}
+	g.mu.Lock()
+	g.joined = true
+	g.owned = owned
+	g.mu.Unlock()
+	g.log.Info("partitions assigned", "group", g.opts.Group, "partitions", parts, "generation", sess.GenerationID())
+	g.refresh()
+	return nil
+}
+
+// Cleanup implements sarama.ConsumerGroupHandler. With eager rebalancing
+// every partition is revoked here, and the sticky plan gives most of them
+// straight back in the next Setup; until then the instance answers for
+// nothing and requests wait for the new table.
+func (g *Group) Cleanup(sarama.ConsumerGroupSession) error {
+	g.mu.Lock()
+	g.owned = map[int32]*claimState{}
+	g.notifyLocked()
+	g.mu.Unlock()
+	return nil
+}
+
+// ConsumeClaim implements sarama.ConsumerGroupHandler.
+func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	topic, p := claim.Topic(), claim.Partition()
+	end, err := g.client.GetOffset(topic, p, sarama.OffsetNewest)
+	if err != nil {
+		return err
+	}
+	batch := make([]*sarama.ConsumerMessage, 0, g.opts.MaxBatch)
+	for {
+		select {
+		case <-sess.Context().Done():
+			return nil
+		case msg, ok := <-claim.Messages():
+			if !ok {
+				return nil
+			}
+			batch = append(batch[:0], msg)
+		}
+	drain:
+		for len(batch) < g.opts.MaxBatch {
+			select {
+			case msg, ok := <-claim.Messages():
+				if !ok {
+					break drain
+				}
+				batch = append(batch, msg)
+			default:
+				break drain
+			}
+		}
+		if err := g.opts.Handle(sess.Context(), topic, p, batch); err != nil {
+			return fmt.Errorf("handle %s/%d at %d: %w", topic, p, batch[0].Offset, err)
+		}
+		next := batch[len(batch)-1].Offset + 1
+		sess.MarkOffset(topic, p, next, "")
+		if next >= end {
+			g.caughtUp(topic, p)
+		}
+	}
+}
+
+func (g *Group) caughtUp(topic string, p int32) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if st := g.owned[p]; st != nil && st.behind[topic] {
+		delete(st.behind, topic)
+		if len(st.behind) == 0 {
+			g.log.Debug("partition caught up", "group", g.opts.Group, "partition", p)
+			g.notifyLocked()
+		}
+	}
+}
+
+func (g *Group) notifyLocked() {
+	close(g.changed)
+	g.changed = make(chan struct{})
+}
+
+// Serving reports whether this instance owns partition p and has caught up
+// with it, so that it may answer for p's keys itself.
+func (g *Group) Serving(p int32) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.owned[p]
+	return st != nil && len(st.behind) == 0
+}
+
+// Owned returns the primary-topic partitions this instance owns now.
+func (g *Group) Owned() []int32 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]int32, 0, len(g.owned))
+	for p := range g.owned {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// Ready reports nil once the instance has joined the group and caught up
+// with every partition it owns.
+func (g *Group) Ready() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.joined {
+		return fmt.Errorf("not yet a member of group %s", g.opts.Group)
+	}
+	behind := 0
+	for _, st := range g.owned {
+		if len(st.behind) > 0 {
+			behind++
+		}
+	}
+	if behind > 0 {
+		return fmt.Errorf("%d owned partitions catching up", behind)
+	}
+	return nil
+}
+
+// Assignment returns the latest routing table.
+func (g *Group) Assignment() Assignment {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.table
+}
+
+// Route tells where a request for partition p must go: here (self is true)
+// once this instance serves p, or the owner's Member. While nobody can
+// serve p (a rebalance, a dead owner whose session has not expired, or an
+// owner still catching up) it waits, until ctx ends; then ErrNoOwner.
+func (g *Group) Route(ctx context.Context, p int32) (m Member, self bool, err error) {
+	for {
+		g.mu.Lock()
+		changed := g.changed
+		st := g.owned[p]
+		owner, ok := g.table.Owner(p)
+		g.mu.Unlock()
+		switch {
+		case st != nil && len(st.behind) == 0:
+			return g.opts.Self, true, nil
+		case st == nil && ok && owner.ID != g.opts.Self.ID && owner.URL != "":
+			return owner, false, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return Member{}, false, fmt.Errorf("%w (partition %d)", ErrNoOwner, p)
+		case <-time.After(100 * time.Millisecond):
+			g.refresh() // the owner may have changed without a rebalance of ours
+		}
+	}
+}
+
+func (g *Group) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(g.opts.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.refresh()
+		}
+	}
+}
+
+// refresh re-reads the group's assignment, at most every 50ms.
+func (g *Group) refresh() {
+	g.mu.Lock()
+	if time.Since(g.tableAge) < 50*time.Millisecond {
+		g.mu.Unlock()
+		return
+	}
+	g.tableAge = time.Now()
+	g.mu.Unlock()
+
+	a, err := describeAssignment(g.admin, g.opts.Group, g.opts.Topics[0])
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err != nil {
+		if g.lastErr == nil {
+			g.log.Warn("cannot read group assignment", "group", g.opts.Group, "err", err)
+		}
+		g.lastErr = err
+		return
+	}
+	g.lastErr = nil
+	if !sameOwners(g.table, a) {
+		g.notifyLocked()
+	}
+	g.table = a
+}
+
+func sameOwners(a, b Assignment) bool {
+	if a.State != b.State || len(a.owners) != len(b.owners) {
+		return false
+	}
+	for p, m := range a.owners {
+		if b.owners[p] != m {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,127 @@
+// Package routing sends each API request to the instance that owns the
+// partition of its key, in at most one hop. Both services use it: any
+// instance accepts any request, serves it when it owns the key's partition,
+// and forwards it to the owner otherwise, as learned from the consumer group.
+package routing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"profiles/platform/httpx"
+	"profiles/platform/kafkax"
+)
+
+// Headers of routed requests and their responses.
+const (
+	// HeaderServedBy names the instance that served the request.
+	HeaderServedBy = "X-Served-By"
+	// HeaderHops is the number of forwards the request took: 0 or 1.
+	HeaderHops = "X-Profiles-Hops"
+	// HeaderForwardedBy marks a forwarded request with the forwarder's id.
+	// An instance never forwards a request that carries it, so no request
+	// takes more than one hop.
+	HeaderForwardedBy = "X-Profiles-Forwarded-By"
+)
+
+var forwards = promauto.NewCounterVec(prometheus.CounterOpts{
+	Name: "profiles_routing_requests_total",
+	Help: "Requests by routing outcome: local (served here), forwarded (sent to the owner), or unavailable (no owner in time).",
+}, []string{"outcome"})
+
+// Router tells where partition p is served; see kafkax.Group.Route.
+type Router interface {
+	Route(ctx context.Context, p int32) (owner kafkax.Member, self bool, err error)
+}
+
+// Routing wraps handlers of one service instance.
+type Routing struct {
+	Router Router
+	Self   kafkax.Member
+	// Wait bounds how long a request waits for an owner of its partition
+	// (during a rebalance, or while a dead owner's session expires).
+	Wait time.Duration
+	Log  *slog.Logger
+}
+
+// Handler returns h wrapped so that it runs only on the owner of the
+// partition partitionOf names. partitionOf returns false for a request it
+// cannot place (an invalid key); such a request goes to h, which rejects it.
+func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := partitionOf(r)
+		if !ok {
+			h.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), rt.Wait)
+		defer cancel()
+		forwarded := r.Header.Get(HeaderForwardedBy) != ""
+		owner, self, err := rt.Router.Route(ctx, p)
+		for err == nil && !self && forwarded {
+			// The forwarder believed we own p. Never forward twice: wait
+			// until we do, or give up.
+			select {
+			case <-ctx.Done():
+				err = fmt.Errorf("%w: forwarded here, but this instance does not serve partition %d", kafkax.ErrNoOwner, p)
+			case <-time.After(50 * time.Millisecond):
+				owner, self, err = rt.Router.Route(ctx, p)
+			}
+		}
+		switch {
+		case err != nil:
+			forwards.WithLabelValues("unavailable").Inc()
+			rt.unavailable(w, r, p, err)
+		case self:
+			forwards.WithLabelValues("local").Inc()
+			w.Header().Set(HeaderServedBy, rt.Self.ID)
+			hops := "0"
+			if forwarded {
+				hops = "1"
+			}
+			w.Header().Set(HeaderHops, hops)
+			h.ServeHTTP(w, r)
+		default:
+			forwards.WithLabelValues("forwarded").Inc()
+			rt.forward(w, r, owner)
+		}
+	})
+}
+
+func (rt Routing) unavailable(w http.ResponseWriter, r *http.Request, p int32, err error) {
+	if errors.Is(r.Context().Err(), context.Canceled) {
+		return
+	}
+	w.Header().Set("Retry-After", "1")
+	httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "partition-unavailable", "Partition unavailable",
+		fmt.Sprintf("no instance serves partition %d yet (%v)", p, err)))
+}
+
+func (rt Routing) forward(w http.ResponseWriter, r *http.Request, owner kafkax.Member) {
+	target, err := url.Parse(owner.URL)
+	if err != nil {
+		rt.unavailable(w, r, -1, fmt.Errorf("owner %s has a bad URL %q: %w", owner.ID, owner.URL, err))
+		return
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = target.Host
+			pr.Out.Header.Set(HeaderForwardedBy, rt.Self.ID)
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			rt.Log.Warn("forward failed", "owner", owner.ID, "url", owner.URL, "err", err)
+			rt.unavailable(w, r, -1, fmt.Errorf("owner %s unreachable: %w", owner.ID, err))
+		},
+	}
+	proxy.ServeHTTP(w, r)
+}
