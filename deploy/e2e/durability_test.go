@@ -12,25 +12,35 @@ import (
 // state a reader must see: uid → profile, with nil for a deleted one.
 func writeFixture(t *testing.T, s *System, prefix string, n int) map[string]*profile {
 	t.Helper()
+	return writeFixtureWith(t, s, prefix, n, nil)
+}
+
+// writeFixtureWith is writeFixture with extra request headers; with
+// Prefer: respond-async the writes do not wait for readers, and the
+// returned profiles have only uid, email, username and version set.
+func writeFixtureWith(t *testing.T, s *System, prefix string, n int, header map[string]string) map[string]*profile {
+	t.Helper()
+	async := header["Prefer"] == "respond-async"
+	ok := func(r Response, status int) {
+		t.Helper()
+		if r.Status != status && !(async && r.Status == http.StatusAccepted) {
+			t.Fatalf("status %d, want %d: %s", r.Status, status, r.Body)
+		}
+	}
 	want := map[string]*profile{}
 	for i := range n {
-		var p profile
-		r := s.Do(http.MethodPost, "/api/profile", map[string]string{"username": fmt.Sprintf("user%d", i), "email": fmt.Sprintf("%s-u%d@mail.com", prefix, i)}, nil)
-		if r.Status != http.StatusCreated {
-			t.Fatalf("POST = %d %s", r.Status, r.Body)
-		}
+		p := profile{Username: fmt.Sprintf("user%d", i), Email: fmt.Sprintf("%s-u%d@mail.com", prefix, i), Version: 1}
+		r := s.Do(http.MethodPost, "/api/profile", map[string]string{"username": p.Username, "email": p.Email}, header)
+		ok(r, http.StatusCreated)
 		r.JSON(t, &p)
 		switch i % 3 {
 		case 1:
-			r = s.Do(http.MethodPut, "/api/profile/"+p.UID, map[string]string{"username": fmt.Sprintf("renamed%d", i), "email": fmt.Sprintf("%s-v%d@mail.com", prefix, i)}, nil)
-			if r.Status != http.StatusOK {
-				t.Fatalf("PUT = %d %s", r.Status, r.Body)
-			}
+			p.Username, p.Email, p.Version = fmt.Sprintf("renamed%d", i), fmt.Sprintf("%s-v%d@mail.com", prefix, i), 3
+			r = s.Do(http.MethodPut, "/api/profile/"+p.UID, map[string]string{"username": p.Username, "email": p.Email}, header)
+			ok(r, http.StatusOK)
 			r.JSON(t, &p)
 		case 2:
-			if r = s.Do(http.MethodDelete, "/api/profile/"+p.UID, nil, nil); r.Status != http.StatusNoContent {
-				t.Fatalf("DELETE = %d %s", r.Status, r.Body)
-			}
+			ok(s.Do(http.MethodDelete, "/api/profile/"+p.UID, nil, header), http.StatusNoContent)
 			want[p.UID] = nil
 			continue
 		}
@@ -42,7 +52,11 @@ func writeFixture(t *testing.T, s *System, prefix string, n int) map[string]*pro
 func checkFixture(t *testing.T, s *System, want map[string]*profile) {
 	t.Helper()
 	for uid, w := range want {
-		r := s.Do(http.MethodGet, "/api/profile/"+uid, nil, nil)
+		path := "/api/profile/" + uid
+		if w != nil {
+			path += fmt.Sprintf("?minVersion=%d", w.Version)
+		}
+		r := s.Do(http.MethodGet, path, nil, nil)
 		if w == nil {
 			if r.Status != http.StatusNotFound {
 				t.Fatalf("deleted %s: GET = %d %s", uid, r.Status, r.Body)
@@ -54,6 +68,9 @@ func checkFixture(t *testing.T, s *System, want map[string]*profile) {
 			t.Fatalf("GET %s = %d %s", uid, r.Status, r.Body)
 		}
 		r.JSON(t, &got)
+		if w.CreatedAt == "" { // written async: only some fields are known
+			got.CreatedAt, got.UpdatedAt = "", ""
+		}
 		if got != *w {
 			t.Fatalf("GET %s = %+v, want %+v", uid, got, *w)
 		}
@@ -80,7 +97,7 @@ func TestRestartKeepsEverythingAndResumesFromStoredOffsets(t *testing.T) {
 	kafkaScript(t, "start")
 	s.StartAll()
 
-	if n := s.Metric("query-svc", readMetric); n != 0 {
+	if n := s.Metric("query-svc-0", readMetric); n != 0 {
 		t.Fatalf("query-svc re-read %v snapshot records after a restart; want 0", n)
 	}
 	checkFixture(t, s, want)
@@ -88,7 +105,7 @@ func TestRestartKeepsEverythingAndResumesFromStoredOffsets(t *testing.T) {
 	// And it keeps working: a new write after the restart is read at once.
 	more := writeFixture(t, s, "b", 3)
 	checkFixture(t, s, more)
-	if n := s.Metric("query-svc", readMetric); n == 0 {
+	if n := s.Metric("query-svc-0", readMetric); n == 0 {
 		t.Fatal("query-svc read nothing after new writes")
 	}
 }
@@ -99,16 +116,16 @@ func TestViewRebuildsFromSnapshotTopic(t *testing.T) {
 	s := StartSystem(t, Options{})
 	want := writeFixture(t, s, "a", 30)
 
-	s.Stop("query-svc")
-	if err := os.RemoveAll(s.env["DATA_DIR"]); err != nil {
+	s.Stop("query-svc-0")
+	if err := os.RemoveAll(s.DataDir("query-svc-0")); err != nil {
 		t.Fatal(err)
 	}
-	s.Start("query-svc")
-	s.WaitReady("query-svc", "frontdoor")
+	s.Start("query-svc-0")
+	s.WaitReady("query-svc-0", "frontdoor")
 
 	// 30 creates, 10 changes (two events each) and 10 deletes: 60 snapshots,
 	// fewer if the cleaner compacted some already.
-	if n := s.Metric("query-svc", readMetric); n < 30 {
+	if n := s.Metric("query-svc-0", readMetric); n < 30 {
 		t.Fatalf("rebuilt view read only %v records", n)
 	}
 	checkFixture(t, s, want)
@@ -165,12 +182,12 @@ func TestSnapshotTopicCompacts(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	// Compaction lost nothing: a view rebuilt from the topic has the latest state.
-	s.Stop("query-svc")
-	if err := os.RemoveAll(s.env["DATA_DIR"]); err != nil {
+	s.Stop("query-svc-0")
+	if err := os.RemoveAll(s.DataDir("query-svc-0")); err != nil {
 		t.Fatal(err)
 	}
-	s.Start("query-svc")
-	s.WaitReady("query-svc", "frontdoor")
+	s.Start("query-svc-0")
+	s.WaitReady("query-svc-0", "frontdoor")
 	for _, uid := range uids {
 		var p profile
 		s.Do(http.MethodGet, "/api/profile/"+uid, nil, nil).JSON(t, &p)

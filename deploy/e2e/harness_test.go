@@ -103,6 +103,8 @@ type System struct {
 	name  string
 	URL   string // the front door
 	env   map[string]string
+	order []string // instance names in start order
+	kinds map[string]string
 	procs map[string]*proc
 	ports map[string]int
 	spec  *apiSpec
@@ -119,26 +121,39 @@ type proc struct {
 type Options struct {
 	// Env is added to every service's environment.
 	Env map[string]string
+	// Instances of each service; 0 means 1.
+	Query, Command, Projector int
+	// Partitions of every topic; 0 means 4.
+	Partitions int
 }
 
-// services in start order.
-var services = []string{"query-svc", "projector", "command-svc", "frontdoor"}
-
-// StartSystem starts every service and waits until all are ready. The
+// StartSystem starts every instance and waits until all are ready. The
 // system is stopped when the test ends; on failure its logs are printed.
+// Instances are named <service>-<i>, e.g. query-svc-0, and the front door
+// is "frontdoor".
 func StartSystem(t *testing.T, opts Options) *System {
 	t.Helper()
 	needKafka(t)
 	name := fmt.Sprintf("e2e-%s-%06d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), rand.IntN(1e6))
 	s := &System{
 		t: t, dir: t.TempDir(), name: name,
-		procs: map[string]*proc{}, ports: map[string]int{},
-		spec: loadSpec(t), HTTP: &http.Client{Timeout: 30 * time.Second},
+		kinds: map[string]string{}, procs: map[string]*proc{}, ports: map[string]int{},
+		spec: loadSpec(t), HTTP: &http.Client{Timeout: 60 * time.Second},
 	}
-	for _, svc := range services {
-		s.ports[svc] = freePort(t)
+	partitions := 4
+	if opts.Partitions > 0 {
+		partitions = opts.Partitions
 	}
-	s.URL = fmt.Sprintf("http://127.0.0.1:%d", s.ports["frontdoor"])
+	for _, k := range []struct {
+		kind string
+		n    int
+	}{{"query-svc", opts.Query}, {"projector", opts.Projector}, {"command-svc", opts.Command}} {
+		for i := range max(k.n, 1) {
+			s.add(k.kind, fmt.Sprintf("%s-%d", k.kind, i))
+		}
+	}
+	s.add("frontdoor", "frontdoor")
+	s.URL = s.URLOf("frontdoor")
 	s.env = map[string]string{
 		"KAFKA_BROKERS":     brokers,
 		"EVENTS_TOPIC":      name + ".events",
@@ -146,13 +161,13 @@ func StartSystem(t *testing.T, opts Options) *System {
 		"EMAIL_INDEX_TOPIC": name + ".email-index",
 		"QUERY_GROUP":       name + ".query",
 		"COMMAND_GROUP":     name + ".command",
-		"TOPIC_PARTITIONS":  "4",
+		"TOPIC_PARTITIONS":  fmt.Sprint(partitions),
 		"PROJECTOR_GROUP":   name + ".projector",
+		"SESSION_TIMEOUT":   "6s",
 		"LOG_FORMAT":        "json",
 		"LOG_LEVEL":         "info",
-		"COMMAND_URL":       fmt.Sprintf("http://127.0.0.1:%d", s.ports["command-svc"]),
-		"QUERY_URL":         fmt.Sprintf("http://127.0.0.1:%d", s.ports["query-svc"]),
-		"DATA_DIR":          filepath.Join(s.dir, "query-view"),
+		"COMMAND_URL":       strings.Join(s.urlsOf("command-svc"), ","),
+		"QUERY_URL":         strings.Join(s.urlsOf("query-svc"), ","),
 	}
 	for k, v := range opts.Env {
 		s.env[k] = v
@@ -167,43 +182,96 @@ func StartSystem(t *testing.T, opts Options) *System {
 	return s
 }
 
-// StartAll starts every service that is not running and waits for readiness.
-func (s *System) StartAll() {
-	s.t.Helper()
-	for _, svc := range services {
-		if s.procs[svc] == nil {
-			s.Start(svc)
-		}
-	}
-	s.WaitReady(services...)
+// add registers an instance (without starting it) and gives it a port.
+func (s *System) add(kind, name string) {
+	s.order = append(s.order, name)
+	s.kinds[name] = kind
+	s.ports[name] = freePort(s.t)
 }
 
-// Start starts one service (without waiting for readiness).
-func (s *System) Start(svc string) {
+// AddInstance registers and starts one more instance of kind, and returns
+// its name. It is not added to the front door's or command-svc's lists.
+func (s *System) AddInstance(kind string) string {
 	s.t.Helper()
-	logPath := filepath.Join(s.dir, svc+".log")
+	n := 0
+	for _, k := range s.kinds {
+		if k == kind {
+			n++
+		}
+	}
+	name := fmt.Sprintf("%s-%d", kind, n)
+	s.add(kind, name)
+	s.Start(name)
+	return name
+}
+
+// URLOf returns the base URL of an instance.
+func (s *System) URLOf(name string) string { return fmt.Sprintf("http://127.0.0.1:%d", s.ports[name]) }
+
+// Instances returns the names of the instances of kind, in order.
+func (s *System) Instances(kind string) []string {
+	var out []string
+	for _, n := range s.order {
+		if s.kinds[n] == kind {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (s *System) urlsOf(kind string) []string {
+	var out []string
+	for _, n := range s.Instances(kind) {
+		out = append(out, s.URLOf(n))
+	}
+	return out
+}
+
+// DataDir returns the Pebble directory of a query-svc instance.
+func (s *System) DataDir(name string) string { return filepath.Join(s.dir, name+"-view") }
+
+// StartAll starts every instance that is not running and waits for readiness.
+func (s *System) StartAll() {
+	s.t.Helper()
+	for _, name := range s.order {
+		if s.procs[name] == nil {
+			s.Start(name)
+		}
+	}
+	s.WaitReady(s.order...)
+}
+
+// Start starts one instance (without waiting for readiness).
+func (s *System) Start(name string) {
+	s.t.Helper()
+	logPath := filepath.Join(s.dir, name+".log")
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(binDir, svc))
+	cmd := exec.Command(filepath.Join(binDir, s.kinds[name]))
 	cmd.Env = os.Environ()
 	for k, v := range s.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	cmd.Env = append(cmd.Env, fmt.Sprintf("HTTP_ADDR=127.0.0.1:%d", s.ports[svc]))
+	cmd.Env = append(cmd.Env,
+		fmt.Sprintf("HTTP_ADDR=127.0.0.1:%d", s.ports[name]),
+		"ADVERTISE_URL="+s.URLOf(name),
+		"INSTANCE_ID="+name,
+		"DATA_DIR="+s.DataDir(name),
+	)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start %s: %v", svc, err)
+		s.t.Fatalf("start %s: %v", name, err)
 	}
 	p := &proc{cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
-	s.procs[svc] = p
+	s.procs[name] = p
 }
 
-// Stop stops one service gracefully (SIGTERM, then SIGKILL after 30s).
-func (s *System) Stop(svc string) {
-	p := s.procs[svc]
+// Stop stops one instance gracefully (SIGTERM, then SIGKILL after 30s).
+func (s *System) Stop(name string) {
+	p := s.procs[name]
 	if p == nil {
 		return
 	}
@@ -211,26 +279,37 @@ func (s *System) Stop(svc string) {
 	select {
 	case <-p.done:
 	case <-time.After(30 * time.Second):
-		s.t.Errorf("%s did not stop within 30s of SIGTERM; killing it", svc)
+		s.t.Errorf("%s did not stop within 30s of SIGTERM; killing it", name)
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
-	delete(s.procs, svc)
+	delete(s.procs, name)
 }
 
-// StopAll stops every service, the front door first.
+// Kill stops one instance at once with SIGKILL, as a crash would.
+func (s *System) Kill(name string) {
+	p := s.procs[name]
+	if p == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	delete(s.procs, name)
+}
+
+// StopAll stops every instance, the front door first.
 func (s *System) StopAll() {
-	for i := len(services) - 1; i >= 0; i-- {
-		s.Stop(services[i])
+	for i := len(s.order) - 1; i >= 0; i-- {
+		s.Stop(s.order[i])
 	}
 }
 
-// WaitReady waits until each named service answers /readyz with 200.
-func (s *System) WaitReady(svcs ...string) {
+// WaitReady waits until each named instance answers /readyz with 200.
+func (s *System) WaitReady(names ...string) {
 	s.t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
-	for _, svc := range svcs {
-		url := fmt.Sprintf("http://127.0.0.1:%d/readyz", s.ports[svc])
+	for _, name := range names {
+		url := s.URLOf(name) + "/readyz"
 		for {
 			resp, err := http.Get(url)
 			if err == nil {
@@ -240,12 +319,12 @@ func (s *System) WaitReady(svcs ...string) {
 				}
 			}
 			select {
-			case <-s.procs[svc].done:
-				s.t.Fatalf("%s exited before it was ready", svc)
+			case <-s.procs[name].done:
+				s.t.Fatalf("%s exited before it was ready", name)
 			default:
 			}
 			if time.Now().After(deadline) {
-				s.t.Fatalf("%s not ready after 2 minutes (last: %v)", svc, err)
+				s.t.Fatalf("%s not ready after 2 minutes (last: %v)", name, err)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -255,7 +334,7 @@ func (s *System) WaitReady(svcs ...string) {
 // Metric returns the value of an unlabelled metric of one service.
 func (s *System) Metric(svc, name string) float64 {
 	s.t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.ports[svc]))
+	resp, err := http.Get(s.URLOf(svc) + "/metrics")
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -274,7 +353,7 @@ func (s *System) Metric(svc, name string) float64 {
 }
 
 func (s *System) dumpLogs() {
-	for _, svc := range services {
+	for _, svc := range s.order {
 		b, err := os.ReadFile(filepath.Join(s.dir, svc+".log"))
 		if err != nil {
 			continue
@@ -306,6 +385,12 @@ func (r Response) JSON(t *testing.T, v any) {
 // OpenAPI document. body is JSON-encoded unless it is a string or []byte.
 func (s *System) Do(method, path string, body any, header map[string]string) Response {
 	s.t.Helper()
+	return s.DoAt("frontdoor", method, path, body, header)
+}
+
+// DoAt is Do against one instance instead of the front door.
+func (s *System) DoAt(name, method, path string, body any, header map[string]string) Response {
+	s.t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -320,7 +405,7 @@ func (s *System) Do(method, path string, body any, header map[string]string) Res
 		}
 		rd = bytes.NewReader(j)
 	}
-	req, err := http.NewRequest(method, s.URL+path, rd)
+	req, err := http.NewRequest(method, s.URLOf(name)+path, rd)
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -5,10 +5,13 @@
 package routing
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -92,10 +95,54 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 			h.ServeHTTP(w, r)
 		default:
 			forwards.WithLabelValues("forwarded").Inc()
-			rt.forward(w, r, owner)
+			rt.forwardWithRetry(ctx, w, r, p, owner, h)
 		}
 	})
 }
+
+// forwardWithRetry forwards r to owner. When the owner cannot even be
+// dialed (it died, and its session has not expired yet, so the table still
+// names it), nothing reached it, so the request is safe to send again, and
+// a read is always safe to send again: it waits for the table to name a
+// live owner, or for this instance to become the owner, until ctx ends.
+func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r *http.Request, p int32, owner kafkax.Member, h http.Handler) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxForwardBody))
+	if err != nil {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusRequestEntityTooLarge, "body-too-large", "", "the body is too large to forward"))
+		return
+	}
+	for {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		dialErr := rt.forward(w, r, owner)
+		if dialErr == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			forwards.WithLabelValues("unavailable").Inc()
+			rt.unavailable(w, r, p, fmt.Errorf("owner %s unreachable: %w", owner.ID, dialErr))
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		var self bool
+		if owner, self, err = rt.Router.Route(ctx, p); err != nil {
+			rt.unavailable(w, r, p, err)
+			return
+		}
+		if self {
+			// The partition moved here meanwhile: serve it.
+			w.Header().Set(HeaderServedBy, rt.Self.ID)
+			w.Header().Set(HeaderHops, "0")
+			h.ServeHTTP(w, r)
+			return
+		}
+	}
+}
+
+// maxForwardBody bounds the body kept for a retry; the services accept far
+// less.
+const maxForwardBody = 1 << 20
 
 func (rt Routing) unavailable(w http.ResponseWriter, r *http.Request, p int32, err error) {
 	if errors.Is(r.Context().Err(), context.Canceled) {
@@ -106,11 +153,14 @@ func (rt Routing) unavailable(w http.ResponseWriter, r *http.Request, p int32, e
 		fmt.Sprintf("no instance serves partition %d yet (%v)", p, err)))
 }
 
-func (rt Routing) forward(w http.ResponseWriter, r *http.Request, owner kafkax.Member) {
+// forward proxies r to owner. It returns the error, having written
+// nothing, when the request may be sent again: the owner could not be
+// dialed, or a read got no answer. Any other outcome is written to w.
+func (rt Routing) forward(w http.ResponseWriter, r *http.Request, owner kafkax.Member) (dialErr error) {
 	target, err := url.Parse(owner.URL)
 	if err != nil {
 		rt.unavailable(w, r, -1, fmt.Errorf("owner %s has a bad URL %q: %w", owner.ID, owner.URL, err))
-		return
+		return nil
 	}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -119,9 +169,20 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, owner kafkax.M
 			pr.Out.Header.Set(HeaderForwardedBy, rt.Self.ID)
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			// Nothing has been written yet. A request that never reached
+			// the owner may be sent again, and so may a read that it never
+			// answered (the owner died with it in flight).
+			var op *net.OpError
+			if (errors.As(err, &op) && op.Op == "dial") || r.Method == http.MethodGet || r.Method == http.MethodHead {
+				if r.Context().Err() == nil {
+					dialErr = err
+					return
+				}
+			}
 			rt.Log.Warn("forward failed", "owner", owner.ID, "url", owner.URL, "err", err)
-			rt.unavailable(w, r, -1, fmt.Errorf("owner %s unreachable: %w", owner.ID, err))
+			rt.unavailable(w, r, -1, fmt.Errorf("owner %s failed: %w", owner.ID, err))
 		},
 	}
 	proxy.ServeHTTP(w, r)
+	return dialErr
 }

@@ -53,15 +53,27 @@ func (v *QueryVisibility) WaitVisible(ctx context.Context, uid string, version i
 	return first
 }
 
+// wait asks one instance, and the next one whenever an instance cannot be
+// reached (it may be down), until ctx ends.
 func (v *QueryVisibility) wait(ctx context.Context, path string) error {
-	base := v.BaseURLs[v.next.Add(1)%uint64(len(v.BaseURLs))]
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := v.Client.Do(req)
-	if err != nil {
-		return fmt.Errorf("wait for %s: %w", path, err)
+	var (
+		resp *http.Response
+		err  error
+	)
+	for {
+		base := v.BaseURLs[v.next.Add(1)%uint64(len(v.BaseURLs))]
+		req, rerr := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+		if rerr != nil {
+			return rerr
+		}
+		if resp, err = v.Client.Do(req); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s: %w", path, err)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)

@@ -1,0 +1,112 @@
+package routing
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"profiles/platform/kafkax"
+)
+
+// fakeRouter routes every partition to owners[0] until switchAt calls, then to owners[1].
+type fakeRouter struct {
+	owners   []kafkax.Member
+	selfID   string
+	calls    atomic.Int32
+	switchAt int32
+}
+
+func (f *fakeRouter) Route(ctx context.Context, p int32) (kafkax.Member, bool, error) {
+	o := f.owners[0]
+	if n := f.calls.Add(1); f.switchAt > 0 && n > f.switchAt {
+		o = f.owners[1]
+	}
+	return o, o.ID == f.selfID, nil
+}
+
+func echo(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = io.WriteString(w, name+":"+string(b))
+	})
+}
+
+func instance(t *testing.T, id string, router Router) (*httptest.Server, kafkax.Member) {
+	t.Helper()
+	rt := Routing{Router: router, Self: kafkax.Member{ID: id}, Wait: 2 * time.Second, Log: slog.Default()}
+	srv := httptest.NewServer(rt.Handler(func(*http.Request) (int32, bool) { return 0, true }, echo(id)))
+	t.Cleanup(srv.Close)
+	return srv, kafkax.Member{ID: id, URL: srv.URL}
+}
+
+func TestForwardsOnceToTheOwner(t *testing.T) {
+	owner := &fakeRouter{selfID: "b"}
+	srvB, b := instance(t, "b", owner)
+	owner.owners = []kafkax.Member{b}
+	srvA, _ := instance(t, "a", &fakeRouter{selfID: "a", owners: []kafkax.Member{b}})
+
+	resp, err := http.Post(srvA.URL, "text/plain", strings.NewReader("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "b:hi" || resp.Header.Get(HeaderServedBy) != "b" || resp.Header.Get(HeaderHops) != "1" {
+		t.Fatalf("got %q served by %q hops %q", body, resp.Header.Get(HeaderServedBy), resp.Header.Get(HeaderHops))
+	}
+	resp, _ = http.Get(srvB.URL)
+	resp.Body.Close()
+	if resp.Header.Get(HeaderHops) != "0" {
+		t.Fatalf("a local request reports %s hops", resp.Header.Get(HeaderHops))
+	}
+}
+
+func TestNeverForwardsTwice(t *testing.T) {
+	// b believes a owns the partition, and a believes b does: a forwarded
+	// request must not bounce back.
+	ra := &fakeRouter{selfID: "a"}
+	rb := &fakeRouter{selfID: "b"}
+	srvA, a := instance(t, "a", ra)
+	_, b := instance(t, "b", rb)
+	ra.owners = []kafkax.Member{b}
+	rb.owners = []kafkax.Member{a}
+	start := time.Now()
+	resp, err := http.Get(srvA.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || time.Since(start) > 5*time.Second {
+		t.Fatalf("status %d after %v", resp.StatusCode, time.Since(start))
+	}
+}
+
+func TestRetriesWhenTheOwnerIsDead(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := kafkax.Member{ID: "dead", URL: "http://" + l.Addr().String()}
+	l.Close() // nothing listens there any more
+	rc := &fakeRouter{selfID: "c"}
+	_, c := instance(t, "c", rc)
+	rc.owners = []kafkax.Member{c}
+	srvA, _ := instance(t, "a", &fakeRouter{selfID: "a", owners: []kafkax.Member{dead, c}, switchAt: 2})
+
+	resp, err := http.Post(srvA.URL, "text/plain", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "c:body" {
+		t.Fatalf("status %d body %q; want the new owner to get the replayed body", resp.StatusCode, body)
+	}
+}
