@@ -86,15 +86,22 @@ func TestRoutingAcrossInstances(t *testing.T) {
 	s := StartSystem(t, Options{Query: 3, Command: 2, Partitions: partitions})
 	queries, commands := s.Instances("query-svc"), s.Instances("command-svc")
 
+	cOwner := s.owners(commands[0])
 	created := make([]profile, profiles)
 	parallel(profiles, 8, func(i int) {
-		r := s.DoAt(pick(commands), http.MethodPost, "/api/profile",
+		via := pick(commands)
+		r := s.DoAt(via, http.MethodPost, "/api/profile",
 			map[string]string{"username": fmt.Sprintf("user%d", i), "email": fmt.Sprintf("route%d@mail.com", i)}, nil)
 		if r.Status != http.StatusCreated {
 			t.Errorf("POST %d = %d %s", i, r.Status, r.Body)
 			return
 		}
 		r.JSON(t, &created[i])
+		// The command ran on the single writer of the new uid's partition.
+		owner := cOwner[kafkax.Partition(created[i].UID, partitions)]
+		if by, hops := r.Header.Get("X-Served-By"), r.Header.Get("X-Profiles-Hops"); by != owner || (hops == "1") != (via != owner) {
+			t.Errorf("POST via %s ran on %s (%s hops); the owner is %s", via, by, hops, owner)
+		}
 	})
 	if t.Failed() {
 		t.FailNow()
@@ -335,4 +342,27 @@ func TestQueryInstanceRestartReadsOnlyTheTail(t *testing.T) {
 	t.Logf("%s re-read %v records after the restart", name, read)
 	checkFixture(t, s, want)
 	checkFixture(t, s, tail)
+}
+
+// Full-replica mode: every query-svc instance holds every partition and
+// answers every read itself.
+func TestFullReplicaModeAnswersLocally(t *testing.T) {
+	s := StartSystem(t, Options{Query: 2, Partitions: 6, Env: map[string]string{"REPLICA_MODE": "full"}})
+	want := writeFixture(t, s, "f", 12)
+	for _, q := range s.Instances("query-svc") {
+		for uid, w := range want {
+			r := s.DoAt(q, http.MethodGet, "/api/profile/"+uid, nil, nil)
+			if (w == nil) != (r.Status == http.StatusNotFound) {
+				t.Fatalf("GET %s via %s = %d", uid, q, r.Status)
+			}
+			if w != nil {
+				if by, hops := r.Header.Get("X-Served-By"), r.Header.Get("X-Profiles-Hops"); by != q || hops != "0" {
+					t.Fatalf("GET via %s served by %s in %s hops", q, by, hops)
+				}
+				if found := s.searchAt(q, w.Email); len(found) != 1 || found[0] != uid {
+					t.Fatalf("search %s via %s = %v", w.Email, q, found)
+				}
+			}
+		}
+	}
 }

@@ -15,10 +15,16 @@ type profile struct {
 	UpdatedAt string `json:"updatedAt"`
 }
 
-// search returns the uids found for email.
+// search returns the uids found for email, through the front door.
 func (s *System) search(email string) []string {
 	s.t.Helper()
-	r := s.Do(http.MethodGet, "/api/search?email="+email, nil, nil)
+	return s.searchAt("frontdoor", email)
+}
+
+// searchAt returns the uids found for email, through one instance.
+func (s *System) searchAt(name, email string) []string {
+	s.t.Helper()
+	r := s.DoAt(name, http.MethodGet, "/api/search?email="+email, nil, nil)
 	if r.Status != http.StatusOK {
 		s.t.Fatalf("search %s: %d %s", email, r.Status, r.Body)
 	}
