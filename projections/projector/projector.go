@@ -107,12 +107,16 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 	}
 	headers := events.Headers(e, "/projector")
 	headers[events.HeaderVersion] = strconv.FormatInt(next.Version, 10)
+	// The index records go first and the snapshot last: the snapshot topic
+	// is what State is restored from, so a snapshot that exists proves that
+	// everything for its event was written. A crash in between re-folds
+	// the event and writes the index records again, which is harmless.
+	if err := p.Publisher.Publish(p.EmailIndexTopic, indexRecords(e, state, next, headers, value)...); err != nil {
+		return fmt.Errorf("publish email index of %s v%d: %w", e.UID, next.Version, err)
+	}
 	out := kafkax.NewKeyedMessage(e.ID, e.UID, headers, value)
 	if err := p.Publisher.Publish(p.SnapshotsTopic, out); err != nil {
 		return fmt.Errorf("publish snapshot of %s v%d: %w", e.UID, next.Version, err)
-	}
-	if err := p.Publisher.Publish(p.EmailIndexTopic, indexRecords(e, state, next, headers, value)...); err != nil {
-		return fmt.Errorf("publish email index of %s v%d: %w", e.UID, next.Version, err)
 	}
 	p.State.Put(next)
 	eventsFolded.WithLabelValues("applied").Inc()

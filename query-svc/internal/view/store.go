@@ -38,6 +38,7 @@ const FormatMajorVersion = pebble.FormatValueSeparation
 // Key prefixes. Each key space is separated by a 0 byte, which cannot occur
 // in a uid, an email or a topic name.
 var (
+	keyFormat     = []byte("f\x00format")
 	prefixProfile = []byte("p\x00")
 	prefixEmail   = []byte("e\x00")
 	prefixOffset  = []byte("o\x00")
@@ -67,7 +68,57 @@ func Open(dir string, fs vfs.FS, partitions int32) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open view in %s: %w", dir, err)
 	}
-	return &Store{db: db, n: partitions, changed: make(chan struct{})}, nil
+	s := &Store{db: db, n: partitions, changed: make(chan struct{})}
+	if err := s.checkFormat(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Format is the layout of the keys. A view written in another layout (or by
+// a build from before the layout was recorded) is emptied on Open and
+// rebuilt from Kafka: it is a cache, and reading it with the wrong layout
+// would silently miss data.
+const Format = "2:partitioned"
+
+func (s *Store) checkFormat() error {
+	v, closer, err := s.db.Get(keyFormat)
+	switch {
+	case err == nil:
+		have := string(v)
+		closer.Close()
+		if have == Format {
+			return nil
+		}
+	case !errors.Is(err, pebble.ErrNotFound):
+		return err
+	}
+	empty, err := s.empty()
+	if err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if !empty {
+		slog.Warn("the view was written in another key layout; emptying it to rebuild it from Kafka", "format", Format)
+		if err := b.DeleteRange([]byte{0}, []byte{0xff}, nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Set(keyFormat, []byte(Format), nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.Sync)
+}
+
+func (s *Store) empty() (bool, error) {
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		return false, err
+	}
+	defer it.Close()
+	return !it.First(), it.Error()
 }
 
 // Close flushes and closes the view. The Store must not be used afterwards.

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"profiles/events"
@@ -190,5 +191,34 @@ func TestChangedIsClosedByApply(t *testing.T) {
 	case <-ch:
 	case <-time.After(time.Second):
 		t.Fatal("Apply did not signal")
+	}
+}
+
+func TestOpenEmptiesAViewOfAnotherLayout(t *testing.T) {
+	fs := vfs.NewMem()
+	db, err := pebble.Open("view", &pebble.Options{FS: fs, FormatMajorVersion: view.FormatMajorVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An offset and a profile as the first layout wrote them.
+	if err := db.Set([]byte("o\x00profile-snapshots\x00\x00\x00\x00\x01"), []byte{0, 0, 0, 0, 0, 0, 0, 9}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set([]byte("p\x00some-uid"), []byte(`{"uid":"some-uid","version":1}`), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s := open(t, fs)
+	if held, _ := s.Held(); len(held) != 0 {
+		t.Fatalf("old offsets survived: %v", held)
+	}
+	// Reopening a view of the current layout keeps it.
+	put(t, s, profile("a", "a@mail.com", 1))
+	s.Close()
+	s = open(t, fs)
+	defer s.Close()
+	if _, err := s.Get("a"); err != nil {
+		t.Fatalf("data of the current layout lost on reopen: %v", err)
 	}
 }
