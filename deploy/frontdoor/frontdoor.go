@@ -164,6 +164,13 @@ func newPool(name string, urls []*url.URL, transport http.RoundTripper, log *slo
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(target)
 				pr.SetXForwarded()
+				// Headers the services use among themselves never come from
+				// a client.
+				for name := range pr.Out.Header {
+					if strings.HasPrefix(http.CanonicalHeaderKey(name), "X-Profiles-") {
+						pr.Out.Header.Del(name)
+					}
+				}
 				// The body is already read (and a 100 Continue sent if asked
 				// for), so the upstream need not be asked again.
 				pr.Out.Header.Del("Expect")

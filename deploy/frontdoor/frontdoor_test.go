@@ -590,3 +590,23 @@ func TestRoundRobinConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestInternalHeadersFromClientsAreDropped(t *testing.T) {
+	var seen http.Header
+	up := handlerURL(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = r.Header.Clone()
+	}))
+	fd := frontDoor(t, []*url.URL{up}, []*url.URL{up})
+	req, _ := http.NewRequest(http.MethodPost, fd+"/api/profile", strings.NewReader("{}"))
+	req.Header.Set("X-Profiles-Uid", "00000000-0000-4000-8000-000000000000")
+	req.Header.Set("X-Profiles-Forwarded-By", "someone")
+	req.Header.Set("X-Request-Id", "kept")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if seen.Get("X-Profiles-Uid") != "" || seen.Get("X-Profiles-Forwarded-By") != "" || seen.Get("X-Request-Id") != "kept" {
+		t.Fatalf("upstream saw %v", seen)
+	}
+}
