@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/IBM/sarama v1.61.1
 	github.com/getkin/kin-openapi v0.133.0
+	profiles/events v0.0.0-00010101000000-000000000000
 	profiles/platform v0.0.0
 )
 

@@ -19,7 +19,47 @@ var (
 	ErrNotFound = errors.New("profile not found")
 	// ErrAppend: the event log did not accept the event.
 	ErrAppend = errors.New("event log unavailable")
+	// ErrPrecondition: an If-Match condition did not hold; the error is a
+	// *PreconditionError naming the current version.
+	ErrPrecondition = errors.New("precondition failed")
+	// ErrIdempotencyMismatch: an Idempotency-Key was reused with another request.
+	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
+	// ErrIdempotencyGone: the profile created under an Idempotency-Key has
+	// been deleted since.
+	ErrIdempotencyGone = errors.New("the profile created with this idempotency key was deleted")
 )
+
+// PreconditionError is returned when If-Match does not match.
+type PreconditionError struct{ Current int64 }
+
+func (e *PreconditionError) Error() string {
+	return fmt.Sprintf("%v: the current version is %d", ErrPrecondition, e.Current)
+}
+
+// Unwrap makes errors.Is(err, ErrPrecondition) hold.
+func (e *PreconditionError) Unwrap() error { return ErrPrecondition }
+
+// IfMatch is an If-Match condition (RFC 9110): the command applies only if
+// the profile's current version is one of Versions, or, with Any, if the
+// profile exists. The zero value is no condition.
+type IfMatch struct {
+	Any      bool
+	Versions []int64
+	Set      bool
+}
+
+// check returns a *PreconditionError unless cur satisfies the condition.
+func (m IfMatch) check(cur events.Profile) error {
+	if !m.Set || m.Any {
+		return nil
+	}
+	for _, v := range m.Versions {
+		if v == cur.Version {
+			return nil
+		}
+	}
+	return &PreconditionError{Current: cur.Version}
+}
 
 // States is the current state of the profiles this instance owns, with
 // per-profile locks. The routing layer runs a command only on the owner of
@@ -28,6 +68,9 @@ type States interface {
 	Get(uid string) events.Profile
 	Apply(e events.Event) error
 	Lock(uid string) (unlock func())
+	// CreatedWith returns the payload a profile was created with, for
+	// profiles created under an Idempotency-Key.
+	CreatedWith(uid string) (events.ProfileCreated, bool)
 }
 
 // EventLog appends events durably, in order, keyed by profile uid.
@@ -50,6 +93,9 @@ type Result struct {
 	// command asked not to wait, or when the view did not catch up in time;
 	// the events are in the log either way.
 	Visible bool
+	// Replayed reports that a POST with an Idempotency-Key had already
+	// created the profile; nothing new was created.
+	Replayed bool
 }
 
 // Deps are the collaborators every use case needs.
@@ -85,7 +131,13 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 		es = append(es, e)
 	}
 	if len(es) == 0 {
-		return Result{Profile: state, Visible: true}, nil
+		// Nothing to append; the state may still be invisible if the write
+		// that made it asked not to wait.
+		res := Result{Profile: state}
+		if !async {
+			res.Visible = d.Visibility.WaitVisible(ctx, uid, state.Version, touchedEmails(events.Profile{}, state)) == nil
+		}
+		return res, nil
 	}
 	// Fold each event as soon as the log has it, so that a failure halfway
 	// leaves the state equal to the log.

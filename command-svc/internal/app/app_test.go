@@ -181,3 +181,63 @@ func TestVisibilityCoversEveryTouchedEmail(t *testing.T) {
 		}
 	}
 }
+
+func TestIfMatch(t *testing.T) {
+	tests := []struct {
+		name    string
+		cond    app.IfMatch
+		wantErr bool
+	}{
+		{"no condition", app.IfMatch{}, false},
+		{"any", app.IfMatch{Set: true, Any: true}, false},
+		{"current version", app.IfMatch{Set: true, Versions: []int64{1}}, false},
+		{"one of several", app.IfMatch{Set: true, Versions: []int64{7, 1}}, false},
+		{"stale version", app.IfMatch{Set: true, Versions: []int64{0, 2}}, true},
+		{"no usable tag", app.IfMatch{Set: true}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			p := f.create(t)
+			_, err := app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(), app.ChangeProfile{UID: p.UID, Username: "x", Email: "x@y.z", IfMatch: tt.cond})
+			var pre *app.PreconditionError
+			if tt.wantErr != errors.As(err, &pre) || (tt.wantErr && (pre.Current != 1 || !errors.Is(err, app.ErrPrecondition))) {
+				t.Fatalf("err = %v", err)
+			}
+			_, err = app.DeleteProfileHandler{Deps: f.deps}.Handle(context.Background(), app.DeleteProfile{UID: p.UID, IfMatch: app.IfMatch{Set: true, Versions: []int64{99}}})
+			if !errors.Is(err, app.ErrPrecondition) {
+				t.Fatalf("delete with a stale If-Match: %v", err)
+			}
+		})
+	}
+}
+
+func TestIdempotentCreate(t *testing.T) {
+	f := newFixture(t)
+	h := app.CreateProfileHandler{Deps: f.deps}
+	ctx := context.Background()
+	uid := "0b3c2e3a-1c6d-5f4e-9a8b-7c6d5e4f3a2b" // a version 5 uid
+	cmd := app.CreateProfile{UID: uid, Idempotent: true, Username: "bob", Email: "b@m.c"}
+	first, err := h.Handle(ctx, cmd)
+	if err != nil || first.Replayed {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	again, err := h.Handle(ctx, cmd)
+	if err != nil || !again.Replayed || again.Profile != first.Profile {
+		t.Fatalf("retry: %+v %v", again, err)
+	}
+	if n := len(f.log.appended); n != 1 {
+		t.Fatalf("retry appended: %d events", n)
+	}
+	other := cmd
+	other.Email = "other@m.c"
+	if _, err := h.Handle(ctx, other); !errors.Is(err, app.ErrIdempotencyMismatch) {
+		t.Fatalf("same key, other body: %v", err)
+	}
+	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(ctx, app.DeleteProfile{UID: uid}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Handle(ctx, cmd); !errors.Is(err, app.ErrIdempotencyGone) {
+		t.Fatalf("retry after delete: %v", err)
+	}
+}

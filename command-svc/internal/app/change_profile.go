@@ -12,16 +12,21 @@ type ChangeProfile struct {
 	UID      string
 	Username string
 	Email    string
+	IfMatch  IfMatch
 	Async    bool
 }
 
 // ChangeProfileHandler handles ChangeProfile.
 type ChangeProfileHandler struct{ Deps }
 
-// Handle appends UsernameChanged and/or EmailChanged, or returns ErrNotFound.
+// Handle appends UsernameChanged and/or EmailChanged, or returns
+// ErrNotFound or a *PreconditionError.
 func (h ChangeProfileHandler) Handle(ctx context.Context, cmd ChangeProfile) (Result, error) {
 	return h.execute(ctx, cmd.UID, cmd.Async, func(cur events.Profile) ([]events.Payload, error) {
 		if err := requireLive(cmd.UID, cur); err != nil {
+			return nil, err
+		}
+		if err := cmd.IfMatch.check(cur); err != nil {
 			return nil, err
 		}
 		var out []events.Payload

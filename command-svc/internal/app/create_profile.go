@@ -12,9 +12,13 @@ type CreateProfile struct {
 	// UID of the new profile; empty means a new one from NewID. The routing
 	// layer picks it before the command runs, because it decides which
 	// instance owns the new profile.
-	UID      string
-	Username string
-	Email    string
+	UID string
+	// Idempotent marks a UID derived from the client's Idempotency-Key: if
+	// the profile exists, the command returns it instead of failing, as long
+	// as it was created with the same username and email.
+	Idempotent bool
+	Username   string
+	Email      string
 	// Async skips waiting for readers to see the new profile.
 	Async bool
 }
@@ -29,7 +33,21 @@ func (h CreateProfileHandler) Handle(ctx context.Context, cmd CreateProfile) (Re
 	if uid == "" {
 		uid = h.NewID()
 	}
-	return h.execute(ctx, uid, cmd.Async, func(events.Profile) ([]events.Payload, error) {
-		return []events.Payload{events.ProfileCreated{Username: cmd.Username, Email: cmd.Email}}, nil
+	want := events.ProfileCreated{Username: cmd.Username, Email: cmd.Email}
+	replayed := false
+	res, err := h.execute(ctx, uid, cmd.Async, func(cur events.Profile) ([]events.Payload, error) {
+		if cmd.Idempotent && cur.Version > 0 {
+			if first, ok := h.States.CreatedWith(uid); !ok || first != want {
+				return nil, ErrIdempotencyMismatch
+			}
+			if cur.Deleted {
+				return nil, ErrIdempotencyGone
+			}
+			replayed = true
+			return nil, nil
+		}
+		return []events.Payload{want}, nil
 	})
+	res.Replayed = replayed
+	return res, err
 }

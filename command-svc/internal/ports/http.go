@@ -4,10 +4,13 @@ package ports
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 
+	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 
 	"profiles/command-svc/internal/app"
@@ -60,12 +63,44 @@ func (h HTTP) Register(r *mux.Router) {
 	r.Handle("/api/profile/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.delete))).Methods(http.MethodDelete)
 }
 
-// newUIDPartition picks the uid of a new profile, unless another instance
-// picked it and forwarded the POST here, and places the POST on its owner.
+// HeaderIdempotencyKey names a POST so that retrying it creates nothing new.
+const HeaderIdempotencyKey = "Idempotency-Key"
+
+// idempotencyNamespace is the UUID namespace of uids derived from
+// Idempotency-Keys. Changing it would break retries across a deploy.
+var idempotencyNamespace = uuid.MustParse("5b4f3f0e-6f0a-4e8e-9c1d-2f7a3c9e8d10")
+
+// UIDForKey returns the uid of the profile a POST with this Idempotency-Key
+// creates: a name-based (version 5) UUID, the same on every instance, so a
+// retry reaches the same owner and finds the profile it created.
+func UIDForKey(key string) string { return uuid.NewSHA1(idempotencyNamespace, []byte(key)).String() }
+
+// validKey reports whether an Idempotency-Key is 1-255 visible ASCII characters.
+func validKey(k string) bool {
+	if len(k) == 0 || len(k) > 255 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// newUIDPartition picks the uid of a new profile (derived from its
+// Idempotency-Key, if any), unless another instance picked it and forwarded
+// the POST here, and places the POST on its owner.
 func (h HTTP) newUIDPartition(r *http.Request) (int32, bool) {
 	uid := r.Header.Get(HeaderUID)
 	if r.Header.Get(routing.HeaderForwardedBy) == "" || validate.Var("uid", uid, validate.UIDTag) != nil {
 		uid = h.NewUID()
+		if key := r.Header.Get(HeaderIdempotencyKey); key != "" {
+			if !validKey(key) {
+				return 0, false // the handler rejects it
+			}
+			uid = UIDForKey(key)
+		}
 		r.Header.Set(HeaderUID, uid)
 	}
 	return h.PartitionOf(uid), true
@@ -109,17 +144,62 @@ func (h HTTP) uid(w http.ResponseWriter, r *http.Request) (string, bool) {
 
 // create serves POST /api/profile.
 func (h HTTP) create(w http.ResponseWriter, r *http.Request) {
+	key := r.Header.Get(HeaderIdempotencyKey)
+	if key != "" && !validKey(key) {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "invalid-idempotency-key", "Invalid Idempotency-Key",
+			"Idempotency-Key must be 1-255 visible ASCII characters"))
+		return
+	}
 	b, ok := h.decode(w, r)
 	if !ok {
 		return
 	}
-	res, err := h.Commands.CreateProfile.Handle(r.Context(), app.CreateProfile{UID: r.Header.Get(HeaderUID), Username: b.Username, Email: b.Email, Async: async(r)})
+	uid := r.Header.Get(HeaderUID)
+	if uid == "" { // not routed (a test wiring without routing)
+		uid = h.NewUID()
+		if key != "" {
+			uid = UIDForKey(key)
+		}
+	}
+	res, err := h.Commands.CreateProfile.Handle(r.Context(), app.CreateProfile{
+		UID: uid, Idempotent: key != "", Username: b.Username, Email: b.Email, Async: async(r),
+	})
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
+	if res.Replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
 	w.Header().Set("Location", "/api/profile/"+res.Profile.UID)
 	h.respond(w, r, res, http.StatusCreated)
+}
+
+// ifMatch parses If-Match (RFC 9110): "*", or a list of strong entity
+// tags; the profiles' tags are their versions, e.g. "3". Weak or foreign
+// tags never match.
+func ifMatch(r *http.Request) app.IfMatch {
+	values := r.Header.Values("If-Match")
+	if len(values) == 0 {
+		return app.IfMatch{}
+	}
+	m := app.IfMatch{Set: true}
+	for _, v := range values {
+		for _, tag := range strings.Split(v, ",") {
+			tag = strings.TrimSpace(tag)
+			if tag == "*" {
+				m.Any = true
+				continue
+			}
+			if len(tag) < 2 || tag[0] != '"' || tag[len(tag)-1] != '"' {
+				continue
+			}
+			if n, err := strconv.ParseInt(tag[1:len(tag)-1], 10, 64); err == nil {
+				m.Versions = append(m.Versions, n)
+			}
+		}
+	}
+	return m
 }
 
 // change serves PUT /api/profile/{uid}.
@@ -132,7 +212,7 @@ func (h HTTP) change(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := h.Commands.ChangeProfile.Handle(r.Context(), app.ChangeProfile{UID: uid, Username: b.Username, Email: b.Email, Async: async(r)})
+	res, err := h.Commands.ChangeProfile.Handle(r.Context(), app.ChangeProfile{UID: uid, Username: b.Username, Email: b.Email, IfMatch: ifMatch(r), Async: async(r)})
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -146,7 +226,7 @@ func (h HTTP) delete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := h.Commands.DeleteProfile.Handle(r.Context(), app.DeleteProfile{UID: uid, Async: async(r)})
+	res, err := h.Commands.DeleteProfile.Handle(r.Context(), app.DeleteProfile{UID: uid, IfMatch: ifMatch(r), Async: async(r)})
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -183,9 +263,20 @@ func (h HTTP) accepted(w http.ResponseWriter, r *http.Request, res app.Result) {
 }
 
 func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var pre *app.PreconditionError
 	switch {
 	case errors.Is(err, app.ErrNotFound):
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "profile-not-found", "Profile not found", err.Error()))
+	case errors.As(err, &pre):
+		w.Header().Set("ETag", httpx.ETag(pre.Current))
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusPreconditionFailed, "precondition-failed", "Precondition failed",
+			fmt.Sprintf("If-Match does not match the current version %d", pre.Current)))
+	case errors.Is(err, app.ErrIdempotencyMismatch):
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusUnprocessableEntity, "idempotency-key-reused", "Idempotency-Key reused",
+			"this Idempotency-Key was first used with a different username or email"))
+	case errors.Is(err, app.ErrIdempotencyGone):
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusConflict, "idempotency-key-deleted", "Profile deleted",
+			err.Error()))
 	case errors.Is(err, events.ErrAlreadyExists):
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusConflict, "profile-exists", "Profile exists", err.Error()))
 	case errors.Is(err, app.ErrAppend):

@@ -23,7 +23,8 @@ type Store struct {
 
 	mu       sync.Mutex
 	profiles map[string]events.Profile
-	offsets  map[int32]int64 // next offset to fold, per partition
+	created  map[string]events.ProfileCreated // of idempotently created profiles
+	offsets  map[int32]int64                  // next offset to fold, per partition
 	locks    map[string]*lockEntry
 }
 
@@ -34,7 +35,7 @@ type lockEntry struct {
 
 // NewStore returns an empty Store.
 func NewStore(log *slog.Logger) *Store {
-	return &Store{log: log, profiles: map[string]events.Profile{}, offsets: map[int32]int64{}, locks: map[string]*lockEntry{}}
+	return &Store{log: log, profiles: map[string]events.Profile{}, created: map[string]events.ProfileCreated{}, offsets: map[int32]int64{}, locks: map[string]*lockEntry{}}
 }
 
 // Get returns the current state of uid: the zero Profile if it never existed.
@@ -60,8 +61,24 @@ func (s *Store) Apply(e events.Event) error {
 		return err
 	}
 	s.profiles[e.UID] = next
+	if c, ok := e.Data.(events.ProfileCreated); ok && IdempotentUID(e.UID) {
+		s.created[e.UID] = c
+	}
 	return nil
 }
+
+// CreatedWith returns the payload an idempotently created profile was
+// created with.
+func (s *Store) CreatedWith(uid string) (events.ProfileCreated, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.created[uid]
+	return c, ok
+}
+
+// IdempotentUID reports whether uid was derived from an Idempotency-Key: a
+// name-based (version 5) UUID, where every other uid is random (version 4).
+func IdempotentUID(uid string) bool { return len(uid) == 36 && uid[14] == '5' }
 
 // Lock serializes commands on one profile: it blocks until the caller holds
 // uid's lock and returns the function that releases it. Locks of different
