@@ -15,7 +15,7 @@ CONTROLLER_PORT=${TEST_KAFKA_CONTROLLER_PORT:-19093}
 # Test-only broker settings: a cleaner that looks for work every half second
 # (the compaction test), and a small offsets topic so groups form quickly.
 deploy/kafka.sh start --fresh --data "$DATA" --port "$PORT" --controller-port "$CONTROLLER_PORT" \
-  --extra log.cleaner.backoff.ms=500 offsets.topic.num.partitions=4
+  --extra log.cleaner.backoff.ms=500 offsets.topic.num.partitions=4 transaction.state.log.num.partitions=4
 trap 'deploy/kafka.sh stop --data "$DATA" >/dev/null 2>&1 || true' EXIT
 
 export PROFILES_TEST_KAFKA=127.0.0.1:$PORT

@@ -446,6 +446,21 @@ func Kafka(t *testing.T) sarama.Client {
 	return c
 }
 
+// KafkaReadCommitted is Kafka with read_committed isolation, so that
+// aborted transactions are never read.
+func KafkaReadCommitted(t *testing.T) sarama.Client {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V4_0_0_0
+	cfg.Consumer.IsolationLevel = sarama.ReadCommitted
+	c, err := sarama.NewClient(strings.Split(brokers, ","), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // EndOffsets returns the sum of the high-water marks of topic's partitions:
 // the number of records ever written to it.
 func EndOffsets(t *testing.T, c sarama.Client, topic string) int64 {

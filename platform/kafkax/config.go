@@ -102,6 +102,8 @@ func (c Config) Sarama(clientID string) *sarama.Config {
 	sc.Metadata.Retry.Backoff = 500 * time.Millisecond
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	// command-svc appends in transactions: never see an aborted one.
+	sc.Consumer.IsolationLevel = sarama.ReadCommitted
 	return sc
 }
 

@@ -132,12 +132,25 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 	return nil
 }
 
-// Setup implements sarama.ConsumerGroupHandler: it points every claim at
-// the caller's own offset and records the new ownership.
+// Setup implements sarama.ConsumerGroupHandler: it hands the new
+// assignment to Assigned first (command-svc fences the previous owners
+// there), then points every claim at the caller's own offset and records
+// which partitions are behind.
 func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 	owned := map[int32]*claimState{}
-	for topic, parts := range sess.Claims() {
-		for _, p := range parts {
+	for _, p := range sess.Claims()[g.opts.Topics[0]] {
+		owned[p] = &claimState{behind: map[string]bool{}}
+	}
+	parts := make([]int32, 0, len(owned))
+	for p := range owned {
+		parts = append(parts, p)
+	}
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	if g.opts.Assigned != nil {
+		g.opts.Assigned(parts)
+	}
+	for topic, claimed := range sess.Claims() {
+		for _, p := range claimed {
 			start, err := g.opts.Start(topic, p)
 			if err != nil {
 				return err
@@ -162,14 +175,6 @@ func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 				owned[p].behind[topic] = true
 			}
 		}
-	}
-	parts := make([]int32, 0, len(owned))
-	for p := range owned {
-		parts = append(parts, p)
-	}
-	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
-	if g.opts.Assigned != nil {
-		g.opts.Assigned(parts)
 	}
 	g.mu.Lock()
 	g.joined = true
@@ -199,17 +204,35 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Cons
 	if err != nil {
 		return err
 	}
+	next := claim.InitialOffset()
+	if next >= end {
+		g.caughtUp(topic, p)
+	}
+	// The end counts transaction markers, which a consumer never receives,
+	// so the offset after the last record may stay below it. A claim that
+	// has fetched up to the end and receives nothing for a moment has read
+	// everything committed before it.
+	idle := time.NewTicker(250 * time.Millisecond)
+	defer idle.Stop()
+	received := false
 	batch := make([]*sarama.ConsumerMessage, 0, g.opts.MaxBatch)
 	for {
 		select {
 		case <-sess.Context().Done():
 			return nil
+		case <-idle.C:
+			if !received && claim.HighWaterMarkOffset() >= end {
+				g.caughtUp(topic, p)
+			}
+			received = false
+			continue
 		case msg, ok := <-claim.Messages():
 			if !ok {
 				return nil
 			}
 			batch = append(batch[:0], msg)
 		}
+		received = true
 	drain:
 		for len(batch) < g.opts.MaxBatch {
 			select {
@@ -225,7 +248,7 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Cons
 		if err := g.opts.Handle(sess.Context(), topic, p, batch); err != nil {
 			return fmt.Errorf("handle %s/%d at %d: %w", topic, p, batch[0].Offset, err)
 		}
-		next := batch[len(batch)-1].Offset + 1
+		next = batch[len(batch)-1].Offset + 1
 		sess.MarkOffset(topic, p, next, "")
 		if next >= end {
 			g.caughtUp(topic, p)

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/google/uuid"
 
 	"profiles/command-svc/internal/adapters"
@@ -70,16 +69,12 @@ func run() error {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	defer client.Close()
-	pub, err := kafkax.NewPublisher(kcfg, "command-svc", watermill.NewSlogLogger(log))
-	if err != nil {
-		return err
-	}
-	defer pub.Close()
-
 	states := state.NewStore(log)
+	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc", Log: log}
+	defer eventLog.Close()
 	opts := kafkax.GroupOptions{
 		Group: *group, Topics: []string{kcfg.EventsTopic}, Self: self, SessionTimeout: *session,
-		Start: states.Start, Handle: states.Handle,
+		Start: states.Start, Handle: states.Handle, Assigned: eventLog.Assigned,
 	}
 	if static {
 		opts.InstanceID = self.ID
@@ -90,7 +85,7 @@ func run() error {
 	}
 	deps := app.Deps{
 		States:     states,
-		Log:        adapters.EventLog{Publisher: pub, Topic: kcfg.EventsTopic, Source: "/command-svc"},
+		Log:        eventLog,
 		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*queryURLs), Client: &http.Client{}, Timeout: *visibility},
 		NewID:      uuid.NewString,
 		Now:        time.Now,
