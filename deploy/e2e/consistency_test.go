@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -263,5 +264,75 @@ func TestReadYourWritesThroughRandomInstances(t *testing.T) {
 		if found := s.searchAt(pick(queries), e2); len(found) != 0 {
 			t.Fatalf("round %d: stale search after DELETE: %v", i, found)
 		}
+	}
+}
+
+// SIGSTOP the command-svc instance that owns a profile past its session
+// timeout while writes go on through the other one, then SIGCONT it: the
+// appends it still attempts are rejected by Kafka, and the log stays
+// consecutive.
+func TestPausedOwnerIsFenced(t *testing.T) {
+	const partitions = 4
+	s := StartSystem(t, Options{Command: 2, Partitions: partitions})
+	stale, live := "command-svc-0", "command-svc-1"
+	owners := s.owners(live)
+	var p profile
+	for i := 0; p.UID == "" || owners[kafkax.Partition(p.UID, partitions)] != stale; i++ {
+		if i == 50 {
+			t.Fatalf("no profile landed on %s: %v", stale, owners)
+		}
+		s.Do(http.MethodPost, "/api/profile", map[string]string{"username": "f", "email": fmt.Sprintf("fence%d@mail.com", i)}, nil).JSON(t, &p)
+	}
+
+	s.Pause(stale)
+	paused := true
+	defer func() {
+		if paused {
+			s.Resume(stale)
+		}
+	}()
+	// Requests that reach the paused owner wait in its socket.
+	staleResults := make(chan Response, 3)
+	for i := range 3 {
+		go func() {
+			staleResults <- s.DoAt(stale, http.MethodPut, "/api/profile/"+p.UID,
+				map[string]string{"username": fmt.Sprintf("stale%d", i), "email": p.Email}, nil)
+		}()
+	}
+	// Writes go on through the live instance; they wait until it owns the
+	// partition (the paused member's session expires after 6s).
+	for i := range 3 {
+		r := s.DoAt(live, http.MethodPut, "/api/profile/"+p.UID,
+			map[string]string{"username": fmt.Sprintf("live%d", i), "email": p.Email}, nil)
+		if r.Status != http.StatusOK || r.Header.Get("X-Served-By") != live {
+			t.Fatalf("write %d through %s = %d by %s: %s", i, live, r.Status, r.Header.Get("X-Served-By"), r.Body)
+		}
+	}
+	s.Resume(stale)
+	paused = false
+
+	for range 3 {
+		r := <-staleResults
+		// The paused instance either tried to append and was fenced, or had
+		// already learned it lost the partition and forwarded the request
+		// to the new owner. It never appended on its stale state.
+		if r.Status != http.StatusServiceUnavailable && r.Header.Get("X-Served-By") != live {
+			t.Errorf("a request held by the paused owner got %d served by %s: %s", r.Status, r.Header.Get("X-Served-By"), r.Body)
+		}
+	}
+	fencedAppends := s.MetricOr(stale, `profiles_command_appends_total{result="fenced"}`, 0)
+	t.Logf("the paused owner's appends rejected by Kafka: %v", fencedAppends)
+
+	es := eventsOf(t, s, partitions, p.UID)
+	checkConsecutive(t, es)
+	for _, e := range es {
+		if c, ok := e.Data.(events.UsernameChanged); ok && strings.HasPrefix(c.Username, "stale") {
+			t.Fatalf("a write held by the paused owner reached the log: %+v", e)
+		}
+	}
+	var got profile
+	s.Do(http.MethodGet, "/api/profile/"+p.UID, nil, nil).JSON(t, &got)
+	if got.Username != "live2" || got.Version != int64(len(es)) {
+		t.Fatalf("final state %+v after %d events", got, len(es))
 	}
 }

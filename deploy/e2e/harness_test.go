@@ -286,6 +286,11 @@ func (s *System) Stop(name string) {
 	delete(s.procs, name)
 }
 
+// Pause stops an instance with SIGSTOP (a long GC pause, a frozen VM);
+// Resume continues it.
+func (s *System) Pause(name string)  { _ = s.procs[name].cmd.Process.Signal(syscall.SIGSTOP) }
+func (s *System) Resume(name string) { _ = s.procs[name].cmd.Process.Signal(syscall.SIGCONT) }
+
 // Kill stops one instance at once with SIGKILL, as a crash would.
 func (s *System) Kill(name string) {
 	p := s.procs[name]
@@ -331,8 +336,27 @@ func (s *System) WaitReady(names ...string) {
 	}
 }
 
-// Metric returns the value of an unlabelled metric of one service.
+// Metric returns the value of a metric of one service; name may carry
+// labels as the exposition format writes them, e.g. x{result="ok"}.
 func (s *System) Metric(svc, name string) float64 {
+	s.t.Helper()
+	v, ok := s.metric(svc, name)
+	if !ok {
+		s.t.Fatalf("metric %s not exposed by %s", name, svc)
+	}
+	return v
+}
+
+// MetricOr is Metric with a default for a metric not exposed (yet).
+func (s *System) MetricOr(svc, name string, def float64) float64 {
+	s.t.Helper()
+	if v, ok := s.metric(svc, name); ok {
+		return v
+	}
+	return def
+}
+
+func (s *System) metric(svc, name string) (float64, bool) {
 	s.t.Helper()
 	resp, err := http.Get(s.URLOf(svc) + "/metrics")
 	if err != nil {
@@ -344,12 +368,11 @@ func (s *System) Metric(svc, name string) float64 {
 		var v float64
 		if strings.HasPrefix(sc.Text(), name+" ") {
 			if _, err := fmt.Sscan(strings.TrimPrefix(sc.Text(), name+" "), &v); err == nil {
-				return v
+				return v, true
 			}
 		}
 	}
-	s.t.Fatalf("metric %s not exposed by %s", name, svc)
-	return 0
+	return 0, false
 }
 
 func (s *System) dumpLogs() {

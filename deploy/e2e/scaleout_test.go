@@ -44,15 +44,27 @@ func (s *System) debug(name string) debugView {
 	return d
 }
 
-// owners returns partition → instance id, as the group of name sees it.
+// owners returns partition → instance id, as the group of name sees it,
+// once it sees a stable group.
 func (s *System) owners(name string) map[int32]string {
-	out := map[int32]string{}
-	for _, m := range s.debug(name).Group.Members {
-		for _, p := range m.Partitions {
-			out[p] = m.ID
+	s.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		d := s.debug(name)
+		out := map[int32]string{}
+		for _, m := range d.Group.Members {
+			for _, p := range m.Partitions {
+				out[p] = m.ID
+			}
 		}
+		if d.Group.State == "Stable" && len(out) > 0 {
+			return out
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s sees no stable group: %+v", name, d)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return out
 }
 
 // parallel runs f(i) for i in [0,n) on workers goroutines.

@@ -114,7 +114,7 @@ func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r
 	for {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
-		dialErr := rt.forward(w, r, owner)
+		dialErr := rt.forward(w, r, p, owner)
 		if dialErr == nil {
 			return
 		}
@@ -132,6 +132,8 @@ func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r
 		}
 		if self {
 			// The partition moved here meanwhile: serve it.
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
 			w.Header().Set(HeaderServedBy, rt.Self.ID)
 			w.Header().Set(HeaderHops, "0")
 			h.ServeHTTP(w, r)
@@ -155,13 +157,18 @@ func (rt Routing) unavailable(w http.ResponseWriter, r *http.Request, p int32, e
 
 // forward proxies r to owner. It returns the error, having written
 // nothing, when the request may be sent again: the owner could not be
-// dialed, or a read got no answer. Any other outcome is written to w.
-func (rt Routing) forward(w http.ResponseWriter, r *http.Request, owner kafkax.Member) (dialErr error) {
+// dialed, a read got no answer, or the owner stopped answering after the
+// partition moved away from it. Any other outcome is written to w.
+func (rt Routing) forward(w http.ResponseWriter, r *http.Request, p int32, owner kafkax.Member) (retryErr error) {
 	target, err := url.Parse(owner.URL)
 	if err != nil {
 		rt.unavailable(w, r, -1, fmt.Errorf("owner %s has a bad URL %q: %w", owner.ID, owner.URL, err))
 		return nil
 	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	abandoned := make(chan struct{})
+	go rt.watchOwner(ctx, p, owner, target, func() { close(abandoned); cancel() })
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -171,11 +178,19 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, owner kafkax.M
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			// Nothing has been written yet. A request that never reached
 			// the owner may be sent again, and so may a read that it never
-			// answered (the owner died with it in flight).
+			// answered (the owner died with it in flight), and a write held
+			// by an owner that lost the partition and does not answer: if
+			// it wakes up, Kafka rejects its append (it is fenced).
 			var op *net.OpError
+			select {
+			case <-abandoned:
+				retryErr = fmt.Errorf("owner %s lost the partition and does not answer", owner.ID)
+				return
+			default:
+			}
 			if (errors.As(err, &op) && op.Op == "dial") || r.Method == http.MethodGet || r.Method == http.MethodHead {
 				if r.Context().Err() == nil {
-					dialErr = err
+					retryErr = err
 					return
 				}
 			}
@@ -183,6 +198,39 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, owner kafkax.M
 			rt.unavailable(w, r, -1, fmt.Errorf("owner %s failed: %w", owner.ID, err))
 		},
 	}
-	proxy.ServeHTTP(w, r)
-	return dialErr
+	proxy.ServeHTTP(w, r.WithContext(ctx))
+	return retryErr
+}
+
+// watchOwner calls abandon if, while a forward is in flight, the partition
+// moves away from owner and owner does not answer its health check (it is
+// paused or dead). An owner that still answers keeps the request: it will
+// either finish it or be fenced and say so.
+func (rt Routing) watchOwner(ctx context.Context, p int32, owner kafkax.Member, target *url.URL, abandon func()) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	health := &http.Client{Timeout: 500 * time.Millisecond}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		probe, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		now, self, err := rt.Router.Route(probe, p)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil && !self && now.ID == owner.ID {
+			continue // still the owner
+		}
+		resp, herr := health.Get(target.JoinPath("/healthz").String())
+		if herr == nil {
+			resp.Body.Close()
+			continue
+		}
+		abandon()
+		return
+	}
 }

@@ -110,3 +110,22 @@ func TestRetriesWhenTheOwnerIsDead(t *testing.T) {
 		t.Fatalf("status %d body %q; want the new owner to get the replayed body", resp.StatusCode, body)
 	}
 }
+
+func TestServesLocallyWithTheBodyWhenThePartitionMovesHere(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := kafkax.Member{ID: "dead", URL: "http://" + l.Addr().String()}
+	l.Close()
+	srvA, _ := instance(t, "a", &fakeRouter{selfID: "a", owners: []kafkax.Member{dead, {ID: "a"}}, switchAt: 1})
+	resp, err := http.Post(srvA.URL, "text/plain", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "a:body" || resp.Header.Get(HeaderServedBy) != "a" {
+		t.Fatalf("got %q from %q", body, resp.Header.Get(HeaderServedBy))
+	}
+}

@@ -70,7 +70,7 @@ func run() error {
 	}
 	defer client.Close()
 	states := state.NewStore(log)
-	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc", Log: log}
+	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log}
 	defer eventLog.Close()
 	opts := kafkax.GroupOptions{
 		Group: *group, Topics: []string{kcfg.EventsTopic}, Self: self, SessionTimeout: *session,
