@@ -89,3 +89,24 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Fatalf("snapshot under the wrong key must be rejected, got %v", err)
 	}
 }
+
+func TestClaimRoundTrip(t *testing.T) {
+	c := events.Claim{UID: uid, ClaimedAt: t0, Seq: 3}
+	b, err := events.EncodeClaim(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := events.DecodeClaim(b, "")
+	if err != nil || got != c {
+		t.Fatalf("DecodeClaim = %+v, %v", got, err)
+	}
+	if b, _ := events.EncodeClaim(events.Claim{UID: uid, Seq: 4, Released: true}); b != nil {
+		t.Fatal("a released claim must be a tombstone")
+	}
+	if got, _ := events.DecodeClaim(nil, "4"); !got.Released || got.Seq != 4 {
+		t.Fatalf("tombstone = %+v", got)
+	}
+	if _, err := events.DecodeClaim([]byte(`{}`), ""); err == nil {
+		t.Fatal("a claim without uid was accepted")
+	}
+}

@@ -105,6 +105,7 @@ type System struct {
 	env   map[string]string
 	order []string // instance names in start order
 	kinds map[string]string
+	extra map[string]map[string]string // per-instance environment
 	procs map[string]*proc
 	ports map[string]int
 	spec  *apiSpec
@@ -137,7 +138,7 @@ func StartSystem(t *testing.T, opts Options) *System {
 	name := fmt.Sprintf("e2e-%s-%06d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), rand.IntN(1e6))
 	s := &System{
 		t: t, dir: t.TempDir(), name: name,
-		kinds: map[string]string{}, procs: map[string]*proc{}, ports: map[string]int{},
+		kinds: map[string]string{}, extra: map[string]map[string]string{}, procs: map[string]*proc{}, ports: map[string]int{},
 		spec: loadSpec(t), HTTP: &http.Client{Timeout: 60 * time.Second},
 	}
 	partitions := 4
@@ -155,19 +156,20 @@ func StartSystem(t *testing.T, opts Options) *System {
 	s.add("frontdoor", "frontdoor")
 	s.URL = s.URLOf("frontdoor")
 	s.env = map[string]string{
-		"KAFKA_BROKERS":     brokers,
-		"EVENTS_TOPIC":      name + ".events",
-		"SNAPSHOTS_TOPIC":   name + ".snapshots",
-		"EMAIL_INDEX_TOPIC": name + ".email-index",
-		"QUERY_GROUP":       name + ".query",
-		"COMMAND_GROUP":     name + ".command",
-		"TOPIC_PARTITIONS":  fmt.Sprint(partitions),
-		"PROJECTOR_GROUP":   name + ".projector",
-		"SESSION_TIMEOUT":   "6s",
-		"LOG_FORMAT":        "json",
-		"LOG_LEVEL":         "info",
-		"COMMAND_URL":       strings.Join(s.urlsOf("command-svc"), ","),
-		"QUERY_URL":         strings.Join(s.urlsOf("query-svc"), ","),
+		"KAFKA_BROKERS":      brokers,
+		"EVENTS_TOPIC":       name + ".events",
+		"SNAPSHOTS_TOPIC":    name + ".snapshots",
+		"EMAIL_INDEX_TOPIC":  name + ".email-index",
+		"EMAIL_CLAIMS_TOPIC": name + ".email-claims",
+		"QUERY_GROUP":        name + ".query",
+		"COMMAND_GROUP":      name + ".command",
+		"TOPIC_PARTITIONS":   fmt.Sprint(partitions),
+		"PROJECTOR_GROUP":    name + ".projector",
+		"SESSION_TIMEOUT":    "6s",
+		"LOG_FORMAT":         "json",
+		"LOG_LEVEL":          "info",
+		"COMMAND_URL":        strings.Join(s.urlsOf("command-svc"), ","),
+		"QUERY_URL":          strings.Join(s.urlsOf("query-svc"), ","),
 	}
 	for k, v := range opts.Env {
 		s.env[k] = v
@@ -241,6 +243,24 @@ func (s *System) StartAll() {
 	s.WaitReady(s.order...)
 }
 
+// SetEnv sets an environment variable of one instance, from its next start.
+func (s *System) SetEnv(name, key, value string) {
+	if s.extra[name] == nil {
+		s.extra[name] = map[string]string{}
+	}
+	s.extra[name][key] = value
+}
+
+// Exited reports whether an instance's process has ended by itself.
+func (s *System) Exited(name string) bool {
+	select {
+	case <-s.procs[name].done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Start starts one instance (without waiting for readiness).
 func (s *System) Start(name string) {
 	s.t.Helper()
@@ -252,6 +272,9 @@ func (s *System) Start(name string) {
 	cmd := exec.Command(filepath.Join(binDir, s.kinds[name]))
 	cmd.Env = os.Environ()
 	for k, v := range s.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	for k, v := range s.extra[name] {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Env = append(cmd.Env,

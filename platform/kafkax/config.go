@@ -25,6 +25,10 @@ type Config struct {
 	// EmailIndexTopic is the compacted email index: one record per
 	// (normalized email, uid), placed on the partition of the email.
 	EmailIndexTopic string
+	// ClaimsTopic is the compacted topic of email claims: normalized email
+	// → the uid that holds it, written only by the owner of the email's
+	// partition. It makes emails unique among live profiles.
+	ClaimsTopic string
 	// Partitions is the partition count of every topic (they are co-partitioned).
 	Partitions int32
 	// ReplicationFactor of created topics; 0 means min(3, brokers).
@@ -36,7 +40,7 @@ type Config struct {
 
 // Flags holds the raw flag values behind a Config until Parse has run.
 type Flags struct {
-	brokers, events, snapshots, emailIndex, snapshotCfg *string
+	brokers, events, snapshots, emailIndex, claims, snapshotCfg *string
 	partitions, replication                             *int
 }
 
@@ -47,6 +51,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 		events:      config.String(fs, "events-topic", "EVENTS_TOPIC", "profile-events", "event log topic"),
 		snapshots:   config.String(fs, "snapshots-topic", "SNAPSHOTS_TOPIC", "profile-snapshots", "compacted snapshot topic"),
 		emailIndex:  config.String(fs, "email-index-topic", "EMAIL_INDEX_TOPIC", "profile-email-index", "compacted email index topic, partitioned by email"),
+		claims:      config.String(fs, "claims-topic", "EMAIL_CLAIMS_TOPIC", "profile-email-claims", "compacted email claims topic, partitioned by email"),
 		snapshotCfg: config.String(fs, "snapshots-topic-config", "SNAPSHOTS_TOPIC_CONFIG", "", "extra k=v,k=v configs for a newly created snapshot topic"),
 		partitions:  config.Int(fs, "topic-partitions", "TOPIC_PARTITIONS", 12, "partition count of every topic"),
 		replication: config.Int(fs, "topic-replication", "TOPIC_REPLICATION", 0, "replication factor of created topics; 0 = min(3, brokers)"),
@@ -64,6 +69,7 @@ func (f *Flags) Config() (Config, error) {
 		EventsTopic:          *f.events,
 		SnapshotsTopic:       *f.snapshots,
 		EmailIndexTopic:      *f.emailIndex,
+		ClaimsTopic:          *f.claims,
 		Partitions:           int32(*f.partitions),
 		ReplicationFactor:    int16(*f.replication),
 		SnapshotsTopicConfig: extra,
@@ -76,10 +82,10 @@ func (c Config) Validate() error {
 	switch {
 	case len(c.Brokers) == 0:
 		return fmt.Errorf("kafka: no brokers")
-	case c.EventsTopic == "" || c.SnapshotsTopic == "" || c.EmailIndexTopic == "":
+	case c.EventsTopic == "" || c.SnapshotsTopic == "" || c.EmailIndexTopic == "" || c.ClaimsTopic == "":
 		return fmt.Errorf("kafka: empty topic name")
-	case c.EventsTopic == c.SnapshotsTopic || c.EventsTopic == c.EmailIndexTopic || c.SnapshotsTopic == c.EmailIndexTopic:
-		return fmt.Errorf("kafka: the events, snapshots and email index topics must differ")
+	case len(map[string]bool{c.EventsTopic: true, c.SnapshotsTopic: true, c.EmailIndexTopic: true, c.ClaimsTopic: true}) != 4:
+		return fmt.Errorf("kafka: the events, snapshots, email index and claims topics must differ")
 	case c.Partitions < 1:
 		return fmt.Errorf("kafka: partitions must be at least 1, got %d", c.Partitions)
 	case c.ReplicationFactor < 0:

@@ -28,7 +28,8 @@ type TopicSpec struct {
 //   - the event log deletes nothing, ever (retention.ms=-1, retention.bytes=-1);
 //   - the snapshot topic is compacted, so it keeps the latest value of each
 //     profile and a delete (a tombstone) eventually removes the key;
-//   - the email index is compacted the same way, one key per (email, uid).
+//   - the email index is compacted the same way, one key per (email, uid);
+//   - the email claims are compacted, one key per email.
 func (c Config) Specs() []TopicSpec {
 	return []TopicSpec{
 		{Name: c.EventsTopic, Partitions: c.Partitions, Required: map[string]string{
@@ -40,6 +41,9 @@ func (c Config) Specs() []TopicSpec {
 		{Name: c.EmailIndexTopic, Partitions: c.Partitions, Required: map[string]string{
 			"cleanup.policy": "compact",
 		}, Extra: c.SnapshotsTopicConfig},
+		{Name: c.ClaimsTopic, Partitions: c.Partitions, Required: map[string]string{
+			"cleanup.policy": "compact",
+		}},
 	}
 }
 

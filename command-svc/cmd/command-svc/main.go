@@ -45,6 +45,8 @@ func run() error {
 	group := config.String(fs, "group", "COMMAND_GROUP", "profiles-command", "consumer group of the command-svc instances")
 	session := config.Duration(fs, "session-timeout", "SESSION_TIMEOUT", 10*time.Second, "how long a silent instance keeps its partitions")
 	routeWait := config.Duration(fs, "route-wait", "ROUTE_WAIT", 15*time.Second, "longest a request waits for an owner of its partition")
+	lease := config.Duration(fs, "claim-lease", "CLAIM_LEASE", 30*time.Second, "how long an email claim whose profile does not hold the email is protected before another profile may take it over")
+	faultExitAfterClaim := config.Bool(fs, "fault-exit-after-claim", "FAULT_EXIT_AFTER_CLAIM", false, "TEST ONLY: exit right after an email claim, before the event is appended")
 	_ = fs.Parse(os.Args[1:])
 
 	log := common.Logger("command-svc")
@@ -69,11 +71,11 @@ func run() error {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	defer client.Close()
-	states := state.NewStore(log)
+	states := state.NewStore(log, kcfg.ClaimsTopic)
 	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log}
 	defer eventLog.Close()
 	opts := kafkax.GroupOptions{
-		Group: *group, Topics: []string{kcfg.EventsTopic}, Self: self, SessionTimeout: *session,
+		Group: *group, Topics: []string{kcfg.EventsTopic, kcfg.ClaimsTopic}, Self: self, SessionTimeout: *session,
 		Start: states.Start, Handle: states.Handle, Assigned: eventLog.Assigned,
 	}
 	if static {
@@ -83,12 +85,19 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	peers := adapters.Peers{SelfURL: self.URL, Client: &http.Client{Timeout: 30 * time.Second}}
 	deps := app.Deps{
 		States:     states,
 		Log:        eventLog,
+		Claims:     peers,
+		ClaimLease: *lease,
 		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*queryURLs), Client: &http.Client{}, Timeout: *visibility},
 		NewID:      uuid.NewString,
 		Now:        time.Now,
+	}
+	if *faultExitAfterClaim {
+		log.Warn("FAULT_EXIT_AFTER_CLAIM is set: this instance exits after its first email claim")
+		deps.AfterClaim = func() { os.Exit(3) }
 	}
 	var health httpx.Health
 	health.Check("state", g.Ready)
@@ -99,6 +108,8 @@ func run() error {
 		PartitionOf: func(uid string) int32 { return kafkax.Partition(uid, kcfg.Partitions) },
 		NewUID:      uuid.NewString,
 		Commands: ports.Commands{
+			ClaimEmail:    app.ClaimEmailHandler{Claims: states, Log: eventLog, Lookup: peers, Lease: *lease, Now: time.Now},
+			State:         states,
 			CreateProfile: app.CreateProfileHandler{Deps: deps},
 			ChangeProfile: app.ChangeProfileHandler{Deps: deps},
 			DeleteProfile: app.DeleteProfileHandler{Deps: deps},

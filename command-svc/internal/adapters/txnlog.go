@@ -139,6 +139,14 @@ func (l *TxnEventLog) Append(_ context.Context, es ...events.Event) error {
 		}
 		msgs = append(msgs, &sarama.ProducerMessage{Topic: l.Config.EventsTopic, Key: sarama.StringEncoder(e.UID), Value: sarama.ByteEncoder(value), Headers: headers})
 	}
+	if err := l.inTxn(p, prod, msgs); err != nil {
+		return fmt.Errorf("append %d events of %s: %w", len(es), es[0].UID, err)
+	}
+	return nil
+}
+
+// inTxn sends msgs in one transaction of partition p's producer.
+func (l *TxnEventLog) inTxn(p int32, prod *txnProducer, msgs []*sarama.ProducerMessage) error {
 	prod.Lock()
 	defer prod.Unlock()
 	err := prod.BeginTxn()
@@ -166,10 +174,35 @@ func (l *TxnEventLog) Append(_ context.Context, es ...events.Event) error {
 		return fmt.Errorf("%w: partition %d: %v", ErrNotWriter, p, err)
 	}
 	appends.WithLabelValues("failed").Inc()
-	return fmt.Errorf("append %d events of %s: %w", len(es), es[0].UID, err)
+	return err
 }
 
 func fenced(err error) bool {
 	return errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) ||
 		errors.Is(err, sarama.ErrTransactionalIDAuthorizationFailed)
+}
+
+// WriteClaim writes a claim record for a normalized email (a tombstone when
+// c is released), in a transaction of the producer of the email's
+// partition: only its owner may write it, and a deposed owner is fenced.
+func (l *TxnEventLog) WriteClaim(_ context.Context, email string, c events.Claim) error {
+	p := kafkax.Partition(email, l.Config.Partitions)
+	l.mu.Lock()
+	prod := l.producers[p]
+	l.mu.Unlock()
+	if prod == nil {
+		return fmt.Errorf("%w: partition %d", ErrNotWriter, p)
+	}
+	value, err := events.EncodeClaim(c)
+	if err != nil {
+		return err
+	}
+	msg := &sarama.ProducerMessage{
+		Topic: l.Config.ClaimsTopic, Key: sarama.StringEncoder(email),
+		Headers: []sarama.RecordHeader{{Key: []byte(events.HeaderSeq), Value: []byte(fmt.Sprint(c.Seq))}},
+	}
+	if value != nil {
+		msg.Value = sarama.ByteEncoder(value)
+	}
+	return l.inTxn(p, prod, []*sarama.ProducerMessage{msg})
 }

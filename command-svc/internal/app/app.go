@@ -24,6 +24,9 @@ var (
 	ErrPrecondition = errors.New("precondition failed")
 	// ErrIdempotencyMismatch: an Idempotency-Key was reused with another request.
 	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
+	// ErrEmailTaken: another live profile holds the email (or is claiming
+	// it right now).
+	ErrEmailTaken = errors.New("email address taken")
 	// ErrIdempotencyGone: the profile created under an Idempotency-Key has
 	// been deleted since.
 	ErrIdempotencyGone = errors.New("the profile created with this idempotency key was deleted")
@@ -85,6 +88,16 @@ type Visibility interface {
 	WaitVisible(ctx context.Context, uid string, version int64, emails []string) error
 }
 
+// EmailClaims secures an email for a profile before the event that gives
+// it the email, and lets it go after the event that takes it away. Both
+// run on the owner of the email's partition, wherever that is.
+type EmailClaims interface {
+	// Claim returns ErrEmailTaken if another live profile holds email.
+	Claim(ctx context.Context, email, uid string) error
+	// Release removes uid's claim on email, if it still has one.
+	Release(ctx context.Context, email, uid string) error
+}
+
 // Result is what a command returns.
 type Result struct {
 	// Profile is the state after the command (Deleted set after a delete).
@@ -103,6 +116,15 @@ type Deps struct {
 	States     States
 	Log        EventLog
 	Visibility Visibility
+	// Claims makes emails unique among live profiles.
+	Claims EmailClaims
+	// ClaimLease is how long a claim whose profile does not hold its email
+	// is protected (the command that claimed it may still be appending).
+	// A command that cannot append within half of it gives up.
+	ClaimLease time.Duration
+	// AfterClaim, if set, runs between a successful claim and the append:
+	// a fault hook for tests (a crash at the worst moment).
+	AfterClaim func()
 	// NewID returns a new unique id (a UUID) for a profile or an event.
 	NewID func() string
 	// Now returns the current time.
@@ -139,21 +161,54 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 		}
 		return res, nil
 	}
-	// Fold each event as soon as the log has it, so that a failure halfway
-	// leaves the state equal to the log.
-	for _, e := range es {
-		if err := d.Log.Append(ctx, e); err != nil {
-			return Result{}, fmt.Errorf("%w: %v", ErrAppend, err)
+	claim, release := emailChange(state, next)
+	if claim != "" {
+		claimed := d.Now()
+		if err := d.Claims.Claim(ctx, claim, uid); err != nil {
+			return Result{}, err
 		}
+		if d.AfterClaim != nil {
+			d.AfterClaim()
+		}
+		if d.Now().Sub(claimed) > d.ClaimLease/2 {
+			return Result{}, fmt.Errorf("%w: the email claim took too long; try again", ErrAppend)
+		}
+	}
+	// All events of one command are one transaction.
+	if err := d.Log.Append(ctx, es...); err != nil {
+		return Result{}, fmt.Errorf("%w: %v", ErrAppend, err)
+	}
+	for _, e := range es {
 		if err := d.States.Apply(e); err != nil {
 			return Result{}, err
 		}
+	}
+	if release != "" {
+		// Best effort: a claim left behind is stale (its profile no longer
+		// holds the email) and is taken over after the lease.
+		_ = d.Claims.Release(ctx, release, uid)
 	}
 	res := Result{Profile: next}
 	if !async {
 		res.Visible = d.Visibility.WaitVisible(ctx, uid, next.Version, touchedEmails(state, next)) == nil
 	}
 	return res, nil
+}
+
+// emailChange returns the normalized email the step from prev to next
+// claims, and the one it lets go ("" for none).
+func emailChange(prev, next events.Profile) (claim, release string) {
+	was, is := "", ""
+	if prev.Exists() {
+		was = events.NormalizeEmail(prev.Email)
+	}
+	if next.Exists() {
+		is = events.NormalizeEmail(next.Email)
+	}
+	if was == is {
+		return "", ""
+	}
+	return is, was
 }
 
 // touchedEmails returns the normalized emails whose index entry for the

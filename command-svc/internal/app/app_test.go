@@ -18,13 +18,12 @@ type memLog struct {
 	failAt   int // fail the n-th append (1-based); 0 never
 }
 
+// Append is all or nothing, as a Kafka transaction is.
 func (l *memLog) Append(_ context.Context, es ...events.Event) error {
-	for _, e := range es {
-		if l.failAt == len(l.appended)+1 {
-			return errors.New("broker down")
-		}
-		l.appended = append(l.appended, e)
+	if n := len(l.appended); l.failAt > n && l.failAt <= n+len(es) {
+		return errors.New("broker down")
 	}
+	l.appended = append(l.appended, es...)
 	return nil
 }
 
@@ -53,9 +52,9 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{states: state.NewStore(slog.Default()), log: &memLog{}, vis: &memVisibility{}}
+	f := &fixture{states: state.NewStore(slog.Default(), "claims"), log: &memLog{}, vis: &memVisibility{}}
 	n := 0
-	f.deps = app.Deps{States: f.states, Log: f.log, Visibility: f.vis,
+	f.deps = app.Deps{States: f.states, Log: f.log, Visibility: f.vis, Claims: &memClaims{held: map[string]string{}}, ClaimLease: 30 * time.Second,
 		NewID: func() string { n++; return fmt.Sprintf("id-%d", n) },
 		Now:   func() time.Time { return time.Unix(100, 0) },
 	}
@@ -145,7 +144,7 @@ func TestCommandsOnMissingProfiles(t *testing.T) {
 	}
 }
 
-func TestAsyncDoesNotWaitAndFailedAppendKeepsStateEqualToLog(t *testing.T) {
+func TestAsyncDoesNotWaitAndAFailedAppendChangesNothing(t *testing.T) {
 	f := newFixture(t)
 	res, err := app.CreateProfileHandler{Deps: f.deps}.Handle(context.Background(), app.CreateProfile{Username: "a", Email: "a@b.cd", Async: true})
 	if err != nil || res.Visible || len(f.vis.waited) != 0 {
@@ -156,8 +155,8 @@ func TestAsyncDoesNotWaitAndFailedAppendKeepsStateEqualToLog(t *testing.T) {
 	if !errors.Is(err, app.ErrAppend) {
 		t.Fatalf("err = %v, want ErrAppend", err)
 	}
-	if got := f.states.Get(res.Profile.UID); got.Version != 2 || got.Username != "b" || got.Email != "a@b.cd" {
-		t.Fatalf("state after partial append = %+v, want the first event only", got)
+	if got := f.states.Get(res.Profile.UID); got.Version != 1 || got.Username != "a" || len(f.log.appended) != 1 {
+		t.Fatalf("state after a failed two-event append = %+v (log %d events), want nothing of it", got, len(f.log.appended))
 	}
 }
 
@@ -239,5 +238,48 @@ func TestIdempotentCreate(t *testing.T) {
 	}
 	if _, err := h.Handle(ctx, cmd); !errors.Is(err, app.ErrIdempotencyGone) {
 		t.Fatalf("retry after delete: %v", err)
+	}
+}
+
+// memClaims is an in-memory EmailClaims.
+type memClaims struct{ held map[string]string }
+
+func (m *memClaims) Claim(_ context.Context, email, uid string) error {
+	if h, ok := m.held[email]; ok && h != uid {
+		return app.ErrEmailTaken
+	}
+	m.held[email] = uid
+	return nil
+}
+
+func (m *memClaims) Release(_ context.Context, email, uid string) error {
+	if m.held[email] == uid {
+		delete(m.held, email)
+	}
+	return nil
+}
+
+func TestCommandsClaimAndReleaseEmails(t *testing.T) {
+	f := newFixture(t)
+	claims := f.deps.Claims.(*memClaims)
+	p := f.create(t)
+	ctx := context.Background()
+	if claims.held["bob1@mail.com"] != p.UID {
+		t.Fatalf("create did not claim: %v", claims.held)
+	}
+	if _, err := (app.CreateProfileHandler{Deps: f.deps}).Handle(ctx, app.CreateProfile{Username: "eve", Email: "BOB1@mail.com"}); !errors.Is(err, app.ErrEmailTaken) {
+		t.Fatalf("second create with the same email: %v", err)
+	}
+	if _, err := (app.ChangeProfileHandler{Deps: f.deps}).Handle(ctx, app.ChangeProfile{UID: p.UID, Username: "bob", Email: "bob2@mail.com"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := claims.held["bob1@mail.com"]; ok || claims.held["bob2@mail.com"] != p.UID {
+		t.Fatalf("change did not move the claim: %v", claims.held)
+	}
+	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(ctx, app.DeleteProfile{UID: p.UID}); err != nil {
+		t.Fatal(err)
+	}
+	if len(claims.held) != 0 {
+		t.Fatalf("delete did not release: %v", claims.held)
 	}
 }

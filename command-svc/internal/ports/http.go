@@ -2,9 +2,12 @@
 package ports
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -22,6 +25,14 @@ import (
 
 // Commands are the use cases the HTTP port calls.
 type Commands struct {
+	ClaimEmail interface {
+		Handle(context.Context, app.ClaimEmail) error
+		Release(ctx context.Context, email, uid string) error
+	}
+	// State answers the internal GET of a profile's current state.
+	State interface {
+		Get(uid string) events.Profile
+	}
 	CreateProfile interface {
 		Handle(context.Context, app.CreateProfile) (app.Result, error)
 	}
@@ -61,6 +72,68 @@ func (h HTTP) Register(r *mux.Router) {
 	r.Handle("/api/profile", h.Routing.Handler(h.newUIDPartition, http.HandlerFunc(h.create))).Methods(http.MethodPost)
 	r.Handle("/api/profile/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.change))).Methods(http.MethodPut)
 	r.Handle("/api/profile/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.delete))).Methods(http.MethodDelete)
+	// Between instances: email claims run on the owner of the email's
+	// partition, and a profile's current state comes from its owner.
+	r.Handle("/internal/claims", h.Routing.Handler(h.claimPartition, http.HandlerFunc(h.claim))).Methods(http.MethodPost, http.MethodDelete)
+	r.Handle("/internal/profiles/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.state))).Methods(http.MethodGet)
+}
+
+type claimBody struct {
+	Email string `json:"email" validate:"required,max=254"`
+	UID   string `json:"uid" validate:"required,uuid"`
+}
+
+// claimPartition reads the claim's email (the body stays readable) and
+// places the request on the owner of its partition.
+func (h HTTP) claimPartition(r *http.Request) (int32, bool) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, 4096))
+	if err != nil {
+		return 0, false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	var c claimBody
+	if json.Unmarshal(b, &c) != nil || c.Email == "" {
+		return 0, false
+	}
+	return h.PartitionOf(events.NormalizeEmail(c.Email)), true
+}
+
+// claim serves POST (claim) and DELETE (release) /internal/claims.
+func (h HTTP) claim(w http.ResponseWriter, r *http.Request) {
+	var c claimBody
+	p := httpx.DecodeJSON(w, r, 4096, &c)
+	if p == nil {
+		p = validate.Struct(c)
+	}
+	if p != nil {
+		httpx.WriteProblem(w, r, p)
+		return
+	}
+	email := events.NormalizeEmail(c.Email)
+	var err error
+	if r.Method == http.MethodDelete {
+		err = h.Commands.ClaimEmail.Release(r.Context(), email, c.UID)
+	} else {
+		err = h.Commands.ClaimEmail.Handle(r.Context(), app.ClaimEmail{Email: email, UID: c.UID})
+	}
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// state serves GET /internal/profiles/{uid}.
+func (h HTTP) state(w http.ResponseWriter, r *http.Request) {
+	uid := mux.Vars(r)["uid"]
+	if p := validate.Var("uid", uid, validate.UIDTag); p != nil {
+		httpx.WriteProblem(w, r, p)
+		return
+	}
+	st := h.Commands.State.Get(uid)
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{
+		"uid": uid, "username": st.Username, "email": st.Email, "version": st.Version, "deleted": st.Deleted,
+	})
 }
 
 // HeaderIdempotencyKey names a POST so that retrying it creates nothing new.
@@ -271,6 +344,9 @@ func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("ETag", httpx.ETag(pre.Current))
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusPreconditionFailed, "precondition-failed", "Precondition failed",
 			fmt.Sprintf("If-Match does not match the current version %d", pre.Current)))
+	case errors.Is(err, app.ErrEmailTaken):
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusConflict, "email-taken", "Email taken",
+			"another profile holds this email address"))
 	case errors.Is(err, app.ErrIdempotencyMismatch):
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusUnprocessableEntity, "idempotency-key-reused", "Idempotency-Key reused",
 			"this Idempotency-Key was first used with a different username or email"))

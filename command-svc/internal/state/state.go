@@ -14,17 +14,20 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/events"
+	"profiles/platform/kafkax"
 )
 
 // Store holds the folded state and per-profile command locks. It is safe
 // for concurrent use.
 type Store struct {
-	log *slog.Logger
+	log         *slog.Logger
+	claimsTopic string
 
 	mu       sync.Mutex
 	profiles map[string]events.Profile
 	created  map[string]events.ProfileCreated // of idempotently created profiles
-	offsets  map[int32]int64                  // next offset to fold, per partition
+	claims   map[string]events.Claim          // by normalized email, of owned email partitions
+	offsets  map[string]map[int32]int64       // next offset to fold, per topic and partition
 	locks    map[string]*lockEntry
 }
 
@@ -33,9 +36,38 @@ type lockEntry struct {
 	refs int
 }
 
-// NewStore returns an empty Store.
-func NewStore(log *slog.Logger) *Store {
-	return &Store{log: log, profiles: map[string]events.Profile{}, created: map[string]events.ProfileCreated{}, offsets: map[int32]int64{}, locks: map[string]*lockEntry{}}
+// NewStore returns an empty Store; records of claimsTopic are email claims,
+// all others events.
+func NewStore(log *slog.Logger, claimsTopic string) *Store {
+	return &Store{
+		log: log, claimsTopic: claimsTopic,
+		profiles: map[string]events.Profile{}, created: map[string]events.ProfileCreated{},
+		claims: map[string]events.Claim{}, offsets: map[string]map[int32]int64{}, locks: map[string]*lockEntry{},
+	}
+}
+
+// Claim returns the claim on a normalized email, if there is a live one.
+func (s *Store) Claim(email string) (events.Claim, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.claims[email]
+	return c, ok && !c.Released
+}
+
+// ClaimSeq returns the sequence number of the last claim record of email.
+func (s *Store) ClaimSeq(email string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.claims[email].Seq
+}
+
+// PutClaim records a claim (or its release) unless a later one is known.
+func (s *Store) PutClaim(email string, c events.Claim) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.claims[email]; !ok || c.Seq >= cur.Seq {
+		s.claims[email] = c
+	}
 }
 
 // Get returns the current state of uid: the zero Profile if it never existed.
@@ -106,10 +138,10 @@ func (s *Store) Lock(uid string) (unlock func()) {
 
 // Start returns where to resume partition p of the event log: after the
 // last record this store has folded, or at the beginning.
-func (s *Store) Start(_ string, p int32) (int64, error) {
+func (s *Store) Start(topic string, p int32) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if off, ok := s.offsets[p]; ok {
+	if off, ok := s.offsets[topic][p]; ok {
 		return off, nil
 	}
 	return sarama.OffsetOldest, nil
@@ -120,16 +152,27 @@ func (s *Store) Start(_ string, p int32) (int64, error) {
 // are logged and skipped.
 func (s *Store) Handle(_ context.Context, topic string, p int32, records []*sarama.ConsumerMessage) error {
 	for _, r := range records {
-		e, err := events.Decode(r.Value)
-		if err == nil {
-			err = s.Apply(e)
+		var err error
+		if topic == s.claimsTopic {
+			var c events.Claim
+			if c, err = events.DecodeClaim(r.Value, kafkax.HeaderValue(r, events.HeaderSeq)); err == nil {
+				s.PutClaim(string(r.Key), c)
+			}
+		} else {
+			var e events.Event
+			if e, err = events.Decode(r.Value); err == nil {
+				err = s.Apply(e)
+			}
 		}
 		if err != nil {
-			s.log.Error("skipping event that does not fold", "topic", topic, "partition", p, "offset", r.Offset, "err", err)
+			s.log.Error("skipping record that does not fold", "topic", topic, "partition", p, "offset", r.Offset, "err", err)
 		}
 	}
 	s.mu.Lock()
-	s.offsets[p] = records[len(records)-1].Offset + 1
+	if s.offsets[topic] == nil {
+		s.offsets[topic] = map[int32]int64{}
+	}
+	s.offsets[topic][p] = records[len(records)-1].Offset + 1
 	s.mu.Unlock()
 	return nil
 }

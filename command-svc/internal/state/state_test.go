@@ -10,7 +10,7 @@ import (
 )
 
 func TestApplyIsIdempotentByVersion(t *testing.T) {
-	s := NewStore(slog.Default())
+	s := NewStore(slog.Default(), "claims")
 	created := events.New("e1", events.Profile{}, "u", events.ProfileCreated{Username: "bob", Email: "b@m.c"}, time.Unix(0, 0))
 	for range 2 {
 		if err := s.Apply(created); err != nil {
@@ -30,7 +30,7 @@ func TestApplyIsIdempotentByVersion(t *testing.T) {
 }
 
 func TestLockSerializesOneProfile(t *testing.T) {
-	s := NewStore(slog.Default())
+	s := NewStore(slog.Default(), "claims")
 	var (
 		wg      sync.WaitGroup
 		inside  int
@@ -59,5 +59,18 @@ func TestLockSerializesOneProfile(t *testing.T) {
 	}
 	if len(s.locks) != 0 {
 		t.Fatalf("idle locks left behind: %d", len(s.locks))
+	}
+}
+
+func TestPutClaimNeverGoesBack(t *testing.T) {
+	s := NewStore(slog.Default(), "claims")
+	s.PutClaim("a@b.c", events.Claim{UID: "u2", Seq: 2})
+	s.PutClaim("a@b.c", events.Claim{UID: "u1", Seq: 1})
+	if c, ok := s.Claim("a@b.c"); !ok || c.UID != "u2" {
+		t.Fatalf("claim = %+v %v", c, ok)
+	}
+	s.PutClaim("a@b.c", events.Claim{Seq: 3, Released: true})
+	if _, ok := s.Claim("a@b.c"); ok || s.ClaimSeq("a@b.c") != 3 {
+		t.Fatal("a released claim is still live")
 	}
 }

@@ -1,0 +1,90 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"profiles/events"
+)
+
+// ClaimStore is the claims of the email partitions this instance owns.
+type ClaimStore interface {
+	Claim(email string) (events.Claim, bool)
+	ClaimSeq(email string) int64
+	PutClaim(email string, c events.Claim)
+	Lock(key string) (unlock func())
+}
+
+// ClaimLog writes claim records (see adapters.TxnEventLog.WriteClaim).
+type ClaimLog interface {
+	WriteClaim(ctx context.Context, email string, c events.Claim) error
+}
+
+// ProfileLookup returns the current state of any profile, from the owner of
+// its partition.
+type ProfileLookup interface {
+	Profile(ctx context.Context, uid string) (events.Profile, error)
+}
+
+// ClaimEmail claims a normalized email for a profile. It runs on the owner
+// of the email's partition.
+type ClaimEmail struct {
+	Email string
+	UID   string
+}
+
+// ClaimEmailHandler handles ClaimEmail and ReleaseEmail.
+type ClaimEmailHandler struct {
+	Claims ClaimStore
+	Log    ClaimLog
+	Lookup ProfileLookup
+	Lease  time.Duration
+	Now    func() time.Time
+}
+
+// Handle writes a claim of cmd.Email for cmd.UID, or returns ErrEmailTaken
+// when another profile holds the email, or claimed it less than a lease ago.
+func (h ClaimEmailHandler) Handle(ctx context.Context, cmd ClaimEmail) error {
+	unlock := h.Claims.Lock("email:" + cmd.Email)
+	defer unlock()
+	cur, ok := h.Claims.Claim(cmd.Email)
+	if ok && cur.UID == cmd.UID {
+		return nil
+	}
+	if ok {
+		holder, err := h.Lookup.Profile(ctx, cur.UID)
+		if err != nil {
+			return fmt.Errorf("%w: cannot check the holder of the claim: %v", ErrAppend, err)
+		}
+		if holder.Exists() && events.NormalizeEmail(holder.Email) == cmd.Email {
+			return fmt.Errorf("%w: %s", ErrEmailTaken, cmd.Email)
+		}
+		if h.Now().Sub(cur.ClaimedAt) < h.Lease {
+			return fmt.Errorf("%w: %s is being claimed", ErrEmailTaken, cmd.Email)
+		}
+		// A stale claim: its profile never got, or no longer has, the email.
+	}
+	c := events.Claim{UID: cmd.UID, ClaimedAt: h.Now().UTC(), Seq: h.Claims.ClaimSeq(cmd.Email) + 1}
+	if err := h.Log.WriteClaim(ctx, cmd.Email, c); err != nil {
+		return fmt.Errorf("%w: %v", ErrAppend, err)
+	}
+	h.Claims.PutClaim(cmd.Email, c)
+	return nil
+}
+
+// Release removes uid's claim on email, if it still holds it.
+func (h ClaimEmailHandler) Release(ctx context.Context, email, uid string) error {
+	unlock := h.Claims.Lock("email:" + email)
+	defer unlock()
+	cur, ok := h.Claims.Claim(email)
+	if !ok || cur.UID != uid {
+		return nil
+	}
+	c := events.Claim{UID: uid, Seq: cur.Seq + 1, Released: true}
+	if err := h.Log.WriteClaim(ctx, email, c); err != nil {
+		return fmt.Errorf("%w: %v", ErrAppend, err)
+	}
+	h.Claims.PutClaim(email, c)
+	return nil
+}
