@@ -41,7 +41,7 @@ type Config struct {
 // Flags holds the raw flag values behind a Config until Parse has run.
 type Flags struct {
 	brokers, events, snapshots, emailIndex, claims, snapshotCfg *string
-	partitions, replication                             *int
+	partitions, replication                                     *int
 }
 
 // RegisterFlags registers the Kafka settings on fs. Call Config after fs.Parse.
