@@ -284,6 +284,7 @@ func (s *System) Start(name string) {
 		"DATA_DIR="+s.DataDir(name),
 	)
 	cmd.Stdout, cmd.Stderr = f, f
+	dieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start %s: %v", name, err)
 	}

@@ -357,9 +357,9 @@ func TestQueryInstanceRestartReadsOnlyTheTail(t *testing.T) {
 }
 
 // Full-replica mode: every query-svc instance holds every partition and
-// answers every read itself.
+// answers every read itself, and a write returns once every replica has it.
 func TestFullReplicaModeAnswersLocally(t *testing.T) {
-	s := StartSystem(t, Options{Query: 2, Partitions: 6, Env: map[string]string{"REPLICA_MODE": "full"}})
+	s := StartSystem(t, Options{Query: 2, Partitions: 6, Env: map[string]string{"REPLICA_MODE": "full", "QUERY_WAIT_ALL": "true"}})
 	want := writeFixture(t, s, "f", 12)
 	for _, q := range s.Instances("query-svc") {
 		for uid, w := range want {

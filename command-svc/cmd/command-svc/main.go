@@ -40,6 +40,7 @@ func run() error {
 	common := service.RegisterFlags(fs, ":8081")
 	kflags := kafkax.RegisterFlags(fs)
 	queryURLs := config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "comma-separated base URLs of query-svc instances, asked for read-your-writes")
+	waitAll := config.Bool(fs, "query-wait-all", "QUERY_WAIT_ALL", false, "wait until every query-svc instance in QUERY_URL shows a write (set it when query-svc runs with REPLICA_MODE=full)")
 	visibility := config.Duration(fs, "visibility-timeout", "VISIBILITY_TIMEOUT", 10*time.Second, "longest a write waits for readers to see it before answering 202")
 	maxBody := config.Int(fs, "max-body", "MAX_BODY_BYTES", httpx.DefaultMaxBody, "largest accepted request body, in bytes")
 	group := config.String(fs, "group", "COMMAND_GROUP", "profiles-command", "consumer group of the command-svc instances")
@@ -91,7 +92,7 @@ func run() error {
 		Log:        eventLog,
 		Claims:     peers,
 		ClaimLease: *lease,
-		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*queryURLs), Client: &http.Client{}, Timeout: *visibility},
+		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*queryURLs), Client: &http.Client{}, Timeout: *visibility, Every: *waitAll},
 		NewID:      uuid.NewString,
 		Now:        time.Now,
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,39 +57,40 @@ type txnProducer struct {
 	sarama.SyncProducer
 }
 
-// Assigned starts a producer for every newly owned partition (fencing its
-// previous owner) and closes the producers of partitions no longer owned.
+// Assigned starts a fresh producer for every owned partition, fencing its
+// previous owner, and closes all earlier producers. A producer is never
+// kept across assignments: a partition may have moved away and back in
+// between (while this instance was paused, say), and the old producer's
+// epoch is then fenced.
 func (l *TxnEventLog) Assigned(parts []int32) {
 	l.mu.Lock()
-	if l.producers == nil {
-		l.producers = map[int32]*txnProducer{}
-	}
-	keep := map[int32]bool{}
-	for _, p := range parts {
-		keep[p] = true
-	}
-	for p, prod := range l.producers {
-		if !keep[p] {
-			_ = prod.Close()
-			delete(l.producers, p)
-		}
-	}
-	var missing []int32
-	for _, p := range parts {
-		if l.producers[p] == nil {
-			missing = append(missing, p)
-		}
-	}
+	old := l.producers
+	l.producers = map[int32]*txnProducer{}
 	l.mu.Unlock()
+	for _, prod := range old {
+		_ = prod.Close()
+	}
 
 	var wg sync.WaitGroup
-	for _, p := range missing {
+	for _, p := range parts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			prod, err := l.newProducer(p)
+			// Only here, right after the assignment, may a producer be
+			// started: starting one later could fence a newer owner.
+			var (
+				prod sarama.SyncProducer
+				err  error
+			)
+			for attempt := range 5 {
+				if prod, err = l.newProducer(p); err == nil {
+					break
+				}
+				l.Log.Warn("cannot start the transactional producer yet", "partition", p, "attempt", attempt+1, "err", err)
+				time.Sleep(time.Second)
+			}
 			if err != nil {
-				l.Log.Error("cannot start the transactional producer; the partition's commands will fail", "partition", p, "err", err)
+				l.Log.Error("no transactional producer; the partition's commands fail until the next assignment", "partition", p, "err", err)
 				return
 			}
 			l.mu.Lock()

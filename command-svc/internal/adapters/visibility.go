@@ -23,6 +23,9 @@ type QueryVisibility struct {
 	Client   *http.Client
 	// Timeout bounds one wait.
 	Timeout time.Duration
+	// Every makes each wait ask every instance instead of one: with
+	// query-svc in full-replica mode, each instance has its own copy.
+	Every bool
 
 	next atomic.Uint64
 }
@@ -39,12 +42,18 @@ func (v *QueryVisibility) WaitVisible(ctx context.Context, uid string, version i
 	for _, e := range emails {
 		paths = append(paths, "/api/search?"+url.Values{"email": {e}, "uid": {uid}, "minVersion": {ver}}.Encode())
 	}
-	errc := make(chan error, len(paths))
+	bases := []string{""} // "" lets wait pick one instance
+	if v.Every {
+		bases = v.BaseURLs
+	}
+	errc := make(chan error, len(paths)*len(bases))
 	for _, path := range paths {
-		go func() { errc <- v.wait(ctx, path) }()
+		for _, base := range bases {
+			go func() { errc <- v.wait(ctx, base, path) }()
+		}
 	}
 	var first error
-	for range paths {
+	for range len(paths) * len(bases) {
 		if err := <-errc; err != nil && first == nil {
 			first = err
 			cancel()
@@ -53,15 +62,18 @@ func (v *QueryVisibility) WaitVisible(ctx context.Context, uid string, version i
 	return first
 }
 
-// wait asks one instance, and the next one whenever an instance cannot be
-// reached (it may be down), until ctx ends.
-func (v *QueryVisibility) wait(ctx context.Context, path string) error {
+// wait asks base, or with base "" one instance and the next one whenever
+// an instance cannot be reached (it may be down), until ctx ends.
+func (v *QueryVisibility) wait(ctx context.Context, base, path string) error {
 	var (
 		resp *http.Response
 		err  error
 	)
+	pick := base == ""
 	for {
-		base := v.BaseURLs[v.next.Add(1)%uint64(len(v.BaseURLs))]
+		if pick {
+			base = v.BaseURLs[v.next.Add(1)%uint64(len(v.BaseURLs))]
+		}
 		req, rerr := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 		if rerr != nil {
 			return rerr
