@@ -161,6 +161,7 @@ func StartSystem(t *testing.T, opts Options) *System {
 		"SNAPSHOTS_TOPIC":    name + ".snapshots",
 		"EMAIL_INDEX_TOPIC":  name + ".email-index",
 		"EMAIL_CLAIMS_TOPIC": name + ".email-claims",
+		"DEAD_LETTER_TOPIC":  name + ".dead-letters",
 		"QUERY_GROUP":        name + ".query",
 		"COMMAND_GROUP":      name + ".command",
 		"TOPIC_PARTITIONS":   fmt.Sprint(partitions),

@@ -29,7 +29,8 @@ type TopicSpec struct {
 //   - the snapshot topic is compacted, so it keeps the latest value of each
 //     profile and a delete (a tombstone) eventually removes the key;
 //   - the email index is compacted the same way, one key per (email, uid);
-//   - the email claims are compacted, one key per email.
+//   - the email claims are compacted, one key per email;
+//   - dead letters are kept forever, for inspection.
 func (c Config) Specs() []TopicSpec {
 	return []TopicSpec{
 		{Name: c.EventsTopic, Partitions: c.Partitions, Required: map[string]string{
@@ -43,6 +44,9 @@ func (c Config) Specs() []TopicSpec {
 		}, Extra: c.SnapshotsTopicConfig},
 		{Name: c.ClaimsTopic, Partitions: c.Partitions, Required: map[string]string{
 			"cleanup.policy": "compact",
+		}},
+		{Name: c.DeadLetterTopic, Partitions: c.Partitions, Required: map[string]string{
+			"cleanup.policy": "delete", "retention.ms": "-1",
 		}},
 	}
 }

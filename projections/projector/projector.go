@@ -31,6 +31,12 @@ var eventsFolded = promauto.NewCounterVec(prometheus.CounterOpts{
 	Help: "Events read from the event log, by result: applied, duplicate (a redelivery, skipped) or poison (undecodable or not applicable, skipped).",
 }, []string{"result"})
 
+// DeadLetterSink sets aside a record the projector cannot use (see
+// kafkax.DeadLetters).
+type DeadLetterSink interface {
+	Send(r kafkax.DeadRecord, reason error) error
+}
+
 // Projector consumes the event log and writes snapshots. Use New, then Run.
 type Projector struct {
 	Subscriber      message.Subscriber
@@ -39,8 +45,10 @@ type Projector struct {
 	EventsTopic     string
 	SnapshotsTopic  string
 	EmailIndexTopic string
-	State           *State
-	Log             *slog.Logger
+	// DeadLetters receives poison events; nil only logs them.
+	DeadLetters DeadLetterSink
+	State       *State
+	Log         *slog.Logger
 }
 
 // Run consumes events until ctx ends. It processes one message at a time and
@@ -75,8 +83,18 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 	partition, _ := kafka.MessagePartitionFromCtx(msg.Context())
 	offset, _ := kafka.MessagePartitionOffsetFromCtx(msg.Context())
 	poison := func(reason error) error {
+		p.Log.Error("setting a poison event aside", "topic", p.EventsTopic, "partition", partition, "offset", offset, "err", reason)
+		if p.DeadLetters != nil {
+			key, _ := kafka.MessageKeyFromCtx(msg.Context())
+			err := p.DeadLetters.Send(kafkax.DeadRecord{
+				Topic: p.EventsTopic, Partition: partition, Offset: offset,
+				Key: key, Value: msg.Payload, Headers: msg.Metadata,
+			}, reason)
+			if err != nil {
+				return err // retried: a poison event is never dropped unrecorded
+			}
+		}
 		eventsFolded.WithLabelValues("poison").Inc()
-		p.Log.Error("skipping poison event", "topic", p.EventsTopic, "partition", partition, "offset", offset, "err", reason)
 		return nil
 	}
 

@@ -71,8 +71,15 @@ func run() error {
 	}
 	defer sub.Close()
 
+	dlq, err := kafkax.NewDeadLetters(kcfg, "projector")
+	if err != nil {
+		return err
+	}
+	defer dlq.Close()
+
 	p := &projector.Projector{
-		Subscriber: sub, Publisher: pub, Client: client,
+		DeadLetters: dlq,
+		Subscriber:  sub, Publisher: pub, Client: client,
 		EventsTopic: kcfg.EventsTopic, SnapshotsTopic: kcfg.SnapshotsTopic, EmailIndexTopic: kcfg.EmailIndexTopic,
 		State: projector.NewState(), Log: log,
 	}

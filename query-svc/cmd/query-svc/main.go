@@ -79,7 +79,12 @@ func run() error {
 	}
 	defer store.Close()
 
-	applier := follower.Applier{Store: store, SnapshotsTopic: kcfg.SnapshotsTopic, IndexTopic: kcfg.EmailIndexTopic, Log: log}
+	dlq, err := kafkax.NewDeadLetters(kcfg, "query-svc")
+	if err != nil {
+		return err
+	}
+	defer dlq.Close()
+	applier := follower.Applier{Store: store, SnapshotsTopic: kcfg.SnapshotsTopic, IndexTopic: kcfg.EmailIndexTopic, DeadLetters: dlq, Log: log}
 	var (
 		health     httpx.Health
 		router     routing.Router

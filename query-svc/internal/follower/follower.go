@@ -39,12 +39,20 @@ type Store interface {
 	DropPartition(p int32) error
 }
 
+// DeadLetterSink sets aside a record that cannot be used (see
+// kafkax.DeadLetters).
+type DeadLetterSink interface {
+	Send(r kafkax.DeadRecord, reason error) error
+}
+
 // Applier decodes records of the two topics and applies them to the view.
 type Applier struct {
 	Store          Store
 	SnapshotsTopic string
 	IndexTopic     string
-	Log            *slog.Logger
+	// DeadLetters receives undecodable records; nil only logs them.
+	DeadLetters DeadLetterSink
+	Log         *slog.Logger
 }
 
 // Start returns the offset to resume topic/p from: the view's own, or the
@@ -100,12 +108,20 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 	return err
 }
 
+// skip reports whether r is poison (err != nil); it logs it, counts it and
+// sets it aside in the dead-letter topic. The view moves past it either
+// way: the record also stays where it is.
 func (a Applier) skip(r *sarama.ConsumerMessage, err error) bool {
 	if err == nil {
 		return false
 	}
 	recordsSkipped.Inc()
 	a.Log.Error("skipping undecodable record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+	if a.DeadLetters != nil {
+		if derr := a.DeadLetters.Send(kafkax.FromConsumerMessage(r), err); derr != nil {
+			a.Log.Error("cannot set the record aside in the dead-letter topic", "err", derr)
+		}
+	}
 	return true
 }
 

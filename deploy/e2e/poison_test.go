@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"profiles/platform/kafkax"
+)
+
+// Garbage, and an event of an unknown type, in the event log: the projector
+// sets both aside in the dead-letter topic and keeps going, and later good
+// events are applied.
+func TestPoisonEventsGoToTheDeadLetterTopic(t *testing.T) {
+	const partitions = 4
+	s := StartSystem(t, Options{Partitions: partitions})
+	var p profile
+	s.Do(http.MethodPost, "/api/profile", map[string]string{"username": "before", "email": "poison@mail.com"}, nil).JSON(t, &p)
+
+	topic := s.env["EVENTS_TOPIC"]
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V4_0_0_0
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.RequiredAcks = sarama.WaitForAll
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	prod, err := sarama.NewSyncProducer([]string{brokers}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	poison := map[int64]string{}
+	for _, value := range []string{
+		`{{{ not json`,
+		`{"id":"x","type":"ProfileExploded","uid":"` + p.UID + `","version":2,"schemaVersion":1,"data":{}}`,
+	} {
+		_, off, err := prod.SendMessage(&sarama.ProducerMessage{
+			Topic: topic, Partition: kafkax.Partition(p.UID, partitions),
+			Key: sarama.StringEncoder(p.UID), Value: sarama.StringEncoder(value),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		poison[off] = value
+	}
+
+	// A good event after the poison is applied and visible.
+	r := s.Do(http.MethodPut, "/api/profile/"+p.UID, map[string]string{"username": "after", "email": "poison@mail.com"}, nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("PUT after the poison = %d %s", r.Status, r.Body)
+	}
+	var got profile
+	s.Do(http.MethodGet, "/api/profile/"+p.UID, nil, nil).JSON(t, &got)
+	if got.Username != "after" || got.Version != 2 {
+		t.Fatalf("after the poison: %+v", got)
+	}
+
+	// The dead-letter topic holds both, with where they came from and why.
+	found := map[int64]bool{}
+	for _, m := range deadLetters(t, s) {
+		h := kafkax.FromConsumerMessage(m).Headers
+		if h[kafkax.HeaderDLQTopic] != topic {
+			continue
+		}
+		off, _ := strconv.ParseInt(h[kafkax.HeaderDLQOffset], 10, 64)
+		if h[kafkax.HeaderDLQReason] == "" || h[kafkax.HeaderDLQConsumer] != "projector" || string(m.Value) != poison[off] {
+			t.Fatalf("unexpected dead letter: headers %v value %q", h, m.Value)
+		}
+		found[off] = true
+	}
+	if len(found) != len(poison) {
+		t.Fatalf("dead letters for offsets %v; want %v", found, poison)
+	}
+	if n := s.Metric("projector-0", `profiles_projector_events_total{result="poison"}`); n != 2 {
+		t.Fatalf("projector counted %v poison events, want 2", n)
+	}
+}
+
+// deadLetters returns every record of the system's dead-letter topic.
+func deadLetters(t *testing.T, s *System) []*sarama.ConsumerMessage {
+	t.Helper()
+	dlq := s.env["DEAD_LETTER_TOPIC"]
+	c := Kafka(t)
+	consumer, err := sarama.NewConsumerFromClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consumer.Close()
+	parts, err := c.Partitions(dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*sarama.ConsumerMessage
+	for _, part := range parts {
+		end, err := c.GetOffset(dlq, part, sarama.OffsetNewest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if end == 0 {
+			continue
+		}
+		pc, err := consumer.ConsumePartition(dlq, part, sarama.OffsetOldest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		for done := false; !done; {
+			select {
+			case m := <-pc.Messages():
+				out = append(out, m)
+				done = m.Offset >= end-1
+			case <-ctx.Done():
+				t.Fatal("reading the dead-letter topic timed out")
+			}
+		}
+		cancel()
+		pc.Close()
+	}
+	return out
+}
+
+// An undecodable snapshot: query-svc sets it aside and keeps its view going.
+func TestPoisonSnapshotsGoToTheDeadLetterTopic(t *testing.T) {
+	const partitions = 4
+	s := StartSystem(t, Options{Partitions: partitions})
+	var p profile
+	s.Do(http.MethodPost, "/api/profile", map[string]string{"username": "before", "email": "snap@mail.com"}, nil).JSON(t, &p)
+
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V4_0_0_0
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	prod, err := sarama.NewSyncProducer([]string{brokers}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	topic := s.env["SNAPSHOTS_TOPIC"]
+	_, off, err := prod.SendMessage(&sarama.ProducerMessage{
+		Topic: topic, Partition: kafkax.Partition(p.UID, partitions),
+		Key: sarama.StringEncoder(p.UID), Value: sarama.StringEncoder(`<profile>not json</profile>`),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := s.Do(http.MethodPut, "/api/profile/"+p.UID, map[string]string{"username": "after", "email": "snap@mail.com"}, nil); r.Status != http.StatusOK {
+		t.Fatalf("PUT after the poison = %d %s", r.Status, r.Body)
+	}
+	var got profile
+	s.Do(http.MethodGet, "/api/profile/"+p.UID, nil, nil).JSON(t, &got)
+	if got.Username != "after" {
+		t.Fatalf("the view stalled: %+v", got)
+	}
+	for _, m := range deadLetters(t, s) {
+		h := kafkax.FromConsumerMessage(m).Headers
+		if h[kafkax.HeaderDLQTopic] == topic && h[kafkax.HeaderDLQOffset] == strconv.FormatInt(off, 10) && h[kafkax.HeaderDLQConsumer] == "query-svc" {
+			return
+		}
+	}
+	t.Fatal("the poison snapshot is not in the dead-letter topic")
+}
