@@ -1,15 +1,12 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/IBM/sarama"
 
 	"profiles/events"
 	"profiles/platform/kafkax"
@@ -18,49 +15,17 @@ import (
 // eventsOf reads the event log partition of uid and returns uid's events.
 func eventsOf(t *testing.T, s *System, partitions int32, uid string) []events.Event {
 	t.Helper()
-	c := KafkaReadCommitted(t)
-	topic, p := s.env["EVENTS_TOPIC"], kafkax.Partition(uid, partitions)
-	end, err := c.GetOffset(topic, p, sarama.OffsetNewest)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []events.Event
-	if end == 0 {
-		return out
-	}
-	consumer, err := sarama.NewConsumerFromClient(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer consumer.Close()
-	pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	// Transaction markers count in the end offset but are never delivered:
-	// read until the end, or until nothing more comes.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		select {
-		case m := <-pc.Messages():
-			e, err := events.Decode(m.Value)
-			if err != nil {
-				t.Fatalf("undecodable event at %d: %v", m.Offset, err)
-			}
-			if e.UID == uid {
-				out = append(out, e)
-			}
-			if m.Offset >= end-1 {
-				return out
-			}
-		case <-time.After(time.Second):
-			return out
-		case <-ctx.Done():
-			t.Fatal("reading the event log timed out")
+	for _, m := range ReadTopic(t, KafkaReadCommitted(t), s.env["EVENTS_TOPIC"], []int32{kafkax.Partition(uid, partitions)}) {
+		e, err := events.Decode(m.Value)
+		if err != nil {
+			t.Fatalf("undecodable event at %d: %v", m.Offset, err)
+		}
+		if e.UID == uid {
+			out = append(out, e)
 		}
 	}
+	return out
 }
 
 // checkConsecutive fails unless the versions are 1, 2, 3, ... with no gap or duplicate.
@@ -82,22 +47,10 @@ func TestIfMatchRaceHasExactlyOneWinner(t *testing.T) {
 	s.Do(http.MethodPost, "/api/profile", map[string]string{"username": "race", "email": "race@mail.com"}, nil).JSON(t, &p)
 
 	vias := append(s.Instances("command-svc"), "frontdoor")
-	statuses := make([]int, 50)
-	var wg sync.WaitGroup
-	for i := range statuses {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := s.DoAt(vias[i%len(vias)], http.MethodPut, "/api/profile/"+p.UID,
-				map[string]string{"username": fmt.Sprintf("writer%d", i), "email": "race@mail.com"}, map[string]string{"If-Match": `"1"`})
-			statuses[i] = r.Status
-		}()
-	}
-	wg.Wait()
-	count := map[int]int{}
-	for _, st := range statuses {
-		count[st]++
-	}
+	count := racing(50, func(i int) int {
+		return s.DoAt(vias[i%len(vias)], http.MethodPut, "/api/profile/"+p.UID,
+			map[string]string{"username": fmt.Sprintf("writer%d", i), "email": "race@mail.com"}, map[string]string{"If-Match": `"1"`}).Status
+	})
 	if count[http.StatusOK] != 1 || count[http.StatusPreconditionFailed] != 49 {
 		t.Fatalf("statuses %v; want one 200 and 49 412", count)
 	}

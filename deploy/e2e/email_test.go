@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -14,26 +13,15 @@ import (
 func TestEmailRaceHasExactlyOneWinner(t *testing.T) {
 	s := StartSystem(t, Options{Query: 2, Command: 2, Partitions: 12})
 	vias := append(s.Instances("command-svc"), "frontdoor")
-	statuses := make([]int, 50)
-	var wg sync.WaitGroup
-	for i := range statuses {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Case and spaces differ: the claim is on the normalized email.
-			email := "Race@Mail.com"
-			if i%2 == 1 {
-				email = " race@mail.COM"
-			}
-			statuses[i] = s.DoAt(vias[i%len(vias)], http.MethodPost, "/api/profile",
-				map[string]string{"username": fmt.Sprintf("u%d", i), "email": strings.TrimSpace(email)}, nil).Status
-		}()
-	}
-	wg.Wait()
-	count := map[int]int{}
-	for _, st := range statuses {
-		count[st]++
-	}
+	count := racing(50, func(i int) int {
+		// The case differs: the claim is on the normalized email.
+		email := "Race@Mail.com"
+		if i%2 == 1 {
+			email = "race@mail.COM"
+		}
+		return s.DoAt(vias[i%len(vias)], http.MethodPost, "/api/profile",
+			map[string]string{"username": fmt.Sprintf("u%d", i), "email": email}, nil).Status
+	})
 	if count[http.StatusCreated] != 1 || count[http.StatusConflict] != 49 {
 		t.Fatalf("statuses %v; want one 201 and 49 409", count)
 	}

@@ -12,7 +12,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -535,16 +535,30 @@ func EndOffsets(t *testing.T, c sarama.Client, topic string) int64 {
 // how many records it holds now (after compaction, say).
 func CountRecords(t *testing.T, c sarama.Client, topic string) int {
 	t.Helper()
+	return len(ReadTopic(t, c, topic, nil))
+}
+
+// ReadTopic returns the records of the given partitions of topic (all of
+// them if parts is nil), from the oldest to the end each had when read.
+// Transaction markers count in the end but are never delivered, so a
+// partition also counts as read when nothing more comes for a second.
+func ReadTopic(t *testing.T, c sarama.Client, topic string, parts []int32) []*sarama.ConsumerMessage {
+	t.Helper()
+	if err := c.RefreshMetadata(topic); err != nil {
+		t.Fatal(err)
+	}
+	if parts == nil {
+		var err error
+		if parts, err = c.Partitions(topic); err != nil {
+			t.Fatal(err)
+		}
+	}
 	consumer, err := sarama.NewConsumerFromClient(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer consumer.Close()
-	parts, err := c.Partitions(topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
+	var out []*sarama.ConsumerMessage
 	for _, p := range parts {
 		end, err := c.GetOffset(topic, p, sarama.OffsetNewest)
 		if err != nil {
@@ -561,23 +575,43 @@ func CountRecords(t *testing.T, c sarama.Client, topic string) int {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		deadline := time.After(30 * time.Second)
 	read:
 		for {
 			select {
 			case m := <-pc.Messages():
-				n++
+				out = append(out, m)
 				if m.Offset >= end-1 {
 					break read
 				}
-			case <-ctx.Done():
+			case <-time.After(time.Second):
+				break read
+			case <-deadline:
 				t.Fatalf("reading %s/%d timed out", topic, p)
 			}
 		}
-		cancel()
 		pc.Close()
 	}
-	return n
+	return out
+}
+
+// racing runs f(0..n-1) at once and counts the statuses they return.
+func racing(n int, f func(i int) int) map[int]int {
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	count := map[int]int{}
+	for _, st := range statuses {
+		count[st]++
+	}
+	return count
 }
 
 // kafkaScript runs deploy/kafka.sh with args against the test broker.

@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/IBM/sarama"
 
@@ -82,44 +80,7 @@ func TestPoisonEventsGoToTheDeadLetterTopic(t *testing.T) {
 // deadLetters returns every record of the system's dead-letter topic.
 func deadLetters(t *testing.T, s *System) []*sarama.ConsumerMessage {
 	t.Helper()
-	dlq := s.env["DEAD_LETTER_TOPIC"]
-	c := Kafka(t)
-	consumer, err := sarama.NewConsumerFromClient(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer consumer.Close()
-	parts, err := c.Partitions(dlq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*sarama.ConsumerMessage
-	for _, part := range parts {
-		end, err := c.GetOffset(dlq, part, sarama.OffsetNewest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if end == 0 {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(dlq, part, sarama.OffsetOldest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		for done := false; !done; {
-			select {
-			case m := <-pc.Messages():
-				out = append(out, m)
-				done = m.Offset >= end-1
-			case <-ctx.Done():
-				t.Fatal("reading the dead-letter topic timed out")
-			}
-		}
-		cancel()
-		pc.Close()
-	}
-	return out
+	return ReadTopic(t, Kafka(t), s.env["DEAD_LETTER_TOPIC"], nil)
 }
 
 // An undecodable snapshot: query-svc sets it aside and keeps its view going.
