@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-MODULES=(events platform projections command-svc query-svc deploy)
-DATA=.data/test-kafka
+# TEST_MODULES, TEST_KAFKA_DATA and TEST_KAFKA_PORT let several runs share a
+# machine (for example: TEST_MODULES=deploy GOTESTFLAGS="-run History").
+read -r -a MODULES <<<"${TEST_MODULES:-events platform projections command-svc query-svc deploy}"
+DATA=${TEST_KAFKA_DATA:-.data/test-kafka}
 PORT=${TEST_KAFKA_PORT:-19092}
 CONTROLLER_PORT=${TEST_KAFKA_CONTROLLER_PORT:-19093}
 
