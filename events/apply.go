@@ -52,12 +52,13 @@ func Apply(state Profile, e Event) (Profile, error) {
 	switch d := e.Data.(type) {
 	case ProfileCreated:
 		next = Profile{
-			UID:       e.UID,
-			Username:  d.Username,
-			Email:     d.Email,
-			Version:   e.Version,
-			CreatedAt: e.OccurredAt,
-			UpdatedAt: e.OccurredAt,
+			UID:         e.UID,
+			Username:    d.Username,
+			DisplayName: d.DisplayName,
+			Email:       d.Email,
+			Version:     e.Version,
+			CreatedAt:   e.OccurredAt,
+			UpdatedAt:   e.OccurredAt,
 		}
 	case UsernameChanged:
 		next.Username = d.Username

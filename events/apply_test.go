@@ -13,7 +13,7 @@ const uid = "74292b21-0fbb-4f1d-a18f-fa80f947fa5d"
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 func ev(v int64, data events.Payload) events.Event {
-	return events.Event{ID: "e", Type: data.EventType(), UID: uid, Version: v, OccurredAt: t0.Add(time.Duration(v) * time.Second), SchemaVersion: 1, Data: data}
+	return events.Event{ID: "e", Type: data.EventType(), UID: uid, Version: v, OccurredAt: t0.Add(time.Duration(v) * time.Second), SchemaVersion: events.SchemaVersion, Data: data}
 }
 
 func fold(t *testing.T, history ...events.Event) events.Profile {
@@ -29,8 +29,8 @@ func fold(t *testing.T, history ...events.Event) events.Profile {
 }
 
 func TestApply(t *testing.T) {
-	created := ev(1, events.ProfileCreated{Username: "bob", Email: "bob1@mail.com"})
-	live := events.Profile{UID: uid, Username: "bob", Email: "bob1@mail.com", Version: 1, CreatedAt: t0.Add(time.Second), UpdatedAt: t0.Add(time.Second)}
+	created := ev(1, events.ProfileCreated{Username: "bob", DisplayName: "Bob B.", Email: "bob1@mail.com"})
+	live := events.Profile{UID: uid, Username: "bob", DisplayName: "Bob B.", Email: "bob1@mail.com", Version: 1, CreatedAt: t0.Add(time.Second), UpdatedAt: t0.Add(time.Second)}
 	deleted := events.Profile{UID: uid, Version: 2, CreatedAt: live.CreatedAt, UpdatedAt: t0.Add(2 * time.Second), Deleted: true}
 
 	tests := []struct {
@@ -41,10 +41,10 @@ func TestApply(t *testing.T) {
 		wantErr error
 	}{
 		{name: "create starts a profile at version 1", event: created, want: live},
-		{name: "username change keeps the email", state: live, event: ev(2, events.UsernameChanged{Username: "robert"}),
-			want: events.Profile{UID: uid, Username: "robert", Email: "bob1@mail.com", Version: 2, CreatedAt: live.CreatedAt, UpdatedAt: t0.Add(2 * time.Second)}},
-		{name: "email change keeps the username", state: live, event: ev(2, events.EmailChanged{Email: "bob2@mail.com"}),
-			want: events.Profile{UID: uid, Username: "bob", Email: "bob2@mail.com", Version: 2, CreatedAt: live.CreatedAt, UpdatedAt: t0.Add(2 * time.Second)}},
+		{name: "username change keeps the email and the display name", state: live, event: ev(2, events.UsernameChanged{Username: "robert"}),
+			want: events.Profile{UID: uid, Username: "robert", DisplayName: "Bob B.", Email: "bob1@mail.com", Version: 2, CreatedAt: live.CreatedAt, UpdatedAt: t0.Add(2 * time.Second)}},
+		{name: "email change keeps the username and the display name", state: live, event: ev(2, events.EmailChanged{Email: "bob2@mail.com"}),
+			want: events.Profile{UID: uid, Username: "bob", DisplayName: "Bob B.", Email: "bob2@mail.com", Version: 2, CreatedAt: live.CreatedAt, UpdatedAt: t0.Add(2 * time.Second)}},
 		{name: "delete leaves a deleted marker", state: live, event: ev(2, events.ProfileDeleted{}), want: deleted},
 		{name: "second create is rejected", state: live, event: ev(2, events.ProfileCreated{Username: "x", Email: "x@y.z"}), wantErr: events.ErrAlreadyExists},
 		{name: "change of an unknown profile is rejected", event: ev(1, events.UsernameChanged{Username: "x"}), wantErr: events.ErrNotFound},

@@ -25,10 +25,15 @@ type envelope struct {
 	Data          json.RawMessage `json:"data"`
 }
 
-// Encode returns the JSON envelope of e.
+// Encode returns the JSON envelope of e. e.SchemaVersion must be
+// SchemaVersion (as New sets it): the payload types are those of the
+// current version, and a record marked older would be upcast again on read.
 func Encode(e Event) ([]byte, error) {
 	if e.Data == nil || e.Data.EventType() != e.Type {
 		return nil, fmt.Errorf("%w: payload does not match type %q", ErrInvalidEvent, e.Type)
+	}
+	if e.SchemaVersion != SchemaVersion {
+		return nil, fmt.Errorf("%w: schema version %d, this build writes %d", ErrInvalidEvent, e.SchemaVersion, SchemaVersion)
 	}
 	data, err := json.Marshal(e.Data)
 	if err != nil {
@@ -46,7 +51,10 @@ func Encode(e Event) ([]byte, error) {
 }
 
 // Decode parses a JSON envelope written by Encode, by this or any earlier
-// schema version. Errors wrap ErrDecode.
+// schema version. A record of an earlier version is first upcast to
+// SchemaVersion (see upcast.go), so the event it returns always has the
+// current payload types and SchemaVersion, whatever version the record was
+// written in. Errors wrap ErrDecode; a future schema version is one.
 func Decode(b []byte) (Event, error) {
 	var env envelope
 	if err := json.Unmarshal(b, &env); err != nil {
@@ -57,13 +65,12 @@ func Decode(b []byte) (Event, error) {
 		return Event{}, fmt.Errorf("%w: missing id or uid", ErrDecode)
 	case env.Version < 1:
 		return Event{}, fmt.Errorf("%w: version %d", ErrDecode, env.Version)
-	case env.SchemaVersion < 1 || env.SchemaVersion > SchemaVersion:
-		return Event{}, fmt.Errorf("%w: unsupported schema version %d", ErrDecode, env.SchemaVersion)
 	}
-	var (
-		data Payload
-		err  error
-	)
+	env, err := upcast(env)
+	if err != nil {
+		return Event{}, err
+	}
+	var data Payload
 	switch env.Type {
 	case TypeProfileCreated:
 		data, err = decodeData[ProfileCreated](env.Data)

@@ -10,7 +10,7 @@ import (
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {
 	for _, data := range []events.Payload{
-		events.ProfileCreated{Username: "bob", Email: "bob1@mail.com"},
+		events.ProfileCreated{Username: "bob", DisplayName: "Bob Ø", Email: "bob1@mail.com"},
 		events.UsernameChanged{Username: "robert"},
 		events.EmailChanged{Email: "bob2@mail.com"},
 		events.ProfileDeleted{},
@@ -41,6 +41,13 @@ func TestDecodeRejectsPoison(t *testing.T) {
 		{"empty", ``},
 		{"unknown type", `{"id":"1","type":"ProfileExploded","uid":"u","version":1,"schemaVersion":1,"data":{}}`},
 		{"future schema", `{"id":"1","type":"ProfileDeleted","uid":"u","version":1,"schemaVersion":99,"data":{}}`},
+		{"next schema", `{"id":"1","type":"ProfileDeleted","uid":"u","version":1,"schemaVersion":3,"data":{}}`},
+		{"schema zero", `{"id":"1","type":"ProfileDeleted","uid":"u","version":1,"schemaVersion":0,"data":{}}`},
+		{"no schema version", `{"id":"1","type":"ProfileDeleted","uid":"u","version":1,"data":{}}`},
+		{"v1 create of wrong shape", `{"id":"1","type":"ProfileCreated","uid":"u","version":1,"schemaVersion":1,"data":{"username":7}}`},
+		{"v1 create not an object", `{"id":"1","type":"ProfileCreated","uid":"u","version":1,"schemaVersion":1,"data":[]}`},
+		{"v2 create of wrong shape", `{"id":"1","type":"ProfileCreated","uid":"u","version":1,"schemaVersion":2,"data":{"displayName":false}}`},
+		{"unknown type of an old schema", `{"id":"1","type":"ProfileExploded","uid":"u","version":1,"schemaVersion":1,"data":{}}`},
 		{"missing uid", `{"id":"1","type":"ProfileDeleted","version":1,"schemaVersion":1,"data":{}}`},
 		{"zero version", `{"id":"1","type":"ProfileDeleted","uid":"u","version":0,"schemaVersion":1,"data":{}}`},
 		{"payload of wrong shape", `{"id":"1","type":"UsernameChanged","uid":"u","version":2,"schemaVersion":1,"data":{"username":7}}`},
@@ -51,6 +58,14 @@ func TestDecodeRejectsPoison(t *testing.T) {
 				t.Fatalf("Decode error = %v, want ErrDecode", err)
 			}
 		})
+	}
+}
+
+func TestEncodeWritesOnlyTheCurrentSchema(t *testing.T) {
+	e := ev(1, events.ProfileCreated{Username: "bob", DisplayName: "Bob", Email: "b@m.c"})
+	e.SchemaVersion = 1
+	if _, err := events.Encode(e); !errors.Is(err, events.ErrInvalidEvent) {
+		t.Fatalf("Encode of a version 1 event = %v, want ErrInvalidEvent", err)
 	}
 }
 

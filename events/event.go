@@ -16,8 +16,9 @@ const (
 )
 
 // SchemaVersion is the envelope schema version this build writes. Decode
-// accepts this version and every older one.
-const SchemaVersion = 1
+// accepts this version and every older one, which it first upcasts to this
+// one (see upcast.go for the history of versions and how to add one).
+const SchemaVersion = 2
 
 // Event is one fact about one profile, as stored in the event log.
 //
@@ -41,9 +42,13 @@ type Payload interface {
 }
 
 // ProfileCreated starts a profile's history.
+//
+// DisplayName is new in schema version 2. A version 1 record has none, and
+// the upcaster gives it the username it was created with.
 type ProfileCreated struct {
-	Username string `json:"username"`
-	Email    string `json:"email"`
+	Username    string `json:"username"`
+	DisplayName string `json:"displayName"`
+	Email       string `json:"email"`
 }
 
 // UsernameChanged replaces the username.

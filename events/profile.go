@@ -10,14 +10,18 @@ import (
 // The zero value is a profile that has never existed (Version 0). A deleted
 // profile keeps its UID and the Version of its ProfileDeleted event and has
 // Deleted set; it is never served, and no event may follow the delete.
+//
+// DisplayName is set by ProfileCreated and kept by every later change; a
+// UsernameChanged does not touch it.
 type Profile struct {
-	UID       string    `json:"uid"`
-	Username  string    `json:"username"`
-	Email     string    `json:"email"`
-	Version   int64     `json:"version"`
-	CreatedAt time.Time `json:"createdAt"`
-	UpdatedAt time.Time `json:"updatedAt"`
-	Deleted   bool      `json:"-"`
+	UID         string    `json:"uid"`
+	Username    string    `json:"username"`
+	DisplayName string    `json:"displayName"`
+	Email       string    `json:"email"`
+	Version     int64     `json:"version"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+	Deleted     bool      `json:"-"`
 }
 
 // Exists reports whether p is a live profile: created and not deleted.

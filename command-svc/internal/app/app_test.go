@@ -211,6 +211,39 @@ func TestIfMatch(t *testing.T) {
 	}
 }
 
+func TestCreateDisplayName(t *testing.T) {
+	tests := []struct {
+		name  string
+		given string
+		want  string
+	}{
+		{"defaults to the username", "", "bob"},
+		{"kept when given", "Bob B.", "Bob B."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			res, err := app.CreateProfileHandler{Deps: f.deps}.Handle(context.Background(),
+				app.CreateProfile{Username: "bob", DisplayName: tt.given, Email: "bob1@mail.com"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Profile.DisplayName != tt.want {
+				t.Fatalf("profile displayName = %q, want %q", res.Profile.DisplayName, tt.want)
+			}
+			if got := f.log.appended[0].Data.(events.ProfileCreated).DisplayName; got != tt.want {
+				t.Fatalf("event displayName = %q, want %q", got, tt.want)
+			}
+			// A username change keeps the display name.
+			res, err = app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(),
+				app.ChangeProfile{UID: res.Profile.UID, Username: "robert", Email: "bob1@mail.com"})
+			if err != nil || res.Profile.DisplayName != tt.want || res.Profile.Username != "robert" {
+				t.Fatalf("after username change: %+v, %v", res.Profile, err)
+			}
+		})
+	}
+}
+
 func TestIdempotentCreate(t *testing.T) {
 	f := newFixture(t)
 	h := app.CreateProfileHandler{Deps: f.deps}
@@ -228,10 +261,21 @@ func TestIdempotentCreate(t *testing.T) {
 	if n := len(f.log.appended); n != 1 {
 		t.Fatalf("retry appended: %d events", n)
 	}
+	// The default display name is the username, so naming it is the same request.
+	named := cmd
+	named.DisplayName = "bob"
+	if again, err := h.Handle(ctx, named); err != nil || !again.Replayed {
+		t.Fatalf("retry naming the default displayName: %+v %v", again, err)
+	}
 	other := cmd
 	other.Email = "other@m.c"
 	if _, err := h.Handle(ctx, other); !errors.Is(err, app.ErrIdempotencyMismatch) {
 		t.Fatalf("same key, other body: %v", err)
+	}
+	other = cmd
+	other.DisplayName = "Bobby"
+	if _, err := h.Handle(ctx, other); !errors.Is(err, app.ErrIdempotencyMismatch) {
+		t.Fatalf("same key, other displayName: %v", err)
 	}
 	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(ctx, app.DeleteProfile{UID: uid}); err != nil {
 		t.Fatal(err)

@@ -15,10 +15,12 @@ type CreateProfile struct {
 	UID string
 	// Idempotent marks a UID derived from the client's Idempotency-Key: if
 	// the profile exists, the command returns it instead of failing, as long
-	// as it was created with the same username and email.
+	// as it was created with the same username, display name and email.
 	Idempotent bool
 	Username   string
-	Email      string
+	// DisplayName is optional; empty means the username.
+	DisplayName string
+	Email       string
 	// Async skips waiting for readers to see the new profile.
 	Async bool
 }
@@ -33,7 +35,11 @@ func (h CreateProfileHandler) Handle(ctx context.Context, cmd CreateProfile) (Re
 	if uid == "" {
 		uid = h.NewID()
 	}
-	want := events.ProfileCreated{Username: cmd.Username, Email: cmd.Email}
+	displayName := cmd.DisplayName
+	if displayName == "" {
+		displayName = cmd.Username
+	}
+	want := events.ProfileCreated{Username: cmd.Username, DisplayName: displayName, Email: cmd.Email}
 	replayed := false
 	res, err := h.execute(ctx, uid, cmd.Async, func(cur events.Profile) ([]events.Payload, error) {
 		if cmd.Idempotent && cur.Version > 0 {

@@ -187,14 +187,26 @@ func (h HTTP) uidPartition(r *http.Request) (int32, bool) {
 	return h.PartitionOf(uid), true
 }
 
-// profileBody is the body of POST and PUT.
+// profileBody is the body of PUT.
 type profileBody struct {
 	Username string `json:"username" validate:"required,username"`
 	Email    string `json:"email" validate:"required,max=254,email"`
 }
 
-func (h HTTP) decode(w http.ResponseWriter, r *http.Request) (profileBody, bool) {
-	var b profileBody
+// createBody is the body of POST. displayName is optional (the username
+// when absent or empty) and follows the username rule: at most 64
+// printable characters, not only spaces. No event changes it later, so PUT
+// does not take it.
+type createBody struct {
+	Username    string `json:"username" validate:"required,username"`
+	DisplayName string `json:"displayName" validate:"omitempty,username"`
+	Email       string `json:"email" validate:"required,max=254,email"`
+}
+
+// decodeBody reads and validates a JSON body into a T, or answers the
+// problem and returns false.
+func decodeBody[T any](h HTTP, w http.ResponseWriter, r *http.Request) (T, bool) {
+	var b T
 	p := httpx.DecodeJSON(w, r, h.MaxBody, &b)
 	if p == nil {
 		p = validate.Struct(b)
@@ -223,7 +235,7 @@ func (h HTTP) create(w http.ResponseWriter, r *http.Request) {
 			"Idempotency-Key must be 1-255 visible ASCII characters"))
 		return
 	}
-	b, ok := h.decode(w, r)
+	b, ok := decodeBody[createBody](h, w, r)
 	if !ok {
 		return
 	}
@@ -235,7 +247,7 @@ func (h HTTP) create(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	res, err := h.Commands.CreateProfile.Handle(r.Context(), app.CreateProfile{
-		UID: uid, Idempotent: key != "", Username: b.Username, Email: b.Email, Async: async(r),
+		UID: uid, Idempotent: key != "", Username: b.Username, DisplayName: b.DisplayName, Email: b.Email, Async: async(r),
 	})
 	if err != nil {
 		h.fail(w, r, err)
@@ -281,7 +293,7 @@ func (h HTTP) change(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	b, ok := h.decode(w, r)
+	b, ok := decodeBody[profileBody](h, w, r)
 	if !ok {
 		return
 	}
@@ -349,7 +361,7 @@ func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
 			"another profile holds this email address"))
 	case errors.Is(err, app.ErrIdempotencyMismatch):
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusUnprocessableEntity, "idempotency-key-reused", "Idempotency-Key reused",
-			"this Idempotency-Key was first used with a different username or email"))
+			"this Idempotency-Key was first used with a different username, displayName or email"))
 	case errors.Is(err, app.ErrIdempotencyGone):
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusConflict, "idempotency-key-deleted", "Profile deleted",
 			err.Error()))
