@@ -1,7 +1,8 @@
-// Package follower keeps query-svc's view in step with the snapshot and
-// email index topics: either for the partitions this instance owns in its
-// consumer group (Owned), or for every partition (Replica, the full-replica
-// mode).
+// Package follower keeps query-svc's view in step with the snapshot topic,
+// the email index topic and the event log (for the history): either for
+// the partitions this instance owns in its consumer group (Applier's
+// callbacks of kafkax.Group), or for every partition (Replica, the
+// full-replica mode).
 package follower
 
 import (
@@ -16,6 +17,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/query-svc/internal/app"
 	"profiles/query-svc/internal/view"
 )
 
@@ -23,6 +25,10 @@ var (
 	recordsRead = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "profiles_query_snapshot_records_read_total",
 		Help: "Snapshot and email index records read from Kafka since the process started (after a cheap restart it counts only the tail).",
+	})
+	eventsRead = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "profiles_query_events_read_total",
+		Help: "Event log records read from Kafka (for the history) since the process started.",
 	})
 	recordsSkipped = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "profiles_query_snapshot_records_poison_total",
@@ -35,6 +41,7 @@ type Store interface {
 	Offset(topic string, p int32) (int64, bool, error)
 	ApplySnapshots(topic string, p int32, profiles []events.Profile, next int64) (int, error)
 	ApplyIndex(topic string, p int32, entries []view.IndexEntry, next int64) (int, error)
+	ApplyEvents(topic string, p int32, records []view.HistoryRecord, next int64) (int, error)
 	Held() (map[string][]int32, error)
 	DropPartition(p int32) error
 }
@@ -45,12 +52,14 @@ type DeadLetterSink interface {
 	Send(r kafkax.DeadRecord, reason error) error
 }
 
-// Applier decodes records of the two topics and applies them to the view.
+// Applier decodes records of the three topics and applies them to the view.
 type Applier struct {
 	Store          Store
 	SnapshotsTopic string
 	IndexTopic     string
-	// DeadLetters receives undecodable records; nil only logs them.
+	EventsTopic    string
+	// DeadLetters receives undecodable records of the snapshot topic and
+	// the email index; nil only logs them.
 	DeadLetters DeadLetterSink
 	Log         *slog.Logger
 }
@@ -78,7 +87,7 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 		profiles := make([]events.Profile, 0, len(records))
 		for _, r := range records {
 			prof, derr := events.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
-			if a.skip(r, derr) {
+			if a.skip(r, derr, a.DeadLetters) {
 				continue
 			}
 			profiles = append(profiles, prof)
@@ -93,12 +102,34 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 			if ok {
 				prof, derr = events.DecodeSnapshot(uid, r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
 			}
-			if a.skip(r, derr) {
+			if a.skip(r, derr, a.DeadLetters) {
 				continue
 			}
 			entries = append(entries, view.IndexEntry{Email: email, Profile: prof})
 		}
 		_, err = a.Store.ApplyIndex(topic, p, entries, next)
+	case a.EventsTopic:
+		hist := make([]view.HistoryRecord, 0, len(records))
+		for _, r := range records {
+			e, derr := events.Decode(r.Value)
+			var entry app.HistoryEntry
+			if derr == nil {
+				entry, derr = app.NewHistoryEntry(e)
+			}
+			// A poison event is only logged and counted here: the projector
+			// sets the event log's poison aside (command-svc skips it too),
+			// and query-svc reads a partition again after every move, which
+			// would dead-letter the same record over and over.
+			if a.skip(r, derr, nil) {
+				continue
+			}
+			hist = append(hist, view.HistoryRecord{UID: e.UID, Entry: entry})
+		}
+		if _, err := a.Store.ApplyEvents(topic, p, hist, next); err != nil {
+			return err
+		}
+		eventsRead.Add(float64(len(records))) // not recordsRead: that one counts the snapshot side only
+		return nil
 	default:
 		return fmt.Errorf("unexpected topic %s", topic)
 	}
@@ -108,17 +139,17 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 	return err
 }
 
-// skip reports whether r is poison (err != nil); it logs it, counts it and
-// sets it aside in the dead-letter topic. The view moves past it either
-// way: the record also stays where it is.
-func (a Applier) skip(r *sarama.ConsumerMessage, err error) bool {
+// skip reports whether r is poison (err != nil); it logs it, counts it and,
+// with a sink, sets it aside in the dead-letter topic. The view moves past
+// it either way: the record also stays where it is.
+func (a Applier) skip(r *sarama.ConsumerMessage, err error, sink DeadLetterSink) bool {
 	if err == nil {
 		return false
 	}
 	recordsSkipped.Inc()
 	a.Log.Error("skipping undecodable record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-	if a.DeadLetters != nil {
-		if derr := a.DeadLetters.Send(kafkax.FromConsumerMessage(r), err); derr != nil {
+	if sink != nil {
+		if derr := sink.Send(kafkax.FromConsumerMessage(r), err); derr != nil {
 			a.Log.Error("cannot set the record aside in the dead-letter topic", "err", derr)
 		}
 	}
@@ -153,8 +184,10 @@ func (a Applier) Assigned(owned []int32) {
 	}
 }
 
-// Replica follows every partition of both topics: the full-replica mode,
-// where every instance answers every read locally.
+// Replica follows every partition of the three topics: the full-replica
+// mode, where every instance answers every read locally. kafkax.Read's
+// idle rule lets a partition of the event log, whose end counts the
+// transaction markers, catch up.
 type Replica struct {
 	Applier
 	Client sarama.Client
@@ -164,8 +197,8 @@ type Replica struct {
 	behind  map[string]int
 }
 
-// Ready reports nil once every partition of both topics has caught up with
-// the end it had at start.
+// Ready reports nil once every partition of the three topics has caught up
+// with the end it had at start.
 func (r *Replica) Ready() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -183,9 +216,9 @@ func (r *Replica) Ready() error {
 // Serving is true for every partition once the replica is ready.
 func (r *Replica) Serving(int32) bool { return r.Ready() == nil }
 
-// Run follows both topics until ctx ends.
+// Run follows the three topics until ctx ends.
 func (r *Replica) Run(ctx context.Context) error {
-	topics := []string{r.SnapshotsTopic, r.IndexTopic}
+	topics := []string{r.SnapshotsTopic, r.IndexTopic, r.EventsTopic}
 	r.mu.Lock()
 	r.behind = map[string]int{}
 	for _, t := range topics {

@@ -24,6 +24,9 @@ type Queries struct {
 	SearchProfiles interface {
 		Handle(ctx context.Context, q app.SearchProfiles) ([]events.Profile, error)
 	}
+	GetHistory interface {
+		Handle(ctx context.Context, q app.GetHistory) ([]app.HistoryEntry, error)
+	}
 }
 
 // Placement wraps a handler so that it runs on the owner of a key's
@@ -45,6 +48,7 @@ type HTTP struct {
 // Register adds the API routes to r.
 func (h HTTP) Register(r *mux.Router) {
 	r.Handle("/api/profile/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getProfile))).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/api/profile/{uid}/history", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getHistory))).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/api/search", h.Routing.Handler(h.emailPartition, http.HandlerFunc(h.search))).Methods(http.MethodGet, http.MethodHead)
 }
 
@@ -85,6 +89,37 @@ func (h HTTP) getProfile(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("ETag", httpx.ETag(prof.Version))
 		httpx.WriteJSON(w, http.StatusOK, prof)
+	}
+}
+
+// history is the body of GET /api/profile/{uid}/history.
+type history struct {
+	UID    string             `json:"uid"`
+	Events []app.HistoryEntry `json:"events"`
+}
+
+// getHistory serves GET /api/profile/{uid}/history[?minVersion=N]: the
+// profile's events, oldest first. A deleted profile's history stays
+// readable and ends with its ProfileDeleted entry.
+func (h HTTP) getHistory(w http.ResponseWriter, r *http.Request) {
+	uid := mux.Vars(r)["uid"]
+	if p := validate.Var("uid", uid, validate.UIDTag); p != nil {
+		httpx.WriteProblem(w, r, p)
+		return
+	}
+	minVersion, ok := minVersion(w, r)
+	if !ok {
+		return
+	}
+	entries, err := h.Queries.GetHistory.Handle(r.Context(), app.GetHistory{UID: uid, MinVersion: minVersion})
+	switch {
+	case errors.Is(err, app.ErrNotFound):
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "profile-not-found", "Profile not found",
+			"no event of a profile with uid "+uid))
+	case err != nil:
+		h.fail(w, r, err, minVersion)
+	default:
+		httpx.WriteJSON(w, http.StatusOK, history{UID: uid, Events: entries})
 	}
 }
 

@@ -1,11 +1,11 @@
 // Package view is query-svc's materialized view, kept in Pebble: uid →
 // profile from the snapshot topic, (normalized email, uid) → profile from
-// the email index topic, and for every consumed partition of each topic the
-// next offset to read. A batch of records and its partition's offset are
-// written in one atomic batch, so after a crash or restart the view resumes
-// exactly where its data ends, without re-reading the topic. The view is a
-// cache: deleting its directory loses nothing, because it rebuilds from
-// Kafka.
+// the email index topic, (uid, version) → history entry from the event log,
+// and for every consumed partition of each topic the next offset to read.
+// A batch of records and its partition's offset are written in one atomic
+// batch, so after a crash or restart the view resumes exactly where its
+// data ends, without re-reading the topic. The view is a cache: deleting
+// its directory loses nothing, because it rebuilds from Kafka.
 //
 // Every key starts with its partition, so an instance that stops owning a
 // partition can drop exactly that partition's data.
@@ -41,6 +41,7 @@ var (
 	keyFormat     = []byte("f\x00format")
 	prefixProfile = []byte("p\x00")
 	prefixEmail   = []byte("e\x00")
+	prefixHistory = []byte("h\x00")
 	prefixOffset  = []byte("o\x00")
 )
 
@@ -240,13 +241,14 @@ func putNewer(b *pebble.Batch, key []byte, prof events.Profile) (bool, error) {
 }
 
 // DropPartition deletes everything the view holds of partition p: its
-// profiles, its email index entries and its offsets in every topic. An
+// profiles, its email index entries, its history entries and its offsets
+// in every topic. An
 // instance calls it for a partition that moved to another instance, so
 // that its store holds only what it serves.
 func (s *Store) DropPartition(p int32) error {
 	b := s.db.NewBatch()
 	defer b.Close()
-	for _, prefix := range [][]byte{partitionPrefix(prefixProfile, p), partitionPrefix(prefixEmail, p)} {
+	for _, prefix := range [][]byte{partitionPrefix(prefixProfile, p), partitionPrefix(prefixEmail, p), partitionPrefix(prefixHistory, p)} {
 		if err := b.DeleteRange(prefix, prefixEnd(prefix), nil); err != nil {
 			return err
 		}
