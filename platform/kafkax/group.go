@@ -60,13 +60,18 @@ type Group struct {
 	admin  sarama.ClusterAdmin
 	log    *slog.Logger
 
-	mu       sync.Mutex
-	joined   bool
-	owned    map[int32]*claimState // primary topic partitions owned now
-	table    Assignment
-	changed  chan struct{}
-	lastErr  error
-	tableAge time.Time
+	mu     sync.Mutex
+	joined bool
+	// resync, when set, is run between the current session and the next
+	// one (see Resync); resyncing is true from Resync until the next Setup.
+	resync     func(owned []int32)
+	resyncing  bool
+	endSession context.CancelFunc
+	owned      map[int32]*claimState // primary topic partitions owned now
+	table      Assignment
+	changed    chan struct{}
+	lastErr    error
+	tableAge   time.Time
 }
 
 type claimState struct {
@@ -118,7 +123,21 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 	}()
 	go g.refreshLoop(ctx)
 	for ctx.Err() == nil {
-		if err := cg.Consume(ctx, g.opts.Topics, g); err != nil {
+		sctx, end := context.WithCancel(ctx)
+		g.mu.Lock()
+		g.endSession = end
+		g.mu.Unlock()
+		err := cg.Consume(sctx, g.opts.Topics, g)
+		end()
+		g.mu.Lock()
+		resync := g.resync
+		g.resync = nil
+		g.mu.Unlock()
+		if resync != nil && ctx.Err() == nil {
+			resync(nil)
+			continue
+		}
+		if err != nil {
 			if errors.Is(err, sarama.ErrClosedConsumerGroup) {
 				return nil
 			}
@@ -179,10 +198,48 @@ func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 	g.mu.Lock()
 	g.joined = true
 	g.owned = owned
+	g.resyncing = false
 	g.mu.Unlock()
 	g.log.Info("partitions assigned", "group", g.opts.Group, "partitions", parts, "generation", sess.GenerationID())
 	g.refresh()
 	return nil
+}
+
+// Resync ends the current session and, before the next one starts, calls
+// prepare with the partitions this instance owned. query-svc uses it to
+// rebuild its view: prepare drops the partitions' data, so the next
+// session reads them again from the start. The group membership stays (a
+// static member rejoins without a rebalance).
+func (g *Group) Resync(prepare func(owned []int32)) {
+	owned := g.Owned()
+	g.mu.Lock()
+	g.resync = func([]int32) { prepare(owned) }
+	g.resyncing = true
+	end := g.endSession
+	g.mu.Unlock()
+	if end != nil {
+		end()
+	}
+}
+
+// Resyncing reports whether a Resync has not reached its next session yet.
+func (g *Group) Resyncing() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.resyncing
+}
+
+// Behind returns how many owned partitions are still catching up.
+func (g *Group) Behind() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, st := range g.owned {
+		if len(st.behind) > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // Cleanup implements sarama.ConsumerGroupHandler. With eager rebalancing
@@ -210,21 +267,24 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Cons
 	}
 	// The end counts transaction markers, which a consumer never receives,
 	// so the offset after the last record may stay below it. A claim that
-	// has fetched up to the end and receives nothing for a moment has read
-	// everything committed before it.
-	idle := time.NewTicker(250 * time.Millisecond)
+	// has fetched up to the end and then waits a moment with nothing to
+	// receive has read everything committed before it. The timer restarts
+	// after every batch, so a slow Handle never counts as idle (which
+	// would let command-svc accept writes on a state that is behind).
+	idle := time.NewTimer(idleAfter)
 	defer idle.Stop()
-	received := false
 	batch := make([]*sarama.ConsumerMessage, 0, g.opts.MaxBatch)
 	for {
 		select {
 		case <-sess.Context().Done():
 			return nil
 		case <-idle.C:
-			if !received && claim.HighWaterMarkOffset() >= end {
-				g.caughtUp(topic, p)
+			if len(claim.Messages()) == 0 && claim.HighWaterMarkOffset() >= end && next < end && g.behind(topic, p) {
+				if ok, err := drained(g.client, topic, p, next, end); err == nil && ok {
+					g.caughtUp(topic, p)
+				}
 			}
-			received = false
+			idle.Reset(idleAfter)
 			continue
 		case msg, ok := <-claim.Messages():
 			if !ok {
@@ -232,7 +292,6 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Cons
 			}
 			batch = append(batch[:0], msg)
 		}
-		received = true
 	drain:
 		for len(batch) < g.opts.MaxBatch {
 			select {
@@ -253,7 +312,16 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Cons
 		if next >= end {
 			g.caughtUp(topic, p)
 		}
+		idle.Reset(idleAfter)
 	}
+}
+
+// behind reports whether topic/p of this instance has not caught up yet.
+func (g *Group) behind(topic string, p int32) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.owned[p]
+	return st != nil && st.behind[topic]
 }
 
 func (g *Group) caughtUp(topic string, p int32) {
@@ -262,7 +330,7 @@ func (g *Group) caughtUp(topic string, p int32) {
 	if st := g.owned[p]; st != nil && st.behind[topic] {
 		delete(st.behind, topic)
 		if len(st.behind) == 0 {
-			g.log.Debug("partition caught up", "group", g.opts.Group, "partition", p)
+			g.log.Info("partition caught up", "group", g.opts.Group, "partition", p, "topic", topic)
 			g.notifyLocked()
 		}
 	}

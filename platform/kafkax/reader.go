@@ -31,6 +31,11 @@ type ReadOptions struct {
 	// StopAtEnd makes Read return once every partition has caught up,
 	// instead of following the topic until ctx ends.
 	StopAtEnd bool
+	// Until, if set, replaces "the end at start" of partition p: Read
+	// catches up at that offset, and with StopAtEnd it never hands over a
+	// record at or beyond it. Replay uses it to fold the log up to an exact
+	// cutoff.
+	Until func(p int32) int64
 }
 
 // Read consumes the partitions of a topic with a plain sarama consumer and
@@ -90,6 +95,9 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 	if err != nil {
 		return fmt.Errorf("high-water mark of %s/%d: %w", opts.Topic, p, err)
 	}
+	if opts.Until != nil {
+		end = min(end, opts.Until(p))
+	}
 	start := sarama.OffsetOldest
 	if opts.Start != nil {
 		if start, err = opts.Start(p); err != nil {
@@ -110,6 +118,7 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 	checkCaughtUp := func() bool {
 		if !caught && next >= end {
 			caught = true
+			slog.Debug("partition read to its end", "topic", opts.Topic, "partition", p, "next", next, "end", end)
 			if opts.CaughtUp != nil {
 				opts.CaughtUp(p)
 			}
@@ -138,6 +147,13 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 	}
 	defer pc.Close()
 
+	// The end counts transaction markers, which a read_committed consumer
+	// never receives, so the offset after the last record may stay below
+	// it. A partition that has fetched up to the end and then waits a
+	// moment with nothing to receive has been read completely. The timer
+	// restarts after every batch, so a slow Handle never counts as idle.
+	idle := time.NewTimer(idleAfter)
+	defer idle.Stop()
 	batch := make([]*sarama.ConsumerMessage, 0, opts.MaxBatch)
 	for {
 		select {
@@ -146,6 +162,17 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 		case cerr := <-pc.Errors():
 			// sarama retries by itself; a consumer error is worth a log line only.
 			slog.Warn("kafka consumer error", "topic", opts.Topic, "partition", p, "err", cerr)
+			continue
+		case <-idle.C:
+			if len(pc.Messages()) == 0 && pc.HighWaterMarkOffset() >= end && !caught {
+				if ok, err := drained(client, opts.Topic, p, next, end); err == nil && ok {
+					next = max(next, end)
+					if checkCaughtUp() {
+						return nil
+					}
+				}
+			}
+			idle.Reset(idleAfter)
 			continue
 		case msg := <-pc.Messages():
 			batch = append(batch[:0], msg)
@@ -159,6 +186,16 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 				break drain
 			}
 		}
+		if opts.StopAtEnd {
+			for len(batch) > 0 && batch[len(batch)-1].Offset >= end {
+				batch = batch[:len(batch)-1]
+			}
+			if len(batch) == 0 {
+				next = end
+				checkCaughtUp()
+				return nil
+			}
+		}
 		if err := opts.Handle(ctx, p, batch); err != nil {
 			return fmt.Errorf("handle %s/%d at offset %d: %w", opts.Topic, p, batch[0].Offset, err)
 		}
@@ -166,8 +203,13 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 		if checkCaughtUp() {
 			return nil
 		}
+		idle.Reset(idleAfter)
 	}
 }
+
+// idleAfter is how long a partition that has fetched up to its end must
+// wait with nothing to receive before it counts as read (see readPartition).
+const idleAfter = 250 * time.Millisecond
 
 // retry runs op until it succeeds, fails with an error that is not a
 // transient leadership or metadata error, or ctx ends. Between attempts it
@@ -201,4 +243,71 @@ func transient(err error) bool {
 		}
 	}
 	return errors.Is(err, sarama.ErrOutOfBrokers) || errors.Is(err, sarama.ErrNotConnected)
+}
+
+// drained reports whether partition p of topic holds no record that a
+// read_committed consumer would receive in [next, end): only transaction
+// markers or records of aborted transactions. Callers ask when a partition
+// consumer has been idle below its end, to tell "only markers are left"
+// from "the consumer is starved" (sarama's broker consumer stops feeding a
+// partition while another partition's handler is slow, and a partition
+// consumer's high-water mark is known before anything is fetched, so
+// neither silence nor the mark proves anything).
+//
+// It sends one read_committed Fetch from next to the partition's leader
+// and looks at the record batches itself. It answers false when the
+// answer does not reach end (an open transaction holds the last stable
+// offset below it, or the response was cut short); the caller asks again.
+func drained(client sarama.Client, topic string, p int32, next, end int64) (bool, error) {
+	leader, err := client.Leader(topic, p)
+	if err != nil {
+		return false, err
+	}
+	req := &sarama.FetchRequest{Version: 11, MaxWaitTime: 0, MinBytes: 0, MaxBytes: 4 << 20, Isolation: sarama.ReadCommitted}
+	req.AddBlock(topic, p, next, 4<<20, -1)
+	resp, err := leader.Fetch(req)
+	if err != nil {
+		return false, err
+	}
+	block := resp.GetBlock(topic, p)
+	if block == nil {
+		return false, nil
+	}
+	if !errors.Is(block.Err, sarama.ErrNoError) {
+		return false, block.Err
+	}
+	if block.LastStableOffset < end {
+		return false, nil
+	}
+	aborted := map[int64]bool{}
+	covered := next
+	for _, records := range block.RecordsSet {
+		b := records.RecordBatch
+		if b == nil {
+			return false, nil // legacy message sets: not written by our producers
+		}
+		for _, txn := range block.AbortedTransactions {
+			if txn.FirstOffset <= b.LastOffset() {
+				aborted[txn.ProducerID] = true
+			}
+		}
+		covered = max(covered, b.LastOffset()+1)
+		if b.Control {
+			// The key of a control record is version (int16) and type
+			// (int16, 0 = abort): an abort marker ends that transaction.
+			if len(b.Records) > 0 && len(b.Records[0].Key) >= 4 && b.Records[0].Key[2] == 0 && b.Records[0].Key[3] == 0 {
+				delete(aborted, b.ProducerID)
+			}
+			continue
+		}
+		if b.IsTransactional && aborted[b.ProducerID] {
+			continue
+		}
+		for _, r := range b.Records {
+			if off := b.FirstOffset + r.OffsetDelta; off >= next && off < end {
+				return false, nil // a record the consumer has yet to deliver
+			}
+		}
+	}
+	return covered >= end, nil
 }

@@ -1,7 +1,8 @@
-// Command query-svc serves GET /api/profile/{uid} and GET /api/search from
-// a Pebble view of the partitions it owns in its consumer group, and
-// forwards requests for other partitions to their owners. With
-// REPLICA_MODE=full it materializes every partition and never forwards.
+// Command query-svc serves GET /api/profile/{uid}, its /history and GET
+// /api/search from a Pebble view of the partitions it owns in its consumer
+// group (snapshots, email index and event log), and forwards requests for
+// other partitions to their owners. With REPLICA_MODE=full it materializes
+// every partition and never forwards.
 package main
 
 import (
@@ -84,55 +85,56 @@ func run() error {
 		return err
 	}
 	defer dlq.Close()
-	applier := follower.Applier{Store: store, SnapshotsTopic: kcfg.SnapshotsTopic, IndexTopic: kcfg.EmailIndexTopic, DeadLetters: dlq, Log: log}
-	var (
-		health     httpx.Health
-		router     routing.Router
-		membership routing.Membership
-		consume    service.Task
-	)
-	if *mode == "full" {
-		replica := &follower.Replica{Applier: applier, Client: client}
-		health.Check("view", replica.Ready)
-		router = routing.Local{Self: self, Serving: replica.Serving}
-		consume = replica.Run
-	} else {
+	// The snapshot and email index topics come from the current snapshot
+	// generation (the control topic), and so does the consumer group: at a
+	// switch the next generation catches up in a group of its own while
+	// this one keeps answering (see follower.Generations).
+	applier := follower.Applier{Store: store, EventsTopic: kcfg.EventsTopic, DeadLetters: dlq, Log: log}
+	var gens *follower.Generations
+	build := func(n int, a follower.Applier, handle func(context.Context, string, int32, []*sarama.ConsumerMessage) error) (follower.Follower, error) {
+		if *mode == "full" {
+			return &follower.ReplicaFollower{Replica: &follower.Replica{Applier: a, Client: client}, Self: self}, nil
+		}
+		gcfg := kcfg.ForGeneration(n)
 		opts := kafkax.GroupOptions{
-			Group: *group, Topics: []string{kcfg.SnapshotsTopic, kcfg.EmailIndexTopic}, Self: self,
-			SessionTimeout: *session, Start: applier.Start, Handle: applier.Handle, Assigned: applier.Assigned,
+			Group: kafkax.GenerationGroup(*group, n), Topics: []string{gcfg.SnapshotsTopic, gcfg.EmailIndexTopic, kcfg.EventsTopic}, Self: self,
+			SessionTimeout: *session, Start: a.Start, Handle: handle, Assigned: gens.Assigned,
 		}
 		if static {
 			opts.InstanceID = self.ID
 		}
-		g, err := kafkax.NewGroup(client, opts, log)
+		g, err := kafkax.NewGroup(client, opts, log.With("generation", n))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		health.Check("view", g.Ready)
-		router, membership = g, g
-		gcfg := kcfg.GroupConfig("query-svc", opts)
-		consume = func(ctx context.Context) error { return g.Run(ctx, gcfg, kcfg.Brokers) }
+		return &follower.GroupFollower{Group: g, Config: kcfg.GroupConfig("query-svc", opts), Brokers: kcfg.Brokers}, nil
 	}
+	gens = follower.NewGenerations(client, kcfg, applier, build, log)
+	var health httpx.Health
+	health.Check("view", gens.Ready)
 
 	mux := service.NewRouter(log, &health)
 	ports.HTTP{
 		Log:         log,
-		Routing:     routing.Routing{Router: router, Self: self, Wait: *routeWait, Log: log},
+		Routing:     routing.Routing{Router: gens, Self: self, Wait: *routeWait, Log: log},
 		PartitionOf: store.Partition,
 		Queries: ports.Queries{
 			GetProfile:     app.GetProfileHandler{View: store, NotFound: view.ErrNotFound, MaxWait: *maxWait},
 			SearchProfiles: app.SearchProfilesHandler{View: store, NotFound: view.ErrNotFound, MaxWait: *maxWait},
+			GetHistory:     app.GetHistoryHandler{View: store, MaxWait: *maxWait},
 		},
 	}.Register(mux)
-	mux.HandleFunc("/debug/assignment", routing.DebugHandler(self, *mode, membership, func() map[string]any {
+	ports.Admin{Views: gens, Instance: self.ID}.Register(mux)
+	mux.HandleFunc("/debug/assignment", routing.DebugHandler(self, *mode, gens, func() map[string]any {
 		held, _ := store.Held()
+		n := gens.Generation()
 		counts := map[int32]int{}
-		for _, p := range held[kcfg.SnapshotsTopic] {
+		for _, p := range held[kcfg.ForGeneration(n).SnapshotsTopic] {
 			counts[p], _ = store.Count(p)
 		}
-		return map[string]any{"held": held, "profilesByPartition": counts}
+		return map[string]any{"held": held, "profilesByPartition": counts, "generation": n}
 	})).Methods(http.MethodGet)
 
-	log.Info("starting", "http_addr", *common.HTTPAddr, "self", self, "mode", *mode, "data_dir", *dataDir, "brokers", kcfg.Brokers)
-	return service.Run(ctx, log, *common.HTTPAddr, mux, *common.ShutdownGrace, consume)
+	log.Info("starting", "http_addr", *common.HTTPAddr, "self", self, "mode", *mode, "data_dir", *dataDir, "brokers", kcfg.Brokers, "control", kcfg.ControlTopic)
+	return service.Run(ctx, log, *common.HTTPAddr, mux, *common.ShutdownGrace, gens.Run)
 }

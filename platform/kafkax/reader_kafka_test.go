@@ -1,0 +1,117 @@
+package kafkax
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// testKafka returns the test broker's config, or skips (loudly) or fails
+// the test when there is none.
+func testKafka(t *testing.T) Config {
+	t.Helper()
+	brokers := os.Getenv("PROFILES_TEST_KAFKA")
+	if brokers == "" {
+		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
+			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but PROFILES_TEST_KAFKA is not set; run `make test`")
+		}
+		t.Skip("SKIPPED: no Kafka broker (PROFILES_TEST_KAFKA is not set); `make test` starts one")
+	}
+	return Config{Brokers: strings.Split(brokers, ",")}
+}
+
+// Read with StopAtEnd on a transactional topic, with a slow handler on
+// many partitions (so that sarama starves some partitions while others are
+// handled): it must hand over every committed record, no aborted one, and
+// stop. Before the drained check, an idle timer alone ended partitions
+// early under exactly this load.
+func TestReadStopsAtTheEndOfATransactionalTopicAndMissesNothing(t *testing.T) {
+	kcfg := testKafka(t)
+	const partitions, perPartition = 4, 60
+	topic := fmt.Sprintf("kafkax-read-%06d", rand.IntN(1e6))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := CreateTopics(ctx, kcfg, "kafkax-test", []TopicSpec{{Name: topic, Partitions: partitions}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Committed transactions of one record each (a marker after every
+	// record), plus an aborted transaction at the end of every partition.
+	cfg := kcfg.ProducerSarama("kafkax-test")
+	cfg.Producer.Transaction.ID = topic + "-txn"
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	producer, err := sarama.NewSyncProducer(kcfg.Brokers, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	send := func(p int32, value string, commit bool) {
+		if err := producer.BeginTxn(); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := producer.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: p, Value: sarama.StringEncoder(value)}); err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			err = producer.CommitTxn()
+		} else {
+			err = producer.AbortTxn()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range perPartition {
+		for p := range int32(partitions) {
+			send(p, fmt.Sprintf("%d-%d", p, i), true)
+		}
+	}
+	for p := range int32(partitions) {
+		send(p, "aborted", false)
+	}
+
+	client, err := sarama.NewClient(kcfg.Brokers, kcfg.Sarama("kafkax-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	var mu sync.Mutex
+	got := map[string]int{}
+	caught := map[int32]bool{}
+	err = Read(ctx, client, ReadOptions{
+		Topic: topic, StopAtEnd: true, MaxBatch: 10,
+		Handle: func(_ context.Context, p int32, recs []*sarama.ConsumerMessage) error {
+			time.Sleep(300 * time.Millisecond) // longer than the idle timer
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range recs {
+				got[string(r.Value)]++
+			}
+			return nil
+		},
+		CaughtUp: func(p int32) { mu.Lock(); caught[p] = true; mu.Unlock() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(caught) != partitions {
+		t.Errorf("%d partitions caught up, want %d", len(caught), partitions)
+	}
+	if got["aborted"] != 0 {
+		t.Errorf("read %d aborted records", got["aborted"])
+	}
+	for i := range perPartition {
+		for p := range partitions {
+			if n := got[fmt.Sprintf("%d-%d", p, i)]; n != 1 {
+				t.Fatalf("record %d-%d read %d times", p, i, n)
+			}
+		}
+	}
+}

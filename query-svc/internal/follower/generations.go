@@ -1,0 +1,325 @@
+package follower
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"profiles/platform/kafkax"
+	"profiles/platform/routing"
+)
+
+// ErrNoGeneration is returned while no generation serves yet.
+var ErrNoGeneration = errors.New("no snapshot generation serves yet")
+
+// ErrRebuildUnsupported is returned by Rebuild in the full-replica mode.
+var ErrRebuildUnsupported = errors.New("view rebuild is supported in the partitioned mode only; in the full-replica mode delete DATA_DIR and restart")
+
+// Follower is the consumption of one snapshot generation: a kafkax.Group
+// (partitioned mode) or a Replica (full mode), with the routing it gives.
+type Follower interface {
+	Route(ctx context.Context, p int32) (owner kafkax.Member, self bool, err error)
+	Run(ctx context.Context) error
+	Ready() error
+	// Owned returns the partitions it answers for; nil means all of them.
+	Owned() []int32
+	Assignment() kafkax.Assignment
+}
+
+// NewFollower builds the follower of generation n. applier is set up for
+// n's topics; a kafkax.Group must use handle as its record handler (it
+// counts records for the rebuild status) and Generations.Assigned as its
+// Assigned callback.
+type NewFollower func(n int, applier Applier, handle func(ctx context.Context, topic string, p int32, records []*sarama.ConsumerMessage) error) (Follower, error)
+
+// Generations keeps query-svc on the current snapshot generation. At a
+// switch it starts the new generation's follower next to the serving one
+// (its own consumer group, see kafkax.GenerationGroup), keeps answering
+// through the old one while the new one catches up into the same view, and
+// moves routing over once the new one is ready. The view's records are
+// applied by version, so two generations writing the same profile never
+// move it back in time. Use NewGenerations, then Run.
+type Generations struct {
+	client  sarama.Client
+	kafka   kafkax.Config
+	applier Applier // its topics are set per generation
+	build   NewFollower
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	serving  Follower
+	n        int
+	changed  chan struct{}
+	running  map[Follower]bool
+	rebuild  RebuildStatus
+	records  atomic.Int64 // records applied, for the rebuild status
+	counting atomic.Bool
+}
+
+// NewGenerations returns a Generations that follows the control topic of
+// kcfg. applier's snapshot and index topics are replaced by those of each
+// generation.
+func NewGenerations(client sarama.Client, kcfg kafkax.Config, applier Applier, build NewFollower, log *slog.Logger) *Generations {
+	return &Generations{
+		client: client, kafka: kcfg, applier: applier, build: build, log: log,
+		changed: make(chan struct{}), running: map[Follower]bool{}, rebuild: RebuildStatus{State: "idle"},
+	}
+}
+
+// Run follows the control topic until ctx ends.
+func (g *Generations) Run(ctx context.Context) error {
+	return kafkax.FollowGenerations(ctx, g.client, g.kafka.ControlTopic, g.log, g.runGeneration)
+}
+
+func (g *Generations) runGeneration(ctx context.Context, n int, ready func()) error {
+	if err := kafkax.EnsureGeneration(ctx, g.kafka, "query-svc", n); err != nil {
+		return err
+	}
+	gcfg := g.kafka.ForGeneration(n)
+	a := g.applier
+	a.SnapshotsTopic, a.IndexTopic = gcfg.SnapshotsTopic, gcfg.EmailIndexTopic
+	f, err := g.build(n, a, func(ctx context.Context, topic string, p int32, records []*sarama.ConsumerMessage) error {
+		err := a.Handle(ctx, topic, p, records)
+		if err == nil && g.counting.Load() {
+			g.records.Add(int64(len(records)))
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.running[f] = true
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.running, f)
+		g.mu.Unlock()
+	}()
+	go func() {
+		// Take over once caught up; until then the old generation answers.
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if f.Ready() != nil {
+				continue
+			}
+			g.mu.Lock()
+			g.serving, g.n = f, n
+			close(g.changed)
+			g.changed = make(chan struct{})
+			g.mu.Unlock()
+			ready() // stops the older generations
+			g.log.Info("serving snapshot generation", "generation", n)
+			// The old generation's partitions that the new one does not
+			// own are not served here any more.
+			time.Sleep(time.Second)
+			if owned := f.Owned(); owned != nil && ctx.Err() == nil {
+				g.applier.Assigned(g.keep(owned))
+			}
+			return
+		}
+	}()
+	return f.Run(ctx)
+}
+
+// Assigned is the Assigned callback of every generation's group: it drops
+// the data of partitions that no running generation owns.
+func (g *Generations) Assigned(owned []int32) { g.applier.Assigned(g.keep(owned)) }
+
+// keep returns parts, plus, while a switch runs two generations at once,
+// every partition either of them owns.
+func (g *Generations) keep(parts []int32) []int32 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := append([]int32(nil), parts...)
+	if len(g.running) > 1 {
+		for f := range g.running {
+			out = append(out, f.Owned()...)
+		}
+	}
+	return out
+}
+
+func (g *Generations) current() (Follower, int, <-chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.serving, g.n, g.changed
+}
+
+// Generation returns the generation that serves (0 while none does).
+func (g *Generations) Generation() int {
+	_, n, _ := g.current()
+	return n
+}
+
+// Route routes through the serving generation, waiting for one if none
+// serves yet. A wait inside the old generation's routing ends when a new
+// generation takes over, and the request is routed again by the new one.
+func (g *Generations) Route(ctx context.Context, p int32) (kafkax.Member, bool, error) {
+	for {
+		f, _, changed := g.current()
+		if f == nil {
+			select {
+			case <-changed:
+				continue
+			case <-ctx.Done():
+				return kafkax.Member{}, false, fmt.Errorf("%w (partition %d)", kafkax.ErrNoOwner, p)
+			}
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-changed:
+				cancel()
+			case <-rctx.Done():
+			}
+		}()
+		m, self, err := f.Route(rctx, p)
+		cancel()
+		select {
+		case <-changed:
+			if err != nil && ctx.Err() == nil {
+				continue // the generation changed during the wait
+			}
+		default:
+		}
+		return m, self, err
+	}
+}
+
+// Ready reports nil once a generation serves and is caught up.
+func (g *Generations) Ready() error {
+	f, _, _ := g.current()
+	if f == nil {
+		return ErrNoGeneration
+	}
+	return f.Ready()
+}
+
+// Owned returns the serving generation's partitions (nil: all, or none
+// while no generation serves).
+func (g *Generations) Owned() []int32 {
+	if f, _, _ := g.current(); f != nil {
+		return f.Owned()
+	}
+	return []int32{}
+}
+
+// Assignment returns the serving generation's routing table.
+func (g *Generations) Assignment() kafkax.Assignment {
+	if f, _, _ := g.current(); f != nil {
+		return f.Assignment()
+	}
+	return kafkax.Assignment{}
+}
+
+// RebuildStatus describes the latest view rebuild (GET
+// /admin/view/rebuild). State is "idle", "rebuilding" or "done".
+type RebuildStatus struct {
+	State      string     `json:"state"`
+	Generation int        `json:"generation"`
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+	Partitions int        `json:"partitions"`
+	Behind     int        `json:"behind"`
+	Records    int64      `json:"records"`
+}
+
+// resyncer is the part of kafkax.Group that a rebuild needs.
+type resyncer interface {
+	Resync(prepare func(owned []int32))
+	Resyncing() bool
+	Behind() int
+}
+
+// Rebuild drops this instance's view of the partitions it owns and reads
+// them again from the serving generation's topics. Requests for those
+// partitions wait (up to ROUTE_WAIT) until they are caught up again.
+func (g *Generations) Rebuild() error {
+	f, n, _ := g.current()
+	if f == nil {
+		return ErrNoGeneration
+	}
+	rs, ok := f.(resyncer)
+	if !ok {
+		return ErrRebuildUnsupported
+	}
+	now := time.Now().UTC()
+	g.mu.Lock()
+	g.rebuild = RebuildStatus{State: "rebuilding", Generation: n, StartedAt: &now}
+	g.mu.Unlock()
+	g.records.Store(0)
+	g.counting.Store(true)
+	rs.Resync(func(owned []int32) {
+		for _, p := range owned {
+			if err := g.applier.Store.DropPartition(p); err != nil {
+				g.log.Error("cannot drop a partition for the rebuild", "partition", p, "err", err)
+			}
+		}
+		g.log.Info("view dropped for a rebuild; reading it again from Kafka", "generation", n, "partitions", len(owned))
+	})
+	return nil
+}
+
+// RebuildStatus returns the state of the latest rebuild.
+func (g *Generations) RebuildStatus() RebuildStatus {
+	f, _, _ := g.current()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.rebuild
+	st.Records = g.records.Load()
+	if rs, ok := f.(resyncer); ok && st.State == "rebuilding" {
+		st.Partitions, st.Behind = len(f.Owned()), rs.Behind()
+		if !rs.Resyncing() && f.Ready() == nil {
+			now := time.Now().UTC()
+			g.rebuild.State, g.rebuild.FinishedAt = "done", &now
+			g.counting.Store(false)
+			st.State, st.FinishedAt = "done", &now
+			g.log.Info("view rebuilt", "records", st.Records, "took", now.Sub(*st.StartedAt))
+		}
+	}
+	return st
+}
+
+// ReplicaFollower adapts a Replica (the full-replica mode) to Follower: it
+// answers every partition itself once caught up, and never forwards.
+type ReplicaFollower struct {
+	*Replica
+	Self kafkax.Member
+}
+
+// Route implements Follower.
+func (r ReplicaFollower) Route(ctx context.Context, p int32) (kafkax.Member, bool, error) {
+	return routing.Local{Self: r.Self, Serving: r.Serving}.Route(ctx, p)
+}
+
+// Owned implements Follower: a replica holds every partition.
+func (ReplicaFollower) Owned() []int32 { return nil }
+
+// Assignment implements Follower: a replica is in no group.
+func (ReplicaFollower) Assignment() kafkax.Assignment { return kafkax.Assignment{} }
+
+// GroupFollower adapts a kafkax.Group (the partitioned mode) to Follower.
+type GroupFollower struct {
+	*kafkax.Group
+	Config  *sarama.Config
+	Brokers []string
+}
+
+// Run implements Follower.
+func (g *GroupFollower) Run(ctx context.Context) error { return g.Group.Run(ctx, g.Config, g.Brokers) }
+
+// Epoch implements routing.Epocher: the serving generation.
+func (g *Generations) Epoch() int { return g.Generation() }
