@@ -22,6 +22,7 @@ build: ## Build every binary into bin/.
 	cd command-svc && go build -o ../$(BIN)/command-svc ./cmd/command-svc
 	cd query-svc   && go build -o ../$(BIN)/query-svc ./cmd/query-svc
 	cd projections && go build -o ../$(BIN)/projector ./cmd/projector
+	cd projections && go build -o ../$(BIN)/replay ./cmd/replay
 	cd deploy      && go build -o ../$(BIN)/frontdoor ./cmd/frontdoor
 
 .PHONY: up
@@ -34,6 +35,13 @@ INSTANCES   ?= 2
 .PHONY: run
 run: up build ## Start Kafka and INSTANCES (default 2; make run INSTANCES=3) instances of each service; the API is on http://localhost:8080. Ctrl-C stops the services.
 	INSTANCES="$(INSTANCES)" deploy/run.sh
+
+# Arguments of `make replay`, e.g. make replay ARGS="snapshots -switch".
+ARGS        ?= status
+
+.PHONY: replay
+replay: build ## Rebuild from the event log against the local broker: make replay ARGS="status|snapshots [-switch]|verify|switch|drop -generation N|views -query URLS".
+	bin/replay $(ARGS)
 
 .PHONY: down
 down: ## Stop the local Kafka broker (its data stays in .data/).

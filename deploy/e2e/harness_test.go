@@ -65,6 +65,7 @@ func buildAll(dir string) error {
 		{"command-svc", "./cmd/command-svc", "command-svc"},
 		{"query-svc", "./cmd/query-svc", "query-svc"},
 		{"projections", "./cmd/projector", "projector"},
+		{"projections", "./cmd/replay", "replay"},
 		{"deploy", "./cmd/frontdoor", "frontdoor"},
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), b.pkg)
@@ -162,6 +163,7 @@ func StartSystem(t *testing.T, opts Options) *System {
 		"EMAIL_INDEX_TOPIC":  name + ".email-index",
 		"EMAIL_CLAIMS_TOPIC": name + ".email-claims",
 		"DEAD_LETTER_TOPIC":  name + ".dead-letters",
+		"CONTROL_TOPIC":      name + ".control",
 		"QUERY_GROUP":        name + ".query",
 		"COMMAND_GROUP":      name + ".command",
 		"TOPIC_PARTITIONS":   fmt.Sprint(partitions),
@@ -177,7 +179,7 @@ func StartSystem(t *testing.T, opts Options) *System {
 	}
 	t.Cleanup(func() {
 		s.StopAll()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("PROFILES_E2E_LOGS") == "1" {
 			s.dumpLogs()
 		}
 	})
@@ -407,7 +409,7 @@ func (s *System) dumpLogs() {
 			continue
 		}
 		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-		if len(lines) > 40 {
+		if len(lines) > 40 && os.Getenv("PROFILES_E2E_LOGS") != "1" {
 			lines = lines[len(lines)-40:]
 		}
 		s.t.Logf("---- last lines of %s ----\n%s", svc, strings.Join(lines, "\n"))

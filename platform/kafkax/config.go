@@ -32,6 +32,10 @@ type Config struct {
 	// DeadLetterTopic receives the records that consumers cannot decode or
 	// apply, kept forever for inspection.
 	DeadLetterTopic string
+	// ControlTopic is the compacted, single-partition topic that names the
+	// current snapshot generation (see Generation). Every reader follows
+	// it, so a switch needs no configuration change on any instance.
+	ControlTopic string
 	// Partitions is the partition count of every topic (they are co-partitioned).
 	Partitions int32
 	// ReplicationFactor of created topics; 0 means min(3, brokers).
@@ -43,8 +47,8 @@ type Config struct {
 
 // Flags holds the raw flag values behind a Config until Parse has run.
 type Flags struct {
-	brokers, events, snapshots, emailIndex, claims, dlq, snapshotCfg *string
-	partitions, replication                                          *int
+	brokers, events, snapshots, emailIndex, claims, dlq, control, snapshotCfg *string
+	partitions, replication                                                   *int
 }
 
 // RegisterFlags registers the Kafka settings on fs. Call Config after fs.Parse.
@@ -56,6 +60,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 		emailIndex:  config.String(fs, "email-index-topic", "EMAIL_INDEX_TOPIC", "profile-email-index", "compacted email index topic, partitioned by email"),
 		claims:      config.String(fs, "claims-topic", "EMAIL_CLAIMS_TOPIC", "profile-email-claims", "compacted email claims topic, partitioned by email"),
 		dlq:         config.String(fs, "dead-letter-topic", "DEAD_LETTER_TOPIC", "profile-dead-letters", "topic of records that consumers cannot decode or apply"),
+		control:     config.String(fs, "control-topic", "CONTROL_TOPIC", "profile-control", "compacted topic naming the current snapshot generation"),
 		snapshotCfg: config.String(fs, "snapshots-topic-config", "SNAPSHOTS_TOPIC_CONFIG", "", "extra k=v,k=v configs for a newly created snapshot topic"),
 		partitions:  config.Int(fs, "topic-partitions", "TOPIC_PARTITIONS", 12, "partition count of every topic"),
 		replication: config.Int(fs, "topic-replication", "TOPIC_REPLICATION", 0, "replication factor of created topics; 0 = min(3, brokers)"),
@@ -75,6 +80,7 @@ func (f *Flags) Config() (Config, error) {
 		EmailIndexTopic:      *f.emailIndex,
 		ClaimsTopic:          *f.claims,
 		DeadLetterTopic:      *f.dlq,
+		ControlTopic:         *f.control,
 		Partitions:           int32(*f.partitions),
 		ReplicationFactor:    int16(*f.replication),
 		SnapshotsTopicConfig: extra,
@@ -87,10 +93,10 @@ func (c Config) Validate() error {
 	switch {
 	case len(c.Brokers) == 0:
 		return fmt.Errorf("kafka: no brokers")
-	case c.EventsTopic == "" || c.SnapshotsTopic == "" || c.EmailIndexTopic == "" || c.ClaimsTopic == "" || c.DeadLetterTopic == "":
+	case c.EventsTopic == "" || c.SnapshotsTopic == "" || c.EmailIndexTopic == "" || c.ClaimsTopic == "" || c.DeadLetterTopic == "" || c.ControlTopic == "":
 		return fmt.Errorf("kafka: empty topic name")
-	case len(map[string]bool{c.EventsTopic: true, c.SnapshotsTopic: true, c.EmailIndexTopic: true, c.ClaimsTopic: true, c.DeadLetterTopic: true}) != 5:
-		return fmt.Errorf("kafka: the events, snapshots, email index, claims and dead-letter topics must differ")
+	case len(map[string]bool{c.EventsTopic: true, c.SnapshotsTopic: true, c.EmailIndexTopic: true, c.ClaimsTopic: true, c.DeadLetterTopic: true, c.ControlTopic: true}) != 6:
+		return fmt.Errorf("kafka: the events, snapshots, email index, claims, dead-letter and control topics must differ")
 	case c.Partitions < 1:
 		return fmt.Errorf("kafka: partitions must be at least 1, got %d", c.Partitions)
 	case c.ReplicationFactor < 0:

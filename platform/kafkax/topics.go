@@ -30,7 +30,13 @@ type TopicSpec struct {
 //     profile and a delete (a tombstone) eventually removes the key;
 //   - the email index is compacted the same way, one key per (email, uid);
 //   - the email claims are compacted, one key per email;
-//   - dead letters are kept forever, for inspection.
+//   - dead letters are kept forever, for inspection;
+//   - the control topic is compacted and has one partition, so that it is
+//     read in order.
+//
+// The snapshot and email index topics are those of generation 1 here;
+// GenerationSpecs gives them for any generation, and BaseSpecs gives the
+// others.
 func (c Config) Specs() []TopicSpec {
 	return []TopicSpec{
 		{Name: c.EventsTopic, Partitions: c.Partitions, Required: map[string]string{
@@ -48,7 +54,42 @@ func (c Config) Specs() []TopicSpec {
 		{Name: c.DeadLetterTopic, Partitions: c.Partitions, Required: map[string]string{
 			"cleanup.policy": "delete", "retention.ms": "-1",
 		}},
+		{Name: c.ControlTopic, Partitions: 1, Required: map[string]string{
+			"cleanup.policy": "compact",
+		}},
 	}
+}
+
+// BaseSpecs returns the topics that do not belong to a snapshot
+// generation: the event log, the claims, the dead letters and the control
+// topic.
+func (c Config) BaseSpecs() []TopicSpec {
+	var out []TopicSpec
+	for _, s := range c.Specs() {
+		if s.Name != c.SnapshotsTopic && s.Name != c.EmailIndexTopic {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// GenerationSpecs returns the layout of the snapshot and email index topics
+// of generation n: the same as generation 1's, under their own names.
+func (c Config) GenerationSpecs(n int) []TopicSpec {
+	g := c.ForGeneration(n)
+	var out []TopicSpec
+	for _, s := range c.Specs() {
+		switch s.Name {
+		case c.SnapshotsTopic:
+			s.Name = g.SnapshotsTopic
+		case c.EmailIndexTopic:
+			s.Name = g.EmailIndexTopic
+		default:
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // EnsureTopics creates the missing topics of c.Specs and verifies the ones
@@ -57,7 +98,21 @@ func (c Config) Specs() []TopicSpec {
 // than the services expect. It is safe to run from several processes at
 // once. The replication factor of a new topic is c.ReplicationFactor, or
 // min(3, brokers) when that is 0; with 3 replicas, min.insync.replicas is 2.
+//
+// It ensures the base topics (BaseSpecs); the topics of a snapshot
+// generation are ensured by EnsureGeneration, by the services that follow
+// the generation, so that a generation that was dropped is not recreated.
 func EnsureTopics(ctx context.Context, c Config, clientID string) error {
+	return CreateTopics(ctx, c, clientID, c.BaseSpecs())
+}
+
+// EnsureGeneration is EnsureTopics for the topics of generation n.
+func EnsureGeneration(ctx context.Context, c Config, clientID string, n int) error {
+	return CreateTopics(ctx, c, clientID, c.GenerationSpecs(n))
+}
+
+// CreateTopics is EnsureTopics for the given specs.
+func CreateTopics(ctx context.Context, c Config, clientID string, specs []TopicSpec) error {
 	admin, err := newAdmin(ctx, c, clientID)
 	if err != nil {
 		return err
@@ -72,7 +127,7 @@ func EnsureTopics(ctx context.Context, c Config, clientID string) error {
 		}
 		rf = int16(min(3, len(brokers)))
 	}
-	for _, spec := range c.Specs() {
+	for _, spec := range specs {
 		if err := ensureTopic(admin, spec, rf); err != nil {
 			return err
 		}

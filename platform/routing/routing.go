@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,11 +32,32 @@ const (
 	HeaderServedBy = "X-Served-By"
 	// HeaderHops is the number of forwards the request took: 0 or 1.
 	HeaderHops = "X-Profiles-Hops"
-	// HeaderForwardedBy marks a forwarded request with the forwarder's id.
-	// An instance never forwards a request that carries it, so no request
-	// takes more than one hop.
+	// HeaderForwardedBy marks a forwarded request with the forwarder's id
+	// (ids, comma-separated, after a second hop). An instance forwards a
+	// request that carries it only in the case HeaderEpoch describes, so
+	// no request takes more than two hops, and in a steady state one.
 	HeaderForwardedBy = "X-Profiles-Forwarded-By"
+	// HeaderEpoch carries the forwarder's routing epoch (query-svc: its
+	// snapshot generation). During a switch to a new generation, two
+	// instances may route by different generations' tables. An instance
+	// that receives a request routed by another epoch serves it if it
+	// serves the partition in that epoch (it runs both for a while), and
+	// otherwise forwards it once more by its own table, instead of waiting
+	// for a partition it will never own.
+	HeaderEpoch = "X-Profiles-Routing-Epoch"
 )
+
+// EpochRouter is implemented by a Router whose table can change wholesale
+// (query-svc's snapshot generations, see HeaderEpoch).
+type EpochRouter interface {
+	Router
+	// Epoch is the epoch this instance routes by.
+	Epoch() int
+	// RouteEpoch routes p by epoch e when this instance still (or
+	// already) runs e and serves p there, and like Route otherwise. exact
+	// reports that the answer is e's.
+	RouteEpoch(ctx context.Context, p int32, e int) (owner kafkax.Member, self, exact bool, err error)
+}
 
 var forwards = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "profiles_routing_requests_total",
@@ -68,9 +91,17 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), rt.Wait)
 		defer cancel()
-		forwarded := r.Header.Get(HeaderForwardedBy) != ""
+		forwardedBy := r.Header.Get(HeaderForwardedBy)
+		forwarded := forwardedBy != ""
 		owner, self, err := rt.Router.Route(ctx, p)
-		for err == nil && !self && forwarded {
+		reforward := false
+		if err == nil && !self && forwarded {
+			reforward, owner, self, err = rt.epochRoute(ctx, r, p, owner)
+		}
+		if reforward && strings.Contains(forwardedBy, ",") {
+			reforward = false // two hops already: wait below
+		}
+		for err == nil && !self && forwarded && !reforward {
 			// The forwarder believed we own p. Never forward twice: wait
 			// until we do, or give up.
 			select {
@@ -87,17 +118,33 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 		case self:
 			forwards.WithLabelValues("local").Inc()
 			w.Header().Set(HeaderServedBy, rt.Self.ID)
-			hops := "0"
+			hops := 0
 			if forwarded {
-				hops = "1"
+				hops = 1 + strings.Count(forwardedBy, ",")
 			}
-			w.Header().Set(HeaderHops, hops)
+			w.Header().Set(HeaderHops, strconv.Itoa(hops))
 			h.ServeHTTP(w, r)
 		default:
 			forwards.WithLabelValues("forwarded").Inc()
 			rt.forwardWithRetry(ctx, w, r, p, owner, h)
 		}
 	})
+}
+
+// epochRoute handles a forwarded request for a partition this instance
+// does not serve by its own table, when the forwarder routed it by another
+// epoch (see HeaderEpoch). The request is served here if this instance
+// serves the partition in the forwarder's epoch; otherwise it may be
+// forwarded once more, by this instance's table (reforward). A request
+// routed by our own epoch is left to the caller's wait.
+func (rt Routing) epochRoute(ctx context.Context, r *http.Request, p int32, owner kafkax.Member) (reforward bool, _ kafkax.Member, self bool, err error) {
+	er, ok := rt.Router.(EpochRouter)
+	theirs, perr := strconv.Atoi(r.Header.Get(HeaderEpoch))
+	if !ok || perr != nil || theirs == er.Epoch() {
+		return false, owner, false, nil
+	}
+	owner, self, exact, err := er.RouteEpoch(ctx, p, theirs)
+	return err == nil && !self && !exact, owner, self, err
 }
 
 // forwardWithRetry forwards r to owner. When the owner cannot even be
@@ -173,7 +220,14 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, p int32, owner
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = target.Host
-			pr.Out.Header.Set(HeaderForwardedBy, rt.Self.ID)
+			by := rt.Self.ID
+			if prev := pr.In.Header.Get(HeaderForwardedBy); prev != "" {
+				by = prev + "," + by
+			}
+			pr.Out.Header.Set(HeaderForwardedBy, by)
+			if e, ok := rt.Router.(EpochRouter); ok {
+				pr.Out.Header.Set(HeaderEpoch, strconv.Itoa(e.Epoch()))
+			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			// Nothing has been written yet. A request that never reached

@@ -51,14 +51,26 @@ type Projector struct {
 	Log         *slog.Logger
 }
 
-// Run consumes events until ctx ends. It processes one message at a time and
-// acks it only after its snapshot has been written, so every event is folded
-// at least once and, by the version check, exactly once into the snapshot.
+// Run consumes events until ctx ends. Each event is acked only after its
+// snapshot has been written, so every event is folded at least once and,
+// by the version check, exactly once into the snapshot.
+//
+// watermill's Kafka subscriber delivers one un-acked message per partition
+// at a time, all on one channel. Run hands each partition's messages to a
+// goroutine of that partition, so partitions fold in parallel while each
+// keeps its order; folding them all on one goroutine would make the
+// projector as slow as one produce round trip per event in total.
 func (p *Projector) Run(ctx context.Context) error {
 	msgs, err := p.Subscriber.Subscribe(ctx, p.EventsTopic)
 	if err != nil {
 		return fmt.Errorf("subscribe to %s: %w", p.EventsTopic, err)
 	}
+	workers := map[int32]chan *message.Message{}
+	defer func() {
+		for _, ch := range workers {
+			close(ch)
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -67,13 +79,31 @@ func (p *Projector) Run(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			if err := p.handle(ctx, msg); err != nil {
-				p.Log.Warn("snapshot not written; the event will be redelivered", "err", err)
-				msg.Nack()
-				continue
+			partition, _ := kafka.MessagePartitionFromCtx(msg.Context())
+			ch := workers[partition]
+			if ch == nil {
+				ch = make(chan *message.Message, 1)
+				workers[partition] = ch
+				go p.fold(ctx, ch)
 			}
-			msg.Ack()
+			select {
+			case ch <- msg:
+			case <-ctx.Done():
+				return nil
+			}
 		}
+	}
+}
+
+// fold handles the messages of one partition, in order.
+func (p *Projector) fold(ctx context.Context, msgs <-chan *message.Message) {
+	for msg := range msgs {
+		if err := p.handle(ctx, msg); err != nil {
+			p.Log.Warn("snapshot not written; the event will be redelivered", "err", err)
+			msg.Nack()
+			continue
+		}
+		msg.Ack()
 	}
 }
 

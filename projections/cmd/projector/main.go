@@ -61,48 +61,64 @@ func run() error {
 		return err
 	}
 	defer pub.Close()
-	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
-		Brokers:               kcfg.Brokers,
-		ConsumerGroup:         *group,
-		OverwriteSaramaConfig: kcfg.Sarama("projector"),
-	}, wlog)
-	if err != nil {
-		return err
-	}
-	defer sub.Close()
-
 	dlq, err := kafkax.NewDeadLetters(kcfg, "projector")
 	if err != nil {
 		return err
 	}
 	defer dlq.Close()
 
-	p := &projector.Projector{
-		DeadLetters: dlq,
-		Subscriber:  sub, Publisher: pub, Client: client,
-		EventsTopic: kcfg.EventsTopic, SnapshotsTopic: kcfg.SnapshotsTopic, EmailIndexTopic: kcfg.EmailIndexTopic,
-		State: projector.NewState(), Log: log,
-	}
-	var restored atomic.Bool
+	// restored is the generation whose state has been restored and which
+	// the projector folds into now (0 while none is).
+	var restored atomic.Int64
 	var health httpx.Health
 	health.Check("state", func() error {
-		if !restored.Load() {
+		if restored.Load() == 0 {
 			return projector.ErrNotRestored
 		}
 		return nil
 	})
 	router := service.NewRouter(log, &health)
 
-	fold := func(ctx context.Context) error {
-		start := time.Now()
-		n, err := p.State.Restore(ctx, client, kcfg.SnapshotsTopic, nil)
+	// Each snapshot generation has its own consumer group, whose offsets
+	// replay sets to the generation's cutoff: at a switch the projector
+	// stops folding into the old generation's topics and continues the new
+	// one's exactly where replay stopped.
+	fold := func(ctx context.Context, n int, ready func()) error {
+		gcfg := kcfg.ForGeneration(n)
+		ggroup := kafkax.GenerationGroup(*group, n)
+		ready() // one projector per generation: stop the old one first
+		restored.Store(0)
+		if err := kafkax.EnsureGeneration(ctx, kcfg, "projector", n); err != nil {
+			return err
+		}
+		sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+			Brokers:               kcfg.Brokers,
+			ConsumerGroup:         ggroup,
+			OverwriteSaramaConfig: kcfg.Sarama("projector"),
+		}, wlog)
 		if err != nil {
 			return err
 		}
-		restored.Store(true)
-		log.Info("state restored from the snapshot topic", "records", n, "profiles", p.State.Len(), "took", time.Since(start))
+		defer sub.Close()
+		p := &projector.Projector{
+			DeadLetters: dlq,
+			Subscriber:  sub, Publisher: pub, Client: client,
+			EventsTopic: kcfg.EventsTopic, SnapshotsTopic: gcfg.SnapshotsTopic, EmailIndexTopic: gcfg.EmailIndexTopic,
+			State: projector.NewState(), Log: log.With("generation", n),
+		}
+		start := time.Now()
+		records, err := p.State.Restore(ctx, client, gcfg.SnapshotsTopic, nil)
+		if err != nil {
+			return err
+		}
+		restored.Store(int64(n))
+		log.Info("state restored from the snapshot topic", "generation", n, "snapshots", gcfg.SnapshotsTopic,
+			"group", ggroup, "records", records, "profiles", p.State.Len(), "took", time.Since(start))
 		return p.Run(ctx)
 	}
-	log.Info("starting", "http_addr", *common.HTTPAddr, "events", kcfg.EventsTopic, "snapshots", kcfg.SnapshotsTopic, "group", *group)
-	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, fold)
+	follow := func(ctx context.Context) error {
+		return kafkax.FollowGenerations(ctx, client, kcfg.ControlTopic, log, fold)
+	}
+	log.Info("starting", "http_addr", *common.HTTPAddr, "events", kcfg.EventsTopic, "control", kcfg.ControlTopic, "group", *group)
+	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, follow)
 }

@@ -45,6 +45,7 @@ func run() error {
 	mode := config.String(fs, "replica-mode", "REPLICA_MODE", "partitioned", "partitioned (own some partitions, forward the rest) or full (materialize every partition)")
 	group := config.String(fs, "group", "QUERY_GROUP", "profiles-query", "consumer group of the query-svc instances")
 	session := config.Duration(fs, "session-timeout", "SESSION_TIMEOUT", 10*time.Second, "how long a silent instance keeps its partitions")
+	switchGrace := config.Duration(fs, "switch-grace", "SWITCH_GRACE", 30*time.Second, "how long the old snapshot generation keeps running after a switch, for instances that still route by it")
 	routeWait := config.Duration(fs, "route-wait", "ROUTE_WAIT", 15*time.Second, "longest a request waits for an owner of its partition")
 	_ = fs.Parse(os.Args[1:])
 
@@ -103,13 +104,14 @@ func run() error {
 		if static {
 			opts.InstanceID = self.ID
 		}
-		g, err := kafkax.NewGroup(client, opts, log.With("generation", n))
+		g, err := kafkax.NewGroup(client, opts, log.With("snapshot_generation", n))
 		if err != nil {
 			return nil, err
 		}
 		return &follower.GroupFollower{Group: g, Config: kcfg.GroupConfig("query-svc", opts), Brokers: kcfg.Brokers}, nil
 	}
 	gens = follower.NewGenerations(client, kcfg, applier, build, log)
+	gens.SetGrace(*switchGrace)
 	var health httpx.Health
 	health.Check("view", gens.Ready)
 

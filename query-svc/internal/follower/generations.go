@@ -56,7 +56,8 @@ type Generations struct {
 	serving  Follower
 	n        int
 	changed  chan struct{}
-	running  map[Follower]bool
+	running  map[Follower]int // generation of every running follower
+	grace    time.Duration
 	rebuild  RebuildStatus
 	records  atomic.Int64 // records applied, for the rebuild status
 	counting atomic.Bool
@@ -68,9 +69,16 @@ type Generations struct {
 func NewGenerations(client sarama.Client, kcfg kafkax.Config, applier Applier, build NewFollower, log *slog.Logger) *Generations {
 	return &Generations{
 		client: client, kafka: kcfg, applier: applier, build: build, log: log,
-		changed: make(chan struct{}), running: map[Follower]bool{}, rebuild: RebuildStatus{State: "idle"},
+		changed: make(chan struct{}), running: map[Follower]int{}, rebuild: RebuildStatus{State: "idle"},
+		grace: 30 * time.Second,
 	}
 }
+
+// SetGrace sets how long the old generation keeps running after the new
+// one has taken over routing (default 30s). Other instances may still
+// route by the old generation meanwhile, and forward requests here that
+// only the old generation's owner can serve.
+func (g *Generations) SetGrace(d time.Duration) { g.grace = d }
 
 // Run follows the control topic until ctx ends.
 func (g *Generations) Run(ctx context.Context) error {
@@ -95,7 +103,7 @@ func (g *Generations) runGeneration(ctx context.Context, n int, ready func()) er
 		return err
 	}
 	g.mu.Lock()
-	g.running[f] = true
+	g.running[f] = n
 	g.mu.Unlock()
 	defer func() {
 		g.mu.Lock()
@@ -116,12 +124,24 @@ func (g *Generations) runGeneration(ctx context.Context, n int, ready func()) er
 				continue
 			}
 			g.mu.Lock()
+			old := g.serving
 			g.serving, g.n = f, n
 			close(g.changed)
 			g.changed = make(chan struct{})
 			g.mu.Unlock()
-			ready() // stops the older generations
 			g.log.Info("serving snapshot generation", "generation", n)
+			kafkax.ServingGeneration(n)
+			if old != nil {
+				// Other instances may still route by the old generation:
+				// keep it running (and its partitions in the view) so that
+				// what they forward here is served.
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(g.grace):
+				}
+			}
+			ready() // stops the older generations
 			// The old generation's partitions that the new one does not
 			// own are not served here any more.
 			time.Sleep(time.Second)
@@ -321,5 +341,30 @@ type GroupFollower struct {
 // Run implements Follower.
 func (g *GroupFollower) Run(ctx context.Context) error { return g.Group.Run(ctx, g.Config, g.Brokers) }
 
-// Epoch implements routing.Epocher: the serving generation.
+// Epoch implements routing.EpochRouter: the serving generation.
 func (g *Generations) Epoch() int { return g.Generation() }
+
+// RouteEpoch implements routing.EpochRouter: a request that another
+// instance routed by generation e is served here if this instance runs e
+// (still, or already) and serves p in it; otherwise it is routed by the
+// serving generation.
+func (g *Generations) RouteEpoch(ctx context.Context, p int32, e int) (kafkax.Member, bool, bool, error) {
+	g.mu.Lock()
+	var fe Follower
+	for f, n := range g.running {
+		if n == e {
+			fe = f
+		}
+	}
+	g.mu.Unlock()
+	if fe != nil {
+		quick, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		m, self, err := fe.Route(quick, p)
+		cancel()
+		if err == nil && self {
+			return m, true, true, nil
+		}
+	}
+	m, self, err := g.Route(ctx, p)
+	return m, self, g.Generation() == e, err
+}
