@@ -303,6 +303,13 @@ func (g *Generations) RebuildStatus() RebuildStatus {
 	if rs, ok := f.(resyncer); ok && st.State == "rebuilding" {
 		st.Partitions, st.Behind = len(f.Owned()), rs.Behind()
 		if !rs.Resyncing() && f.Ready() == nil {
+			// The bulk load committed its batches without a sync: one
+			// sync makes the rebuilt view durable.
+			if syncer, ok := g.applier.Store.(interface{ Sync() error }); ok {
+				if err := syncer.Sync(); err != nil {
+					g.log.Error("cannot sync the rebuilt view", "err", err)
+				}
+			}
 			now := time.Now().UTC()
 			g.rebuild.State, g.rebuild.FinishedAt = "done", &now
 			g.counting.Store(false)

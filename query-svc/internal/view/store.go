@@ -440,3 +440,7 @@ func (quietLogger) Errorf(format string, args ...any) {
 func (quietLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }
+
+// Sync makes every batch applied so far durable. Batches are committed
+// without a sync (see apply); a bulk load calls Sync once at its end.
+func (s *Store) Sync() error { return s.db.LogData(nil, pebble.Sync) }
