@@ -9,6 +9,10 @@
 // the front door), the next instance of the same service is tried, whatever
 // the method. Once a request has been sent, its outcome is final: a response
 // is passed on as is, and a failure mid-request is a 502, never a retry.
+//
+// The change stream (GET /api/changes, Server-Sent Events) goes to
+// query-svc like any read, and is passed on as it comes, for as long as it
+// lasts (see serveStream).
 package frontdoor
 
 import (
@@ -64,11 +68,32 @@ func ParseURLs(s string) ([]*url.URL, error) {
 	return out, nil
 }
 
+// Option changes the front door's behaviour.
+type Option func(*options)
+
+type options struct {
+	stop <-chan struct{}
+}
+
+// StopStreams ends every change stream passing through the front door when
+// stop is closed. Give it the shutdown signal, so that the server's
+// graceful shutdown does not wait for streams, which never end by
+// themselves.
+func StopStreams(stop <-chan struct{}) Option { return func(o *options) { o.stop = stop } }
+
+// StreamPath is the path of the change stream (Server-Sent Events), which
+// query-svc serves and which may stay open for hours.
+const StreamPath = "/api/changes"
+
 // New returns the front door handler for the instances of command-svc and
 // of query-svc, given by their base URLs. Both lists must be non-empty.
-func New(commandURLs, queryURLs []*url.URL, log *slog.Logger) (http.Handler, error) {
+func New(commandURLs, queryURLs []*url.URL, log *slog.Logger, opts ...Option) (http.Handler, error) {
 	if len(commandURLs) == 0 || len(queryURLs) == 0 {
 		return nil, errors.New("frontdoor: every service needs at least one instance URL")
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	transport := newTransport()
 	write := newPool("command-svc", commandURLs, transport, log)
@@ -78,13 +103,48 @@ func New(commandURLs, queryURLs []*url.URL, log *slog.Logger) (http.Handler, err
 		if !ok {
 			return
 		}
-		switch r.Method {
-		case http.MethodGet, http.MethodHead:
+		switch {
+		case r.Method == http.MethodGet && r.URL.Path == StreamPath:
+			serveStream(w, r, read, o.stop)
+		case r.Method == http.MethodGet || r.Method == http.MethodHead:
 			read.serve(w, r, body)
 		default:
 			write.serve(w, r, body)
 		}
 	}), nil
+}
+
+// serveStream passes a change stream from query-svc to the client as it
+// comes. httputil.ReverseProxy already flushes a text/event-stream
+// response after every write (as with FlushInterval -1), and the
+// transport has no response timeout; what would cut a stream is the
+// front door's own server, whose WriteTimeout bounds every response. So
+// the stream's write deadline is lifted; the client's going away, the
+// upstream's end, or stop ends it.
+func serveStream(w http.ResponseWriter, r *http.Request, read *pool, stop <-chan struct{}) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if stop != nil {
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	defer func() {
+		// ReverseProxy aborts the handler (http.ErrAbortHandler) when
+		// copying the body fails: here the normal end of a stream whose
+		// client went away, or that stop or a failed upstream broke off.
+		// The client sees the stream end, and reconnects with its
+		// Last-Event-ID.
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			panic(v)
+		}
+	}()
+	read.serve(w, r.WithContext(ctx), nil)
 }
 
 // newTransport is http.DefaultTransport with a short connect timeout (to

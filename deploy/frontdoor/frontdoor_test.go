@@ -1,6 +1,8 @@
 package frontdoor
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -608,5 +610,146 @@ func TestInternalHeadersFromClientsAreDropped(t *testing.T) {
 	resp.Body.Close()
 	if seen.Get("X-Profiles-Uid") != "" || seen.Get("X-Profiles-Forwarded-By") != "" || seen.Get("X-Request-Id") != "kept" {
 		t.Fatalf("upstream saw %v", seen)
+	}
+}
+
+// The change stream reaches the client event by event, outlives the front
+// door's write timeout, and ends when the client goes (upstream too) or at
+// StopStreams.
+func TestChangeStream(t *testing.T) {
+	var (
+		mu       sync.Mutex
+		lastIDs  []string
+		upClosed = make(chan struct{}, 10)
+	)
+	release := make(chan struct{})
+	up := handlerURL(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != StreamPath {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		lastIDs = append(lastIDs, r.Header.Get("Last-Event-ID"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("X-Served-By", "query")
+		rc := http.NewResponseController(w)
+		_, _ = io.WriteString(w, "id: g1:0=0\nevent: ready\ndata: {}\n\n")
+		_ = rc.Flush()
+		select { // the next event only once the client has the first
+		case <-release:
+		case <-r.Context().Done():
+			upClosed <- struct{}{}
+			return
+		}
+		for i := 1; ; i++ {
+			if _, err := fmt.Fprintf(w, "id: g1:0=%d\nevent: profile\ndata: {}\n\n", i); err != nil || rc.Flush() != nil {
+				upClosed <- struct{}{}
+				return
+			}
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-r.Context().Done():
+				upClosed <- struct{}{}
+				return
+			}
+		}
+	}))
+	stop := make(chan struct{})
+	h, err := New([]*url.URL{downURL(t)}, []*url.URL{downURL(t), up}, slog.New(slog.DiscardHandler), StopStreams(stop))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.WriteTimeout = 300 * time.Millisecond // far below the stream's life
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	open := func() (*http.Response, *bufio.Reader, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+StreamPath, nil)
+		req.Header.Set("Last-Event-ID", "g1:0=0")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" || resp.Header.Get("X-Served-By") != "query" {
+			t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+		}
+		return resp, bufio.NewReader(resp.Body), cancel
+	}
+	readEvent := func(br *bufio.Reader) (string, error) {
+		var ev strings.Builder
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return ev.String(), err
+			}
+			if line == "\n" {
+				return ev.String(), nil
+			}
+			ev.WriteString(line)
+		}
+	}
+
+	resp, br, cancel := open()
+	got := make(chan string, 1)
+	go func() { ev, _ := readEvent(br); got <- ev }()
+	select {
+	case ev := <-got:
+		if !strings.HasPrefix(ev, "id: g1:0=0\nevent: ready") {
+			t.Fatalf("first event %q", ev)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the first event was held back by the front door")
+	}
+	close(release)
+	deadline := time.Now().Add(700 * time.Millisecond) // past the write timeout
+	for n := 1; time.Now().Before(deadline); n++ {
+		ev, err := readEvent(br)
+		if err != nil || !strings.HasPrefix(ev, fmt.Sprintf("id: g1:0=%d\n", n)) {
+			t.Fatalf("event %d: %q %v", n, ev, err)
+		}
+	}
+	mu.Lock()
+	if len(lastIDs) != 1 || lastIDs[0] != "g1:0=0" {
+		t.Fatalf("upstream saw Last-Event-ID %v", lastIDs)
+	}
+	mu.Unlock()
+	// The client goes: the upstream's stream ends too.
+	cancel()
+	resp.Body.Close()
+	select {
+	case <-upClosed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the upstream stream outlived its client")
+	}
+
+	// StopStreams ends a stream for the client and the upstream.
+	resp, br, cancel = open()
+	defer cancel()
+	defer resp.Body.Close()
+	if _, err := readEvent(br); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := readEvent(br); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	select {
+	case <-ended:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the stream outlived StopStreams")
+	}
+	select {
+	case <-upClosed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the upstream stream outlived StopStreams")
 	}
 }

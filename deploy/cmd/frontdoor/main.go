@@ -41,12 +41,13 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("QUERY_URL: %w", err)
 	}
-	api, err := frontdoor.New(cmdURLs, qryURLs, log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// Change streams end at shutdown instead of holding it for SHUTDOWN_GRACE.
+	api, err := frontdoor.New(cmdURLs, qryURLs, log, frontdoor.StopStreams(ctx.Done()))
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 
 	var health httpx.Health
 	// Ready when at least one instance of each service is: the front door

@@ -2,7 +2,8 @@
 // /api/search from a Pebble view of the partitions it owns in its consumer
 // group (snapshots, email index and event log), and forwards requests for
 // other partitions to their owners. With REPLICA_MODE=full it materializes
-// every partition and never forwards.
+// every partition and never forwards. Any instance also serves the change
+// stream GET /api/changes, straight from the snapshot topic.
 package main
 
 import (
@@ -24,6 +25,7 @@ import (
 	"profiles/platform/routing"
 	"profiles/platform/service"
 	"profiles/query-svc/internal/app"
+	"profiles/query-svc/internal/changes"
 	"profiles/query-svc/internal/follower"
 	"profiles/query-svc/internal/ports"
 	"profiles/query-svc/internal/view"
@@ -47,6 +49,7 @@ func run() error {
 	session := config.Duration(fs, "session-timeout", "SESSION_TIMEOUT", 10*time.Second, "how long a silent instance keeps its partitions")
 	switchGrace := config.Duration(fs, "switch-grace", "SWITCH_GRACE", 30*time.Second, "how long the old snapshot generation keeps running after a switch, for instances that still route by it")
 	routeWait := config.Duration(fs, "route-wait", "ROUTE_WAIT", 15*time.Second, "longest a request waits for an owner of its partition")
+	streamMax := config.Int(fs, "stream-max", "STREAM_MAX", 100, "most change streams (GET /api/changes) open at once on this instance")
 	_ = fs.Parse(os.Args[1:])
 
 	log := common.Logger("query-svc")
@@ -127,6 +130,23 @@ func run() error {
 		},
 	}.Register(mux)
 	ports.Admin{Views: gens, Instance: self.ID}.Register(mux)
+	// GET /api/changes: any instance streams the serving generation's
+	// snapshot topic, each stream with a Kafka client of its own (see
+	// changes.Kafka). Streams end at shutdown (ctx), so that the graceful
+	// shutdown does not wait for them.
+	(&ports.Changes{
+		Source: changes.Kafka{NewClient: func() (sarama.Client, error) {
+			sc := kcfg.Sarama("query-svc-changes")
+			sc.Metadata.Full = false
+			return sarama.NewClient(kcfg.Brokers, sc)
+		}},
+		Generation: gens.Generation,
+		Topic:      func(n int) string { return kcfg.ForGeneration(n).SnapshotsTopic },
+		Max:        *streamMax,
+		Stop:       ctx.Done(),
+		Instance:   self.ID,
+		Log:        log,
+	}).Register(mux)
 	mux.HandleFunc("/debug/assignment", routing.DebugHandler(self, *mode, gens, func() map[string]any {
 		held, _ := store.Held()
 		n := gens.Generation()

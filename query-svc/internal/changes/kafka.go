@@ -1,0 +1,172 @@
+package changes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"profiles/platform/kafkax"
+)
+
+// Source opens what one stream reads.
+type Source interface {
+	// Open starts the reading of topic for one stream; the stream closes
+	// the session when it ends.
+	Open(ctx context.Context, topic string) (Session, error)
+}
+
+// Session is one stream's reading of a snapshot topic.
+type Session interface {
+	// Bounds returns the bounds of every partition of the topic.
+	Bounds(ctx context.Context) (map[int32]Bounds, error)
+	// Read hands the records of every partition in start, from its offset
+	// on, to handle in offset order (batches; partitions concurrently),
+	// until ctx ends (nil) or reading fails.
+	Read(ctx context.Context, start map[int32]int64, handle func(ctx context.Context, p int32, records []*sarama.ConsumerMessage) error) error
+	Close() error
+}
+
+// Kafka is the Source of query-svc: each session has a sarama client of
+// its own, from NewClient, and reads with a plain sarama consumer of that
+// client (kafkax.Read), read_committed.
+//
+// A client per stream, not the service's shared client: a Kafka broker
+// answers the requests of one connection one at a time, and an idle
+// stream's fetch waits there for new records (Consumer.MaxWaitTime). On a
+// shared connection, every idle stream would delay the service's own
+// requests (offsets at an assignment, the routing table) and the other
+// streams' start by that much.
+type Kafka struct {
+	NewClient func() (sarama.Client, error)
+}
+
+// Open implements Source.
+func (k Kafka) Open(_ context.Context, topic string) (Session, error) {
+	c, err := k.NewClient()
+	if err != nil {
+		return nil, fmt.Errorf("kafka client for a change stream: %w", err)
+	}
+	return &session{client: c, topic: topic}, nil
+}
+
+type session struct {
+	client sarama.Client
+	topic  string
+}
+
+func (s *session) Close() error { return s.client.Close() }
+
+func (s *session) Read(ctx context.Context, start map[int32]int64, handle func(context.Context, int32, []*sarama.ConsumerMessage) error) error {
+	return kafkax.Read(ctx, s.client, kafkax.ReadOptions{
+		Topic:      s.topic,
+		Partitions: slices.Sorted(maps.Keys(start)),
+		Start:      func(p int32) (int64, error) { return start[p], nil },
+		Handle:     handle,
+		MaxBatch:   500,
+	})
+}
+
+func (s *session) Bounds(ctx context.Context) (map[int32]Bounds, error) {
+	var parts []int32
+	err := s.retry(ctx, func() (err error) {
+		if parts, err = s.client.Partitions(s.topic); err == nil && len(parts) == 0 {
+			err = sarama.ErrLeaderNotAvailable
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("partitions of %s: %w", s.topic, err)
+	}
+	var oldest, high, stable map[int32]int64
+	for _, q := range []struct {
+		out *map[int32]int64
+		at  int64
+		iso sarama.IsolationLevel
+	}{
+		{&oldest, sarama.OffsetOldest, sarama.ReadUncommitted},
+		{&high, sarama.OffsetNewest, sarama.ReadUncommitted},
+		{&stable, sarama.OffsetNewest, sarama.ReadCommitted},
+	} {
+		err := s.retry(ctx, func() (err error) {
+			*q.out, err = s.listOffsets(parts, q.at, q.iso)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("offsets of %s: %w", s.topic, err)
+		}
+	}
+	out := make(map[int32]Bounds, len(parts))
+	for _, p := range parts {
+		out[p] = Bounds{Oldest: oldest[p], Stable: stable[p], High: high[p]}
+	}
+	return out, nil
+}
+
+// listOffsets asks the leader of each partition for its offset at (oldest
+// or newest) with the given isolation: newest read_committed is the last
+// stable offset. sarama's Client.GetOffset has no isolation, so it always
+// answers the high-water mark.
+func (s *session) listOffsets(parts []int32, at int64, iso sarama.IsolationLevel) (map[int32]int64, error) {
+	type ask struct {
+		req   *sarama.OffsetRequest
+		parts []int32
+	}
+	asks := map[*sarama.Broker]*ask{}
+	for _, p := range parts {
+		leader, err := s.client.Leader(s.topic, p)
+		if err != nil {
+			return nil, err
+		}
+		a := asks[leader]
+		if a == nil {
+			a = &ask{req: sarama.NewOffsetRequest(s.client.Config().Version)}
+			a.req.IsolationLevel = iso
+			asks[leader] = a
+		}
+		a.req.AddBlock(s.topic, p, at, 1)
+		a.parts = append(a.parts, p)
+	}
+	out := make(map[int32]int64, len(parts))
+	for broker, a := range asks {
+		resp, err := broker.GetAvailableOffsets(a.req)
+		if err != nil {
+			_ = broker.Close()
+			return nil, err
+		}
+		for _, p := range a.parts {
+			block := resp.GetBlock(s.topic, p)
+			switch {
+			case block == nil:
+				return nil, sarama.ErrIncompleteResponse
+			case !errors.Is(block.Err, sarama.ErrNoError):
+				return nil, block.Err
+			}
+			out[p] = block.Offset
+		}
+	}
+	return out, nil
+}
+
+// retry runs op until it succeeds or ctx ends, refreshing the topic's
+// metadata between attempts (a leader moved, a broker restarted).
+func (s *session) retry(ctx context.Context, op func() error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := op()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+		_ = s.client.RefreshMetadata(s.topic)
+	}
+}
