@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -185,8 +186,11 @@ func (g *Generations) Generation() int {
 }
 
 // Route routes through the serving generation, waiting for one if none
-// serves yet. A wait inside the old generation's routing ends when a new
-// generation takes over, and the request is routed again by the new one.
+// serves yet. During a switch, while the serving generation has no owner
+// ready for p (its group is still rebalancing or catching up), a
+// generation that still runs (the old one, for SWITCH_GRACE) may answer
+// instead: both hold the same data. A wait ends when the serving
+// generation changes, and the request is routed again.
 func (g *Generations) Route(ctx context.Context, p int32) (kafkax.Member, bool, error) {
 	for {
 		f, _, changed := g.current()
@@ -198,25 +202,36 @@ func (g *Generations) Route(ctx context.Context, p int32) (kafkax.Member, bool, 
 				return kafkax.Member{}, false, fmt.Errorf("%w (partition %d)", kafkax.ErrNoOwner, p)
 			}
 		}
-		rctx, cancel := context.WithCancel(ctx)
-		go func() {
-			select {
-			case <-changed:
-				cancel()
-			case <-rctx.Done():
+		for _, cand := range append([]Follower{f}, g.others(f)...) {
+			quick, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+			m, self, err := cand.Route(quick, p)
+			cancel()
+			if err == nil {
+				return m, self, nil
 			}
-		}()
-		m, self, err := f.Route(rctx, p)
-		cancel()
+		}
 		select {
 		case <-changed:
-			if err != nil && ctx.Err() == nil {
-				continue // the generation changed during the wait
-			}
-		default:
+		case <-ctx.Done():
+			return kafkax.Member{}, false, fmt.Errorf("%w (partition %d)", kafkax.ErrNoOwner, p)
+		case <-time.After(50 * time.Millisecond):
 		}
-		return m, self, err
 	}
+}
+
+// others returns the running followers other than f, newest generation
+// first.
+func (g *Generations) others(f Follower) []Follower {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []Follower
+	for o := range g.running {
+		if o != f {
+			out = append(out, o)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return g.running[out[i]] > g.running[out[j]] })
+	return out
 }
 
 // Ready reports nil once a generation serves and is caught up.
