@@ -220,3 +220,19 @@ func verifyTopic(admin sarama.ClusterAdmin, spec TopicSpec) error {
 	}
 	return nil
 }
+
+// Connect is how a binary starts on Kafka: it ensures the base topics
+// (waiting up to two minutes for the broker, so that a service may start
+// before it) and returns a client for clientID. Close the client.
+func Connect(ctx context.Context, c Config, clientID string) (sarama.Client, error) {
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := EnsureTopics(startCtx, c, clientID); err != nil {
+		return nil, err
+	}
+	client, err := sarama.NewClient(c.Brokers, c.Sarama(clientID))
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return client, nil
+}

@@ -98,42 +98,24 @@ func Verify(ctx context.Context, env Env, n int, wait time.Duration) (VerifyRepo
 	if err := g.Wait(); err != nil {
 		return rep, err
 	}
-	for _, e := range liveSnaps {
-		if e.live {
-			rep.LiveProfiles++
-		}
-	}
-	for _, e := range candSnaps {
-		if e.live {
-			rep.CandidateProfiles++
-		}
-	}
-	compare(liveSnaps, candSnaps, func(key string, verdict int, l, c entry) {
-		switch verdict {
-		case same:
-			rep.Equal++
-		case newerInLive:
-			rep.NewerInLive++
-		default:
-			rep.DiffCount++
-			if len(rep.Differences) < 20 {
-				rep.Differences = append(rep.Differences, Difference{Topic: cand.SnapshotsTopic, Key: key, Live: l.String(), New: c.String()})
+	rep.LiveProfiles, rep.CandidateProfiles = countLive(liveSnaps), countLive(candSnaps)
+	tally := func(topic string, equal, newer, diffs *int) func(string, int, entry, entry) {
+		return func(key string, verdict int, l, c entry) {
+			switch verdict {
+			case same:
+				*equal++
+			case newerInLive:
+				*newer++
+			default:
+				*diffs++
+				if len(rep.Differences) < 20 {
+					rep.Differences = append(rep.Differences, Difference{Topic: topic, Key: key, Live: l.String(), New: c.String()})
+				}
 			}
 		}
-	})
-	compare(liveIndex, candIndex, func(key string, verdict int, l, c entry) {
-		switch verdict {
-		case same:
-			rep.IndexEqual++
-		case newerInLive:
-			rep.IndexNewerInLive++
-		default:
-			rep.IndexDiffs++
-			if len(rep.Differences) < 20 {
-				rep.Differences = append(rep.Differences, Difference{Topic: cand.EmailIndexTopic, Key: key, Live: l.String(), New: c.String()})
-			}
-		}
-	})
+	}
+	compare(liveSnaps, candSnaps, tally(cand.SnapshotsTopic, &rep.Equal, &rep.NewerInLive, &rep.DiffCount))
+	compare(liveIndex, candIndex, tally(cand.EmailIndexTopic, &rep.IndexEqual, &rep.IndexNewerInLive, &rep.IndexDiffs))
 	fmt.Fprintf(env.Out, "replay: verify generation %d against live generation %d: %d live profiles vs %d; %d keys equal, %d newer in live (changed after the cutoff), %d different; email index: %d equal, %d newer in live, %d different\n",
 		n, rep.Live, rep.LiveProfiles, rep.CandidateProfiles, rep.Equal, rep.NewerInLive, rep.DiffCount, rep.IndexEqual, rep.IndexNewerInLive, rep.IndexDiffs)
 	for _, d := range rep.Differences {
@@ -152,6 +134,16 @@ func Verify(ctx context.Context, env Env, n int, wait time.Duration) (VerifyRepo
 		}
 	}
 	return rep, nil
+}
+
+func countLive(m map[string]entry) int {
+	n := 0
+	for _, e := range m {
+		if e.live {
+			n++
+		}
+	}
+	return n
 }
 
 const (

@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/google/uuid"
 
 	"profiles/command-svc/internal/adapters"
@@ -62,14 +61,9 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := kafkax.EnsureTopics(startCtx, kcfg, "command-svc"); err != nil {
-		return err
-	}
-	client, err := sarama.NewClient(kcfg.Brokers, kcfg.Sarama("command-svc"))
+	client, err := kafkax.Connect(ctx, kcfg, "command-svc")
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return err
 	}
 	defer client.Close()
 	states := state.NewStore(log, kcfg.ClaimsTopic)

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 
@@ -44,14 +43,9 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := kafkax.EnsureTopics(startCtx, kcfg, "projector"); err != nil {
-		return err
-	}
-	client, err := sarama.NewClient(kcfg.Brokers, kcfg.Sarama("projector"))
+	client, err := kafkax.Connect(ctx, kcfg, "projector")
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return err
 	}
 	defer client.Close()
 

@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/IBM/sarama"
-
 	"profiles/platform/config"
 	"profiles/platform/kafkax"
 	"profiles/projections/replay"
@@ -92,12 +90,9 @@ func run(cmd string, args []string, out io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := kafkax.EnsureTopics(ctx, kcfg, "replay"); err != nil {
-		return err
-	}
-	client, err := sarama.NewClient(kcfg.Brokers, kcfg.Sarama("replay"))
+	client, err := kafkax.Connect(ctx, kcfg, "replay")
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return err
 	}
 	defer client.Close()
 	env := replay.Env{Kafka: kcfg, Client: client, ProjectorGroup: *projGroup, Out: out, Every: *every, Log: log}

@@ -67,14 +67,9 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := kafkax.EnsureTopics(startCtx, kcfg, "query-svc"); err != nil {
-		return err
-	}
-	client, err := sarama.NewClient(kcfg.Brokers, kcfg.Sarama("query-svc"))
+	client, err := kafkax.Connect(ctx, kcfg, "query-svc")
 	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
+		return err
 	}
 	defer client.Close()
 
