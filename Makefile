@@ -23,6 +23,7 @@ build: ## Build every binary into bin/.
 	cd query-svc   && go build -o ../$(BIN)/query-svc ./cmd/query-svc
 	cd projections && go build -o ../$(BIN)/projector ./cmd/projector
 	cd projections && go build -o ../$(BIN)/replay ./cmd/replay
+	cd projections && go build -o ../$(BIN)/replicator ./cmd/replicator
 	cd deploy      && go build -o ../$(BIN)/frontdoor ./cmd/frontdoor
 
 .PHONY: up

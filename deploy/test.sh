@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # deploy/test.sh: `make test`. Starts a Kafka broker of the tests' own
 # (ports 19092/19093, data in .data/test-kafka, wiped first, so the data of
-# `make run` is never touched), runs the tests of every module with
+# `make run` is never touched) and a PostgreSQL server (port 15432, data in
+# .data/test-postgres, wiped first), runs the tests of every module with
 # GOWORK=off (so a missing require fails here, not in someone's build), and
-# stops the broker by PID whatever happens.
+# stops both by PID whatever happens.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# TEST_MODULES, TEST_KAFKA_DATA and TEST_KAFKA_PORT let several runs share a
-# machine (for example: TEST_MODULES=deploy GOTESTFLAGS="-run History").
+# TEST_MODULES, TEST_KAFKA_DATA and TEST_KAFKA_PORT (and TEST_POSTGRES_*,
+# below) let several runs share a machine (for example: TEST_MODULES=deploy
+# GOTESTFLAGS="-run History").
 read -r -a MODULES <<<"${TEST_MODULES:-events platform projections command-svc query-svc deploy}"
 DATA=${TEST_KAFKA_DATA:-.data/test-kafka}
 PORT=${TEST_KAFKA_PORT:-19092}
@@ -19,6 +21,15 @@ CONTROLLER_PORT=${TEST_KAFKA_CONTROLLER_PORT:-19093}
 deploy/kafka.sh start --fresh --data "$DATA" --port "$PORT" --controller-port "$CONTROLLER_PORT" \
   --extra log.cleaner.backoff.ms=500 offsets.topic.num.partitions=4 transaction.state.log.num.partitions=4
 trap 'deploy/kafka.sh stop --data "$DATA" >/dev/null 2>&1 || true' EXIT
+
+# PostgreSQL for the replicator's sink (TEST_POSTGRES_PORT, TEST_POSTGRES_DATA
+# let runs share a machine). Test-only: no fsync, trust auth on loopback.
+PG_DATA=${TEST_POSTGRES_DATA:-.data/test-postgres}
+PG_PORT=${TEST_POSTGRES_PORT:-15432}
+trap 'deploy/postgres.sh stop --data "$PG_DATA" >/dev/null 2>&1 || true; deploy/kafka.sh stop --data "$DATA" >/dev/null 2>&1 || true' EXIT
+deploy/postgres.sh start --fresh --data "$PG_DATA" --port "$PG_PORT" --db profiles_test \
+  --extra fsync=off synchronous_commit=off full_page_writes=off
+export PROFILES_TEST_POSTGRES="postgres://postgres@127.0.0.1:$PG_PORT/profiles_test?sslmode=disable"
 
 export PROFILES_TEST_KAFKA=127.0.0.1:$PORT
 export PROFILES_TEST_KAFKA_DATA=$PWD/$DATA

@@ -66,6 +66,7 @@ func buildAll(dir string) error {
 		{"query-svc", "./cmd/query-svc", "query-svc"},
 		{"projections", "./cmd/projector", "projector"},
 		{"projections", "./cmd/replay", "replay"},
+		{"projections", "./cmd/replicator", "replicator"},
 		{"deploy", "./cmd/frontdoor", "frontdoor"},
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), b.pkg)

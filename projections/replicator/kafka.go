@@ -1,0 +1,155 @@
+package replicator
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/IBM/sarama"
+
+	"profiles/platform/kafkax"
+)
+
+// KafkaSink mirrors source topics to another Kafka cluster (another
+// region, say). Each source record goes to the same partition of the
+// target topic of the same base name, with its key, value (a tombstone
+// stays a tombstone) and headers, so per-key order and compaction are
+// preserved. Each batch is one transaction on the target cluster that also
+// writes the batch's position to a compacted checkpoint topic there; a
+// restarted mirror reads its checkpoints back (read_committed) and resumes
+// exactly after the last committed batch. The transactional id fences a
+// second mirror with the same id.
+//
+// Use NewKafkaSink; Close it. Write calls are serialized (one transaction
+// at a time).
+type KafkaSink struct {
+	producer    sarama.SyncProducer
+	checkpoints string
+	// target maps a source topic to its target topic.
+	target func(source string) string
+
+	mu        sync.Mutex
+	positions map[string]int64 // "topic/partition" → next offset
+}
+
+// KafkaSinkConfig configures a KafkaSink.
+type KafkaSinkConfig struct {
+	// Target is the target cluster; its topic names are the base names of
+	// the source topics (generation 1's), and Partitions must match.
+	Target kafkax.Config
+	// CheckpointTopic on the target cluster; "" means
+	// "profile-mirror-checkpoints".
+	CheckpointTopic string
+	// TransactionalID of the mirror's producer; one per mirror process.
+	TransactionalID string
+	// Source is the source configuration, to map generation topics
+	// (profile-snapshots.v2) back to their base names.
+	Source kafkax.Config
+}
+
+// NewKafkaSink creates the target topics if needed, and reads the
+// checkpoints.
+func NewKafkaSink(ctx context.Context, cfg KafkaSinkConfig) (*KafkaSink, error) {
+	if cfg.CheckpointTopic == "" {
+		cfg.CheckpointTopic = "profile-mirror-checkpoints"
+	}
+	specs := []kafkax.TopicSpec{{Name: cfg.CheckpointTopic, Partitions: 1, Required: map[string]string{"cleanup.policy": "compact"}}}
+	for _, s := range cfg.Target.Specs() {
+		if s.Name == cfg.Target.SnapshotsTopic || s.Name == cfg.Target.EventsTopic {
+			specs = append(specs, s)
+		}
+	}
+	if err := kafkax.CreateTopics(ctx, cfg.Target, "replicator", specs); err != nil {
+		return nil, fmt.Errorf("target cluster: %w", err)
+	}
+	k := &KafkaSink{checkpoints: cfg.CheckpointTopic, positions: map[string]int64{}}
+	k.target = func(source string) string {
+		if source == cfg.Source.EventsTopic {
+			return cfg.Target.EventsTopic
+		}
+		return cfg.Target.SnapshotsTopic // the snapshot topic of any generation
+	}
+
+	client, err := sarama.NewClient(cfg.Target.Brokers, cfg.Target.Sarama("replicator"))
+	if err != nil {
+		return nil, fmt.Errorf("target cluster: %w", err)
+	}
+	defer client.Close()
+	err = kafkax.Read(ctx, client, kafkax.ReadOptions{
+		Topic: cfg.CheckpointTopic, StopAtEnd: true,
+		Handle: func(_ context.Context, _ int32, recs []*sarama.ConsumerMessage) error {
+			for _, r := range recs {
+				if off, err := strconv.ParseInt(string(r.Value), 10, 64); err == nil {
+					k.positions[string(r.Key)] = off
+				}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", err)
+	}
+
+	pc := cfg.Target.ProducerSarama("replicator")
+	pc.Producer.Transaction.ID = cfg.TransactionalID
+	pc.Producer.Partitioner = sarama.NewManualPartitioner
+	if k.producer, err = sarama.NewSyncProducer(cfg.Target.Brokers, pc); err != nil {
+		return nil, fmt.Errorf("target producer: %w", err)
+	}
+	return k, nil
+}
+
+// Name implements Sink.
+func (k *KafkaSink) Name() string { return "kafka" }
+
+// Close closes the producer.
+func (k *KafkaSink) Close() error { return k.producer.Close() }
+
+func checkpointKey(topic string, p int32) string { return topic + "/" + strconv.Itoa(int(p)) }
+
+// Position implements Sink.
+func (k *KafkaSink) Position(_ context.Context, topic string, p int32) (int64, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	off, ok := k.positions[checkpointKey(topic, p)]
+	return off, ok, nil
+}
+
+// Write implements Sink: one transaction with the records and the
+// checkpoint.
+func (k *KafkaSink) Write(_ context.Context, topic string, p int32, records []*sarama.ConsumerMessage, next int64) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	msgs := make([]*sarama.ProducerMessage, 0, len(records)+1)
+	for _, r := range records {
+		m := &sarama.ProducerMessage{Topic: k.target(topic), Partition: p, Key: sarama.ByteEncoder(r.Key), Timestamp: r.Timestamp}
+		if r.Value != nil {
+			m.Value = sarama.ByteEncoder(r.Value)
+		}
+		for _, h := range r.Headers {
+			if h != nil && !strings.HasPrefix(string(h.Key), "__") {
+				m.Headers = append(m.Headers, *h)
+			}
+		}
+		msgs = append(msgs, m)
+	}
+	msgs = append(msgs, &sarama.ProducerMessage{
+		Topic: k.checkpoints, Partition: 0,
+		Key: sarama.StringEncoder(checkpointKey(topic, p)), Value: sarama.StringEncoder(strconv.FormatInt(next, 10)),
+	})
+	if err := k.producer.BeginTxn(); err != nil {
+		return err
+	}
+	if err := k.producer.SendMessages(msgs); err != nil {
+		_ = k.producer.AbortTxn()
+		return err
+	}
+	if err := k.producer.CommitTxn(); err != nil {
+		_ = k.producer.AbortTxn()
+		return err
+	}
+	k.positions[checkpointKey(topic, p)] = next
+	return nil
+}
