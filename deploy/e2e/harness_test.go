@@ -170,10 +170,13 @@ func StartSystem(t *testing.T, opts Options) *System {
 		"TOPIC_PARTITIONS":   fmt.Sprint(partitions),
 		"PROJECTOR_GROUP":    name + ".projector",
 		"SESSION_TIMEOUT":    "6s",
-		"LOG_FORMAT":         "json",
-		"LOG_LEVEL":          "info",
-		"COMMAND_URL":        strings.Join(s.urlsOf("command-svc"), ","),
-		"QUERY_URL":          strings.Join(s.urlsOf("query-svc"), ","),
+		// A failover (session timeout, rebalance, catch-up) takes up to
+		// about 15 s here; requests wait for it rather than fail.
+		"ROUTE_WAIT":  "30s",
+		"LOG_FORMAT":  "json",
+		"LOG_LEVEL":   "info",
+		"COMMAND_URL": strings.Join(s.urlsOf("command-svc"), ","),
+		"QUERY_URL":   strings.Join(s.urlsOf("query-svc"), ","),
 	}
 	for k, v := range opts.Env {
 		s.env[k] = v
