@@ -68,22 +68,32 @@ func (h HTTP) emailPartition(r *http.Request) (int32, bool) {
 	return h.PartitionOf(events.NormalizeEmail(email)), true
 }
 
-// getProfile serves GET /api/profile/{uid}[?minVersion=N].
-func (h HTTP) getProfile(w http.ResponseWriter, r *http.Request) {
-	uid := mux.Vars(r)["uid"]
+// uidQuery reads the {uid} of the path and the optional minVersion
+// parameter; on a bad value it writes the problem and returns false.
+func uidQuery(w http.ResponseWriter, r *http.Request) (uid string, minVer int64, ok bool) {
+	uid = mux.Vars(r)["uid"]
 	if p := validate.Var("uid", uid, validate.UIDTag); p != nil {
 		httpx.WriteProblem(w, r, p)
-		return
+		return "", 0, false
 	}
-	minVersion, ok := minVersion(w, r)
+	minVer, ok = minVersion(w, r)
+	return uid, minVer, ok
+}
+
+func profileNotFound(w http.ResponseWriter, r *http.Request, detail string) {
+	httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "profile-not-found", "Profile not found", detail))
+}
+
+// getProfile serves GET /api/profile/{uid}[?minVersion=N].
+func (h HTTP) getProfile(w http.ResponseWriter, r *http.Request) {
+	uid, minVersion, ok := uidQuery(w, r)
 	if !ok {
 		return
 	}
 	prof, err := h.Queries.GetProfile.Handle(r.Context(), app.GetProfile{UID: uid, MinVersion: minVersion})
 	switch {
 	case errors.Is(err, app.ErrNotFound):
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "profile-not-found", "Profile not found",
-			"no profile with uid "+uid))
+		profileNotFound(w, r, "no profile with uid "+uid)
 	case err != nil:
 		h.fail(w, r, err, minVersion)
 	default:
@@ -102,20 +112,14 @@ type history struct {
 // profile's events, oldest first. A deleted profile's history stays
 // readable and ends with its ProfileDeleted entry.
 func (h HTTP) getHistory(w http.ResponseWriter, r *http.Request) {
-	uid := mux.Vars(r)["uid"]
-	if p := validate.Var("uid", uid, validate.UIDTag); p != nil {
-		httpx.WriteProblem(w, r, p)
-		return
-	}
-	minVersion, ok := minVersion(w, r)
+	uid, minVersion, ok := uidQuery(w, r)
 	if !ok {
 		return
 	}
 	entries, err := h.Queries.GetHistory.Handle(r.Context(), app.GetHistory{UID: uid, MinVersion: minVersion})
 	switch {
 	case errors.Is(err, app.ErrNotFound):
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "profile-not-found", "Profile not found",
-			"no event of a profile with uid "+uid))
+		profileNotFound(w, r, "no event of a profile with uid "+uid)
 	case err != nil:
 		h.fail(w, r, err, minVersion)
 	default:
