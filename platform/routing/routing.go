@@ -37,8 +37,9 @@ const (
 	// request that carries it only in the case HeaderEpoch describes, so
 	// no request takes more than two hops, and in a steady state one.
 	HeaderForwardedBy = "X-Profiles-Forwarded-By"
-	// HeaderEpoch carries the forwarder's routing epoch (query-svc: its
-	// snapshot generation). During a switch to a new generation, two
+	// HeaderEpoch carries the epoch of the table by which the forwarder
+	// chose the owner (query-svc: a snapshot generation; see
+	// EpochRouter.RouteWithEpoch). During a switch to a new generation, two
 	// instances may route by different generations' tables. An instance
 	// that receives a request routed by another epoch serves it if it
 	// serves the partition in that epoch (it runs both for a while), and
@@ -51,12 +52,17 @@ const (
 // (query-svc's snapshot generations, see HeaderEpoch).
 type EpochRouter interface {
 	Router
-	// Epoch is the epoch this instance routes by.
-	Epoch() int
+	// RouteWithEpoch is Route, and also returns the epoch whose table
+	// named the owner. It is not always the epoch this instance serves:
+	// during a switch, an older epoch that still runs may answer for a
+	// partition the serving one has not caught up with yet. A forwarded
+	// request carries this epoch, so that its receiver looks p up in the
+	// same table.
+	RouteWithEpoch(ctx context.Context, p int32) (owner kafkax.Member, self bool, epoch int, err error)
 	// RouteEpoch routes p by epoch e when this instance still (or
-	// already) runs e and serves p there, and like Route otherwise. exact
-	// reports that the answer is e's.
-	RouteEpoch(ctx context.Context, p int32, e int) (owner kafkax.Member, self, exact bool, err error)
+	// already) runs e and serves p there, and like RouteWithEpoch
+	// otherwise. exact reports that the answer is e's.
+	RouteEpoch(ctx context.Context, p int32, e int) (owner kafkax.Member, self, exact bool, epoch int, err error)
 }
 
 var forwards = promauto.NewCounterVec(prometheus.CounterOpts{
@@ -93,10 +99,10 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 		defer cancel()
 		forwardedBy := r.Header.Get(HeaderForwardedBy)
 		forwarded := forwardedBy != ""
-		owner, self, err := rt.Router.Route(ctx, p)
+		owner, self, epoch, err := rt.route(ctx, p)
 		reforward := false
 		if err == nil && !self && forwarded {
-			reforward, owner, self, err = rt.epochRoute(ctx, r, p, owner)
+			reforward, owner, self, epoch, err = rt.epochRoute(ctx, r, p, owner, epoch)
 		}
 		if reforward && strings.Contains(forwardedBy, ",") {
 			reforward = false // two hops already: wait below
@@ -108,7 +114,7 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 			case <-ctx.Done():
 				err = fmt.Errorf("%w: forwarded here, but this instance does not serve partition %d", kafkax.ErrNoOwner, p)
 			case <-time.After(50 * time.Millisecond):
-				owner, self, err = rt.Router.Route(ctx, p)
+				owner, self, epoch, err = rt.route(ctx, p)
 			}
 		}
 		switch {
@@ -126,7 +132,7 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 			h.ServeHTTP(w, r)
 		default:
 			forwards.WithLabelValues("forwarded").Inc()
-			rt.forwardWithRetry(ctx, w, r, p, owner, h)
+			rt.forwardWithRetry(ctx, w, r, p, owner, epoch, h)
 		}
 	})
 }
@@ -137,14 +143,24 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 // serves the partition in the forwarder's epoch; otherwise it may be
 // forwarded once more, by this instance's table (reforward). A request
 // routed by our own epoch is left to the caller's wait.
-func (rt Routing) epochRoute(ctx context.Context, r *http.Request, p int32, owner kafkax.Member) (reforward bool, _ kafkax.Member, self bool, err error) {
+func (rt Routing) epochRoute(ctx context.Context, r *http.Request, p int32, owner kafkax.Member, epoch int) (reforward bool, _ kafkax.Member, self bool, _ int, err error) {
 	er, ok := rt.Router.(EpochRouter)
 	theirs, perr := strconv.Atoi(r.Header.Get(HeaderEpoch))
-	if !ok || perr != nil || theirs == er.Epoch() {
-		return false, owner, false, nil
+	if !ok || perr != nil || theirs == epoch {
+		return false, owner, false, epoch, nil
 	}
-	owner, self, exact, err := er.RouteEpoch(ctx, p, theirs)
-	return err == nil && !self && !exact, owner, self, err
+	owner, self, exact, epoch, err := er.RouteEpoch(ctx, p, theirs)
+	return err == nil && !self && !exact, owner, self, epoch, err
+}
+
+// route is Router.Route, with the epoch of the answer when the Router has
+// epochs (0 otherwise).
+func (rt Routing) route(ctx context.Context, p int32) (kafkax.Member, bool, int, error) {
+	if er, ok := rt.Router.(EpochRouter); ok {
+		return er.RouteWithEpoch(ctx, p)
+	}
+	owner, self, err := rt.Router.Route(ctx, p)
+	return owner, self, 0, err
 }
 
 // forwardWithRetry forwards r to owner. When the owner cannot even be
@@ -152,16 +168,22 @@ func (rt Routing) epochRoute(ctx context.Context, r *http.Request, p int32, owne
 // names it), nothing reached it, so the request is safe to send again, and
 // a read is always safe to send again: it waits for the table to name a
 // live owner, or for this instance to become the owner, until ctx ends.
-func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r *http.Request, p int32, owner kafkax.Member, h http.Handler) {
+func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r *http.Request, p int32, owner kafkax.Member, epoch int, h http.Handler) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxForwardBody))
-	if err != nil {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusRequestEntityTooLarge, "body-too-large", "", "the body is too large to forward"))
+		return
+	case err != nil:
+		// The client went away, or sent less than it announced.
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "body-unreadable", "", "the request body could not be read: "+err.Error()))
 		return
 	}
 	for {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
-		dialErr := rt.forward(w, r, p, owner)
+		dialErr := rt.forward(w, r, p, owner, epoch)
 		if dialErr == nil {
 			return
 		}
@@ -173,7 +195,7 @@ func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r
 		case <-time.After(200 * time.Millisecond):
 		}
 		var self bool
-		if owner, self, err = rt.Router.Route(ctx, p); err != nil {
+		if owner, self, epoch, err = rt.route(ctx, p); err != nil {
 			rt.unavailable(w, r, p, err)
 			return
 		}
@@ -206,7 +228,7 @@ func (rt Routing) unavailable(w http.ResponseWriter, r *http.Request, p int32, e
 // nothing, when the request may be sent again: the owner could not be
 // dialed, a read got no answer, or the owner stopped answering after the
 // partition moved away from it. Any other outcome is written to w.
-func (rt Routing) forward(w http.ResponseWriter, r *http.Request, p int32, owner kafkax.Member) (retryErr error) {
+func (rt Routing) forward(w http.ResponseWriter, r *http.Request, p int32, owner kafkax.Member, epoch int) (retryErr error) {
 	target, err := url.Parse(owner.URL)
 	if err != nil {
 		rt.unavailable(w, r, -1, fmt.Errorf("owner %s has a bad URL %q: %w", owner.ID, owner.URL, err))
@@ -225,8 +247,8 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, p int32, owner
 				by = prev + "," + by
 			}
 			pr.Out.Header.Set(HeaderForwardedBy, by)
-			if e, ok := rt.Router.(EpochRouter); ok {
-				pr.Out.Header.Set(HeaderEpoch, strconv.Itoa(e.Epoch()))
+			if _, ok := rt.Router.(EpochRouter); ok {
+				pr.Out.Header.Set(HeaderEpoch, strconv.Itoa(epoch))
 			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

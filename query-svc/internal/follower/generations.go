@@ -192,45 +192,59 @@ func (g *Generations) Generation() int {
 // instead: both hold the same data. A wait ends when the serving
 // generation changes, and the request is routed again.
 func (g *Generations) Route(ctx context.Context, p int32) (kafkax.Member, bool, error) {
+	m, self, _, err := g.RouteWithEpoch(ctx, p)
+	return m, self, err
+}
+
+// RouteWithEpoch implements routing.EpochRouter: Route, and the generation
+// whose table gave the answer (the serving one, or during a switch an
+// older one that still runs).
+func (g *Generations) RouteWithEpoch(ctx context.Context, p int32) (kafkax.Member, bool, int, error) {
 	for {
-		f, _, changed := g.current()
+		f, n, changed := g.current()
 		if f == nil {
 			select {
 			case <-changed:
 				continue
 			case <-ctx.Done():
-				return kafkax.Member{}, false, fmt.Errorf("%w (partition %d)", kafkax.ErrNoOwner, p)
+				return kafkax.Member{}, false, 0, fmt.Errorf("%w (partition %d)", kafkax.ErrNoOwner, p)
 			}
 		}
-		for _, cand := range append([]Follower{f}, g.others(f)...) {
+		for _, cand := range append([]generation{{f, n}}, g.others(f)...) {
 			quick, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-			m, self, err := cand.Route(quick, p)
+			m, self, err := cand.f.Route(quick, p)
 			cancel()
 			if err == nil {
-				return m, self, nil
+				return m, self, cand.n, nil
 			}
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return kafkax.Member{}, false, fmt.Errorf("%w (partition %d)", kafkax.ErrNoOwner, p)
+			return kafkax.Member{}, false, 0, fmt.Errorf("%w (partition %d)", kafkax.ErrNoOwner, p)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
 
+// generation is a running follower and its generation number.
+type generation struct {
+	f Follower
+	n int
+}
+
 // others returns the running followers other than f, newest generation
 // first.
-func (g *Generations) others(f Follower) []Follower {
+func (g *Generations) others(f Follower) []generation {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var out []Follower
-	for o := range g.running {
+	var out []generation
+	for o, n := range g.running {
 		if o != f {
-			out = append(out, o)
+			out = append(out, generation{o, n})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return g.running[out[i]] > g.running[out[j]] })
+	sort.Slice(out, func(i, j int) bool { return out[i].n > out[j].n })
 	return out
 }
 
@@ -363,14 +377,11 @@ type GroupFollower struct {
 // Run implements Follower.
 func (g *GroupFollower) Run(ctx context.Context) error { return g.Group.Run(ctx, g.Config, g.Brokers) }
 
-// Epoch implements routing.EpochRouter: the serving generation.
-func (g *Generations) Epoch() int { return g.Generation() }
-
 // RouteEpoch implements routing.EpochRouter: a request that another
 // instance routed by generation e is served here if this instance runs e
 // (still, or already) and serves p in it; otherwise it is routed by the
 // serving generation.
-func (g *Generations) RouteEpoch(ctx context.Context, p int32, e int) (kafkax.Member, bool, bool, error) {
+func (g *Generations) RouteEpoch(ctx context.Context, p int32, e int) (kafkax.Member, bool, bool, int, error) {
 	g.mu.Lock()
 	var fe Follower
 	for f, n := range g.running {
@@ -384,9 +395,9 @@ func (g *Generations) RouteEpoch(ctx context.Context, p int32, e int) (kafkax.Me
 		m, self, err := fe.Route(quick, p)
 		cancel()
 		if err == nil && self {
-			return m, true, true, nil
+			return m, true, true, e, nil
 		}
 	}
-	m, self, err := g.Route(ctx, p)
-	return m, self, g.Generation() == e, err
+	m, self, n, err := g.RouteWithEpoch(ctx, p)
+	return m, self, n == e, n, err
 }
