@@ -40,6 +40,7 @@ func run() error {
 	kflags := kafkax.RegisterFlags(fs)
 	queryURLs := config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "comma-separated base URLs of query-svc instances, asked for read-your-writes")
 	waitAll := config.Bool(fs, "query-wait-all", "QUERY_WAIT_ALL", false, "wait until every query-svc instance in QUERY_URL shows a write (set it when query-svc runs with REPLICA_MODE=full)")
+	appendTimeout := config.Duration(fs, "append-timeout", "APPEND_TIMEOUT", adapters.DefaultAppendTimeout, "longest an append waits for the event log (too few in-sync replicas, say) before the command fails with 503 and Retry-After; an append not yet committing by then is aborted")
 	visibility := config.Duration(fs, "visibility-timeout", "VISIBILITY_TIMEOUT", 10*time.Second, "longest a write waits for readers to see it before answering 202")
 	maxBody := config.Int(fs, "max-body", "MAX_BODY_BYTES", httpx.DefaultMaxBody, "largest accepted request body, in bytes")
 	group := config.String(fs, "group", "COMMAND_GROUP", "profiles-command", "consumer group of the command-svc instances")
@@ -67,7 +68,7 @@ func run() error {
 	}
 	defer client.Close()
 	states := state.NewStore(log, kcfg.ClaimsTopic)
-	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log}
+	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log, AppendTimeout: *appendTimeout, Late: states}
 	defer eventLog.Close()
 	opts := kafkax.GroupOptions{
 		Group: *group, Topics: []string{kcfg.EventsTopic, kcfg.ClaimsTopic}, Self: self, SessionTimeout: *session,

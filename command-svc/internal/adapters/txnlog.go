@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -21,9 +22,30 @@ import (
 // off because another instance took the partition over.
 var ErrNotWriter = errors.New("this instance is not the writer of the partition")
 
+// ErrAppendTimeout is returned (wrapped) by Append and WriteClaim when the
+// event log did not take the records within the append timeout (the
+// cluster has too few in-sync replicas, or its transaction coordinator is
+// unreachable). A transaction still open at the deadline is aborted
+// instead of committed, so the records were not written, unless the
+// commit itself had begun: its outcome is then unknown to the caller (see
+// TxnEventLog.Late).
+var ErrAppendTimeout = errors.New("the event log did not accept the append in time")
+
+// LateCommits is told about a transaction that committed after its caller
+// had given up with ErrAppendTimeout, while the partition is still locked,
+// so that the in-memory state matches the log before the partition's next
+// append. command-svc's state.Store implements it.
+type LateCommits interface {
+	Apply(e events.Event) error
+	PutClaim(email string, c events.Claim)
+}
+
+// DefaultAppendTimeout is TxnEventLog.AppendTimeout's zero value.
+const DefaultAppendTimeout = 5 * time.Second
+
 var appends = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "profiles_command_appends_total",
-	Help: "Transactional appends to the event log, by result: ok, fenced (another instance took the partition over) or failed.",
+	Help: "Transactional appends to the event log, by result: ok, fenced (another instance took the partition over), timeout (not accepted within APPEND_TIMEOUT; not written) or failed.",
 }, []string{"result"})
 
 // TxnEventLog appends events with one transactional producer per owned
@@ -45,16 +67,45 @@ type TxnEventLog struct {
 	TxnPrefix string
 	Source    string
 	Log       *slog.Logger
+	// AppendTimeout bounds one append (0 means DefaultAppendTimeout).
+	AppendTimeout time.Duration
+	// Late, if set, learns of commits that finished after their caller
+	// gave up.
+	Late LateCommits
 
 	mu        sync.Mutex
 	producers map[int32]*txnProducer
 }
 
 // txnProducer is one partition's transactional producer. A producer runs
-// one transaction at a time, so appends to one partition are serialized.
+// one transaction at a time, so appends to one partition are serialized;
+// the lock is a channel so that a waiter can give up at its deadline.
 type txnProducer struct {
-	sync.Mutex
+	lock   chan struct{}
+	closed bool // guarded by lock
 	sarama.SyncProducer
+}
+
+func newTxnProducer(p sarama.SyncProducer) *txnProducer {
+	return &txnProducer{lock: make(chan struct{}, 1), SyncProducer: p}
+}
+
+// closeWhenIdle closes the producer once no transaction runs on it (sarama
+// panics on a transaction call after Close), without waiting for that.
+func (t *txnProducer) closeWhenIdle() {
+	go func() {
+		t.lock <- struct{}{}
+		defer func() { <-t.lock }()
+		t.closeLocked()
+	}()
+}
+
+// closeLocked closes the producer; the caller holds the lock.
+func (t *txnProducer) closeLocked() {
+	if !t.closed {
+		t.closed = true
+		_ = t.SyncProducer.Close()
+	}
 }
 
 // Assigned starts a fresh producer for every owned partition, fencing its
@@ -68,7 +119,7 @@ func (l *TxnEventLog) Assigned(parts []int32) {
 	l.producers = map[int32]*txnProducer{}
 	l.mu.Unlock()
 	for _, prod := range old {
-		_ = prod.Close()
+		prod.closeWhenIdle()
 	}
 
 	var wg sync.WaitGroup
@@ -82,7 +133,10 @@ func (l *TxnEventLog) Assigned(parts []int32) {
 				prod sarama.SyncProducer
 				err  error
 			)
-			for attempt := range 5 {
+			// The transaction coordinator may be unavailable for a while
+			// (after brokers were down, say): keep trying for half a
+			// minute; the session's heartbeats go on meanwhile.
+			for attempt := range 30 {
 				if prod, err = l.newProducer(p); err == nil {
 					break
 				}
@@ -94,7 +148,7 @@ func (l *TxnEventLog) Assigned(parts []int32) {
 				return
 			}
 			l.mu.Lock()
-			l.producers[p] = &txnProducer{SyncProducer: prod}
+			l.producers[p] = newTxnProducer(prod)
 			l.mu.Unlock()
 		}()
 	}
@@ -107,18 +161,19 @@ func (l *TxnEventLog) newProducer(p int32) (sarama.SyncProducer, error) {
 	return sarama.NewSyncProducer(l.Config.Brokers, sc)
 }
 
-// Close closes every producer.
+// Close closes every producer once its transaction in flight, if any, is
+// over. It does not wait.
 func (l *TxnEventLog) Close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for p, prod := range l.producers {
-		_ = prod.Close()
+		prod.closeWhenIdle()
 		delete(l.producers, p)
 	}
 }
 
 // Append writes es (all of one profile) in one transaction.
-func (l *TxnEventLog) Append(_ context.Context, es ...events.Event) error {
+func (l *TxnEventLog) Append(ctx context.Context, es ...events.Event) error {
 	if len(es) == 0 {
 		return nil
 	}
@@ -141,22 +196,98 @@ func (l *TxnEventLog) Append(_ context.Context, es ...events.Event) error {
 		}
 		msgs = append(msgs, &sarama.ProducerMessage{Topic: l.Config.EventsTopic, Key: sarama.StringEncoder(e.UID), Value: sarama.ByteEncoder(value), Headers: headers})
 	}
-	if err := l.inTxn(p, prod, msgs); err != nil {
+	late := func() {
+		for _, e := range es {
+			if err := l.Late.Apply(e); err != nil {
+				l.Log.Error("a late commit does not fold into the state", "uid", e.UID, "version", e.Version, "err", err)
+			}
+		}
+	}
+	if err := l.inTxn(ctx, p, prod, msgs, late); err != nil {
 		return fmt.Errorf("append %d events of %s: %w", len(es), es[0].UID, err)
 	}
 	return nil
 }
 
-// inTxn sends msgs in one transaction of partition p's producer.
-func (l *TxnEventLog) inTxn(p int32, prod *txnProducer, msgs []*sarama.ProducerMessage) error {
-	prod.Lock()
-	defer prod.Unlock()
+// inTxn sends msgs in one transaction of partition p's producer, giving
+// up with ErrAppendTimeout when the append timeout passes (or ctx ends).
+// sarama's SyncProducer cannot be interrupted, so the transaction runs on
+// in the background, holding the partition's lock: it is aborted if it had
+// not reached its commit by the deadline, and if its commit succeeds after
+// the deadline, late runs (under the lock) and Late learns of it. The
+// partition's next append waits for all that, up to its own deadline.
+func (l *TxnEventLog) inTxn(ctx context.Context, p int32, prod *txnProducer, msgs []*sarama.ProducerMessage, late func()) error {
+	timeout := l.AppendTimeout
+	if timeout <= 0 {
+		timeout = DefaultAppendTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	select {
+	case prod.lock <- struct{}{}:
+	case <-ctx.Done():
+		appends.WithLabelValues("timeout").Inc()
+		return fmt.Errorf("%w (%s): partition %d is still busy with an earlier append", ErrAppendTimeout, timeout, p)
+	}
+	committing := make(chan struct{})
+	done := make(chan error, 1)
+	var gaveUp atomic.Bool
+	go func() {
+		defer func() { <-prod.lock }()
+		err := l.txn(ctx, p, prod, msgs, committing)
+		if err == nil && gaveUp.Load() && l.Late != nil {
+			l.Log.Warn("a transaction committed after its caller gave up; its command was answered 503 but is in the log", "partition", p)
+			late()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	gaveUp.Store(true)
+	select {
+	case err := <-done:
+		return err
+	default:
+	}
+	appends.WithLabelValues("timeout").Inc()
+	select {
+	case <-committing:
+		return fmt.Errorf("%w (%s): partition %d: the commit had begun and its outcome is not known yet", ErrAppendTimeout, timeout, p)
+	default:
+		return fmt.Errorf("%w (%s): partition %d", ErrAppendTimeout, timeout, p)
+	}
+}
+
+// txn runs one transaction. It closes committing just before the commit,
+// and aborts instead when ctx has ended by then: its caller has given up.
+func (l *TxnEventLog) txn(ctx context.Context, p int32, prod *txnProducer, msgs []*sarama.ProducerMessage, committing chan struct{}) error {
+	if prod.closed {
+		return fmt.Errorf("%w: partition %d: its producer was closed (a new assignment)", ErrNotWriter, p)
+	}
+	if st := prod.TxnStatus(); st&(sarama.ProducerTxnFlagInTransaction|sarama.ProducerTxnFlagAbortableError) != 0 && st&sarama.ProducerTxnFlagFatalError == 0 {
+		// An earlier transaction was left open (its abort failed while the
+		// coordinator was unreachable): abort it now, or BeginTxn fails.
+		if err := prod.AbortTxn(); err != nil {
+			appends.WithLabelValues("failed").Inc()
+			return fmt.Errorf("partition %d: cannot abort an earlier transaction: %w", p, err)
+		}
+	}
 	err := prod.BeginTxn()
 	if err == nil {
 		err = prod.SendMessages(msgs)
-		if err == nil {
+		switch {
+		case err == nil && ctx.Err() != nil:
+			err = fmt.Errorf("%w: aborted after the deadline", ErrAppendTimeout)
+			if aerr := prod.AbortTxn(); aerr != nil {
+				l.Log.Warn("cannot abort a late transaction; the coordinator aborts it at its timeout", "partition", p, "err", aerr)
+			}
+		case err == nil:
+			close(committing)
 			err = prod.CommitTxn()
-		} else if prod.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
+		case prod.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0:
 			_ = prod.AbortTxn()
 		}
 	}
@@ -169,10 +300,10 @@ func (l *TxnEventLog) inTxn(p int32, prod *txnProducer, msgs []*sarama.ProducerM
 		l.Log.Warn("fenced: another instance writes this partition now", "partition", p, "err", err)
 		l.mu.Lock()
 		if l.producers[p] == prod {
-			_ = prod.Close()
 			delete(l.producers, p)
 		}
 		l.mu.Unlock()
+		prod.closeLocked()
 		return fmt.Errorf("%w: partition %d: %v", ErrNotWriter, p, err)
 	}
 	appends.WithLabelValues("failed").Inc()
@@ -187,7 +318,7 @@ func fenced(err error) bool {
 // WriteClaim writes a claim record for a normalized email (a tombstone when
 // c is released), in a transaction of the producer of the email's
 // partition: only its owner may write it, and a deposed owner is fenced.
-func (l *TxnEventLog) WriteClaim(_ context.Context, email string, c events.Claim) error {
+func (l *TxnEventLog) WriteClaim(ctx context.Context, email string, c events.Claim) error {
 	p := kafkax.Partition(email, l.Config.Partitions)
 	l.mu.Lock()
 	prod := l.producers[p]
@@ -206,5 +337,5 @@ func (l *TxnEventLog) WriteClaim(_ context.Context, email string, c events.Claim
 	if value != nil {
 		msg.Value = sarama.ByteEncoder(value)
 	}
-	return l.inTxn(p, prod, []*sarama.ProducerMessage{msg})
+	return l.inTxn(ctx, p, prod, []*sarama.ProducerMessage{msg}, func() { l.Late.PutClaim(email, c) })
 }
