@@ -68,10 +68,18 @@ type Group struct {
 	resyncing  bool
 	endSession context.CancelFunc
 	owned      map[int32]*claimState // primary topic partitions owned now
-	table      Assignment
-	changed    chan struct{}
-	lastErr    error
-	tableAge   time.Time
+	// last is what the latest session owned, kept by Cleanup. When the
+	// next session cannot start (the group coordinator is unreachable:
+	// too many brokers are down), Run restores it as owned and sets
+	// detached: the instance keeps answering for what it has read, and
+	// stops as soon as the table names another owner, or a session
+	// starts again.
+	last     map[int32]*claimState
+	detached bool
+	table    Assignment
+	changed  chan struct{}
+	lastErr  error
+	tableAge time.Time
 }
 
 type claimState struct {
@@ -142,6 +150,7 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 				return nil
 			}
 			g.log.Warn("consumer group session ended", "group", g.opts.Group, "err", err)
+			g.detach()
 			select {
 			case <-ctx.Done():
 			case <-time.After(time.Second):
@@ -149,6 +158,29 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 		}
 	}
 	return nil
+}
+
+// detach keeps answering for the partitions of the last session while no
+// session can start (see Group.last). Only caught-up partitions are kept.
+func (g *Group) detach() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.owned) > 0 || len(g.last) == 0 {
+		return
+	}
+	kept := map[int32]*claimState{}
+	for p, st := range g.last {
+		if len(st.behind) == 0 {
+			kept[p] = st
+		}
+	}
+	if len(kept) == 0 {
+		return
+	}
+	g.owned, g.detached = kept, true
+	g.notifyLocked()
+	g.log.Warn("not in the consumer group (coordinator unreachable); still answering for the partitions read so far, without new records",
+		"group", g.opts.Group, "partitions", len(kept))
 }
 
 // Setup implements sarama.ConsumerGroupHandler: it hands the new
@@ -198,6 +230,7 @@ func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 	g.mu.Lock()
 	g.joined = true
 	g.owned = owned
+	g.last, g.detached = nil, false
 	g.resyncing = false
 	g.mu.Unlock()
 	g.log.Info("partitions assigned", "group", g.opts.Group, "partitions", parts, "generation", sess.GenerationID())
@@ -248,6 +281,9 @@ func (g *Group) Behind() int {
 // nothing and requests wait for the new table.
 func (g *Group) Cleanup(sarama.ConsumerGroupSession) error {
 	g.mu.Lock()
+	if !g.detached {
+		g.last = g.owned
+	}
 	g.owned = map[int32]*claimState{}
 	g.notifyLocked()
 	g.mu.Unlock()
@@ -399,6 +435,11 @@ func (g *Group) Route(ctx context.Context, p int32) (m Member, self bool, err er
 		changed := g.changed
 		st := g.owned[p]
 		owner, ok := g.table.Owner(p)
+		if g.detached && st != nil && ok && owner.ID != g.opts.Self.ID && g.lastErr == nil {
+			// The group has moved on without us: p is someone else's.
+			delete(g.owned, p)
+			st = nil
+		}
 		g.mu.Unlock()
 		switch {
 		case st != nil && len(st.behind) == 0:
