@@ -7,8 +7,10 @@
 // door only spreads requests round-robin over the instances of the right
 // service. When an instance cannot be connected to (the request never left
 // the front door), the next instance of the same service is tried, whatever
-// the method. Once a request has been sent, its outcome is final: a response
-// is passed on as is, and a failure mid-request is a 502, never a retry.
+// the method. Once a write has been sent, its outcome is final: a response
+// is passed on as is, and a failure mid-request is a 502, never a retry. A
+// read that fails mid-request (its instance died) is tried on the next
+// instance.
 //
 // The change stream (GET /api/changes, Server-Sent Events) goes to
 // query-svc like any read, and is passed on as it comes, for as long as it
@@ -236,8 +238,12 @@ func newPool(name string, urls []*url.URL, transport http.RoundTripper, log *slo
 				pr.Out.Header.Del("Expect")
 			},
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-				if a, ok := r.Context().Value(attemptKey{}).(*attempt); ok && notSent(err) && r.Context().Err() == nil {
-					a.notSent = err // nothing written: pool.serve tries the next instance
+				// Nothing has been written yet. A request that never left may
+				// go to the next instance, and so may a read, whatever
+				// happened to it: reads have no effect.
+				retry := notSent(err) || r.Method == http.MethodGet || r.Method == http.MethodHead
+				if a, ok := r.Context().Value(attemptKey{}).(*attempt); ok && retry && r.Context().Err() == nil {
+					a.notSent = err // pool.serve tries the next instance
 					return
 				}
 				if errors.Is(err, context.Canceled) {

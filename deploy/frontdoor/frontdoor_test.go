@@ -319,21 +319,23 @@ func TestBodyReplayOnFailover(t *testing.T) {
 	}
 }
 
-// Once the request has reached an instance, its answer (or its failure) is
-// final: the next instance is never tried.
+// Once a write has reached an instance, its answer (or its failure) is
+// final: the next instance is never tried. A read whose instance fails
+// before answering goes to the next one.
 func TestNoRetryOnceSent(t *testing.T) {
 	tests := []struct {
 		name       string
 		first      http.HandlerFunc
 		wantStatus int // 0: the client sees a failure, not a status
+		wantGet    int // a GET's status, when it differs
 	}{
 		{"error response passed on", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Served-By", "first")
 			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "", "", "busy"))
-		}, http.StatusServiceUnavailable},
+		}, http.StatusServiceUnavailable, 0},
 		{"conflict passed on", func(w http.ResponseWriter, r *http.Request) {
 			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusConflict, "email-taken", "", "taken"))
-		}, http.StatusConflict},
+		}, http.StatusConflict, 0},
 		{"connection dropped mid-request", func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.ReadAll(r.Body)
 			conn, _, err := http.NewResponseController(w).Hijack()
@@ -341,7 +343,7 @@ func TestNoRetryOnceSent(t *testing.T) {
 				panic(err)
 			}
 			conn.Close()
-		}, http.StatusBadGateway},
+		}, http.StatusBadGateway, http.StatusOK},
 		{"connection dropped after partial response", func(w http.ResponseWriter, r *http.Request) {
 			conn, buf, err := http.NewResponseController(w).Hijack()
 			if err != nil {
@@ -350,11 +352,15 @@ func TestNoRetryOnceSent(t *testing.T) {
 			_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
 			_ = buf.Flush()
 			conn.Close()
-		}, 0}, // 0: the client sees the connection drop too
+		}, 0, 0}, // 0: the client sees the connection drop too
 	}
 	for _, tt := range tests {
 		for _, method := range []string{http.MethodGet, http.MethodPost} {
 			t.Run(tt.name+" "+method, func(t *testing.T) {
+				want := tt.wantStatus
+				if method == http.MethodGet && tt.wantGet != 0 {
+					want = tt.wantGet
+				}
 				second := newBackend(t, "second")
 				list := []*url.URL{handlerURL(t, tt.first), second.URL()}
 				fd := frontDoor(t, list, list)
@@ -365,15 +371,18 @@ func TestNoRetryOnceSent(t *testing.T) {
 					resp.Body.Close()
 				}
 				switch {
-				case tt.wantStatus == 0 && err == nil:
+				case want == 0 && err == nil:
 					t.Fatalf("status %d and a whole body, want a failure", resp.StatusCode)
-				case tt.wantStatus != 0 && err != nil:
+				case want != 0 && err != nil:
 					t.Fatal(err)
-				case tt.wantStatus != 0 && resp.StatusCode != tt.wantStatus:
-					t.Fatalf("status %d, want %d", resp.StatusCode, tt.wantStatus)
+				case want != 0 && resp.StatusCode != want:
+					t.Fatalf("status %d, want %d", resp.StatusCode, want)
 				}
-				if n := len(second.Hits()); n != 0 {
+				retried := method == http.MethodGet && tt.wantGet != 0
+				if n := len(second.Hits()); !retried && n != 0 {
 					t.Fatalf("the second instance saw %d requests, want 0", n)
+				} else if retried && n != 1 {
+					t.Fatalf("the second instance saw %d requests, want the retried read", n)
 				}
 			})
 		}
