@@ -25,10 +25,18 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, maxBytes int64, dst any)
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBody
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBytes))
+	body := &firstByteReader{r: http.MaxBytesReader(w, r.Body, maxBytes)}
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		return decodeProblem(err, maxBytes)
+	}
+	// Decode accepts a JSON null for a struct and leaves it untouched, so
+	// without this check the body `null` would pass as an empty object (found
+	// by FuzzDecodeJSON). The value decoded fine, so the first non-space
+	// byte of the body is the first byte of that value.
+	if body.first != '{' {
+		return NewProblem(http.StatusBadRequest, "malformed-json", "Malformed JSON", "the body must hold exactly one JSON object")
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		var mbe *http.MaxBytesError
@@ -64,4 +72,23 @@ func decodeProblem(err error, maxBytes int64) *Problem {
 		// json reports unknown fields as `json: unknown field "x"`.
 		return NewProblem(http.StatusBadRequest, "malformed-json", "Malformed JSON", err.Error())
 	}
+}
+
+// firstByteReader remembers the first byte of r that is not JSON
+// whitespace, without holding anything else back.
+type firstByteReader struct {
+	r     io.Reader
+	first byte // 0 until read
+}
+
+func (f *firstByteReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	for i := 0; i < n && f.first == 0; i++ {
+		switch p[i] {
+		case ' ', '\t', '\n', '\r':
+		default:
+			f.first = p[i]
+		}
+	}
+	return n, err
 }

@@ -28,6 +28,8 @@ func TestDecodeJSON(t *testing.T) {
 		{"wrong field type", "application/json", `{"name":7}`, http.StatusBadRequest},
 		{"empty body", "application/json", ``, http.StatusBadRequest},
 		{"trailing data", "application/json", `{"name":"bob"} {}`, http.StatusBadRequest},
+		{"null is not an object", "application/json", ` null `, http.StatusBadRequest},
+		{"array is not an object", "application/json", `[]`, http.StatusBadRequest},
 		{"oversized body", "application/json", `{"name":"` + strings.Repeat("x", 200) + `"}`, http.StatusRequestEntityTooLarge},
 	}
 	for _, tt := range tests {

@@ -33,15 +33,51 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Du
 	return err
 }
 
-// NewServer returns an http.Server with timeouts suited to a JSON API whose
-// handlers may wait a bounded time for a view to catch up.
+// Timeouts are the time limits of a server (see http.Server for what each
+// bounds). DefaultTimeouts are the ones NewServer uses; NewServerWith takes
+// others, for example much shorter ones in a test of the limits.
+type Timeouts struct {
+	// ReadHeader bounds reading a request's headers (slowloris).
+	ReadHeader time.Duration
+	// Read bounds reading a whole request, body included.
+	Read time.Duration
+	// Write bounds the time from the end of the headers to the end of the
+	// response, so it must cover a handler's waits.
+	Write time.Duration
+	// Idle bounds the wait for the next request on a keep-alive connection.
+	Idle time.Duration
+}
+
+// DefaultTimeouts returns the timeouts of NewServer: suited to a JSON API
+// whose handlers may wait a bounded time for a view to catch up.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{
+		ReadHeader: 5 * time.Second,
+		Read:       15 * time.Second,
+		Write:      60 * time.Second,
+		Idle:       120 * time.Second,
+	}
+}
+
+// MaxHeaderBytes limits the request line and headers of a request to a
+// server of NewServer or NewServerWith (net/http allows 4 KiB of slack on
+// top); larger ones get 431.
+const MaxHeaderBytes = 64 << 10
+
+// NewServer returns an http.Server for h with DefaultTimeouts and
+// MaxHeaderBytes.
 func NewServer(h http.Handler) *http.Server {
+	return NewServerWith(h, DefaultTimeouts())
+}
+
+// NewServerWith returns the server of NewServer with other timeouts.
+func NewServerWith(h http.Handler, t Timeouts) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
+		MaxHeaderBytes:    MaxHeaderBytes,
 	}
 }
