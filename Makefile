@@ -48,13 +48,42 @@ replay: build ## Rebuild from the event log against the local broker: make repla
 down: ## Stop the local Kafka broker (its data stays in .data/).
 	deploy/kafka.sh stop --data $(KAFKA_DATA)
 
+# A local three-node cluster (KRaft, static quorum): brokers on 9192-9194,
+# controllers on 9202-9204, data in .data/kafka-cluster. Topics created on it
+# get replication factor 3 and min.insync.replicas=2.
+CLUSTER_DATA    := .data/kafka-cluster
+CLUSTER_BROKERS := 127.0.0.1:9192,127.0.0.1:9193,127.0.0.1:9194
+
+.PHONY: up-cluster
+up-cluster: ## Start a local three-node Kafka cluster (127.0.0.1:9192-9194, RF 3, min.insync.replicas=2); data in .data/.
+	deploy/kafka.sh start-cluster --data $(CLUSTER_DATA) --base-port 9192
+
+.PHONY: run-cluster
+run-cluster: up-cluster build ## make run, on the three-node cluster of make up-cluster (the services get all three bootstrap servers).
+	KAFKA_BROKERS="$(CLUSTER_BROKERS)" INSTANCES="$(INSTANCES)" deploy/run.sh
+
+.PHONY: down-cluster
+down-cluster: ## Stop the three-node cluster (its data stays in .data/).
+	deploy/kafka.sh stop-cluster --data $(CLUSTER_DATA)
+
 .PHONY: clean
-clean: down ## Stop Kafka and delete all local data, views and binaries.
+clean: down down-cluster ## Stop Kafka and delete all local data, views and binaries.
 	rm -rf .data $(BIN)
 
 .PHONY: test
-test: ## Run every test: unit tests, and integration and end-to-end tests on a real Kafka broker of their own.
+test: ## Run every test: unit, integration, end-to-end, the fault suite and brief fuzzing, on real Kafka of their own.
 	deploy/test.sh
+
+.PHONY: test-faults
+test-faults: ## Only the fault suite (three-node cluster, killed brokers and services); rewrites docs/reliability.md.
+	TEST_MODULES=deploy TEST_FUZZ=0 GOTESTFLAGS="-run ^TestFault -v" deploy/test.sh
+
+# How long `make fuzz` runs each fuzz target (make test: 5s each).
+FUZZTIME ?= 1m
+
+.PHONY: fuzz
+fuzz: ## Run every go test -fuzz target for FUZZTIME (default 1m) each.
+	FUZZTIME=$(FUZZTIME) deploy/fuzz.sh
 
 .PHONY: lint
 lint: $(STATICCHECK) ## gofmt, go vet and staticcheck on every module.

@@ -31,6 +31,19 @@ deploy/postgres.sh start --fresh --data "$PG_DATA" --port "$PG_PORT" --db profil
   --extra fsync=off synchronous_commit=off full_page_writes=off
 export PROFILES_TEST_POSTGRES="postgres://postgres@127.0.0.1:$PG_PORT/profiles_test?sslmode=disable"
 
+# The fault suite's three-node cluster (deploy/e2e/faults_test.go), only when
+# the deploy module is tested: ports TEST_CLUSTER_PORT..+2, controllers +10..+12.
+CLUSTER_DATA=${TEST_CLUSTER_DATA:-.data/test-cluster}
+CLUSTER_PORT=${TEST_CLUSTER_PORT:-19192}
+if [[ " ${MODULES[*]} " == *" deploy "* ]]; then
+  trap 'deploy/kafka.sh stop-cluster --data "$CLUSTER_DATA" >/dev/null 2>&1 || true; deploy/postgres.sh stop --data "$PG_DATA" >/dev/null 2>&1 || true; deploy/kafka.sh stop --data "$DATA" >/dev/null 2>&1 || true' EXIT
+  deploy/kafka.sh start-cluster --fresh --data "$CLUSTER_DATA" --base-port "$CLUSTER_PORT" \
+    --extra offsets.topic.num.partitions=4 transaction.state.log.num.partitions=4
+  export PROFILES_TEST_KAFKA_CLUSTER=127.0.0.1:$CLUSTER_PORT,127.0.0.1:$((CLUSTER_PORT + 1)),127.0.0.1:$((CLUSTER_PORT + 2))
+  export PROFILES_TEST_KAFKA_CLUSTER_DATA=$PWD/$CLUSTER_DATA
+  export PROFILES_RELIABILITY_REPORT=$PWD/docs/reliability.md
+fi
+
 export PROFILES_TEST_KAFKA=127.0.0.1:$PORT
 export PROFILES_TEST_KAFKA_DATA=$PWD/$DATA
 export PROFILES_REQUIRE_KAFKA=1
@@ -40,4 +53,10 @@ for m in "${MODULES[@]}"; do
   echo "==== go test: $m"
   (cd "$m" && GOWORK=off go test -count=1 -timeout 25m ${GOTESTFLAGS:-} ./...) || status=1
 done
+
+# Every fuzz target, briefly (TEST_FUZZ=0 skips; `make fuzz` runs longer).
+if [[ ${TEST_FUZZ:-1} != 0 ]]; then
+  echo "==== fuzz: every target for ${FUZZTIME:-5s}"
+  FUZZTIME=${FUZZTIME:-5s} deploy/fuzz.sh || status=1
+fi
 exit $status

@@ -54,7 +54,12 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		binDir = dir
 		buildError = buildAll(dir)
-		return m.Run()
+		code := m.Run()
+		if err := writeReliabilityReport(); err != nil {
+			fmt.Fprintln(os.Stderr, "reliability report:", err)
+			code = 1
+		}
+		return code
 	}()
 	os.Exit(code)
 }
@@ -112,6 +117,8 @@ type System struct {
 	ports map[string]int
 	spec  *apiSpec
 	HTTP  *http.Client
+	// Brokers are the bootstrap servers the services use.
+	Brokers string
 }
 
 type proc struct {
@@ -128,6 +135,10 @@ type Options struct {
 	Query, Command, Projector int
 	// Partitions of every topic; 0 means 4.
 	Partitions int
+	// Brokers overrides the bootstrap servers (comma-separated); empty
+	// means the single test broker (PROFILES_TEST_KAFKA). The fault suite
+	// passes the three-node cluster here.
+	Brokers string
 }
 
 // StartSystem starts every instance and waits until all are ready. The
@@ -142,6 +153,10 @@ func StartSystem(t *testing.T, opts Options) *System {
 		t: t, dir: t.TempDir(), name: name,
 		kinds: map[string]string{}, extra: map[string]map[string]string{}, procs: map[string]*proc{}, ports: map[string]int{},
 		spec: loadSpec(t), HTTP: &http.Client{Timeout: 60 * time.Second},
+	}
+	s.Brokers = brokers
+	if opts.Brokers != "" {
+		s.Brokers = opts.Brokers
 	}
 	partitions := 4
 	if opts.Partitions > 0 {
@@ -158,7 +173,7 @@ func StartSystem(t *testing.T, opts Options) *System {
 	s.add("frontdoor", "frontdoor")
 	s.URL = s.URLOf("frontdoor")
 	s.env = map[string]string{
-		"KAFKA_BROKERS":      brokers,
+		"KAFKA_BROKERS":      s.Brokers,
 		"EVENTS_TOPIC":       name + ".events",
 		"SNAPSHOTS_TOPIC":    name + ".snapshots",
 		"EMAIL_INDEX_TOPIC":  name + ".email-index",
@@ -490,24 +505,26 @@ func (s *System) DoAt(name, method, path string, body any, header map[string]str
 // Kafka returns a sarama client of the test broker, closed with the test.
 func Kafka(t *testing.T) sarama.Client {
 	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V4_0_0_0
-	c, err := sarama.NewClient(strings.Split(brokers, ","), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return KafkaAt(t, brokers, false)
 }
 
 // KafkaReadCommitted is Kafka with read_committed isolation, so that
 // aborted transactions are never read.
 func KafkaReadCommitted(t *testing.T) sarama.Client {
 	t.Helper()
+	return KafkaAt(t, brokers, true)
+}
+
+// KafkaAt returns a sarama client of the given bootstrap servers
+// (comma-separated), closed with the test.
+func KafkaAt(t *testing.T, addrs string, readCommitted bool) sarama.Client {
+	t.Helper()
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V4_0_0_0
-	cfg.Consumer.IsolationLevel = sarama.ReadCommitted
-	c, err := sarama.NewClient(strings.Split(brokers, ","), cfg)
+	if readCommitted {
+		cfg.Consumer.IsolationLevel = sarama.ReadCommitted
+	}
+	c, err := sarama.NewClient(strings.Split(addrs, ","), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

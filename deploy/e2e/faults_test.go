@@ -1,0 +1,938 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"profiles/events"
+)
+
+// The fault suite: the system runs on a three-node KRaft cluster
+// (replication factor 3, min.insync.replicas 2) that deploy/test.sh starts,
+// under a steady write and read load through the front door, while
+// brokers and services are killed, paused and restarted. Afterwards every
+// write that was answered 2xx is checked: present in the event log, and
+// readable with its final state. Each scenario adds a row to the
+// reliability report (see reliability_test.go).
+var (
+	clusterBrokers = os.Getenv("PROFILES_TEST_KAFKA_CLUSTER")
+	clusterData    = os.Getenv("PROFILES_TEST_KAFKA_CLUSTER_DATA")
+)
+
+// kafkaCluster controls the nodes of the test cluster by their PIDs.
+type kafkaCluster struct {
+	t    *testing.T
+	data string
+}
+
+// needCluster skips (loudly) or fails the test when there is no cluster,
+// and makes sure all three nodes run before and after the test.
+func needCluster(t *testing.T) *kafkaCluster {
+	t.Helper()
+	needKafka(t)
+	if clusterBrokers == "" || clusterData == "" {
+		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
+			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but PROFILES_TEST_KAFKA_CLUSTER is not set; run `make test`")
+		}
+		t.Skip("SKIPPED: no three-node cluster (PROFILES_TEST_KAFKA_CLUSTER is not set); `make test` starts one")
+	}
+	c := &kafkaCluster{t: t, data: clusterData}
+	c.StartAll()
+	t.Cleanup(c.StartAll)
+	return c
+}
+
+func (c *kafkaCluster) dir(n int) string { return filepath.Join(c.data, fmt.Sprintf("node%d", n)) }
+
+// pid returns node n's broker process id, or 0 when it does not run.
+func (c *kafkaCluster) pid(n int) int {
+	b, err := os.ReadFile(filepath.Join(c.dir(n), "kafka.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || !alive(pid) {
+		return 0
+	}
+	return pid
+}
+
+// alive reports whether pid runs and is not a zombie.
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	i := strings.LastIndexByte(string(stat), ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
+}
+
+// Kill stops node n at once with SIGKILL, as a crash would.
+func (c *kafkaCluster) Kill(n int) {
+	c.t.Helper()
+	pid := c.pid(n)
+	if pid == 0 {
+		c.t.Fatalf("broker %d is not running", n)
+	}
+	_ = syscall.Kill(pid, syscall.SIGCONT) // a paused broker dies too
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		c.t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); alive(pid); {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("broker %d (pid %d) survived SIGKILL", n, pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Logf("broker %d (pid %d) killed", n, pid)
+}
+
+// Signal sends sig (SIGSTOP, SIGCONT) to node n.
+func (c *kafkaCluster) Signal(n int, sig syscall.Signal) {
+	c.t.Helper()
+	if err := syscall.Kill(c.pid(n), sig); err != nil {
+		c.t.Fatalf("broker %d: %v", n, err)
+	}
+}
+
+// Start restarts node n with its own configuration and waits until it answers.
+func (c *kafkaCluster) Start(n int) {
+	c.t.Helper()
+	c.script("start", "--data", c.dir(n))
+}
+
+// StopAll stops every node gracefully; StartAll starts those not running
+// (and continues paused ones).
+func (c *kafkaCluster) StopAll() {
+	c.t.Helper()
+	c.script("stop-cluster", "--data", c.data)
+}
+
+func (c *kafkaCluster) StartAll() {
+	c.t.Helper()
+	for n := 1; n <= 3; n++ {
+		if pid := c.pid(n); pid != 0 {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+	first := strings.Split(clusterBrokers, ",")[0]
+	port := first[strings.LastIndexByte(first, ':')+1:]
+	c.script("start-cluster", "--data", c.data, "--base-port", port)
+}
+
+func (c *kafkaCluster) script(args ...string) {
+	c.t.Helper()
+	cmd := exec.Command(filepath.Join(repoRoot, "deploy", "kafka.sh"), args...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Fatalf("kafka.sh %v: %v\n%s", args, err, out)
+	}
+}
+
+// leaderOfMost returns the node that leads most partitions of topic.
+func leaderOfMost(t *testing.T, kc sarama.Client, topic string) int {
+	t.Helper()
+	if err := kc.RefreshMetadata(topic); err != nil {
+		t.Fatal(err)
+	}
+	parts, err := kc.Partitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[int]int{}
+	for _, p := range parts {
+		if b, err := kc.Leader(topic, p); err == nil {
+			count[int(b.ID())]++
+		}
+	}
+	best := 1
+	for n, k := range count {
+		if k > count[best] || (k == count[best] && n < best) {
+			best = n
+		}
+	}
+	return best
+}
+
+// startFaultSystem starts the system on the cluster: two instances of
+// command-svc and query-svc, one projector, 6 partitions.
+func startFaultSystem(t *testing.T) *System {
+	t.Helper()
+	s := StartSystem(t, Options{Query: 2, Command: 2, Projector: 1, Partitions: 6, Brokers: clusterBrokers})
+	checkReplication(t, s)
+	return s
+}
+
+// checkReplication fails unless the event log has 3 replicas and
+// min.insync.replicas 2, as the cluster's topics must.
+func checkReplication(t *testing.T, s *System) {
+	t.Helper()
+	kc := KafkaAt(t, s.Brokers, false)
+	admin, err := sarama.NewClusterAdminFromClient(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := s.env["EVENTS_TOPIC"]
+	md, err := admin.DescribeTopics([]string{topic})
+	if err != nil || len(md) != 1 || len(md[0].Partitions) == 0 {
+		t.Fatalf("describe %s: %v", topic, err)
+	}
+	if n := len(md[0].Partitions[0].Replicas); n != 3 {
+		t.Fatalf("%s has %d replicas, want 3", topic, n)
+	}
+	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{"min.insync.replicas"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Value != "2" {
+		t.Fatalf("%s: min.insync.replicas = %+v, want 2", topic, entries)
+	}
+}
+
+// ---------------------------------------------------------------- load
+
+// faultLoad is a steady load through the front door: writers that create,
+// change and delete profiles of their own, and readers. It records every
+// write answered 2xx and what a reader must see in the end.
+type faultLoad struct {
+	t      *testing.T
+	s      *System
+	client *http.Client
+	start  time.Time
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	acked    []ackedWrite
+	final    map[string]*expectation
+	okAt     []time.Duration // completion of every acked write, since start
+	writeErr map[string]int  // failed writes by "status" ("timeout" for none)
+	readErr  map[string]int
+	reads    int
+	slowFail time.Duration // the slowest failed write
+	fails    []failedWrite
+	no503RA  int      // 503s without Retry-After
+	marks    []string // what was done when, for the log
+	// stoppedAt is when Stop returned, since the start.
+	stoppedAt time.Duration
+}
+
+// failedWrite is a write not answered 2xx: when it started (since the
+// load's start), how long it took, and its status (0: no answer).
+type failedWrite struct {
+	at, latency time.Duration
+	status      int
+}
+
+type ackedWrite struct {
+	uid     string
+	version int64
+}
+
+// expectation is what a read of one profile must show at the end: want
+// (nil: deleted), or, after a write whose outcome is unknown (it failed
+// or timed out, but may have been appended), one of maybe.
+type expectation struct {
+	want  *profile
+	maybe []*profile
+}
+
+func newFaultLoad(t *testing.T, s *System) *faultLoad {
+	return &faultLoad{
+		t: t, s: s, client: &http.Client{Timeout: 20 * time.Second},
+		stop: make(chan struct{}), final: map[string]*expectation{},
+		writeErr: map[string]int{}, readErr: map[string]int{},
+	}
+}
+
+// Start starts writers and readers; they run until Stop.
+func (l *faultLoad) Start(writers, readers int) {
+	l.start = time.Now()
+	for w := range writers {
+		l.wg.Add(1)
+		go l.writer(w)
+	}
+	for r := range readers {
+		l.wg.Add(1)
+		go l.reader(r)
+	}
+}
+
+// Mark logs what the test does now, with the time since the start.
+func (l *faultLoad) Mark(what string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := fmt.Sprintf("%5.1fs %s", time.Since(l.start).Seconds(), what)
+	l.marks = append(l.marks, m)
+	l.t.Log(m)
+}
+
+// Stop stops the load and waits for requests in flight.
+func (l *faultLoad) Stop() {
+	close(l.stop)
+	l.wg.Wait()
+	l.stoppedAt = time.Since(l.start)
+	l.Mark("load stopped")
+}
+
+func (l *faultLoad) stopped() bool {
+	select {
+	case <-l.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+type answer struct {
+	start   time.Time
+	status  int
+	body    []byte
+	header  http.Header
+	latency time.Duration
+}
+
+func (l *faultLoad) do(method, path string, body any) answer {
+	var rd *strings.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = strings.NewReader(string(b))
+	}
+	var req *http.Request
+	if rd != nil {
+		req, _ = http.NewRequest(method, l.s.URL+path, rd)
+		req.Header.Set("Content-Type", "application/json")
+	} else {
+		req, _ = http.NewRequest(method, l.s.URL+path, nil)
+	}
+	t0 := time.Now()
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return answer{start: t0, latency: time.Since(t0)}
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return answer{start: t0, status: resp.StatusCode, body: []byte(b.String()), header: resp.Header, latency: time.Since(t0)}
+}
+
+func (l *faultLoad) writer(w int) {
+	defer l.wg.Done()
+	rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+	var own []*profile // live profiles of this writer whose state is known
+	for i := 0; !l.stopped(); i++ {
+		op := rng.IntN(20)
+		switch {
+		case len(own) == 0 || op < 8:
+			p := &profile{Username: fmt.Sprintf("f%d-%d", w, i), Email: fmt.Sprintf("f%d-%d@fault.example", w, i)}
+			a := l.do(http.MethodPost, "/api/profile", map[string]string{"username": p.Username, "email": p.Email})
+			if !l.acknowledged(a) {
+				continue // no uid is known: nothing to check later
+			}
+			var got struct {
+				UID     string `json:"uid"`
+				Version int64  `json:"version"`
+			}
+			if json.Unmarshal(a.body, &got) != nil || got.UID == "" {
+				l.t.Errorf("POST answered %d without a uid: %s", a.status, a.body)
+				continue
+			}
+			p.UID, p.Version = got.UID, got.Version
+			l.ack(p.UID, p.Version, p)
+			own = append(own, p)
+		case op < 18:
+			k := rng.IntN(len(own))
+			old := own[k]
+			next := &profile{UID: old.UID, Username: fmt.Sprintf("c%d-%d", w, i), Email: fmt.Sprintf("c%d-%d@fault.example", w, i), Version: old.Version + 2}
+			if op%2 == 0 {
+				next.Email, next.Version = old.Email, old.Version+1 // a username change only
+			}
+			a := l.do(http.MethodPut, "/api/profile/"+old.UID, map[string]string{"username": next.Username, "email": next.Email})
+			if !l.acknowledged(a) {
+				l.uncertain(old.UID, next)
+				own = slices.Delete(own, k, k+1)
+				continue
+			}
+			var got struct {
+				Version int64 `json:"version"`
+			}
+			if json.Unmarshal(a.body, &got) == nil && got.Version > 0 {
+				next.Version = got.Version
+			}
+			l.ack(old.UID, next.Version, next)
+			own[k] = next
+		default:
+			k := rng.IntN(len(own))
+			old := own[k]
+			own = slices.Delete(own, k, k+1)
+			a := l.do(http.MethodDelete, "/api/profile/"+old.UID, nil)
+			if !l.acknowledged(a) {
+				l.uncertain(old.UID, nil)
+				continue
+			}
+			l.ack(old.UID, old.Version+1, nil)
+		}
+	}
+}
+
+// acknowledged reports whether a write was answered 2xx, and records the
+// failure otherwise. After a failure the writer pauses a moment, as a
+// client that honours Retry-After would.
+func (l *faultLoad) acknowledged(a answer) bool {
+	if a.status >= 200 && a.status < 300 {
+		return true
+	}
+	defer time.Sleep(200 * time.Millisecond)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key := strconv.Itoa(a.status)
+	if a.status == 0 {
+		key = "timeout"
+	}
+	l.writeErr[key]++
+	l.slowFail = max(l.slowFail, a.latency)
+	l.fails = append(l.fails, failedWrite{at: a.start.Sub(l.start), latency: a.latency, status: a.status})
+	if a.status == http.StatusServiceUnavailable && a.header.Get("Retry-After") == "" {
+		l.no503RA++
+	}
+	// 502 is the front door's answer when an instance died with the
+	// request in flight (its outcome is unknown); anything else but 503
+	// is a bug.
+	if a.status >= 500 && a.status != http.StatusServiceUnavailable && a.status != http.StatusBadGateway {
+		l.t.Errorf("a write was answered %d: %s", a.status, a.body)
+	}
+	return false
+}
+
+func (l *faultLoad) ack(uid string, version int64, p *profile) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.acked = append(l.acked, ackedWrite{uid: uid, version: version})
+	l.okAt = append(l.okAt, time.Since(l.start))
+	l.final[uid] = &expectation{want: p}
+}
+
+func (l *faultLoad) uncertain(uid string, p *profile) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.final[uid]
+	e.maybe = append(e.maybe, p)
+}
+
+func (l *faultLoad) reader(r int) {
+	defer l.wg.Done()
+	rng := rand.New(rand.NewPCG(uint64(r), 7))
+	for !l.stopped() {
+		l.mu.Lock()
+		var uid string
+		if n := len(l.acked); n > 0 {
+			uid = l.acked[rng.IntN(n)].uid
+		}
+		l.mu.Unlock()
+		if uid == "" {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		a := l.do(http.MethodGet, "/api/profile/"+uid, nil)
+		l.mu.Lock()
+		l.reads++
+		if a.status != http.StatusOK && a.status != http.StatusNotFound {
+			key := strconv.Itoa(a.status)
+			if a.status == 0 {
+				key = "timeout"
+			}
+			l.readErr[key]++
+		}
+		l.mu.Unlock()
+		time.Sleep(5 * time.Millisecond) // a steady load, not a CPU hog
+	}
+}
+
+// Writes returns the number of acknowledged writes so far.
+func (l *faultLoad) Writes() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
+}
+
+// WaitWrites waits until n more writes than now are acknowledged.
+func (l *faultLoad) WaitWrites(n int, timeout time.Duration) bool {
+	target := l.Writes() + n
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if l.Writes() >= target {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
+
+// window returns the longest time in which no write was acknowledged.
+func (l *faultLoad) window(end time.Duration) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at := append([]time.Duration(nil), l.okAt...)
+	sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
+	var longest, prev time.Duration
+	for _, x := range append(at, end) {
+		longest = max(longest, x-prev)
+		prev = x
+	}
+	return longest
+}
+
+// Verify checks every acknowledged write against the event log and every
+// profile's final state through the front door, and returns the report row.
+func (l *faultLoad) Verify(scenario, notes string) reliabilityRow {
+	t := l.t
+	t.Helper()
+	end := l.stoppedAt
+	for name, p := range l.s.procs {
+		select {
+		case <-p.done:
+			t.Errorf("%s exited by itself during the scenario (see its log)", name)
+		default:
+		}
+	}
+	row := reliabilityRow{Scenario: scenario, Notes: notes, Window: l.window(end).Round(100 * time.Millisecond), Reads: l.reads}
+
+	// 1. Every acknowledged write is in the event log.
+	logged := map[ackedWrite]bool{}
+	for _, m := range ReadTopic(t, KafkaAt(t, l.s.Brokers, true), l.s.env["EVENTS_TOPIC"], nil) {
+		e, err := events.Decode(m.Value)
+		if err != nil {
+			t.Fatalf("undecodable event at %d/%d: %v", m.Partition, m.Offset, err)
+		}
+		logged[ackedWrite{uid: e.UID, version: e.Version}] = true
+	}
+	lost := map[string]bool{}
+	for _, w := range l.acked {
+		if !logged[w] {
+			lost[w.uid] = true
+			if len(lost) <= 10 {
+				t.Errorf("acknowledged write %s v%d is not in the event log", w.uid, w.version)
+			}
+		}
+	}
+
+	// 2. Every profile reads as its last acknowledged write (or a later
+	// write whose outcome was unknown).
+	uids := make([]string, 0, len(l.final))
+	for uid := range l.final {
+		uids = append(uids, uid)
+	}
+	var mu sync.Mutex
+	deadline := time.Now().Add(60 * time.Second)
+	parallel(len(uids), 8, func(i int) {
+		uid := uids[i]
+		exp := l.final[uid]
+		var last string
+		for {
+			a := l.do(http.MethodGet, "/api/profile/"+uid, nil)
+			ok, what := exp.matches(a)
+			if ok {
+				return
+			}
+			last = what
+			if time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !lost[uid] && len(lost) < 10 {
+			t.Errorf("profile %s reads %s; want %s", uid, last, exp)
+		}
+		lost[uid] = true
+	})
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	row.Acked, row.Lost = len(l.acked), len(lost)
+	for _, n := range l.writeErr {
+		row.FailedWrites += n
+	}
+	for _, n := range l.readErr {
+		row.FailedReads += n
+	}
+	row.WriteErrors, row.ReadErrors = summarize(l.writeErr), summarize(l.readErr)
+	row.SlowestFailure = l.slowFail.Round(100 * time.Millisecond)
+	if l.no503RA > 0 {
+		t.Errorf("%d writes were answered 503 without Retry-After", l.no503RA)
+	}
+	t.Logf("%s: %d writes acknowledged, %d lost; %d failed writes (%s), %d of %d reads failed (%s); no write acknowledged for %s at most; slowest failure %s",
+		scenario, row.Acked, row.Lost, row.FailedWrites, row.WriteErrors, row.FailedReads, row.Reads, row.ReadErrors, row.Window, row.SlowestFailure)
+	if row.Lost > 0 {
+		t.Errorf("%s: %d acknowledged writes lost", scenario, row.Lost)
+	}
+	recordReliability(row)
+	return row
+}
+
+func (e *expectation) matches(a answer) (bool, string) {
+	what := fmt.Sprintf("%d %s", a.status, strings.TrimSpace(string(a.body)))
+	for _, p := range append([]*profile{e.want}, e.maybe...) {
+		if p == nil {
+			if a.status == http.StatusNotFound {
+				return true, what
+			}
+			continue
+		}
+		var got profile
+		if a.status == http.StatusOK && json.Unmarshal(a.body, &got) == nil &&
+			got.UID == p.UID && got.Username == p.Username && got.Email == p.Email && got.Version == p.Version {
+			return true, what
+		}
+	}
+	return false, what
+}
+
+func (e *expectation) String() string {
+	show := func(p *profile) string {
+		if p == nil {
+			return "deleted"
+		}
+		return fmt.Sprintf("%s/%s v%d", p.Username, p.Email, p.Version)
+	}
+	s := show(e.want)
+	for _, m := range e.maybe {
+		s += " or " + show(m)
+	}
+	return s
+}
+
+func summarize(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d× %s", m[k], k))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// foldEventLog folds the whole event log of s and returns every profile's
+// state by uid.
+func foldEventLog(t *testing.T, s *System) map[string]events.Profile {
+	t.Helper()
+	state := map[string]events.Profile{}
+	for _, m := range ReadTopic(t, KafkaAt(t, s.Brokers, true), s.env["EVENTS_TOPIC"], nil) {
+		e, err := events.Decode(m.Value)
+		if err != nil {
+			t.Fatalf("undecodable event at %d/%d: %v", m.Partition, m.Offset, err)
+		}
+		next, err := events.Apply(state[e.UID], e)
+		if err != nil {
+			t.Fatalf("event %s v%d does not fold: %v", e.UID, e.Version, err)
+		}
+		state[e.UID] = next
+	}
+	return state
+}
+
+// checkSnapshotsEqualFold waits until the snapshot topic equals the fold
+// of the event log, profile by profile, and fails if it never does.
+func checkSnapshotsEqualFold(t *testing.T, s *System) int {
+	t.Helper()
+	var diff string
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		want := foldEventLog(t, s)
+		got := latest(t, KafkaAt(t, s.Brokers, true), s.env["SNAPSHOTS_TOPIC"])
+		if diff = stateDiff(want, got); diff == "" {
+			t.Logf("snapshot topic equals the fold of the event log: %d profiles", len(want))
+			return len(want)
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("snapshot topic differs from the fold of the event log: %s", diff)
+	return 0
+}
+
+// stateDiff describes how got differs from want ("" when equal). Deleted
+// profiles compare by version only; a tombstone may also be compacted away.
+func stateDiff(want, got map[string]events.Profile) string {
+	var diffs []string
+	for uid, w := range want {
+		g, ok := got[uid]
+		switch {
+		case !ok && w.Deleted:
+		case !ok:
+			diffs = append(diffs, uid+": missing")
+		case w.Deleted != g.Deleted || w.Version != g.Version:
+			diffs = append(diffs, fmt.Sprintf("%s: v%d deleted=%t, want v%d deleted=%t", uid, g.Version, g.Deleted, w.Version, w.Deleted))
+		case !w.Deleted && !sameJSON(w, g):
+			diffs = append(diffs, fmt.Sprintf("%s: %+v, want %+v", uid, g, w))
+		}
+	}
+	for uid := range got {
+		if _, ok := want[uid]; !ok {
+			diffs = append(diffs, uid+": not in the event log")
+		}
+	}
+	sort.Strings(diffs)
+	if len(diffs) > 5 {
+		diffs = append(diffs[:5], fmt.Sprintf("and %d more", len(diffs)-5))
+	}
+	return strings.Join(diffs, "; ")
+}
+
+// ---------------------------------------------------------------- scenarios
+
+// Scenario 1: the broker that leads most partitions is SIGKILLed mid-load
+// and restarted. No acknowledged write is lost.
+func TestFaultOneBrokerKilledAndRestarted(t *testing.T) {
+	c := needCluster(t)
+	s := startFaultSystem(t)
+	l := newFaultLoad(t, s)
+	l.Start(6, 2)
+	time.Sleep(5 * time.Second)
+	victim := leaderOfMost(t, KafkaAt(t, s.Brokers, false), s.env["EVENTS_TOPIC"])
+	l.Mark(fmt.Sprintf("SIGKILL broker %d (leads most event-log partitions)", victim))
+	c.Kill(victim)
+	time.Sleep(10 * time.Second)
+	l.Mark(fmt.Sprintf("restart broker %d", victim))
+	c.Start(victim)
+	l.Mark(fmt.Sprintf("broker %d ready", victim))
+	if !l.WaitWrites(10, 60*time.Second) {
+		t.Error("writes did not resume after the broker came back")
+	}
+	time.Sleep(5 * time.Second)
+	l.Stop()
+	l.Verify("1. one broker SIGKILLed, restarted after 10 s",
+		"the killed broker led most partitions; its partitions' leaders moved to the other two")
+}
+
+// Scenario 2: two of three brokers down. With min.insync.replicas=2 no
+// write can be acknowledged: writes fail fast with 503 and Retry-After
+// (neither hanging nor 500), reads of what is materialized keep working,
+// and writes resume after recovery.
+func TestFaultTwoBrokersDown(t *testing.T) {
+	c := needCluster(t)
+	s := startFaultSystem(t)
+	l := newFaultLoad(t, s)
+	l.Start(6, 2)
+	time.Sleep(5 * time.Second)
+	kc := KafkaAt(t, s.Brokers, false)
+	survivor := leaderOfMost(t, kc, s.env["EVENTS_TOPIC"])
+	var down []int
+	for n := 1; n <= 3; n++ {
+		if n != survivor {
+			down = append(down, n)
+		}
+	}
+	l.mu.Lock()
+	readsBefore, readErrBefore := l.reads, sumOf(l.readErr)
+	l.mu.Unlock()
+	l.Mark(fmt.Sprintf("SIGKILL brokers %v (broker %d stays)", down, survivor))
+	for _, n := range down {
+		c.Kill(n)
+	}
+	outage := time.Since(l.start)
+	time.Sleep(20 * time.Second)
+	healed := time.Since(l.start)
+	l.mu.Lock()
+	reads, readErrs := l.reads-readsBefore, sumOf(l.readErr)-readErrBefore
+	l.mu.Unlock()
+	l.Mark(fmt.Sprintf("restart brokers %v", down))
+	for _, n := range down {
+		c.Start(n) // node 1 and the first restarted one make a quorum again
+	}
+	l.Mark(fmt.Sprintf("brokers %v ready", down))
+	if !l.WaitWrites(10, 120*time.Second) {
+		t.Error("writes did not resume within 120 s of the brokers' restart")
+	}
+	l.Mark("writes resumed")
+	time.Sleep(3 * time.Second)
+	l.Stop()
+	// Writes that started while the two brokers were down (after the
+	// first seconds, which the survivors need to notice) must fail fast:
+	// 503 with Retry-After (checked for every 503), within APPEND_TIMEOUT
+	// (5 s) and some routing.
+	var during int
+	var slowest time.Duration
+	l.mu.Lock()
+	for _, f := range l.fails {
+		if f.at < outage+3*time.Second || f.at+f.latency > healed {
+			continue // in flight at the kill, or still running at the restart
+		}
+		during++
+		slowest = max(slowest, f.latency)
+		if f.status != http.StatusServiceUnavailable && during-1 < 5 {
+			t.Errorf("a write during the outage was answered %d after %s; want 503", f.status, f.latency.Round(time.Millisecond))
+		}
+	}
+	l.mu.Unlock()
+	if during == 0 {
+		t.Error("no write failed while two brokers were down")
+	}
+	if slowest > 8*time.Second {
+		t.Errorf("a write during the outage took %s to fail; want a fast failure (APPEND_TIMEOUT is 5 s)", slowest.Round(time.Millisecond))
+	}
+	if reads == 0 || readErrs*10 > reads {
+		t.Errorf("reads during the outage: %d of %d failed; want reads of materialized data to keep working", readErrs, reads)
+	}
+	l.Verify("2. two brokers SIGKILLed for 20 s",
+		fmt.Sprintf("%d writes during the outage, all 503 + Retry-After, the slowest after %.1f s; %d of %d reads failed during the outage",
+			during, slowest.Seconds(), readErrs, reads))
+}
+
+func sumOf(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// Scenario 3: the projector is SIGKILLed mid-stream and restarted. The
+// snapshot topic ends exactly equal to folding the event log.
+func TestFaultProjectorKilledMidStream(t *testing.T) {
+	needCluster(t)
+	s := startFaultSystem(t)
+	l := newFaultLoad(t, s)
+	l.Start(6, 1)
+	time.Sleep(5 * time.Second)
+	l.Mark("SIGKILL projector-0")
+	s.Kill("projector-0")
+	time.Sleep(5 * time.Second)
+	l.Mark("restart projector-0")
+	s.Start("projector-0")
+	s.WaitReady("projector-0")
+	time.Sleep(5 * time.Second)
+	l.Stop()
+	n := checkSnapshotsEqualFold(t, s)
+	l.Verify("3. projector SIGKILLed, restarted after 5 s",
+		fmt.Sprintf("the snapshot topic equals a fold of the whole event log (%d profiles)", n))
+}
+
+// Scenario 4: a query-svc and a command-svc instance are SIGKILLed
+// mid-load, and later restarted.
+func TestFaultServiceInstancesKilled(t *testing.T) {
+	needCluster(t)
+	s := startFaultSystem(t)
+	l := newFaultLoad(t, s)
+	l.Start(6, 2)
+	time.Sleep(5 * time.Second)
+	l.Mark("SIGKILL query-svc-1 and command-svc-1")
+	s.Kill("query-svc-1")
+	s.Kill("command-svc-1")
+	if !l.WaitWrites(10, 60*time.Second) {
+		t.Error("writes did not resume with one instance of each service")
+	}
+	l.Mark("writes resumed on the surviving instances")
+	time.Sleep(5 * time.Second)
+	l.Mark("restart query-svc-1 and command-svc-1")
+	s.Start("query-svc-1")
+	s.Start("command-svc-1")
+	s.WaitReady("query-svc-1", "command-svc-1")
+	time.Sleep(5 * time.Second)
+	l.Stop()
+	l.Verify("4. query-svc and command-svc instance SIGKILLed",
+		"the survivors took their partitions over after the session timeout (6 s)")
+}
+
+// Scenario 5: everything stops (services, then all three brokers) and
+// starts again. The state is identical to before.
+func TestFaultEverythingStoppedAndStarted(t *testing.T) {
+	c := needCluster(t)
+	s := startFaultSystem(t)
+	l := newFaultLoad(t, s)
+	l.Start(6, 2)
+	time.Sleep(10 * time.Second)
+	l.Stop()
+	kc := KafkaAt(t, s.Brokers, true)
+	before := latest(t, kc, s.env["SNAPSHOTS_TOPIC"])
+	reads := readAll(t, s, before)
+
+	l.Mark("stop every service, then every broker")
+	down := time.Now()
+	s.StopAll()
+	c.StopAll()
+	l.Mark("start every broker, then every service")
+	c.StartAll()
+	s.StartAll()
+	downtime := time.Since(down)
+	l.Mark("all ready")
+
+	after := latest(t, KafkaAt(t, s.Brokers, true), s.env["SNAPSHOTS_TOPIC"])
+	if d := stateDiff(before, after); d != "" {
+		t.Errorf("snapshot state changed across the restart: %s", d)
+	}
+	if again := readAll(t, s, before); !sameJSON(reads, again) {
+		t.Errorf("reads changed across the restart")
+	}
+	row := l.Verify("5. everything stopped and started again",
+		fmt.Sprintf("%d profiles: snapshot topic and every GET identical before and after; the load ran before the stop; unavailable = from the stop until every service was ready again", len(before)))
+	row.Window = downtime.Round(100 * time.Millisecond)
+	replaceReliability(row)
+}
+
+// readAll GETs every profile of state and returns the bodies by uid.
+func readAll(t *testing.T, s *System, state map[string]events.Profile) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for uid := range state {
+		r := s.Do(http.MethodGet, "/api/profile/"+uid, nil, nil)
+		out[uid] = fmt.Sprintf("%d %s", r.Status, r.Body)
+	}
+	return out
+}
+
+// Scenario 6: a broker is frozen with SIGSTOP for 15 s (a long GC pause, a
+// partitioned host) and continued. Report what clients see.
+func TestFaultBrokerPaused(t *testing.T) {
+	c := needCluster(t)
+	s := startFaultSystem(t)
+	l := newFaultLoad(t, s)
+	l.Start(6, 2)
+	time.Sleep(5 * time.Second)
+	victim := leaderOfMost(t, KafkaAt(t, s.Brokers, false), s.env["EVENTS_TOPIC"])
+	l.Mark(fmt.Sprintf("SIGSTOP broker %d", victim))
+	c.Signal(victim, syscall.SIGSTOP)
+	time.Sleep(15 * time.Second)
+	l.Mark(fmt.Sprintf("SIGCONT broker %d", victim))
+	c.Signal(victim, syscall.SIGCONT)
+	if !l.WaitWrites(10, 60*time.Second) {
+		t.Error("writes did not resume after the broker continued")
+	}
+	time.Sleep(5 * time.Second)
+	l.Stop()
+	l.Verify("6. one broker frozen (SIGSTOP) for 15 s",
+		"the frozen broker led most partitions; writes to them fail with 503 after APPEND_TIMEOUT until the controller fences it (no heartbeat for broker.session.timeout.ms, 9 s) and moves its leaders")
+}

@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// reliabilityRow is one fault scenario's line in docs/reliability.md.
+type reliabilityRow struct {
+	Scenario       string
+	Acked, Lost    int
+	FailedWrites   int
+	FailedReads    int
+	Reads          int
+	WriteErrors    string
+	ReadErrors     string
+	Window         time.Duration // longest time with no write acknowledged
+	SlowestFailure time.Duration
+	Notes          string
+}
+
+var reliability struct {
+	sync.Mutex
+	rows []reliabilityRow
+}
+
+func recordReliability(r reliabilityRow) {
+	reliability.Lock()
+	defer reliability.Unlock()
+	reliability.rows = append(reliability.rows, r)
+}
+
+// replaceReliability replaces the row of r's scenario.
+func replaceReliability(r reliabilityRow) {
+	reliability.Lock()
+	defer reliability.Unlock()
+	for i := range reliability.rows {
+		if reliability.rows[i].Scenario == r.Scenario {
+			reliability.rows[i] = r
+		}
+	}
+}
+
+// writeReliabilityReport writes the rows of this run to the file named by
+// PROFILES_RELIABILITY_REPORT (deploy/test.sh: docs/reliability.md), when
+// the fault suite ran. The text around the table says how it was made.
+func writeReliabilityReport() error {
+	path := os.Getenv("PROFILES_RELIABILITY_REPORT")
+	reliability.Lock()
+	defer reliability.Unlock()
+	if path == "" || len(reliability.rows) == 0 {
+		return nil
+	}
+	rows := append([]reliabilityRow(nil), reliability.rows...)
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Scenario < rows[j].Scenario })
+	var b strings.Builder
+	fmt.Fprintf(&b, `# Reliability under faults
+
+Written by the fault suite (`+"`make test-faults`"+`, part of `+"`make test`"+`) on %s.
+Do not edit by hand: the next run rewrites it.
+
+Each scenario runs the whole system (two command-svc, two query-svc, one
+projector, the front door; 6 partitions) on a three-node KRaft cluster on
+loopback (replication factor 3, `+"`min.insync.replicas=2`"+`, every service
+given all three bootstrap servers). Six writers (create, change, delete
+their own profiles) and two readers run through the front door while the
+fault is injected. Afterwards every write that was answered 2xx is looked up
+in `+"`profile-events`"+` (read committed), and every profile is read through
+the front door until it shows its last acknowledged state (or a later write
+whose outcome was unknown to the client, because it failed or timed out).
+
+- **acknowledged**: writes answered 2xx. **lost**: acknowledged writes missing
+  from the event log, or profiles whose final read is wrong. It must be 0.
+- **failed requests**: writes and reads not answered 2xx (404 counts as an
+  answer for a read), with their statuses; "timeout" is no answer in 20 s.
+- **unavailable**: the longest time in which no write was acknowledged.
+- **slowest failure**: the longest a failed write took to fail.
+
+| scenario | acknowledged | lost | failed writes | failed reads | unavailable | slowest failure | notes |
+|---|---:|---:|---|---|---:|---:|---|
+`, time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %d | %d | %d (%s) | %d of %d (%s) | %.1f s | %.1f s | %s |\n",
+			r.Scenario, r.Acked, r.Lost, r.FailedWrites, r.WriteErrors, r.FailedReads, r.Reads, r.ReadErrors,
+			r.Window.Seconds(), r.SlowestFailure.Seconds(), r.Notes)
+	}
+	b.WriteString("\nHow the system behaves, and why, is in [docs/faults.md](faults.md).\n")
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
