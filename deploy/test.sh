@@ -44,6 +44,14 @@ if [[ " ${MODULES[*]} " == *" deploy "* ]]; then
   export PROFILES_RELIABILITY_REPORT=$PWD/docs/reliability.md
 fi
 
+# schemathesis, from PyPI into .cache/, for the property-based API test
+# (deploy/e2e/schemathesis_test.go).
+if [[ " ${MODULES[*]} " == *" deploy "* ]]; then
+  deploy/schemathesis.sh install
+  PROFILES_SCHEMATHESIS=$(deploy/schemathesis.sh path)
+  export PROFILES_SCHEMATHESIS
+fi
+
 export PROFILES_TEST_KAFKA=127.0.0.1:$PORT
 export PROFILES_TEST_KAFKA_DATA=$PWD/$DATA
 export PROFILES_REQUIRE_KAFKA=1

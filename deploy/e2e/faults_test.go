@@ -198,11 +198,11 @@ func checkReplication(t *testing.T, s *System) {
 	if n := len(md[0].Partitions[0].Replicas); n != 3 {
 		t.Fatalf("%s has %d replicas, want 3", topic, n)
 	}
-	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{"min.insync.replicas"}})
-	if err != nil {
-		t.Fatal(err)
+	res, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{"min.insync.replicas"}}}, sarama.DescribeConfigsOptions{})
+	if err != nil || len(res) != 1 || res[0].ErrorCode != sarama.ErrNoError {
+		t.Fatalf("describe the configuration of %s: %v %+v", topic, err, res)
 	}
-	if len(entries) != 1 || entries[0].Value != "2" {
+	if entries := res[0].Configs; len(entries) != 1 || entries[0].Value != "2" {
 		t.Fatalf("%s: min.insync.replicas = %+v, want 2", topic, entries)
 	}
 }
