@@ -721,7 +721,7 @@ func TestFaultOneBrokerKilledAndRestarted(t *testing.T) {
 	s := startFaultSystem(t)
 	l := newFaultLoad(t, s)
 	l.Start(6, 2)
-	time.Sleep(5 * time.Second)
+	time.Sleep(3 * time.Second)
 	victim := leaderOfMost(t, KafkaAt(t, s.Brokers, false), s.env["EVENTS_TOPIC"])
 	l.Mark(fmt.Sprintf("SIGKILL broker %d (leads most event-log partitions)", victim))
 	c.Kill(victim)
@@ -732,7 +732,7 @@ func TestFaultOneBrokerKilledAndRestarted(t *testing.T) {
 	if !l.WaitWrites(10, 60*time.Second) {
 		t.Error("writes did not resume after the broker came back")
 	}
-	time.Sleep(5 * time.Second)
+	time.Sleep(2 * time.Second)
 	l.Stop()
 	l.Verify("1. one broker SIGKILLed, restarted after 10 s",
 		"the killed broker led most partitions; its partitions' leaders moved to the other two")
@@ -747,7 +747,7 @@ func TestFaultTwoBrokersDown(t *testing.T) {
 	s := startFaultSystem(t)
 	l := newFaultLoad(t, s)
 	l.Start(6, 2)
-	time.Sleep(5 * time.Second)
+	time.Sleep(3 * time.Second)
 	kc := KafkaAt(t, s.Brokers, false)
 	survivor := leaderOfMost(t, kc, s.env["EVENTS_TOPIC"])
 	var down []int
@@ -764,7 +764,7 @@ func TestFaultTwoBrokersDown(t *testing.T) {
 		c.Kill(n)
 	}
 	outage := time.Since(l.start)
-	time.Sleep(20 * time.Second)
+	time.Sleep(15 * time.Second)
 	healed := time.Since(l.start)
 	l.mu.Lock()
 	reads, readErrs := l.reads-readsBefore, sumOf(l.readErr)-readErrBefore
@@ -807,7 +807,7 @@ func TestFaultTwoBrokersDown(t *testing.T) {
 	if reads == 0 || readErrs*10 > reads {
 		t.Errorf("reads during the outage: %d of %d failed; want reads of materialized data to keep working", readErrs, reads)
 	}
-	l.Verify("2. two brokers SIGKILLed for 20 s",
+	l.Verify("2. two brokers SIGKILLed for 15 s",
 		fmt.Sprintf("%d writes during the outage, all 503 + Retry-After, the slowest after %.1f s; %d of %d reads failed during the outage",
 			during, slowest.Seconds(), readErrs, reads))
 }
@@ -827,17 +827,17 @@ func TestFaultProjectorKilledMidStream(t *testing.T) {
 	s := startFaultSystem(t)
 	l := newFaultLoad(t, s)
 	l.Start(6, 1)
-	time.Sleep(5 * time.Second)
+	time.Sleep(3 * time.Second)
 	l.Mark("SIGKILL projector-0")
 	s.Kill("projector-0")
-	time.Sleep(5 * time.Second)
+	time.Sleep(4 * time.Second)
 	l.Mark("restart projector-0")
 	s.Start("projector-0")
 	s.WaitReady("projector-0")
-	time.Sleep(5 * time.Second)
+	time.Sleep(3 * time.Second)
 	l.Stop()
 	n := checkSnapshotsEqualFold(t, s)
-	l.Verify("3. projector SIGKILLed, restarted after 5 s",
+	l.Verify("3. projector SIGKILLed, restarted after 4 s",
 		fmt.Sprintf("the snapshot topic equals a fold of the whole event log (%d profiles)", n))
 }
 
@@ -848,7 +848,7 @@ func TestFaultServiceInstancesKilled(t *testing.T) {
 	s := startFaultSystem(t)
 	l := newFaultLoad(t, s)
 	l.Start(6, 2)
-	time.Sleep(5 * time.Second)
+	time.Sleep(3 * time.Second)
 	l.Mark("SIGKILL query-svc-1 and command-svc-1")
 	s.Kill("query-svc-1")
 	s.Kill("command-svc-1")
@@ -856,12 +856,12 @@ func TestFaultServiceInstancesKilled(t *testing.T) {
 		t.Error("writes did not resume with one instance of each service")
 	}
 	l.Mark("writes resumed on the surviving instances")
-	time.Sleep(5 * time.Second)
+	time.Sleep(2 * time.Second)
 	l.Mark("restart query-svc-1 and command-svc-1")
 	s.Start("query-svc-1")
 	s.Start("command-svc-1")
 	s.WaitReady("query-svc-1", "command-svc-1")
-	time.Sleep(5 * time.Second)
+	time.Sleep(3 * time.Second)
 	l.Stop()
 	l.Verify("4. query-svc and command-svc instance SIGKILLed",
 		"the survivors took their partitions over after the session timeout (6 s)")
@@ -874,7 +874,7 @@ func TestFaultEverythingStoppedAndStarted(t *testing.T) {
 	s := startFaultSystem(t)
 	l := newFaultLoad(t, s)
 	l.Start(6, 2)
-	time.Sleep(10 * time.Second)
+	time.Sleep(6 * time.Second)
 	l.Stop()
 	kc := KafkaAt(t, s.Brokers, true)
 	before := latest(t, kc, s.env["SNAPSHOTS_TOPIC"])
@@ -921,18 +921,18 @@ func TestFaultBrokerPaused(t *testing.T) {
 	s := startFaultSystem(t)
 	l := newFaultLoad(t, s)
 	l.Start(6, 2)
-	time.Sleep(5 * time.Second)
+	time.Sleep(3 * time.Second)
 	victim := leaderOfMost(t, KafkaAt(t, s.Brokers, false), s.env["EVENTS_TOPIC"])
 	l.Mark(fmt.Sprintf("SIGSTOP broker %d", victim))
 	c.Signal(victim, syscall.SIGSTOP)
-	time.Sleep(15 * time.Second)
+	time.Sleep(12 * time.Second)
 	l.Mark(fmt.Sprintf("SIGCONT broker %d", victim))
 	c.Signal(victim, syscall.SIGCONT)
 	if !l.WaitWrites(10, 60*time.Second) {
 		t.Error("writes did not resume after the broker continued")
 	}
-	time.Sleep(5 * time.Second)
+	time.Sleep(2 * time.Second)
 	l.Stop()
-	l.Verify("6. one broker frozen (SIGSTOP) for 15 s",
+	l.Verify("6. one broker frozen (SIGSTOP) for 12 s",
 		"the frozen broker led most partitions; writes to them fail with 503 after APPEND_TIMEOUT until the controller fences it (no heartbeat for broker.session.timeout.ms, 9 s) and moves its leaders")
 }
