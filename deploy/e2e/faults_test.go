@@ -714,26 +714,38 @@ func stateDiff(want, got map[string]events.Profile) string {
 
 // ---------------------------------------------------------------- scenarios
 
-// Scenario 1: the broker that leads most partitions is SIGKILLed mid-load
-// and restarted. No acknowledged write is lost.
-func TestFaultOneBrokerKilledAndRestarted(t *testing.T) {
-	c := needCluster(t)
+// underLoad starts the system on the cluster and the steady load, injects
+// the fault after 3 s (fault marks what it does), then waits until writes
+// are acknowledged again, lets the load run 2 s more and stops it.
+func underLoad(t *testing.T, fault func(s *System, l *faultLoad)) (*System, *faultLoad) {
+	t.Helper()
 	s := startFaultSystem(t)
 	l := newFaultLoad(t, s)
 	l.Start(6, 2)
 	time.Sleep(3 * time.Second)
-	victim := leaderOfMost(t, KafkaAt(t, s.Brokers, false), s.env["EVENTS_TOPIC"])
-	l.Mark(fmt.Sprintf("SIGKILL broker %d (leads most event-log partitions)", victim))
-	c.Kill(victim)
-	time.Sleep(10 * time.Second)
-	l.Mark(fmt.Sprintf("restart broker %d", victim))
-	c.Start(victim)
-	l.Mark(fmt.Sprintf("broker %d ready", victim))
+	fault(s, l)
 	if !l.WaitWrites(10, 60*time.Second) {
-		t.Error("writes did not resume after the broker came back")
+		t.Error("writes did not resume within 60 s after the fault")
 	}
+	l.Mark("writes resumed")
 	time.Sleep(2 * time.Second)
 	l.Stop()
+	return s, l
+}
+
+// Scenario 1: the broker that leads most partitions is SIGKILLed mid-load
+// and restarted. No acknowledged write is lost.
+func TestFaultOneBrokerKilledAndRestarted(t *testing.T) {
+	c := needCluster(t)
+	_, l := underLoad(t, func(s *System, l *faultLoad) {
+		victim := leaderOfMost(t, KafkaAt(t, s.Brokers, false), s.env["EVENTS_TOPIC"])
+		l.Mark(fmt.Sprintf("SIGKILL broker %d (leads most event-log partitions)", victim))
+		c.Kill(victim)
+		time.Sleep(10 * time.Second)
+		l.Mark(fmt.Sprintf("restart broker %d", victim))
+		c.Start(victim)
+		l.Mark(fmt.Sprintf("broker %d ready", victim))
+	})
 	l.Verify("1. one broker SIGKILLed, restarted after 10 s",
 		"the killed broker led most partitions; its partitions' leaders moved to the other two")
 }
@@ -824,18 +836,14 @@ func sumOf(m map[string]int) int {
 // snapshot topic ends exactly equal to folding the event log.
 func TestFaultProjectorKilledMidStream(t *testing.T) {
 	needCluster(t)
-	s := startFaultSystem(t)
-	l := newFaultLoad(t, s)
-	l.Start(6, 1)
-	time.Sleep(3 * time.Second)
-	l.Mark("SIGKILL projector-0")
-	s.Kill("projector-0")
-	time.Sleep(4 * time.Second)
-	l.Mark("restart projector-0")
-	s.Start("projector-0")
-	s.WaitReady("projector-0")
-	time.Sleep(3 * time.Second)
-	l.Stop()
+	s, l := underLoad(t, func(s *System, l *faultLoad) {
+		l.Mark("SIGKILL projector-0")
+		s.Kill("projector-0")
+		time.Sleep(4 * time.Second)
+		l.Mark("restart projector-0")
+		s.Start("projector-0")
+		s.WaitReady("projector-0")
+	})
 	n := checkSnapshotsEqualFold(t, s)
 	l.Verify("3. projector SIGKILLed, restarted after 4 s",
 		fmt.Sprintf("the snapshot topic equals a fold of the whole event log (%d profiles)", n))
@@ -845,24 +853,20 @@ func TestFaultProjectorKilledMidStream(t *testing.T) {
 // mid-load, and later restarted.
 func TestFaultServiceInstancesKilled(t *testing.T) {
 	needCluster(t)
-	s := startFaultSystem(t)
-	l := newFaultLoad(t, s)
-	l.Start(6, 2)
-	time.Sleep(3 * time.Second)
-	l.Mark("SIGKILL query-svc-1 and command-svc-1")
-	s.Kill("query-svc-1")
-	s.Kill("command-svc-1")
-	if !l.WaitWrites(10, 60*time.Second) {
-		t.Error("writes did not resume with one instance of each service")
-	}
-	l.Mark("writes resumed on the surviving instances")
-	time.Sleep(2 * time.Second)
-	l.Mark("restart query-svc-1 and command-svc-1")
-	s.Start("query-svc-1")
-	s.Start("command-svc-1")
-	s.WaitReady("query-svc-1", "command-svc-1")
-	time.Sleep(3 * time.Second)
-	l.Stop()
+	_, l := underLoad(t, func(s *System, l *faultLoad) {
+		l.Mark("SIGKILL query-svc-1 and command-svc-1")
+		s.Kill("query-svc-1")
+		s.Kill("command-svc-1")
+		if !l.WaitWrites(10, 60*time.Second) {
+			t.Error("writes did not resume with one instance of each service")
+		}
+		l.Mark("writes resumed on the surviving instances")
+		time.Sleep(2 * time.Second)
+		l.Mark("restart query-svc-1 and command-svc-1")
+		s.Start("query-svc-1")
+		s.Start("command-svc-1")
+		s.WaitReady("query-svc-1", "command-svc-1")
+	})
 	l.Verify("4. query-svc and command-svc instance SIGKILLed",
 		"the survivors took their partitions over after the session timeout (6 s)")
 }
@@ -914,25 +918,18 @@ func readAll(t *testing.T, s *System, state map[string]events.Profile) map[strin
 	return out
 }
 
-// Scenario 6: a broker is frozen with SIGSTOP for 15 s (a long GC pause, a
+// Scenario 6: a broker is frozen with SIGSTOP for 12 s (a long GC pause, a
 // partitioned host) and continued. Report what clients see.
 func TestFaultBrokerPaused(t *testing.T) {
 	c := needCluster(t)
-	s := startFaultSystem(t)
-	l := newFaultLoad(t, s)
-	l.Start(6, 2)
-	time.Sleep(3 * time.Second)
-	victim := leaderOfMost(t, KafkaAt(t, s.Brokers, false), s.env["EVENTS_TOPIC"])
-	l.Mark(fmt.Sprintf("SIGSTOP broker %d", victim))
-	c.Signal(victim, syscall.SIGSTOP)
-	time.Sleep(12 * time.Second)
-	l.Mark(fmt.Sprintf("SIGCONT broker %d", victim))
-	c.Signal(victim, syscall.SIGCONT)
-	if !l.WaitWrites(10, 60*time.Second) {
-		t.Error("writes did not resume after the broker continued")
-	}
-	time.Sleep(2 * time.Second)
-	l.Stop()
+	_, l := underLoad(t, func(s *System, l *faultLoad) {
+		victim := leaderOfMost(t, KafkaAt(t, s.Brokers, false), s.env["EVENTS_TOPIC"])
+		l.Mark(fmt.Sprintf("SIGSTOP broker %d", victim))
+		c.Signal(victim, syscall.SIGSTOP)
+		time.Sleep(12 * time.Second)
+		l.Mark(fmt.Sprintf("SIGCONT broker %d", victim))
+		c.Signal(victim, syscall.SIGCONT)
+	})
 	l.Verify("6. one broker frozen (SIGSTOP) for 12 s",
 		"the frozen broker led most partitions; writes to them fail with 503 after APPEND_TIMEOUT until the controller fences it (no heartbeat for broker.session.timeout.ms, 9 s) and moves its leaders")
 }
