@@ -1,6 +1,7 @@
 package kafkax
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/IBM/sarama"
@@ -45,5 +46,28 @@ func TestIndexKeysArePlacedByTheirPartitionPart(t *testing.T) {
 	got, _ := p.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder("hello")}, 100)
 	if got != 29 {
 		t.Fatalf("plain key on %d, want 29", got)
+	}
+}
+
+// Partition (our own murmur2) places every key exactly where sarama's
+// murmur2 partitioner, which the producers use, places it.
+func TestPartitionAgreesWithSaramasPartitioner(t *testing.T) {
+	for i := range 2000 {
+		key := string(make([]byte, i%40)) + fmt.Sprintf("k%d-\xff\x80é", i*7919)
+		for _, n := range []int32{1, 4, 6, 12, 100} {
+			want, err := sarama.NewMurmur2Partitioner("").Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder(key)}, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := Partition(key, n); got != want {
+				t.Fatalf("Partition(%q, %d) = %d, sarama says %d", key, n, got, want)
+			}
+		}
+	}
+}
+
+func BenchmarkPartition(b *testing.B) {
+	for b.Loop() {
+		Partition("74292b21-0fbb-4f1d-a18f-fa80f947fa5d", 12)
 	}
 }
