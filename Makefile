@@ -85,6 +85,10 @@ FUZZTIME ?= 1m
 fuzz: ## Run every go test -fuzz target for FUZZTIME (default 1m) each.
 	FUZZTIME=$(FUZZTIME) deploy/fuzz.sh
 
+.PHONY: bench
+bench: ## Throughput and latency next to their ceilings, measured in the same run (own broker on 29392, services on 29400+, data in .data/bench); rewrites BENCH.md's results. make bench BENCH_ARGS="-size full" for 1,000,000 profiles.
+	deploy/bench.sh $(BENCH_ARGS)
+
 .PHONY: lint
 lint: $(STATICCHECK) ## gofmt, go vet and staticcheck on every module.
 	@bad=$$(gofmt -l $(MODULES)); if [ -n "$$bad" ]; then echo "gofmt would change:"; echo "$$bad"; exit 1; fi
