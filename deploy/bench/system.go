@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"profiles/deploy/internal/ports"
 )
 
 // pprofOverlay is added to the main package of each binary the bench
@@ -377,24 +378,23 @@ func (m *cpuMeter) stop() map[string]float64 {
 	return out
 }
 
-// freePorts returns n TCP ports that were free a moment ago.
+// benchPorts hands out ports when no PortBase is configured (the harness
+// test). Its block is disjoint from the end-to-end tests' (deploy/e2e),
+// which run at the same time, and from make bench's fixed ports (29392+).
+var benchPorts = ports.New(27000, 29000)
+
+// freePorts returns n ports, free now and handed out by nothing else in
+// this process.
 func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	ps := make([]int, n)
+	for i := range ps {
+		p, err := benchPorts.Take()
 		if err != nil {
 			return nil, err
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		ps[i] = p
 	}
-	return ports, nil
+	return ps, nil
 }
 
 // getJSON GETs url into v.

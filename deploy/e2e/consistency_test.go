@@ -234,7 +234,11 @@ func TestPausedOwnerIsFenced(t *testing.T) {
 		if i == 50 {
 			t.Fatalf("no profile landed on %s: %v", stale, owners)
 		}
-		s.Do(http.MethodPost, "/api/profile", map[string]string{"username": "f", "email": fmt.Sprintf("fence%d@mail.com", i)}, nil).JSON(t, &p)
+		r := s.Do(http.MethodPost, "/api/profile", map[string]string{"username": "f", "email": fmt.Sprintf("fence%d@mail.com", i)}, nil)
+		if r.Status != http.StatusCreated {
+			t.Fatalf("create %d = %d: %s", i, r.Status, r.Body)
+		}
+		r.JSON(t, &p)
 	}
 
 	s.Pause(stale)

@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"profiles/deploy/internal/ports"
 )
 
 var (
@@ -649,12 +651,18 @@ func kafkaScript(t *testing.T, args ...string) {
 	}
 }
 
+// testPorts hands out the ports of the processes this package starts. The
+// block is below the ephemeral range and disjoint from the benchmark's
+// (deploy/bench), whose test runs at the same time in another process.
+var testPorts = ports.New(21000, 27000)
+
+// freePort returns a port that no other process of this test binary got,
+// free now, and kept for this test's services across their restarts.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := testPorts.Take()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
