@@ -17,7 +17,8 @@
 # running until `make down`. Logs go to .data/logs/<service>-<i>.log and
 # .data/logs/frontdoor.log.
 #
-# Also read from the environment: KAFKA_BROKERS, LOG_FORMAT; BIN_DIR (where
+# Also read from the environment: KAFKA_BROKERS, LOG_FORMAT, AUTH_MODE (default
+# off here) and RATE_LIMIT_RPS (default 0 here); BIN_DIR (where
 # the binaries are, default bin); PORT_BASE (default 8080: the front door's
 # port, the instance ports above shift with it); DRY_RUN=1 prints what would
 # be started, with its environment, and starts nothing.
@@ -26,6 +27,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
 export LOG_FORMAT=${LOG_FORMAT:-text}
+# Development: no authentication (the services warn about it in their logs)
+# and no rate limit, so that the README's curl flow works as written. For
+# tokens, run with AUTH_MODE=jwt AUTH_JWKS_FILE=... AUTH_AUDIENCE=...
+# INTERNAL_SECRET=... (see the README's Security section).
+export AUTH_MODE=${AUTH_MODE:-off}
+export RATE_LIMIT_RPS=${RATE_LIMIT_RPS:-0}
 INSTANCES=${INSTANCES:-2}
 BIN_DIR=${BIN_DIR:-bin}
 PORT_BASE=${PORT_BASE:-8080}

@@ -194,6 +194,11 @@ func StartSystem(t *testing.T, opts Options) *System {
 		"LOG_LEVEL":   "info",
 		"COMMAND_URL": strings.Join(s.urlsOf("command-svc"), ","),
 		"QUERY_URL":   strings.Join(s.urlsOf("query-svc"), ","),
+		// No authentication and no rate limit, unless a test asks for them
+		// in Options.Env (auth_test.go does): the other tests are about
+		// everything else.
+		"AUTH_MODE":      "off",
+		"RATE_LIMIT_RPS": "0",
 	}
 	for k, v := range opts.Env {
 		s.env[k] = v

@@ -12,6 +12,12 @@
 // read that fails mid-request (its instance died) is tried on the next
 // instance.
 //
+// The front door does not authenticate: it passes the caller's
+// Authorization header on, and every command-svc and query-svc instance
+// verifies it (their own ports are reachable too, so they must). It strips
+// every X-Profiles-* header from client requests: those are for the
+// instances, which sign them (see platform/auth).
+//
 // The change stream (GET /api/changes, Server-Sent Events) goes to
 // query-svc like any read, and is passed on as it comes, for as long as it
 // lasts (see serveStream).

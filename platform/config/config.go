@@ -43,6 +43,15 @@ func Int(fs *flag.FlagSet, name, env string, def int, help string) *int {
 	return p
 }
 
+// Float registers a floating-point setting.
+func Float(fs *flag.FlagSet, name, env string, def float64, help string) *float64 {
+	p := fs.Float64(name, def, usage(env, help))
+	if v, ok := os.LookupEnv(env); ok {
+		mustSet(fs, name, env, v)
+	}
+	return p
+}
+
 // Bool registers a boolean setting.
 func Bool(fs *flag.FlagSet, name, env string, def bool, help string) *bool {
 	p := fs.Bool(name, def, usage(env, help))

@@ -83,6 +83,11 @@ type Routing struct {
 	// (during a rebalance, or while a dead owner's session expires).
 	Wait time.Duration
 	Log  *slog.Logger
+	// Sign, if set, signs every forward (see auth.Signer), after its
+	// forwarding headers are set, so that the owner can tell it from a
+	// client's request that only claims to be forwarded. The forward keeps
+	// the caller's Authorization header, and the owner checks it again.
+	Sign func(r *http.Request, body []byte)
 }
 
 // Handler returns h wrapped so that it runs only on the owner of the
@@ -183,7 +188,7 @@ func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r
 	for {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
-		dialErr := rt.forward(w, r, p, owner, epoch)
+		dialErr := rt.forward(w, r, body, p, owner, epoch)
 		if dialErr == nil {
 			return
 		}
@@ -224,11 +229,11 @@ func (rt Routing) unavailable(w http.ResponseWriter, r *http.Request, p int32, e
 		fmt.Sprintf("no instance serves partition %d yet (%v)", p, err)))
 }
 
-// forward proxies r to owner. It returns the error, having written
+// forward proxies r, whose body is body, to owner. It returns the error, having written
 // nothing, when the request may be sent again: the owner could not be
 // dialed, a read got no answer, or the owner stopped answering after the
 // partition moved away from it. Any other outcome is written to w.
-func (rt Routing) forward(w http.ResponseWriter, r *http.Request, p int32, owner kafkax.Member, epoch int) (retryErr error) {
+func (rt Routing) forward(w http.ResponseWriter, r *http.Request, body []byte, p int32, owner kafkax.Member, epoch int) (retryErr error) {
 	target, err := url.Parse(owner.URL)
 	if err != nil {
 		rt.unavailable(w, r, -1, fmt.Errorf("owner %s has a bad URL %q: %w", owner.ID, owner.URL, err))
@@ -249,6 +254,9 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, p int32, owner
 			pr.Out.Header.Set(HeaderForwardedBy, by)
 			if _, ok := rt.Router.(EpochRouter); ok {
 				pr.Out.Header.Set(HeaderEpoch, strconv.Itoa(epoch))
+			}
+			if rt.Sign != nil {
+				rt.Sign(pr.Out, body) // last: it signs the headers above
 			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

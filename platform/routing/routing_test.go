@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"profiles/platform/auth"
 	"profiles/platform/kafkax"
 )
 
@@ -127,5 +128,46 @@ func TestServesLocallyWithTheBodyWhenThePartitionMovesHere(t *testing.T) {
 	resp.Body.Close()
 	if string(body) != "a:body" || resp.Header.Get(HeaderServedBy) != "a" {
 		t.Fatalf("got %q from %q", body, resp.Header.Get(HeaderServedBy))
+	}
+}
+
+// A forward is signed (Routing.Sign) after its forwarding headers are set,
+// and keeps the caller's Authorization header, so that the owner can check
+// both: the signature with auth.Signer.Verify, the token as usual.
+func TestForwardIsSignedAndKeepsTheCallersToken(t *testing.T) {
+	signer, err := auth.NewSigner("0123456789abcdef0123456789abcdef-routing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type got struct {
+		verifyErr          error
+		authz, forwardedBy string
+		body               string
+	}
+	seen := make(chan got, 1)
+	owner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g := got{verifyErr: signer.Verify(r), authz: r.Header.Get("Authorization"), forwardedBy: r.Header.Get(HeaderForwardedBy)}
+		b, _ := io.ReadAll(r.Body)
+		g.body = string(b)
+		seen <- g
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer owner.Close()
+	b := kafkax.Member{ID: "b", URL: owner.URL}
+	rt := Routing{Router: &fakeRouter{selfID: "a", owners: []kafkax.Member{b}}, Self: kafkax.Member{ID: "a"}, Wait: 2 * time.Second,
+		Log: slog.Default(), Sign: signer.Sign}
+	srvA := httptest.NewServer(rt.Handler(func(*http.Request) (int32, bool) { return 0, true }, echo("a")))
+	defer srvA.Close()
+
+	req, _ := http.NewRequest(http.MethodPut, srvA.URL+"/api/profile/x?y=1", strings.NewReader(`{"username":"bob"}`))
+	req.Header.Set("Authorization", "Bearer caller-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	g := <-seen
+	if resp.StatusCode != http.StatusNoContent || g.verifyErr != nil || g.authz != "Bearer caller-token" || g.forwardedBy != "a" || g.body != `{"username":"bob"}` {
+		t.Fatalf("status %d; the owner saw %+v", resp.StatusCode, g)
 	}
 }

@@ -33,6 +33,8 @@ type Flags struct {
 	LogLevel      *string
 	LogFormat     *string
 	ShutdownGrace *time.Duration
+	// CORSOrigins is CORS_ALLOWED_ORIGINS (see CORS).
+	CORSOrigins *string
 }
 
 // RegisterFlags registers the common settings on fs, with defaultAddr as
@@ -45,6 +47,7 @@ func RegisterFlags(fs *flag.FlagSet, defaultAddr string) *Flags {
 		LogLevel:      config.String(fs, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error"),
 		LogFormat:     config.String(fs, "log-format", "LOG_FORMAT", "json", "log format: json or text"),
 		ShutdownGrace: config.Duration(fs, "shutdown-grace", "SHUTDOWN_GRACE", 15*time.Second, "how long requests in flight may take to finish at shutdown"),
+		CORSOrigins:   config.String(fs, "cors-allowed-origins", "CORS_ALLOWED_ORIGINS", "", "comma-separated origins (https://app.example.com, or *) whose browser pages may call the API; empty: CORS off"),
 	}
 }
 
@@ -67,6 +70,12 @@ func (f *Flags) Self(service string) (m kafkax.Member, static bool, err error) {
 		m.ID = service + "@" + strings.TrimPrefix(strings.TrimPrefix(m.URL, "http://"), "https://")
 	}
 	return m, *f.InstanceID != "", nil
+}
+
+// CORS wraps h with the CORS of CORS_ALLOWED_ORIGINS (httpx.CORS; none
+// when empty). Wrap the whole router: preflights match no route.
+func (f *Flags) CORS(h http.Handler) http.Handler {
+	return httpx.CORS{AllowedOrigins: config.List(*f.CORSOrigins)}.Wrap(h)
 }
 
 // Logger installs and returns the service's logger.
@@ -93,8 +102,9 @@ func NewRouter(log *slog.Logger, health *httpx.Health) *mux.Router {
 // the whole service.
 type Task func(ctx context.Context) error
 
-// Run listens on addr and serves h, and runs every task, until ctx ends or
-// a task or the server stops. It then shuts down: the server first (it stops
+// Run listens on addr and serves h, with httpx.SecurityHeaders on every
+// response, and runs every task, until ctx ends or a task or the server
+// stops. It then shuts down: the server first (it stops
 // accepting and lets requests in flight finish for up to grace), then the
 // tasks. It returns the first failure, or nil after a clean stop.
 func Run(ctx context.Context, log *slog.Logger, addr string, h http.Handler, grace time.Duration, tasks ...Task) error {
@@ -134,7 +144,7 @@ func Run(ctx context.Context, log *slog.Logger, addr string, h http.Handler, gra
 			}
 		}()
 	}
-	srv := httpx.NewServer(h)
+	srv := httpx.NewServer(httpx.SecurityHeaders(h))
 	srv.BaseContext = func(net.Listener) context.Context { return taskCtx }
 	if err := httpx.Serve(httpCtx, srv, ln, grace); err != nil {
 		fail("http server", err)

@@ -34,6 +34,10 @@ type Env struct {
 	// Every is the progress line interval; 0 means two seconds.
 	Every time.Duration
 	Log   *slog.Logger
+	// Token is a bearer token with the scope profiles:admin, sent to the
+	// query-svc instances by RebuildViews (AUTH_TOKEN); empty: none (they
+	// run with AUTH_MODE=off).
+	Token string
 }
 
 func (e Env) every() time.Duration {

@@ -41,6 +41,7 @@ func RebuildViews(ctx context.Context, env Env, urls []string, wait time.Duratio
 		if err != nil {
 			return out, err
 		}
+		env.authorize(req)
 		resp, err := client.Do(req)
 		if err != nil {
 			return out, fmt.Errorf("start the rebuild of %s: %w", base, err)
@@ -52,7 +53,7 @@ func RebuildViews(ctx context.Context, env Env, urls []string, wait time.Duratio
 		start := time.Now()
 		last := time.Time{}
 		for {
-			st, err := viewStatus(ctx, client, endpoint)
+			st, err := viewStatus(ctx, env, client, endpoint)
 			if err != nil {
 				return out, err
 			}
@@ -81,12 +82,20 @@ func RebuildViews(ctx context.Context, env Env, urls []string, wait time.Duratio
 	return out, nil
 }
 
-func viewStatus(ctx context.Context, client *http.Client, endpoint string) (ViewStatus, error) {
+// authorize adds the admin token, if any, to a request to query-svc.
+func (e Env) authorize(req *http.Request) {
+	if e.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+e.Token)
+	}
+}
+
+func viewStatus(ctx context.Context, env Env, client *http.Client, endpoint string) (ViewStatus, error) {
 	var st ViewStatus
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
 	if err != nil {
 		return st, err
 	}
+	env.authorize(req)
 	resp, err := client.Do(req)
 	if err != nil {
 		return st, err

@@ -37,6 +37,7 @@ func main() {
 func run() error {
 	fs := flag.NewFlagSet("command-svc", flag.ExitOnError)
 	common := service.RegisterFlags(fs, ":8081")
+	api := service.RegisterAPIFlags(fs)
 	kflags := kafkax.RegisterFlags(fs)
 	queryURLs := config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "comma-separated base URLs of query-svc instances, asked for read-your-writes")
 	waitAll := config.Bool(fs, "query-wait-all", "QUERY_WAIT_ALL", false, "wait until every query-svc instance in QUERY_URL shows a write (set it when query-svc runs with REPLICA_MODE=full)")
@@ -61,6 +62,10 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	sec, err := api.Security(ctx, log)
+	if err != nil {
+		return err
+	}
 
 	client, err := kafkax.Connect(ctx, kcfg, "command-svc")
 	if err != nil {
@@ -81,13 +86,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	peers := adapters.Peers{SelfURL: self.URL, Client: &http.Client{Timeout: 30 * time.Second}}
+	peers := adapters.Peers{SelfURL: self.URL, Client: &http.Client{Timeout: 30 * time.Second}, Sign: sec.Sign}
 	deps := app.Deps{
 		States:     states,
 		Log:        eventLog,
 		Claims:     peers,
 		ClaimLease: *lease,
-		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*queryURLs), Client: &http.Client{}, Timeout: *visibility, Every: *waitAll},
+		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*queryURLs), Client: &http.Client{}, Timeout: *visibility, Every: *waitAll, Sign: sec.Sign},
 		NewID:      uuid.NewString,
 		Now:        time.Now,
 	}
@@ -98,9 +103,10 @@ func run() error {
 	var health httpx.Health
 	health.Check("state", g.Ready)
 	router := service.NewRouter(log, &health)
+	sec.Install(router)
 	ports.HTTP{
 		Log: log, MaxBody: int64(*maxBody),
-		Routing:     routing.Routing{Router: g, Self: self, Wait: *routeWait, Log: log},
+		Routing:     routing.Routing{Router: g, Self: self, Wait: *routeWait, Log: log, Sign: sec.Sign},
 		PartitionOf: func(uid string) int32 { return kafkax.Partition(uid, kcfg.Partitions) },
 		NewUID:      uuid.NewString,
 		Commands: ports.Commands{
@@ -115,6 +121,7 @@ func run() error {
 
 	gcfg := kcfg.GroupConfig("command-svc", opts)
 	consume := func(ctx context.Context) error { return g.Run(ctx, gcfg, kcfg.Brokers) }
-	log.Info("starting", "http_addr", *common.HTTPAddr, "self", self, "events", kcfg.EventsTopic, "query_urls", *queryURLs, "brokers", kcfg.Brokers)
-	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, consume)
+	log.Info("starting", "http_addr", *common.HTTPAddr, "self", self, "events", kcfg.EventsTopic, "query_urls", *queryURLs, "brokers", kcfg.Brokers,
+		"auth_mode", sec.Auth.Mode, "signed_internal_requests", sec.Auth.Signer != nil)
+	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(router), *common.ShutdownGrace, consume, sec.Task)
 }

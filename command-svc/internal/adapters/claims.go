@@ -22,6 +22,15 @@ type Peers struct {
 	// SelfURL is this instance's base URL.
 	SelfURL string
 	Client  *http.Client
+	// Sign, if set, signs each request (see auth.Signer): the internal
+	// endpoints serve signed requests only, when INTERNAL_SECRET is set.
+	Sign func(r *http.Request, body []byte)
+}
+
+func (c Peers) sign(r *http.Request, body []byte) {
+	if c.Sign != nil {
+		c.Sign(r, body)
+	}
 }
 
 type claimBody struct {
@@ -46,6 +55,7 @@ func (c Peers) claim(ctx context.Context, method, email, uid string) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	c.sign(req, b)
 	resp, err := c.Client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w: claim %s: %v", app.ErrAppend, email, err)
@@ -70,6 +80,7 @@ func (c Peers) Profile(ctx context.Context, uid string) (events.Profile, error) 
 	if err != nil {
 		return events.Profile{}, err
 	}
+	c.sign(req, nil)
 	resp, err := c.Client.Do(req)
 	if err != nil {
 		return events.Profile{}, err

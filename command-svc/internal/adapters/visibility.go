@@ -26,6 +26,9 @@ type QueryVisibility struct {
 	// Every makes each wait ask every instance instead of one: with
 	// query-svc in full-replica mode, each instance has its own copy.
 	Every bool
+	// Sign, if set, signs each request (see auth.Signer): query-svc
+	// serves a signed request without a caller's token as a peer's read.
+	Sign func(r *http.Request, body []byte)
 
 	next atomic.Uint64
 }
@@ -77,6 +80,9 @@ func (v *QueryVisibility) wait(ctx context.Context, base, path string) error {
 		req, rerr := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 		if rerr != nil {
 			return rerr
+		}
+		if v.Sign != nil {
+			v.Sign(req, nil)
 		}
 		if resp, err = v.Client.Do(req); err == nil {
 			break

@@ -30,7 +30,29 @@ var (
 	// ErrIdempotencyGone: the profile created under an Idempotency-Key has
 	// been deleted since.
 	ErrIdempotencyGone = errors.New("the profile created with this idempotency key was deleted")
+	// ErrNotOwner: the caller may not act on this profile: it is not its
+	// own (the uid is not the caller's subject), and the caller is no admin.
+	ErrNotOwner = errors.New("not the caller's own profile")
 )
+
+// Caller is who asks for a command, as the HTTP port authenticated it (a
+// token's sub and whether it holds profiles:admin). A caller that is no
+// admin may create, change and delete only the profile whose uid is its
+// Subject. The zero Caller may do nothing.
+type Caller struct {
+	Subject string
+	Admin   bool
+}
+
+// mayActOn returns ErrNotOwner unless c may act on uid. It is checked
+// before the profile's state is read, so a refusal says nothing about
+// whether the profile exists.
+func (c Caller) mayActOn(uid string) error {
+	if c.Admin || (c.Subject != "" && c.Subject == uid) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrNotOwner, uid)
+}
 
 // PreconditionError is returned when If-Match does not match.
 type PreconditionError struct{ Current int64 }

@@ -61,9 +61,12 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
+// admin may act on any profile; the tests of the owner rule use others.
+var admin = app.Caller{Subject: "ops", Admin: true}
+
 func (f *fixture) create(t *testing.T) events.Profile {
 	t.Helper()
-	res, err := app.CreateProfileHandler{Deps: f.deps}.Handle(context.Background(), app.CreateProfile{Username: "bob", Email: "bob1@mail.com"})
+	res, err := app.CreateProfileHandler{Deps: f.deps}.Handle(context.Background(), app.CreateProfile{Caller: admin, Username: "bob", Email: "bob1@mail.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +102,7 @@ func TestChangeProfile(t *testing.T) {
 			f := newFixture(t)
 			p := f.create(t)
 			res, err := app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(),
-				app.ChangeProfile{UID: p.UID, Username: tt.username, Email: tt.email})
+				app.ChangeProfile{Caller: admin, UID: p.UID, Username: tt.username, Email: tt.email})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,16 +123,16 @@ func TestChangeProfile(t *testing.T) {
 func TestCommandsOnMissingProfiles(t *testing.T) {
 	f := newFixture(t)
 	p := f.create(t)
-	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(context.Background(), app.DeleteProfile{UID: p.UID}); err != nil {
+	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(context.Background(), app.DeleteProfile{Caller: admin, UID: p.UID}); err != nil {
 		t.Fatal(err)
 	}
 	for name, run := range map[string]func(uid string) error{
 		"change": func(uid string) error {
-			_, err := app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(), app.ChangeProfile{UID: uid, Username: "x", Email: "x@y.z"})
+			_, err := app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(), app.ChangeProfile{Caller: admin, UID: uid, Username: "x", Email: "x@y.z"})
 			return err
 		},
 		"delete": func(uid string) error {
-			_, err := app.DeleteProfileHandler{Deps: f.deps}.Handle(context.Background(), app.DeleteProfile{UID: uid})
+			_, err := app.DeleteProfileHandler{Deps: f.deps}.Handle(context.Background(), app.DeleteProfile{Caller: admin, UID: uid})
 			return err
 		},
 	} {
@@ -146,12 +149,12 @@ func TestCommandsOnMissingProfiles(t *testing.T) {
 
 func TestAsyncDoesNotWaitAndAFailedAppendChangesNothing(t *testing.T) {
 	f := newFixture(t)
-	res, err := app.CreateProfileHandler{Deps: f.deps}.Handle(context.Background(), app.CreateProfile{Username: "a", Email: "a@b.cd", Async: true})
+	res, err := app.CreateProfileHandler{Deps: f.deps}.Handle(context.Background(), app.CreateProfile{Caller: admin, Username: "a", Email: "a@b.cd", Async: true})
 	if err != nil || res.Visible || len(f.vis.waited) != 0 {
 		t.Fatalf("async create: %+v, %v, waited %v", res, err, f.vis.waited)
 	}
 	f.log.failAt = 3 // the second event of the change fails
-	_, err = app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(), app.ChangeProfile{UID: res.Profile.UID, Username: "b", Email: "b@b.cd"})
+	_, err = app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(), app.ChangeProfile{Caller: admin, UID: res.Profile.UID, Username: "b", Email: "b@b.cd"})
 	if !errors.Is(err, app.ErrAppend) {
 		t.Fatalf("err = %v, want ErrAppend", err)
 	}
@@ -164,13 +167,13 @@ func TestVisibilityCoversEveryTouchedEmail(t *testing.T) {
 	f := newFixture(t)
 	p := f.create(t)
 	ctx := context.Background()
-	if _, err := (app.ChangeProfileHandler{Deps: f.deps}).Handle(ctx, app.ChangeProfile{UID: p.UID, Username: "bob", Email: "Bob2@Mail.com"}); err != nil {
+	if _, err := (app.ChangeProfileHandler{Deps: f.deps}).Handle(ctx, app.ChangeProfile{Caller: admin, UID: p.UID, Username: "bob", Email: "Bob2@Mail.com"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := (app.ChangeProfileHandler{Deps: f.deps}).Handle(ctx, app.ChangeProfile{UID: p.UID, Username: "robert", Email: "Bob2@Mail.com"}); err != nil {
+	if _, err := (app.ChangeProfileHandler{Deps: f.deps}).Handle(ctx, app.ChangeProfile{Caller: admin, UID: p.UID, Username: "robert", Email: "Bob2@Mail.com"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(ctx, app.DeleteProfile{UID: p.UID}); err != nil {
+	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(ctx, app.DeleteProfile{Caller: admin, UID: p.UID}); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"[bob1@mail.com]", "[bob2@mail.com bob1@mail.com]", "[bob2@mail.com]", "[bob2@mail.com]"}
@@ -198,12 +201,12 @@ func TestIfMatch(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t)
 			p := f.create(t)
-			_, err := app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(), app.ChangeProfile{UID: p.UID, Username: "x", Email: "x@y.z", IfMatch: tt.cond})
+			_, err := app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(), app.ChangeProfile{Caller: admin, UID: p.UID, Username: "x", Email: "x@y.z", IfMatch: tt.cond})
 			var pre *app.PreconditionError
 			if tt.wantErr != errors.As(err, &pre) || (tt.wantErr && (pre.Current != 1 || !errors.Is(err, app.ErrPrecondition))) {
 				t.Fatalf("err = %v", err)
 			}
-			_, err = app.DeleteProfileHandler{Deps: f.deps}.Handle(context.Background(), app.DeleteProfile{UID: p.UID, IfMatch: app.IfMatch{Set: true, Versions: []int64{99}}})
+			_, err = app.DeleteProfileHandler{Deps: f.deps}.Handle(context.Background(), app.DeleteProfile{Caller: admin, UID: p.UID, IfMatch: app.IfMatch{Set: true, Versions: []int64{99}}})
 			if !errors.Is(err, app.ErrPrecondition) {
 				t.Fatalf("delete with a stale If-Match: %v", err)
 			}
@@ -224,7 +227,7 @@ func TestCreateDisplayName(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t)
 			res, err := app.CreateProfileHandler{Deps: f.deps}.Handle(context.Background(),
-				app.CreateProfile{Username: "bob", DisplayName: tt.given, Email: "bob1@mail.com"})
+				app.CreateProfile{Caller: admin, Username: "bob", DisplayName: tt.given, Email: "bob1@mail.com"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -236,7 +239,7 @@ func TestCreateDisplayName(t *testing.T) {
 			}
 			// A username change keeps the display name.
 			res, err = app.ChangeProfileHandler{Deps: f.deps}.Handle(context.Background(),
-				app.ChangeProfile{UID: res.Profile.UID, Username: "robert", Email: "bob1@mail.com"})
+				app.ChangeProfile{Caller: admin, UID: res.Profile.UID, Username: "robert", Email: "bob1@mail.com"})
 			if err != nil || res.Profile.DisplayName != tt.want || res.Profile.Username != "robert" {
 				t.Fatalf("after username change: %+v, %v", res.Profile, err)
 			}
@@ -249,7 +252,7 @@ func TestIdempotentCreate(t *testing.T) {
 	h := app.CreateProfileHandler{Deps: f.deps}
 	ctx := context.Background()
 	uid := "0b3c2e3a-1c6d-5f4e-9a8b-7c6d5e4f3a2b" // a version 5 uid
-	cmd := app.CreateProfile{UID: uid, Idempotent: true, Username: "bob", Email: "b@m.c"}
+	cmd := app.CreateProfile{Caller: admin, UID: uid, Idempotent: true, Username: "bob", Email: "b@m.c"}
 	first, err := h.Handle(ctx, cmd)
 	if err != nil || first.Replayed {
 		t.Fatalf("first: %+v %v", first, err)
@@ -277,7 +280,7 @@ func TestIdempotentCreate(t *testing.T) {
 	if _, err := h.Handle(ctx, other); !errors.Is(err, app.ErrIdempotencyMismatch) {
 		t.Fatalf("same key, other displayName: %v", err)
 	}
-	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(ctx, app.DeleteProfile{UID: uid}); err != nil {
+	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(ctx, app.DeleteProfile{Caller: admin, UID: uid}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.Handle(ctx, cmd); !errors.Is(err, app.ErrIdempotencyGone) {
@@ -311,19 +314,83 @@ func TestCommandsClaimAndReleaseEmails(t *testing.T) {
 	if claims.held["bob1@mail.com"] != p.UID {
 		t.Fatalf("create did not claim: %v", claims.held)
 	}
-	if _, err := (app.CreateProfileHandler{Deps: f.deps}).Handle(ctx, app.CreateProfile{Username: "eve", Email: "BOB1@mail.com"}); !errors.Is(err, app.ErrEmailTaken) {
+	if _, err := (app.CreateProfileHandler{Deps: f.deps}).Handle(ctx, app.CreateProfile{Caller: admin, Username: "eve", Email: "BOB1@mail.com"}); !errors.Is(err, app.ErrEmailTaken) {
 		t.Fatalf("second create with the same email: %v", err)
 	}
-	if _, err := (app.ChangeProfileHandler{Deps: f.deps}).Handle(ctx, app.ChangeProfile{UID: p.UID, Username: "bob", Email: "bob2@mail.com"}); err != nil {
+	if _, err := (app.ChangeProfileHandler{Deps: f.deps}).Handle(ctx, app.ChangeProfile{Caller: admin, UID: p.UID, Username: "bob", Email: "bob2@mail.com"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := claims.held["bob1@mail.com"]; ok || claims.held["bob2@mail.com"] != p.UID {
 		t.Fatalf("change did not move the claim: %v", claims.held)
 	}
-	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(ctx, app.DeleteProfile{UID: p.UID}); err != nil {
+	if _, err := (app.DeleteProfileHandler{Deps: f.deps}).Handle(ctx, app.DeleteProfile{Caller: admin, UID: p.UID}); err != nil {
 		t.Fatal(err)
 	}
 	if len(claims.held) != 0 {
 		t.Fatalf("delete did not release: %v", claims.held)
+	}
+}
+
+// A caller that is no admin may create, change and delete only the profile
+// whose uid is its subject. A refusal comes before the state is read, so
+// it is the same for a profile that does not exist, and appends nothing.
+func TestOwnerRule(t *testing.T) {
+	const own, other, missing = "own", "other", "missing"
+	tests := []struct {
+		name    string
+		caller  app.Caller
+		command func(h app.Deps, c app.Caller) error
+		wantErr error
+	}{
+		{"the owner creates its own profile", app.Caller{Subject: "new"}, create("new"), nil},
+		{"a caller creates a profile of another uid", app.Caller{Subject: "new"}, create("else"), app.ErrNotOwner},
+		{"the zero caller creates nothing", app.Caller{}, create("new"), app.ErrNotOwner},
+		{"an admin creates any uid", admin, create("else"), nil},
+		{"the owner changes its profile", app.Caller{Subject: own}, change(own), nil},
+		{"another caller changes it", app.Caller{Subject: other}, change(own), app.ErrNotOwner},
+		{"another caller changes a missing profile", app.Caller{Subject: other}, change(missing), app.ErrNotOwner},
+		{"the zero caller changes nothing", app.Caller{}, change(own), app.ErrNotOwner},
+		{"an admin changes it", admin, change(own), nil},
+		{"the owner deletes its profile", app.Caller{Subject: own}, remove(own), nil},
+		{"another caller deletes it", app.Caller{Subject: other}, remove(own), app.ErrNotOwner},
+		{"an admin deletes it", admin, remove(own), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			ctx := context.Background()
+			if _, err := (app.CreateProfileHandler{Deps: f.deps}).Handle(ctx, app.CreateProfile{Caller: admin, UID: own, Username: "bob", Email: "bob1@mail.com"}); err != nil {
+				t.Fatal(err)
+			}
+			before := len(f.log.appended)
+			err := tt.command(f.deps, tt.caller)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if appended := len(f.log.appended) - before; (err == nil) != (appended > 0) {
+				t.Fatalf("appended %d events with err %v", appended, err)
+			}
+		})
+	}
+}
+
+func create(uid string) func(app.Deps, app.Caller) error {
+	return func(d app.Deps, c app.Caller) error {
+		_, err := app.CreateProfileHandler{Deps: d}.Handle(context.Background(), app.CreateProfile{Caller: c, UID: uid, Username: "ann", Email: "ann@mail.com"})
+		return err
+	}
+}
+
+func change(uid string) func(app.Deps, app.Caller) error {
+	return func(d app.Deps, c app.Caller) error {
+		_, err := app.ChangeProfileHandler{Deps: d}.Handle(context.Background(), app.ChangeProfile{Caller: c, UID: uid, Username: "robert", Email: "bob1@mail.com"})
+		return err
+	}
+}
+
+func remove(uid string) func(app.Deps, app.Caller) error {
+	return func(d app.Deps, c app.Caller) error {
+		_, err := app.DeleteProfileHandler{Deps: d}.Handle(context.Background(), app.DeleteProfile{Caller: c, UID: uid})
+		return err
 	}
 }

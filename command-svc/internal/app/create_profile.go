@@ -23,17 +23,23 @@ type CreateProfile struct {
 	Email       string
 	// Async skips waiting for readers to see the new profile.
 	Async bool
+	// Caller must be an admin, or have UID as its subject.
+	Caller Caller
 }
 
 // CreateProfileHandler handles CreateProfile.
 type CreateProfileHandler struct{ Deps }
 
 // Handle appends ProfileCreated for a fresh uid. A uid that already has a
-// history is refused (events.ErrAlreadyExists).
+// history is refused (events.ErrAlreadyExists), and so is a caller that may
+// not act on the uid (ErrNotOwner).
 func (h CreateProfileHandler) Handle(ctx context.Context, cmd CreateProfile) (Result, error) {
 	uid := cmd.UID
 	if uid == "" {
 		uid = h.NewID()
+	}
+	if err := cmd.Caller.mayActOn(uid); err != nil {
+		return Result{}, err
 	}
 	displayName := cmd.DisplayName
 	if displayName == "" {

@@ -18,6 +18,7 @@ import (
 
 	"profiles/command-svc/internal/app"
 	"profiles/events"
+	"profiles/platform/auth"
 	"profiles/platform/httpx"
 	"profiles/platform/routing"
 	"profiles/platform/validate"
@@ -161,22 +162,59 @@ func validKey(k string) bool {
 	return true
 }
 
-// newUIDPartition picks the uid of a new profile (derived from its
-// Idempotency-Key, if any), unless another instance picked it and forwarded
-// the POST here, and places the POST on its owner.
+// newUIDPartition picks the uid of a new profile (newProfileUID), unless
+// another instance picked it and forwarded the POST here, and places the
+// POST on its owner.
 func (h HTTP) newUIDPartition(r *http.Request) (int32, bool) {
 	uid := r.Header.Get(HeaderUID)
 	if r.Header.Get(routing.HeaderForwardedBy) == "" || validate.Var("uid", uid, validate.UIDTag) != nil {
-		uid = h.NewUID()
-		if key := r.Header.Get(HeaderIdempotencyKey); key != "" {
-			if !validKey(key) {
-				return 0, false // the handler rejects it
-			}
-			uid = UIDForKey(key)
+		key := r.Header.Get(HeaderIdempotencyKey)
+		if key != "" && !validKey(key) {
+			return 0, false // the handler rejects it
+		}
+		var ok bool
+		if uid, ok = h.newProfileUID(r, key); !ok {
+			r.Header.Del(HeaderUID)
+			return 0, false // the handler rejects it
 		}
 		r.Header.Set(HeaderUID, uid)
 	}
 	return h.PartitionOf(uid), true
+}
+
+// newProfileUID returns the uid of the profile a POST creates. A caller
+// without profiles:admin may own one profile only, the one whose uid is
+// its token's sub: that is the uid (ok is false when the sub is not a
+// UUID, so it can own none), whatever Idempotency-Key it sends, and a
+// second POST finds it taken (409 profile-exists). Any other caller (an
+// admin, or anyone under AUTH_MODE=off) gets the uid derived from the
+// Idempotency-Key, or a new one.
+func (h HTTP) newProfileUID(r *http.Request, key string) (uid string, ok bool) {
+	if p, found := auth.FromContext(r.Context()); found && !p.Admin() {
+		return p.Subject, validate.Var("uid", p.Subject, validate.UIDTag) == nil
+	}
+	if key != "" {
+		return UIDForKey(key), true
+	}
+	return h.NewUID(), true
+}
+
+// ownProfileOnly reports whether r's caller may own one profile only, the
+// one whose uid is its sub: it is authenticated, and no admin.
+func ownProfileOnly(r *http.Request) bool {
+	p, found := auth.FromContext(r.Context())
+	return found && !p.Admin()
+}
+
+// caller is the app's view of who sends r: the Principal the auth
+// middleware put in its context (none: the zero Caller, who may do
+// nothing).
+func caller(r *http.Request) app.Caller {
+	p, ok := auth.FromContext(r.Context())
+	if !ok {
+		return app.Caller{}
+	}
+	return app.Caller{Subject: p.Subject, Admin: p.Admin()}
 }
 
 func (h HTTP) uidPartition(r *http.Request) (int32, bool) {
@@ -240,14 +278,18 @@ func (h HTTP) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	uid := r.Header.Get(HeaderUID)
-	if uid == "" { // not routed (a test wiring without routing)
-		uid = h.NewUID()
-		if key != "" {
-			uid = UIDForKey(key)
+	if uid == "" { // not routed (a test wiring without routing), or a sub that is no uid
+		if uid, ok = h.newProfileUID(r, key); !ok {
+			auth.NotOwner(w, r, "without profiles:admin, a POST creates the profile whose uid is the token's sub, and this sub is not a UUID")
+			return
 		}
 	}
+	// The uid of a caller's own profile is its sub, not derived from the
+	// key: a retry finds it taken (409 profile-exists), not a replay.
+	idempotent := key != "" && !ownProfileOnly(r)
 	res, err := h.Commands.CreateProfile.Handle(r.Context(), app.CreateProfile{
-		UID: uid, Idempotent: key != "", Username: b.Username, DisplayName: b.DisplayName, Email: b.Email, Async: async(r),
+		UID: uid, Idempotent: idempotent, Username: b.Username, DisplayName: b.DisplayName, Email: b.Email, Async: async(r),
+		Caller: caller(r),
 	})
 	if err != nil {
 		h.fail(w, r, err)
@@ -297,7 +339,9 @@ func (h HTTP) change(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := h.Commands.ChangeProfile.Handle(r.Context(), app.ChangeProfile{UID: uid, Username: b.Username, Email: b.Email, IfMatch: ifMatch(r), Async: async(r)})
+	res, err := h.Commands.ChangeProfile.Handle(r.Context(), app.ChangeProfile{
+		UID: uid, Username: b.Username, Email: b.Email, IfMatch: ifMatch(r), Async: async(r), Caller: caller(r),
+	})
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -311,7 +355,7 @@ func (h HTTP) delete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := h.Commands.DeleteProfile.Handle(r.Context(), app.DeleteProfile{UID: uid, IfMatch: ifMatch(r), Async: async(r)})
+	res, err := h.Commands.DeleteProfile.Handle(r.Context(), app.DeleteProfile{UID: uid, IfMatch: ifMatch(r), Async: async(r), Caller: caller(r)})
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -350,6 +394,8 @@ func (h HTTP) accepted(w http.ResponseWriter, r *http.Request, res app.Result) {
 func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var pre *app.PreconditionError
 	switch {
+	case errors.Is(err, app.ErrNotOwner):
+		auth.NotOwner(w, r, "without profiles:admin, a caller may create, change and delete only its own profile, whose uid is its token's sub")
 	case errors.Is(err, app.ErrNotFound):
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "profile-not-found", "Profile not found", err.Error()))
 	case errors.As(err, &pre):

@@ -63,5 +63,9 @@ func run() error {
 
 	log.Info("starting", "http_addr", *common.HTTPAddr,
 		"command_urls", config.List(*commandURL), "query_urls", config.List(*queryURL))
-	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace)
+	// CORS preflights are answered here; security headers come with every
+	// response (service.Run). Tokens are not checked here but by every
+	// command-svc and query-svc instance, whose ports are reachable without
+	// the front door.
+	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(router), *common.ShutdownGrace)
 }

@@ -33,7 +33,9 @@ Commands:
                           make N current; every projector and query-svc follows
   drop -generation N      delete a generation that is not current
   views -query URL[,URL]  make each query-svc instance drop its Pebble view and
-                          re-read it from Kafka, one instance at a time
+                          re-read it from Kafka, one instance at a time; with
+                          AUTH_MODE=jwt on query-svc, AUTH_TOKEN must hold a
+                          bearer token with the scope profiles:admin
 
 Kafka settings come from the same flags and environment variables as the
 services (KAFKA_BROKERS, EVENTS_TOPIC, SNAPSHOTS_TOPIC, ...); run
@@ -95,7 +97,10 @@ func run(cmd string, args []string, out io.Writer) error {
 		return err
 	}
 	defer client.Close()
-	env := replay.Env{Kafka: kcfg, Client: client, ProjectorGroup: *projGroup, Out: out, Every: *every, Log: log}
+	env := replay.Env{Kafka: kcfg, Client: client, ProjectorGroup: *projGroup, Out: out, Every: *every, Log: log,
+		// From the environment only: a flag would show the token in the
+		// process list.
+		Token: os.Getenv("AUTH_TOKEN")}
 
 	needGen := func() error {
 		if *gen < 1 {

@@ -41,6 +41,7 @@ func main() {
 func run() error {
 	fs := flag.NewFlagSet("query-svc", flag.ExitOnError)
 	common := service.RegisterFlags(fs, ":8082")
+	api := service.RegisterAPIFlags(fs)
 	kflags := kafkax.RegisterFlags(fs)
 	dataDir := config.String(fs, "data-dir", "DATA_DIR", ".data/query", "directory of the Pebble view (a cache: safe to delete)")
 	maxWait := config.Duration(fs, "max-wait", "MAX_WAIT", 10*time.Second, "longest a GET or search with minVersion waits for the view")
@@ -66,6 +67,10 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	sec, err := api.Security(ctx, log)
+	if err != nil {
+		return err
+	}
 
 	client, err := kafkax.Connect(ctx, kcfg, "query-svc")
 	if err != nil {
@@ -114,9 +119,10 @@ func run() error {
 	health.Check("view", gens.Ready)
 
 	mux := service.NewRouter(log, &health)
+	sec.Install(mux)
 	ports.HTTP{
 		Log:         log,
-		Routing:     routing.Routing{Router: gens, Self: self, Wait: *routeWait, Log: log},
+		Routing:     routing.Routing{Router: gens, Self: self, Wait: *routeWait, Log: log, Sign: sec.Sign},
 		PartitionOf: store.Partition,
 		Queries: ports.Queries{
 			GetProfile:     app.GetProfileHandler{View: store, NotFound: view.ErrNotFound, MaxWait: *maxWait},
@@ -152,6 +158,7 @@ func run() error {
 		return map[string]any{"held": held, "profilesByPartition": counts, "generation": n}
 	})).Methods(http.MethodGet)
 
-	log.Info("starting", "http_addr", *common.HTTPAddr, "self", self, "mode", *mode, "data_dir", *dataDir, "brokers", kcfg.Brokers, "control", kcfg.ControlTopic)
-	return service.Run(ctx, log, *common.HTTPAddr, mux, *common.ShutdownGrace, gens.Run)
+	log.Info("starting", "http_addr", *common.HTTPAddr, "self", self, "mode", *mode, "data_dir", *dataDir, "brokers", kcfg.Brokers, "control", kcfg.ControlTopic,
+		"auth_mode", sec.Auth.Mode, "signed_internal_requests", sec.Auth.Signer != nil)
+	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(mux), *common.ShutdownGrace, gens.Run, sec.Task)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"profiles/platform/auth"
 	"profiles/platform/httpx"
 	"profiles/query-svc/internal/changes"
 )
@@ -51,8 +52,9 @@ const (
 // Each event's id is the stream position after it (changes.Position): a
 // client that reconnects with it, to any instance, continues with the next
 // record of every partition, so it misses none and sees none twice. A
-// stream ends when the client goes, at the service's shutdown (Stop), and
-// when the serving generation changes; a client that then reconnects with
+// stream ends when the client goes, at the service's shutdown (Stop), when
+// the token that opened it expires, and when the serving generation
+// changes; a client that then reconnects with
 // an id of the old generation gets the new one from its beginning.
 type Changes struct {
 	Source changes.Source
@@ -121,6 +123,13 @@ func (h *Changes) serve(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	if p, ok := auth.FromContext(ctx); ok && !p.Expires.IsZero() {
+		// A stream lives no longer than the token that opened it: the
+		// client reconnects with its Last-Event-ID and a fresh token.
+		var cancelAtExpiry context.CancelFunc
+		ctx, cancelAtExpiry = context.WithDeadline(ctx, p.Expires)
+		defer cancelAtExpiry()
+	}
 	if h.Stop != nil {
 		go func() {
 			select {

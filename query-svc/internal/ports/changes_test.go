@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"profiles/events"
+	"profiles/platform/auth"
 	"profiles/query-svc/internal/changes"
 	"profiles/query-svc/internal/ports"
 )
@@ -485,4 +486,31 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// A stream lives no longer than the token that opened it.
+func TestChangesEndWhenTheTokenExpires(t *testing.T) {
+	l := newFakeLog(1)
+	h := &ports.Changes{
+		Source: l, Generation: func() int { return 1 }, Topic: func(n int) string { return fmt.Sprintf("snapshots.v%d", n) },
+		Max: 10, Instance: "query-svc-0", Log: slog.New(slog.DiscardHandler),
+	}
+	r := mux.NewRouter()
+	r.Use(func(next http.Handler) http.Handler { // stands in for the auth middleware
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			p := auth.Principal{Kind: auth.KindToken, Subject: "reader", Scopes: []string{auth.ScopeRead}, Expires: time.Now().Add(time.Second)}
+			next.ServeHTTP(w, req.WithContext(auth.WithPrincipal(req.Context(), p)))
+		})
+	})
+	h.Register(r)
+	srv := httptest.NewServer(r)
+	t.Cleanup(srv.Close)
+	c, _ := openStream(t, srv.URL+"/api/changes", nil)
+	if ev := c.next(t); ev.event != "ready" {
+		t.Fatalf("first event %+v", ev)
+	}
+	if !c.ended(30 * time.Second) {
+		t.Fatal("the stream outlived its token")
+	}
+	waitFor(t, func() bool { return h.Open() == 0 })
 }
