@@ -381,7 +381,8 @@ func (m *cpuMeter) stop() map[string]float64 {
 // benchPorts hands out ports when no PortBase is configured (the harness
 // test). Its block is disjoint from the end-to-end tests' (deploy/e2e),
 // which run at the same time, and from make bench's fixed ports (29392+).
-var benchPorts = ports.New(27000, 29000)
+// PROFILES_BENCH_PORTS=lo-hi moves it, for runs that share a machine.
+var benchPorts = ports.FromEnv("PROFILES_BENCH_PORTS", 27000, 29000)
 
 // freePorts returns n ports, free now and handed out by nothing else in
 // this process.

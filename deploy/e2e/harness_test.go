@@ -659,7 +659,8 @@ func kafkaScript(t *testing.T, args ...string) {
 // testPorts hands out the ports of the processes this package starts. The
 // block is below the ephemeral range and disjoint from the benchmark's
 // (deploy/bench), whose test runs at the same time in another process.
-var testPorts = ports.New(21000, 27000)
+// PROFILES_TEST_PORTS=lo-hi moves it, for runs that share a machine.
+var testPorts = ports.FromEnv("PROFILES_TEST_PORTS", 21000, 27000)
 
 // freePort returns a port that no other process of this test binary got,
 // free now, and kept for this test's services across their restarts.

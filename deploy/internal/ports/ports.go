@@ -16,7 +16,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -42,6 +44,23 @@ func New(lo, hi int) *Allocator {
 		panic(fmt.Sprintf("ports: bad block [%d, %d)", lo, hi))
 	}
 	return &Allocator{lo: lo, hi: hi, given: map[int]bool{}, rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
+}
+
+// FromEnv returns an Allocator for the block named by the environment
+// variable env ("lo-hi", hi exclusive), or for [lo, hi) when it is unset.
+// Runs that share a machine give each other disjoint blocks that way. It
+// panics on a malformed value: a test setup error.
+func FromEnv(env string, lo, hi int) *Allocator {
+	if v := os.Getenv(env); v != "" {
+		a, b, ok := strings.Cut(v, "-")
+		l, err1 := strconv.Atoi(a)
+		h, err2 := strconv.Atoi(b)
+		if !ok || err1 != nil || err2 != nil {
+			panic(fmt.Sprintf("ports: %s=%q is not lo-hi", env, v))
+		}
+		lo, hi = l, h
+	}
+	return New(lo, hi)
 }
 
 // Take returns a port of the block that this Allocator has not handed out
