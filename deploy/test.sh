@@ -10,7 +10,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # TEST_MODULES, TEST_KAFKA_DATA and TEST_KAFKA_PORT (and TEST_POSTGRES_*,
 # below) let several runs share a machine (for example: TEST_MODULES=deploy
-# GOTESTFLAGS="-run History").
+# GOTESTFLAGS="-run History"); such runs also need disjoint
+# PROFILES_TEST_PORTS=lo-hi (default 21000-27000) and PROFILES_BENCH_PORTS
+# (default 27000-29000) for the processes the tests start.
 read -r -a MODULES <<<"${TEST_MODULES:-events platform projections command-svc query-svc deploy}"
 DATA=${TEST_KAFKA_DATA:-.data/test-kafka}
 PORT=${TEST_KAFKA_PORT:-19092}
