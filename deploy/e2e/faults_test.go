@@ -921,18 +921,10 @@ func readAll(t *testing.T, s *System, state map[string]events.Profile) map[strin
 // Scenario 6: a broker is frozen with SIGSTOP for 12 s (a long GC pause, a
 // partitioned host) and continued. Report what clients see.
 func TestFaultBrokerPaused(t *testing.T) {
-	// Known defect, found by this scenario in CI: after SIGCONT the
-	// transaction coordinator aborts the transactions that timed out and
-	// bumps their producers' epochs, so command-svc's producers get
-	// PRODUCER_FENCED (error 90, which sarama does not name). command-svc
-	// treats that as being deposed and closes the producer, and the
-	// partition takes no writes until the next rebalance; some query-svc
-	// partitions also stayed unowned past ROUTE_WAIT. It passed 4 runs of
-	// 5. Until the producer is re-created for a partition the instance
-	// still owns, the scenario runs only on request.
-	if os.Getenv("PROFILES_FAULT_SIGSTOP") != "1" {
-		t.Skip("SKIPPED: known defect, see the comment above and docs/faults.md; PROFILES_FAULT_SIGSTOP=1 runs it")
-	}
+	// After SIGCONT the transaction coordinator may fence command-svc's own
+	// producers (their transactions timed out while the broker was frozen).
+	// command-svc then rejoins its group and starts fresh producers for the
+	// partitions it still owns (TxnEventLog.Fenced, Group.Rejoin).
 	c := needCluster(t)
 	_, l := underLoad(t, func(s *System, l *faultLoad) {
 		victim := leaderOfMost(t, KafkaAt(t, s.Brokers, false), s.env["EVENTS_TOPIC"])

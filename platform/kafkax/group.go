@@ -64,7 +64,7 @@ type Group struct {
 	joined bool
 	// resync, when set, is run between the current session and the next
 	// one (see Resync); resyncing is true from Resync until the next Setup.
-	resync     func(owned []int32)
+	resync     func()
 	resyncing  bool
 	endSession context.CancelFunc
 	owned      map[int32]*claimState // primary topic partitions owned now
@@ -142,7 +142,7 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 		g.resync = nil
 		g.mu.Unlock()
 		if resync != nil && ctx.Err() == nil {
-			resync(nil)
+			resync()
 			continue
 		}
 		if err != nil {
@@ -246,7 +246,7 @@ func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 func (g *Group) Resync(prepare func(owned []int32)) {
 	owned := g.Owned()
 	g.mu.Lock()
-	g.resync = func([]int32) { prepare(owned) }
+	g.resync = func() { prepare(owned) }
 	g.resyncing = true
 	end := g.endSession
 	g.mu.Unlock()
@@ -255,7 +255,32 @@ func (g *Group) Resync(prepare func(owned []int32)) {
 	}
 }
 
-// Resyncing reports whether a Resync has not reached its next session yet.
+// Rejoin ends the current session, so that the next one starts with a
+// fresh Setup: Assigned runs again for whatever the group then assigns,
+// and every claim starts again at the caller's own offset. Nothing is
+// dropped. command-svc calls it when Kafka fenced one of its producers of
+// a partition it believes it owns: either another instance owns the
+// partition now and the rejoin shows it, or this one still does, and the
+// new session gives it a fresh producer and catches it up first. A call
+// while a Resync or Rejoin is pending does nothing.
+func (g *Group) Rejoin(reason string) {
+	g.mu.Lock()
+	if g.resyncing {
+		g.mu.Unlock()
+		return
+	}
+	g.resync = func() {}
+	g.resyncing = true
+	end := g.endSession
+	g.mu.Unlock()
+	g.log.Warn("rejoining the consumer group", "group", g.opts.Group, "reason", reason)
+	if end != nil {
+		end()
+	}
+}
+
+// Resyncing reports whether a Resync or Rejoin has not reached its next
+// session yet.
 func (g *Group) Resyncing() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -481,6 +506,16 @@ func (g *Group) refresh() {
 	g.mu.Unlock()
 
 	a, err := describeAssignment(g.admin, g.opts.Group, g.opts.Topics[0])
+	if err != nil {
+		// sarama's admin asks the coordinator it has cached, and keeps
+		// asking it: neither a NOT_COORDINATOR answer nor a dead broker
+		// makes it look again. After the coordinator moved (its broker
+		// was frozen, say) the table then never refreshed, and requests
+		// waited for owners they would never see. Look it up again.
+		if rerr := g.client.RefreshCoordinator(g.opts.Group); rerr != nil {
+			err = fmt.Errorf("%w (and finding the coordinator again: %v)", err, rerr)
+		}
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err != nil {
@@ -489,6 +524,9 @@ func (g *Group) refresh() {
 		}
 		g.lastErr = err
 		return
+	}
+	if g.lastErr != nil {
+		g.log.Info("group assignment readable again", "group", g.opts.Group)
 	}
 	g.lastErr = nil
 	if !sameOwners(g.table, a) {

@@ -86,6 +86,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	eventLog.Fenced = func(p int32) { g.Rejoin(fmt.Sprintf("the producer of partition %d was fenced", p)) }
 	peers := adapters.Peers{SelfURL: self.URL, Client: &http.Client{Timeout: 30 * time.Second}, Sign: sec.Sign}
 	deps := app.Deps{
 		States:     states,

@@ -72,6 +72,16 @@ type TxnEventLog struct {
 	// Late, if set, learns of commits that finished after their caller
 	// gave up.
 	Late LateCommits
+	// Fenced, if set, is called (in a goroutine of its own) when Kafka
+	// fenced this instance's producer of partition p, which this instance
+	// still held as the partition's writer. Kafka fences a producer when
+	// another instance started one for the same transactional id, but also
+	// after its own coordinator failed over mid-transaction (a broker
+	// frozen and thawed). command-svc rejoins its group there (see
+	// kafkax.Group.Rejoin): the next assignment either names another owner
+	// or gives this instance a fresh producer and catches it up first.
+	// Until then the partition's appends fail with ErrNotWriter.
+	Fenced func(p int32)
 
 	mu        sync.Mutex
 	producers map[int32]*txnProducer
@@ -297,13 +307,17 @@ func (l *TxnEventLog) txn(ctx context.Context, p int32, prod *txnProducer, msgs 
 	}
 	if fenced(err) || prod.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
 		appends.WithLabelValues("fenced").Inc()
-		l.Log.Warn("fenced: another instance writes this partition now", "partition", p, "err", err)
+		l.Log.Warn("the partition's producer is fenced or failed fatally; closing it", "partition", p, "err", err)
 		l.mu.Lock()
-		if l.producers[p] == prod {
+		current := l.producers[p] == prod
+		if current {
 			delete(l.producers, p)
 		}
 		l.mu.Unlock()
 		prod.closeLocked()
+		if current && l.Fenced != nil {
+			go l.Fenced(p)
+		}
 		return fmt.Errorf("%w: partition %d: %v", ErrNotWriter, p, err)
 	}
 	appends.WithLabelValues("failed").Inc()
