@@ -200,29 +200,48 @@ func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 	if g.opts.Assigned != nil {
 		g.opts.Assigned(parts)
 	}
+	// The offsets of every claim in one request per broker (ListOffsets).
+	ends, err := ListOffsets(g.client, sarama.OffsetNewest, sarama.ReadUncommitted, sess.Claims())
+	if err != nil {
+		return err
+	}
+	starts := map[string]map[int32]int64{}
+	fromOldest := map[string][]int32{}
 	for topic, claimed := range sess.Claims() {
+		starts[topic] = map[int32]int64{}
 		for _, p := range claimed {
 			start, err := g.opts.Start(topic, p)
 			if err != nil {
 				return err
 			}
 			if start == sarama.OffsetOldest {
-				if start, err = g.client.GetOffset(topic, p, sarama.OffsetOldest); err != nil {
-					return err
-				}
+				fromOldest[topic] = append(fromOldest[topic], p)
 			}
+			starts[topic][p] = start
+		}
+	}
+	if len(fromOldest) > 0 {
+		oldest, err := ListOffsets(g.client, sarama.OffsetOldest, sarama.ReadUncommitted, fromOldest)
+		if err != nil {
+			return err
+		}
+		for topic, ps := range oldest {
+			for p, o := range ps {
+				starts[topic][p] = o
+			}
+		}
+	}
+	for topic, claimed := range sess.Claims() {
+		for _, p := range claimed {
+			start := starts[topic][p]
 			// MarkOffset only moves forward and ResetOffset only back: both
 			// together set the claim's start to exactly our offset.
 			sess.MarkOffset(topic, p, start, "")
 			sess.ResetOffset(topic, p, start, "")
-			end, err := g.client.GetOffset(topic, p, sarama.OffsetNewest)
-			if err != nil {
-				return err
-			}
 			if owned[p] == nil {
 				owned[p] = &claimState{behind: map[string]bool{}}
 			}
-			if start < end {
+			if start < ends[topic][p] {
 				owned[p].behind[topic] = true
 			}
 		}

@@ -50,6 +50,7 @@ func run() error {
 	session := config.Duration(fs, "session-timeout", "SESSION_TIMEOUT", 10*time.Second, "how long a silent instance keeps its partitions")
 	switchGrace := config.Duration(fs, "switch-grace", "SWITCH_GRACE", 30*time.Second, "how long the old snapshot generation keeps running after a switch, for instances that still route by it")
 	routeWait := config.Duration(fs, "route-wait", "ROUTE_WAIT", 15*time.Second, "longest a request waits for an owner of its partition")
+	cacheMB := config.Int(fs, "view-cache-mb", "VIEW_CACHE_MB", view.DefaultCacheSize>>20, "Pebble block cache of the view, in MiB")
 	streamMax := config.Int(fs, "stream-max", "STREAM_MAX", 100, "most change streams (GET /api/changes) open at once on this instance")
 	_ = fs.Parse(os.Args[1:])
 
@@ -78,7 +79,7 @@ func run() error {
 	}
 	defer client.Close()
 
-	store, err := view.Open(*dataDir, vfs.Default, kcfg.Partitions)
+	store, err := view.Open(*dataDir, vfs.Default, kcfg.Partitions, view.Options{CacheSize: int64(*cacheMB) << 20})
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package changes
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -107,49 +106,14 @@ func (s *session) Bounds(ctx context.Context) (map[int32]Bounds, error) {
 	return out, nil
 }
 
-// listOffsets asks the leader of each partition for its offset at (oldest
-// or newest) with the given isolation: newest read_committed is the last
-// stable offset. sarama's Client.GetOffset has no isolation, so it always
-// answers the high-water mark.
+// listOffsets returns the offsets of parts of the session's topic (see
+// kafkax.ListOffsets).
 func (s *session) listOffsets(parts []int32, at int64, iso sarama.IsolationLevel) (map[int32]int64, error) {
-	type ask struct {
-		req   *sarama.OffsetRequest
-		parts []int32
+	out, err := kafkax.ListOffsets(s.client, at, iso, map[string][]int32{s.topic: parts})
+	if err != nil {
+		return nil, err
 	}
-	asks := map[*sarama.Broker]*ask{}
-	for _, p := range parts {
-		leader, err := s.client.Leader(s.topic, p)
-		if err != nil {
-			return nil, err
-		}
-		a := asks[leader]
-		if a == nil {
-			a = &ask{req: sarama.NewOffsetRequest(s.client.Config().Version)}
-			a.req.IsolationLevel = iso
-			asks[leader] = a
-		}
-		a.req.AddBlock(s.topic, p, at, 1)
-		a.parts = append(a.parts, p)
-	}
-	out := make(map[int32]int64, len(parts))
-	for broker, a := range asks {
-		resp, err := broker.GetAvailableOffsets(a.req)
-		if err != nil {
-			_ = broker.Close()
-			return nil, err
-		}
-		for _, p := range a.parts {
-			block := resp.GetBlock(s.topic, p)
-			switch {
-			case block == nil:
-				return nil, sarama.ErrIncompleteResponse
-			case !errors.Is(block.Err, sarama.ErrNoError):
-				return nil, block.Err
-			}
-			out[p] = block.Offset
-		}
-	}
-	return out, nil
+	return out[s.topic], nil
 }
 
 // retry runs op until it succeeds or ctx ends, refreshing the topic's

@@ -36,7 +36,7 @@ func record(t *testing.T, offset int64, e events.Event) *sarama.ConsumerMessage 
 // skipped, but not dead-lettered (the projector does that for the event
 // log); they count as events read, not as snapshot records.
 func TestHandleEventLog(t *testing.T) {
-	store, err := view.Open("view", vfs.NewMem(), 1)
+	store, err := view.Open("view", vfs.NewMem(), 1, view.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ const (
 
 func open(t *testing.T, fs vfs.FS) *view.Store {
 	t.Helper()
-	s, err := view.Open("view", fs, parts)
+	s, err := view.Open("view", fs, parts, view.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

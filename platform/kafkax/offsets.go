@@ -1,0 +1,66 @@
+package kafkax
+
+import (
+	"errors"
+
+	"github.com/IBM/sarama"
+)
+
+// ListOffsets returns the offset at (sarama.OffsetOldest or
+// sarama.OffsetNewest) of every partition in parts, keyed by topic, with
+// the given isolation: newest read_committed is the last stable offset,
+// newest read_uncommitted the high-water mark.
+//
+// It sends one ListOffsets request per leader broker, where
+// sarama.Client.GetOffset sends one per partition, one after the other, and
+// cannot ask for read_committed. On a connection that also carries fetch
+// long polls each request can wait behind one, so a member that caught up
+// dozens of partitions one GetOffset at a time took seconds to start (make
+// bench: query-svc restart).
+func ListOffsets(client sarama.Client, at int64, iso sarama.IsolationLevel, parts map[string][]int32) (map[string]map[int32]int64, error) {
+	type ask struct {
+		req  *sarama.OffsetRequest
+		tops map[string][]int32
+	}
+	asks := map[*sarama.Broker]*ask{}
+	for topic, ps := range parts {
+		for _, p := range ps {
+			leader, err := client.Leader(topic, p)
+			if err != nil {
+				return nil, err
+			}
+			a := asks[leader]
+			if a == nil {
+				a = &ask{req: sarama.NewOffsetRequest(client.Config().Version), tops: map[string][]int32{}}
+				a.req.IsolationLevel = iso
+				asks[leader] = a
+			}
+			a.req.AddBlock(topic, p, at, 1)
+			a.tops[topic] = append(a.tops[topic], p)
+		}
+	}
+	out := make(map[string]map[int32]int64, len(parts))
+	for topic := range parts {
+		out[topic] = map[int32]int64{}
+	}
+	for broker, a := range asks {
+		resp, err := broker.GetAvailableOffsets(a.req)
+		if err != nil {
+			_ = broker.Close()
+			return nil, err
+		}
+		for topic, ps := range a.tops {
+			for _, p := range ps {
+				block := resp.GetBlock(topic, p)
+				switch {
+				case block == nil:
+					return nil, sarama.ErrIncompleteResponse
+				case !errors.Is(block.Err, sarama.ErrNoError):
+					return nil, block.Err
+				}
+				out[topic][p] = block.Offset
+			}
+		}
+	}
+	return out, nil
+}
