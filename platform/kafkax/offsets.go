@@ -17,7 +17,25 @@ import (
 // long polls each request can wait behind one, so a member that caught up
 // dozens of partitions one GetOffset at a time took seconds to start (make
 // bench: query-svc restart).
+//
+// Like GetOffset, it refreshes the topics' metadata and tries once more
+// when the first attempt fails (a leader moved, a broker restarted).
 func ListOffsets(client sarama.Client, at int64, iso sarama.IsolationLevel, parts map[string][]int32) (map[string]map[int32]int64, error) {
+	out, err := listOffsets(client, at, iso, parts)
+	if err == nil {
+		return out, nil
+	}
+	topics := make([]string, 0, len(parts))
+	for topic := range parts {
+		topics = append(topics, topic)
+	}
+	if rerr := client.RefreshMetadata(topics...); rerr != nil {
+		return nil, err
+	}
+	return listOffsets(client, at, iso, parts)
+}
+
+func listOffsets(client sarama.Client, at int64, iso sarama.IsolationLevel, parts map[string][]int32) (map[string]map[int32]int64, error) {
 	type ask struct {
 		req  *sarama.OffsetRequest
 		tops map[string][]int32
