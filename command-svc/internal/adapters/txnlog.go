@@ -43,6 +43,12 @@ type LateCommits interface {
 // DefaultAppendTimeout is TxnEventLog.AppendTimeout's zero value.
 const DefaultAppendTimeout = 5 * time.Second
 
+var txnBatch = promauto.NewHistogram(prometheus.HistogramOpts{
+	Name:    "profiles_command_txn_appends",
+	Help:    "Appends (commands and claims) per transaction on the event log: the group commit's batch size.",
+	Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+})
+
 var appends = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "profiles_command_appends_total",
 	Help: "Transactional appends to the event log, by result: ok, fenced (another instance took the partition over), timeout (not accepted within APPEND_TIMEOUT; not written) or failed.",
@@ -87,35 +93,35 @@ type TxnEventLog struct {
 	producers map[int32]*txnProducer
 }
 
-// txnProducer is one partition's transactional producer. A producer runs
-// one transaction at a time, so appends to one partition are serialized;
-// the lock is a channel so that a waiter can give up at its deadline.
+// txnProducer is one partition's transactional producer, and the
+// goroutine that runs its transactions (see run). A producer runs one
+// transaction at a time, so appends to one partition are batched: the
+// appends that arrive while a transaction runs share the next one (group
+// commit). One append per transaction made a partition as fast as two
+// round trips to the transaction coordinator, whatever the load.
 type txnProducer struct {
-	lock   chan struct{}
-	closed bool // guarded by lock
+	log *TxnEventLog
+	p   int32
 	sarama.SyncProducer
+
+	reqs    chan *txnRequest
+	stop    chan struct{} // closed by closeWhenIdle
+	stopped chan struct{} // closed when run has returned and the producer is closed
+	once    sync.Once
 }
 
-func newTxnProducer(p sarama.SyncProducer) *txnProducer {
-	return &txnProducer{lock: make(chan struct{}, 1), SyncProducer: p}
+func newTxnProducer(l *TxnEventLog, p int32, prod sarama.SyncProducer) *txnProducer {
+	t := &txnProducer{log: l, p: p, SyncProducer: prod,
+		reqs: make(chan *txnRequest), stop: make(chan struct{}), stopped: make(chan struct{})}
+	go t.run()
+	return t
 }
 
-// closeWhenIdle closes the producer once no transaction runs on it (sarama
-// panics on a transaction call after Close), without waiting for that.
+// closeWhenIdle stops the producer once its transaction in flight, if any,
+// is over (sarama panics on a transaction call after Close), without
+// waiting for that. Appends that have not started fail with ErrNotWriter.
 func (t *txnProducer) closeWhenIdle() {
-	go func() {
-		t.lock <- struct{}{}
-		defer func() { <-t.lock }()
-		t.closeLocked()
-	}()
-}
-
-// closeLocked closes the producer; the caller holds the lock.
-func (t *txnProducer) closeLocked() {
-	if !t.closed {
-		t.closed = true
-		_ = t.SyncProducer.Close()
-	}
+	t.once.Do(func() { close(t.stop) })
 }
 
 // Assigned starts a fresh producer for every owned partition, fencing its
@@ -158,7 +164,7 @@ func (l *TxnEventLog) Assigned(parts []int32) {
 				return
 			}
 			l.mu.Lock()
-			l.producers[p] = newTxnProducer(prod)
+			l.producers[p] = newTxnProducer(l, p, prod)
 			l.mu.Unlock()
 		}()
 	}
@@ -219,13 +225,15 @@ func (l *TxnEventLog) Append(ctx context.Context, es ...events.Event) error {
 	return nil
 }
 
-// inTxn sends msgs in one transaction of partition p's producer, giving
-// up with ErrAppendTimeout when the append timeout passes (or ctx ends).
-// sarama's SyncProducer cannot be interrupted, so the transaction runs on
-// in the background, holding the partition's lock: it is aborted if it had
-// not reached its commit by the deadline, and if its commit succeeds after
-// the deadline, late runs (under the lock) and Late learns of it. The
-// partition's next append waits for all that, up to its own deadline.
+// inTxn appends msgs in a transaction of partition p's producer, all or
+// none, giving up with ErrAppendTimeout when the append timeout passes (or
+// ctx ends). The transaction may carry other appends too (see
+// txnProducer). sarama's SyncProducer cannot be interrupted, so the
+// transaction runs on: an append withdrawn before its transaction began to
+// commit is not written (that transaction is aborted and the others are
+// sent again in a new one); one withdrawn later may still commit, and then
+// late runs before the partition's next transaction, so that Late learns
+// of it.
 func (l *TxnEventLog) inTxn(ctx context.Context, p int32, prod *txnProducer, msgs []*sarama.ProducerMessage, late func()) error {
 	timeout := l.AppendTimeout
 	if timeout <= 0 {
@@ -233,95 +241,238 @@ func (l *TxnEventLog) inTxn(ctx context.Context, p int32, prod *txnProducer, msg
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	req := &txnRequest{msgs: msgs, late: late, done: make(chan error, 1)}
 	select {
-	case prod.lock <- struct{}{}:
+	case prod.reqs <- req:
+	case <-prod.stopped:
+		return fmt.Errorf("%w: partition %d: its producer was closed (a new assignment)", ErrNotWriter, p)
 	case <-ctx.Done():
 		appends.WithLabelValues("timeout").Inc()
-		return fmt.Errorf("%w (%s): partition %d is still busy with an earlier append", ErrAppendTimeout, timeout, p)
+		return fmt.Errorf("%w (%s): partition %d is still busy with earlier appends", ErrAppendTimeout, timeout, p)
 	}
-	committing := make(chan struct{})
-	done := make(chan error, 1)
-	var gaveUp atomic.Bool
-	go func() {
-		defer func() { <-prod.lock }()
-		err := l.txn(ctx, p, prod, msgs, committing)
-		if err == nil && gaveUp.Load() && l.Late != nil {
-			l.Log.Warn("a transaction committed after its caller gave up; its command was answered 503 but is in the log", "partition", p)
-			late()
-		}
-		done <- err
-	}()
 	select {
-	case err := <-done:
+	case err := <-req.done:
 		return err
 	case <-ctx.Done():
 	}
-	gaveUp.Store(true)
-	select {
-	case err := <-done:
-		return err
-	default:
-	}
-	appends.WithLabelValues("timeout").Inc()
-	select {
-	case <-committing:
-		return fmt.Errorf("%w (%s): partition %d: the commit had begun and its outcome is not known yet", ErrAppendTimeout, timeout, p)
-	default:
-		return fmt.Errorf("%w (%s): partition %d", ErrAppendTimeout, timeout, p)
+	for {
+		switch st := req.state.Load(); st {
+		case reqQueued, reqSent:
+			if req.state.CompareAndSwap(st, reqWithdrawn) {
+				appends.WithLabelValues("timeout").Inc()
+				return fmt.Errorf("%w (%s): partition %d", ErrAppendTimeout, timeout, p)
+			}
+		case reqCommitting:
+			if req.state.CompareAndSwap(st, reqGaveUp) {
+				appends.WithLabelValues("timeout").Inc()
+				return fmt.Errorf("%w (%s): partition %d: the commit had begun and its outcome is not known yet", ErrAppendTimeout, timeout, p)
+			}
+		default: // reqDone: the answer is on its way
+			return <-req.done
+		}
 	}
 }
 
-// txn runs one transaction. It closes committing just before the commit,
-// and aborts instead when ctx has ended by then: its caller has given up.
-func (l *TxnEventLog) txn(ctx context.Context, p int32, prod *txnProducer, msgs []*sarama.ProducerMessage, committing chan struct{}) error {
-	if prod.closed {
-		return fmt.Errorf("%w: partition %d: its producer was closed (a new assignment)", ErrNotWriter, p)
+// The states of a txnRequest. The caller moves a request from queued or
+// sent to withdrawn, and from committing to gaveUp; the producer's
+// goroutine makes every other move.
+const (
+	reqQueued     int32 = iota // waiting for a transaction
+	reqSent                    // in an open transaction
+	reqCommitting              // its transaction is committing
+	reqWithdrawn               // its caller gave up before the commit: never written
+	reqGaveUp                  // its caller gave up during the commit: outcome unknown to it
+	reqDone                    // answered on done
+)
+
+// txnRequest is one append waiting for, or in, a transaction.
+type txnRequest struct {
+	msgs  []*sarama.ProducerMessage
+	late  func()
+	state atomic.Int32
+	done  chan error // gets the outcome, unless the caller withdrew or gave up
+}
+
+// answer settles a request that was sent or committing with err. A request
+// whose caller gave up during a commit that succeeded is a late commit.
+func (t *txnProducer) answer(r *txnRequest, err error) {
+	for {
+		switch st := r.state.Load(); st {
+		case reqSent, reqCommitting, reqQueued:
+			if r.state.CompareAndSwap(st, reqDone) {
+				r.done <- err
+				return
+			}
+		case reqGaveUp:
+			if err == nil && t.log.Late != nil {
+				t.log.Log.Warn("a transaction committed after its caller gave up; its command was answered 503 but is in the log", "partition", t.p)
+				r.late()
+			}
+			return
+		default: // withdrawn: its caller has its answer, and nothing was written
+			return
+		}
 	}
-	if st := prod.TxnStatus(); st&(sarama.ProducerTxnFlagInTransaction|sarama.ProducerTxnFlagAbortableError) != 0 && st&sarama.ProducerTxnFlagFatalError == 0 {
+}
+
+// maxBatchRecords bounds the records of one transaction.
+const maxBatchRecords = 500
+
+// run takes appends in arrival order and runs them in transactions, as
+// many as have arrived (up to maxBatchRecords records) in each, until
+// closeWhenIdle or a fatal error.
+func (t *txnProducer) run() {
+	defer func() {
+		_ = t.SyncProducer.Close()
+		close(t.stopped)
+	}()
+	var carry []*txnRequest // sent again after an abort for a withdrawn one
+	for {
+		batch := carry
+		carry = nil
+		if len(batch) == 0 {
+			select {
+			case r := <-t.reqs:
+				batch = append(batch, r)
+			case <-t.stop:
+				return
+			}
+		}
+		n := 0
+		for _, r := range batch {
+			n += len(r.msgs)
+		}
+	more:
+		for n < maxBatchRecords {
+			select {
+			case r := <-t.reqs:
+				batch = append(batch, r)
+				n += len(r.msgs)
+			default:
+				break more
+			}
+		}
+		select {
+		case <-t.stop:
+			// A new assignment replaced this producer while these waited.
+			for _, r := range batch {
+				if r.state.CompareAndSwap(reqQueued, reqDone) {
+					r.done <- fmt.Errorf("%w: partition %d: its producer was closed (a new assignment)", ErrNotWriter, t.p)
+				}
+			}
+			return
+		default:
+		}
+		var fatal bool
+		if carry, fatal = t.txn(batch); fatal {
+			for _, r := range carry {
+				t.answer(r, fmt.Errorf("%w: partition %d: its producer failed", ErrNotWriter, t.p))
+			}
+			return
+		}
+	}
+}
+
+// txn runs one transaction of the requests in batch that are still queued.
+// It returns the requests to send again in a new transaction (those of a
+// transaction aborted because one of its requests was withdrawn), and
+// whether the producer is fenced or broken for good.
+func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool) {
+	l, p := t.log, t.p
+	var live []*txnRequest
+	var msgs []*sarama.ProducerMessage
+	for _, r := range batch {
+		if r.state.CompareAndSwap(reqQueued, reqSent) {
+			live = append(live, r)
+			msgs = append(msgs, r.msgs...)
+		}
+	}
+	if len(live) == 0 {
+		return nil, false
+	}
+	txnBatch.Observe(float64(len(live)))
+	fail := func(err error) (bool, error) {
+		if fenced(err) || t.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+			appends.WithLabelValues("fenced").Add(float64(len(live)))
+			l.Log.Warn("the partition's producer is fenced or failed fatally; closing it", "partition", p, "err", err)
+			l.mu.Lock()
+			current := l.producers[p] == t
+			if current {
+				delete(l.producers, p)
+			}
+			l.mu.Unlock()
+			if current && l.Fenced != nil {
+				go l.Fenced(p)
+			}
+			return true, fmt.Errorf("%w: partition %d: %v", ErrNotWriter, p, err)
+		}
+		appends.WithLabelValues("failed").Add(float64(len(live)))
+		return false, err
+	}
+	if st := t.TxnStatus(); st&(sarama.ProducerTxnFlagInTransaction|sarama.ProducerTxnFlagAbortableError) != 0 && st&sarama.ProducerTxnFlagFatalError == 0 {
 		// An earlier transaction was left open (its abort failed while the
 		// coordinator was unreachable): abort it now, or BeginTxn fails.
-		if err := prod.AbortTxn(); err != nil {
-			appends.WithLabelValues("failed").Inc()
-			return fmt.Errorf("partition %d: cannot abort an earlier transaction: %w", p, err)
-		}
-	}
-	err := prod.BeginTxn()
-	if err == nil {
-		err = prod.SendMessages(msgs)
-		switch {
-		case err == nil && ctx.Err() != nil:
-			err = fmt.Errorf("%w: aborted after the deadline", ErrAppendTimeout)
-			if aerr := prod.AbortTxn(); aerr != nil {
-				l.Log.Warn("cannot abort a late transaction; the coordinator aborts it at its timeout", "partition", p, "err", aerr)
+		if err := t.AbortTxn(); err != nil {
+			fatal, err := fail(fmt.Errorf("partition %d: cannot abort an earlier transaction: %w", p, err))
+			for _, r := range live {
+				t.answer(r, err)
 			}
-		case err == nil:
-			close(committing)
-			err = prod.CommitTxn()
-		case prod.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0:
-			_ = prod.AbortTxn()
+			return nil, fatal
 		}
 	}
+	err := t.BeginTxn()
 	if err == nil {
-		appends.WithLabelValues("ok").Inc()
-		return nil
-	}
-	if fenced(err) || prod.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
-		appends.WithLabelValues("fenced").Inc()
-		l.Log.Warn("the partition's producer is fenced or failed fatally; closing it", "partition", p, "err", err)
-		l.mu.Lock()
-		current := l.producers[p] == prod
-		if current {
-			delete(l.producers, p)
+		err = t.SendMessages(msgs)
+		if err != nil && t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
+			_ = t.AbortTxn()
 		}
-		l.mu.Unlock()
-		prod.closeLocked()
-		if current && l.Fenced != nil {
-			go l.Fenced(p)
-		}
-		return fmt.Errorf("%w: partition %d: %v", ErrNotWriter, p, err)
 	}
-	appends.WithLabelValues("failed").Inc()
-	return err
+	if err != nil {
+		fatal, err := fail(err)
+		for _, r := range live {
+			t.answer(r, err)
+		}
+		return nil, fatal
+	}
+	// Commit only if no caller has withdrawn: a withdrawn append must not
+	// be written. Otherwise abort, and send the others again.
+	withdrawn := false
+	for _, r := range live {
+		if !r.state.CompareAndSwap(reqSent, reqCommitting) {
+			withdrawn = true
+		}
+	}
+	if withdrawn {
+		if err := t.AbortTxn(); err != nil {
+			l.Log.Warn("cannot abort a transaction with a withdrawn append; the coordinator aborts it at its timeout", "partition", p, "err", err)
+			fatal, err := fail(err)
+			for _, r := range live {
+				t.answer(r, err)
+			}
+			return nil, fatal
+		}
+		for _, r := range live {
+			// Back to queued, unless its caller withdrew (it has its
+			// answer) or gave up during this non-commit (nothing was
+			// written; it was told the outcome is unknown).
+			if r.state.CompareAndSwap(reqCommitting, reqQueued) || r.state.CompareAndSwap(reqSent, reqQueued) {
+				again = append(again, r)
+			}
+		}
+		return again, false
+	}
+	if err := t.CommitTxn(); err != nil {
+		fatal, err := fail(err)
+		for _, r := range live {
+			t.answer(r, err)
+		}
+		return nil, fatal
+	}
+	appends.WithLabelValues("ok").Add(float64(len(live)))
+	for _, r := range live {
+		t.answer(r, nil)
+	}
+	return nil, false
 }
 
 func fenced(err error) bool {

@@ -9,8 +9,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/IBM/sarama"
 
 	"profiles/command-svc/internal/adapters"
 	"profiles/events"
@@ -29,10 +32,11 @@ func testKafka(t *testing.T) kafkax.Config {
 		t.Skip("SKIPPED: no Kafka broker (PROFILES_TEST_KAFKA is not set); `make test` starts one")
 	}
 	prefix := fmt.Sprintf("txnlog-%06d", rand.IntN(1e6))
-	cfg := kafkax.Config{Brokers: strings.Split(brokers, ","), EventsTopic: prefix + ".events", ClaimsTopic: prefix + ".claims", Partitions: 1}
+	cfg := kafkax.Config{Brokers: strings.Split(brokers, ","), EventsTopic: prefix + ".events", ClaimsTopic: prefix + ".claims",
+		DeadLetterTopic: prefix + ".dlq", ControlTopic: prefix + ".control", Partitions: 1}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := kafkax.CreateTopics(ctx, cfg, "txnlog-test", []kafkax.TopicSpec{{Name: cfg.EventsTopic, Partitions: 1}, {Name: cfg.ClaimsTopic, Partitions: 1}}); err != nil {
+	if err := kafkax.CreateTopics(ctx, cfg, "txnlog-test", cfg.BaseSpecs()); err != nil {
 		t.Fatal(err)
 	}
 	return cfg
@@ -83,4 +87,144 @@ func TestAFencedWriterRefusesAppendsAndIsTold(t *testing.T) {
 		t.Fatalf("Fenced(%d) called again", p)
 	default:
 	}
+}
+
+// Appends that arrive while a transaction runs share the next one (group
+// commit): 200 concurrent appends to one partition all succeed, each is in
+// the log once, and far fewer than 200 transactions were needed (each
+// transaction leaves one commit marker in the partition).
+func TestConcurrentAppendsShareTransactions(t *testing.T) {
+	cfg := testKafka(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	w := &adapters.TxnEventLog{Config: cfg, ClientID: "batch", TxnPrefix: cfg.EventsTopic, Source: "/test/batch", Log: log}
+	defer w.Close()
+	w.Assigned([]int32{0})
+
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			uid := fmt.Sprintf("u%03d", i)
+			e := events.New(uid+"-e1", events.Profile{}, uid, events.ProfileCreated{Username: uid, Email: uid + "@mail.com"}, time.Now())
+			errs <- w.Append(context.Background(), e)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("append: %v", err)
+		}
+	}
+
+	client, err := kafkax.Connect(context.Background(), cfg, "batch-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	end, err := client.GetOffset(cfg.EventsTopic, 0, sarama.OffsetNewest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	err = kafkax.Read(context.Background(), client, kafkax.ReadOptions{
+		Topic: cfg.EventsTopic, Partitions: []int32{0}, StopAtEnd: true,
+		Start: func(int32) (int64, error) { return sarama.OffsetOldest, nil },
+		Handle: func(_ context.Context, _ int32, recs []*sarama.ConsumerMessage) error {
+			for _, r := range recs {
+				seen[string(r.Key)]++
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if uid := fmt.Sprintf("u%03d", i); seen[uid] != 1 {
+			t.Errorf("%s is in the log %d times", uid, seen[uid])
+		}
+	}
+	txns := end - n
+	t.Logf("%d appends in %d transactions", n, txns)
+	if txns >= n/2 {
+		t.Errorf("%d appends took %d transactions; concurrent appends should share them", n, txns)
+	}
+}
+
+// An append that gave up before its transaction began to commit is never
+// written, even when it shared the transaction with appends that went on:
+// with an append timeout shorter than a transaction, every 200 appends of
+// this test end as written (nil), not written (ErrAppendTimeout), or
+// unknown (the commit had begun), and the log agrees with the first two.
+func TestAppendsThatGaveUpAreNotWritten(t *testing.T) {
+	cfg := testKafka(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	w := &adapters.TxnEventLog{Config: cfg, ClientID: "withdraw", TxnPrefix: cfg.EventsTopic, Source: "/test/withdraw", Log: log,
+		AppendTimeout: 40 * time.Millisecond}
+	defer w.Close()
+	w.Assigned([]int32{0})
+
+	const n = 200
+	outcome := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i%20) * time.Millisecond) // spread them over several transactions
+			uid := fmt.Sprintf("w%03d", i)
+			e := events.New(uid+"-e1", events.Profile{}, uid, events.ProfileCreated{Username: uid, Email: uid + "@mail.com"}, time.Now())
+			outcome[i] = w.Append(context.Background(), e)
+		}()
+	}
+	wg.Wait()
+	w.Close()
+
+	client, err := kafkax.Connect(context.Background(), cfg, "withdraw-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	seen := map[string]int{}
+	err = kafkax.Read(context.Background(), client, kafkax.ReadOptions{
+		Topic: cfg.EventsTopic, Partitions: []int32{0}, StopAtEnd: true,
+		Start: func(int32) (int64, error) { return sarama.OffsetOldest, nil },
+		Handle: func(_ context.Context, _ int32, recs []*sarama.ConsumerMessage) error {
+			for _, r := range recs {
+				seen[string(r.Key)]++
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	written, notWritten, unknown := 0, 0, 0
+	for i, err := range outcome {
+		uid := fmt.Sprintf("w%03d", i)
+		switch {
+		case err == nil:
+			written++
+			if seen[uid] != 1 {
+				t.Errorf("%s was acknowledged but is in the log %d times", uid, seen[uid])
+			}
+		case errors.Is(err, adapters.ErrAppendTimeout) && strings.Contains(err.Error(), "outcome is not known"):
+			unknown++
+			if seen[uid] > 1 {
+				t.Errorf("%s is in the log %d times", uid, seen[uid])
+			}
+		case errors.Is(err, adapters.ErrAppendTimeout):
+			notWritten++
+			if seen[uid] != 0 {
+				t.Errorf("%s was answered %q but is in the log", uid, err)
+			}
+		default:
+			t.Errorf("%s: %v", uid, err)
+		}
+	}
+	t.Logf("%d written, %d not written, %d unknown", written, notWritten, unknown)
 }
