@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"profiles/platform/testenv"
 )
 
 // TestMain lets the bench start this test binary as its HTTP ceiling (see
@@ -29,13 +31,7 @@ func TestMain(m *testing.M) {
 // and every reference produced a figure and that the report files were
 // written, never a time: a benchmark is not a test.
 func TestBenchHarnessRunsAtTinySize(t *testing.T) {
-	brokers := os.Getenv("PROFILES_TEST_KAFKA")
-	if brokers == "" {
-		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
-			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but PROFILES_TEST_KAFKA is not set; run `make test`")
-		}
-		t.Skip("SKIPPED: no Kafka broker (PROFILES_TEST_KAFKA is not set); `make test` starts one")
-	}
+	brokers := testenv.Require(t, "PROFILES_TEST_KAFKA", "the test Kafka broker")
 	_, file, _, _ := runtime.Caller(0)
 	cfg, err := Preset("tiny")
 	if err != nil {

@@ -31,6 +31,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/deploy/internal/ports"
+	"profiles/platform/testenv"
 )
 
 var (
@@ -89,10 +90,7 @@ func buildAll(dir string) error {
 func needKafka(t *testing.T) {
 	t.Helper()
 	if brokers == "" {
-		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
-			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but PROFILES_TEST_KAFKA is not set; run `make test`")
-		}
-		t.Skip("SKIPPED: no Kafka broker (PROFILES_TEST_KAFKA is not set); `make test` starts one")
+		testenv.Missing(t, "PROFILES_TEST_KAFKA is not set (the test Kafka broker); run `make test`")
 	}
 	if buildError != nil {
 		t.Fatal(buildError)

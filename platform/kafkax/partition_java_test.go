@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"profiles/platform/testenv"
 )
 
 // javaPartitionCounts are the partition counts every key is placed into.
@@ -103,11 +105,7 @@ func javaAndKafkaLibs(t *testing.T) (java, libs string) {
 	t.Helper()
 	missing := func(format string, args ...any) {
 		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
-			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but " + msg)
-		}
-		t.Skip("SKIPPED: " + msg)
+		testenv.Missing(t, format, args...)
 	}
 
 	version := os.Getenv("KAFKA_VERSION")

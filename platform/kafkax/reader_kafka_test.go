@@ -4,27 +4,20 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"profiles/platform/testenv"
 )
 
 // testKafka returns the test broker's config, or skips (loudly) or fails
 // the test when there is none.
 func testKafka(t *testing.T) Config {
 	t.Helper()
-	brokers := os.Getenv("PROFILES_TEST_KAFKA")
-	if brokers == "" {
-		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
-			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but PROFILES_TEST_KAFKA is not set; run `make test`")
-		}
-		t.Skip("SKIPPED: no Kafka broker (PROFILES_TEST_KAFKA is not set); `make test` starts one")
-	}
-	return Config{Brokers: strings.Split(brokers, ",")}
+	return Config{Brokers: testenv.KafkaBrokers(t)}
 }
 
 // Read with StopAtEnd on a transactional topic, with a slow handler on

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"profiles/events"
+	"profiles/platform/testenv"
 )
 
 // These tests run the sink's SQL against the real PostgreSQL server that
@@ -30,13 +30,7 @@ const pgTopic = "profile-snapshots"
 // connection to that schema for the test's own queries.
 func pgTestSink(t *testing.T) (*PostgresSink, *pgx.Conn) {
 	t.Helper()
-	base := os.Getenv("PROFILES_TEST_POSTGRES")
-	if base == "" {
-		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
-			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but PROFILES_TEST_POSTGRES is not set; run `make test`")
-		}
-		t.Skip("SKIPPED: no PostgreSQL (PROFILES_TEST_POSTGRES is not set); `make test` starts one")
-	}
+	base := testenv.Require(t, "PROFILES_TEST_POSTGRES", "the test PostgreSQL")
 	ctx := context.Background()
 	schema := fmt.Sprintf("t_%s_%06d", strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "_")), rand.IntN(1e6))
 	if len(schema) > 60 {

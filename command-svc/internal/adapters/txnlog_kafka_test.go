@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,21 +17,15 @@ import (
 	"profiles/command-svc/internal/adapters"
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/testenv"
 )
 
 // testKafka returns the test broker's config for a fresh one-partition
 // event log, or skips (loudly) or fails when there is no broker.
 func testKafka(t *testing.T) kafkax.Config {
 	t.Helper()
-	brokers := os.Getenv("PROFILES_TEST_KAFKA")
-	if brokers == "" {
-		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
-			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but PROFILES_TEST_KAFKA is not set; run `make test`")
-		}
-		t.Skip("SKIPPED: no Kafka broker (PROFILES_TEST_KAFKA is not set); `make test` starts one")
-	}
 	prefix := fmt.Sprintf("txnlog-%06d", rand.IntN(1e6))
-	cfg := kafkax.Config{Brokers: strings.Split(brokers, ","), EventsTopic: prefix + ".events", ClaimsTopic: prefix + ".claims",
+	cfg := kafkax.Config{Brokers: testenv.KafkaBrokers(t), EventsTopic: prefix + ".events", ClaimsTopic: prefix + ".claims",
 		DeadLetterTopic: prefix + ".dlq", ControlTopic: prefix + ".control", Partitions: 1}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -120,29 +113,7 @@ func TestConcurrentAppendsShareTransactions(t *testing.T) {
 		}
 	}
 
-	client, err := kafkax.Connect(context.Background(), cfg, "batch-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	end, err := client.GetOffset(cfg.EventsTopic, 0, sarama.OffsetNewest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]int{}
-	err = kafkax.Read(context.Background(), client, kafkax.ReadOptions{
-		Topic: cfg.EventsTopic, Partitions: []int32{0}, StopAtEnd: true,
-		Start: func(int32) (int64, error) { return sarama.OffsetOldest, nil },
-		Handle: func(_ context.Context, _ int32, recs []*sarama.ConsumerMessage) error {
-			for _, r := range recs {
-				seen[string(r.Key)]++
-			}
-			return nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	seen, end := keysInLog(t, cfg)
 	for i := range n {
 		if uid := fmt.Sprintf("u%03d", i); seen[uid] != 1 {
 			t.Errorf("%s is in the log %d times", uid, seen[uid])
@@ -184,25 +155,7 @@ func TestAppendsThatGaveUpAreNotWritten(t *testing.T) {
 	wg.Wait()
 	w.Close()
 
-	client, err := kafkax.Connect(context.Background(), cfg, "withdraw-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	seen := map[string]int{}
-	err = kafkax.Read(context.Background(), client, kafkax.ReadOptions{
-		Topic: cfg.EventsTopic, Partitions: []int32{0}, StopAtEnd: true,
-		Start: func(int32) (int64, error) { return sarama.OffsetOldest, nil },
-		Handle: func(_ context.Context, _ int32, recs []*sarama.ConsumerMessage) error {
-			for _, r := range recs {
-				seen[string(r.Key)]++
-			}
-			return nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	seen, _ := keysInLog(t, cfg)
 	written, notWritten, unknown := 0, 0, 0
 	for i, err := range outcome {
 		uid := fmt.Sprintf("w%03d", i)
@@ -227,4 +180,35 @@ func TestAppendsThatGaveUpAreNotWritten(t *testing.T) {
 		}
 	}
 	t.Logf("%d written, %d not written, %d unknown", written, notWritten, unknown)
+}
+
+// keysInLog reads the committed records of the one-partition event log,
+// and returns how often each key occurs, and the partition's end offset
+// (records plus transaction markers).
+func keysInLog(t *testing.T, cfg kafkax.Config) (map[string]int, int64) {
+	t.Helper()
+	client, err := kafkax.Connect(context.Background(), cfg, "txnlog-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	end, err := client.GetOffset(cfg.EventsTopic, 0, sarama.OffsetNewest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	err = kafkax.Read(context.Background(), client, kafkax.ReadOptions{
+		Topic: cfg.EventsTopic, Partitions: []int32{0}, StopAtEnd: true,
+		Start: func(int32) (int64, error) { return sarama.OffsetOldest, nil },
+		Handle: func(_ context.Context, _ int32, recs []*sarama.ConsumerMessage) error {
+			for _, r := range recs {
+				seen[string(r.Key)]++
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seen, end
 }
