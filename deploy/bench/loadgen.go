@@ -194,12 +194,29 @@ func (l Load) do(ctx context.Context, seq uint64) (status int, ok, forwarded boo
 // ClosedLoop runs concurrency workers, each sending its next request as
 // soon as the previous one is answered, for warmup (not recorded) and then
 // for d. It measures the maximum throughput at that concurrency.
+//
+// A run in which no measured request has been answered by the end of d
+// (every request slower than d: the sub-second runs of the tiny size on a
+// loaded machine) goes on until one is, for at most maxExtension more, and
+// its throughput is taken over the longer window.
 func (l Load) ClosedLoop(ctx context.Context, concurrency int, warmup, d time.Duration) Result {
+	const maxExtension = 30 * time.Second
 	rc := newRecorder()
 	var seq atomic.Uint64
 	start := time.Now()
 	measureFrom := start.Add(warmup)
 	end := measureFrom.Add(d)
+	var stoppedAt atomic.Int64 // when sending stopped (UnixNano); 0 while it goes on
+	stop := func(now time.Time) bool {
+		if stoppedAt.Load() != 0 {
+			return true
+		}
+		if now.Before(end) || (rc.ok.Load()+rc.errs.Load() == 0 && now.Before(end.Add(maxExtension))) {
+			return false
+		}
+		stoppedAt.CompareAndSwap(0, now.UnixNano())
+		return true
+	}
 	var wg sync.WaitGroup
 	for range concurrency {
 		wg.Add(1)
@@ -207,7 +224,7 @@ func (l Load) ClosedLoop(ctx context.Context, concurrency int, warmup, d time.Du
 			defer wg.Done()
 			for ctx.Err() == nil {
 				sent := time.Now()
-				if !sent.Before(end) {
+				if stop(sent) {
 					return
 				}
 				status, ok, fwd, err := l.do(ctx, seq.Add(1))
@@ -219,7 +236,11 @@ func (l Load) ClosedLoop(ctx context.Context, concurrency int, warmup, d time.Du
 		}()
 	}
 	wg.Wait()
-	r := rc.result("closed", d)
+	window := d
+	if at := stoppedAt.Load(); at != 0 {
+		window = max(d, time.Unix(0, at).Sub(measureFrom))
+	}
+	r := rc.result("closed", window)
 	r.Concurrency = concurrency
 	return r
 }
