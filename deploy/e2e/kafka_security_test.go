@@ -135,7 +135,9 @@ var (
 //   - replay (snapshots -switch) reads the event log, creates and writes
 //     the topics of a new generation, writes the control topic, commits
 //     the start offsets of the new generation's projector group and reads
-//     the live one's (verify waits for it).
+//     the live one's (verify waits for it);
+//   - the replicator (SINK=postgres) follows the control topic and reads
+//     the snapshots of the current generation, with no group.
 func serviceACLs(n secureNames) []grant {
 	var gs []grant
 	for _, u := range []string{"command-svc", "query-svc", "projector"} {
@@ -167,6 +169,10 @@ func serviceACLs(n secureNames) []grant {
 		grant{"replay", topicRes, n.snapshots, prefixed, []sarama.AclOperation{read, write}},
 		grant{"replay", topicRes, n.emailIndex, prefixed, []sarama.AclOperation{read, write}},
 		grant{"replay", groupRes, n.projectorGroup, prefixed, []sarama.AclOperation{read}},
+
+		grant{"replicator", topicRes, n.prefix + ".", prefixed, []sarama.AclOperation{create, describe, describeC}},
+		grant{"replicator", topicRes, n.control, literal, []sarama.AclOperation{read}},
+		grant{"replicator", topicRes, n.snapshots, prefixed, []sarama.AclOperation{read}},
 	)
 }
 
@@ -218,6 +224,7 @@ func startSecureSystem(t *testing.T) (*System, secureNames) {
 			"query-svc":   secureEnv("query-svc"),
 			"projector":   secureEnv("projector"),
 			"replay":      secureEnv("replay"),
+			"replicator":  secureEnv("replicator"),
 		},
 	})
 	return s, n
@@ -300,6 +307,16 @@ func TestKafkaSecureEndToEnd(t *testing.T) {
 		t.Fatalf("search after the switch = %v, want %s", found, p.UID)
 	}
 
+	// The replicator, as its own user, feeds PostgreSQL from generation 2.
+	dbURL := createDatabase(t)
+	s.startReplicator(map[string]string{"SINK": "postgres", "POSTGRES_URL": dbURL})
+	for strings.TrimSpace(psql(t, dbURL, "SELECT count(*) FROM profiles WHERE uid = '"+p.UID+"'")) != "1" {
+		if time.Now().After(deadline.Add(time.Minute)) {
+			t.Fatalf("the replicator did not store %s in PostgreSQL", p.UID)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
 	// The events really are on the secured broker, in the system's topic.
 	c, err := secureClient(t, "admin", nil)
 	if err != nil {
@@ -324,7 +341,7 @@ func TestKafkaSecureEndToEnd(t *testing.T) {
 
 	// No ACL is missing: had one been, a service would have logged the
 	// refusal even if a retry hid it from the client.
-	for _, name := range []string{"command-svc-0", "query-svc-0", "projector-0"} {
+	for _, name := range []string{"command-svc-0", "query-svc-0", "projector-0", "replicator-0"} {
 		if logContains(t, s, name, "not authorized") || logContains(t, s, name, "authorization failed") {
 			t.Errorf("%s logged an authorization failure with its own credentials", name)
 		}

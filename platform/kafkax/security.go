@@ -271,14 +271,15 @@ var _ sarama.SCRAMClient = (*scramClient)(nil)
 
 // SecurityFlags holds the raw security settings until Security is called.
 type SecurityFlags struct {
-	envPrefix                                                    string
-	protocol, ca, cert, key, serverName, mech, user, pass, pfile *string
+	envPrefix                                              string
+	protocol, ca, cert, key, serverName, mech, user, pfile *string
 }
 
 // RegisterSecurityFlags registers the security settings on fs, as flags
 // <flagPrefix>security-protocol, ... and variables <envPrefix>SECURITY_PROTOCOL,
-// ... (RegisterFlags uses "kafka-" and "KAFKA_"). The password's variable
-// is read only when its flag is empty, so that -h never prints it.
+// ... (RegisterFlags uses "kafka-" and "KAFKA_"). The password is never a
+// flag, which would show in the process list and in -h: it comes from
+// <envPrefix>SASL_PASSWORD or from the file <envPrefix>SASL_PASSWORD_FILE.
 func RegisterSecurityFlags(fs *flag.FlagSet, flagPrefix, envPrefix string) *SecurityFlags {
 	f, e := flagPrefix, envPrefix
 	return &SecurityFlags{
@@ -290,17 +291,13 @@ func RegisterSecurityFlags(fs *flag.FlagSet, flagPrefix, envPrefix string) *Secu
 		serverName: config.String(fs, f+"tls-server-name", e+"TLS_SERVER_NAME", "", "host name to check the brokers' certificates against (default: the host dialled)"),
 		mech:       config.String(fs, f+"sasl-mechanism", e+"SASL_MECHANISM", "", "SCRAM-SHA-512 (default with SASL) or SCRAM-SHA-256"),
 		user:       config.String(fs, f+"sasl-username", e+"SASL_USERNAME", "", "SASL user name"),
-		pass:       fs.String(f+"sasl-password", "", "SASL password (env "+e+"SASL_PASSWORD; prefer "+e+"SASL_PASSWORD_FILE)"),
 		pfile:      config.String(fs, f+"sasl-password-file", e+"SASL_PASSWORD_FILE", "", "file holding the SASL password"),
 	}
 }
 
 // Security returns the settings, validated and loaded.
 func (f *SecurityFlags) Security() (Security, error) {
-	pass := *f.pass
-	if pass == "" {
-		pass = os.Getenv(f.envPrefix + "SASL_PASSWORD")
-	}
+	pass := os.Getenv(f.envPrefix + "SASL_PASSWORD")
 	s := Security{
 		Protocol: *f.protocol, TLSCAFile: *f.ca, TLSCertFile: *f.cert, TLSKeyFile: *f.key, TLSServerName: *f.serverName,
 		SASLMechanism: *f.mech, SASLUsername: *f.user, SASLPassword: pass, SASLPasswordFile: *f.pfile,

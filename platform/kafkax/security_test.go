@@ -180,7 +180,10 @@ func TestSecurityFlags(t *testing.T) {
 func TestSCRAMClient(t *testing.T) {
 	for _, h := range []scram.HashGeneratorFcn{scram.SHA512, scram.SHA256} {
 		client, _ := h.NewClient("alice", "right", "")
-		creds := client.GetStoredCredentials(scram.KeyFactors{Salt: "salt1234", Iters: 4096})
+		creds, err := client.GetStoredCredentialsWithError(scram.KeyFactors{Salt: "salt1234", Iters: 4096})
+		if err != nil {
+			t.Fatal(err)
+		}
 		server, err := h.NewServer(func(user string) (scram.StoredCredentials, error) {
 			if user != "alice" {
 				return scram.StoredCredentials{}, errors.New("unknown user")
