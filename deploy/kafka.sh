@@ -347,6 +347,7 @@ format_storage() { # DIR CLUSTER_ID [StorageTool ARGS...]
 launch() { # DIR: start the JVM in the background, write kafka.pid
   local dir=$1
   rm -f "$dir/kafka.pid"
+  stat -c %s "$dir/server.log" >"$dir/.log-start" 2>/dev/null || echo 0 >"$dir/.log-start"
   # setsid: the broker outlives this script and ignores the caller's Ctrl-C.
   # The inner shell writes its own PID and then execs java, keeping that PID.
   # shellcheck disable=SC2016,SC2086
@@ -378,8 +379,12 @@ wait_ready() { # DIR PORT DEADLINE_MS -> 0 when ready; on failure print logs
     if port_open "$port"; then
       if grep -q '^listeners=SASL_SSL' "$dir/server.properties"; then
         # A SASL_SSL listener cannot take the raw probe: wait for the
-        # line the broker logs once it serves requests.
-        grep -qs 'Kafka Server started' "$dir/server.log" && return 0
+        # line the broker logs once it serves requests, in what this start
+        # added to server.log (launch notes where that begins).
+        local from=0
+        from=$(cat "$dir/.log-start" 2>/dev/null || echo 0)
+        (( $(stat -c %s "$dir/server.log" 2>/dev/null || echo 0) >= from )) || from=0
+        tail -c "+$((from + 1))" "$dir/server.log" 2>/dev/null | grep -q 'Kafka Server started' && return 0
       elif metadata_ok "$port"; then
         return 0
       fi
@@ -445,7 +450,7 @@ safe_wipe() {
     [[ -e $entry || -L $entry ]] || continue
     case ${entry##*/} in
       server.properties | server.properties.tmp | kafka.pid | kafka.out | kafka.bootstrap | .kafka.sh.lock | \
-        server.log* | logs | cluster.id | node[123] | tls | secrets | admin.properties) ;;
+        server.log* | .log-start | logs | cluster.id | node[123] | tls | secrets | admin.properties) ;;
       *) die "refusing to wipe $dir: it holds $entry, which deploy/kafka.sh did not create" ;;
     esac
   done
