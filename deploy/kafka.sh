@@ -232,6 +232,8 @@ write_props() {
       printf '%s\n' "$@"
     fi
   } >"$dir/server.properties.tmp"
+  # A secure node's properties hold its passwords.
+  [[ $kind == secure ]] && chmod 600 "$dir/server.properties.tmp"
   mv "$dir/server.properties.tmp" "$dir/server.properties"
   echo "127.0.0.1:$port" >"$dir/kafka.bootstrap"
 }
