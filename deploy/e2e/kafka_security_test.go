@@ -400,6 +400,29 @@ func TestKafkaSecureForeignCredentials(t *testing.T) {
 		}
 	})
 
+	// A service with a wrong password stops at start, saying why, instead
+	// of retrying for the two minutes a starting broker gets.
+	t.Run("projector with a wrong password", func(t *testing.T) {
+		wrong := filepath.Join(t.TempDir(), "wrong.password")
+		if err := os.WriteFile(wrong, []byte("not-the-password\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.Stop("projector-0")
+		s.SetEnv("projector-0", "KAFKA_SASL_PASSWORD_FILE", wrong)
+		start := time.Now()
+		s.Start("projector-0")
+		for !s.Exited("projector-0") {
+			if time.Since(start) > 60*time.Second {
+				t.Fatal("projector-0 with a wrong password still runs after 60s")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !logContains(t, s, "projector-0", sarama.ErrSASLAuthenticationFailed.Error()) {
+			t.Fatalf("projector-0 exited without saying %q", sarama.ErrSASLAuthenticationFailed)
+		}
+		t.Logf("projector-0 exited %s after its start", time.Since(start).Round(time.Millisecond))
+	})
+
 	// command-svc restarted with query-svc's credentials: it may not join
 	// command-svc's group (nor write the event log), so it never becomes
 	// ready, it says why, and writes fail.

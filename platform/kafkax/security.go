@@ -198,7 +198,7 @@ func (s Security) apply(sc *sarama.Config) {
 		var err error
 		if l, err = s.load(); err != nil {
 			sc.Net.Proxy.Enable = true
-			sc.Net.Proxy.Dialer = failDialer{err}
+			sc.Net.Proxy.Dialer = failDialer{securityLoadError{err}}
 			return
 		}
 	}
@@ -220,6 +220,12 @@ func (s Security) apply(sc *sarama.Config) {
 		sc.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: hash} }
 	}
 }
+
+// securityLoadError is why the security settings could not be loaded.
+type securityLoadError struct{ err error }
+
+func (e securityLoadError) Error() string { return e.err.Error() }
+func (e securityLoadError) Unwrap() error { return e.err }
 
 // failDialer refuses every connection with the reason the security
 // settings could not be loaded.

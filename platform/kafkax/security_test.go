@@ -2,6 +2,7 @@ package kafkax
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -236,4 +237,33 @@ func writeTestCA(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// A service fails at once, with the reason, on errors that waiting does
+// not cure; other connection errors are retried.
+func TestPermanentConnectErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{sarama.Wrap(sarama.ErrOutOfBrokers, sarama.ErrSASLAuthenticationFailed), true},
+		{sarama.Wrap(sarama.ErrOutOfBrokers, x509.UnknownAuthorityError{}), true},
+		{sarama.Wrap(sarama.ErrOutOfBrokers, x509.HostnameError{}), true},
+		{sarama.Wrap(sarama.ErrOutOfBrokers, securityLoadError{errors.New("x")}), true},
+		{sarama.Wrap(sarama.ErrOutOfBrokers, errors.New("connection refused")), false},
+		{sarama.ErrOutOfBrokers, false},
+	} {
+		if got := permanentConnectError(tc.err); got != tc.want {
+			t.Errorf("permanentConnectError(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+
+	c := Config{Brokers: []string{"127.0.0.1:1"}, Security: Security{Protocol: "SSL", TLSCAFile: filepath.Join(t.TempDir(), "missing.pem")}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := newAdmin(ctx, c, "t")
+	if err == nil || !strings.Contains(err.Error(), "KAFKA_TLS_CA_FILE") || time.Since(start) > 10*time.Second {
+		t.Fatalf("newAdmin = %v after %s, want the CA file's error at once", err, time.Since(start))
+	}
 }
