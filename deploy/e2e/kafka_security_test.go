@@ -360,6 +360,24 @@ func TestKafkaSecureForeignCredentials(t *testing.T) {
 		}
 	})
 
+	// SCRAM-SHA-256 works too, with the same user.
+	t.Run("SCRAM-SHA-256", func(t *testing.T) {
+		sec := secureSecurity("command-svc")
+		sec.SASLMechanism = kafkax.MechanismSCRAMSHA256
+		sc := kafkax.Config{Brokers: []string{secureBrokers}, Security: sec}.Sarama("e2e-sha256")
+		if sc.Net.SASL.Mechanism != sarama.SASLTypeSCRAMSHA256 {
+			t.Fatalf("mechanism %q", sc.Net.SASL.Mechanism)
+		}
+		c, err := sarama.NewClient([]string{secureBrokers}, sc)
+		if err != nil {
+			t.Fatalf("connect with SCRAM-SHA-256: %v", err)
+		}
+		defer c.Close()
+		if _, err := c.Partitions(n.events); err != nil {
+			t.Fatalf("describe %s with SCRAM-SHA-256: %v", n.events, err)
+		}
+	})
+
 	// The projector's user may read the event log but not write it.
 	t.Run("projector writes events", func(t *testing.T) {
 		err := produceAs(t, "projector", n.events)
