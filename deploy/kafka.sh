@@ -20,6 +20,19 @@
 #       Files in DIR: server.properties, kafka.pid, kafka.out (stdout/stderr),
 #       server.log (log4j, INFO), kafka.bootstrap (host:port), logs/ (data).
 #
+#   deploy/kafka.sh start --sasl-ssl [--users "NAME..."] --data DIR --port N ...
+#       The same node, secured: clients connect to 127.0.0.1:N over SASL_SSL
+#       (SCRAM-SHA-512 or -256) and the StandardAuthorizer denies whatever no
+#       ACL allows (super user: admin). On first start, openssl makes a CA
+#       and a broker certificate (SAN 127.0.0.1, localhost) in DIR/tls/
+#       (clients trust DIR/tls/ca.pem), and a random password for admin and
+#       for each of --users in DIR/secrets/NAME.password (mode 600); the
+#       SCRAM users are created when the storage is formatted. The brokers
+#       talk to each other over SASL_SSL as admin, and to the controller
+#       listener (127.0.0.1:M) with SASL/PLAIN as "controller". Tools run
+#       as admin with `tool CLASS ... --command-config DIR/admin.properties`.
+#       Readiness is the broker's "started" log line (no raw Metadata probe).
+#
 #   deploy/kafka.sh stop --data DIR
 #       SIGTERM, wait up to 30s for a controlled shutdown, then SIGKILL.
 #
@@ -182,6 +195,7 @@ random_cluster_id() {
 }
 
 # write_props DIR NODE_ID PORT CONTROLLER_PORT VOTERS DEFAULTS_KIND EXTRA...
+# DEFAULTS_KIND: single, cluster, or secure (one node, SASL_SSL; see secure_props).
 write_props() {
   local dir=$1 id=$2 port=$3 cport=$4 voters=$5 kind=$6
   shift 6
@@ -192,11 +206,15 @@ write_props() {
     echo "process.roles=broker,controller"
     echo "node.id=$id"
     echo "controller.quorum.voters=$voters"
-    echo "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
-    echo "advertised.listeners=PLAINTEXT://127.0.0.1:$port"
-    echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if [[ $kind == secure ]]; then
+      secure_props "$dir" "$port" "$cport"
+    else
+      echo "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+      echo "advertised.listeners=PLAINTEXT://127.0.0.1:$port"
+      echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+      echo "inter.broker.listener.name=PLAINTEXT"
+    fi
     echo "controller.listener.names=CONTROLLER"
-    echo "inter.broker.listener.name=PLAINTEXT"
     echo "log.dirs=$dir/logs"
     echo "num.partitions=1"
     echo "auto.create.topics.enable=false"
@@ -214,18 +232,115 @@ write_props() {
       printf '%s\n' "$@"
     fi
   } >"$dir/server.properties.tmp"
+  # A secure node's properties hold its passwords.
+  [[ $kind == secure ]] && chmod 600 "$dir/server.properties.tmp"
   mv "$dir/server.properties.tmp" "$dir/server.properties"
   echo "127.0.0.1:$port" >"$dir/kafka.bootstrap"
+}
+
+# ---------------------------------------------------------------- SASL_SSL
+
+random_secret() { head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
+
+# make_tls DIR: a CA and a broker certificate for 127.0.0.1/localhost in
+# DIR/tls (kept across restarts), and the broker's PKCS12 key store.
+make_tls() {
+  local tls=$1/tls
+  [[ -f $tls/broker.p12 && -f $tls/ca.pem && -f $tls/keystore.password ]] && return 0
+  need_cmd openssl "the SASL_SSL broker's certificates are made with openssl"
+  mkdir -p "$tls"
+  chmod 700 "$tls"
+  local out
+  if ! out=$(
+    set -e
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=profiles test CA" \
+      -keyout ca.key -out ca.pem \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout broker.key -out broker.csr 2>&1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile broker.ext -out broker.pem 2>&1
+    random_secret >keystore.password
+    openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker \
+      -passout file:keystore.password -out broker.p12 2>&1
+    rm -f broker.csr broker.ext ca.srl
+  ); then
+    printf '%s\n' "$out" >&2
+    die "making the broker's certificates in $tls failed"
+  fi
+  log "made a CA and a broker certificate in $tls"
+}
+
+# make_secrets DIR USER...: a random password per user (and admin,
+# controller) in DIR/secrets/NAME.password, kept across restarts.
+make_secrets() {
+  local dir=$1 u
+  shift
+  mkdir -p "$dir/secrets"
+  chmod 700 "$dir/secrets"
+  for u in admin controller "$@"; do
+    [[ $u =~ ^[A-Za-z0-9._-]+$ ]] || die "user name '$u' must be letters, digits, '.', '_' or '-'"
+    [[ -s $dir/secrets/$u.password ]] || (umask 077 && random_secret >"$dir/secrets/$u.password")
+  done
+}
+
+secret() { cat "$1/secrets/$2.password"; }
+
+# secure_props DIR PORT CONTROLLER_PORT: the listener lines of a secure node.
+secure_props() {
+  local dir=$1 port=$2 cport=$3 admin controller
+  admin=$(secret "$dir" admin)
+  controller=$(secret "$dir" controller)
+  echo "listeners=SASL_SSL://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+  echo "advertised.listeners=SASL_SSL://127.0.0.1:$port"
+  echo "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT"
+  echo "inter.broker.listener.name=SASL_SSL"
+  echo "sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256"
+  echo "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512"
+  # Every mechanism of a listener needs a login entry (the broker's own, as
+  # a client of the other brokers; the users' credentials are in metadata).
+  echo "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$admin\";"
+  echo "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$admin\";"
+  # KRaft controllers cannot use SCRAM (its credentials live in the
+  # metadata they serve): the controller listener takes SASL/PLAIN with
+  # one static user, on loopback.
+  echo "sasl.mechanism.controller.protocol=PLAIN"
+  echo "listener.name.controller.sasl.enabled.mechanisms=PLAIN"
+  echo "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"controller\" password=\"$controller\" user_controller=\"$controller\";"
+  echo "ssl.keystore.type=PKCS12"
+  echo "ssl.keystore.location=$dir/tls/broker.p12"
+  echo "ssl.keystore.password=$(cat "$dir/tls/keystore.password")"
+  echo "ssl.key.password=$(cat "$dir/tls/keystore.password")"
+  echo "ssl.truststore.type=PEM"
+  echo "ssl.truststore.location=$dir/tls/ca.pem"
+  echo "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+  echo "super.users=User:admin;User:controller"
+  echo "allow.everyone.if.no.acl.found=false"
+}
+
+# admin_props DIR: client settings for Kafka's tools, as admin.
+admin_props() {
+  local dir=$1
+  {
+    echo "security.protocol=SASL_SSL"
+    echo "sasl.mechanism=SCRAM-SHA-512"
+    echo "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$(secret "$dir" admin)\";"
+    echo "ssl.truststore.type=PEM"
+    echo "ssl.truststore.location=$dir/tls/ca.pem"
+  } >"$dir/admin.properties"
+  chmod 600 "$dir/admin.properties"
 }
 
 prop() { # FILE KEY -> last value of KEY
   sed -n "s/^$2=//p" "$1" | tail -n 1
 }
 
-format_storage() { # DIR CLUSTER_ID
+format_storage() { # DIR CLUSTER_ID [StorageTool ARGS...]
   local dir=$1 cid=$2 out
+  shift 2
   if ! out=$(run_tool kafka.tools.StorageTool format --cluster-id "$cid" \
-      --config "$dir/server.properties" 2>&1); then
+      --config "$dir/server.properties" "$@" 2>&1); then
     printf '%s\n' "$out" >&2
     die "formatting KRaft storage in $dir/logs failed"
   fi
@@ -234,6 +349,7 @@ format_storage() { # DIR CLUSTER_ID
 launch() { # DIR: start the JVM in the background, write kafka.pid
   local dir=$1
   rm -f "$dir/kafka.pid"
+  stat -c %s "$dir/server.log" >"$dir/.log-start" 2>/dev/null || echo 0 >"$dir/.log-start"
   # setsid: the broker outlives this script and ignores the caller's Ctrl-C.
   # The inner shell writes its own PID and then execs java, keeping that PID.
   # shellcheck disable=SC2016,SC2086
@@ -262,8 +378,18 @@ wait_ready() { # DIR PORT DEADLINE_MS -> 0 when ready; on failure print logs
       rm -f "$dir/kafka.pid"
       return 1
     fi
-    if port_open "$port" && metadata_ok "$port"; then
-      return 0
+    if port_open "$port"; then
+      if grep -q '^listeners=SASL_SSL' "$dir/server.properties"; then
+        # A SASL_SSL listener cannot take the raw probe: wait for the
+        # line the broker logs once it serves requests, in what this start
+        # added to server.log (launch notes where that begins).
+        local from=0
+        from=$(cat "$dir/.log-start" 2>/dev/null || echo 0)
+        (( $(stat -c %s "$dir/server.log" 2>/dev/null || echo 0) >= from )) || from=0
+        tail -c "+$((from + 1))" "$dir/server.log" 2>/dev/null | grep -q 'Kafka Server started' && return 0
+      elif metadata_ok "$port"; then
+        return 0
+      fi
     fi
     if (( $(now_ms) > deadline )); then
       log "broker in $dir did not answer Metadata on 127.0.0.1:$port within ${START_TIMEOUT}s"
@@ -326,7 +452,7 @@ safe_wipe() {
     [[ -e $entry || -L $entry ]] || continue
     case ${entry##*/} in
       server.properties | server.properties.tmp | kafka.pid | kafka.out | kafka.bootstrap | .kafka.sh.lock | \
-        server.log* | logs | cluster.id | node[123]) ;;
+        server.log* | .log-start | logs | cluster.id | node[123] | tls | secrets | admin.properties) ;;
       *) die "refusing to wipe $dir: it holds $entry, which deploy/kafka.sh did not create" ;;
     esac
   done
@@ -335,8 +461,8 @@ safe_wipe() {
 
 # ---------------------------------------------------------------- commands
 
-DATA='' PORT='' CPORT='' NODE_ID=1 FRESH=0 BASE_PORT=''
-EXTRA=()
+DATA='' PORT='' CPORT='' NODE_ID=1 FRESH=0 BASE_PORT='' SASL_SSL=0
+EXTRA=() USERS=()
 parse_args() {
   while (( $# > 0 )); do
     case $1 in
@@ -347,6 +473,8 @@ parse_args() {
       --node-id) NODE_ID=${2:?--node-id needs a number}; shift 2 ;;
       --timeout) START_TIMEOUT=${2:?--timeout needs seconds}; shift 2 ;;
       --fresh) FRESH=1; shift ;;
+      --sasl-ssl) SASL_SSL=1; shift ;;
+      --users) read -r -a USERS <<<"${2?--users needs a list of names}"; shift 2 ;;
       --extra) # one or more key=value words
         [[ ${2:-} == *=* && ${2:-} != -* ]] || die "--extra needs key=value, got '${2:-}'"
         shift
@@ -385,7 +513,14 @@ cmd_start() {
   if [[ -n $PORT || -n $CPORT ]]; then
     [[ -n $PORT && -n $CPORT ]] || die "give both --port and --controller-port"
     [[ $PORT != "$CPORT" ]] || die "--port and --controller-port must differ"
-    write_props "$DATA" "$NODE_ID" "$PORT" "$CPORT" "$NODE_ID@127.0.0.1:$CPORT" single ${EXTRA[@]+"${EXTRA[@]}"}
+    local kind=single
+    if (( SASL_SSL )); then
+      kind=secure
+      make_tls "$DATA"
+      make_secrets "$DATA" ${USERS[@]+"${USERS[@]}"}
+      admin_props "$DATA"
+    fi
+    write_props "$DATA" "$NODE_ID" "$PORT" "$CPORT" "$NODE_ID@127.0.0.1:$CPORT" "$kind" ${EXTRA[@]+"${EXTRA[@]}"}
   else
     [[ -f $DATA/server.properties ]] || die "--port and --controller-port are required (no $DATA/server.properties to reuse)"
     (( ${#EXTRA[@]} == 0 )) || die "--extra needs --port and --controller-port (server.properties is rewritten)"
@@ -398,8 +533,17 @@ cmd_start() {
     port_open "$p" && die "port 127.0.0.1:$p is already in use"
   done
   if [[ ! -f $DATA/logs/meta.properties ]]; then
-    local cid=${CLUSTER_ID:-$(random_cluster_id)}
-    format_storage "$DATA" "$cid"
+    local cid=${CLUSTER_ID:-$(random_cluster_id)} u
+    local -a scram=()
+    if [[ -d $DATA/secrets ]] && grep -q '^listeners=SASL_SSL' "$DATA/server.properties"; then
+      for u in "$DATA"/secrets/*.password; do
+        u=$(basename "$u" .password)
+        [[ $u == controller ]] && continue
+        scram+=(--add-scram "SCRAM-SHA-512=[name=$u,password=$(secret "$DATA" "$u")]"
+          --add-scram "SCRAM-SHA-256=[name=$u,password=$(secret "$DATA" "$u")]")
+      done
+    fi
+    format_storage "$DATA" "$cid" ${scram[@]+"${scram[@]}"}
     log "formatted $DATA/logs (cluster id $cid)"
   fi
   launch "$DATA"

@@ -2,9 +2,10 @@
 # deploy/test.sh: `make test`. Starts a Kafka broker of the tests' own
 # (ports 19092/19093, data in .data/test-kafka, wiped first, so the data of
 # `make run` is never touched) and a PostgreSQL server (port 15432, data in
-# .data/test-postgres, wiped first), runs the tests of every module with
-# GOWORK=off (so a missing require fails here, not in someone's build), and
-# stops both by PID whatever happens.
+# .data/test-postgres, wiped first), and, for the deploy module, a
+# three-node cluster and a SASL_SSL broker (below), runs the tests of every
+# module with GOWORK=off (so a missing require fails here, not in someone's
+# build), and stops them all by PID whatever happens.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -44,6 +45,25 @@ if [[ " ${MODULES[*]} " == *" deploy "* ]]; then
   export PROFILES_TEST_KAFKA_CLUSTER=127.0.0.1:$CLUSTER_PORT,127.0.0.1:$((CLUSTER_PORT + 1)),127.0.0.1:$((CLUSTER_PORT + 2))
   export PROFILES_TEST_KAFKA_CLUSTER_DATA=$PWD/$CLUSTER_DATA
   export PROFILES_RELIABILITY_REPORT=$PWD/docs/reliability.md
+fi
+
+# A secured broker for the Kafka security tests (deploy/e2e/kafka_security_test.go),
+# only when the deploy module is tested: SASL_SSL with a SCRAM user per
+# service, certificates made with openssl in its data dir (wiped first), and
+# the StandardAuthorizer (the tests create the ACLs, as admin). Ports
+# TEST_KAFKA_SECURE_PORT and TEST_KAFKA_SECURE_CONTROLLER_PORT.
+SECURE_DATA=${TEST_KAFKA_SECURE_DATA:-.data/test-kafka-secure}
+SECURE_PORT=${TEST_KAFKA_SECURE_PORT:-19096}
+SECURE_CONTROLLER_PORT=${TEST_KAFKA_SECURE_CONTROLLER_PORT:-19097}
+if [[ " ${MODULES[*]} " == *" deploy "* ]]; then
+  command -v openssl >/dev/null || { echo "deploy/test.sh: openssl is needed (the SASL_SSL broker's certificates)" >&2; exit 1; }
+  trap 'deploy/kafka.sh stop --data "$SECURE_DATA" >/dev/null 2>&1 || true; deploy/kafka.sh stop-cluster --data "$CLUSTER_DATA" >/dev/null 2>&1 || true; deploy/postgres.sh stop --data "$PG_DATA" >/dev/null 2>&1 || true; deploy/kafka.sh stop --data "$DATA" >/dev/null 2>&1 || true' EXIT
+  deploy/kafka.sh start --fresh --sasl-ssl --users "command-svc query-svc projector replay replicator" \
+    --data "$SECURE_DATA" --port "$SECURE_PORT" --controller-port "$SECURE_CONTROLLER_PORT" \
+    --extra offsets.topic.num.partitions=4 transaction.state.log.num.partitions=4
+  # The CA is DIR/tls/ca.pem; user U's password is in DIR/secrets/U.password.
+  export PROFILES_TEST_KAFKA_SECURE=127.0.0.1:$SECURE_PORT
+  export PROFILES_TEST_KAFKA_SECURE_DIR=$PWD/$SECURE_DATA
 fi
 
 # schemathesis, from PyPI into .cache/, for the property-based API test

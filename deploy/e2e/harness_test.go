@@ -105,18 +105,19 @@ func needKafka(t *testing.T) {
 // System is one running copy of the whole system, with topics and consumer
 // groups of its own so that tests never see each other's data.
 type System struct {
-	t     *testing.T
-	dir   string
-	name  string
-	URL   string // the front door
-	env   map[string]string
-	order []string // instance names in start order
-	kinds map[string]string
-	extra map[string]map[string]string // per-instance environment
-	procs map[string]*proc
-	ports map[string]int
-	spec  *apiSpec
-	HTTP  *http.Client
+	t       *testing.T
+	dir     string
+	name    string
+	URL     string // the front door
+	env     map[string]string
+	order   []string // instance names in start order
+	kinds   map[string]string
+	extra   map[string]map[string]string // per-instance environment
+	kindEnv map[string]map[string]string // per-kind environment (Options.KindEnv)
+	procs   map[string]*proc
+	ports   map[string]int
+	spec    *apiSpec
+	HTTP    *http.Client
 	// Brokers are the bootstrap servers the services use.
 	Brokers string
 }
@@ -131,6 +132,10 @@ type proc struct {
 type Options struct {
 	// Env is added to every service's environment.
 	Env map[string]string
+	// KindEnv is added to the environment of every instance of a kind
+	// ("command-svc", "query-svc", "projector", "frontdoor"), and of the
+	// replay CLI ("replay", see System.Replay), after Env.
+	KindEnv map[string]map[string]string
 	// Instances of each service; 0 means 1.
 	Query, Command, Projector int
 	// Partitions of every topic; 0 means 4.
@@ -201,6 +206,7 @@ func StartSystem(t *testing.T, opts Options) *System {
 	for k, v := range opts.Env {
 		s.env[k] = v
 	}
+	s.kindEnv = opts.KindEnv
 	t.Cleanup(func() {
 		s.StopAll()
 		if t.Failed() || os.Getenv("PROFILES_E2E_LOGS") == "1" {
@@ -299,6 +305,9 @@ func (s *System) Start(name string) {
 	cmd := exec.Command(filepath.Join(binDir, s.kinds[name]))
 	cmd.Env = os.Environ()
 	for k, v := range s.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	for k, v := range s.kindEnv[s.kinds[name]] {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	for k, v := range s.extra[name] {

@@ -43,12 +43,16 @@ type Config struct {
 	// SnapshotsTopicConfig holds extra topic configs for the snapshot topic,
 	// applied when it is created (tests use it to make the cleaner eager).
 	SnapshotsTopicConfig map[string]string
+	// Security is how clients reach the brokers: TLS and SASL/SCRAM
+	// (PLAINTEXT when zero). Every configuration made by Sarama uses it.
+	Security Security
 }
 
 // Flags holds the raw flag values behind a Config until Parse has run.
 type Flags struct {
 	brokers, events, snapshots, emailIndex, claims, dlq, control, snapshotCfg *string
 	partitions, replication                                                   *int
+	security                                                                  *SecurityFlags
 }
 
 // RegisterFlags registers the Kafka settings on fs. Call Config after fs.Parse.
@@ -64,6 +68,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 		snapshotCfg: config.String(fs, "snapshots-topic-config", "SNAPSHOTS_TOPIC_CONFIG", "", "extra k=v,k=v configs for a newly created snapshot topic"),
 		partitions:  config.Int(fs, "topic-partitions", "TOPIC_PARTITIONS", 12, "partition count of every topic"),
 		replication: config.Int(fs, "topic-replication", "TOPIC_REPLICATION", 0, "replication factor of created topics; 0 = min(3, brokers)"),
+		security:    RegisterSecurityFlags(fs, "kafka-", "KAFKA_"),
 	}
 }
 
@@ -73,7 +78,12 @@ func (f *Flags) Config() (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("SNAPSHOTS_TOPIC_CONFIG: %w", err)
 	}
+	sec, err := f.security.Security()
+	if err != nil {
+		return Config{}, err
+	}
 	c := Config{
+		Security:             sec,
 		Brokers:              config.List(*f.brokers),
 		EventsTopic:          *f.events,
 		SnapshotsTopic:       *f.snapshots,
@@ -102,7 +112,7 @@ func (c Config) Validate() error {
 	case c.ReplicationFactor < 0:
 		return fmt.Errorf("kafka: replication factor must not be negative")
 	}
-	return nil
+	return c.Security.Validate()
 }
 
 // MinBrokerVersion is the oldest Kafka release the services talk to. Kafka
@@ -121,6 +131,7 @@ func (c Config) Sarama(clientID string) *sarama.Config {
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	// command-svc appends in transactions: never see an aborted one.
 	sc.Consumer.IsolationLevel = sarama.ReadCommitted
+	c.Security.apply(sc)
 	return sc
 }
 

@@ -2,6 +2,8 @@ package kafkax
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -136,12 +138,16 @@ func CreateTopics(ctx context.Context, c Config, clientID string, specs []TopicS
 }
 
 // newAdmin connects an admin client, retrying until ctx ends so that a
-// service may start before its broker is ready.
+// service may start before its broker is ready. Errors that waiting does
+// not cure (see permanentConnectError) return at once.
 func newAdmin(ctx context.Context, c Config, clientID string) (sarama.ClusterAdmin, error) {
 	for {
 		admin, err := sarama.NewClusterAdmin(c.Brokers, c.Sarama(clientID))
 		if err == nil {
 			return admin, nil
+		}
+		if permanentConnectError(err) {
+			return nil, fmt.Errorf("connect to Kafka at %s as %s: %w", strings.Join(c.Brokers, ","), c.Security, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -235,4 +241,18 @@ func Connect(ctx context.Context, c Config, clientID string) (sarama.Client, err
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	return client, nil
+}
+
+// permanentConnectError reports the connection errors that retrying does
+// not cure: the brokers refused the SASL credentials, a broker's
+// certificate did not verify, or the security settings could not be
+// loaded.
+func permanentConnectError(err error) bool {
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var verify *tls.CertificateVerificationError
+	var load securityLoadError
+	return errors.Is(err, sarama.ErrSASLAuthenticationFailed) || errors.As(err, &unknownCA) ||
+		errors.As(err, &badHost) || errors.As(err, &invalid) || errors.As(err, &verify) || errors.As(err, &load)
 }

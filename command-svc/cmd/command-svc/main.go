@@ -122,7 +122,7 @@ func run() error {
 
 	gcfg := kcfg.GroupConfig("command-svc", opts)
 	consume := func(ctx context.Context) error { return g.Run(ctx, gcfg, kcfg.Brokers) }
-	log.Info("starting", "http_addr", *common.HTTPAddr, "self", self, "events", kcfg.EventsTopic, "query_urls", *queryURLs, "brokers", kcfg.Brokers,
+	log.Info("starting", "kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "self", self, "events", kcfg.EventsTopic, "query_urls", *queryURLs, "brokers", kcfg.Brokers,
 		"auth_mode", sec.Auth.Mode, "signed_internal_requests", sec.Auth.Signer != nil)
 	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(router), *common.ShutdownGrace, consume, sec.Task)
 }

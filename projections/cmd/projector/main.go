@@ -113,6 +113,6 @@ func run() error {
 	follow := func(ctx context.Context) error {
 		return kafkax.FollowGenerations(ctx, client, kcfg.ControlTopic, log, fold)
 	}
-	log.Info("starting", "http_addr", *common.HTTPAddr, "events", kcfg.EventsTopic, "control", kcfg.ControlTopic, "group", *group)
+	log.Info("starting", "kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "events", kcfg.EventsTopic, "control", kcfg.ControlTopic, "group", *group)
 	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, follow)
 }

@@ -33,6 +33,7 @@ func run() error {
 	kflags := kafkax.RegisterFlags(fs)
 	sinkName := config.String(fs, "sink", "SINK", "kafka", "kafka (mirror to TARGET_BROKERS) or postgres (POSTGRES_URL)")
 	targetBrokers := config.String(fs, "target-brokers", "TARGET_BROKERS", "", "kafka sink: comma-separated bootstrap servers of the target cluster")
+	targetSecurity := kafkax.RegisterSecurityFlags(fs, "target-kafka-", "TARGET_KAFKA_")
 	mirrorEvents := config.Bool(fs, "mirror-events", "MIRROR_EVENTS", false, "kafka sink: mirror the event log too, not only the snapshots")
 	checkpoints := config.String(fs, "checkpoint-topic", "CHECKPOINT_TOPIC", "profile-mirror-checkpoints", "kafka sink: compacted topic on the target cluster that holds the mirror's positions")
 	txnID := config.String(fs, "transactional-id", "TRANSACTIONAL_ID", "profiles-mirror", "kafka sink: transactional id of the mirror's producer on the target cluster (one per mirror)")
@@ -63,6 +64,11 @@ func run() error {
 		}
 		target := kcfg
 		target.Brokers = config.List(*targetBrokers)
+		// The target cluster has security settings of its own
+		// (TARGET_KAFKA_SECURITY_PROTOCOL, ...), PLAINTEXT by default.
+		if target.Security, err = targetSecurity.Security(); err != nil {
+			return err
+		}
 		sink, err := replicator.NewKafkaSink(startCtx, replicator.KafkaSinkConfig{
 			Target: target, Source: kcfg, CheckpointTopic: *checkpoints, TransactionalID: *txnID,
 		})
@@ -95,6 +101,6 @@ func run() error {
 	var health httpx.Health
 	health.Check("replicator", r.Ready)
 	router := service.NewRouter(log, &health)
-	log.Info("starting", "http_addr", *common.HTTPAddr, "sink", *sinkName, "topics", r.Topics(1), "brokers", kcfg.Brokers)
+	log.Info("starting", "kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "sink", *sinkName, "topics", r.Topics(1), "brokers", kcfg.Brokers)
 	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, r.Run)
 }

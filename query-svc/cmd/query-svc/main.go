@@ -159,7 +159,7 @@ func run() error {
 		return map[string]any{"held": held, "profilesByPartition": counts, "generation": n}
 	})).Methods(http.MethodGet)
 
-	log.Info("starting", "http_addr", *common.HTTPAddr, "self", self, "mode", *mode, "data_dir", *dataDir, "brokers", kcfg.Brokers, "control", kcfg.ControlTopic,
+	log.Info("starting", "kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "self", self, "mode", *mode, "data_dir", *dataDir, "brokers", kcfg.Brokers, "control", kcfg.ControlTopic,
 		"auth_mode", sec.Auth.Mode, "signed_internal_requests", sec.Auth.Signer != nil)
 	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(mux), *common.ShutdownGrace, gens.Run, sec.Task)
 }

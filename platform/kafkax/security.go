@@ -1,0 +1,318 @@
+package kafkax
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/IBM/sarama"
+	"github.com/xdg-go/scram"
+
+	"profiles/platform/config"
+)
+
+// Security protocols, named as Kafka names them (security.protocol).
+const (
+	ProtocolPlaintext     = "PLAINTEXT"
+	ProtocolSSL           = "SSL"
+	ProtocolSASLPlaintext = "SASL_PLAINTEXT"
+	ProtocolSASLSSL       = "SASL_SSL"
+)
+
+// SASL mechanisms the clients speak. Both are SCRAM (RFC 5802, RFC 7677):
+// the password never crosses the wire.
+const (
+	MechanismSCRAMSHA512 = "SCRAM-SHA-512"
+	MechanismSCRAMSHA256 = "SCRAM-SHA-256"
+)
+
+// Security is how a client reaches the brokers: in the clear (the
+// default), over TLS, and with or without SASL/SCRAM authentication. Fill
+// it with RegisterSecurityFlags or by hand, then call Load (Flags.Config
+// does), which checks the combination and reads the files once.
+type Security struct {
+	// Protocol is PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; "" means PLAINTEXT.
+	Protocol string
+	// TLSCAFile is a PEM file of the certificates that sign the brokers'
+	// certificates; "" means the system's roots.
+	TLSCAFile string
+	// TLSCertFile and TLSKeyFile are a PEM client certificate and its key,
+	// for brokers that require one (ssl.client.auth); both or neither.
+	TLSCertFile, TLSKeyFile string
+	// TLSServerName overrides the host name checked against the broker's
+	// certificate ("" means the host of the address dialled).
+	TLSServerName string
+	// SASLMechanism is SCRAM-SHA-512 (the default) or SCRAM-SHA-256.
+	SASLMechanism string
+	// SASLUsername and SASLPassword are the SCRAM credentials. Give the
+	// password or SASLPasswordFile (a file holding it), not both.
+	SASLUsername, SASLPassword, SASLPasswordFile string
+
+	loaded *loadedSecurity
+}
+
+// loadedSecurity is what Load read from the files.
+type loadedSecurity struct {
+	tls      *tls.Config
+	password string
+}
+
+// TLS reports whether the protocol encrypts the connections.
+func (s Security) TLS() bool {
+	p := s.protocol()
+	return p == ProtocolSSL || p == ProtocolSASLSSL
+}
+
+// SASL reports whether the protocol authenticates with SASL.
+func (s Security) SASL() bool {
+	p := s.protocol()
+	return p == ProtocolSASLPlaintext || p == ProtocolSASLSSL
+}
+
+func (s Security) protocol() string {
+	if s.Protocol == "" {
+		return ProtocolPlaintext
+	}
+	return strings.ToUpper(s.Protocol)
+}
+
+func (s Security) mechanism() string {
+	if s.SASLMechanism == "" {
+		return MechanismSCRAMSHA512
+	}
+	return strings.ToUpper(s.SASLMechanism)
+}
+
+// Validate reports a combination of settings that cannot be meant: an
+// unknown protocol or mechanism, TLS files for a protocol without TLS,
+// SASL settings for a protocol without SASL, missing credentials.
+func (s Security) Validate() error {
+	switch s.protocol() {
+	case ProtocolPlaintext, ProtocolSSL, ProtocolSASLPlaintext, ProtocolSASLSSL:
+	default:
+		return fmt.Errorf("kafka: KAFKA_SECURITY_PROTOCOL must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, not %q", s.Protocol)
+	}
+	if !s.TLS() {
+		for _, f := range []struct{ name, value string }{
+			{"KAFKA_TLS_CA_FILE", s.TLSCAFile}, {"KAFKA_TLS_CERT_FILE", s.TLSCertFile},
+			{"KAFKA_TLS_KEY_FILE", s.TLSKeyFile}, {"KAFKA_TLS_SERVER_NAME", s.TLSServerName},
+		} {
+			if f.value != "" {
+				return fmt.Errorf("kafka: %s is set but KAFKA_SECURITY_PROTOCOL=%s does not use TLS (use SSL or SASL_SSL)", f.name, s.protocol())
+			}
+		}
+	}
+	if (s.TLSCertFile == "") != (s.TLSKeyFile == "") {
+		return errors.New("kafka: give both KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE (a client certificate and its key), or neither")
+	}
+	if !s.SASL() {
+		for _, f := range []struct{ name, value string }{
+			{"KAFKA_SASL_MECHANISM", s.SASLMechanism}, {"KAFKA_SASL_USERNAME", s.SASLUsername},
+			{"KAFKA_SASL_PASSWORD", s.SASLPassword}, {"KAFKA_SASL_PASSWORD_FILE", s.SASLPasswordFile},
+		} {
+			if f.value != "" {
+				return fmt.Errorf("kafka: %s is set but KAFKA_SECURITY_PROTOCOL=%s does not use SASL (use SASL_SSL or SASL_PLAINTEXT)", f.name, s.protocol())
+			}
+		}
+		return nil
+	}
+	switch s.mechanism() {
+	case MechanismSCRAMSHA512, MechanismSCRAMSHA256:
+	default:
+		return fmt.Errorf("kafka: KAFKA_SASL_MECHANISM must be SCRAM-SHA-512 or SCRAM-SHA-256, not %q", s.SASLMechanism)
+	}
+	switch {
+	case s.SASLUsername == "":
+		return fmt.Errorf("kafka: KAFKA_SECURITY_PROTOCOL=%s needs KAFKA_SASL_USERNAME", s.protocol())
+	case s.SASLPassword != "" && s.SASLPasswordFile != "":
+		return errors.New("kafka: give KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE, not both")
+	case s.SASLPassword == "" && s.SASLPasswordFile == "":
+		return fmt.Errorf("kafka: KAFKA_SECURITY_PROTOCOL=%s needs KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE", s.protocol())
+	}
+	return nil
+}
+
+// Load validates s and reads its files (CA, client certificate and key,
+// password), so that a bad file fails at start, not at the first
+// connection. Configurations made from s afterwards use what it read.
+func (s *Security) Load() error {
+	l, err := s.load()
+	if err != nil {
+		return err
+	}
+	s.loaded = l
+	return nil
+}
+
+func (s Security) load() (*loadedSecurity, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	l := &loadedSecurity{password: s.SASLPassword}
+	if s.SASL() && s.SASLPasswordFile != "" {
+		b, err := os.ReadFile(s.SASLPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: KAFKA_SASL_PASSWORD_FILE: %w", err)
+		}
+		l.password = strings.TrimRight(string(b), "\r\n")
+		if l.password == "" {
+			return nil, fmt.Errorf("kafka: KAFKA_SASL_PASSWORD_FILE %s is empty", s.SASLPasswordFile)
+		}
+	}
+	if s.TLS() {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: s.TLSServerName}
+		if s.TLSCAFile != "" {
+			pem, err := os.ReadFile(s.TLSCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("kafka: KAFKA_TLS_CA_FILE: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("kafka: KAFKA_TLS_CA_FILE %s holds no PEM certificate", s.TLSCAFile)
+			}
+		}
+		if s.TLSCertFile != "" {
+			cert, err := tls.LoadX509KeyPair(s.TLSCertFile, s.TLSKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("kafka: KAFKA_TLS_CERT_FILE/KAFKA_TLS_KEY_FILE: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		l.tls = tc
+	}
+	return l, nil
+}
+
+// apply sets the security settings on sc. A Security that was not loaded
+// is loaded here; if that fails, every connection of sc fails with the
+// reason (sarama.Config has no way to refuse earlier).
+func (s Security) apply(sc *sarama.Config) {
+	l := s.loaded
+	if l == nil {
+		var err error
+		if l, err = s.load(); err != nil {
+			sc.Net.Proxy.Enable = true
+			sc.Net.Proxy.Dialer = failDialer{securityLoadError{err}}
+			return
+		}
+	}
+	if s.TLS() {
+		sc.Net.TLS.Enable = true
+		sc.Net.TLS.Config = l.tls.Clone()
+	}
+	if s.SASL() {
+		sc.Net.SASL.Enable = true
+		sc.Net.SASL.Handshake = true
+		sc.Net.SASL.User = s.SASLUsername
+		sc.Net.SASL.Password = l.password
+		hash := scram.SHA512
+		sc.Net.SASL.Mechanism = sarama.SASLTypeSCRAMSHA512
+		if s.mechanism() == MechanismSCRAMSHA256 {
+			hash = scram.SHA256
+			sc.Net.SASL.Mechanism = sarama.SASLTypeSCRAMSHA256
+		}
+		sc.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return &scramClient{hash: hash} }
+	}
+}
+
+// securityLoadError is why the security settings could not be loaded.
+type securityLoadError struct{ err error }
+
+func (e securityLoadError) Error() string { return e.err.Error() }
+func (e securityLoadError) Unwrap() error { return e.err }
+
+// failDialer refuses every connection with the reason the security
+// settings could not be loaded.
+type failDialer struct{ err error }
+
+func (d failDialer) Dial(_, _ string) (net.Conn, error) { return nil, d.err }
+
+// LogValue describes s without its secrets, for logs.
+func (s Security) LogValue() slog.Value {
+	attrs := []slog.Attr{slog.String("protocol", s.protocol())}
+	if s.TLS() {
+		attrs = append(attrs, slog.String("tls_ca_file", s.TLSCAFile), slog.Bool("tls_client_cert", s.TLSCertFile != ""))
+	}
+	if s.SASL() {
+		attrs = append(attrs, slog.String("sasl_mechanism", s.mechanism()), slog.String("sasl_username", s.SASLUsername))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// String describes s without its secrets.
+func (s Security) String() string {
+	out := s.protocol()
+	if s.SASL() {
+		out += " " + s.mechanism() + " user " + s.SASLUsername
+	}
+	return out
+}
+
+// scramClient is sarama's SCRAMClient on github.com/xdg-go/scram.
+type scramClient struct {
+	hash scram.HashGeneratorFcn
+	conv *scram.ClientConversation
+}
+
+func (c *scramClient) Begin(user, password, authzID string) error {
+	client, err := c.hash.NewClient(user, password, authzID)
+	if err != nil {
+		return err
+	}
+	c.conv = client.NewConversation()
+	return nil
+}
+
+func (c *scramClient) Step(challenge string) (string, error) { return c.conv.Step(challenge) }
+
+func (c *scramClient) Done() bool { return c.conv.Done() }
+
+var _ sarama.SCRAMClient = (*scramClient)(nil)
+
+// SecurityFlags holds the raw security settings until Security is called.
+type SecurityFlags struct {
+	envPrefix                                              string
+	protocol, ca, cert, key, serverName, mech, user, pfile *string
+}
+
+// RegisterSecurityFlags registers the security settings on fs, as flags
+// <flagPrefix>security-protocol, ... and variables <envPrefix>SECURITY_PROTOCOL,
+// ... (RegisterFlags uses "kafka-" and "KAFKA_"). The password is never a
+// flag, which would show in the process list and in -h: it comes from
+// <envPrefix>SASL_PASSWORD or from the file <envPrefix>SASL_PASSWORD_FILE.
+func RegisterSecurityFlags(fs *flag.FlagSet, flagPrefix, envPrefix string) *SecurityFlags {
+	f, e := flagPrefix, envPrefix
+	return &SecurityFlags{
+		envPrefix:  e,
+		protocol:   config.String(fs, f+"security-protocol", e+"SECURITY_PROTOCOL", ProtocolPlaintext, "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+		ca:         config.String(fs, f+"tls-ca-file", e+"TLS_CA_FILE", "", "PEM file of the CA certificates that sign the brokers' certificates (default: the system's roots)"),
+		cert:       config.String(fs, f+"tls-cert-file", e+"TLS_CERT_FILE", "", "PEM client certificate, for brokers that require one"),
+		key:        config.String(fs, f+"tls-key-file", e+"TLS_KEY_FILE", "", "PEM key of the client certificate"),
+		serverName: config.String(fs, f+"tls-server-name", e+"TLS_SERVER_NAME", "", "host name to check the brokers' certificates against (default: the host dialled)"),
+		mech:       config.String(fs, f+"sasl-mechanism", e+"SASL_MECHANISM", "", "SCRAM-SHA-512 (default with SASL) or SCRAM-SHA-256"),
+		user:       config.String(fs, f+"sasl-username", e+"SASL_USERNAME", "", "SASL user name"),
+		pfile:      config.String(fs, f+"sasl-password-file", e+"SASL_PASSWORD_FILE", "", "file holding the SASL password"),
+	}
+}
+
+// Security returns the settings, validated and loaded.
+func (f *SecurityFlags) Security() (Security, error) {
+	pass := os.Getenv(f.envPrefix + "SASL_PASSWORD")
+	s := Security{
+		Protocol: *f.protocol, TLSCAFile: *f.ca, TLSCertFile: *f.cert, TLSKeyFile: *f.key, TLSServerName: *f.serverName,
+		SASLMechanism: *f.mech, SASLUsername: *f.user, SASLPassword: pass, SASLPasswordFile: *f.pfile,
+	}
+	if err := s.Load(); err != nil {
+		if f.envPrefix != "KAFKA_" {
+			return s, errors.New(strings.ReplaceAll(err.Error(), "KAFKA_", f.envPrefix))
+		}
+		return s, err
+	}
+	return s, nil
+}
