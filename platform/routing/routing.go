@@ -242,8 +242,14 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, body []byte, p
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	abandoned := make(chan struct{})
-	go rt.watchOwner(ctx, p, owner, target, func() { close(abandoned); cancel() })
+	// Most forwards are answered in milliseconds: the owner is watched
+	// only once one has taken longer than a watch interval.
+	watch := time.AfterFunc(watchEvery, func() {
+		rt.watchOwner(ctx, p, owner, target, func() { close(abandoned); cancel() })
+	})
+	defer watch.Stop()
 	proxy := &httputil.ReverseProxy{
+		Transport: httpx.PeerTransport,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = target.Host
@@ -286,19 +292,29 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, body []byte, p
 	return retryErr
 }
 
+// watchEvery is how often a forward in flight checks that its owner still
+// owns the partition, or still answers.
+const watchEvery = 500 * time.Millisecond
+
 // watchOwner calls abandon if, while a forward is in flight, the partition
 // moves away from owner and owner does not answer its health check (it is
 // paused or dead). An owner that still answers keeps the request: it will
-// either finish it or be fenced and say so.
+// either finish it or be fenced and say so. It checks at once, then every
+// watchEvery, until ctx ends.
 func (rt Routing) watchOwner(ctx context.Context, p int32, owner kafkax.Member, target *url.URL, abandon func()) {
-	tick := time.NewTicker(500 * time.Millisecond)
+	tick := time.NewTicker(watchEvery)
 	defer tick.Stop()
 	health := &http.Client{Timeout: 500 * time.Millisecond}
-	for {
-		select {
-		case <-ctx.Done():
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+		if ctx.Err() != nil {
 			return
-		case <-tick.C:
 		}
 		probe, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		now, self, err := rt.Router.Route(probe, p)

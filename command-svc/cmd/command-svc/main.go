@@ -87,13 +87,13 @@ func run() error {
 		return err
 	}
 	eventLog.Fenced = func(p int32) { g.Rejoin(fmt.Sprintf("the producer of partition %d was fenced", p)) }
-	peers := adapters.Peers{SelfURL: self.URL, Client: &http.Client{Timeout: 30 * time.Second}, Sign: sec.Sign}
+	peers := adapters.Peers{SelfURL: self.URL, Client: &http.Client{Timeout: 30 * time.Second, Transport: httpx.PeerTransport}, Sign: sec.Sign}
 	deps := app.Deps{
 		States:     states,
 		Log:        eventLog,
 		Claims:     peers,
 		ClaimLease: *lease,
-		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*queryURLs), Client: &http.Client{}, Timeout: *visibility, Every: *waitAll, Sign: sec.Sign},
+		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*queryURLs), Client: &http.Client{Transport: httpx.PeerTransport}, Timeout: *visibility, Every: *waitAll, Sign: sec.Sign},
 		NewID:      uuid.NewString,
 		Now:        time.Now,
 	}
