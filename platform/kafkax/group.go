@@ -83,7 +83,8 @@ type Group struct {
 }
 
 type claimState struct {
-	behind map[string]bool // topics of this partition not yet caught up
+	behind map[string]bool  // topics of this partition not yet caught up
+	end    map[string]int64 // the topics' end offsets when the session began
 }
 
 // NewGroup prepares a Group; Run joins it.
@@ -190,7 +191,7 @@ func (g *Group) detach() {
 func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 	owned := map[int32]*claimState{}
 	for _, p := range sess.Claims()[g.opts.Topics[0]] {
-		owned[p] = &claimState{behind: map[string]bool{}}
+		owned[p] = &claimState{behind: map[string]bool{}, end: map[string]int64{}}
 	}
 	parts := make([]int32, 0, len(owned))
 	for p := range owned {
@@ -239,8 +240,9 @@ func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 			sess.MarkOffset(topic, p, start, "")
 			sess.ResetOffset(topic, p, start, "")
 			if owned[p] == nil {
-				owned[p] = &claimState{behind: map[string]bool{}}
+				owned[p] = &claimState{behind: map[string]bool{}, end: map[string]int64{}}
 			}
+			owned[p].end[topic] = ends[topic][p]
 			if start < ends[topic][p] {
 				owned[p].behind[topic] = true
 			}
@@ -337,9 +339,14 @@ func (g *Group) Cleanup(sarama.ConsumerGroupSession) error {
 // ConsumeClaim implements sarama.ConsumerGroupHandler.
 func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	topic, p := claim.Topic(), claim.Partition()
-	end, err := g.client.GetOffset(topic, p, sarama.OffsetNewest)
-	if err != nil {
-		return err
+	// The end offset Setup read for every claim in one request; asking
+	// again here, one claim at a time, cost a restarting query-svc seconds.
+	end, known := g.sessionEnd(topic, p)
+	if !known {
+		var err error
+		if end, err = g.client.GetOffset(topic, p, sarama.OffsetNewest); err != nil {
+			return err
+		}
 	}
 	next := claim.InitialOffset()
 	if next >= end {
@@ -394,6 +401,17 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Cons
 		}
 		idle.Reset(idleAfter)
 	}
+}
+
+// sessionEnd returns the end offset of topic/p that Setup read.
+func (g *Group) sessionEnd(topic string, p int32) (int64, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if st := g.owned[p]; st != nil && st.end != nil {
+		end, ok := st.end[topic]
+		return end, ok
+	}
+	return 0, false
 }
 
 // behind reports whether topic/p of this instance has not caught up yet.
