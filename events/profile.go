@@ -3,6 +3,8 @@ package events
 import (
 	"strings"
 	"time"
+
+	"profiles/events/pii"
 )
 
 // Profile is the state of one profile after folding its events.
@@ -32,4 +34,12 @@ func (p Profile) Exists() bool { return p.Version > 0 && !p.Deleted }
 // same normalized form are the same address for every lookup.
 func NormalizeEmail(email string) string {
 	return strings.ToLower(strings.TrimSpace(email))
+}
+
+// EmailKey returns what stands for an email wherever an email is a key
+// (the claims topic, the email index, the partition of either): the
+// HMAC-SHA256 of its normalized form under a key derived from the KEK, so
+// equal addresses meet without the address being stored.
+func EmailKey(k *pii.KEK, email string) string {
+	return k.EmailHash(NormalizeEmail(email))
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"profiles/events/pii"
 	"profiles/platform/kafkax"
 )
 
@@ -167,6 +168,10 @@ func (b *bench) configure() error {
 		EmailIndexTopic: p + ".email-index", ClaimsTopic: p + ".email-claims", DeadLetterTopic: p + ".dead-letters",
 		ControlTopic: p + ".control", Partitions: int32(cfg.Partitions),
 	}
+	kek, err := pii.Generate()
+	if err != nil {
+		return err
+	}
 	b.env = []string{
 		"KAFKA_BROKERS=" + cfg.Brokers,
 		"EVENTS_TOPIC=" + b.kcfg.EventsTopic, "SNAPSHOTS_TOPIC=" + b.kcfg.SnapshotsTopic,
@@ -178,6 +183,8 @@ func (b *bench) configure() error {
 		// As under make run and in the end-to-end tests: no authentication
 		// and no rate limit (one load generator is one client).
 		"AUTH_MODE=off", "RATE_LIMIT_RPS=0",
+		// A fresh key-encryption key for personal data, per run.
+		"PII_KEK=" + kek,
 	}
 	proc := func(name string, port, pprofPort int, extra ...string) *Proc {
 		env := append(append([]string{}, b.env...),

@@ -31,6 +31,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/deploy/internal/ports"
+	"profiles/events/pii"
 )
 
 var (
@@ -199,6 +200,9 @@ func StartSystem(t *testing.T, opts Options) *System {
 		// everything else.
 		"AUTH_MODE":      "off",
 		"RATE_LIMIT_RPS": "0",
+		// A key-encryption key of personal data of the system's own,
+		// shared by all its instances and runs of the replay CLI.
+		"PII_KEK": newKEK(t),
 	}
 	for k, v := range opts.Env {
 		s.env[k] = v
@@ -671,4 +675,13 @@ func freePort(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// newKEK returns a fresh PII_KEK.
+func newKEK(t *testing.T) string {
+	k, err := pii.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

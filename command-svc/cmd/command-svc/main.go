@@ -20,6 +20,8 @@ import (
 	"profiles/command-svc/internal/app"
 	"profiles/command-svc/internal/ports"
 	"profiles/command-svc/internal/state"
+	"profiles/events"
+	"profiles/events/pii"
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
@@ -39,6 +41,7 @@ func run() error {
 	common := service.RegisterFlags(fs, ":8081")
 	api := service.RegisterAPIFlags(fs)
 	kflags := kafkax.RegisterFlags(fs)
+	piiFlags := pii.RegisterFlags(fs)
 	queryURLs := config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "comma-separated base URLs of query-svc instances, asked for read-your-writes")
 	waitAll := config.Bool(fs, "query-wait-all", "QUERY_WAIT_ALL", false, "wait until every query-svc instance in QUERY_URL shows a write (set it when query-svc runs with REPLICA_MODE=full)")
 	appendTimeout := config.Duration(fs, "append-timeout", "APPEND_TIMEOUT", adapters.DefaultAppendTimeout, "longest an append waits for the event log (too few in-sync replicas, say) before the command fails with 503 and Retry-After; an append not yet committing by then is aborted")
@@ -56,6 +59,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	kek, err := piiFlags.KEK(log)
+	if err != nil {
+		return err
+	}
+	emailKey := func(email string) string { return events.EmailKey(kek, email) }
 	self, static, err := common.Self("command-svc")
 	if err != nil {
 		return err
@@ -109,8 +117,9 @@ func run() error {
 		Routing:     routing.Routing{Router: g, Self: self, Wait: *routeWait, Log: log, Sign: sec.Sign},
 		PartitionOf: func(uid string) int32 { return kafkax.Partition(uid, kcfg.Partitions) },
 		NewUID:      uuid.NewString,
+		EmailKey:    emailKey,
 		Commands: ports.Commands{
-			ClaimEmail:    app.ClaimEmailHandler{Claims: states, Log: eventLog, Lookup: peers, Lease: *lease, Now: time.Now},
+			ClaimEmail:    app.ClaimEmailHandler{Claims: states, Log: eventLog, Lookup: peers, Lease: *lease, Now: time.Now, EmailKey: emailKey},
 			State:         states,
 			CreateProfile: app.CreateProfileHandler{Deps: deps},
 			ChangeProfile: app.ChangeProfileHandler{Deps: deps},

@@ -19,6 +19,8 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"profiles/events"
+	"profiles/events/pii"
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
@@ -43,6 +45,7 @@ func run() error {
 	common := service.RegisterFlags(fs, ":8082")
 	api := service.RegisterAPIFlags(fs)
 	kflags := kafkax.RegisterFlags(fs)
+	piiFlags := pii.RegisterFlags(fs)
 	dataDir := config.String(fs, "data-dir", "DATA_DIR", ".data/query", "directory of the Pebble view (a cache: safe to delete)")
 	maxWait := config.Duration(fs, "max-wait", "MAX_WAIT", 10*time.Second, "longest a GET or search with minVersion waits for the view")
 	mode := config.String(fs, "replica-mode", "REPLICA_MODE", "partitioned", "partitioned (own some partitions, forward the rest) or full (materialize every partition)")
@@ -58,6 +61,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	kek, err := piiFlags.KEK(log)
+	if err != nil {
+		return err
+	}
+	emailKey := func(email string) string { return events.EmailKey(kek, email) }
 	self, static, err := common.Self("query-svc")
 	if err != nil {
 		return err
@@ -82,6 +90,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	store.EmailKey = emailKey
 	defer store.Close()
 
 	dlq, err := kafkax.NewDeadLetters(kcfg, "query-svc")
@@ -124,6 +133,7 @@ func run() error {
 		Log:         log,
 		Routing:     routing.Routing{Router: gens, Self: self, Wait: *routeWait, Log: log, Sign: sec.Sign},
 		PartitionOf: store.Partition,
+		EmailKey:    emailKey,
 		Queries: ports.Queries{
 			GetProfile:     app.GetProfileHandler{View: store, NotFound: view.ErrNotFound, MaxWait: *maxWait},
 			SearchProfiles: app.SearchProfilesHandler{View: store, NotFound: view.ErrNotFound, MaxWait: *maxWait},
