@@ -24,6 +24,13 @@ type Profile struct {
 	CreatedAt   time.Time `json:"createdAt"`
 	UpdatedAt   time.Time `json:"updatedAt"`
 	Deleted     bool      `json:"-"`
+	// Erased is set by DecodeSnapshot on a snapshot whose personal fields
+	// were encrypted with a data key that is gone: they are empty.
+	Erased bool `json:"-"`
+	// Sealed marks a profile whose personal data is sealed in Kafka (it was
+	// folded from a sealed event or snapshot): EncodeSnapshot seals it too.
+	// A profile from before encryption is written as it was.
+	Sealed bool `json:"-"`
 }
 
 // Exists reports whether p is a live profile: created and not deleted.

@@ -12,6 +12,7 @@ require (
 	github.com/gorilla/mux v1.8.1
 	github.com/prometheus/client_golang v1.23.2
 	golang.org/x/time v0.16.0
+	profiles/events v0.0.0
 )
 
 require (
@@ -57,3 +58,5 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/protobuf v1.36.11 // indirect
 )
+
+replace profiles/events => ../events

@@ -80,8 +80,10 @@ func run() error {
 		return err
 	}
 	defer client.Close()
+	keyring := kafkax.NewKeyring(client, kcfg, kek, log)
+	events.SetKeys(keyring)
 	states := state.NewStore(log, kcfg.ClaimsTopic)
-	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log, AppendTimeout: *appendTimeout, Late: states}
+	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log, AppendTimeout: *appendTimeout, Late: states, KEK: kek, Keys: keyring}
 	defer eventLog.Close()
 	opts := kafkax.GroupOptions{
 		Group: *group, Topics: []string{kcfg.EventsTopic, kcfg.ClaimsTopic}, Self: self, SessionTimeout: *session,
@@ -132,5 +134,5 @@ func run() error {
 	consume := func(ctx context.Context) error { return g.Run(ctx, gcfg, kcfg.Brokers) }
 	log.Info("starting", "http_addr", *common.HTTPAddr, "self", self, "events", kcfg.EventsTopic, "query_urls", *queryURLs, "brokers", kcfg.Brokers,
 		"auth_mode", sec.Auth.Mode, "signed_internal_requests", sec.Auth.Signer != nil)
-	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(router), *common.ShutdownGrace, consume, sec.Task)
+	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(router), *common.ShutdownGrace, consume, sec.Task, keyring.Run)
 }

@@ -55,6 +55,8 @@ func run() error {
 		return err
 	}
 	defer client.Close()
+	keyring := kafkax.NewKeyring(client, kcfg, kek, log)
+	events.SetKeys(keyring)
 
 	wlog := watermill.NewSlogLogger(log)
 	pub, err := kafkax.NewPublisher(kcfg, "projector", wlog)
@@ -122,5 +124,5 @@ func run() error {
 		return kafkax.FollowGenerations(ctx, client, kcfg.ControlTopic, log, fold)
 	}
 	log.Info("starting", "http_addr", *common.HTTPAddr, "events", kcfg.EventsTopic, "control", kcfg.ControlTopic, "group", *group)
-	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, follow)
+	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, follow, keyring.Run)
 }

@@ -104,6 +104,11 @@ func run(cmd string, args []string, out io.Writer) error {
 		return err
 	}
 	defer client.Close()
+	keyring := kafkax.NewKeyring(client, kcfg, kek, log)
+	events.SetKeys(keyring)
+	keysCtx, stopKeys := context.WithCancel(ctx)
+	defer stopKeys()
+	go func() { _ = keyring.Run(keysCtx) }()
 	env := replay.Env{Kafka: kcfg, Client: client, ProjectorGroup: *projGroup, Out: out, Every: *every, Log: log,
 		// From the environment only: a flag would show the token in the
 		// process list.

@@ -85,6 +85,8 @@ func run() error {
 		return err
 	}
 	defer client.Close()
+	keyring := kafkax.NewKeyring(client, kcfg, kek, log)
+	events.SetKeys(keyring)
 
 	store, err := view.Open(*dataDir, vfs.Default, kcfg.Partitions)
 	if err != nil {
@@ -170,5 +172,5 @@ func run() error {
 
 	log.Info("starting", "http_addr", *common.HTTPAddr, "self", self, "mode", *mode, "data_dir", *dataDir, "brokers", kcfg.Brokers, "control", kcfg.ControlTopic,
 		"auth_mode", sec.Auth.Mode, "signed_internal_requests", sec.Auth.Signer != nil)
-	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(mux), *common.ShutdownGrace, gens.Run, sec.Task)
+	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(mux), *common.ShutdownGrace, gens.Run, sec.Task, keyring.Run)
 }
