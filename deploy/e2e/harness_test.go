@@ -270,20 +270,24 @@ func (s *System) followKeys(partitions int) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	c := KafkaAt(s.t, s.Brokers, true)
-	ring := kafkax.NewKeyring(c, kafkax.Config{KeysTopic: s.env["KEYS_TOPIC"], Partitions: int32(partitions)}, kek, slog.New(slog.DiscardHandler))
+	ring, err := kafkax.NewKeyring(kafkax.Config{Brokers: strings.Split(s.Brokers, ","), KeysTopic: s.env["KEYS_TOPIC"], Partitions: int32(partitions)},
+		"e2e-test", kek, slog.New(slog.DiscardHandler))
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = ring.Run(ctx); close(done) }()
 	keysOfTests.mu.Lock()
 	keysOfTests.rings[s] = ring
 	keysOfTests.mu.Unlock()
-	s.t.Cleanup(func() { // before the client closes
+	s.t.Cleanup(func() {
 		keysOfTests.mu.Lock()
 		delete(keysOfTests.rings, s)
 		keysOfTests.mu.Unlock()
 		cancel()
 		<-done
+		ring.Close()
 	})
 }
 

@@ -27,7 +27,8 @@ import (
 //
 // It holds every key in memory (about a hundred bytes per profile).
 type Keyring struct {
-	client     sarama.Client
+	client     sarama.Client // the follower's
+	rpc        sarama.Client // end offsets and drained checks
 	topic      string
 	partitions int32
 	kek        *pii.KEK
@@ -42,12 +43,34 @@ type Keyring struct {
 	runErr  error
 }
 
-// NewKeyring returns a Keyring of c's keys topic; Run starts following it.
-func NewKeyring(client sarama.Client, c Config, kek *pii.KEK, log *slog.Logger) *Keyring {
-	return &Keyring{
-		client: client, topic: c.KeysTopic, partitions: c.Partitions, kek: kek, log: log,
-		keys: map[string]*pii.DataKey{}, next: map[int32]int64{}, caught: map[int32]bool{}, changed: make(chan struct{}), done: make(chan struct{}),
+// NewKeyring returns a Keyring of c's keys topic; Run starts following it,
+// and Close closes its clients.
+//
+// It has Kafka clients of its own: one for the follower, one for the
+// questions a miss asks (end offsets, drained checks). Kafka answers the
+// requests of one connection in order, so on a shared connection they
+// would wait behind other consumers' fetches, which the broker holds up to
+// their wait time while their partitions are quiet.
+func NewKeyring(c Config, clientID string, kek *pii.KEK, log *slog.Logger) (*Keyring, error) {
+	client, err := sarama.NewClient(c.Brokers, c.Sarama(clientID+"-keys"))
+	if err != nil {
+		return nil, fmt.Errorf("kafka client of the keyring: %w", err)
 	}
+	rpc, err := sarama.NewClient(c.Brokers, c.Sarama(clientID+"-keys-rpc"))
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("kafka client of the keyring: %w", err)
+	}
+	return &Keyring{
+		client: client, rpc: rpc, topic: c.KeysTopic, partitions: c.Partitions, kek: kek, log: log,
+		keys: map[string]*pii.DataKey{}, next: map[int32]int64{}, caught: map[int32]bool{}, changed: make(chan struct{}), done: make(chan struct{}),
+	}, nil
+}
+
+// Close closes the keyring's clients, after Run has returned.
+func (k *Keyring) Close() {
+	_ = k.client.Close()
+	_ = k.rpc.Close()
 }
 
 // Run follows the keys topic from its beginning until ctx ends (a
@@ -143,7 +166,7 @@ func (k *Keyring) DataKey(uid string) (*pii.DataKey, error) {
 	backoff := 100 * time.Millisecond
 	for {
 		var err error
-		if end, err = k.client.GetOffset(k.topic, p, sarama.OffsetNewest); err == nil {
+		if end, err = k.rpc.GetOffset(k.topic, p, sarama.OffsetNewest); err == nil {
 			break
 		}
 		if dk, ok, err := k.cached(uid); ok || err != nil {
@@ -167,7 +190,7 @@ func (k *Keyring) DataKey(uid string) (*pii.DataKey, error) {
 		gone := next >= end
 		if !gone {
 			// Only transaction markers (or aborted records) left below the end?
-			gone, _ = drained(k.client, k.topic, p, next, end)
+			gone, _ = drained(k.rpc, k.topic, p, next, end)
 		}
 		if gone {
 			// Everything committed below end has been read, and uid has no

@@ -80,7 +80,11 @@ func run() error {
 		return err
 	}
 	defer client.Close()
-	keyring := kafkax.NewKeyring(client, kcfg, kek, log)
+	keyring, err := kafkax.NewKeyring(kcfg, "command-svc", kek, log)
+	if err != nil {
+		return err
+	}
+	defer keyring.Close()
 	events.SetKeys(keyring)
 	states := state.NewStore(log, kcfg.ClaimsTopic)
 	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log, AppendTimeout: *appendTimeout, Late: states, KEK: kek, Keys: keyring}

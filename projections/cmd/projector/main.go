@@ -55,7 +55,11 @@ func run() error {
 		return err
 	}
 	defer client.Close()
-	keyring := kafkax.NewKeyring(client, kcfg, kek, log)
+	keyring, err := kafkax.NewKeyring(kcfg, "projector", kek, log)
+	if err != nil {
+		return err
+	}
+	defer keyring.Close()
 	events.SetKeys(keyring)
 
 	wlog := watermill.NewSlogLogger(log)

@@ -104,7 +104,11 @@ func run(cmd string, args []string, out io.Writer) error {
 		return err
 	}
 	defer client.Close()
-	keyring := kafkax.NewKeyring(client, kcfg, kek, log)
+	keyring, err := kafkax.NewKeyring(kcfg, "replay", kek, log)
+	if err != nil {
+		return err
+	}
+	defer keyring.Close()
 	events.SetKeys(keyring)
 	keysCtx, stopKeys := context.WithCancel(ctx)
 	defer stopKeys()

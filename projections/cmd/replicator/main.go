@@ -86,7 +86,11 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		keyring := kafkax.NewKeyring(client, kcfg, kek, log)
+		keyring, err := kafkax.NewKeyring(kcfg, "replicator", kek, log)
+		if err != nil {
+			return err
+		}
+		defer keyring.Close()
 		events.SetKeys(keyring)
 		tasks = append(tasks, keyring.Run)
 		sink, err := replicator.NewPostgresSink(startCtx, *postgresURL, log)

@@ -85,7 +85,11 @@ func run() error {
 		return err
 	}
 	defer client.Close()
-	keyring := kafkax.NewKeyring(client, kcfg, kek, log)
+	keyring, err := kafkax.NewKeyring(kcfg, "query-svc", kek, log)
+	if err != nil {
+		return err
+	}
+	defer keyring.Close()
 	events.SetKeys(keyring)
 
 	store, err := view.Open(*dataDir, vfs.Default, kcfg.Partitions)
