@@ -577,20 +577,33 @@ func (s *System) checkLogs() {
 	if len(secrets) == 0 {
 		return
 	}
-	files, _ := filepath.Glob(filepath.Join(s.dir, "*.log"))
-	for _, f := range files {
+	leaks, files := findInLogs(s.dir, secrets)
+	for _, l := range leaks {
+		s.t.Errorf("personal data or a token the test sent is in a service log: %s", l)
+	}
+	s.t.Logf("checked %d service logs for %d emails, usernames and tokens the test sent: %d found", files, len(secrets), len(leaks))
+}
+
+// findInLogs returns every line of the *.log files in dir that holds one
+// of the secrets, as "file:line holds "secret": line", and how many files
+// it read.
+func findInLogs(dir string, secrets []string) (leaks []string, files int) {
+	paths, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, f := range paths {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
+		files++
 		for i, line := range strings.Split(string(b), "\n") {
 			for _, sec := range secrets {
 				if strings.Contains(line, sec) {
-					s.t.Errorf("%s:%d holds personal data or a token the test sent (%q): %s", filepath.Base(f), i+1, sec, line)
+					leaks = append(leaks, fmt.Sprintf("%s:%d holds %q: %s", filepath.Base(f), i+1, sec, line))
 				}
 			}
 		}
 	}
+	return leaks, files
 }
 
 // Response is an HTTP response with its body read.

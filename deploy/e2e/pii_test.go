@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -202,5 +203,33 @@ func noSecrets(t *testing.T, where, text string, secrets []string) {
 		if i := strings.Index(text, sec); i >= 0 {
 			t.Fatalf("%s holds %q: …%s…", where, sec, text[max(0, i-200):min(len(text), i+len(sec)+200)])
 		}
+	}
+}
+
+// The log scan of every e2e test (System.checkLogs) finds what it looks
+// for; it needs no Kafka.
+func TestLogScanFindsPersonalDataAndTokens(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("command-svc-0.log", `{"msg":"http request","path":"/api/profile"}`+"\n"+`{"msg":"oops","err":"claim of bob.leak@mail.example"}`+"\n")
+	write("query-svc-0.log", `{"msg":"auth","token":"eyJhbGciOiJSUzI1NiJ9.secret"}`+"\n")
+	write("notes.txt", "bob.leak@mail.example\n") // not a service log
+	leaks, files := findInLogs(dir, []string{"bob.leak@mail.example", "eyJhbGciOiJSUzI1NiJ9.secret", "never-logged-name"})
+	if files != 2 || len(leaks) != 2 || !strings.HasPrefix(leaks[0], "command-svc-0.log:2 ") || !strings.HasPrefix(leaks[1], "query-svc-0.log:1 ") {
+		t.Fatalf("findInLogs = %q in %d files", leaks, files)
+	}
+	s := &System{}
+	s.remember([]byte(`{"username":"short","displayName":"A Display Name","email":" Bob@Mail.Example "}`), map[string]string{"Authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.secret"})
+	for _, want := range []string{"A Display Name", "Bob@Mail.Example", "bob@mail.example", "eyJhbGciOiJSUzI1NiJ9.secret"} {
+		if !s.secrets[want] {
+			t.Errorf("remember missed %q: %v", want, s.secrets)
+		}
+	}
+	if s.secrets["short"] {
+		t.Error("remember registered a username shorter than 8 characters")
 	}
 }
