@@ -20,6 +20,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/events"
+	"profiles/platform/testenv"
 )
 
 // The fault suite: the system runs on a three-node KRaft cluster
@@ -46,10 +47,7 @@ func needCluster(t *testing.T) *kafkaCluster {
 	t.Helper()
 	needKafka(t)
 	if clusterBrokers == "" || clusterData == "" {
-		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
-			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but PROFILES_TEST_KAFKA_CLUSTER is not set; run `make test`")
-		}
-		t.Skip("SKIPPED: no three-node cluster (PROFILES_TEST_KAFKA_CLUSTER is not set); `make test` starts one")
+		testenv.Missing(t, "PROFILES_TEST_KAFKA_CLUSTER is not set (the three-node cluster); run `make test`")
 	}
 	c := &kafkaCluster{t: t, data: clusterData}
 	c.StartAll()

@@ -14,6 +14,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/platform/kafkax"
+	"profiles/platform/testenv"
 )
 
 // The secured broker deploy/test.sh starts (kafka.sh start --sasl-ssl):
@@ -31,10 +32,7 @@ func needSecureKafka(t *testing.T) {
 	t.Helper()
 	needKafka(t)
 	if secureBrokers == "" || secureDir == "" {
-		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
-			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but PROFILES_TEST_KAFKA_SECURE or PROFILES_TEST_KAFKA_SECURE_DIR is not set; run `make test`")
-		}
-		t.Skip("SKIPPED: no SASL_SSL Kafka broker (PROFILES_TEST_KAFKA_SECURE is not set); `make test` starts one")
+		testenv.Missing(t, "PROFILES_TEST_KAFKA_SECURE or PROFILES_TEST_KAFKA_SECURE_DIR is not set (the SASL_SSL broker); run `make test`")
 	}
 }
 

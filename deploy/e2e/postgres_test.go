@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"profiles/events"
+	"profiles/platform/testenv"
 )
 
 // pgBase is the test database of the PostgreSQL server deploy/test.sh
@@ -23,10 +24,7 @@ var pgBase = os.Getenv("PROFILES_TEST_POSTGRES")
 func needPostgres(t *testing.T) {
 	t.Helper()
 	if pgBase == "" {
-		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
-			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but PROFILES_TEST_POSTGRES is not set; run `make test`")
-		}
-		t.Skip("SKIPPED: no PostgreSQL (PROFILES_TEST_POSTGRES is not set); `make test` starts one")
+		testenv.Missing(t, "PROFILES_TEST_POSTGRES is not set (the test PostgreSQL); run `make test`")
 	}
 }
 

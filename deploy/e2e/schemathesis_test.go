@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"profiles/platform/testenv"
 )
 
 // schemathesisChecks are the checks that express the requirement: no 5xx,
@@ -40,12 +42,7 @@ var schemathesisChecks = []string{
 func TestSchemathesisFindsNoServerErrorsAndNoResponseOutsideTheDocument(t *testing.T) {
 	exe := os.Getenv("PROFILES_SCHEMATHESIS")
 	if exe == "" {
-		if os.Getenv("PROFILES_REQUIRE_KAFKA") == "1" {
-			t.Fatal("PROFILES_REQUIRE_KAFKA=1 but PROFILES_SCHEMATHESIS is not set; run `deploy/schemathesis.sh install` " +
-				"and export PROFILES_SCHEMATHESIS=$(deploy/schemathesis.sh path)")
-		}
-		t.Skip("SKIPPED: schemathesis is not installed (PROFILES_SCHEMATHESIS is not set); " +
-			"run `deploy/schemathesis.sh install` and export PROFILES_SCHEMATHESIS=$(deploy/schemathesis.sh path)")
+		testenv.Missing(t, "PROFILES_SCHEMATHESIS is not set (schemathesis); run `deploy/schemathesis.sh install` and export PROFILES_SCHEMATHESIS=$(deploy/schemathesis.sh path), or `make test`")
 	}
 	if _, err := os.Stat(exe); err != nil {
 		t.Fatalf("PROFILES_SCHEMATHESIS=%s: %v (run `deploy/schemathesis.sh install`)", exe, err)

@@ -86,11 +86,7 @@ func NewKEK(raw []byte) (*KEK, error) {
 	if len(raw) != KeySize {
 		return nil, ErrBadKEK
 	}
-	block, err := aes.NewCipher(raw)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
+	aead, err := newGCM(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -181,11 +177,7 @@ func (k *KEK) NewDataKey(uid string) (*DataKey, []byte, error) {
 }
 
 func (k *KEK) dataKey(uid string, raw []byte) (*DataKey, error) {
-	block, err := aes.NewCipher(raw)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
+	aead, err := newGCM(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -263,4 +255,13 @@ func (d *DataKey) Decrypt(field, ciphertext string) (string, error) {
 		return "", fmt.Errorf("%w: field %s", ErrOpen, field)
 	}
 	return string(pt), nil
+}
+
+// newGCM returns AES-256-GCM under key.
+func newGCM(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
 }
