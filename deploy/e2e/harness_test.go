@@ -144,6 +144,9 @@ type Options struct {
 	// ("command-svc", "query-svc", "projector", "frontdoor"), and of the
 	// replay CLI ("replay", see System.Replay), after Env.
 	KindEnv map[string]map[string]string
+	// KafkaSecurity is how the test process itself reaches the brokers
+	// (its keyring of the system's data keys); the zero value is PLAINTEXT.
+	KafkaSecurity kafkax.Security
 	// Instances of each service; 0 means 1.
 	Query, Command, Projector int
 	// Partitions of every topic; 0 means 4.
@@ -227,7 +230,7 @@ func StartSystem(t *testing.T, opts Options) *System {
 		}
 	})
 	s.StartAll()
-	s.followKeys(partitions)
+	s.followKeys(partitions, opts.KafkaSecurity)
 	return s
 }
 
@@ -269,12 +272,12 @@ func (k *testKeys) Forget(uid string) {
 }
 
 // followKeys starts the test process's keyring of the system (see testKeys).
-func (s *System) followKeys(partitions int) {
+func (s *System) followKeys(partitions int, security kafkax.Security) {
 	kek, err := pii.ParseKEK(s.env["PII_KEK"])
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	ring, err := kafkax.NewKeyring(kafkax.Config{Brokers: strings.Split(s.Brokers, ","), KeysTopic: s.env["KEYS_TOPIC"], Partitions: int32(partitions)},
+	ring, err := kafkax.NewKeyring(kafkax.Config{Brokers: strings.Split(s.Brokers, ","), KeysTopic: s.env["KEYS_TOPIC"], Partitions: int32(partitions), Security: security},
 		"e2e-test", kek, slog.New(slog.DiscardHandler))
 	if err != nil {
 		s.t.Fatal(err)

@@ -220,8 +220,9 @@ func startSecureSystem(t *testing.T) (*System, secureNames) {
 	n := newSecureNames(t)
 	createACLs(t, serviceACLs(n))
 	s := StartSystem(t, Options{
-		Brokers: secureBrokers,
-		Env:     n.env(),
+		Brokers:       secureBrokers,
+		KafkaSecurity: secureSecurity("admin"),
+		Env:           n.env(),
 		KindEnv: map[string]map[string]string{
 			"command-svc": secureEnv("command-svc"),
 			"query-svc":   secureEnv("query-svc"),
