@@ -68,14 +68,17 @@ func Build(ctx context.Context, repo, dir string) error {
 	if err := os.WriteFile(overlay, mustJSON(map[string]any{"Replace": replace}), 0o644); err != nil {
 		return err
 	}
-	// Concurrently: most of the time goes to linking, which uses one core.
+	// -trimpath: the profiles and goroutine dumps that go into
+	// deploy/bench/results name files by module path, not by where this
+	// machine keeps them. Concurrently: most of the time goes to linking,
+	// which uses one core.
 	errs := make([]error, len(binaries))
 	var wg sync.WaitGroup
 	for i, b := range binaries {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd := exec.CommandContext(ctx, "go", "build", "-overlay", overlay, "-o", filepath.Join(dir, b.name), b.pkg)
+			cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-overlay", overlay, "-o", filepath.Join(dir, b.name), b.pkg)
 			cmd.Dir = filepath.Join(repo, b.module)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				errs[i] = fmt.Errorf("go build %s: %v\n%s", b.name, err, out)
