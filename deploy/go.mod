@@ -9,7 +9,7 @@ require (
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/google/uuid v1.6.0
 	gonum.org/v1/plot v0.17.0
-	profiles/events v0.0.0-00010101000000-000000000000
+	profiles/events v0.0.0
 	profiles/platform v0.0.0
 )
 

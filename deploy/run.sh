@@ -18,7 +18,8 @@
 # .data/logs/frontdoor.log.
 #
 # Also read from the environment: KAFKA_BROKERS, LOG_FORMAT, AUTH_MODE (default
-# off here) and RATE_LIMIT_RPS (default 0 here); BIN_DIR (where
+# off here), RATE_LIMIT_RPS (default 0 here), PII_KEK or PII_KEK_FILE
+# (default: a key generated once into .data/pii-kek); BIN_DIR (where
 # the binaries are, default bin); PORT_BASE (default 8080: the front door's
 # port, the instance ports above shift with it); DRY_RUN=1 prints what would
 # be started, with its environment, and starts nothing.
@@ -33,6 +34,17 @@ export LOG_FORMAT=${LOG_FORMAT:-text}
 # INTERNAL_SECRET=... (see the README's Security section).
 export AUTH_MODE=${AUTH_MODE:-off}
 export RATE_LIMIT_RPS=${RATE_LIMIT_RPS:-0}
+# The key-encryption key of personal data (docs/threat-model.md): unless
+# PII_KEK or PII_KEK_FILE is given, one is generated once into
+# .data/pii-kek (mode 600) and kept, so profiles stay readable between
+# runs. Losing it makes every profile's personal data unreadable.
+if [[ -z ${PII_KEK:-} && -z ${PII_KEK_FILE:-} ]]; then
+  export PII_KEK_FILE=.data/pii-kek
+  if [[ -z ${DRY_RUN:-} && ! -s $PII_KEK_FILE ]]; then
+    mkdir -p .data
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$PII_KEK_FILE.tmp" && mv "$PII_KEK_FILE.tmp" "$PII_KEK_FILE")
+  fi
+fi
 INSTANCES=${INSTANCES:-2}
 BIN_DIR=${BIN_DIR:-bin}
 PORT_BASE=${PORT_BASE:-8080}

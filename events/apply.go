@@ -48,6 +48,7 @@ func Apply(state Profile, e Event) (Profile, error) {
 
 	next := state
 	next.Version = e.Version
+	next.Sealed = state.Sealed || e.Sealed
 	next.UpdatedAt = e.OccurredAt
 	switch d := e.Data.(type) {
 	case ProfileCreated:
@@ -59,6 +60,7 @@ func Apply(state Profile, e Event) (Profile, error) {
 			Version:     e.Version,
 			CreatedAt:   e.OccurredAt,
 			UpdatedAt:   e.OccurredAt,
+			Sealed:      e.Sealed,
 		}
 	case UsernameChanged:
 		next.Username = d.Username

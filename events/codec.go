@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"profiles/events/pii"
 )
 
 // ErrDecode is returned (wrapped) by Decode for any record that is not a
@@ -16,30 +18,54 @@ var ErrDecode = errors.New("cannot decode event")
 
 // envelope is the JSON form of an Event in the event log.
 type envelope struct {
-	ID            string          `json:"id"`
-	Type          Type            `json:"type"`
-	UID           string          `json:"uid"`
-	Version       int64           `json:"version"`
-	OccurredAt    time.Time       `json:"occurredAt"`
-	SchemaVersion int             `json:"schemaVersion"`
-	Data          json.RawMessage `json:"data"`
+	ID            string    `json:"id"`
+	Type          Type      `json:"type"`
+	UID           string    `json:"uid"`
+	Version       int64     `json:"version"`
+	OccurredAt    time.Time `json:"occurredAt"`
+	SchemaVersion int       `json:"schemaVersion"`
+	// PII is SealedPII when the payload's personal fields are encrypted
+	// (schema version 3 and later), empty when they are in clear.
+	PII  string          `json:"pii,omitempty"`
+	Data json.RawMessage `json:"data"`
 }
 
 // Encode returns the JSON envelope of e. e.SchemaVersion must be
 // SchemaVersion (as New sets it): the payload types are those of the
 // current version, and a record marked older would be upcast again on read.
-func Encode(e Event) ([]byte, error) {
+func Encode(e Event) ([]byte, error) { return encode(e, nil) }
+
+// EncodeSealed is Encode with the personal fields of the payload
+// (username, displayName, email) encrypted with the profile's data key dk,
+// and the record marked SealedPII. command-svc writes every event so.
+func EncodeSealed(e Event, dk *pii.DataKey) ([]byte, error) {
+	if dk == nil || dk.UID != e.UID {
+		return nil, fmt.Errorf("%w: no data key of %s", ErrInvalidEvent, e.UID)
+	}
+	return encode(e, dk)
+}
+
+func encode(e Event, dk *pii.DataKey) ([]byte, error) {
 	if e.Data == nil || e.Data.EventType() != e.Type {
 		return nil, fmt.Errorf("%w: payload does not match type %q", ErrInvalidEvent, e.Type)
 	}
 	if e.SchemaVersion != SchemaVersion {
 		return nil, fmt.Errorf("%w: schema version %d, this build writes %d", ErrInvalidEvent, e.SchemaVersion, SchemaVersion)
 	}
-	data, err := json.Marshal(e.Data)
+	payload, mark := e.Data, ""
+	if dk != nil {
+		var err error
+		if payload, err = sealPayload(dk, e.Data); err != nil {
+			return nil, fmt.Errorf("seal %s payload: %w", e.Type, err)
+		}
+		mark = SealedPII
+	}
+	data, err := json.Marshal(payload)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s payload: %w", e.Type, err)
 	}
 	return json.Marshal(envelope{
+		PII:           mark,
 		ID:            e.ID,
 		Type:          e.Type,
 		UID:           e.UID,
@@ -86,7 +112,23 @@ func Decode(b []byte) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("%w: %s payload: %v", ErrDecode, env.Type, err)
 	}
+	var erased bool
+	switch env.PII {
+	case "":
+	case SealedPII:
+		if data, erased, err = openPayload(env.UID, data); err != nil {
+			return Event{}, fmt.Errorf("%w: %s payload: %v", ErrDecode, env.Type, err)
+		}
+	default:
+		return Event{}, fmt.Errorf("%w: unknown pii scheme %q", ErrDecode, env.PII)
+	}
+	if env.Type == TypeProfileDeleted {
+		// The delete's transaction tombstoned the profile's data key.
+		forget(env.UID)
+	}
 	return Event{
+		Erased:        erased,
+		Sealed:        env.PII != "",
 		ID:            env.ID,
 		Type:          env.Type,
 		UID:           env.UID,

@@ -41,7 +41,7 @@ func TestDecodeRejectsPoison(t *testing.T) {
 		{"empty", ``},
 		{"unknown type", `{"id":"1","type":"ProfileExploded","uid":"u","version":1,"schemaVersion":1,"data":{}}`},
 		{"future schema", `{"id":"1","type":"ProfileDeleted","uid":"u","version":1,"schemaVersion":99,"data":{}}`},
-		{"next schema", `{"id":"1","type":"ProfileDeleted","uid":"u","version":1,"schemaVersion":3,"data":{}}`},
+		{"next schema", `{"id":"1","type":"ProfileDeleted","uid":"u","version":1,"schemaVersion":4,"data":{}}`},
 		{"schema zero", `{"id":"1","type":"ProfileDeleted","uid":"u","version":1,"schemaVersion":0,"data":{}}`},
 		{"no schema version", `{"id":"1","type":"ProfileDeleted","uid":"u","version":1,"data":{}}`},
 		{"v1 create of wrong shape", `{"id":"1","type":"ProfileCreated","uid":"u","version":1,"schemaVersion":1,"data":{"username":7}}`},

@@ -18,7 +18,7 @@ const (
 // SchemaVersion is the envelope schema version this build writes. Decode
 // accepts this version and every older one, which it first upcasts to this
 // one (see upcast.go for the history of versions and how to add one).
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Event is one fact about one profile, as stored in the event log.
 //
@@ -33,6 +33,13 @@ type Event struct {
 	OccurredAt    time.Time
 	SchemaVersion int
 	Data          Payload
+	// Erased is set by Decode on an event whose personal fields were
+	// encrypted with a data key that is gone (crypto-shredded by the
+	// profile's delete): those fields are empty.
+	Erased bool
+	// Sealed is set by Decode on an event whose personal fields were
+	// encrypted (see keys.go).
+	Sealed bool
 }
 
 // Payload is implemented by exactly the four payload types of this package.

@@ -41,6 +41,6 @@ func ExampleDecode_upcast() {
 	b, _ := events.Encode(e)
 	fmt.Println(string(b))
 	// Output:
-	// 2 bob bob
-	// {"id":"e1","type":"ProfileCreated","uid":"74292b21-0fbb-4f1d-a18f-fa80f947fa5d","version":1,"occurredAt":"2026-01-01T00:00:00Z","schemaVersion":2,"data":{"username":"bob","displayName":"bob","email":"bob1@mail.com"}}
+	// 3 bob bob
+	// {"id":"e1","type":"ProfileCreated","uid":"74292b21-0fbb-4f1d-a18f-fa80f947fa5d","version":1,"occurredAt":"2026-01-01T00:00:00Z","schemaVersion":3,"data":{"username":"bob","displayName":"bob","email":"bob1@mail.com"}}
 }

@@ -115,3 +115,14 @@ func TestEveryOldVersionHasAnUpcaster(t *testing.T) {
 		}
 	}
 }
+
+func TestUpcastV2LeavesARecordInClearUnchanged(t *testing.T) {
+	in := envelope{ID: "e", Type: TypeEmailChanged, UID: "u", Version: 2, SchemaVersion: 2, Data: []byte(`{"email":"b@m.c"}`)}
+	out, err := upcast(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.SchemaVersion != 3 || out.PII != "" || string(out.Data) != string(in.Data) {
+		t.Fatalf("upcast v2 = %+v", out)
+	}
+}

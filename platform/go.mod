@@ -13,6 +13,7 @@ require (
 	github.com/prometheus/client_golang v1.23.2
 	github.com/xdg-go/scram v1.4.0
 	golang.org/x/time v0.16.0
+	profiles/events v0.0.0
 )
 
 require (
@@ -59,3 +60,5 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/protobuf v1.36.11 // indirect
 )
+
+replace profiles/events => ../events

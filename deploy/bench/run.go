@@ -17,6 +17,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"profiles/events/pii"
 	"profiles/platform/kafkax"
 )
 
@@ -165,19 +166,25 @@ func (b *bench) configure() error {
 	b.kcfg = kafkax.Config{
 		Brokers: strings.Split(cfg.Brokers, ","), EventsTopic: p + ".events", SnapshotsTopic: p + ".snapshots",
 		EmailIndexTopic: p + ".email-index", ClaimsTopic: p + ".email-claims", DeadLetterTopic: p + ".dead-letters",
-		ControlTopic: p + ".control", Partitions: int32(cfg.Partitions),
+		ControlTopic: p + ".control", KeysTopic: p + ".profile-keys", Partitions: int32(cfg.Partitions),
+	}
+	kek, err := pii.Generate()
+	if err != nil {
+		return err
 	}
 	b.env = []string{
 		"KAFKA_BROKERS=" + cfg.Brokers,
 		"EVENTS_TOPIC=" + b.kcfg.EventsTopic, "SNAPSHOTS_TOPIC=" + b.kcfg.SnapshotsTopic,
 		"EMAIL_INDEX_TOPIC=" + b.kcfg.EmailIndexTopic, "EMAIL_CLAIMS_TOPIC=" + b.kcfg.ClaimsTopic,
-		"DEAD_LETTER_TOPIC=" + b.kcfg.DeadLetterTopic, "CONTROL_TOPIC=" + b.kcfg.ControlTopic,
+		"DEAD_LETTER_TOPIC=" + b.kcfg.DeadLetterTopic, "CONTROL_TOPIC=" + b.kcfg.ControlTopic, "KEYS_TOPIC=" + b.kcfg.KeysTopic,
 		"QUERY_GROUP=" + p + ".query", "COMMAND_GROUP=" + p + ".command", "PROJECTOR_GROUP=" + p + ".projector",
 		fmt.Sprintf("TOPIC_PARTITIONS=%d", cfg.Partitions),
 		"LOG_FORMAT=json", "LOG_LEVEL=info",
 		// As under make run and in the end-to-end tests: no authentication
 		// and no rate limit (one load generator is one client).
 		"AUTH_MODE=off", "RATE_LIMIT_RPS=0",
+		// A fresh key-encryption key for personal data, per run.
+		"PII_KEK=" + kek,
 	}
 	proc := func(name string, port, pprofPort int, extra ...string) *Proc {
 		env := append(append([]string{}, b.env...),

@@ -12,9 +12,11 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -31,6 +33,9 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/deploy/internal/ports"
+	"profiles/events"
+	"profiles/events/pii"
+	"profiles/platform/kafkax"
 	"profiles/platform/testenv"
 )
 
@@ -120,6 +125,9 @@ type System struct {
 	HTTP    *http.Client
 	// Brokers are the bootstrap servers the services use.
 	Brokers string
+
+	secretsMu sync.Mutex
+	secrets   map[string]bool // personal data and tokens sent; see checkLogs
 }
 
 type proc struct {
@@ -136,6 +144,9 @@ type Options struct {
 	// ("command-svc", "query-svc", "projector", "frontdoor"), and of the
 	// replay CLI ("replay", see System.Replay), after Env.
 	KindEnv map[string]map[string]string
+	// KafkaSecurity is how the test process itself reaches the brokers
+	// (its keyring of the system's data keys); the zero value is PLAINTEXT.
+	KafkaSecurity kafkax.Security
 	// Instances of each service; 0 means 1.
 	Query, Command, Projector int
 	// Partitions of every topic; 0 means 4.
@@ -185,6 +196,7 @@ func StartSystem(t *testing.T, opts Options) *System {
 		"EMAIL_CLAIMS_TOPIC": name + ".email-claims",
 		"DEAD_LETTER_TOPIC":  name + ".dead-letters",
 		"CONTROL_TOPIC":      name + ".control",
+		"KEYS_TOPIC":         name + ".profile-keys",
 		"QUERY_GROUP":        name + ".query",
 		"COMMAND_GROUP":      name + ".command",
 		"TOPIC_PARTITIONS":   fmt.Sprint(partitions),
@@ -202,6 +214,9 @@ func StartSystem(t *testing.T, opts Options) *System {
 		// everything else.
 		"AUTH_MODE":      "off",
 		"RATE_LIMIT_RPS": "0",
+		// A key-encryption key of personal data of the system's own,
+		// shared by all its instances and runs of the replay CLI.
+		"PII_KEK": newKEK(t),
 	}
 	for k, v := range opts.Env {
 		s.env[k] = v
@@ -209,12 +224,78 @@ func StartSystem(t *testing.T, opts Options) *System {
 	s.kindEnv = opts.KindEnv
 	t.Cleanup(func() {
 		s.StopAll()
+		s.checkLogs()
 		if t.Failed() || os.Getenv("PROFILES_E2E_LOGS") == "1" {
 			s.dumpLogs()
 		}
 	})
 	s.StartAll()
+	s.followKeys(partitions, opts.KafkaSecurity)
 	return s
+}
+
+// testKeys are the events.Keys of the test process: the keyrings of the
+// systems that run, so that tests can decode the sealed events and
+// snapshots they read from Kafka themselves.
+type testKeys struct {
+	mu    sync.Mutex
+	rings map[*System]*kafkax.Keyring
+}
+
+var keysOfTests = &testKeys{rings: map[*System]*kafkax.Keyring{}}
+
+func init() { events.SetKeys(keysOfTests) }
+
+func (k *testKeys) all() []*kafkax.Keyring {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]*kafkax.Keyring, 0, len(k.rings))
+	for _, r := range k.rings {
+		out = append(out, r)
+	}
+	return out
+}
+
+func (k *testKeys) DataKey(uid string) (*pii.DataKey, error) {
+	for _, r := range k.all() {
+		if dk, err := r.DataKey(uid); err == nil {
+			return dk, nil
+		}
+	}
+	return nil, pii.ErrNoKey
+}
+
+func (k *testKeys) Forget(uid string) {
+	for _, r := range k.all() {
+		r.Forget(uid)
+	}
+}
+
+// followKeys starts the test process's keyring of the system (see testKeys).
+func (s *System) followKeys(partitions int, security kafkax.Security) {
+	kek, err := pii.ParseKEK(s.env["PII_KEK"])
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ring, err := kafkax.NewKeyring(kafkax.Config{Brokers: strings.Split(s.Brokers, ","), KeysTopic: s.env["KEYS_TOPIC"], Partitions: int32(partitions), Security: security},
+		"e2e-test", kek, slog.New(slog.DiscardHandler))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = ring.Run(ctx); close(done) }()
+	keysOfTests.mu.Lock()
+	keysOfTests.rings[s] = ring
+	keysOfTests.mu.Unlock()
+	s.t.Cleanup(func() {
+		keysOfTests.mu.Lock()
+		delete(keysOfTests.rings, s)
+		keysOfTests.mu.Unlock()
+		cancel()
+		<-done
+		ring.Close()
+	})
 }
 
 // add registers an instance (without starting it) and gives it a port.
@@ -449,6 +530,92 @@ func (s *System) dumpLogs() {
 	}
 }
 
+// remember registers the personal data (email, username, displayName) of a
+// JSON request body and the bearer token of a request, which no service
+// may ever log (see checkLogs). Usernames shorter than 8 characters are
+// left out: they would match ordinary words of the logs.
+func (s *System) remember(body []byte, header map[string]string) {
+	var fields map[string]any
+	_ = json.Unmarshal(body, &fields)
+	var add []string
+	for k, v := range fields {
+		str, ok := v.(string)
+		if !ok {
+			continue
+		}
+		switch k {
+		case "email":
+			if strings.Contains(str, "@") && len(strings.TrimSpace(str)) >= 5 {
+				add = append(add, strings.TrimSpace(str), strings.ToLower(strings.TrimSpace(str)))
+			}
+		case "username", "displayName":
+			if len(strings.TrimSpace(str)) >= 8 {
+				add = append(add, strings.TrimSpace(str))
+			}
+		}
+	}
+	for k, v := range header {
+		if strings.EqualFold(k, "Authorization") {
+			if tok, ok := strings.CutPrefix(v, "Bearer "); ok && len(tok) >= 16 {
+				add = append(add, tok)
+			}
+		}
+	}
+	if len(add) == 0 {
+		return
+	}
+	s.secretsMu.Lock()
+	defer s.secretsMu.Unlock()
+	if s.secrets == nil {
+		s.secrets = map[string]bool{}
+	}
+	for _, a := range add {
+		s.secrets[a] = true
+	}
+}
+
+// checkLogs fails the test if any service's log holds personal data or a
+// token that the test sent (see remember): logs are kept, shipped and read
+// by more people than the data, and a deleted profile's data must be gone.
+func (s *System) checkLogs() {
+	s.secretsMu.Lock()
+	secrets := make([]string, 0, len(s.secrets))
+	for k := range s.secrets {
+		secrets = append(secrets, k)
+	}
+	s.secretsMu.Unlock()
+	if len(secrets) == 0 {
+		return
+	}
+	leaks, files := findInLogs(s.dir, secrets)
+	for _, l := range leaks {
+		s.t.Errorf("personal data or a token the test sent is in a service log: %s", l)
+	}
+	s.t.Logf("checked %d service logs for %d emails, usernames and tokens the test sent: %d found", files, len(secrets), len(leaks))
+}
+
+// findInLogs returns every line of the *.log files in dir that holds one
+// of the secrets, as "file:line holds "secret": line", and how many files
+// it read.
+func findInLogs(dir string, secrets []string) (leaks []string, files int) {
+	paths, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, f := range paths {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		files++
+		for i, line := range strings.Split(string(b), "\n") {
+			for _, sec := range secrets {
+				if strings.Contains(line, sec) {
+					leaks = append(leaks, fmt.Sprintf("%s:%d holds %q: %s", filepath.Base(f), i+1, sec, line))
+				}
+			}
+		}
+	}
+	return leaks, files
+}
+
 // Response is an HTTP response with its body read.
 type Response struct {
 	Status int
@@ -487,6 +654,13 @@ func (s *System) DoAt(name, method, path string, body any, header map[string]str
 			s.t.Fatal(err)
 		}
 		rd = bytes.NewReader(j)
+	}
+	if rd != nil {
+		b, _ := io.ReadAll(rd)
+		s.remember(b, header)
+		rd = bytes.NewReader(b)
+	} else {
+		s.remember(nil, header)
 	}
 	req, err := http.NewRequest(method, s.URLOf(name)+path, rd)
 	if err != nil {
@@ -678,4 +852,24 @@ func freePort(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// EmailKey returns what the system keys an email by in the claims topic
+// and the email index, and places it by: the HMAC of the normalized email
+// under the system's PII_KEK.
+func (s *System) EmailKey(email string) string {
+	kek, err := pii.ParseKEK(s.env["PII_KEK"])
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return events.EmailKey(kek, email)
+}
+
+// newKEK returns a fresh PII_KEK.
+func newKEK(t *testing.T) string {
+	k, err := pii.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

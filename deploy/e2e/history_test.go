@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ type historyBody struct {
 		Version    int64             `json:"version"`
 		OccurredAt time.Time         `json:"occurredAt"`
 		Changes    map[string]string `json:"changes"`
+		Erased     bool              `json:"erased"`
 	} `json:"events"`
 }
 
@@ -47,31 +49,33 @@ func historyFlow(t *testing.T, s *System, name string) string {
 	return p.UID
 }
 
-// checkHistory asserts that h is the history historyFlow wrote.
+// checkHistory asserts that h is the history historyFlow wrote: its four
+// events, in order, each erased but the delete: the delete crypto-shredded
+// the personal data they set (see TestForgettingLeavesOnlyCiphertextAndTombstones
+// for a history before the delete).
 func checkHistory(t *testing.T, h historyBody, uid, name string) {
 	t.Helper()
 	if h.UID != uid || len(h.Events) != 4 {
 		t.Fatalf("history of %s = %+v, want 4 events", uid, h)
 	}
-	created := map[string]string{"username": name, "email": name + "-1@mail.com"}
-	if dn, ok := h.Events[0].Changes["displayName"]; ok {
-		created["displayName"] = dn // defaults to the username where the schema has it
-		if dn != name {
-			t.Errorf("created with displayName %q, want the username %q", dn, name)
-		}
-	}
 	want := []struct {
 		typ     string
 		changes map[string]string
+		erased  bool
 	}{
-		{"ProfileCreated", created},
-		{"UsernameChanged", map[string]string{"username": name + "-renamed"}},
-		{"EmailChanged", map[string]string{"email": name + "-2@mail.com"}},
-		{"ProfileDeleted", map[string]string{}},
+		{"ProfileCreated", map[string]string{}, true},
+		{"UsernameChanged", map[string]string{}, true},
+		{"EmailChanged", map[string]string{}, true},
+		{"ProfileDeleted", map[string]string{}, false},
 	}
 	for i, e := range h.Events {
-		if e.Type != want[i].typ || e.Version != int64(i+1) || !reflect.DeepEqual(e.Changes, want[i].changes) {
-			t.Errorf("event %d = %+v, want %s v%d %v", i, e, want[i].typ, i+1, want[i].changes)
+		if e.Type != want[i].typ || e.Version != int64(i+1) || !reflect.DeepEqual(e.Changes, want[i].changes) || e.Erased != want[i].erased {
+			t.Errorf("event %d = %+v, want %s v%d %v erased %v", i, e, want[i].typ, i+1, want[i].changes, want[i].erased)
+		}
+		for _, v := range e.Changes {
+			if strings.Contains(v, name) {
+				t.Errorf("event %d of a deleted profile shows %q", i, v)
+			}
 		}
 		if e.OccurredAt.IsZero() || (i > 0 && e.OccurredAt.Before(h.Events[i-1].OccurredAt)) {
 			t.Errorf("event %d occurred at %v, after %v", i, e.OccurredAt, h.Events[max(i-1, 0)].OccurredAt)

@@ -71,16 +71,16 @@ func secureClient(t *testing.T, user string, tweak func(*sarama.Config)) (sarama
 // secureNames are the topics and groups of one system on the secured
 // broker: the test chooses them, so that the ACLs can name them.
 type secureNames struct {
-	prefix                                                      string
-	events, snapshots, emailIndex, claims, deadLetters, control string
-	commandGroup, queryGroup, projectorGroup                    string
+	prefix                                                            string
+	events, snapshots, emailIndex, claims, deadLetters, control, keys string
+	commandGroup, queryGroup, projectorGroup                          string
 }
 
 func newSecureNames(t *testing.T) secureNames {
 	p := fmt.Sprintf("sec-%s-%06d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), rand.IntN(1e6))
 	return secureNames{
 		prefix: p, events: p + ".events", snapshots: p + ".snapshots", emailIndex: p + ".email-index",
-		claims: p + ".email-claims", deadLetters: p + ".dead-letters", control: p + ".control",
+		claims: p + ".email-claims", deadLetters: p + ".dead-letters", control: p + ".control", keys: p + ".profile-keys",
 		commandGroup: p + ".command", queryGroup: p + ".query", projectorGroup: p + ".projector",
 	}
 }
@@ -88,7 +88,7 @@ func newSecureNames(t *testing.T) secureNames {
 func (n secureNames) env() map[string]string {
 	return map[string]string{
 		"EVENTS_TOPIC": n.events, "SNAPSHOTS_TOPIC": n.snapshots, "EMAIL_INDEX_TOPIC": n.emailIndex,
-		"EMAIL_CLAIMS_TOPIC": n.claims, "DEAD_LETTER_TOPIC": n.deadLetters, "CONTROL_TOPIC": n.control,
+		"EMAIL_CLAIMS_TOPIC": n.claims, "DEAD_LETTER_TOPIC": n.deadLetters, "CONTROL_TOPIC": n.control, "KEYS_TOPIC": n.keys,
 		"COMMAND_GROUP": n.commandGroup, "QUERY_GROUP": n.queryGroup, "PROJECTOR_GROUP": n.projectorGroup,
 	}
 }
@@ -144,11 +144,13 @@ func serviceACLs(n secureNames) []grant {
 	return append(gs,
 		grant{"command-svc", topicRes, n.events, literal, []sarama.AclOperation{read, write}},
 		grant{"command-svc", topicRes, n.claims, literal, []sarama.AclOperation{read, write}},
+		grant{"command-svc", topicRes, n.keys, literal, []sarama.AclOperation{read, write}},
 		grant{"command-svc", groupRes, n.commandGroup, literal, []sarama.AclOperation{read}},
 		grant{"command-svc", txnRes, n.commandGroup + "-", prefixed, []sarama.AclOperation{write, describe}},
 
 		grant{"projector", topicRes, n.events, literal, []sarama.AclOperation{read}},
 		grant{"projector", topicRes, n.control, literal, []sarama.AclOperation{read}},
+		grant{"projector", topicRes, n.keys, literal, []sarama.AclOperation{read}},
 		grant{"projector", topicRes, n.snapshots, prefixed, []sarama.AclOperation{read, write}},
 		grant{"projector", topicRes, n.emailIndex, prefixed, []sarama.AclOperation{read, write}},
 		grant{"projector", topicRes, n.deadLetters, literal, []sarama.AclOperation{write}},
@@ -156,6 +158,7 @@ func serviceACLs(n secureNames) []grant {
 
 		grant{"query-svc", topicRes, n.events, literal, []sarama.AclOperation{read}},
 		grant{"query-svc", topicRes, n.control, literal, []sarama.AclOperation{read}},
+		grant{"query-svc", topicRes, n.keys, literal, []sarama.AclOperation{read}},
 		grant{"query-svc", topicRes, n.snapshots, prefixed, []sarama.AclOperation{read}},
 		grant{"query-svc", topicRes, n.emailIndex, prefixed, []sarama.AclOperation{read}},
 		grant{"query-svc", topicRes, n.deadLetters, literal, []sarama.AclOperation{write}},
@@ -164,12 +167,14 @@ func serviceACLs(n secureNames) []grant {
 		grant{"replay", topicRes, n.prefix + ".", prefixed, []sarama.AclOperation{create, describe, describeC}},
 		grant{"replay", topicRes, n.events, literal, []sarama.AclOperation{read}},
 		grant{"replay", topicRes, n.control, literal, []sarama.AclOperation{read, write}},
+		grant{"replay", topicRes, n.keys, literal, []sarama.AclOperation{read}},
 		grant{"replay", topicRes, n.snapshots, prefixed, []sarama.AclOperation{read, write}},
 		grant{"replay", topicRes, n.emailIndex, prefixed, []sarama.AclOperation{read, write}},
 		grant{"replay", groupRes, n.projectorGroup, prefixed, []sarama.AclOperation{read}},
 
 		grant{"replicator", topicRes, n.prefix + ".", prefixed, []sarama.AclOperation{create, describe, describeC}},
 		grant{"replicator", topicRes, n.control, literal, []sarama.AclOperation{read}},
+		grant{"replicator", topicRes, n.keys, literal, []sarama.AclOperation{read}},
 		grant{"replicator", topicRes, n.snapshots, prefixed, []sarama.AclOperation{read}},
 	)
 }
@@ -215,8 +220,9 @@ func startSecureSystem(t *testing.T) (*System, secureNames) {
 	n := newSecureNames(t)
 	createACLs(t, serviceACLs(n))
 	s := StartSystem(t, Options{
-		Brokers: secureBrokers,
-		Env:     n.env(),
+		Brokers:       secureBrokers,
+		KafkaSecurity: secureSecurity("admin"),
+		Env:           n.env(),
 		KindEnv: map[string]map[string]string{
 			"command-svc": secureEnv("command-svc"),
 			"query-svc":   secureEnv("query-svc"),

@@ -36,6 +36,11 @@ type Config struct {
 	// current snapshot generation (see Generation). Every reader follows
 	// it, so a switch needs no configuration change on any instance.
 	ControlTopic string
+	// KeysTopic is the compacted topic of the profiles' data keys, sealed
+	// by the key-encryption key (see profiles/events/pii), keyed by uid and
+	// co-partitioned with the event log. A profile's delete tombstones its
+	// key in the same transaction, which crypto-shreds its personal data.
+	KeysTopic string
 	// Partitions is the partition count of every topic (they are co-partitioned).
 	Partitions int32
 	// ReplicationFactor of created topics; 0 means min(3, brokers).
@@ -50,9 +55,9 @@ type Config struct {
 
 // Flags holds the raw flag values behind a Config until Parse has run.
 type Flags struct {
-	brokers, events, snapshots, emailIndex, claims, dlq, control, snapshotCfg *string
-	partitions, replication                                                   *int
-	security                                                                  *SecurityFlags
+	brokers, events, snapshots, emailIndex, claims, dlq, control, keys, snapshotCfg *string
+	partitions, replication                                                         *int
+	security                                                                        *SecurityFlags
 }
 
 // RegisterFlags registers the Kafka settings on fs. Call Config after fs.Parse.
@@ -65,6 +70,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 		claims:      config.String(fs, "claims-topic", "EMAIL_CLAIMS_TOPIC", "profile-email-claims", "compacted email claims topic, partitioned by email"),
 		dlq:         config.String(fs, "dead-letter-topic", "DEAD_LETTER_TOPIC", "profile-dead-letters", "topic of records that consumers cannot decode or apply"),
 		control:     config.String(fs, "control-topic", "CONTROL_TOPIC", "profile-control", "compacted topic naming the current snapshot generation"),
+		keys:        config.String(fs, "keys-topic", "KEYS_TOPIC", "profile-keys", "compacted topic of the profiles' sealed data keys, keyed by uid"),
 		snapshotCfg: config.String(fs, "snapshots-topic-config", "SNAPSHOTS_TOPIC_CONFIG", "", "extra k=v,k=v configs for a newly created snapshot topic"),
 		partitions:  config.Int(fs, "topic-partitions", "TOPIC_PARTITIONS", 12, "partition count of every topic"),
 		replication: config.Int(fs, "topic-replication", "TOPIC_REPLICATION", 0, "replication factor of created topics; 0 = min(3, brokers)"),
@@ -91,6 +97,7 @@ func (f *Flags) Config() (Config, error) {
 		ClaimsTopic:          *f.claims,
 		DeadLetterTopic:      *f.dlq,
 		ControlTopic:         *f.control,
+		KeysTopic:            *f.keys,
 		Partitions:           int32(*f.partitions),
 		ReplicationFactor:    int16(*f.replication),
 		SnapshotsTopicConfig: extra,
@@ -103,10 +110,10 @@ func (c Config) Validate() error {
 	switch {
 	case len(c.Brokers) == 0:
 		return fmt.Errorf("kafka: no brokers")
-	case c.EventsTopic == "" || c.SnapshotsTopic == "" || c.EmailIndexTopic == "" || c.ClaimsTopic == "" || c.DeadLetterTopic == "" || c.ControlTopic == "":
+	case c.EventsTopic == "" || c.SnapshotsTopic == "" || c.EmailIndexTopic == "" || c.ClaimsTopic == "" || c.DeadLetterTopic == "" || c.ControlTopic == "" || c.KeysTopic == "":
 		return fmt.Errorf("kafka: empty topic name")
-	case len(map[string]bool{c.EventsTopic: true, c.SnapshotsTopic: true, c.EmailIndexTopic: true, c.ClaimsTopic: true, c.DeadLetterTopic: true, c.ControlTopic: true}) != 6:
-		return fmt.Errorf("kafka: the events, snapshots, email index, claims, dead-letter and control topics must differ")
+	case len(map[string]bool{c.EventsTopic: true, c.SnapshotsTopic: true, c.EmailIndexTopic: true, c.ClaimsTopic: true, c.DeadLetterTopic: true, c.ControlTopic: true, c.KeysTopic: true}) != 7:
+		return fmt.Errorf("kafka: the events, snapshots, email index, claims, dead-letter, control and keys topics must differ")
 	case c.Partitions < 1:
 		return fmt.Errorf("kafka: partitions must be at least 1, got %d", c.Partitions)
 	case c.ReplicationFactor < 0:

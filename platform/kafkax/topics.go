@@ -32,6 +32,9 @@ type TopicSpec struct {
 //     profile and a delete (a tombstone) eventually removes the key;
 //   - the email index is compacted the same way, one key per (email, uid);
 //   - the email claims are compacted, one key per email;
+//   - the data keys are compacted, one key per profile, and a deleted
+//     profile's key is a tombstone; max.compaction.lag.ms bounds how long
+//     the sealed key survives its tombstone on disk (the shredding window);
 //   - dead letters are kept forever, for inspection;
 //   - the control topic is compacted and has one partition, so that it is
 //     read in order.
@@ -53,6 +56,14 @@ func (c Config) Specs() []TopicSpec {
 		{Name: c.ClaimsTopic, Partitions: c.Partitions, Required: map[string]string{
 			"cleanup.policy": "compact",
 		}},
+		{Name: c.KeysTopic, Partitions: c.Partitions, Required: map[string]string{
+			"cleanup.policy": "compact",
+		}, Extra: map[string]string{
+			// A sealed key is compacted away within the hour after its
+			// tombstone; the tombstone itself is kept a day so that every
+			// reader sees it.
+			"max.compaction.lag.ms": "3600000", "delete.retention.ms": "86400000",
+		}},
 		{Name: c.DeadLetterTopic, Partitions: c.Partitions, Required: map[string]string{
 			"cleanup.policy": "delete", "retention.ms": "-1",
 		}},
@@ -63,8 +74,8 @@ func (c Config) Specs() []TopicSpec {
 }
 
 // BaseSpecs returns the topics that do not belong to a snapshot
-// generation: the event log, the claims, the dead letters and the control
-// topic.
+// generation: the event log, the claims, the data keys, the dead letters and
+// the control topic.
 func (c Config) BaseSpecs() []TopicSpec {
 	var out []TopicSpec
 	for _, s := range c.Specs() {

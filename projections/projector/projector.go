@@ -49,6 +49,9 @@ type Projector struct {
 	DeadLetters DeadLetterSink
 	State       *State
 	Log         *slog.Logger
+	// EmailKey turns an email into its index key (events.EmailKey: an
+	// HMAC of the normalized email); nil means the normalized email.
+	EmailKey func(email string) string
 }
 
 // Run consumes events until ctx ends. Each event is acked only after its
@@ -159,7 +162,7 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 	// is what State is restored from, so a snapshot that exists proves that
 	// everything for its event was written. A crash in between re-folds
 	// the event and writes the index records again, which is harmless.
-	if err := p.Publisher.Publish(p.EmailIndexTopic, indexRecords(e, state, next, headers, value)...); err != nil {
+	if err := p.Publisher.Publish(p.EmailIndexTopic, indexRecords(p.EmailKey, e, state, next, headers, value)...); err != nil {
 		return fmt.Errorf("publish email index of %s v%d: %w", e.UID, next.Version, err)
 	}
 	out := kafkax.NewKeyedMessage(e.ID, e.UID, headers, value)
@@ -179,9 +182,12 @@ var ErrNotRestored = errors.New("state not restored from the snapshot topic yet"
 // profile under the email it holds now. Each (email, uid) key has exactly
 // one writer, the projector of the uid's partition, so the index needs no
 // read-modify-write of a shared per-email value.
-func indexRecords(e events.Event, prev, next events.Profile, headers map[string]string, value []byte) []*message.Message {
+func indexRecords(emailKey func(string) string, e events.Event, prev, next events.Profile, headers map[string]string, value []byte) []*message.Message {
+	if emailKey == nil {
+		emailKey = events.NormalizeEmail
+	}
 	var out []*message.Message
-	oldEmail, newEmail := events.NormalizeEmail(prev.Email), events.NormalizeEmail(next.Email)
+	oldEmail, newEmail := emailKey(prev.Email), emailKey(next.Email)
 	if prev.Exists() && (!next.Exists() || oldEmail != newEmail) {
 		out = append(out, kafkax.NewKeyedMessage(e.ID+"-unindex", kafkax.IndexKey(oldEmail, e.UID), headers, nil))
 	}

@@ -1,10 +1,12 @@
 package projector
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"profiles/events"
+	"profiles/events/pii"
 	"profiles/platform/kafkax"
 )
 
@@ -32,7 +34,7 @@ func TestIndexRecords(t *testing.T) {
 			}
 			value, _ := events.EncodeSnapshot(next)
 			var got []string
-			for _, m := range indexRecords(e, tt.prev, next, map[string]string{}, value) {
+			for _, m := range indexRecords(nil, e, tt.prev, next, map[string]string{}, value) {
 				email, uid, _ := kafkax.SplitIndexKey([]byte(m.Metadata.Get(kafkax.KeyMetadata)))
 				if uid != "u" {
 					t.Fatalf("index key for uid %q", uid)
@@ -51,5 +53,31 @@ func TestIndexRecords(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestIndexKeysAreHMACsOfTheEmailNotTheEmail(t *testing.T) {
+	kek, err := pii.NewKEK(make([]byte, pii.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(email string) string { return events.EmailKey(kek, email) }
+	live := events.Profile{UID: "u", Username: "bob", Email: "Bob1@Mail.com", Version: 1}
+	e := events.New("e", live, "u", events.EmailChanged{Email: "bob2@mail.com"}, time.Unix(0, 0))
+	next, err := events.Apply(live, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range indexRecords(key, e, live, next, map[string]string{}, nil) {
+		k := m.Metadata.Get(kafkax.KeyMetadata)
+		if strings.Contains(strings.ToLower(k), "bob") {
+			t.Fatalf("index key %q holds the email", k)
+		}
+		email, _, _ := kafkax.SplitIndexKey([]byte(k))
+		got = append(got, email)
+	}
+	if want := []string{kek.EmailHash("bob1@mail.com"), kek.EmailHash("bob2@mail.com")}; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("index keys %v, want %v", got, want)
 	}
 }

@@ -38,6 +38,16 @@ type Env struct {
 	// query-svc instances by RebuildViews (AUTH_TOKEN); empty: none (they
 	// run with AUTH_MODE=off).
 	Token string
+	// EmailKey turns an email into its index key (events.EmailKey: an
+	// HMAC of the normalized email); nil means the normalized email.
+	EmailKey func(email string) string
+}
+
+func (e Env) emailKey(email string) string {
+	if e.EmailKey == nil {
+		return events.NormalizeEmail(email)
+	}
+	return e.EmailKey(email)
 }
 
 func (e Env) every() time.Duration {
@@ -294,7 +304,7 @@ send:
 			}
 			if !prof.Deleted {
 				ix := &sarama.ProducerMessage{
-					Topic: gen.EmailIndexTopic, Key: sarama.ByteEncoder(kafkax.IndexKey(events.NormalizeEmail(prof.Email), prof.UID)),
+					Topic: gen.EmailIndexTopic, Key: sarama.ByteEncoder(kafkax.IndexKey(env.emailKey(prof.Email), prof.UID)),
 					Value: sarama.ByteEncoder(value), Headers: headers,
 				}
 				if !send(ix) {

@@ -20,6 +20,8 @@ import (
 	"profiles/command-svc/internal/app"
 	"profiles/command-svc/internal/ports"
 	"profiles/command-svc/internal/state"
+	"profiles/events"
+	"profiles/events/pii"
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
@@ -39,6 +41,7 @@ func run() error {
 	common := service.RegisterFlags(fs, ":8081")
 	api := service.RegisterAPIFlags(fs)
 	kflags := kafkax.RegisterFlags(fs)
+	piiFlags := pii.RegisterFlags(fs)
 	queryURLs := config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "comma-separated base URLs of query-svc instances, asked for read-your-writes")
 	waitAll := config.Bool(fs, "query-wait-all", "QUERY_WAIT_ALL", false, "wait until every query-svc instance in QUERY_URL shows a write (set it when query-svc runs with REPLICA_MODE=full)")
 	appendTimeout := config.Duration(fs, "append-timeout", "APPEND_TIMEOUT", adapters.DefaultAppendTimeout, "longest an append waits for the event log (too few in-sync replicas, say) before the command fails with 503 and Retry-After; an append not yet committing by then is aborted")
@@ -56,6 +59,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	kek, err := piiFlags.KEK(log)
+	if err != nil {
+		return err
+	}
+	emailKey := func(email string) string { return events.EmailKey(kek, email) }
 	self, static, err := common.Self("command-svc")
 	if err != nil {
 		return err
@@ -72,8 +80,14 @@ func run() error {
 		return err
 	}
 	defer client.Close()
+	keyring, err := kafkax.NewKeyring(kcfg, "command-svc", kek, log)
+	if err != nil {
+		return err
+	}
+	defer keyring.Close()
+	events.SetKeys(keyring)
 	states := state.NewStore(log, kcfg.ClaimsTopic)
-	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log, AppendTimeout: *appendTimeout, Late: states}
+	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log, AppendTimeout: *appendTimeout, Late: states, KEK: kek, Keys: keyring}
 	defer eventLog.Close()
 	opts := kafkax.GroupOptions{
 		Group: *group, Topics: []string{kcfg.EventsTopic, kcfg.ClaimsTopic}, Self: self, SessionTimeout: *session,
@@ -110,8 +124,9 @@ func run() error {
 		Routing:     routing.Routing{Router: g, Self: self, Wait: *routeWait, Log: log, Sign: sec.Sign},
 		PartitionOf: func(uid string) int32 { return kafkax.Partition(uid, kcfg.Partitions) },
 		NewUID:      uuid.NewString,
+		EmailKey:    emailKey,
 		Commands: ports.Commands{
-			ClaimEmail:    app.ClaimEmailHandler{Claims: states, Log: eventLog, Lookup: peers, Lease: *lease, Now: time.Now},
+			ClaimEmail:    app.ClaimEmailHandler{Claims: states, Log: eventLog, Lookup: peers, Lease: *lease, Now: time.Now, EmailKey: emailKey},
 			State:         states,
 			CreateProfile: app.CreateProfileHandler{Deps: deps},
 			ChangeProfile: app.ChangeProfileHandler{Deps: deps},
@@ -124,5 +139,5 @@ func run() error {
 	consume := func(ctx context.Context) error { return g.Run(ctx, gcfg, kcfg.Brokers) }
 	log.Info("starting", "kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "self", self, "events", kcfg.EventsTopic, "query_urls", *queryURLs, "brokers", kcfg.Brokers,
 		"auth_mode", sec.Auth.Mode, "signed_internal_requests", sec.Auth.Signer != nil)
-	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(router), *common.ShutdownGrace, consume, sec.Task)
+	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(router), *common.ShutdownGrace, consume, sec.Task, keyring.Run)
 }

@@ -58,7 +58,7 @@ func (c Peers) claim(ctx context.Context, method, email, uid string) error {
 	c.sign(req, b)
 	resp, err := c.Client.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: claim %s: %v", app.ErrAppend, email, err)
+		return fmt.Errorf("%w: email claim for %s: %v", app.ErrAppend, uid, err) // never the email: errors are logged
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
@@ -66,9 +66,9 @@ func (c Peers) claim(ctx context.Context, method, email, uid string) error {
 	case http.StatusNoContent:
 		return nil
 	case http.StatusConflict:
-		return fmt.Errorf("%w: %s", app.ErrEmailTaken, email)
+		return fmt.Errorf("%w: for %s", app.ErrEmailTaken, uid)
 	default:
-		return fmt.Errorf("%w: claim %s: %s %s", app.ErrAppend, email, resp.Status, body)
+		return fmt.Errorf("%w: email claim for %s: %s %s", app.ErrAppend, uid, resp.Status, body)
 	}
 }
 

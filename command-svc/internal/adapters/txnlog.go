@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"profiles/events"
+	"profiles/events/pii"
 	"profiles/platform/kafkax"
 )
 
@@ -38,6 +39,13 @@ var ErrAppendTimeout = errors.New("the event log did not accept the append in ti
 type LateCommits interface {
 	Apply(e events.Event) error
 	PutClaim(email string, c events.Claim)
+}
+
+// DataKeys is the keyring command-svc encrypts with (kafkax.Keyring).
+type DataKeys interface {
+	DataKey(uid string) (*pii.DataKey, error)
+	Put(uid string, dk *pii.DataKey)
+	Forget(uid string)
 }
 
 // DefaultAppendTimeout is TxnEventLog.AppendTimeout's zero value.
@@ -88,6 +96,12 @@ type TxnEventLog struct {
 	// or gives this instance a fresh producer and catches it up first.
 	// Until then the partition's appends fail with ErrNotWriter.
 	Fenced func(p int32)
+	// KEK seals the data key that a ProfileCreated gets, written to the
+	// keys topic in the event's transaction, and Keys gives the keys of
+	// existing profiles (see SealEvents). With a nil KEK, events are
+	// written in clear and no keys (unit tests only).
+	KEK  *pii.KEK
+	Keys DataKeys
 
 	mu        sync.Mutex
 	producers map[int32]*txnProducer
@@ -200,19 +214,48 @@ func (l *TxnEventLog) Append(ctx context.Context, es ...events.Event) error {
 	if prod == nil {
 		return fmt.Errorf("%w: partition %d", ErrNotWriter, p)
 	}
-	msgs := make([]*sarama.ProducerMessage, 0, len(es))
-	for _, e := range es {
-		value, err := events.Encode(e)
+	var (
+		msgs      []*sarama.ProducerMessage
+		committed = func() {}
+	)
+	if l.KEK == nil {
+		for _, e := range es {
+			value, err := events.Encode(e)
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, eventMessage(l.Config.EventsTopic, l.Source, e, value))
+		}
+	} else {
+		uid := es[0].UID
+		var existing *pii.DataKey
+		if _, create := es[0].Data.(events.ProfileCreated); !create {
+			dk, err := l.Keys.DataKey(uid)
+			if err != nil && !errors.Is(err, pii.ErrNoKey) {
+				return fmt.Errorf("data key of %s: %w", uid, err)
+			}
+			existing = dk // nil for a profile from before encryption: it gets a key now
+		}
+		var (
+			newKey  *pii.DataKey
+			deleted bool
+			err     error
+		)
+		msgs, newKey, deleted, err = SealEvents(l.KEK, existing, l.Config.KeysTopic, l.Config.EventsTopic, l.Source, es)
 		if err != nil {
 			return err
 		}
-		var headers []sarama.RecordHeader
-		for k, v := range events.Headers(e, l.Source) {
-			headers = append(headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
+		committed = func() {
+			switch {
+			case deleted:
+				l.Keys.Forget(uid)
+			case newKey != nil:
+				l.Keys.Put(uid, newKey)
+			}
 		}
-		msgs = append(msgs, &sarama.ProducerMessage{Topic: l.Config.EventsTopic, Key: sarama.StringEncoder(e.UID), Value: sarama.ByteEncoder(value), Headers: headers})
 	}
 	late := func() {
+		committed()
 		for _, e := range es {
 			if err := l.Late.Apply(e); err != nil {
 				l.Log.Error("a late commit does not fold into the state", "uid", e.UID, "version", e.Version, "err", err)
@@ -222,7 +265,73 @@ func (l *TxnEventLog) Append(ctx context.Context, es ...events.Event) error {
 	if err := l.inTxn(ctx, p, prod, msgs, late); err != nil {
 		return fmt.Errorf("append %d events of %s: %w", len(es), es[0].UID, err)
 	}
+	committed()
 	return nil
+}
+
+func eventMessage(topic, source string, e events.Event, value []byte) *sarama.ProducerMessage {
+	var headers []sarama.RecordHeader
+	for k, v := range events.Headers(e, source) {
+		headers = append(headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
+	}
+	return &sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder(e.UID), Value: sarama.ByteEncoder(value), Headers: headers}
+}
+
+// SealEvents returns the records of one append of es (all of one profile)
+// to be written in one transaction: the events, their personal fields
+// encrypted with the profile's data key, and the keys topic records.
+//
+//   - existing is the profile's data key; when it is nil (a create, or a
+//     profile from before encryption) a new key is made, and its record,
+//     sealed by kek, is part of the transaction. newKey returns it.
+//   - A ProfileDeleted writes the tombstone of the profile's key
+//     (deleted), which crypto-shreds every event sealed with it. The
+//     delete itself carries no personal data.
+//
+// Key records are keyed by uid, so they land on the partition of the
+// profile's events.
+func SealEvents(kek *pii.KEK, existing *pii.DataKey, keysTopic, eventsTopic, source string, es []events.Event) (msgs []*sarama.ProducerMessage, newKey *pii.DataKey, deleted bool, err error) {
+	if len(es) == 0 {
+		return nil, nil, false, nil
+	}
+	uid := es[0].UID
+	keyMsg := func(value sarama.Encoder, version int64) *sarama.ProducerMessage {
+		return &sarama.ProducerMessage{Topic: keysTopic, Key: sarama.StringEncoder(uid), Value: value,
+			Headers: []sarama.RecordHeader{{Key: []byte(events.HeaderVersion), Value: []byte(fmt.Sprint(version))}}}
+	}
+	dk := existing
+	for _, e := range es {
+		if e.UID != uid {
+			return nil, nil, false, fmt.Errorf("%w: one append holds events of %s and %s", events.ErrInvalidEvent, uid, e.UID)
+		}
+		var value []byte
+		if _, del := e.Data.(events.ProfileDeleted); del {
+			if value, err = events.Encode(e); err != nil {
+				return nil, nil, false, err
+			}
+			msgs = append(msgs, eventMessage(eventsTopic, source, e, value), keyMsg(nil, e.Version))
+			deleted = true
+			continue
+		}
+		if dk == nil {
+			var raw []byte
+			if dk, raw, err = kek.NewDataKey(uid); err != nil {
+				return nil, nil, false, fmt.Errorf("new data key of %s: %w", uid, err)
+			}
+			sealed, err := kek.Seal(uid, raw)
+			clear(raw)
+			if err != nil {
+				return nil, nil, false, fmt.Errorf("seal data key of %s: %w", uid, err)
+			}
+			newKey = dk
+			msgs = append(msgs, keyMsg(sarama.ByteEncoder(sealed), e.Version))
+		}
+		if value, err = events.EncodeSealed(e, dk); err != nil {
+			return nil, nil, false, err
+		}
+		msgs = append(msgs, eventMessage(eventsTopic, source, e, value))
+	}
+	return msgs, newKey, deleted, nil
 }
 
 // inTxn appends msgs in a transaction of partition p's producer, all or

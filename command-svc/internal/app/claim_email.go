@@ -27,8 +27,9 @@ type ProfileLookup interface {
 	Profile(ctx context.Context, uid string) (events.Profile, error)
 }
 
-// ClaimEmail claims a normalized email for a profile. It runs on the owner
-// of the email's partition.
+// ClaimEmail claims an email for a profile. Email is the email's key
+// (events.EmailKey, or the normalized email without a key). It runs on the
+// owner of the key's partition.
 type ClaimEmail struct {
 	Email string
 	UID   string
@@ -41,6 +42,15 @@ type ClaimEmailHandler struct {
 	Lookup ProfileLookup
 	Lease  time.Duration
 	Now    func() time.Time
+	// EmailKey is what ClaimEmail.Email was made with (nil: NormalizeEmail).
+	EmailKey func(email string) string
+}
+
+func (h ClaimEmailHandler) emailKey(email string) string {
+	if h.EmailKey == nil {
+		return events.NormalizeEmail(email)
+	}
+	return h.EmailKey(email)
 }
 
 // Handle writes a claim of cmd.Email for cmd.UID, or returns ErrEmailTaken
@@ -57,7 +67,7 @@ func (h ClaimEmailHandler) Handle(ctx context.Context, cmd ClaimEmail) error {
 		if err != nil {
 			return fmt.Errorf("%w: cannot check the holder of the claim: %v", ErrAppend, err)
 		}
-		if holder.Exists() && events.NormalizeEmail(holder.Email) == cmd.Email {
+		if holder.Exists() && h.emailKey(holder.Email) == cmd.Email {
 			return fmt.Errorf("%w: %s", ErrEmailTaken, cmd.Email)
 		}
 		if h.Now().Sub(cur.ClaimedAt) < h.Lease {

@@ -66,6 +66,16 @@ type HTTP struct {
 	// MaxBody limits a request body in bytes; 0 means httpx.DefaultMaxBody.
 	MaxBody int64
 	Log     *slog.Logger
+	// EmailKey turns an email into the key of its claim (events.EmailKey:
+	// an HMAC of the normalized email); nil means the normalized email.
+	EmailKey func(email string) string
+}
+
+func (h HTTP) emailKey(email string) string {
+	if h.EmailKey == nil {
+		return events.NormalizeEmail(email)
+	}
+	return h.EmailKey(email)
 }
 
 // Register adds the API routes to r.
@@ -96,7 +106,7 @@ func (h HTTP) claimPartition(r *http.Request) (int32, bool) {
 	if json.Unmarshal(b, &c) != nil || c.Email == "" {
 		return 0, false
 	}
-	return h.PartitionOf(events.NormalizeEmail(c.Email)), true
+	return h.PartitionOf(h.emailKey(c.Email)), true
 }
 
 // claim serves POST (claim) and DELETE (release) /internal/claims.
@@ -110,7 +120,7 @@ func (h HTTP) claim(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, p)
 		return
 	}
-	email := events.NormalizeEmail(c.Email)
+	email := h.emailKey(c.Email)
 	var err error
 	if r.Method == http.MethodDelete {
 		err = h.Commands.ClaimEmail.Release(r.Context(), email, c.UID)

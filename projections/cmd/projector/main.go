@@ -14,6 +14,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 
+	"profiles/events"
+	"profiles/events/pii"
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
@@ -32,11 +34,16 @@ func run() error {
 	fs := flag.NewFlagSet("projector", flag.ExitOnError)
 	common := service.RegisterFlags(fs, ":8083")
 	kflags := kafkax.RegisterFlags(fs)
+	piiFlags := pii.RegisterFlags(fs)
 	group := config.String(fs, "group", "PROJECTOR_GROUP", "profiles-projector", "consumer group of the projector")
 	_ = fs.Parse(os.Args[1:])
 
 	log := common.Logger("projector")
 	kcfg, err := kflags.Config()
+	if err != nil {
+		return err
+	}
+	kek, err := piiFlags.KEK(log)
 	if err != nil {
 		return err
 	}
@@ -48,6 +55,12 @@ func run() error {
 		return err
 	}
 	defer client.Close()
+	keyring, err := kafkax.NewKeyring(kcfg, "projector", kek, log)
+	if err != nil {
+		return err
+	}
+	defer keyring.Close()
+	events.SetKeys(keyring)
 
 	wlog := watermill.NewSlogLogger(log)
 	pub, err := kafkax.NewPublisher(kcfg, "projector", wlog)
@@ -99,6 +112,7 @@ func run() error {
 			Subscriber:  sub, Publisher: pub, Client: client,
 			EventsTopic: kcfg.EventsTopic, SnapshotsTopic: gcfg.SnapshotsTopic, EmailIndexTopic: gcfg.EmailIndexTopic,
 			State: projector.NewState(), Log: log.With("generation", n),
+			EmailKey: func(email string) string { return events.EmailKey(kek, email) },
 		}
 		start := time.Now()
 		records, err := p.State.Restore(ctx, client, gcfg.SnapshotsTopic, nil)
@@ -114,5 +128,5 @@ func run() error {
 		return kafkax.FollowGenerations(ctx, client, kcfg.ControlTopic, log, fold)
 	}
 	log.Info("starting", "kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "events", kcfg.EventsTopic, "control", kcfg.ControlTopic, "group", *group)
-	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, follow)
+	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, follow, keyring.Run)
 }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"profiles/events"
+	"profiles/events/pii"
 	"profiles/platform/config"
 	"profiles/platform/kafkax"
 	"profiles/projections/replay"
@@ -69,6 +71,7 @@ func (v verifyFailed) Error() string {
 func run(cmd string, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("replay "+cmd, flag.ExitOnError)
 	kflags := kafkax.RegisterFlags(fs)
+	piiFlags := pii.RegisterFlags(fs)
 	projGroup := config.String(fs, "projector-group", "PROJECTOR_GROUP", "profiles-projector", "base consumer group of the projector")
 	queryGroup := config.String(fs, "query-group", "QUERY_GROUP", "profiles-query", "base consumer group of query-svc (drop deletes its group of the generation)")
 	gen := fs.Int("generation", 0, "snapshot generation (snapshots: 0 = the next one)")
@@ -90,6 +93,10 @@ func run(cmd string, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	kek, err := piiFlags.KEK(log)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	client, err := kafkax.Connect(ctx, kcfg, "replay")
@@ -97,10 +104,20 @@ func run(cmd string, args []string, out io.Writer) error {
 		return err
 	}
 	defer client.Close()
+	keyring, err := kafkax.NewKeyring(kcfg, "replay", kek, log)
+	if err != nil {
+		return err
+	}
+	defer keyring.Close()
+	events.SetKeys(keyring)
+	keysCtx, stopKeys := context.WithCancel(ctx)
+	defer stopKeys()
+	go func() { _ = keyring.Run(keysCtx) }()
 	env := replay.Env{Kafka: kcfg, Client: client, ProjectorGroup: *projGroup, Out: out, Every: *every, Log: log,
 		// From the environment only: a flag would show the token in the
 		// process list.
-		Token: os.Getenv("AUTH_TOKEN")}
+		Token:    os.Getenv("AUTH_TOKEN"),
+		EmailKey: func(email string) string { return events.EmailKey(kek, email) }}
 
 	needGen := func() error {
 		if *gen < 1 {

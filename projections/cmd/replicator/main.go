@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"profiles/events"
+	"profiles/events/pii"
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
@@ -31,6 +33,7 @@ func run() error {
 	fs := flag.NewFlagSet("replicator", flag.ExitOnError)
 	common := service.RegisterFlags(fs, ":8084")
 	kflags := kafkax.RegisterFlags(fs)
+	piiFlags := pii.RegisterFlags(fs)
 	sinkName := config.String(fs, "sink", "SINK", "kafka", "kafka (mirror to TARGET_BROKERS) or postgres (POSTGRES_URL)")
 	targetBrokers := config.String(fs, "target-brokers", "TARGET_BROKERS", "", "kafka sink: comma-separated bootstrap servers of the target cluster")
 	targetSecurity := kafkax.RegisterSecurityFlags(fs, "target-kafka-", "TARGET_KAFKA_")
@@ -57,6 +60,7 @@ func run() error {
 	defer cancel()
 
 	r := &replicator.Replicator{Client: client, Kafka: kcfg, Log: log}
+	var tasks []service.Task
 	switch *sinkName {
 	case "kafka":
 		if *targetBrokers == "" {
@@ -81,6 +85,20 @@ func run() error {
 		if *postgresURL == "" {
 			return errors.New("SINK=postgres needs POSTGRES_URL")
 		}
+		// The table holds live profiles in clear: the sink opens the
+		// sealed snapshots with the profiles' data keys. (The Kafka sink
+		// copies records as they are, ciphertext included.)
+		kek, err := piiFlags.KEK(log)
+		if err != nil {
+			return err
+		}
+		keyring, err := kafkax.NewKeyring(kcfg, "replicator", kek, log)
+		if err != nil {
+			return err
+		}
+		defer keyring.Close()
+		events.SetKeys(keyring)
+		tasks = append(tasks, keyring.Run)
 		sink, err := replicator.NewPostgresSink(startCtx, *postgresURL, log)
 		if err != nil {
 			return err
@@ -102,5 +120,5 @@ func run() error {
 	health.Check("replicator", r.Ready)
 	router := service.NewRouter(log, &health)
 	log.Info("starting", "kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "sink", *sinkName, "topics", r.Topics(1), "brokers", kcfg.Brokers)
-	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, r.Run)
+	return service.Run(ctx, log, *common.HTTPAddr, router, *common.ShutdownGrace, append(tasks, r.Run)...)
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"profiles/events"
+	"profiles/events/pii"
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
@@ -43,6 +45,7 @@ func run() error {
 	common := service.RegisterFlags(fs, ":8082")
 	api := service.RegisterAPIFlags(fs)
 	kflags := kafkax.RegisterFlags(fs)
+	piiFlags := pii.RegisterFlags(fs)
 	dataDir := config.String(fs, "data-dir", "DATA_DIR", ".data/query", "directory of the Pebble view (a cache: safe to delete)")
 	maxWait := config.Duration(fs, "max-wait", "MAX_WAIT", 10*time.Second, "longest a GET or search with minVersion waits for the view")
 	mode := config.String(fs, "replica-mode", "REPLICA_MODE", "partitioned", "partitioned (own some partitions, forward the rest) or full (materialize every partition)")
@@ -59,6 +62,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	kek, err := piiFlags.KEK(log)
+	if err != nil {
+		return err
+	}
+	emailKey := func(email string) string { return events.EmailKey(kek, email) }
 	self, static, err := common.Self("query-svc")
 	if err != nil {
 		return err
@@ -78,11 +86,18 @@ func run() error {
 		return err
 	}
 	defer client.Close()
+	keyring, err := kafkax.NewKeyring(kcfg, "query-svc", kek, log)
+	if err != nil {
+		return err
+	}
+	defer keyring.Close()
+	events.SetKeys(keyring)
 
 	store, err := view.Open(*dataDir, vfs.Default, kcfg.Partitions, view.Options{CacheSize: int64(*cacheMB) << 20})
 	if err != nil {
 		return err
 	}
+	store.EmailKey = emailKey
 	defer store.Close()
 
 	dlq, err := kafkax.NewDeadLetters(kcfg, "query-svc")
@@ -125,6 +140,7 @@ func run() error {
 		Log:         log,
 		Routing:     routing.Routing{Router: gens, Self: self, Wait: *routeWait, Log: log, Sign: sec.Sign},
 		PartitionOf: store.Partition,
+		EmailKey:    emailKey,
 		Queries: ports.Queries{
 			GetProfile:     app.GetProfileHandler{View: store, NotFound: view.ErrNotFound, MaxWait: *maxWait},
 			SearchProfiles: app.SearchProfilesHandler{View: store, NotFound: view.ErrNotFound, MaxWait: *maxWait},
@@ -161,5 +177,5 @@ func run() error {
 
 	log.Info("starting", "kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "self", self, "mode", *mode, "data_dir", *dataDir, "brokers", kcfg.Brokers, "control", kcfg.ControlTopic,
 		"auth_mode", sec.Auth.Mode, "signed_internal_requests", sec.Auth.Signer != nil)
-	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(mux), *common.ShutdownGrace, gens.Run, sec.Task)
+	return service.Run(ctx, log, *common.HTTPAddr, common.CORS(mux), *common.ShutdownGrace, gens.Run, sec.Task, keyring.Run)
 }

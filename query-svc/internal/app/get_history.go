@@ -27,6 +27,18 @@ type HistoryEntry struct {
 	// Changes maps each field the event set to its new value (raw JSON, so
 	// that a field of any type passes through).
 	Changes map[string]json.RawMessage `json:"changes"`
+	// Erased marks an event whose personal data was crypto-shredded by the
+	// profile's delete: Changes is empty.
+	Erased bool `json:"erased,omitempty"`
+}
+
+// Erase returns h with its personal data gone.
+func (h HistoryEntry) Erase() HistoryEntry {
+	if h.Type == events.TypeProfileDeleted {
+		return h // it has none
+	}
+	h.Changes, h.Erased = map[string]json.RawMessage{}, true
+	return h
 }
 
 // NewHistoryEntry builds the history entry of an event.
@@ -45,6 +57,9 @@ type HistoryEntry struct {
 func NewHistoryEntry(e events.Event) (HistoryEntry, error) {
 	if e.Data == nil || e.Data.EventType() != e.Type {
 		return HistoryEntry{}, fmt.Errorf("%w: payload does not match type %q", events.ErrInvalidEvent, e.Type)
+	}
+	if e.Erased {
+		return HistoryEntry{Type: e.Type, Version: e.Version, OccurredAt: e.OccurredAt.UTC()}.Erase(), nil
 	}
 	raw, err := json.Marshal(e.Data)
 	if err != nil {
@@ -85,7 +100,10 @@ type GetHistoryHandler struct {
 // ended).
 //
 // A deleted profile's history stays readable and ends with its
-// ProfileDeleted entry: the event log keeps every event forever.
+// ProfileDeleted entry: the event log keeps every event forever. But the
+// delete crypto-shredded the profile's personal data, so every entry of a
+// deleted profile shows as erased, without changes (the view erases them
+// too when it reads the delete; this also covers entries it read before).
 func (h GetHistoryHandler) Handle(ctx context.Context, q GetHistory) ([]HistoryEntry, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.MaxWait)
 	defer cancel()
@@ -95,8 +113,14 @@ func (h GetHistoryHandler) Handle(ctx context.Context, q GetHistory) ([]HistoryE
 		if err != nil {
 			return nil, err
 		}
-		if n := len(hist); n > 0 && (hist[n-1].Version >= q.MinVersion || hist[n-1].Type == events.TypeProfileDeleted) {
+		if n := len(hist); n > 0 && hist[n-1].Type == events.TypeProfileDeleted {
+			for i := range hist {
+				hist[i] = hist[i].Erase()
+			}
 			return hist, nil // nothing follows a delete, so waiting for more is pointless
+		}
+		if n := len(hist); n > 0 && hist[n-1].Version >= q.MinVersion {
+			return hist, nil
 		}
 		if len(hist) == 0 && q.MinVersion == 0 {
 			return nil, ErrNotFound

@@ -147,3 +147,21 @@ func TestGetHistoryWaitsForMinVersion(t *testing.T) {
 		t.Fatalf("Handle = %+v, %v", got, err)
 	}
 }
+
+func TestADeletedProfilesHistoryIsErased(t *testing.T) {
+	v := newFakeHistory()
+	v.add("gone", events.TypeProfileCreated, 1)
+	v.data["gone"][0].Changes = map[string]json.RawMessage{"email": json.RawMessage(`"x@mail.example"`)}
+	v.add("gone", events.TypeProfileDeleted, 2)
+	got, err := app.GetHistoryHandler{View: v}.Handle(context.Background(), app.GetHistory{UID: "gone"})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("Handle = %v, %v", got, err)
+	}
+	if !got[0].Erased || len(got[0].Changes) != 0 || got[1].Erased {
+		t.Fatalf("history of a deleted profile: %+v", got)
+	}
+	erased, err := app.NewHistoryEntry(events.Event{Type: events.TypeEmailChanged, UID: "u", Version: 2, Data: events.EmailChanged{}, Erased: true})
+	if err != nil || !erased.Erased || len(erased.Changes) != 0 {
+		t.Fatalf("entry of an erased event: %+v, %v", erased, err)
+	}
+}

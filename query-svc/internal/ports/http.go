@@ -43,6 +43,9 @@ type HTTP struct {
 	Routing     Placement
 	PartitionOf func(key string) int32
 	Log         *slog.Logger
+	// EmailKey turns an email into its index key (events.EmailKey); nil
+	// means the normalized email.
+	EmailKey func(email string) string
 }
 
 // Register adds the API routes to r.
@@ -65,7 +68,10 @@ func (h HTTP) emailPartition(r *http.Request) (int32, bool) {
 	if validate.Var("email", email, validate.EmailTag) != nil {
 		return 0, false
 	}
-	return h.PartitionOf(events.NormalizeEmail(email)), true
+	if h.EmailKey == nil {
+		return h.PartitionOf(events.NormalizeEmail(email)), true
+	}
+	return h.PartitionOf(h.EmailKey(email)), true
 }
 
 // uidQuery reads the {uid} of the path and the optional minVersion

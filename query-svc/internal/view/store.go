@@ -52,6 +52,10 @@ var (
 type Store struct {
 	db *pebble.DB
 	n  int32 // partition count of the topics
+	// EmailKey turns an email into its index key (events.EmailKey: an
+	// HMAC of the normalized email, as the projector writes it); nil means
+	// the normalized email. Set it before the store is used.
+	EmailKey func(email string) string
 
 	mu      sync.Mutex
 	changed chan struct{}
@@ -368,7 +372,7 @@ func (s *Store) Partition(key string) int32 { return kafkax.Partition(key, s.n) 
 // normalized form of email, ordered by uid, from the email index. It
 // returns an empty, non-nil slice when there are none.
 func (s *Store) SearchEmail(email string) ([]events.Profile, error) {
-	email = events.NormalizeEmail(email)
+	email = s.emailKey(email)
 	prefix := emailKey(s.Partition(email), email, "")
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
@@ -392,7 +396,7 @@ func (s *Store) SearchEmail(email string) ([]events.Profile, error) {
 // deleted marker (Deleted set) once the uid no longer holds the email, or
 // ErrNotFound.
 func (s *Store) IndexEntry(email, uid string) (events.Profile, error) {
-	email = events.NormalizeEmail(email)
+	email = s.emailKey(email)
 	st, found, err := getStored(s.db, emailKey(s.Partition(email), email, uid))
 	if err != nil {
 		return events.Profile{}, err
@@ -401,6 +405,13 @@ func (s *Store) IndexEntry(email, uid string) (events.Profile, error) {
 		return events.Profile{}, ErrNotFound
 	}
 	return st.Profile, nil
+}
+
+func (s *Store) emailKey(email string) string {
+	if s.EmailKey == nil {
+		return events.NormalizeEmail(email)
+	}
+	return s.EmailKey(email)
 }
 
 // Changed returns a channel that is closed at the next successful Apply.

@@ -1,0 +1,82 @@
+package adapters
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"profiles/events"
+	"profiles/events/pii"
+)
+
+// testKeys are events.Keys that know the given data keys.
+type testKeys map[string]*pii.DataKey
+
+func (k testKeys) DataKey(uid string) (*pii.DataKey, error) {
+	if dk := k[uid]; dk != nil {
+		return dk, nil
+	}
+	return nil, pii.ErrNoKey
+}
+func (k testKeys) Forget(uid string) { delete(k, uid) }
+
+func TestSealEventsWritesTheKeyWithTheCreateSealsPIIAndTombstonesOnDelete(t *testing.T) {
+	kek, err := pii.NewKEK(bytes.Repeat([]byte{1}, pii.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(0, 0)
+	created := events.New("e1", events.Profile{}, "u", events.ProfileCreated{Username: "bob-the-user", Email: "bob@mail.example"}, at)
+	msgs, newKey, deleted, err := SealEvents(kek, nil, "keys", "events", "/test", []events.Event{created})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 2 || newKey == nil || deleted {
+		t.Fatalf("create: %d records, new key %v, deleted %v; want the key and the event", len(msgs), newKey != nil, deleted)
+	}
+	if msgs[0].Topic != "keys" || msgs[1].Topic != "events" {
+		t.Fatalf("create writes to %s and %s", msgs[0].Topic, msgs[1].Topic)
+	}
+	sealed, _ := msgs[0].Value.Encode()
+	if _, err := kek.Open("u", sealed); err != nil {
+		t.Fatalf("the sealed key does not open: %v", err)
+	}
+	value, _ := msgs[1].Value.Encode()
+	if strings.Contains(string(value), "bob") {
+		t.Fatalf("the event holds plaintext: %s", value)
+	}
+	keys := testKeys{"u": newKey}
+	events.SetKeys(keys)
+	t.Cleanup(func() { events.SetKeys(nil) })
+	if e, err := events.Decode(value); err != nil || e.Data != created.Data {
+		t.Fatalf("Decode = %+v, %v", e, err)
+	}
+
+	// A change uses the existing key and writes no key record.
+	live := events.Profile{UID: "u", Version: 1}
+	changed := events.New("e2", live, "u", events.EmailChanged{Email: "rob@mail.example"}, at)
+	msgs, newKey2, _, err := SealEvents(kek, newKey, "keys", "events", "/test", []events.Event{changed})
+	if err != nil || len(msgs) != 1 || newKey2 != nil || msgs[0].Topic != "events" {
+		t.Fatalf("change: %d records, new key %v, %v", len(msgs), newKey2 != nil, err)
+	}
+
+	// A profile from before encryption gets a key with its next event.
+	msgs, legacyKey, _, err := SealEvents(kek, nil, "keys", "events", "/test", []events.Event{changed})
+	if err != nil || len(msgs) != 2 || legacyKey == nil {
+		t.Fatalf("legacy change: %d records, new key %v, %v", len(msgs), legacyKey != nil, err)
+	}
+
+	// The delete tombstones the key in its transaction.
+	del := events.New("e3", events.Profile{UID: "u", Version: 2}, "u", events.ProfileDeleted{}, at)
+	msgs, _, deleted, err = SealEvents(kek, newKey, "keys", "events", "/test", []events.Event{del})
+	if err != nil || !deleted || len(msgs) != 2 || msgs[1].Topic != "keys" || msgs[1].Value != nil {
+		t.Fatalf("delete: %d records, deleted %v, %v", len(msgs), deleted, err)
+	}
+	if _, err := events.Decode(value); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := SealEvents(kek, nil, "keys", "events", "/test", []events.Event{created, events.New("x", events.Profile{}, "other", events.ProfileCreated{}, at)}); err == nil {
+		t.Fatal("one append of two profiles was accepted")
+	}
+}
