@@ -80,7 +80,9 @@ func encode(e Event, dk *pii.DataKey) ([]byte, error) {
 // schema version. A record of an earlier version is first upcast to
 // SchemaVersion (see upcast.go), so the event it returns always has the
 // current payload types and SchemaVersion, whatever version the record was
-// written in. Errors wrap ErrDecode; a future schema version is one.
+// written in. Errors wrap ErrDecode; a future schema version is one. The
+// exception is a sealed record whose data key cannot be read yet: that
+// error wraps pii.ErrKeyUnavailable, and the caller retries the record.
 func Decode(b []byte) (Event, error) {
 	var env envelope
 	if err := json.Unmarshal(b, &env); err != nil {
@@ -117,6 +119,9 @@ func Decode(b []byte) (Event, error) {
 	case "":
 	case SealedPII:
 		if data, erased, err = openPayload(env.UID, data); err != nil {
+			if errors.Is(err, pii.ErrKeyUnavailable) {
+				return Event{}, fmt.Errorf("%s payload of %s: %w", env.Type, env.UID, err)
+			}
 			return Event{}, fmt.Errorf("%w: %s payload: %v", ErrDecode, env.Type, err)
 		}
 	default:

@@ -20,6 +20,12 @@ import (
 // fields empty and Erased set: a reader never fails, and never
 // dead-letters a record, because its data was erased.
 
+// ErrKeyUnavailable is pii.ErrKeyUnavailable. Decode and DecodeSnapshot
+// return it (wrapped) for a sealed record whose data key cannot be read
+// yet. It is transient: the caller retries the record later; it is never a
+// reason to skip or dead-letter it, and never means "erased".
+var ErrKeyUnavailable = pii.ErrKeyUnavailable
+
 // SealedPII marks a record whose personal fields are encrypted with
 // AES-256-GCM under the profile's data key.
 const SealedPII = "aes-256-gcm/v1"
@@ -28,7 +34,9 @@ const SealedPII = "aes-256-gcm/v1"
 // topic.
 type Keys interface {
 	// DataKey returns uid's data key, or an error wrapping pii.ErrNoKey
-	// when the profile has none (its delete tombstoned it).
+	// when the profile has none (its delete tombstoned it). Any other
+	// error means the key cannot be read yet (pii.ErrKeyUnavailable): the
+	// record that needs it is retried, never taken for erased or poison.
 	DataKey(uid string) (*pii.DataKey, error)
 	// Forget drops uid's key from any cache: its profile was deleted.
 	Forget(uid string)
@@ -69,6 +77,9 @@ func dataKey(uid string) (dk *pii.DataKey, ok bool, err error) {
 		return nil, false, nil
 	}
 	if err != nil {
+		if !errors.Is(err, pii.ErrKeyUnavailable) {
+			err = fmt.Errorf("%w: %w", pii.ErrKeyUnavailable, err)
+		}
 		return nil, false, err
 	}
 	return dk, true, nil

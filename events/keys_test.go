@@ -151,3 +151,44 @@ func TestSnapshotsAreSealedWithTheProfilesKey(t *testing.T) {
 		t.Fatalf("legacy snapshot %s, %v", plain, err)
 	}
 }
+
+// unavailableKeys cannot read any key yet (a keyring behind its topic).
+type unavailableKeys struct{}
+
+func (unavailableKeys) DataKey(uid string) (*pii.DataKey, error) {
+	return nil, errors.New("keys topic unreachable")
+}
+func (unavailableKeys) Forget(string) {}
+
+// A sealed record whose key cannot be read yet is neither poison nor
+// erased: Decode and DecodeSnapshot return ErrKeyUnavailable, and not
+// ErrDecode or ErrSnapshot, so that consumers retry it instead of
+// dead-lettering it or folding it empty.
+func TestAnUnreadableKeyIsTransientNotPoisonNorErased(t *testing.T) {
+	const uid = "u-2"
+	keys, _ := installKeys(t, uid)
+	dk := keys.keys[uid]
+	at := time.Unix(100, 0)
+	created := events.New("e1", events.Profile{}, uid, events.ProfileCreated{Username: "carol-user", Email: "carol@mail.example"}, at)
+	event, err := events.EncodeSealed(created, dk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof, err := events.Apply(events.Profile{}, created)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof.Sealed = true
+	snapshot, err := events.EncodeSnapshot(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	events.SetKeys(unavailableKeys{})
+	if e, err := events.Decode(event); !errors.Is(err, events.ErrKeyUnavailable) || errors.Is(err, events.ErrDecode) {
+		t.Fatalf("Decode = %+v, %v; want ErrKeyUnavailable and not ErrDecode", e, err)
+	}
+	if p, err := events.DecodeSnapshot(uid, snapshot, "1"); !errors.Is(err, events.ErrKeyUnavailable) || errors.Is(err, events.ErrSnapshot) {
+		t.Fatalf("DecodeSnapshot = %+v, %v; want ErrKeyUnavailable and not ErrSnapshot", p, err)
+	}
+}

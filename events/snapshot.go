@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"profiles/events/pii"
 )
 
 // HeaderVersion is the Kafka header that carries a snapshot record's profile
@@ -54,6 +56,8 @@ func EncodeSnapshot(p Profile) ([]byte, error) {
 // DecodeSnapshot parses a snapshot record of the profile uid. A nil value is
 // a tombstone and yields a deleted profile at the version given by the
 // record's HeaderVersion header (0 if the header is missing or invalid).
+// Errors wrap ErrSnapshot, but for a sealed record whose data key cannot
+// be read yet (pii.ErrKeyUnavailable), which the caller retries.
 func DecodeSnapshot(uid string, value []byte, versionHeader string) (Profile, error) {
 	if uid == "" {
 		return Profile{}, fmt.Errorf("%w: record has no key", ErrSnapshot)
@@ -73,6 +77,9 @@ func DecodeSnapshot(uid string, value []byte, versionHeader string) (Profile, er
 	case "":
 	case SealedPII:
 		erased, err := open(uid, personal(&p.Username, &p.DisplayName, &p.Email))
+		if errors.Is(err, pii.ErrKeyUnavailable) {
+			return Profile{}, fmt.Errorf("snapshot of %s: %w", uid, err) // transient: retried
+		}
 		if err != nil {
 			return Profile{}, fmt.Errorf("%w: %v", ErrSnapshot, err)
 		}

@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -256,13 +257,36 @@ func (k *testKeys) all() []*kafkax.Keyring {
 	return out
 }
 
+// DataKey asks every system's keyring at once; the keyrings of the other
+// systems never find uid (they wait up to their MissWait), so the first
+// key or tombstone found answers.
 func (k *testKeys) DataKey(uid string) (*pii.DataKey, error) {
-	for _, r := range k.all() {
-		if dk, err := r.DataKey(uid); err == nil {
+	rings := k.all()
+	for _, r := range rings {
+		if dk, ok := r.Known(uid); ok && dk != nil {
 			return dk, nil
 		}
 	}
-	return nil, pii.ErrNoKey
+	type answer struct {
+		dk  *pii.DataKey
+		err error
+	}
+	answers := make(chan answer, len(rings))
+	for _, r := range rings {
+		go func() {
+			dk, err := r.DataKey(uid)
+			answers <- answer{dk, err}
+		}()
+	}
+	err := error(pii.ErrKeyUnavailable)
+	for range rings {
+		a := <-answers
+		if a.err == nil || errors.Is(a.err, pii.ErrNoKey) {
+			return a.dk, a.err // uids are unique: one system's tombstone is final
+		}
+		err = a.err
+	}
+	return nil, err
 }
 
 func (k *testKeys) Forget(uid string) {

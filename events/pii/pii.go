@@ -48,13 +48,17 @@ const (
 )
 
 // Errors. ErrNoKey means the data needed is gone (a tombstoned data key):
-// readers treat it as "erased", never as a failure.
+// readers treat it as "erased", never as a failure. ErrKeyUnavailable
+// means the key could not be read yet (the keys topic is unreachable or
+// behind): it is transient, and readers retry; it never means "erased".
 var (
-	ErrNoKEK    = errors.New("no PII key-encryption key configured (PII_KEK or PII_KEK_FILE)")
-	ErrBadKEK   = errors.New("the PII key-encryption key must be 32 bytes, base64-encoded")
-	ErrOpen     = errors.New("cannot open sealed PII data")
-	ErrNoKey    = errors.New("the profile's data key is gone: its personal data is erased")
-	ErrWrongKEK = errors.New("the data key was sealed by another key-encryption key")
+	ErrNoKEK  = errors.New("no PII key-encryption key configured (PII_KEK or PII_KEK_FILE)")
+	ErrBadKEK = errors.New("the PII key-encryption key must be 32 bytes, base64-encoded")
+	ErrOpen   = errors.New("cannot open sealed PII data")
+	ErrNoKey  = errors.New("the profile's data key is gone: its personal data is erased")
+	// ErrKeyUnavailable: see above.
+	ErrKeyUnavailable = errors.New("the profile's data key cannot be read yet")
+	ErrWrongKEK       = errors.New("the data key was sealed by another key-encryption key")
 )
 
 // KEK is the key-encryption key and the keys derived from it.

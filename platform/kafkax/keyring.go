@@ -17,16 +17,20 @@ import (
 // of any profile: it implements events.Keys. Every binary that reads or
 // writes personal data runs one (Run) and installs it with events.SetKeys.
 //
-// A profile's key is written in the transaction of its ProfileCreated
-// event, and its tombstone in the transaction of its ProfileDeleted. So
-// when a reader decodes a committed event, the key it needs is committed
-// too, at an offset below the keys partition's current end. DataKey
-// therefore never guesses: on a miss it waits until the follower has read
-// every committed record below that end, and only then answers "gone"
-// (pii.ErrNoKey).
+// A profile's key is written in the transaction of its first sealed event
+// (its ProfileCreated), and its tombstone in the transaction of its
+// ProfileDeleted. So when a reader decodes a committed sealed record, the
+// key it needs is committed too. Only a tombstone read (or Forget) means
+// "gone" (pii.ErrNoKey); an absence means "not read yet", and DataKey
+// waits for it (see DataKey). The keys topic keeps tombstones for as long
+// as it lives, so a reader that starts late still reads them.
 //
 // It holds every key in memory (about a hundred bytes per profile).
 type Keyring struct {
+	// MissWait bounds how long DataKey waits for a key it has not read
+	// (DefaultKeyMissWait when zero). Set it before Run.
+	MissWait time.Duration
+
 	client     sarama.Client // the follower's
 	rpc        sarama.Client // end offsets and drained checks
 	topic      string
@@ -42,6 +46,10 @@ type Keyring struct {
 	done    chan struct{}           // closed when Run returns
 	runErr  error
 }
+
+// DefaultKeyMissWait is how long Keyring.DataKey waits for a key it has
+// not read before it reports pii.ErrKeyUnavailable.
+const DefaultKeyMissWait = 30 * time.Second
 
 // NewKeyring returns a Keyring of c's keys topic; Run starts following it,
 // and Close closes its clients.
@@ -134,16 +142,34 @@ func (k *Keyring) Forget(uid string) {
 	k.keys[uid] = nil
 }
 
-// DataKey returns uid's data key, or pii.ErrNoKey when it has none: its
-// delete tombstoned it, or it never had one (a profile from before
-// encryption). On a miss it waits until the follower has read the keys
-// partition of uid up to the end it has now (see Keyring). It retries
-// while Kafka is unavailable, and fails only when the keyring stopped.
+// DataKey returns uid's data key, or pii.ErrNoKey when the keyring has read
+// its tombstone: its delete crypto-shredded it. It never concludes "gone"
+// from an absence. A key is committed in the transaction of the first
+// sealed event of its profile, so a reader holding a sealed record knows
+// its key exists or was tombstoned, and tombstones are kept for as long
+// as the keys topic lives (see Config.Specs). An absence is therefore a
+// key not read yet, and a miss waits for the follower: first for its
+// first read of uid's partition, then, in rounds, until it has read up to
+// the partition's current end. Each round after the first refreshes the
+// topic's metadata and asks for the end again, so an end offset answered
+// by a stale leader (a broker thawed after a pause, which still believes
+// it leads) cannot stand alone.
+//
+// When the key is still missing after MissWait, DataKey returns an error
+// wrapping pii.ErrKeyUnavailable, which readers treat as "retry later", never
+// as "erased". It fails the same way when the keyring stopped.
 func (k *Keyring) DataKey(uid string) (*pii.DataKey, error) {
 	if dk, ok, err := k.cached(uid); ok || err != nil {
 		return dk, err
 	}
 	p := Partition(uid, k.partitions)
+	wait := k.MissWait
+	if wait <= 0 {
+		wait = DefaultKeyMissWait
+	}
+	deadline := time.Now().Add(wait)
+	timeout := time.NewTimer(wait)
+	defer timeout.Stop()
 	// At start, wait for the first read of the partition: most misses are
 	// then answered from memory, without asking the broker.
 	for {
@@ -155,60 +181,76 @@ func (k *Keyring) DataKey(uid string) (*pii.DataKey, error) {
 		}
 		select {
 		case <-changed:
+		case <-timeout.C:
+			return nil, k.missing(uid, p, "the keys partition is not read yet")
 		case <-k.done:
-			return nil, fmt.Errorf("data key of %s: %w", uid, k.stopped())
+			return nil, fmt.Errorf("data key of %s: %w: %w", uid, pii.ErrKeyUnavailable, k.stopped())
 		}
 		if dk, ok, err := k.cached(uid); ok || err != nil {
 			return dk, err
 		}
 	}
-	var end int64
 	backoff := 100 * time.Millisecond
-	for {
-		var err error
-		if end, err = k.rpc.GetOffset(k.topic, p, sarama.OffsetNewest); err == nil {
-			break
+	for round := 0; ; round++ {
+		if round > 0 {
+			_ = k.rpc.RefreshMetadata(k.topic)
 		}
-		if dk, ok, err := k.cached(uid); ok || err != nil {
-			return dk, err
+		end, err := k.rpc.GetOffset(k.topic, p, sarama.OffsetNewest)
+		if err != nil {
+			k.log.Warn("cannot read the end of the keys topic; retrying", "partition", p, "err", err)
 		}
-		k.log.Warn("cannot read the end of the keys topic; retrying", "partition", p, "err", err)
-		time.Sleep(backoff)
-		backoff = min(2*backoff, 2*time.Second)
-	}
-	for {
-		k.mu.Lock()
-		dk, ok := k.keys[uid]
-		next, changed := k.next[p], k.changed
-		k.mu.Unlock()
-		if ok {
-			if dk == nil {
-				return nil, pii.ErrNoKey
+		for err == nil {
+			dk, ok, cerr := k.cached(uid)
+			if ok || cerr != nil {
+				return dk, cerr
 			}
-			return dk, nil
-		}
-		gone := next >= end
-		if !gone {
-			// Only transaction markers (or aborted records) left below the end?
-			gone, _ = drained(k.rpc, k.topic, p, next, end)
-		}
-		if gone {
-			// Everything committed below end has been read, and uid has no
-			// key: the record the caller decodes has none either. The
-			// absence is not cached: a profile from before encryption gets
-			// a key with its next event.
-			if dk, ok, err := k.cached(uid); ok || err != nil {
-				return dk, err
+			k.mu.Lock()
+			next, changed := k.next[p], k.changed
+			k.mu.Unlock()
+			read := next >= end
+			if !read {
+				// Only transaction markers (or aborted records) left below the end?
+				read, _ = drained(k.rpc, k.topic, p, next, end)
 			}
-			return nil, pii.ErrNoKey
+			if read {
+				break // read up to this end, and still missing: ask again
+			}
+			select {
+			case <-changed:
+			case <-time.After(100 * time.Millisecond):
+			case <-timeout.C:
+				return nil, k.missing(uid, p, "the keys partition is not read up to its end yet")
+			case <-k.done:
+				return nil, fmt.Errorf("data key of %s: %w: %w", uid, pii.ErrKeyUnavailable, k.stopped())
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, k.missing(uid, p, "the keys partition was read to its end and holds neither a key nor a tombstone")
 		}
 		select {
-		case <-changed:
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(backoff):
+		case <-timeout.C:
+			return nil, k.missing(uid, p, "the keys partition was read to its end and holds neither a key nor a tombstone")
 		case <-k.done:
-			return nil, fmt.Errorf("data key of %s: %w", uid, k.stopped())
+			return nil, fmt.Errorf("data key of %s: %w: %w", uid, pii.ErrKeyUnavailable, k.stopped())
 		}
+		backoff = min(2*backoff, time.Second)
 	}
+}
+
+// Known returns uid's key and whether the keyring has read it (or been
+// told it with Put), without waiting: dk is nil for a tombstoned key.
+func (k *Keyring) Known(uid string) (dk *pii.DataKey, ok bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	dk, ok = k.keys[uid]
+	return dk, ok
+}
+
+// missing logs and returns the error of a miss that outlived MissWait.
+func (k *Keyring) missing(uid string, p int32, why string) error {
+	k.log.Error("no data key for a sealed record; readers retry, nothing is taken for erased", "uid", uid, "partition", p, "reason", why)
+	return fmt.Errorf("data key of %s: %w: %s", uid, pii.ErrKeyUnavailable, why)
 }
 
 // cached returns uid's key if the keyring knows it (ok), pii.ErrNoKey if

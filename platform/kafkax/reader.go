@@ -145,7 +145,28 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 	if err != nil {
 		return fmt.Errorf("consume %s/%d from %d: %w", opts.Topic, p, start, err)
 	}
-	defer pc.Close()
+	defer func() {
+		if pc != nil {
+			_ = pc.Close()
+		}
+	}()
+	// reopen replaces a partition consumer that sarama shut down. It does
+	// that on OFFSET_OUT_OF_RANGE, which a broker that was paused and
+	// still believes it leads can answer for an offset the real leader
+	// has: the read goes on from next once the metadata names the leader.
+	reopen := func() error {
+		_ = pc.Close()
+		pc = nil
+		slog.Warn("partition consumer closed by the client; reopening it", "topic", opts.Topic, "partition", p, "next", next)
+		return retry(ctx, client, opts.Topic, func() (err error) {
+			_ = client.RefreshMetadata(opts.Topic)
+			pc, err = consumer.ConsumePartition(opts.Topic, p, next)
+			if errors.Is(err, sarama.ErrOffsetOutOfRange) {
+				err = sarama.ErrNotLeaderForPartition // retried: see above
+			}
+			return err
+		})
+	}
 
 	// The end counts transaction markers, which a read_committed consumer
 	// never receives, so the offset after the last record may stay below
@@ -174,13 +195,22 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 			}
 			idle.Reset(idleAfter)
 			continue
-		case msg := <-pc.Messages():
+		case msg, ok := <-pc.Messages():
+			if !ok {
+				if err := reopen(); err != nil {
+					return fmt.Errorf("consume %s/%d from %d: %w", opts.Topic, p, next, err)
+				}
+				continue
+			}
 			batch = append(batch[:0], msg)
 		}
 	drain:
 		for len(batch) < opts.MaxBatch {
 			select {
-			case msg := <-pc.Messages():
+			case msg, ok := <-pc.Messages():
+				if !ok {
+					break drain // reopened at the next receive
+				}
 				batch = append(batch, msg)
 			default:
 				break drain

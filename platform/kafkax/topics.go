@@ -60,9 +60,10 @@ func (c Config) Specs() []TopicSpec {
 			"cleanup.policy": "compact",
 		}, Extra: map[string]string{
 			// A sealed key is compacted away within the hour after its
-			// tombstone; the tombstone itself is kept a day so that every
-			// reader sees it.
-			"max.compaction.lag.ms": "3600000", "delete.retention.ms": "86400000",
+			// tombstone. The tombstone itself is kept (a hundred years):
+			// it is the only proof that the key is gone rather than not
+			// read yet (see Keyring), and it holds no personal data.
+			"max.compaction.lag.ms": "3600000", "delete.retention.ms": "3153600000000",
 		}},
 		{Name: c.DeadLetterTopic, Partitions: c.Partitions, Required: map[string]string{
 			"cleanup.policy": "delete", "retention.ms": "-1",

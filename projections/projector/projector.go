@@ -132,6 +132,9 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 	}
 
 	e, err := events.Decode(msg.Payload)
+	if errors.Is(err, events.ErrKeyUnavailable) {
+		return err // retried: the event is good, its key is not readable yet
+	}
 	if err != nil {
 		return poison(err)
 	}

@@ -2,6 +2,7 @@ package projector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -60,7 +61,11 @@ func (s *State) Restore(ctx context.Context, client sarama.Client, topic string,
 		StopAtEnd:  true,
 		Handle: func(_ context.Context, _ int32, records []*sarama.ConsumerMessage) error {
 			for _, r := range records {
-				if p, err := decodeSnapshot(r); err == nil {
+				p, err := decodeSnapshot(r)
+				if errors.Is(err, events.ErrKeyUnavailable) {
+					return err // the restore fails and is retried; nothing is skipped
+				}
+				if err == nil {
 					s.Put(p)
 				}
 			}

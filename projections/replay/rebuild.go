@@ -208,6 +208,9 @@ func fold(ctx context.Context, env Env, parts []int32, cutoff, oldest map[int32]
 			var poison, dups int64
 			for _, r := range recs {
 				e, err := events.Decode(r.Value)
+				if errors.Is(err, events.ErrKeyUnavailable) {
+					return err // the replay fails loudly rather than fold a gap
+				}
 				if err == nil {
 					prev := st.profiles[e.UID]
 					if events.IsDuplicate(prev, e) {

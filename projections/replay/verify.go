@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -199,6 +200,9 @@ func readCompacted(ctx context.Context, env Env, topic string, index bool) (map[
 					}
 				}
 				prof, err := events.DecodeSnapshot(uid, r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
+				if errors.Is(err, events.ErrKeyUnavailable) {
+					return err
+				}
 				if err != nil {
 					local[string(r.Key)] = entry{live: true, sum: sha256.Sum256(r.Value)}
 					continue

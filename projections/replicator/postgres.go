@@ -179,6 +179,9 @@ func (s *PostgresSink) Write(ctx context.Context, topic string, p int32, records
 	for _, r := range records {
 		header := kafkax.HeaderValue(r, events.HeaderVersion)
 		prof, err := events.DecodeSnapshot(string(r.Key), r.Value, header)
+		if errors.Is(err, events.ErrKeyUnavailable) {
+			return err // retried from the checkpoint; the record is not skipped
+		}
 		if err != nil {
 			s.log.Warn("postgres: skipping a record that is not a snapshot",
 				"topic", topic, "partition", p, "offset", r.Offset, "err", err)

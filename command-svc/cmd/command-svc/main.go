@@ -87,7 +87,7 @@ func run() error {
 	defer keyring.Close()
 	events.SetKeys(keyring)
 	states := state.NewStore(log, kcfg.ClaimsTopic)
-	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log, AppendTimeout: *appendTimeout, Late: states, KEK: kek, Keys: keyring}
+	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log, AppendTimeout: *appendTimeout, Late: states, Profiles: states, KEK: kek, Keys: keyring}
 	defer eventLog.Close()
 	opts := kafkax.GroupOptions{
 		Group: *group, Topics: []string{kcfg.EventsTopic, kcfg.ClaimsTopic}, Self: self, SessionTimeout: *session,

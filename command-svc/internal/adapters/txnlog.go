@@ -43,9 +43,17 @@ type LateCommits interface {
 
 // DataKeys is the keyring command-svc encrypts with (kafkax.Keyring).
 type DataKeys interface {
+	// DataKey waits for uid's key (see kafkax.Keyring.DataKey).
 	DataKey(uid string) (*pii.DataKey, error)
+	// Known returns uid's key without waiting, if it is known.
+	Known(uid string) (*pii.DataKey, bool)
 	Put(uid string, dk *pii.DataKey)
 	Forget(uid string)
+}
+
+// Profiles gives the current state of a profile (command-svc's state).
+type Profiles interface {
+	Get(uid string) events.Profile
 }
 
 // DefaultAppendTimeout is TxnEventLog.AppendTimeout's zero value.
@@ -102,6 +110,10 @@ type TxnEventLog struct {
 	// written in clear and no keys (unit tests only).
 	KEK  *pii.KEK
 	Keys DataKeys
+	// Profiles tells a profile from before encryption (never Sealed, no
+	// key) from one whose key is not read yet (see keyOf). Needed with
+	// a KEK.
+	Profiles Profiles
 
 	mu        sync.Mutex
 	producers map[int32]*txnProducer
@@ -230,9 +242,9 @@ func (l *TxnEventLog) Append(ctx context.Context, es ...events.Event) error {
 		uid := es[0].UID
 		var existing *pii.DataKey
 		if _, create := es[0].Data.(events.ProfileCreated); !create {
-			dk, err := l.Keys.DataKey(uid)
-			if err != nil && !errors.Is(err, pii.ErrNoKey) {
-				return fmt.Errorf("data key of %s: %w", uid, err)
+			dk, err := l.keyOf(uid)
+			if err != nil {
+				return err
 			}
 			existing = dk // nil for a profile from before encryption: it gets a key now
 		}
@@ -267,6 +279,33 @@ func (l *TxnEventLog) Append(ctx context.Context, es ...events.Event) error {
 	}
 	committed()
 	return nil
+}
+
+// keyOf returns the data key of the existing profile uid, or nil for a
+// profile from before encryption, which gets a key with this append.
+//
+// A missing key is never taken for "none": a second key would make the
+// profile's earlier events unreadable (its record replaces the first one
+// in the compacted keys topic). So a profile that is Sealed in the state
+// (folded from sealed events) waits for its key, and only a profile that
+// is not, and whose key the keyring does not know, counts as one from
+// before encryption. A profile created by this process is not Sealed in
+// the state (its events were not decoded), but its key was Put at commit.
+func (l *TxnEventLog) keyOf(uid string) (*pii.DataKey, error) {
+	if dk, ok := l.Keys.Known(uid); ok {
+		if dk == nil {
+			return nil, fmt.Errorf("data key of %s: %w", uid, pii.ErrNoKey)
+		}
+		return dk, nil
+	}
+	if l.Profiles != nil && !l.Profiles.Get(uid).Sealed {
+		return nil, nil
+	}
+	dk, err := l.Keys.DataKey(uid)
+	if err != nil {
+		return nil, fmt.Errorf("data key of %s: %w", uid, err)
+	}
+	return dk, nil
 }
 
 func eventMessage(topic, source string, e events.Event, value []byte) *sarama.ProducerMessage {

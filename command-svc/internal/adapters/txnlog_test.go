@@ -2,6 +2,7 @@ package adapters
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,83 @@ func (k testKeys) DataKey(uid string) (*pii.DataKey, error) {
 	return nil, pii.ErrNoKey
 }
 func (k testKeys) Forget(uid string) { delete(k, uid) }
+
+// ringKeys is a DataKeys whose keyring knows some keys and tombstones
+// (known), and whose waiting lookup answers from read or fails.
+type ringKeys struct {
+	known  map[string]*pii.DataKey
+	read   map[string]*pii.DataKey
+	waited []string
+}
+
+func (k *ringKeys) DataKey(uid string) (*pii.DataKey, error) {
+	k.waited = append(k.waited, uid)
+	if dk := k.read[uid]; dk != nil {
+		return dk, nil
+	}
+	return nil, pii.ErrKeyUnavailable
+}
+func (k *ringKeys) Known(uid string) (*pii.DataKey, bool) {
+	dk, ok := k.known[uid]
+	return dk, ok
+}
+func (k *ringKeys) Put(uid string, dk *pii.DataKey) { k.known[uid] = dk }
+func (k *ringKeys) Forget(uid string)               { k.known[uid] = nil }
+
+type profilesMap map[string]events.Profile
+
+func (m profilesMap) Get(uid string) events.Profile { return m[uid] }
+
+// A missing key never makes a new one for a sealed profile: that would
+// shred its earlier events. Only a profile never sealed (from before
+// encryption) whose key is unknown gets a new key.
+func TestKeyOfNeverReplacesTheKeyOfASealedProfile(t *testing.T) {
+	kek, err := pii.NewKEK(bytes.Repeat([]byte{2}, pii.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(uid string) *pii.DataKey {
+		dk, _, err := kek.NewDataKey(uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dk
+	}
+	created, readLater := key("created-here"), key("read-later")
+	tests := []struct {
+		name     string
+		uid      string
+		sealed   bool
+		wantKey  *pii.DataKey
+		wantErr  error
+		wantWait bool
+	}{
+		{name: "created by this process: the key put at commit", uid: "created-here", wantKey: created},
+		{name: "sealed and not read yet: waits for the key", uid: "read-later", sealed: true, wantKey: readLater, wantWait: true},
+		{name: "sealed and never readable: fails, no new key", uid: "lost", sealed: true, wantErr: pii.ErrKeyUnavailable, wantWait: true},
+		{name: "tombstoned: fails", uid: "deleted", sealed: true, wantErr: pii.ErrNoKey},
+		{name: "from before encryption: nil, a new key comes with the append", uid: "legacy"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			keys := &ringKeys{
+				known: map[string]*pii.DataKey{"created-here": created, "deleted": nil},
+				read:  map[string]*pii.DataKey{"read-later": readLater},
+			}
+			l := &TxnEventLog{KEK: kek, Keys: keys, Profiles: profilesMap{tt.uid: {UID: tt.uid, Version: 1, Sealed: tt.sealed}}}
+			dk, err := l.keyOf(tt.uid)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("keyOf = %v, want %v", err, tt.wantErr)
+			}
+			if dk != tt.wantKey {
+				t.Fatalf("keyOf returned another key than the profile's")
+			}
+			if waited := len(keys.waited) > 0; waited != tt.wantWait {
+				t.Fatalf("waited for the keyring: %v, want %v", waited, tt.wantWait)
+			}
+		})
+	}
+}
 
 func TestSealEventsWritesTheKeyWithTheCreateSealsPIIAndTombstonesOnDelete(t *testing.T) {
 	kek, err := pii.NewKEK(bytes.Repeat([]byte{1}, pii.KeySize))

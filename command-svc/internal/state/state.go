@@ -8,6 +8,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 
@@ -160,7 +161,9 @@ func (s *Store) Handle(_ context.Context, topic string, p int32, records []*sara
 			}
 		} else {
 			var e events.Event
-			if e, err = events.Decode(r.Value); err == nil {
+			if e, err = events.Decode(r.Value); errors.Is(err, events.ErrKeyUnavailable) {
+				return err // the partition is caught up again after the rejoin; nothing is skipped
+			} else if err == nil {
 				err = s.Apply(e)
 			}
 		}

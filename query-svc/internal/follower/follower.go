@@ -7,6 +7,7 @@ package follower
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -87,6 +88,9 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 		profiles := make([]events.Profile, 0, len(records))
 		for _, r := range records {
 			prof, derr := events.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
+			if errors.Is(derr, events.ErrKeyUnavailable) {
+				return derr // the claim is read again after the rejoin; nothing is skipped
+			}
 			if a.skip(r, derr, a.DeadLetters) {
 				continue
 			}
@@ -101,6 +105,9 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 			derr := fmt.Errorf("%w: index key %q is not email\\0uid", events.ErrSnapshot, r.Key)
 			if ok {
 				prof, derr = events.DecodeSnapshot(uid, r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
+			}
+			if errors.Is(derr, events.ErrKeyUnavailable) {
+				return derr
 			}
 			if a.skip(r, derr, a.DeadLetters) {
 				continue
@@ -120,6 +127,9 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 			// sets the event log's poison aside (command-svc skips it too),
 			// and query-svc reads a partition again after every move, which
 			// would dead-letter the same record over and over.
+			if errors.Is(derr, events.ErrKeyUnavailable) {
+				return derr
+			}
 			if a.skip(r, derr, nil) {
 				continue
 			}

@@ -2,6 +2,7 @@ package ports
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"profiles/events"
 	"profiles/platform/auth"
 	"profiles/platform/httpx"
 	"profiles/query-svc/internal/changes"
@@ -255,8 +257,14 @@ func (h *Changes) stream(ctx context.Context, w http.ResponseWriter, sess change
 			}
 		case b := <-records:
 			for _, rec := range b.records {
-				pos.Next[b.p] = rec.Offset + 1
 				c, event, err := changes.Decode(rec)
+				if errors.Is(err, events.ErrKeyUnavailable) {
+					// Not poison: end the stream, and the client resumes
+					// from its last event id, this record included.
+					log.Warn("change stream: a snapshot's data key cannot be read yet; ending the stream", "partition", b.p, "offset", rec.Offset, "err", err)
+					return
+				}
+				pos.Next[b.p] = rec.Offset + 1
 				if err != nil {
 					changeRecordsPoison.Inc()
 					log.Warn("change stream: skipping an undecodable snapshot record", "partition", b.p, "offset", rec.Offset, "err", err)

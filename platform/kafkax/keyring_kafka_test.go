@@ -1,0 +1,131 @@
+package kafkax
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"profiles/events/pii"
+)
+
+// A keyring answers a key it has read, says "gone" only for a key whose
+// tombstone it has read, and never for a key it has not read: a miss waits
+// for the key (which may be written after the miss began), and reports
+// ErrKeyUnavailable, not ErrNoKey, when it does not come. Taking an absent
+// key for a shredded one made a live profile read back erased after a
+// broker pause.
+func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
+	kcfg := testKafka(t)
+	const partitions = 3
+	topic := fmt.Sprintf("kafkax-keys-%06d", rand.IntN(1e6))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := CreateTopics(ctx, kcfg, "kafkax-test", []TopicSpec{{Name: topic, Partitions: partitions,
+		Required: map[string]string{"cleanup.policy": "compact"}}}); err != nil {
+		t.Fatal(err)
+	}
+	kek, err := pii.NewKEK(bytes.Repeat([]byte{7}, pii.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := kcfg.ProducerSarama("kafkax-test")
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	producer, err := sarama.NewSyncProducer(kcfg.Brokers, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	put := func(uid string, value []byte) {
+		t.Helper()
+		var v sarama.Encoder
+		if value != nil {
+			v = sarama.ByteEncoder(value)
+		}
+		if _, _, err := producer.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: Partition(uid, partitions), Key: sarama.StringEncoder(uid), Value: v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newKey := func(uid string) (*pii.DataKey, []byte) {
+		t.Helper()
+		dk, raw, err := kek.NewDataKey(uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealed, err := kek.Seal(uid, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dk, sealed
+	}
+	sameKey := func(want, got *pii.DataKey) bool {
+		ct, err := want.Encrypt("email", "bob@mail.example")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt, err := got.Decrypt("email", ct)
+		return err == nil && pt == "bob@mail.example"
+	}
+
+	liveKey, liveSealed := newKey("live")
+	put("live", liveSealed)
+	_, goneSealed := newKey("gone")
+	put("gone", goneSealed)
+	put("gone", nil)
+
+	ring, err := NewKeyring(Config{Brokers: kcfg.Brokers, KeysTopic: topic, Partitions: partitions}, "kafkax-test", kek, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const missWait = 3 * time.Second
+	ring.MissWait = missWait
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = ring.Run(runCtx); close(done) }()
+	defer func() { stop(); <-done; ring.Close() }()
+
+	t.Run("a key it read", func(t *testing.T) {
+		dk, err := ring.DataKey("live")
+		if err != nil || !sameKey(liveKey, dk) {
+			t.Fatalf("DataKey(live) = %v, %v; want the key written", dk, err)
+		}
+	})
+	t.Run("a tombstone it read is gone", func(t *testing.T) {
+		if _, err := ring.DataKey("gone"); !errors.Is(err, pii.ErrNoKey) {
+			t.Fatalf("DataKey(gone) = %v, want ErrNoKey", err)
+		}
+		if dk, ok := ring.Known("gone"); !ok || dk != nil {
+			t.Fatalf("Known(gone) = %v, %v; want a known tombstone", dk, ok)
+		}
+	})
+	t.Run("a key written while the miss waits", func(t *testing.T) {
+		lateKey, lateSealed := newKey("late")
+		go func() {
+			time.Sleep(500 * time.Millisecond)
+			put("late", lateSealed)
+		}()
+		dk, err := ring.DataKey("late")
+		if err != nil || !sameKey(lateKey, dk) {
+			t.Fatalf("DataKey(late) = %v, %v; want the key written after the miss began", dk, err)
+		}
+	})
+	t.Run("a key never written is unavailable, not gone", func(t *testing.T) {
+		start := time.Now()
+		_, err := ring.DataKey("never")
+		if !errors.Is(err, pii.ErrKeyUnavailable) || errors.Is(err, pii.ErrNoKey) {
+			t.Fatalf("DataKey(never) = %v; want ErrKeyUnavailable and not ErrNoKey", err)
+		}
+		if waited := time.Since(start); waited < missWait-100*time.Millisecond {
+			t.Fatalf("DataKey(never) gave up after %v, before its MissWait of %v", waited, missWait)
+		}
+		if _, ok := ring.Known("never"); ok {
+			t.Fatal("an absent key became known")
+		}
+	})
+}
