@@ -1,6 +1,7 @@
 package kafkax
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,7 +26,9 @@ import (
 // waits for it (see DataKey). The keys topic keeps tombstones for as long
 // as it lives, so a reader that starts late still reads them.
 //
-// It holds every key in memory (about a hundred bytes per profile).
+// It holds every sealed key in memory (about 170 bytes per profile), and
+// opens (unseals) a key when it is first asked for, keeping at most
+// openedMax opened ones: an opened AES-GCM key takes about a kilobyte.
 type Keyring struct {
 	// MissWait bounds how long DataKey waits for a key it has not read
 	// (DefaultKeyMissWait when zero). Set it before Run.
@@ -39,7 +42,8 @@ type Keyring struct {
 	log        *slog.Logger
 
 	mu      sync.Mutex
-	keys    map[string]*pii.DataKey // nil: gone (tombstoned, forgotten)
+	sealed  map[string][]byte       // the sealed key per uid; nil: gone (tombstoned, forgotten); empty: Put, see opened
+	opened  map[string]*pii.DataKey // keys opened, or Put (those stay until their record is read)
 	next    map[int32]int64         // next offset the follower reads, per partition
 	caught  map[int32]bool          // partitions read up to the end they had at start
 	changed chan struct{}           // closed and replaced after every batch
@@ -71,7 +75,7 @@ func NewKeyring(c Config, clientID string, kek *pii.KEK, log *slog.Logger) (*Key
 	}
 	return &Keyring{
 		client: client, rpc: rpc, topic: c.KeysTopic, partitions: c.Partitions, kek: kek, log: log,
-		keys: map[string]*pii.DataKey{}, next: map[int32]int64{}, caught: map[int32]bool{}, changed: make(chan struct{}), done: make(chan struct{}),
+		sealed: map[string][]byte{}, opened: map[string]*pii.DataKey{}, next: map[int32]int64{}, caught: map[int32]bool{}, changed: make(chan struct{}), done: make(chan struct{}),
 	}, nil
 }
 
@@ -101,24 +105,25 @@ func (k *Keyring) Run(ctx context.Context) error {
 	return err
 }
 
+// openedMax bounds the opened keys a Keyring keeps.
+const openedMax = 1 << 16
+
+// put is the value of sealed for a key Put by this process and not read
+// from the topic yet: its only copy is in opened.
+var put = []byte{}
+
 func (k *Keyring) handle(_ context.Context, p int32, records []*sarama.ConsumerMessage) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, r := range records {
 		uid := string(r.Key)
+		delete(k.opened, uid)
 		if r.Value == nil {
-			k.keys[uid] = nil
+			k.sealed[uid] = nil
 			continue
 		}
-		dk, err := k.kek.Open(uid, r.Value)
-		if err != nil {
-			// Not this KEK's, or corrupt: the profile's data cannot be
-			// read. Loud, because it is a misconfiguration.
-			k.log.Error("cannot open a sealed data key; the profile's personal data reads as erased", "uid", uid, "partition", p, "offset", r.Offset, "err", err)
-			k.keys[uid] = nil
-			continue
-		}
-		k.keys[uid] = dk
+		// A copy: the record's value shares the fetch's buffer.
+		k.sealed[uid] = bytes.Clone(r.Value)
 	}
 	k.next[p] = records[len(records)-1].Offset + 1
 	close(k.changed)
@@ -131,7 +136,10 @@ func (k *Keyring) handle(_ context.Context, p int32, records []*sarama.ConsumerM
 func (k *Keyring) Put(uid string, dk *pii.DataKey) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.keys[uid] = dk
+	if v, ok := k.sealed[uid]; !ok || v == nil {
+		k.sealed[uid] = put
+	}
+	k.opened[uid] = dk
 }
 
 // Forget drops uid's key: its profile was deleted, and the delete's
@@ -139,7 +147,8 @@ func (k *Keyring) Put(uid string, dk *pii.DataKey) {
 func (k *Keyring) Forget(uid string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.keys[uid] = nil
+	k.sealed[uid] = nil
+	delete(k.opened, uid)
 }
 
 // DataKey returns uid's data key, or pii.ErrNoKey when the keyring has read
@@ -239,12 +248,52 @@ func (k *Keyring) DataKey(uid string) (*pii.DataKey, error) {
 }
 
 // Known returns uid's key and whether the keyring has read it (or been
-// told it with Put), without waiting: dk is nil for a tombstoned key.
+// told it with Put), without waiting: dk is nil for a tombstoned key. A
+// sealed key that this KEK cannot open counts as gone, loudly: the
+// profile's data cannot be read, which is a misconfiguration.
 func (k *Keyring) Known(uid string) (dk *pii.DataKey, ok bool) {
 	k.mu.Lock()
+	if dk := k.opened[uid]; dk != nil {
+		k.mu.Unlock()
+		return dk, true
+	}
+	v, ok := k.sealed[uid]
+	k.mu.Unlock()
+	if !ok || v == nil {
+		return nil, ok
+	}
+	if len(v) == 0 {
+		return nil, false // Put, and dropped from opened: cannot happen (see handle)
+	}
+	dk, err := k.kek.Open(uid, v)
+	k.mu.Lock()
 	defer k.mu.Unlock()
-	dk, ok = k.keys[uid]
-	return dk, ok
+	if cur := k.sealed[uid]; !bytes.Equal(cur, v) {
+		// Replaced while it was opened (a tombstone, most likely).
+		if cur == nil {
+			return nil, true
+		}
+		return k.opened[uid], k.opened[uid] != nil
+	}
+	if err != nil {
+		k.log.Error("cannot open a sealed data key; the profile's personal data reads as erased", "uid", uid, "err", err)
+		k.sealed[uid] = nil
+		return nil, true
+	}
+	if len(k.opened) >= openedMax {
+		// Drop about half, never a Put key whose record is not read yet.
+		n := 0
+		for u := range k.opened {
+			if len(k.sealed[u]) > 0 {
+				delete(k.opened, u)
+				if n++; n >= openedMax/2 {
+					break
+				}
+			}
+		}
+	}
+	k.opened[uid] = dk
+	return dk, true
 }
 
 // missing logs and returns the error of a miss that outlived MissWait.
@@ -256,9 +305,7 @@ func (k *Keyring) missing(uid string, p int32, why string) error {
 // cached returns uid's key if the keyring knows it (ok), pii.ErrNoKey if
 // it knows it is gone, or the keyring's failure.
 func (k *Keyring) cached(uid string) (*pii.DataKey, bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	dk, ok := k.keys[uid]
+	dk, ok := k.Known(uid)
 	switch {
 	case ok && dk == nil:
 		return nil, true, pii.ErrNoKey
@@ -267,7 +314,7 @@ func (k *Keyring) cached(uid string) (*pii.DataKey, bool, error) {
 	}
 	select {
 	case <-k.done:
-		return nil, false, fmt.Errorf("data key of %s: %w", uid, k.runErr)
+		return nil, false, fmt.Errorf("data key of %s: %w: %w", uid, pii.ErrKeyUnavailable, k.stopped())
 	default:
 	}
 	return nil, false, nil
