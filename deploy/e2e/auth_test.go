@@ -394,6 +394,7 @@ func signed(t *testing.T, secret string, now time.Time, method, path string, bod
 	for k, v := range header {
 		out[k] = v
 	}
+	out[auth.HeaderNonce] = req.Header.Get(auth.HeaderNonce)
 	out[auth.HeaderTimestamp] = req.Header.Get(auth.HeaderTimestamp)
 	out[auth.HeaderSignature] = req.Header.Get(auth.HeaderSignature)
 	return out
@@ -481,8 +482,10 @@ func TestForgedForwardingIsRejected(t *testing.T) {
 		with(map[string]string{"Authorization": admin, "X-Profiles-Uid": victim.UID}))
 	checkCell(t, "POST with a forged X-Profiles-Uid", r, cell{http.StatusForbidden, "invalid-signature"})
 
-	// The internal endpoints need the signature, whatever the token.
+	// The internal endpoints need the signature, whatever the token, and
+	// serve a signed request once.
 	claim := []byte(`{"email":"claim-` + uuid.NewString()[:8] + `@auth.example","uid":"` + uuid.NewString() + `"}`)
+	claimSigned := signed(t, secret, now, http.MethodPost, "/internal/claims", claim, map[string]string{})
 	internal := []struct {
 		name, method, path string
 		body               []byte
@@ -493,7 +496,8 @@ func TestForgedForwardingIsRejected(t *testing.T) {
 		{"state without a signature", http.MethodGet, "/internal/profiles/" + victim.UID, nil, map[string]string{"Authorization": admin}, http.StatusForbidden},
 		{"state with a made-up signature", http.MethodGet, "/internal/profiles/" + victim.UID, nil,
 			map[string]string{auth.HeaderTimestamp: fmt.Sprint(now.Unix()), auth.HeaderSignature: "v1=" + strings.Repeat("ab", 32)}, http.StatusForbidden},
-		{"claim signed", http.MethodPost, "/internal/claims", claim, signed(t, secret, now, http.MethodPost, "/internal/claims", claim, map[string]string{}), http.StatusNoContent},
+		{"claim signed", http.MethodPost, "/internal/claims", claim, claimSigned, http.StatusNoContent},
+		{"the same signed claim again (a replay)", http.MethodPost, "/internal/claims", claim, claimSigned, http.StatusForbidden},
 		{"state signed", http.MethodGet, "/internal/profiles/" + victim.UID, nil, signed(t, secret, now, http.MethodGet, "/internal/profiles/"+victim.UID, nil, map[string]string{}), http.StatusOK},
 	}
 	for _, c := range internal {

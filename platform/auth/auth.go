@@ -9,8 +9,10 @@
 //     owner of a partition, the internal endpoints, the read-your-writes
 //     waits) with HMAC-SHA256 under the shared INTERNAL_SECRET (Signer). A
 //     request that carries X-Profiles-* headers, or asks for /internal/,
-//     without a valid signature is refused with 403. A forward keeps the
-//     caller's Authorization header, and the owner verifies it again.
+//     without a valid signature, or with the nonce of a signed request the
+//     instance already accepted (a replay), is refused with 403. A forward
+//     keeps the caller's Authorization header, and the owner verifies it
+//     again.
 //   - Authenticator.Middleware does both on every request, and puts the
 //     Principal in the request's context for the handlers (FromContext).
 //
@@ -22,6 +24,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -54,6 +57,15 @@ var (
 	// ErrBadSignature: a request claims to come from another instance
 	// (X-Profiles-* headers, /internal/) without a valid signature.
 	ErrBadSignature = errors.New("invalid request signature")
+	// ErrReplayed: a validly signed request whose nonce the instance has
+	// accepted already: a replay (see Signer). It wraps ErrBadSignature,
+	// and is answered the same way.
+	ErrReplayed = fmt.Errorf("%w: the request was received already (a replay)", ErrBadSignature)
+	// ErrReplayCacheFull: a validly signed request that the instance
+	// cannot take now, because it remembers MaxNonces nonces already
+	// (see Signer). Not a bad signature: it is answered 503, to be sent
+	// again later.
+	ErrReplayCacheFull = errors.New("too many signed requests in the last seconds to remember another")
 )
 
 // Kind says how a Principal was authenticated.

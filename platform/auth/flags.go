@@ -35,9 +35,9 @@ type Flags struct {
 func RegisterFlags(fs *flag.FlagSet) *Flags {
 	return &Flags{
 		Mode:        config.String(fs, "auth-mode", "AUTH_MODE", string(ModeJWT), "jwt (bearer JWTs required) or off (development: no authentication)"),
-		JWKSFile:    config.String(fs, "auth-jwks-file", "AUTH_JWKS_FILE", "", "JWKS file with the public keys that sign tokens (AUTH_MODE=jwt; this or AUTH_JWKS_URL)"),
+		JWKSFile:    config.String(fs, "auth-jwks-file", "AUTH_JWKS_FILE", "", "JWKS file with the public keys that sign tokens (AUTH_MODE=jwt; this or AUTH_JWKS_URL); reloaded every AUTH_JWKS_REFRESH while running"),
 		JWKSURL:     config.String(fs, "auth-jwks-url", "AUTH_JWKS_URL", "", "URL of the JWKS with the public keys that sign tokens (AUTH_MODE=jwt; this or AUTH_JWKS_FILE)"),
-		JWKSRefresh: config.Duration(fs, "auth-jwks-refresh", "AUTH_JWKS_REFRESH", DefaultJWKSRefresh, "how often the JWKS at AUTH_JWKS_URL is fetched again"),
+		JWKSRefresh: config.Duration(fs, "auth-jwks-refresh", "AUTH_JWKS_REFRESH", DefaultJWKSRefresh, "how often the JWKS (AUTH_JWKS_FILE or AUTH_JWKS_URL) is loaded again; a bad one keeps the keys already loaded"),
 		Audience:    config.String(fs, "auth-audience", "AUTH_AUDIENCE", "", "the audience (aud) a token must name (required with AUTH_MODE=jwt)"),
 		Issuer:      config.String(fs, "auth-issuer", "AUTH_ISSUER", "", "the issuer (iss) a token must name; empty: any"),
 		Leeway:      config.Duration(fs, "auth-leeway", "AUTH_LEEWAY", DefaultLeeway, "clock skew allowed on a token's exp and nbf"),
@@ -48,7 +48,8 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 // Authenticator builds the Authenticator the settings describe, or says
 // what is missing. With AUTH_MODE=jwt (the default) it needs a JWKS
 // (AUTH_JWKS_FILE or AUTH_JWKS_URL), AUTH_AUDIENCE and INTERNAL_SECRET; the
-// service refuses to start without them. ctx ends the JWKS refreshes.
+// service refuses to start without them. ctx ends the JWKS reloads (of
+// the file or the URL, every AUTH_JWKS_REFRESH).
 func (f *Flags) Authenticator(ctx context.Context, log *slog.Logger) (*Authenticator, error) {
 	a := &Authenticator{Mode: Mode(*f.Mode), Log: log}
 	secret, err := f.secret()
@@ -70,7 +71,7 @@ func (f *Flags) Authenticator(ctx context.Context, log *slog.Logger) (*Authentic
 		case *f.JWKSFile != "" && *f.JWKSURL != "":
 			return nil, errors.New("set AUTH_JWKS_FILE or AUTH_JWKS_URL, not both")
 		case *f.JWKSFile != "":
-			keys, err = KeysFromFile(*f.JWKSFile)
+			keys, err = KeysFromFile(ctx, *f.JWKSFile, *f.JWKSRefresh, log)
 		case *f.JWKSURL != "":
 			keys, err = KeysFromURL(ctx, *f.JWKSURL, *f.JWKSRefresh, log)
 		default:

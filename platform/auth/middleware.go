@@ -63,7 +63,10 @@ func (a *Authenticator) Check() error {
 //
 //  1. A request that carries an X-Profiles-* header, or asks for
 //     /internal/, must carry a valid signature of another instance (when
-//     there is a Signer): otherwise 403 `invalid-signature`.
+//     there is a Signer), and one not seen before: otherwise 403
+//     `invalid-signature`, also for a replay of a request already served
+//     (ErrReplayed). When the Signer's replay cache is full, 503
+//     `replay-cache-full` with Retry-After (ErrReplayCacheFull).
 //  2. Its Principal: Dev under ModeOff; otherwise the bearer token's
 //     (an invalid token is 401 `invalid_token`, whatever the route), or
 //     Peer for a signed request without a token, or none.
@@ -83,7 +86,14 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 		peer := false
 		if rule.Peer || HasInternalHeaders(r.Header) {
 			if a.Signer != nil {
-				if err := a.Signer.Verify(r); err != nil {
+				if err := a.Signer.Verify(r); errors.Is(err, ErrReplayCacheFull) {
+					a.logger().Warn("refused a signed request: the replay cache is full", "method", r.Method,
+						"path", r.URL.Path, "remote", r.RemoteAddr, "max", MaxNonces)
+					w.Header().Set("Retry-After", "1")
+					httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "replay-cache-full", "Service Unavailable",
+						"this instance has taken too many signed requests in the last seconds; try again"))
+					return
+				} else if err != nil {
 					a.logger().Warn("refused a request that claims to come from another instance", "method", r.Method,
 						"path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 					httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusForbidden, "invalid-signature", "Forbidden",

@@ -126,6 +126,50 @@ func TestMiddleware(t *testing.T) {
 	}
 }
 
+// A replayed signed request gets the answer of a bad signature; a valid
+// one beyond the replay cache's bound gets 503 with Retry-After.
+func TestMiddlewareRefusesReplays(t *testing.T) {
+	signer := signedAt(t, testNow, testSecret)
+	// AUTH_MODE=off, as forward's token is no JWT: signatures are checked
+	// all the same.
+	a := &Authenticator{Mode: ModeOff, Signer: signer, Log: testLogger(t)}
+	h := a.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	serve := func(r *http.Request) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	problem := func(w *httptest.ResponseRecorder) string {
+		var p httpx.Problem
+		if w.Header().Get("Content-Type") != httpx.ProblemContentType || json.Unmarshal(w.Body.Bytes(), &p) != nil || p.Status != w.Code {
+			t.Fatalf("not a problem: %s", w.Body)
+		}
+		return strings.TrimPrefix(p.Type, "urn:profiles:problem:")
+	}
+
+	first := forward(t, signer)
+	replay := again(first)
+	if w := serve(first); w.Code != http.StatusNoContent {
+		t.Fatalf("the first request: %d %s", w.Code, w.Body)
+	}
+	if w := serve(replay); w.Code != http.StatusForbidden || problem(w) != "invalid-signature" {
+		t.Fatalf("the replay: %d %s, want 403 invalid-signature", w.Code, w.Body)
+	}
+	if w := serve(forward(t, signer)); w.Code != http.StatusNoContent {
+		t.Fatalf("a fresh request: %d %s", w.Code, w.Body)
+	}
+
+	signer.replay.max = signer.replay.len()
+	w := serve(forward(t, signer))
+	if w.Code != http.StatusServiceUnavailable || problem(w) != "replay-cache-full" || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("beyond the bound: %d %s (Retry-After %q), want 503 replay-cache-full", w.Code, w.Body, w.Header().Get("Retry-After"))
+	}
+	// A replay is still a replay, full or not.
+	if w := serve(again(first)); w.Code != http.StatusForbidden {
+		t.Fatalf("a replay with the cache full: %d %s, want 403", w.Code, w.Body)
+	}
+}
+
 func TestAuthenticatorCheck(t *testing.T) {
 	v := testVerifier(t)
 	signer := signedAt(t, testNow, testSecret)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -169,5 +170,58 @@ func TestForwardIsSignedAndKeepsTheCallersToken(t *testing.T) {
 	g := <-seen
 	if resp.StatusCode != http.StatusNoContent || g.verifyErr != nil || g.authz != "Bearer caller-token" || g.forwardedBy != "a" || g.body != `{"username":"bob"}` {
 		t.Fatalf("status %d; the owner saw %+v", resp.StatusCode, g)
+	}
+}
+
+// Every attempt of a forward is signed anew, with a fresh nonce: when the
+// owner took a read but never answered it (it died with the read in
+// flight), the retry is not refused as a replay of the first attempt.
+func TestEachForwardAttemptIsSignedAnew(t *testing.T) {
+	signer, err := auth.NewSigner("0123456789abcdef0123456789abcdef-routing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		attempts atomic.Int32
+		mu       sync.Mutex
+		nonces   []string
+		errs     []error
+	)
+	owner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := signer.Verify(r)
+		mu.Lock()
+		nonces = append(nonces, r.Header.Get(auth.HeaderNonce))
+		errs = append(errs, err)
+		mu.Unlock()
+		if attempts.Add(1) == 1 {
+			// Accepted, then no answer: the connection just closes.
+			conn, _, herr := http.NewResponseController(w).Hijack()
+			if herr == nil {
+				conn.Close()
+			}
+			return
+		}
+		_, _ = io.WriteString(w, "b")
+	}))
+	defer owner.Close()
+	b := kafkax.Member{ID: "b", URL: owner.URL}
+	rt := Routing{Router: &fakeRouter{selfID: "a", owners: []kafkax.Member{b}}, Self: kafkax.Member{ID: "a"}, Wait: 5 * time.Second,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Sign: signer.Sign}
+	srvA := httptest.NewServer(rt.Handler(func(*http.Request) (int32, bool) { return 0, true }, echo("a")))
+	defer srvA.Close()
+
+	resp, err := http.Get(srvA.URL + "/api/profile/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if resp.StatusCode != http.StatusOK || string(body) != "b" {
+		t.Fatalf("status %d %q; the owner's checks: %v", resp.StatusCode, body, errs)
+	}
+	if len(nonces) != 2 || nonces[0] == "" || nonces[0] == nonces[1] || errs[0] != nil || errs[1] != nil {
+		t.Fatalf("attempts with nonces %q, checks %v: want two, each signed anew", nonces, errs)
 	}
 }

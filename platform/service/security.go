@@ -51,8 +51,8 @@ type Security struct {
 
 // Security builds the service's Security, or says which setting is
 // missing: with AUTH_MODE=jwt (the default) the service must not start
-// without its keys, audience and INTERNAL_SECRET. ctx ends the refreshes
-// of a JWKS URL.
+// without its keys, audience and INTERNAL_SECRET. ctx ends the reloads of
+// the JWKS (file or URL).
 func (f *APIFlags) Security(ctx context.Context, log *slog.Logger) (*Security, error) {
 	a, err := f.Auth.Authenticator(ctx, log)
 	if err != nil {
