@@ -16,6 +16,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/events"
+	"profiles/events/pii"
 	"profiles/platform/kafkax"
 )
 
@@ -35,72 +36,147 @@ type SeedResult struct {
 	RecordBytes int `json:"record_bytes"`
 }
 
-// Seed writes n ProfileCreated events straight into the event log, the way
-// command-svc writes them (keyed by uid, placed like the Java client,
-// acks=all), with an asynchronous idempotent sarama producer: profile i is
-// UID(i), "user<i>", Email(i). It bypasses the API, which would measure the
-// API rather than the load (as deploy/e2e's seedEvents does).
-func Seed(ctx context.Context, kcfg kafkax.Config, n int) (SeedResult, error) {
-	cfg := kcfg.ProducerSarama("bench-seed")
+// EventWriter writes events straight into an event log, the way
+// command-svc places them (keyed by uid, placed like the Java client,
+// acks=all), with an asynchronous idempotent sarama producer. It bypasses
+// the API, which would measure the API rather than the load. Write may be
+// called from one goroutine; Close waits for every write.
+//
+// With a KEK, it seals them as command-svc does: a ProfileCreated writes
+// a new data key, sealed, to the keys topic, the events' personal fields
+// are encrypted with it, and a ProfileDeleted tombstones it (not in one
+// transaction: nothing reads the topics while a seed runs). Without one,
+// the events are in clear, as events from before encryption.
+type EventWriter struct {
+	KEK *pii.KEK
+
+	producer sarama.AsyncProducer
+	topic    string
+	keys     string
+	source   string
+	dks      map[string]*pii.DataKey
+	failed   atomic.Int64
+	firstErr atomic.Value
+	wg       sync.WaitGroup
+	// Bytes is the size of what Write wrote: keys, values and headers.
+	Bytes int64
+}
+
+// NewEventWriter returns an EventWriter to kcfg.EventsTopic; source is the
+// events' CloudEvents source header.
+func NewEventWriter(kcfg kafkax.Config, clientID, source string) (*EventWriter, error) {
+	cfg := kcfg.ProducerSarama(clientID)
 	cfg.Producer.Flush.Bytes = 256 << 10
 	cfg.Producer.Flush.Frequency = 5 * time.Millisecond
 	producer, err := sarama.NewAsyncProducer(kcfg.Brokers, cfg)
 	if err != nil {
-		return SeedResult{}, err
+		return nil, err
 	}
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	wg.Add(2)
+	w := &EventWriter{producer: producer, topic: kcfg.EventsTopic, keys: kcfg.KeysTopic, source: source, dks: map[string]*pii.DataKey{}}
+	w.wg.Add(2)
 	go func() {
-		defer wg.Done()
+		defer w.wg.Done()
 		for range producer.Successes() {
 		}
 	}()
 	go func() {
-		defer wg.Done()
+		defer w.wg.Done()
 		for perr := range producer.Errors() {
-			failed.Add(1)
-			firstErr.CompareAndSwap(nil, perr.Err.Error())
+			w.failed.Add(1)
+			w.firstErr.CompareAndSwap(nil, perr.Err.Error())
 		}
 	}()
+	return w, nil
+}
+
+// Write queues e (and its key record, see EventWriter).
+func (w *EventWriter) Write(e events.Event) error {
+	var (
+		value []byte
+		err   error
+	)
+	switch _, del := e.Data.(events.ProfileDeleted); {
+	case w.KEK == nil:
+		value, err = events.Encode(e)
+	case del:
+		delete(w.dks, e.UID)
+		w.producer.Input() <- &sarama.ProducerMessage{Topic: w.keys, Key: sarama.StringEncoder(e.UID)}
+		value, err = events.Encode(e)
+	default:
+		dk := w.dks[e.UID]
+		if dk == nil {
+			var raw, sealed []byte
+			if dk, raw, err = w.KEK.NewDataKey(e.UID); err != nil {
+				return err
+			}
+			sealed, err = w.KEK.Seal(e.UID, raw)
+			clear(raw)
+			if err != nil {
+				return err
+			}
+			w.dks[e.UID] = dk
+			w.producer.Input() <- &sarama.ProducerMessage{Topic: w.keys, Key: sarama.StringEncoder(e.UID), Value: sarama.ByteEncoder(sealed)}
+		}
+		value, err = events.EncodeSealed(e, dk)
+	}
+	if err != nil {
+		return err
+	}
+	var headers []sarama.RecordHeader
+	size := len(e.UID) + len(value)
+	for k, v := range events.Headers(e, w.source) {
+		headers = append(headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
+		size += len(k) + len(v)
+	}
+	w.Bytes += int64(size)
+	w.producer.Input() <- &sarama.ProducerMessage{Topic: w.topic, Key: sarama.StringEncoder(e.UID), Value: sarama.ByteEncoder(value), Headers: headers}
+	return nil
+}
+
+// Close waits until every queued event is written or failed, and returns
+// an error if any failed.
+func (w *EventWriter) Close() error {
+	w.producer.AsyncClose()
+	w.wg.Wait()
+	if n := w.failed.Load(); n > 0 {
+		return fmt.Errorf("%d events not written: %v", n, w.firstErr.Load())
+	}
+	return nil
+}
+
+// Seed writes n ProfileCreated events into the event log with an
+// EventWriter, sealed with kek (in clear when it is nil): profile i is
+// UID(i), "user<i>", Email(i).
+func Seed(ctx context.Context, kcfg kafkax.Config, kek *pii.KEK, n int) (SeedResult, error) {
+	w, err := NewEventWriter(kcfg, "bench-seed", "/bench-seed")
+	if err != nil {
+		return SeedResult{}, err
+	}
+	w.KEK = kek
 	start := time.Now()
 	at := start.Add(-time.Hour)
-	var bytes int64
 	for i := range n {
 		if ctx.Err() != nil {
 			break
 		}
-		uid := UID(i)
-		e := events.New(fmt.Sprintf("bench-%d", i), events.Profile{}, uid,
+		e := events.New(fmt.Sprintf("bench-%d", i), events.Profile{}, UID(i),
 			events.ProfileCreated{Username: fmt.Sprintf("user%d", i), Email: Email(i)}, at.Add(time.Duration(i)*time.Microsecond))
-		value, err := events.Encode(e)
-		if err != nil {
-			producer.AsyncClose()
-			wg.Wait()
+		if err := w.Write(e); err != nil {
+			_ = w.Close()
 			return SeedResult{}, err
 		}
-		var headers []sarama.RecordHeader
-		size := len(uid) + len(value)
-		for k, v := range events.Headers(e, "/bench-seed") {
-			headers = append(headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
-			size += len(k) + len(v)
-		}
-		bytes += int64(size)
-		producer.Input() <- &sarama.ProducerMessage{Topic: kcfg.EventsTopic, Key: sarama.StringEncoder(uid), Value: sarama.ByteEncoder(value), Headers: headers}
 	}
-	producer.AsyncClose()
-	wg.Wait()
+	cerr := w.Close()
 	took := time.Since(start)
 	if err := ctx.Err(); err != nil {
 		return SeedResult{}, err
 	}
-	if failed.Load() > 0 {
-		return SeedResult{}, fmt.Errorf("seed: %d events not written: %v", failed.Load(), firstErr.Load())
+	if cerr != nil {
+		return SeedResult{}, fmt.Errorf("seed: %w", cerr)
 	}
 	res := SeedResult{Events: n, Took: took, Seconds: round2(took.Seconds()), Rate: float64(n) / took.Seconds()}
 	if n > 0 {
-		res.RecordBytes = int(bytes / int64(n))
+		res.RecordBytes = int(w.Bytes / int64(n))
 	}
 	return res, nil
 }

@@ -25,6 +25,7 @@ import (
 type bench struct {
 	cfg     Config
 	kcfg    kafkax.Config
+	kek     *pii.KEK // the services' PII_KEK: the seed seals with it
 	env     []string // every service's environment
 	bin     string
 	logs    string
@@ -93,7 +94,7 @@ func (b *bench) run(ctx context.Context) error {
 
 	// The event log, and the produce ceiling next to it.
 	b.logf("seeding %d ProfileCreated events into %s", cfg.Profiles, b.kcfg.EventsTopic)
-	seed, err := Seed(ctx, b.kcfg, cfg.Profiles)
+	seed, err := Seed(ctx, b.kcfg, b.kek, cfg.Profiles)
 	if err != nil {
 		return err
 	}
@@ -170,6 +171,9 @@ func (b *bench) configure() error {
 	}
 	kek, err := pii.Generate()
 	if err != nil {
+		return err
+	}
+	if b.kek, err = pii.ParseKEK(kek); err != nil {
 		return err
 	}
 	b.env = []string{

@@ -18,6 +18,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"profiles/deploy/bench"
 	"profiles/events"
 	"profiles/platform/kafkax"
 )
@@ -59,32 +60,12 @@ func (s *System) replay(args ...string) (string, error) {
 // API, not the replay.
 func seedEvents(t *testing.T, s *System, n int) map[string]events.Profile {
 	t.Helper()
-	kcfg := kafkax.Config{Brokers: strings.Split(brokers, ",")}
-	cfg := kcfg.ProducerSarama("e2e-seed")
-	cfg.Producer.Flush.Bytes = 256 << 10
-	cfg.Producer.Flush.Frequency = 5 * time.Millisecond
-	producer, err := sarama.NewAsyncProducer(kcfg.Brokers, cfg)
+	w, err := bench.NewEventWriter(kafkax.Config{Brokers: strings.Split(brokers, ","), EventsTopic: s.env["EVENTS_TOPIC"]}, "e2e-seed", "/e2e-seed")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var failed atomic.Int64
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for range producer.Successes() {
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for perr := range producer.Errors() {
-			failed.Add(1)
-			t.Errorf("seed: %v", perr.Err)
-		}
-	}()
 	final := map[string]events.Profile{}
 	at := time.Now().Add(-time.Hour)
-	topic := s.env["EVENTS_TOPIC"]
 	for i := 0; i < n/4; i++ {
 		uid := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
 		var state events.Profile
@@ -104,22 +85,14 @@ func seedEvents(t *testing.T, s *System, n int) map[string]events.Profile {
 				t.Fatal(err)
 			}
 			state = next
-			value, err := events.Encode(e)
-			if err != nil {
+			if err := w.Write(e); err != nil {
 				t.Fatal(err)
 			}
-			var headers []sarama.RecordHeader
-			for k, v := range events.Headers(e, "/e2e-seed") {
-				headers = append(headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
-			}
-			producer.Input() <- &sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder(uid), Value: sarama.ByteEncoder(value), Headers: headers}
 		}
 		final[uid] = state
 	}
-	producer.AsyncClose()
-	wg.Wait()
-	if failed.Load() > 0 {
-		t.Fatalf("%d events not written", failed.Load())
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
 	}
 	return final
 }

@@ -91,7 +91,10 @@ func TestSchemathesisFindsNoServerErrorsAndNoResponseOutsideTheDocument(t *testi
 		"--checks", strings.Join(schemathesisChecks, ","),
 		"--max-examples", "50",
 		"--seed", "20251125",
-		"--workers", "2",
+		// One worker: with two, schemathesis 4.32.5 on CPython 3.11
+		// sometimes fails with a Runtime Error (a KeyError in its source
+		// cache), a race of its worker threads (CPython gh-106905).
+		"--workers", "1",
 		"--request-timeout", "20",
 		"--generation-database", "none",
 		"--report", "json,har",
