@@ -128,4 +128,65 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 			t.Fatal("an absent key became known")
 		}
 	})
+
+	// A miss reads the partition itself instead of waiting for the
+	// follower: a keyring whose follower never runs still finds a
+	// committed key, sees a tombstone, and skips an aborted one.
+	t.Run("a miss reads the partition directly", func(t *testing.T) {
+		tcfg := kcfg.ProducerSarama("kafkax-test")
+		tcfg.Producer.Transaction.ID = topic + "-txn"
+		tcfg.Producer.Partitioner = sarama.NewManualPartitioner
+		txp, err := sarama.NewSyncProducer(kcfg.Brokers, tcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer txp.Close()
+		inTxn := func(commit bool, uid string, value []byte) {
+			t.Helper()
+			if err := txp.BeginTxn(); err != nil {
+				t.Fatal(err)
+			}
+			var v sarama.Encoder
+			if value != nil {
+				v = sarama.ByteEncoder(value)
+			}
+			if _, _, err := txp.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: Partition(uid, partitions), Key: sarama.StringEncoder(uid), Value: v}); err != nil {
+				t.Fatal(err)
+			}
+			if commit {
+				err = txp.CommitTxn()
+			} else {
+				err = txp.AbortTxn()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		directKey, directSealed := newKey("direct")
+		inTxn(true, "direct", directSealed)
+		_, shreddedSealed := newKey("shredded")
+		inTxn(true, "shredded", shreddedSealed)
+		inTxn(true, "shredded", nil)
+		_, abortedSealed := newKey("aborted")
+		inTxn(false, "aborted", abortedSealed)
+
+		idle, err := NewKeyring(Config{Brokers: kcfg.Brokers, KeysTopic: topic, Partitions: partitions}, "kafkax-test-idle", kek, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer idle.Close()
+		idle.MissWait = time.Second
+		for p := range int32(partitions) {
+			idle.caught[p] = true // as if read at start, when the topic was empty
+		}
+		if dk, err := idle.DataKey("direct"); err != nil || !sameKey(directKey, dk) {
+			t.Fatalf("DataKey(direct) = %v, %v; want the committed key", dk, err)
+		}
+		if _, err := idle.DataKey("shredded"); !errors.Is(err, pii.ErrNoKey) {
+			t.Fatalf("DataKey(shredded) = %v, want ErrNoKey", err)
+		}
+		if _, err := idle.DataKey("aborted"); !errors.Is(err, pii.ErrKeyUnavailable) {
+			t.Fatalf("DataKey(aborted) = %v, want ErrKeyUnavailable (its only record was aborted)", err)
+		}
+	})
 }

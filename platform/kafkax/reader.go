@@ -289,32 +289,77 @@ func transient(err error) bool {
 // answer does not reach end (an open transaction holds the last stable
 // offset below it, or the response was cut short); the caller asks again.
 func drained(client sarama.Client, topic string, p int32, next, end int64) (bool, error) {
-	leader, err := client.Leader(topic, p)
-	if err != nil {
+	block, err := fetchCommitted(client, topic, p, next)
+	if err != nil || block == nil {
 		return false, err
-	}
-	req := &sarama.FetchRequest{Version: 11, MaxWaitTime: 0, MinBytes: 0, MaxBytes: 4 << 20, Isolation: sarama.ReadCommitted}
-	req.AddBlock(topic, p, next, 4<<20, -1)
-	resp, err := leader.Fetch(req)
-	if err != nil {
-		return false, err
-	}
-	block := resp.GetBlock(topic, p)
-	if block == nil {
-		return false, nil
-	}
-	if !errors.Is(block.Err, sarama.ErrNoError) {
-		return false, block.Err
 	}
 	if block.LastStableOffset < end {
 		return false, nil
 	}
+	delivered := false
+	covered, ok := walkCommitted(block, next, func(off int64, _ *sarama.Record) {
+		if off < end {
+			delivered = true // a record the consumer has yet to deliver
+		}
+	})
+	return ok && !delivered && covered >= end, nil
+}
+
+// lastRecordOf reads partition p of topic from offset from up to its last
+// stable offset, straight from the leader (read_committed), and returns the
+// last committed record whose key is key: its value (nil for a tombstone)
+// and offset. found is false when there is none.
+func lastRecordOf(client sarama.Client, topic string, p int32, from int64, key string) (value []byte, offset int64, found bool, err error) {
+	for {
+		block, err := fetchCommitted(client, topic, p, from)
+		if err != nil || block == nil {
+			return nil, 0, false, err
+		}
+		lso := block.LastStableOffset
+		covered, ok := walkCommitted(block, from, func(off int64, r *sarama.Record) {
+			if off < lso && string(r.Key) == key {
+				value, offset, found = r.Value, off, true
+			}
+		})
+		if !ok || covered >= lso || covered <= from {
+			return value, offset, found, nil
+		}
+		from = covered
+	}
+}
+
+// fetchCommitted sends one read_committed Fetch of partition p of topic
+// from offset from to its leader, without waiting for data (up to 4 MiB).
+func fetchCommitted(client sarama.Client, topic string, p int32, from int64) (*sarama.FetchResponseBlock, error) {
+	leader, err := client.Leader(topic, p)
+	if err != nil {
+		return nil, err
+	}
+	req := &sarama.FetchRequest{Version: 11, MaxWaitTime: 0, MinBytes: 0, MaxBytes: 4 << 20, Isolation: sarama.ReadCommitted}
+	req.AddBlock(topic, p, from, 4<<20, -1)
+	resp, err := leader.Fetch(req)
+	if err != nil {
+		return nil, err
+	}
+	block := resp.GetBlock(topic, p)
+	if block != nil && !errors.Is(block.Err, sarama.ErrNoError) {
+		return nil, block.Err
+	}
+	return block, nil
+}
+
+// walkCommitted calls fn for every record of block at or after from that
+// a read_committed consumer receives: no transaction marker, no record of
+// an aborted transaction. It returns the offset after the last batch in
+// the block; ok is false for a block in the legacy message format, which
+// our producers never write.
+func walkCommitted(block *sarama.FetchResponseBlock, from int64, fn func(off int64, r *sarama.Record)) (covered int64, ok bool) {
 	aborted := map[int64]bool{}
-	covered := next
+	covered = from
 	for _, records := range block.RecordsSet {
 		b := records.RecordBatch
 		if b == nil {
-			return false, nil // legacy message sets: not written by our producers
+			return covered, false
 		}
 		for _, txn := range block.AbortedTransactions {
 			if txn.FirstOffset <= b.LastOffset() {
@@ -334,10 +379,10 @@ func drained(client sarama.Client, topic string, p int32, next, end int64) (bool
 			continue
 		}
 		for _, r := range b.Records {
-			if off := b.FirstOffset + r.OffsetDelta; off >= next && off < end {
-				return false, nil // a record the consumer has yet to deliver
+			if off := b.FirstOffset + r.OffsetDelta; off >= from {
+				fn(off, r)
 			}
 		}
 	}
-	return covered >= end, nil
+	return covered, true
 }
