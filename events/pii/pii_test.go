@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -185,5 +186,52 @@ func TestFieldsAreBoundToTheirProfileAndField(t *testing.T) {
 	ct2, _ := dk.Encrypt("email", "Bob@Mail.com")
 	if ct == ct2 {
 		t.Fatal("two encryptions of one value are equal: the nonce repeats")
+	}
+}
+
+// Unwrap's fast path reads exactly what Seal writes, and anything else
+// still goes through encoding/json.
+func TestUnwrapReadsSealedRecordsWithAndWithoutTheFastPath(t *testing.T) {
+	k, err := NewKEK(bytes.Repeat([]byte{5}, KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, raw, err := k.NewDataKey("u-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	record, err := k.Seal("u-1", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want SealedKey
+	if err := json.Unmarshal(record, &want); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := parseSealedKey(record); !ok || got.V != 1 || got.KEKID != want.KEKID || !bytes.Equal(got.Sealed, want.Sealed) {
+		t.Fatalf("parseSealedKey(%s) = %+v, %v; want %+v", record, got, ok, want)
+	}
+	reordered, _ := json.Marshal(map[string]any{"sealed": want.Sealed, "kek": want.KEKID, "v": 1})
+	if _, ok := parseSealedKey(reordered); ok {
+		t.Fatalf("the fast path took another field order: %s", reordered)
+	}
+	for name, value := range map[string][]byte{"as Seal writes it": record, "fields reordered": reordered} {
+		sealed, err := k.Unwrap("u-1", value)
+		if err != nil || !bytes.Equal(sealed, want.Sealed) {
+			t.Fatalf("%s: Unwrap = %x, %v", name, sealed, err)
+		}
+		if _, err := k.OpenSealed("u-1", sealed); err != nil {
+			t.Fatalf("%s: OpenSealed: %v", name, err)
+		}
+	}
+	for name, value := range map[string][]byte{
+		"bad base64":  bytes.Replace(record, []byte(`"sealed":"`), []byte(`"sealed":"!`), 1),
+		"version 2":   bytes.Replace(record, []byte(`{"v":1`), []byte(`{"v":2`), 1),
+		"cut short":   record[:len(record)-5],
+		"another KEK": bytes.Replace(record, []byte(`"kek":"`), []byte(`"kek":"x`), 1),
+	} {
+		if _, err := k.Unwrap("u-1", value); err == nil {
+			t.Fatalf("%s: Unwrap accepted %s", name, value)
+		}
 	}
 }
