@@ -143,24 +143,11 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 		defer txp.Close()
 		inTxn := func(commit bool, uid string, value []byte) {
 			t.Helper()
-			if err := txp.BeginTxn(); err != nil {
-				t.Fatal(err)
-			}
 			var v sarama.Encoder
 			if value != nil {
 				v = sarama.ByteEncoder(value)
 			}
-			if _, _, err := txp.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: Partition(uid, partitions), Key: sarama.StringEncoder(uid), Value: v}); err != nil {
-				t.Fatal(err)
-			}
-			if commit {
-				err = txp.CommitTxn()
-			} else {
-				err = txp.AbortTxn()
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			sendInTxn(t, txp, &sarama.ProducerMessage{Topic: topic, Partition: Partition(uid, partitions), Key: sarama.StringEncoder(uid), Value: v}, commit)
 		}
 		directKey, directSealed := newKey("direct")
 		inTxn(true, "direct", directSealed)

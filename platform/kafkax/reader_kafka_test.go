@@ -46,20 +46,7 @@ func TestReadStopsAtTheEndOfATransactionalTopicAndMissesNothing(t *testing.T) {
 	}
 	defer producer.Close()
 	send := func(p int32, value string, commit bool) {
-		if err := producer.BeginTxn(); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := producer.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: p, Value: sarama.StringEncoder(value)}); err != nil {
-			t.Fatal(err)
-		}
-		if commit {
-			err = producer.CommitTxn()
-		} else {
-			err = producer.AbortTxn()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		sendInTxn(t, producer, &sarama.ProducerMessage{Topic: topic, Partition: p, Value: sarama.StringEncoder(value)}, commit)
 	}
 	for i := range perPartition {
 		for p := range int32(partitions) {
@@ -106,5 +93,26 @@ func TestReadStopsAtTheEndOfATransactionalTopicAndMissesNothing(t *testing.T) {
 				t.Fatalf("record %d-%d read %d times", p, i, n)
 			}
 		}
+	}
+}
+
+// sendInTxn writes msg in a transaction of its own of producer (a
+// transactional sync producer), committed or aborted.
+func sendInTxn(t *testing.T, producer sarama.SyncProducer, msg *sarama.ProducerMessage, commit bool) {
+	t.Helper()
+	if err := producer.BeginTxn(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := producer.SendMessage(msg); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if commit {
+		err = producer.CommitTxn()
+	} else {
+		err = producer.AbortTxn()
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
