@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"profiles/events/pii"
 )
 
 // ErrDecode is returned (wrapped) by Decode for any record that is not a
@@ -30,37 +28,23 @@ type envelope struct {
 	Data json.RawMessage `json:"data"`
 }
 
-// Encode returns the JSON envelope of e. e.SchemaVersion must be
-// SchemaVersion (as New sets it): the payload types are those of the
-// current version, and a record marked older would be upcast again on read.
-func Encode(e Event) ([]byte, error) { return encode(e, nil) }
-
-// EncodeSealed is Encode with the personal fields of the payload
-// (username, displayName, email) encrypted with the profile's data key dk,
-// and the record marked SealedPII. command-svc writes every event so.
-func EncodeSealed(e Event, dk *pii.DataKey) ([]byte, error) {
-	if dk == nil || dk.UID != e.UID {
-		return nil, fmt.Errorf("%w: no data key of %s", ErrInvalidEvent, e.UID)
-	}
-	return encode(e, dk)
-}
-
-func encode(e Event, dk *pii.DataKey) ([]byte, error) {
+// Encode returns the JSON envelope of e as it is stored. e.SchemaVersion
+// must be SchemaVersion (as New sets it): the payload types are those of
+// the current version, and a record marked older would be upcast again on
+// read. When e is Sealed, its personal fields must already be ciphertext
+// (pii.Codec.EncodeEvent seals them): the record is marked SealedPII.
+func Encode(e Event) ([]byte, error) {
 	if e.Data == nil || e.Data.EventType() != e.Type {
 		return nil, fmt.Errorf("%w: payload does not match type %q", ErrInvalidEvent, e.Type)
 	}
 	if e.SchemaVersion != SchemaVersion {
 		return nil, fmt.Errorf("%w: schema version %d, this build writes %d", ErrInvalidEvent, e.SchemaVersion, SchemaVersion)
 	}
-	payload, mark := e.Data, ""
-	if dk != nil {
-		var err error
-		if payload, err = sealPayload(dk, e.Data); err != nil {
-			return nil, fmt.Errorf("seal %s payload: %w", e.Type, err)
-		}
+	mark := ""
+	if e.Sealed {
 		mark = SealedPII
 	}
-	data, err := json.Marshal(payload)
+	data, err := json.Marshal(e.Data)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s payload: %w", e.Type, err)
 	}
@@ -80,9 +64,10 @@ func encode(e Event, dk *pii.DataKey) ([]byte, error) {
 // schema version. A record of an earlier version is first upcast to
 // SchemaVersion (see upcast.go), so the event it returns always has the
 // current payload types and SchemaVersion, whatever version the record was
-// written in. Errors wrap ErrDecode; a future schema version is one. The
-// exception is a sealed record whose data key cannot be read yet: that
-// error wraps pii.ErrKeyUnavailable, and the caller retries the record.
+// written in. Errors wrap ErrDecode; a future schema version is one, and
+// so is an unknown "pii" scheme. A sealed record (marked SealedPII)
+// decodes as stored: Sealed is set and its personal fields are still
+// ciphertext (pii.Codec.DecodeEvent opens them).
 func Decode(b []byte) (Event, error) {
 	var env envelope
 	if err := json.Unmarshal(b, &env); err != nil {
@@ -114,25 +99,10 @@ func Decode(b []byte) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("%w: %s payload: %v", ErrDecode, env.Type, err)
 	}
-	var erased bool
-	switch env.PII {
-	case "":
-	case SealedPII:
-		if data, erased, err = openPayload(env.UID, data); err != nil {
-			if errors.Is(err, pii.ErrKeyUnavailable) {
-				return Event{}, fmt.Errorf("%s payload of %s: %w", env.Type, env.UID, err)
-			}
-			return Event{}, fmt.Errorf("%w: %s payload: %v", ErrDecode, env.Type, err)
-		}
-	default:
+	if env.PII != "" && env.PII != SealedPII {
 		return Event{}, fmt.Errorf("%w: unknown pii scheme %q", ErrDecode, env.PII)
 	}
-	if env.Type == TypeProfileDeleted {
-		// The delete's transaction tombstoned the profile's data key.
-		forget(env.UID)
-	}
 	return Event{
-		Erased:        erased,
 		Sealed:        env.PII != "",
 		ID:            env.ID,
 		Type:          env.Type,

@@ -33,12 +33,12 @@ type Event struct {
 	OccurredAt    time.Time
 	SchemaVersion int
 	Data          Payload
-	// Erased is set by Decode on an event whose personal fields were
-	// encrypted with a data key that is gone (crypto-shredded by the
-	// profile's delete): those fields are empty.
+	// Erased is set by pii.Codec.DecodeEvent on an event whose personal
+	// fields were encrypted with a data key that is gone (crypto-shredded
+	// by the profile's delete): those fields are empty.
 	Erased bool
-	// Sealed is set by Decode on an event whose personal fields were
-	// encrypted (see keys.go).
+	// Sealed is set by Decode on a record whose personal fields are
+	// encrypted (marked SealedPII); Encode marks such a record.
 	Sealed bool
 }
 

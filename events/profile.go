@@ -3,8 +3,6 @@ package events
 import (
 	"strings"
 	"time"
-
-	"profiles/events/pii"
 )
 
 // Profile is the state of one profile after folding its events.
@@ -24,12 +22,13 @@ type Profile struct {
 	CreatedAt   time.Time `json:"createdAt"`
 	UpdatedAt   time.Time `json:"updatedAt"`
 	Deleted     bool      `json:"-"`
-	// Erased is set by DecodeSnapshot on a snapshot whose personal fields
-	// were encrypted with a data key that is gone: they are empty.
+	// Erased is set by pii.Codec.DecodeSnapshot on a snapshot whose
+	// personal fields were encrypted with a data key that is gone: they
+	// are empty.
 	Erased bool `json:"-"`
 	// Sealed marks a profile whose personal data is sealed in Kafka (it was
-	// folded from a sealed event or snapshot): EncodeSnapshot seals it too.
-	// A profile from before encryption is written as it was.
+	// folded from a sealed event or snapshot): pii.Codec.EncodeSnapshot
+	// seals it too. A profile from before encryption is written as it was.
 	Sealed bool `json:"-"`
 }
 
@@ -41,12 +40,4 @@ func (p Profile) Exists() bool { return p.Version > 0 && !p.Deleted }
 // same normalized form are the same address for every lookup.
 func NormalizeEmail(email string) string {
 	return strings.ToLower(strings.TrimSpace(email))
-}
-
-// EmailKey returns what stands for an email wherever an email is a key
-// (the claims topic, the email index, the partition of either): the
-// HMAC-SHA256 of its normalized form under a key derived from the KEK, so
-// equal addresses meet without the address being stored.
-func EmailKey(k *pii.KEK, email string) string {
-	return k.EmailHash(NormalizeEmail(email))
 }

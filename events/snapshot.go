@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-
-	"profiles/events/pii"
 )
 
 // HeaderVersion is the Kafka header that carries a snapshot record's profile
@@ -26,45 +24,32 @@ type sealedSnapshot struct {
 }
 
 // EncodeSnapshot returns the value of p's record in the snapshot topic (and
-// the email index): the profile's JSON for a live profile, and nil (a
-// tombstone) for a deleted one. When p is Sealed (folded from sealed
-// records), its personal fields are encrypted with the profile's data key
-// from the installed Keys (see SetKeys); a profile from before encryption,
-// or one whose key is gone (erased, its fields empty), is written as it
-// is.
+// the email index), as stored: the profile's JSON for a live profile, and
+// nil (a tombstone) for a deleted one. When p is Sealed, its personal
+// fields must already be ciphertext (pii.Codec.EncodeSnapshot seals them):
+// the record is marked SealedPII.
 func EncodeSnapshot(p Profile) ([]byte, error) {
 	if p.Deleted {
 		return nil, nil
 	}
 	out := sealedSnapshot{Profile: p}
-	if !p.Sealed {
-		return json.Marshal(out)
-	}
-	dk, ok, err := dataKey(p.UID)
-	if err != nil {
-		return nil, fmt.Errorf("data key of %s: %w", p.UID, err)
-	}
-	if ok {
-		if err := seal(dk, personal(&out.Username, &out.DisplayName, &out.Email)); err != nil {
-			return nil, fmt.Errorf("seal snapshot of %s: %w", p.UID, err)
-		}
+	if p.Sealed {
 		out.PII = SealedPII
 	}
 	return json.Marshal(out)
 }
 
-// DecodeSnapshot parses a snapshot record of the profile uid. A nil value is
-// a tombstone and yields a deleted profile at the version given by the
-// record's HeaderVersion header (0 if the header is missing or invalid).
-// Errors wrap ErrSnapshot, but for a sealed record whose data key cannot
-// be read yet (pii.ErrKeyUnavailable), which the caller retries.
+// DecodeSnapshot parses a snapshot record of the profile uid, as stored. A
+// nil value is a tombstone and yields a deleted profile at the version
+// given by the record's HeaderVersion header (0 if the header is missing
+// or invalid). A sealed record (marked SealedPII) yields a Sealed profile
+// whose personal fields are still ciphertext (pii.Codec.DecodeSnapshot
+// opens them). Errors wrap ErrSnapshot; an unknown "pii" scheme is one.
 func DecodeSnapshot(uid string, value []byte, versionHeader string) (Profile, error) {
 	if uid == "" {
 		return Profile{}, fmt.Errorf("%w: record has no key", ErrSnapshot)
 	}
 	if value == nil {
-		// Not a reason to forget the key: the email index tombstones an
-		// entry whenever a live profile changes its email.
 		v, _ := strconv.ParseInt(versionHeader, 10, 64)
 		return Profile{UID: uid, Version: v, Deleted: true}, nil
 	}
@@ -76,14 +61,7 @@ func DecodeSnapshot(uid string, value []byte, versionHeader string) (Profile, er
 	switch sealed.PII {
 	case "":
 	case SealedPII:
-		erased, err := open(uid, personal(&p.Username, &p.DisplayName, &p.Email))
-		if errors.Is(err, pii.ErrKeyUnavailable) {
-			return Profile{}, fmt.Errorf("snapshot of %s: %w", uid, err) // transient: retried
-		}
-		if err != nil {
-			return Profile{}, fmt.Errorf("%w: %v", ErrSnapshot, err)
-		}
-		p.Erased, p.Sealed = erased, true
+		p.Sealed = true
 	default:
 		return Profile{}, fmt.Errorf("%w: unknown pii scheme %q", ErrSnapshot, sealed.PII)
 	}

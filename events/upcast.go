@@ -21,7 +21,7 @@ import (
 //	1: the first schema.
 //	2: ProfileCreated gains displayName; a version 1 create gets its username.
 //	3: the envelope may carry "pii": SealedPII, and the personal fields of
-//	   its payload are then encrypted (see keys.go). A version 2 record has
+//	   its payload are then encrypted (see SealedPII). A version 2 record has
 //	   no such mark, so it upcasts unchanged, its fields in clear. The
 //	   version exists so that a reader older than encryption refuses a
 //	   sealed record instead of taking its ciphertext for an email.

@@ -16,8 +16,8 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/events"
-	"profiles/events/pii"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 )
 
 // UID is the uid of the i-th seeded profile.
@@ -50,6 +50,7 @@ type SeedResult struct {
 type EventWriter struct {
 	KEK *pii.KEK
 
+	codec    *pii.Codec // of KEK, made at the first sealed Write
 	producer sarama.AsyncProducer
 	topic    string
 	keys     string
@@ -117,7 +118,10 @@ func (w *EventWriter) Write(e events.Event) error {
 			w.dks[e.UID] = dk
 			w.producer.Input() <- &sarama.ProducerMessage{Topic: w.keys, Key: sarama.StringEncoder(e.UID), Value: sarama.ByteEncoder(sealed)}
 		}
-		value, err = events.EncodeSealed(e, dk)
+		if w.codec == nil {
+			w.codec = pii.NewCodec(w.KEK, nil)
+		}
+		value, err = w.codec.EncodeEvent(e, dk)
 	}
 	if err != nil {
 		return err

@@ -17,8 +17,8 @@ import (
 
 	"github.com/IBM/sarama"
 
-	"profiles/events/pii"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 )
 
 // bench is the state of one run.

@@ -305,7 +305,7 @@ func TestChangesStreamResumesWithoutLossOrDuplicates(t *testing.T) {
 		if m.Offset < start[m.Partition] {
 			continue
 		}
-		prof, err := events.DecodeSnapshot(string(m.Key), m.Value, kafkax.HeaderValue(m, events.HeaderVersion))
+		prof, err := codecOfTests.DecodeSnapshot(string(m.Key), m.Value, kafkax.HeaderValue(m, events.HeaderVersion))
 		if err != nil {
 			t.Fatalf("snapshot record %d/%d: %v", m.Partition, m.Offset, err)
 		}

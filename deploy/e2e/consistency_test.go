@@ -17,7 +17,7 @@ func eventsOf(t *testing.T, s *System, partitions int32, uid string) []events.Ev
 	t.Helper()
 	var out []events.Event
 	for _, m := range ReadTopic(t, KafkaReadCommitted(t), s.env["EVENTS_TOPIC"], []int32{kafkax.Partition(uid, partitions)}) {
-		e, err := events.Decode(m.Value)
+		e, err := codecOfTests.DecodeEvent(m.Value)
 		if err != nil {
 			t.Fatalf("undecodable event at %d: %v", m.Offset, err)
 		}

@@ -523,7 +523,7 @@ func (l *faultLoad) Verify(scenario, notes string) reliabilityRow {
 	// 1. Every acknowledged write is in the event log.
 	logged := map[ackedWrite]bool{}
 	for _, m := range ReadTopic(t, KafkaAt(t, l.s.Brokers, true), l.s.env["EVENTS_TOPIC"], nil) {
-		e, err := events.Decode(m.Value)
+		e, err := codecOfTests.DecodeEvent(m.Value)
 		if err != nil {
 			t.Fatalf("undecodable event at %d/%d: %v", m.Partition, m.Offset, err)
 		}
@@ -648,7 +648,7 @@ func foldEventLog(t *testing.T, s *System) map[string]events.Profile {
 	t.Helper()
 	state := map[string]events.Profile{}
 	for _, m := range ReadTopic(t, KafkaAt(t, s.Brokers, true), s.env["EVENTS_TOPIC"], nil) {
-		e, err := events.Decode(m.Value)
+		e, err := codecOfTests.DecodeEvent(m.Value)
 		if err != nil {
 			t.Fatalf("undecodable event at %d/%d: %v", m.Partition, m.Offset, err)
 		}

@@ -34,9 +34,8 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/deploy/internal/ports"
-	"profiles/events"
-	"profiles/events/pii"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 	"profiles/platform/testenv"
 )
 
@@ -235,22 +234,30 @@ func StartSystem(t *testing.T, opts Options) *System {
 	return s
 }
 
-// testKeys are the events.Keys of the test process: the keyrings of the
+// testKeys are the pii.Keys of the test process: the keyrings of the
 // systems that run, so that tests can decode the sealed events and
-// snapshots they read from Kafka themselves.
+// snapshots they read from Kafka themselves (with codecOfTests).
 type testKeys struct {
 	mu    sync.Mutex
-	rings map[*System]*kafkax.Keyring
+	rings map[*System]*pii.Keyring
 }
 
-var keysOfTests = &testKeys{rings: map[*System]*kafkax.Keyring{}}
+var keysOfTests = &testKeys{rings: map[*System]*pii.Keyring{}}
 
-func init() { events.SetKeys(keysOfTests) }
+// codecOfTests opens what the tests read from Kafka with keysOfTests. Its
+// KEK keys no email: System.EmailKey keys the emails of a system.
+var codecOfTests = func() *pii.Codec {
+	kek, err := pii.NewKEK(make([]byte, pii.KeySize))
+	if err != nil {
+		panic(err)
+	}
+	return pii.NewCodec(kek, keysOfTests)
+}()
 
-func (k *testKeys) all() []*kafkax.Keyring {
+func (k *testKeys) all() []*pii.Keyring {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	out := make([]*kafkax.Keyring, 0, len(k.rings))
+	out := make([]*pii.Keyring, 0, len(k.rings))
 	for _, r := range k.rings {
 		out = append(out, r)
 	}
@@ -301,7 +308,7 @@ func (s *System) followKeys(partitions int, security kafkax.Security) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	ring, err := kafkax.NewKeyring(kafkax.Config{Brokers: strings.Split(s.Brokers, ","), KeysTopic: s.env["KEYS_TOPIC"], Partitions: int32(partitions), Security: security},
+	ring, err := pii.NewKeyring(kafkax.Config{Brokers: strings.Split(s.Brokers, ","), KeysTopic: s.env["KEYS_TOPIC"], Partitions: int32(partitions), Security: security},
 		"e2e-test", kek, slog.New(slog.DiscardHandler))
 	if err != nil {
 		s.t.Fatal(err)
@@ -886,7 +893,7 @@ func (s *System) EmailKey(email string) string {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return events.EmailKey(kek, email)
+	return pii.NewCodec(kek, nil).EmailKey(email)
 }
 
 // newKEK returns a fresh PII_KEK.

@@ -15,8 +15,8 @@ import (
 
 	"profiles/events"
 
-	"profiles/events/pii"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 )
 
 // A profile's create writes its sealed data key to the keys topic, on the

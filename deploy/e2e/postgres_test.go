@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"profiles/events"
 	"profiles/platform/testenv"
 )
 
@@ -99,7 +98,7 @@ func pgSameAsSnapshots(t *testing.T, dump string, want map[string][]byte) string
 		rows[f[0]] = f
 	}
 	for uid, value := range want {
-		p, err := events.DecodeSnapshot(uid, value, "") // sealed: opened with the system's keys
+		p, err := codecOfTests.DecodeSnapshot(uid, value, "") // sealed: opened with the system's keys
 		if err != nil {
 			t.Fatalf("snapshot of %s: %v", uid, err)
 		}

@@ -103,7 +103,7 @@ func latest(t *testing.T, c sarama.Client, topic string) map[string]events.Profi
 	t.Helper()
 	out := map[string]events.Profile{}
 	for _, r := range ReadTopic(t, c, topic, nil) {
-		p, err := events.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
+		p, err := codecOfTests.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
 		if err != nil {
 			t.Fatalf("%s: %v", topic, err)
 		}

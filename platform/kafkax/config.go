@@ -37,7 +37,7 @@ type Config struct {
 	// it, so a switch needs no configuration change on any instance.
 	ControlTopic string
 	// KeysTopic is the compacted topic of the profiles' data keys, sealed
-	// by the key-encryption key (see profiles/events/pii), keyed by uid and
+	// by the key-encryption key (see profiles/platform/pii), keyed by uid and
 	// co-partitioned with the event log. A profile's delete tombstones its
 	// key in the same transaction, which crypto-shreds its personal data.
 	KeysTopic string

@@ -305,11 +305,11 @@ func drained(client sarama.Client, topic string, p int32, next, end int64) (bool
 	return ok && !delivered && covered >= end, nil
 }
 
-// lastRecordOf reads partition p of topic from offset from up to its last
+// LastRecordOf reads partition p of topic from offset from up to its last
 // stable offset, straight from the leader (read_committed), and returns the
 // last committed record whose key is key: its value (nil for a tombstone)
 // and offset. found is false when there is none.
-func lastRecordOf(client sarama.Client, topic string, p int32, from int64, key string) (value []byte, offset int64, found bool, err error) {
+func LastRecordOf(client sarama.Client, topic string, p int32, from int64, key string) (value []byte, offset int64, found bool, err error) {
 	for {
 		block, err := fetchCommitted(client, topic, p, from)
 		if err != nil || block == nil {

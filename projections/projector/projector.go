@@ -24,6 +24,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 )
 
 var eventsFolded = promauto.NewCounterVec(prometheus.CounterOpts{
@@ -49,9 +50,11 @@ type Projector struct {
 	DeadLetters DeadLetterSink
 	State       *State
 	Log         *slog.Logger
-	// EmailKey turns an email into its index key (events.EmailKey: an
-	// HMAC of the normalized email); nil means the normalized email.
-	EmailKey func(email string) string
+	// Codec opens the events and seals the snapshots.
+	Codec *pii.Codec
+	// EmailKey turns an email into its index key (pii.Codec.EmailKey: an
+	// HMAC of the normalized email).
+	EmailKey events.EmailKeyer
 }
 
 // Run consumes events until ctx ends. Each event is acked only after its
@@ -131,8 +134,8 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 		return nil
 	}
 
-	e, err := events.Decode(msg.Payload)
-	if errors.Is(err, events.ErrKeyUnavailable) {
+	e, err := p.Codec.DecodeEvent(msg.Payload)
+	if errors.Is(err, pii.ErrKeyUnavailable) {
 		return err // retried: the event is good, its key is not readable yet
 	}
 	if err != nil {
@@ -142,7 +145,7 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 	if e.Version > state.Version+1 {
 		// Our memory of this partition is behind the snapshot topic (another
 		// projector instance owned the partition for a while): reload it.
-		if _, err := p.State.Restore(ctx, p.Client, p.SnapshotsTopic, []int32{partition}); err != nil {
+		if _, err := p.State.Restore(ctx, p.Codec, p.Client, p.SnapshotsTopic, []int32{partition}); err != nil {
 			return err
 		}
 		state = p.State.Get(e.UID)
@@ -155,7 +158,7 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 	if err != nil {
 		return poison(err)
 	}
-	value, err := events.EncodeSnapshot(next)
+	value, err := p.Codec.EncodeSnapshot(next)
 	if err != nil {
 		return poison(err)
 	}
@@ -185,12 +188,9 @@ var ErrNotRestored = errors.New("state not restored from the snapshot topic yet"
 // profile under the email it holds now. Each (email, uid) key has exactly
 // one writer, the projector of the uid's partition, so the index needs no
 // read-modify-write of a shared per-email value.
-func indexRecords(emailKey func(string) string, e events.Event, prev, next events.Profile, headers map[string]string, value []byte) []*message.Message {
-	if emailKey == nil {
-		emailKey = events.NormalizeEmail
-	}
+func indexRecords(keyer events.EmailKeyer, e events.Event, prev, next events.Profile, headers map[string]string, value []byte) []*message.Message {
 	var out []*message.Message
-	oldEmail, newEmail := emailKey(prev.Email), emailKey(next.Email)
+	oldEmail, newEmail := keyer.EmailKey(prev.Email), keyer.EmailKey(next.Email)
 	if prev.Exists() && (!next.Exists() || oldEmail != newEmail) {
 		out = append(out, kafkax.NewKeyedMessage(e.ID+"-unindex", kafkax.IndexKey(oldEmail, e.UID), headers, nil))
 	}

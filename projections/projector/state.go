@@ -10,6 +10,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 )
 
 // State is the projector's memory of the latest snapshot it wrote for each
@@ -48,9 +49,9 @@ func (s *State) Len() int {
 
 // Restore reads the given partitions of the snapshot topic (all of them if
 // parts is nil) up to their current end into s. It returns how many records
-// it read. Undecodable records are skipped: they cannot hold a state that
-// the projector wrote.
-func (s *State) Restore(ctx context.Context, client sarama.Client, topic string, parts []int32) (int64, error) {
+// it read, opened with codec. Undecodable records are skipped: they cannot
+// hold a state that the projector wrote.
+func (s *State) Restore(ctx context.Context, codec *pii.Codec, client sarama.Client, topic string, parts []int32) (int64, error) {
 	var (
 		mu   sync.Mutex
 		read int64
@@ -61,8 +62,8 @@ func (s *State) Restore(ctx context.Context, client sarama.Client, topic string,
 		StopAtEnd:  true,
 		Handle: func(_ context.Context, _ int32, records []*sarama.ConsumerMessage) error {
 			for _, r := range records {
-				p, err := decodeSnapshot(r)
-				if errors.Is(err, events.ErrKeyUnavailable) {
+				p, err := codec.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
+				if errors.Is(err, pii.ErrKeyUnavailable) {
 					return err // the restore fails and is retried; nothing is skipped
 				}
 				if err == nil {
@@ -79,8 +80,4 @@ func (s *State) Restore(ctx context.Context, client sarama.Client, topic string,
 		return read, fmt.Errorf("restore from %s: %w", topic, err)
 	}
 	return read, nil
-}
-
-func decodeSnapshot(r *sarama.ConsumerMessage) (events.Profile, error) {
-	return events.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
 }

@@ -15,6 +15,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 )
 
 // ErrGenerationExists is returned by RebuildSnapshots when the topics of
@@ -38,16 +39,12 @@ type Env struct {
 	// query-svc instances by RebuildViews (AUTH_TOKEN); empty: none (they
 	// run with AUTH_MODE=off).
 	Token string
-	// EmailKey turns an email into its index key (events.EmailKey: an
-	// HMAC of the normalized email); nil means the normalized email.
-	EmailKey func(email string) string
-}
-
-func (e Env) emailKey(email string) string {
-	if e.EmailKey == nil {
-		return events.NormalizeEmail(email)
-	}
-	return e.EmailKey(email)
+	// Codec opens the events and snapshots read and seals the snapshots
+	// written.
+	Codec *pii.Codec
+	// EmailKey turns an email into its index key (pii.Codec.EmailKey: an
+	// HMAC of the normalized email).
+	EmailKey events.EmailKeyer
 }
 
 func (e Env) every() time.Duration {
@@ -207,8 +204,8 @@ func fold(ctx context.Context, env Env, parts []int32, cutoff, oldest map[int32]
 			st := states[p]
 			var poison, dups int64
 			for _, r := range recs {
-				e, err := events.Decode(r.Value)
-				if errors.Is(err, events.ErrKeyUnavailable) {
+				e, err := env.Codec.DecodeEvent(r.Value)
+				if errors.Is(err, pii.ErrKeyUnavailable) {
 					return err // the replay fails loudly rather than fold a gap
 				}
 				if err == nil {
@@ -290,7 +287,7 @@ func write(ctx context.Context, env Env, gen kafkax.Config, states map[int32]*pa
 send:
 	for _, st := range states {
 		for _, prof := range st.profiles {
-			value, err := events.EncodeSnapshot(prof)
+			value, err := env.Codec.EncodeSnapshot(prof)
 			if err != nil {
 				once.Do(func() { firstErr = err })
 				break send
@@ -307,7 +304,7 @@ send:
 			}
 			if !prof.Deleted {
 				ix := &sarama.ProducerMessage{
-					Topic: gen.EmailIndexTopic, Key: sarama.ByteEncoder(kafkax.IndexKey(env.emailKey(prof.Email), prof.UID)),
+					Topic: gen.EmailIndexTopic, Key: sarama.ByteEncoder(kafkax.IndexKey(env.EmailKey.EmailKey(prof.Email), prof.UID)),
 					Value: sarama.ByteEncoder(value), Headers: headers,
 				}
 				if !send(ix) {

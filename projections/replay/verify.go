@@ -14,6 +14,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 )
 
 // VerifyReport is the result of Verify.
@@ -199,8 +200,8 @@ func readCompacted(ctx context.Context, env Env, topic string, index bool) (map[
 						uid = u
 					}
 				}
-				prof, err := events.DecodeSnapshot(uid, r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
-				if errors.Is(err, events.ErrKeyUnavailable) {
+				prof, err := env.Codec.DecodeSnapshot(uid, r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
+				if errors.Is(err, pii.ErrKeyUnavailable) {
 					return err
 				}
 				if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 )
 
 var recordsSkipped = promauto.NewCounterVec(prometheus.CounterOpts{
@@ -93,14 +94,15 @@ ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset`
 // Use NewPostgresSink; Close it. Write calls for different partitions run
 // concurrently, each on a connection of the pool.
 type PostgresSink struct {
-	pool *pgxpool.Pool
-	log  *slog.Logger
+	pool  *pgxpool.Pool
+	codec *pii.Codec
+	log   *slog.Logger
 }
 
 // NewPostgresSink connects to url (a libpq URL or key=value string; pgx
 // sends unknown parameters, such as search_path, as run-time parameters)
-// and creates the schema if needed.
-func NewPostgresSink(ctx context.Context, url string, log *slog.Logger) (*PostgresSink, error) {
+// and creates the schema if needed. codec opens the snapshots written.
+func NewPostgresSink(ctx context.Context, url string, codec *pii.Codec, log *slog.Logger) (*PostgresSink, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -108,7 +110,7 @@ func NewPostgresSink(ctx context.Context, url string, log *slog.Logger) (*Postgr
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	s := &PostgresSink{pool: pool, log: log}
+	s := &PostgresSink{pool: pool, codec: codec, log: log}
 	if err := s.createSchema(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -178,8 +180,8 @@ func (s *PostgresSink) Write(ctx context.Context, topic string, p int32, records
 	b := &pgx.Batch{}
 	for _, r := range records {
 		header := kafkax.HeaderValue(r, events.HeaderVersion)
-		prof, err := events.DecodeSnapshot(string(r.Key), r.Value, header)
-		if errors.Is(err, events.ErrKeyUnavailable) {
+		prof, err := s.codec.DecodeSnapshot(string(r.Key), r.Value, header)
+		if errors.Is(err, pii.ErrKeyUnavailable) {
 			return err // retried from the checkpoint; the record is not skipped
 		}
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"profiles/events"
+	"profiles/platform/pii"
 	"profiles/platform/testenv"
 )
 
@@ -25,6 +26,16 @@ import (
 // deploy/test.sh starts (`make test`), each in a schema of its own.
 
 const pgTopic = "profile-snapshots"
+
+// testCodec is a codec without keys: the tests write snapshots in clear.
+func testCodec(t *testing.T) *pii.Codec {
+	t.Helper()
+	kek, err := pii.NewKEK(make([]byte, pii.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pii.NewCodec(kek, nil)
+}
 
 // pgTestSink returns a sink on a fresh schema of the test database, and a
 // connection to that schema for the test's own queries.
@@ -55,7 +66,7 @@ func pgTestSink(t *testing.T) (*PostgresSink, *pgx.Conn) {
 		_, _ = admin.Exec(context.Background(), "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
 		admin.Close(context.Background())
 	})
-	sink, err := NewPostgresSink(ctx, u.String(), nil)
+	sink, err := NewPostgresSink(ctx, u.String(), testCodec(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +396,7 @@ func TestPostgresSinkConcurrentPartitionsAndRestart(t *testing.T) {
 		t.Fatalf("%d rows, max version %d", rows, maxVersion)
 	}
 
-	again, err := NewPostgresSink(context.Background(), conn.Config().ConnString(), nil)
+	again, err := NewPostgresSink(context.Background(), conn.Config().ConnString(), testCodec(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,11 +20,10 @@ import (
 	"profiles/command-svc/internal/app"
 	"profiles/command-svc/internal/ports"
 	"profiles/command-svc/internal/state"
-	"profiles/events"
-	"profiles/events/pii"
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 	"profiles/platform/routing"
 	"profiles/platform/service"
 )
@@ -63,7 +62,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	emailKey := func(email string) string { return events.EmailKey(kek, email) }
 	self, static, err := common.Self("command-svc")
 	if err != nil {
 		return err
@@ -80,14 +78,14 @@ func run() error {
 		return err
 	}
 	defer client.Close()
-	keyring, err := kafkax.NewKeyring(kcfg, "command-svc", kek, log)
+	keyring, err := pii.NewKeyring(kcfg, "command-svc", kek, log)
 	if err != nil {
 		return err
 	}
 	defer keyring.Close()
-	events.SetKeys(keyring)
-	states := state.NewStore(log, kcfg.ClaimsTopic)
-	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log, AppendTimeout: *appendTimeout, Late: states, Profiles: states, KEK: kek, Keys: keyring}
+	codec := pii.NewCodec(kek, keyring)
+	states := state.NewStore(log, codec, kcfg.ClaimsTopic)
+	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *group, Source: "/command-svc/" + self.ID, Log: log, AppendTimeout: *appendTimeout, Late: states, Profiles: states, KEK: kek, Codec: codec, Keys: keyring}
 	defer eventLog.Close()
 	opts := kafkax.GroupOptions{
 		Group: *group, Topics: []string{kcfg.EventsTopic, kcfg.ClaimsTopic}, Self: self, SessionTimeout: *session,
@@ -124,9 +122,9 @@ func run() error {
 		Routing:     routing.Routing{Router: g, Self: self, Wait: *routeWait, Log: log, Sign: sec.Sign},
 		PartitionOf: func(uid string) int32 { return kafkax.Partition(uid, kcfg.Partitions) },
 		NewUID:      uuid.NewString,
-		EmailKey:    emailKey,
+		EmailKey:    codec,
 		Commands: ports.Commands{
-			ClaimEmail:    app.ClaimEmailHandler{Claims: states, Log: eventLog, Lookup: peers, Lease: *lease, Now: time.Now, EmailKey: emailKey},
+			ClaimEmail:    app.ClaimEmailHandler{Claims: states, Log: eventLog, Lookup: peers, Lease: *lease, Now: time.Now, EmailKey: codec},
 			State:         states,
 			CreateProfile: app.CreateProfileHandler{Deps: deps},
 			ChangeProfile: app.ChangeProfileHandler{Deps: deps},

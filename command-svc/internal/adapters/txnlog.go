@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"profiles/events"
-	"profiles/events/pii"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 )
 
 // ErrNotWriter is returned (wrapped) by Append when this instance holds no
@@ -41,9 +41,9 @@ type LateCommits interface {
 	PutClaim(email string, c events.Claim)
 }
 
-// DataKeys is the keyring command-svc encrypts with (kafkax.Keyring).
+// DataKeys is the keyring command-svc encrypts with (pii.Keyring).
 type DataKeys interface {
-	// DataKey waits for uid's key (see kafkax.Keyring.DataKey).
+	// DataKey waits for uid's key (see pii.Keyring.DataKey).
 	DataKey(uid string) (*pii.DataKey, error)
 	// Known returns uid's key without waiting, if it is known.
 	Known(uid string) (*pii.DataKey, bool)
@@ -105,11 +105,13 @@ type TxnEventLog struct {
 	// Until then the partition's appends fail with ErrNotWriter.
 	Fenced func(p int32)
 	// KEK seals the data key that a ProfileCreated gets, written to the
-	// keys topic in the event's transaction, and Keys gives the keys of
-	// existing profiles (see SealEvents). With a nil KEK, events are
-	// written in clear and no keys (unit tests only).
-	KEK  *pii.KEK
-	Keys DataKeys
+	// keys topic in the event's transaction; Keys gives the keys of
+	// existing profiles, and Codec seals the events (see SealEvents).
+	// With a nil KEK, events are written in clear and no keys (unit tests
+	// only).
+	KEK   *pii.KEK
+	Codec *pii.Codec
+	Keys  DataKeys
 	// Profiles tells a profile from before encryption (never Sealed, no
 	// key) from one whose key is not read yet (see keyOf). Needed with
 	// a KEK.
@@ -253,7 +255,7 @@ func (l *TxnEventLog) Append(ctx context.Context, es ...events.Event) error {
 			deleted bool
 			err     error
 		)
-		msgs, newKey, deleted, err = SealEvents(l.KEK, existing, l.Config.KeysTopic, l.Config.EventsTopic, l.Source, es)
+		msgs, newKey, deleted, err = SealEvents(l.Codec, l.KEK, existing, l.Config.KeysTopic, l.Config.EventsTopic, l.Source, es)
 		if err != nil {
 			return err
 		}
@@ -318,7 +320,8 @@ func eventMessage(topic, source string, e events.Event, value []byte) *sarama.Pr
 
 // SealEvents returns the records of one append of es (all of one profile)
 // to be written in one transaction: the events, their personal fields
-// encrypted with the profile's data key, and the keys topic records.
+// encrypted with the profile's data key by codec, and the keys topic
+// records.
 //
 //   - existing is the profile's data key; when it is nil (a create, or a
 //     profile from before encryption) a new key is made, and its record,
@@ -329,7 +332,7 @@ func eventMessage(topic, source string, e events.Event, value []byte) *sarama.Pr
 //
 // Key records are keyed by uid, so they land on the partition of the
 // profile's events.
-func SealEvents(kek *pii.KEK, existing *pii.DataKey, keysTopic, eventsTopic, source string, es []events.Event) (msgs []*sarama.ProducerMessage, newKey *pii.DataKey, deleted bool, err error) {
+func SealEvents(codec *pii.Codec, kek *pii.KEK, existing *pii.DataKey, keysTopic, eventsTopic, source string, es []events.Event) (msgs []*sarama.ProducerMessage, newKey *pii.DataKey, deleted bool, err error) {
 	if len(es) == 0 {
 		return nil, nil, false, nil
 	}
@@ -365,7 +368,7 @@ func SealEvents(kek *pii.KEK, existing *pii.DataKey, keysTopic, eventsTopic, sou
 			newKey = dk
 			msgs = append(msgs, keyMsg(sarama.ByteEncoder(sealed), e.Version))
 		}
-		if value, err = events.EncodeSealed(e, dk); err != nil {
+		if value, err = codec.EncodeEvent(e, dk); err != nil {
 			return nil, nil, false, err
 		}
 		msgs = append(msgs, eventMessage(eventsTopic, source, e, value))

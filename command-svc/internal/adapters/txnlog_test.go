@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"profiles/events"
-	"profiles/events/pii"
+	"profiles/platform/pii"
 )
 
-// testKeys are events.Keys that know the given data keys.
+// testKeys are pii.Keys that know the given data keys.
 type testKeys map[string]*pii.DataKey
 
 func (k testKeys) DataKey(uid string) (*pii.DataKey, error) {
@@ -106,7 +106,9 @@ func TestSealEventsWritesTheKeyWithTheCreateSealsPIIAndTombstonesOnDelete(t *tes
 	}
 	at := time.Unix(0, 0)
 	created := events.New("e1", events.Profile{}, "u", events.ProfileCreated{Username: "bob-the-user", Email: "bob@mail.example"}, at)
-	msgs, newKey, deleted, err := SealEvents(kek, nil, "keys", "events", "/test", []events.Event{created})
+	keys := testKeys{}
+	codec := pii.NewCodec(kek, keys)
+	msgs, newKey, deleted, err := SealEvents(codec, kek, nil, "keys", "events", "/test", []events.Event{created})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,37 +126,35 @@ func TestSealEventsWritesTheKeyWithTheCreateSealsPIIAndTombstonesOnDelete(t *tes
 	if strings.Contains(string(value), "bob") {
 		t.Fatalf("the event holds plaintext: %s", value)
 	}
-	keys := testKeys{"u": newKey}
-	events.SetKeys(keys)
-	t.Cleanup(func() { events.SetKeys(nil) })
-	if e, err := events.Decode(value); err != nil || e.Data != created.Data {
+	keys["u"] = newKey
+	if e, err := codec.DecodeEvent(value); err != nil || e.Data != created.Data {
 		t.Fatalf("Decode = %+v, %v", e, err)
 	}
 
 	// A change uses the existing key and writes no key record.
 	live := events.Profile{UID: "u", Version: 1}
 	changed := events.New("e2", live, "u", events.EmailChanged{Email: "rob@mail.example"}, at)
-	msgs, newKey2, _, err := SealEvents(kek, newKey, "keys", "events", "/test", []events.Event{changed})
+	msgs, newKey2, _, err := SealEvents(codec, kek, newKey, "keys", "events", "/test", []events.Event{changed})
 	if err != nil || len(msgs) != 1 || newKey2 != nil || msgs[0].Topic != "events" {
 		t.Fatalf("change: %d records, new key %v, %v", len(msgs), newKey2 != nil, err)
 	}
 
 	// A profile from before encryption gets a key with its next event.
-	msgs, legacyKey, _, err := SealEvents(kek, nil, "keys", "events", "/test", []events.Event{changed})
+	msgs, legacyKey, _, err := SealEvents(codec, kek, nil, "keys", "events", "/test", []events.Event{changed})
 	if err != nil || len(msgs) != 2 || legacyKey == nil {
 		t.Fatalf("legacy change: %d records, new key %v, %v", len(msgs), legacyKey != nil, err)
 	}
 
 	// The delete tombstones the key in its transaction.
 	del := events.New("e3", events.Profile{UID: "u", Version: 2}, "u", events.ProfileDeleted{}, at)
-	msgs, _, deleted, err = SealEvents(kek, newKey, "keys", "events", "/test", []events.Event{del})
+	msgs, _, deleted, err = SealEvents(codec, kek, newKey, "keys", "events", "/test", []events.Event{del})
 	if err != nil || !deleted || len(msgs) != 2 || msgs[1].Topic != "keys" || msgs[1].Value != nil {
 		t.Fatalf("delete: %d records, deleted %v, %v", len(msgs), deleted, err)
 	}
-	if _, err := events.Decode(value); err != nil {
+	if _, err := codec.DecodeEvent(value); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := SealEvents(kek, nil, "keys", "events", "/test", []events.Event{created, events.New("x", events.Profile{}, "other", events.ProfileCreated{}, at)}); err == nil {
+	if _, _, _, err := SealEvents(codec, kek, nil, "keys", "events", "/test", []events.Event{created, events.New("x", events.Profile{}, "other", events.ProfileCreated{}, at)}); err == nil {
 		t.Fatal("one append of two profiles was accepted")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"profiles/command-svc/internal/app"
 	"profiles/command-svc/internal/state"
 	"profiles/events"
+	"profiles/platform/pii"
 )
 
 type memLog struct {
@@ -43,6 +44,18 @@ func (v *memVisibility) WaitVisible(_ context.Context, uid string, version int64
 	return v.err
 }
 
+// testCodec is a codec without keys: the tests fold events in clear.
+func testCodec() *pii.Codec {
+	kek, _ := pii.NewKEK(make([]byte, pii.KeySize)) // 32 bytes: cannot fail
+	return pii.NewCodec(kek, nil)
+}
+
+// normalized keys an email by its normalized form, so that the tests can
+// name the claims.
+type normalized struct{}
+
+func (normalized) EmailKey(email string) string { return events.NormalizeEmail(email) }
+
 type fixture struct {
 	states *state.Store
 	log    *memLog
@@ -52,7 +65,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{states: state.NewStore(slog.Default(), "claims"), log: &memLog{}, vis: &memVisibility{}}
+	f := &fixture{states: state.NewStore(slog.Default(), testCodec(), "claims"), log: &memLog{}, vis: &memVisibility{}}
 	n := 0
 	f.deps = app.Deps{States: f.states, Log: f.log, Visibility: f.vis, Claims: &memClaims{held: map[string]string{}}, ClaimLease: 30 * time.Second,
 		NewID: func() string { n++; return fmt.Sprintf("id-%d", n) },

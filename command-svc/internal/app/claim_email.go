@@ -28,7 +28,7 @@ type ProfileLookup interface {
 }
 
 // ClaimEmail claims an email for a profile. Email is the email's key
-// (events.EmailKey, or the normalized email without a key). It runs on the
+// (ClaimEmailHandler.EmailKey of the email). It runs on the
 // owner of the key's partition.
 type ClaimEmail struct {
 	Email string
@@ -42,15 +42,8 @@ type ClaimEmailHandler struct {
 	Lookup ProfileLookup
 	Lease  time.Duration
 	Now    func() time.Time
-	// EmailKey is what ClaimEmail.Email was made with (nil: NormalizeEmail).
-	EmailKey func(email string) string
-}
-
-func (h ClaimEmailHandler) emailKey(email string) string {
-	if h.EmailKey == nil {
-		return events.NormalizeEmail(email)
-	}
-	return h.EmailKey(email)
+	// EmailKey is what ClaimEmail.Email was made with (pii.Codec).
+	EmailKey events.EmailKeyer
 }
 
 // Handle writes a claim of cmd.Email for cmd.UID, or returns ErrEmailTaken
@@ -67,7 +60,7 @@ func (h ClaimEmailHandler) Handle(ctx context.Context, cmd ClaimEmail) error {
 		if err != nil {
 			return fmt.Errorf("%w: cannot check the holder of the claim: %v", ErrAppend, err)
 		}
-		if holder.Exists() && h.emailKey(holder.Email) == cmd.Email {
+		if holder.Exists() && h.EmailKey.EmailKey(holder.Email) == cmd.Email {
 			return fmt.Errorf("%w: %s", ErrEmailTaken, cmd.Email)
 		}
 		if h.Now().Sub(cur.ClaimedAt) < h.Lease {

@@ -47,12 +47,12 @@ func TestClaimEmail(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			store := state.NewStore(slog.Default(), "claims")
+			store := state.NewStore(slog.Default(), testCodec(), "claims")
 			if tt.claim != nil {
 				store.PutClaim(email, *tt.claim)
 			}
 			log := &claimLog{}
-			h := app.ClaimEmailHandler{Claims: store, Log: log, Lookup: lookup{"other": tt.holder}, Lease: 10 * time.Second, Now: func() time.Time { return now }}
+			h := app.ClaimEmailHandler{Claims: store, Log: log, Lookup: lookup{"other": tt.holder}, Lease: 10 * time.Second, Now: func() time.Time { return now }, EmailKey: normalized{}}
 			err := h.Handle(context.Background(), app.ClaimEmail{Email: email, UID: "me"})
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
@@ -69,10 +69,10 @@ func TestClaimEmail(t *testing.T) {
 }
 
 func TestReleaseOnlyOwnClaim(t *testing.T) {
-	store := state.NewStore(slog.Default(), "claims")
+	store := state.NewStore(slog.Default(), testCodec(), "claims")
 	store.PutClaim("x@mail.com", events.Claim{UID: "other", Seq: 5})
 	log := &claimLog{}
-	h := app.ClaimEmailHandler{Claims: store, Log: log, Now: time.Now}
+	h := app.ClaimEmailHandler{Claims: store, Log: log, Now: time.Now, EmailKey: normalized{}}
 	if err := h.Release(context.Background(), "x@mail.com", "me"); err != nil || len(log.written) != 0 {
 		t.Fatalf("released another profile's claim: %v %v", err, log.written)
 	}

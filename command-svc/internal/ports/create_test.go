@@ -44,7 +44,7 @@ func TestCreateBodyDisplayName(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got app.CreateProfile
-			h := HTTP{Commands: Commands{CreateProfile: fakeCreate{&got}}, NewUID: func() string { return "u1" }, Log: slog.Default()}
+			h := HTTP{Commands: Commands{CreateProfile: fakeCreate{&got}}, NewUID: func() string { return "u1" }, EmailKey: normalized{}, Log: slog.Default()}
 			r := httptest.NewRequest(http.MethodPost, "/api/profile", strings.NewReader(tt.body))
 			r.Header.Set("Content-Type", "application/json")
 			w := httptest.NewRecorder()
@@ -78,7 +78,7 @@ func TestCreateBodyDisplayName(t *testing.T) {
 
 // PUT does not take displayName: no event changes it.
 func TestChangeBodyRejectsDisplayName(t *testing.T) {
-	h := HTTP{Log: slog.Default()}
+	h := HTTP{EmailKey: normalized{}, Log: slog.Default()}
 	r := httptest.NewRequest(http.MethodPut, "/api/profile/74292b21-0fbb-4f1d-a18f-fa80f947fa5d",
 		strings.NewReader(`{"username":"bob","displayName":"Bob","email":"b@mail.com"}`))
 	r.Header.Set("Content-Type", "application/json")

@@ -85,6 +85,11 @@ func (selfRouter) Route(context.Context, int32) (kafkax.Member, bool, error) {
 	return kafkax.Member{ID: "fuzz"}, true, nil
 }
 
+// normalized keys an email by its normalized form.
+type normalized struct{}
+
+func (normalized) EmailKey(email string) string { return events.NormalizeEmail(email) }
+
 // fuzzServer returns the command-svc router wired as in main, with fakes
 // for the use cases.
 func fuzzServer(c *recordingCommands) http.Handler {
@@ -95,6 +100,7 @@ func fuzzServer(c *recordingCommands) http.Handler {
 		MaxBody:     fuzzMaxBody,
 		Routing:     routing.Routing{Router: selfRouter{}, Self: kafkax.Member{ID: "fuzz"}, Wait: time.Second, Log: log},
 		PartitionOf: func(string) int32 { return 0 },
+		EmailKey:    normalized{},
 		NewUID:      uuid.NewString,
 		Commands:    Commands{CreateProfile: c.create(), ChangeProfile: c.change()},
 	}.Register(r)

@@ -66,16 +66,9 @@ type HTTP struct {
 	// MaxBody limits a request body in bytes; 0 means httpx.DefaultMaxBody.
 	MaxBody int64
 	Log     *slog.Logger
-	// EmailKey turns an email into the key of its claim (events.EmailKey:
-	// an HMAC of the normalized email); nil means the normalized email.
-	EmailKey func(email string) string
-}
-
-func (h HTTP) emailKey(email string) string {
-	if h.EmailKey == nil {
-		return events.NormalizeEmail(email)
-	}
-	return h.EmailKey(email)
+	// EmailKey turns an email into the key of its claim (pii.Codec: an
+	// HMAC of the normalized email).
+	EmailKey events.EmailKeyer
 }
 
 // Register adds the API routes to r.
@@ -106,7 +99,7 @@ func (h HTTP) claimPartition(r *http.Request) (int32, bool) {
 	if json.Unmarshal(b, &c) != nil || c.Email == "" {
 		return 0, false
 	}
-	return h.PartitionOf(h.emailKey(c.Email)), true
+	return h.PartitionOf(h.EmailKey.EmailKey(c.Email)), true
 }
 
 // claim serves POST (claim) and DELETE (release) /internal/claims.
@@ -120,7 +113,7 @@ func (h HTTP) claim(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, p)
 		return
 	}
-	email := h.emailKey(c.Email)
+	email := h.EmailKey.EmailKey(c.Email)
 	var err error
 	if r.Method == http.MethodDelete {
 		err = h.Commands.ClaimEmail.Release(r.Context(), email, c.UID)

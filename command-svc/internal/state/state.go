@@ -16,12 +16,14 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 )
 
 // Store holds the folded state and per-profile command locks. It is safe
 // for concurrent use.
 type Store struct {
 	log         *slog.Logger
+	codec       *pii.Codec
 	claimsTopic string
 
 	mu       sync.Mutex
@@ -38,10 +40,10 @@ type lockEntry struct {
 }
 
 // NewStore returns an empty Store; records of claimsTopic are email claims,
-// all others events.
-func NewStore(log *slog.Logger, claimsTopic string) *Store {
+// all others events, which codec opens.
+func NewStore(log *slog.Logger, codec *pii.Codec, claimsTopic string) *Store {
 	return &Store{
-		log: log, claimsTopic: claimsTopic,
+		log: log, codec: codec, claimsTopic: claimsTopic,
 		profiles: map[string]events.Profile{}, created: map[string]events.ProfileCreated{},
 		claims: map[string]events.Claim{}, offsets: map[string]map[int32]int64{}, locks: map[string]*lockEntry{},
 	}
@@ -161,7 +163,7 @@ func (s *Store) Handle(_ context.Context, topic string, p int32, records []*sara
 			}
 		} else {
 			var e events.Event
-			if e, err = events.Decode(r.Value); errors.Is(err, events.ErrKeyUnavailable) {
+			if e, err = s.codec.DecodeEvent(r.Value); errors.Is(err, pii.ErrKeyUnavailable) {
 				return err // the partition is caught up again after the rejoin; nothing is skipped
 			} else if err == nil {
 				err = s.Apply(e)

@@ -7,10 +7,17 @@ import (
 	"time"
 
 	"profiles/events"
+	"profiles/platform/pii"
 )
 
+// testCodec is a codec without keys: the tests fold events in clear.
+func testCodec() *pii.Codec {
+	kek, _ := pii.NewKEK(make([]byte, pii.KeySize)) // 32 bytes: cannot fail
+	return pii.NewCodec(kek, nil)
+}
+
 func TestApplyIsIdempotentByVersion(t *testing.T) {
-	s := NewStore(slog.Default(), "claims")
+	s := NewStore(slog.Default(), testCodec(), "claims")
 	created := events.New("e1", events.Profile{}, "u", events.ProfileCreated{Username: "bob", Email: "b@m.c"}, time.Unix(0, 0))
 	for range 2 {
 		if err := s.Apply(created); err != nil {
@@ -30,7 +37,7 @@ func TestApplyIsIdempotentByVersion(t *testing.T) {
 }
 
 func TestLockSerializesOneProfile(t *testing.T) {
-	s := NewStore(slog.Default(), "claims")
+	s := NewStore(slog.Default(), testCodec(), "claims")
 	var (
 		wg      sync.WaitGroup
 		inside  int
@@ -63,7 +70,7 @@ func TestLockSerializesOneProfile(t *testing.T) {
 }
 
 func TestPutClaimNeverGoesBack(t *testing.T) {
-	s := NewStore(slog.Default(), "claims")
+	s := NewStore(slog.Default(), testCodec(), "claims")
 	s.PutClaim("a@b.c", events.Claim{UID: "u2", Seq: 2})
 	s.PutClaim("a@b.c", events.Claim{UID: "u1", Seq: 1})
 	if c, ok := s.Claim("a@b.c"); !ok || c.UID != "u2" {

@@ -14,11 +14,10 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 
-	"profiles/events"
-	"profiles/events/pii"
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 	"profiles/platform/service"
 	"profiles/projections/projector"
 )
@@ -55,12 +54,12 @@ func run() error {
 		return err
 	}
 	defer client.Close()
-	keyring, err := kafkax.NewKeyring(kcfg, "projector", kek, log)
+	keyring, err := pii.NewKeyring(kcfg, "projector", kek, log)
 	if err != nil {
 		return err
 	}
 	defer keyring.Close()
-	events.SetKeys(keyring)
+	codec := pii.NewCodec(kek, keyring)
 
 	wlog := watermill.NewSlogLogger(log)
 	pub, err := kafkax.NewPublisher(kcfg, "projector", wlog)
@@ -112,10 +111,10 @@ func run() error {
 			Subscriber:  sub, Publisher: pub, Client: client,
 			EventsTopic: kcfg.EventsTopic, SnapshotsTopic: gcfg.SnapshotsTopic, EmailIndexTopic: gcfg.EmailIndexTopic,
 			State: projector.NewState(), Log: log.With("generation", n),
-			EmailKey: func(email string) string { return events.EmailKey(kek, email) },
+			Codec: codec, EmailKey: codec,
 		}
 		start := time.Now()
-		records, err := p.State.Restore(ctx, client, gcfg.SnapshotsTopic, nil)
+		records, err := p.State.Restore(ctx, codec, client, gcfg.SnapshotsTopic, nil)
 		if err != nil {
 			return err
 		}

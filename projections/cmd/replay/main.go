@@ -15,10 +15,9 @@ import (
 	"syscall"
 	"time"
 
-	"profiles/events"
-	"profiles/events/pii"
 	"profiles/platform/config"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 	"profiles/projections/replay"
 )
 
@@ -104,20 +103,20 @@ func run(cmd string, args []string, out io.Writer) error {
 		return err
 	}
 	defer client.Close()
-	keyring, err := kafkax.NewKeyring(kcfg, "replay", kek, log)
+	keyring, err := pii.NewKeyring(kcfg, "replay", kek, log)
 	if err != nil {
 		return err
 	}
 	defer keyring.Close()
-	events.SetKeys(keyring)
+	codec := pii.NewCodec(kek, keyring)
 	keysCtx, stopKeys := context.WithCancel(ctx)
 	defer stopKeys()
 	go func() { _ = keyring.Run(keysCtx) }()
 	env := replay.Env{Kafka: kcfg, Client: client, ProjectorGroup: *projGroup, Out: out, Every: *every, Log: log,
 		// From the environment only: a flag would show the token in the
 		// process list.
-		Token:    os.Getenv("AUTH_TOKEN"),
-		EmailKey: func(email string) string { return events.EmailKey(kek, email) }}
+		Token: os.Getenv("AUTH_TOKEN"),
+		Codec: codec, EmailKey: codec}
 
 	needGen := func() error {
 		if *gen < 1 {

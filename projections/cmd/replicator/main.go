@@ -13,11 +13,10 @@ import (
 	"syscall"
 	"time"
 
-	"profiles/events"
-	"profiles/events/pii"
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 	"profiles/platform/service"
 	"profiles/projections/replicator"
 )
@@ -92,14 +91,14 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		keyring, err := kafkax.NewKeyring(kcfg, "replicator", kek, log)
+		keyring, err := pii.NewKeyring(kcfg, "replicator", kek, log)
 		if err != nil {
 			return err
 		}
 		defer keyring.Close()
-		events.SetKeys(keyring)
+		codec := pii.NewCodec(kek, keyring)
 		tasks = append(tasks, keyring.Run)
-		sink, err := replicator.NewPostgresSink(startCtx, *postgresURL, log)
+		sink, err := replicator.NewPostgresSink(startCtx, *postgresURL, codec, log)
 		if err != nil {
 			return err
 		}

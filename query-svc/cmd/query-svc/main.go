@@ -19,11 +19,10 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"profiles/events"
-	"profiles/events/pii"
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 	"profiles/platform/routing"
 	"profiles/platform/service"
 	"profiles/query-svc/internal/app"
@@ -66,7 +65,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	emailKey := func(email string) string { return events.EmailKey(kek, email) }
 	self, static, err := common.Self("query-svc")
 	if err != nil {
 		return err
@@ -86,18 +84,17 @@ func run() error {
 		return err
 	}
 	defer client.Close()
-	keyring, err := kafkax.NewKeyring(kcfg, "query-svc", kek, log)
+	keyring, err := pii.NewKeyring(kcfg, "query-svc", kek, log)
 	if err != nil {
 		return err
 	}
 	defer keyring.Close()
-	events.SetKeys(keyring)
+	codec := pii.NewCodec(kek, keyring)
 
-	store, err := view.Open(*dataDir, vfs.Default, kcfg.Partitions, view.Options{CacheSize: int64(*cacheMB) << 20})
+	store, err := view.Open(*dataDir, vfs.Default, kcfg.Partitions, codec, view.Options{CacheSize: int64(*cacheMB) << 20})
 	if err != nil {
 		return err
 	}
-	store.EmailKey = emailKey
 	defer store.Close()
 
 	dlq, err := kafkax.NewDeadLetters(kcfg, "query-svc")
@@ -109,7 +106,7 @@ func run() error {
 	// generation (the control topic), and so does the consumer group: at a
 	// switch the next generation catches up in a group of its own while
 	// this one keeps answering (see follower.Generations).
-	applier := follower.Applier{Store: store, EventsTopic: kcfg.EventsTopic, DeadLetters: dlq, Log: log}
+	applier := follower.Applier{Codec: codec, Store: store, EventsTopic: kcfg.EventsTopic, DeadLetters: dlq, Log: log}
 	var gens *follower.Generations
 	build := func(n int, a follower.Applier, handle func(context.Context, string, int32, []*sarama.ConsumerMessage) error) (follower.Follower, error) {
 		if *mode == "full" {
@@ -140,7 +137,7 @@ func run() error {
 		Log:         log,
 		Routing:     routing.Routing{Router: gens, Self: self, Wait: *routeWait, Log: log, Sign: sec.Sign},
 		PartitionOf: store.Partition,
-		EmailKey:    emailKey,
+		EmailKey:    codec,
 		Queries: ports.Queries{
 			GetProfile:     app.GetProfileHandler{View: store, NotFound: view.ErrNotFound, MaxWait: *maxWait},
 			SearchProfiles: app.SearchProfilesHandler{View: store, NotFound: view.ErrNotFound, MaxWait: *maxWait},
@@ -153,6 +150,7 @@ func run() error {
 	// changes.Kafka). Streams end at shutdown (ctx), so that the graceful
 	// shutdown does not wait for them.
 	(&ports.Changes{
+		Codec: codec,
 		Source: changes.Kafka{NewClient: func() (sarama.Client, error) {
 			sc := kcfg.Sarama("query-svc-changes")
 			sc.Metadata.Full = false

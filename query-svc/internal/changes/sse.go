@@ -11,6 +11,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 )
 
 // Writer writes Server-Sent Events (the text/event-stream format of the
@@ -92,10 +93,11 @@ type Change struct {
 	Offset    int64           `json:"offset"`
 }
 
-// Decode returns the change a snapshot record holds, and its event type.
-// An error means the record is not a snapshot (see events.DecodeSnapshot).
-func Decode(r *sarama.ConsumerMessage) (Change, string, error) {
-	p, err := events.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
+// Decode returns the change a snapshot record holds, opened with codec, and
+// its event type. An error means the record is not a snapshot, or its key
+// cannot be read yet (see pii.Codec.DecodeSnapshot).
+func Decode(codec *pii.Codec, r *sarama.ConsumerMessage) (Change, string, error) {
+	p, err := codec.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
 	if err != nil {
 		return Change{}, "", err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/events"
+	"profiles/platform/pii"
 )
 
 func TestWriterEvent(t *testing.T) {
@@ -86,9 +87,11 @@ func TestDecode(t *testing.T) {
 		{"no key", &sarama.ConsumerMessage{Value: value}, "", "", true},
 		{"another uid's profile", &sarama.ConsumerMessage{Key: []byte("00000000-0000-4000-8000-000000000000"), Value: value}, "", "", true},
 	}
+	kek, _ := pii.NewKEK(make([]byte, pii.KeySize)) // 32 bytes: cannot fail
+	codec := pii.NewCodec(kek, nil)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, event, err := Decode(tt.rec)
+			c, event, err := Decode(codec, tt.rec)
 			if tt.wantErr {
 				if err == nil {
 					t.Fatalf("Decode = %+v, want an error", c)

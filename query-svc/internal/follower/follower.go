@@ -18,6 +18,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 	"profiles/query-svc/internal/app"
 	"profiles/query-svc/internal/view"
 )
@@ -55,6 +56,8 @@ type DeadLetterSink interface {
 
 // Applier decodes records of the three topics and applies them to the view.
 type Applier struct {
+	// Codec opens the sealed records read.
+	Codec          *pii.Codec
 	Store          Store
 	SnapshotsTopic string
 	IndexTopic     string
@@ -87,8 +90,8 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 	case a.SnapshotsTopic:
 		profiles := make([]events.Profile, 0, len(records))
 		for _, r := range records {
-			prof, derr := events.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
-			if errors.Is(derr, events.ErrKeyUnavailable) {
+			prof, derr := a.Codec.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
+			if errors.Is(derr, pii.ErrKeyUnavailable) {
 				return derr // the claim is read again after the rejoin; nothing is skipped
 			}
 			if a.skip(r, derr, a.DeadLetters) {
@@ -104,9 +107,9 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 			var prof events.Profile
 			derr := fmt.Errorf("%w: index key %q is not email\\0uid", events.ErrSnapshot, r.Key)
 			if ok {
-				prof, derr = events.DecodeSnapshot(uid, r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
+				prof, derr = a.Codec.DecodeSnapshot(uid, r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
 			}
-			if errors.Is(derr, events.ErrKeyUnavailable) {
+			if errors.Is(derr, pii.ErrKeyUnavailable) {
 				return derr
 			}
 			if a.skip(r, derr, a.DeadLetters) {
@@ -118,7 +121,7 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 	case a.EventsTopic:
 		hist := make([]view.HistoryRecord, 0, len(records))
 		for _, r := range records {
-			e, derr := events.Decode(r.Value)
+			e, derr := a.Codec.DecodeEvent(r.Value)
 			var entry app.HistoryEntry
 			if derr == nil {
 				entry, derr = app.NewHistoryEntry(e)
@@ -127,7 +130,7 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 			// sets the event log's poison aside (command-svc skips it too),
 			// and query-svc reads a partition again after every move, which
 			// would dead-letter the same record over and over.
-			if errors.Is(derr, events.ErrKeyUnavailable) {
+			if errors.Is(derr, pii.ErrKeyUnavailable) {
 				return derr
 			}
 			if a.skip(r, derr, nil) {

@@ -13,6 +13,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 	"profiles/query-svc/internal/view"
 )
 
@@ -36,13 +37,15 @@ func record(t *testing.T, offset int64, e events.Event) *sarama.ConsumerMessage 
 // skipped, but not dead-lettered (the projector does that for the event
 // log); they count as events read, not as snapshot records.
 func TestHandleEventLog(t *testing.T) {
-	store, err := view.Open("view", vfs.NewMem(), 1, view.Options{})
+	kek, _ := pii.NewKEK(make([]byte, pii.KeySize)) // 32 bytes: cannot fail
+	codec := pii.NewCodec(kek, nil)
+	store, err := view.Open("view", vfs.NewMem(), 1, codec, view.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
 	dlq := &deadLetters{}
-	a := Applier{Store: store, SnapshotsTopic: "snapshots", IndexTopic: "index", EventsTopic: "events", DeadLetters: dlq,
+	a := Applier{Codec: codec, Store: store, SnapshotsTopic: "snapshots", IndexTopic: "index", EventsTopic: "events", DeadLetters: dlq,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	at := time.Unix(100, 0).UTC()
 	recs := []*sarama.ConsumerMessage{

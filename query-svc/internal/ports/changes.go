@@ -17,9 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
-	"profiles/events"
 	"profiles/platform/auth"
 	"profiles/platform/httpx"
+	"profiles/platform/pii"
 	"profiles/query-svc/internal/changes"
 )
 
@@ -60,6 +60,8 @@ const (
 // an id of the old generation gets the new one from its beginning.
 type Changes struct {
 	Source changes.Source
+	// Codec opens the snapshots streamed.
+	Codec *pii.Codec
 	// Generation returns the serving snapshot generation, 0 while none
 	// serves; Topic returns the snapshot topic of generation n.
 	Generation func() int
@@ -257,8 +259,8 @@ func (h *Changes) stream(ctx context.Context, w http.ResponseWriter, sess change
 			}
 		case b := <-records:
 			for _, rec := range b.records {
-				c, event, err := changes.Decode(rec)
-				if errors.Is(err, events.ErrKeyUnavailable) {
+				c, event, err := changes.Decode(h.Codec, rec)
+				if errors.Is(err, pii.ErrKeyUnavailable) {
 					// Not poison: end the stream, and the client resumes
 					// from its last event id, this record included.
 					log.Warn("change stream: a snapshot's data key cannot be read yet; ending the stream", "partition", b.p, "offset", rec.Offset, "err", err)

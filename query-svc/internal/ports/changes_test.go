@@ -20,6 +20,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/auth"
+	"profiles/platform/pii"
 	"profiles/query-svc/internal/changes"
 	"profiles/query-svc/internal/ports"
 )
@@ -224,7 +225,9 @@ func newChangesServer(t *testing.T, l *fakeLog, max int, tweak func(*ports.Chang
 	t.Helper()
 	s := &changesServer{stop: make(chan struct{}), log: l}
 	s.gen.Store(1)
+	kek, _ := pii.NewKEK(make([]byte, pii.KeySize)) // 32 bytes: cannot fail
 	s.h = &ports.Changes{
+		Codec:      pii.NewCodec(kek, nil),
 		Source:     l,
 		Generation: func() int { return int(s.gen.Load()) },
 		Topic:      func(n int) string { return fmt.Sprintf("snapshots.v%d", n) },
@@ -491,7 +494,9 @@ func waitFor(t *testing.T, cond func() bool) {
 // A stream lives no longer than the token that opened it.
 func TestChangesEndWhenTheTokenExpires(t *testing.T) {
 	l := newFakeLog(1)
+	kek, _ := pii.NewKEK(make([]byte, pii.KeySize)) // 32 bytes: cannot fail
 	h := &ports.Changes{
+		Codec:  pii.NewCodec(kek, nil),
 		Source: l, Generation: func() int { return 1 }, Topic: func(n int) string { return fmt.Sprintf("snapshots.v%d", n) },
 		Max: 10, Instance: "query-svc-0", Log: slog.New(slog.DiscardHandler),
 	}

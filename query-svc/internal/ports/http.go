@@ -43,9 +43,8 @@ type HTTP struct {
 	Routing     Placement
 	PartitionOf func(key string) int32
 	Log         *slog.Logger
-	// EmailKey turns an email into its index key (events.EmailKey); nil
-	// means the normalized email.
-	EmailKey func(email string) string
+	// EmailKey turns an email into its index key (pii.Codec.EmailKey).
+	EmailKey events.EmailKeyer
 }
 
 // Register adds the API routes to r.
@@ -68,10 +67,7 @@ func (h HTTP) emailPartition(r *http.Request) (int32, bool) {
 	if validate.Var("email", email, validate.EmailTag) != nil {
 		return 0, false
 	}
-	if h.EmailKey == nil {
-		return h.PartitionOf(events.NormalizeEmail(email)), true
-	}
-	return h.PartitionOf(h.EmailKey(email)), true
+	return h.PartitionOf(h.EmailKey.EmailKey(email)), true
 }
 
 // uidQuery reads the {uid} of the path and the optional minVersion

@@ -11,7 +11,7 @@ import (
 
 // A batch of snapshot records and its partition's next offset land together.
 func ExampleStore_ApplySnapshots() {
-	s, _ := view.Open("view", vfs.NewMem(), 12, view.Options{})
+	s, _ := view.Open("view", vfs.NewMem(), 12, normalized{}, view.Options{})
 	defer s.Close()
 	uid := "74292b21-0fbb-4f1d-a18f-fa80f947fa5d"
 	p := s.Partition(uid)

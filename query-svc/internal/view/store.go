@@ -52,10 +52,9 @@ var (
 type Store struct {
 	db *pebble.DB
 	n  int32 // partition count of the topics
-	// EmailKey turns an email into its index key (events.EmailKey: an
-	// HMAC of the normalized email, as the projector writes it); nil means
-	// the normalized email. Set it before the store is used.
-	EmailKey func(email string) string
+	// keyer turns an email into its index key (pii.Codec.EmailKey: an
+	// HMAC of the normalized email, as the projector writes it).
+	keyer events.EmailKeyer
 
 	mu      sync.Mutex
 	changed chan struct{}
@@ -74,8 +73,8 @@ type Options struct {
 
 // Open opens (or creates) the view in dir, for topics of the given
 // partition count. fs is vfs.Default for a real directory and vfs.NewMem()
-// in tests.
-func Open(dir string, fs vfs.FS, partitions int32, o Options) (*Store, error) {
+// in tests. keyer (never nil) keys the email index, as the projector does.
+func Open(dir string, fs vfs.FS, partitions int32, keyer events.EmailKeyer, o Options) (*Store, error) {
 	if o.CacheSize <= 0 {
 		o.CacheSize = DefaultCacheSize
 	}
@@ -88,7 +87,7 @@ func Open(dir string, fs vfs.FS, partitions int32, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open view in %s: %w", dir, err)
 	}
-	s := &Store{db: db, n: partitions, changed: make(chan struct{})}
+	s := &Store{db: db, n: partitions, keyer: keyer, changed: make(chan struct{})}
 	if err := s.checkFormat(); err != nil {
 		db.Close()
 		return nil, err
@@ -372,7 +371,7 @@ func (s *Store) Partition(key string) int32 { return kafkax.Partition(key, s.n) 
 // normalized form of email, ordered by uid, from the email index. It
 // returns an empty, non-nil slice when there are none.
 func (s *Store) SearchEmail(email string) ([]events.Profile, error) {
-	email = s.emailKey(email)
+	email = s.keyer.EmailKey(email)
 	prefix := emailKey(s.Partition(email), email, "")
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
@@ -396,7 +395,7 @@ func (s *Store) SearchEmail(email string) ([]events.Profile, error) {
 // deleted marker (Deleted set) once the uid no longer holds the email, or
 // ErrNotFound.
 func (s *Store) IndexEntry(email, uid string) (events.Profile, error) {
-	email = s.emailKey(email)
+	email = s.keyer.EmailKey(email)
 	st, found, err := getStored(s.db, emailKey(s.Partition(email), email, uid))
 	if err != nil {
 		return events.Profile{}, err
@@ -405,13 +404,6 @@ func (s *Store) IndexEntry(email, uid string) (events.Profile, error) {
 		return events.Profile{}, ErrNotFound
 	}
 	return st.Profile, nil
-}
-
-func (s *Store) emailKey(email string) string {
-	if s.EmailKey == nil {
-		return events.NormalizeEmail(email)
-	}
-	return s.EmailKey(email)
 }
 
 // Changed returns a channel that is closed at the next successful Apply.

@@ -1,11 +1,9 @@
-package kafkax
+package pii
 
 import (
 	"bytes"
 	"fmt"
 	"testing"
-
-	"profiles/events/pii"
 )
 
 func TestParseUUIDTakesOnlyTheCanonicalForm(t *testing.T) {
@@ -42,7 +40,7 @@ func TestKeyStoreKeepsEveryKeyAcrossChunksAndTombstones(t *testing.T) {
 		}
 		return fmt.Sprintf("00000000-0000-4000-8000-%012x", i)
 	}
-	sealed := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, pii.SealedSize) }
+	sealed := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, SealedSize) }
 	const n = 3*chunkKeys + 7
 	seen := map[string]int{}
 	for i := range n {

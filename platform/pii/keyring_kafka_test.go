@@ -1,4 +1,4 @@
-package kafkax
+package pii
 
 import (
 	"bytes"
@@ -12,7 +12,8 @@ import (
 
 	"github.com/IBM/sarama"
 
-	"profiles/events/pii"
+	"profiles/platform/kafkax"
+	"profiles/platform/testenv"
 )
 
 // A keyring answers a key it has read, says "gone" only for a key whose
@@ -22,20 +23,20 @@ import (
 // key for a shredded one made a live profile read back erased after a
 // broker pause.
 func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
-	kcfg := testKafka(t)
+	kcfg := kafkax.Config{Brokers: testenv.KafkaBrokers(t)}
 	const partitions = 3
-	topic := fmt.Sprintf("kafkax-keys-%06d", rand.IntN(1e6))
+	topic := fmt.Sprintf("pii-keys-%06d", rand.IntN(1e6))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := CreateTopics(ctx, kcfg, "kafkax-test", []TopicSpec{{Name: topic, Partitions: partitions,
+	if err := kafkax.CreateTopics(ctx, kcfg, "pii-test", []kafkax.TopicSpec{{Name: topic, Partitions: partitions,
 		Required: map[string]string{"cleanup.policy": "compact"}}}); err != nil {
 		t.Fatal(err)
 	}
-	kek, err := pii.NewKEK(bytes.Repeat([]byte{7}, pii.KeySize))
+	kek, err := NewKEK(bytes.Repeat([]byte{7}, KeySize))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := kcfg.ProducerSarama("kafkax-test")
+	cfg := kcfg.ProducerSarama("pii-test")
 	cfg.Producer.Partitioner = sarama.NewManualPartitioner
 	producer, err := sarama.NewSyncProducer(kcfg.Brokers, cfg)
 	if err != nil {
@@ -48,11 +49,11 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 		if value != nil {
 			v = sarama.ByteEncoder(value)
 		}
-		if _, _, err := producer.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: Partition(uid, partitions), Key: sarama.StringEncoder(uid), Value: v}); err != nil {
+		if _, _, err := producer.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: kafkax.Partition(uid, partitions), Key: sarama.StringEncoder(uid), Value: v}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	newKey := func(uid string) (*pii.DataKey, []byte) {
+	newKey := func(uid string) (*DataKey, []byte) {
 		t.Helper()
 		dk, raw, err := kek.NewDataKey(uid)
 		if err != nil {
@@ -64,7 +65,7 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 		}
 		return dk, sealed
 	}
-	sameKey := func(want, got *pii.DataKey) bool {
+	sameKey := func(want, got *DataKey) bool {
 		ct, err := want.Encrypt("email", "bob@mail.example")
 		if err != nil {
 			t.Fatal(err)
@@ -79,7 +80,7 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 	put("gone", goneSealed)
 	put("gone", nil)
 
-	ring, err := NewKeyring(Config{Brokers: kcfg.Brokers, KeysTopic: topic, Partitions: partitions}, "kafkax-test", kek, slog.New(slog.DiscardHandler))
+	ring, err := NewKeyring(kafkax.Config{Brokers: kcfg.Brokers, KeysTopic: topic, Partitions: partitions}, "pii-test", kek, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 		}
 	})
 	t.Run("a tombstone it read is gone", func(t *testing.T) {
-		if _, err := ring.DataKey("gone"); !errors.Is(err, pii.ErrNoKey) {
+		if _, err := ring.DataKey("gone"); !errors.Is(err, ErrNoKey) {
 			t.Fatalf("DataKey(gone) = %v, want ErrNoKey", err)
 		}
 		if dk, ok := ring.Known("gone"); !ok || dk != nil {
@@ -118,7 +119,7 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 	t.Run("a key never written is unavailable, not gone", func(t *testing.T) {
 		start := time.Now()
 		_, err := ring.DataKey("never")
-		if !errors.Is(err, pii.ErrKeyUnavailable) || errors.Is(err, pii.ErrNoKey) {
+		if !errors.Is(err, ErrKeyUnavailable) || errors.Is(err, ErrNoKey) {
 			t.Fatalf("DataKey(never) = %v; want ErrKeyUnavailable and not ErrNoKey", err)
 		}
 		if waited := time.Since(start); waited < missWait-100*time.Millisecond {
@@ -133,7 +134,7 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 	// follower: a keyring whose follower never runs still finds a
 	// committed key, sees a tombstone, and skips an aborted one.
 	t.Run("a miss reads the partition directly", func(t *testing.T) {
-		tcfg := kcfg.ProducerSarama("kafkax-test")
+		tcfg := kcfg.ProducerSarama("pii-test")
 		tcfg.Producer.Transaction.ID = topic + "-txn"
 		tcfg.Producer.Partitioner = sarama.NewManualPartitioner
 		txp, err := sarama.NewSyncProducer(kcfg.Brokers, tcfg)
@@ -147,7 +148,7 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 			if value != nil {
 				v = sarama.ByteEncoder(value)
 			}
-			sendInTxn(t, txp, &sarama.ProducerMessage{Topic: topic, Partition: Partition(uid, partitions), Key: sarama.StringEncoder(uid), Value: v}, commit)
+			sendInTxn(t, txp, &sarama.ProducerMessage{Topic: topic, Partition: kafkax.Partition(uid, partitions), Key: sarama.StringEncoder(uid), Value: v}, commit)
 		}
 		directKey, directSealed := newKey("direct")
 		inTxn(true, "direct", directSealed)
@@ -157,7 +158,7 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 		_, abortedSealed := newKey("aborted")
 		inTxn(false, "aborted", abortedSealed)
 
-		idle, err := NewKeyring(Config{Brokers: kcfg.Brokers, KeysTopic: topic, Partitions: partitions}, "kafkax-test-idle", kek, slog.New(slog.DiscardHandler))
+		idle, err := NewKeyring(kafkax.Config{Brokers: kcfg.Brokers, KeysTopic: topic, Partitions: partitions}, "pii-test-idle", kek, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,11 +170,30 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 		if dk, err := idle.DataKey("direct"); err != nil || !sameKey(directKey, dk) {
 			t.Fatalf("DataKey(direct) = %v, %v; want the committed key", dk, err)
 		}
-		if _, err := idle.DataKey("shredded"); !errors.Is(err, pii.ErrNoKey) {
+		if _, err := idle.DataKey("shredded"); !errors.Is(err, ErrNoKey) {
 			t.Fatalf("DataKey(shredded) = %v, want ErrNoKey", err)
 		}
-		if _, err := idle.DataKey("aborted"); !errors.Is(err, pii.ErrKeyUnavailable) {
+		if _, err := idle.DataKey("aborted"); !errors.Is(err, ErrKeyUnavailable) {
 			t.Fatalf("DataKey(aborted) = %v, want ErrKeyUnavailable (its only record was aborted)", err)
 		}
 	})
+}
+
+// sendInTxn writes msg in a transaction of its own of producer (a
+// transactional sync producer), committed or aborted.
+func sendInTxn(t *testing.T, producer sarama.SyncProducer, msg *sarama.ProducerMessage, commit bool) {
+	t.Helper()
+	err := producer.BeginTxn()
+	if err == nil {
+		_, _, err = producer.SendMessage(msg)
+	}
+	switch {
+	case err == nil && commit:
+		err = producer.CommitTxn()
+	case err == nil:
+		err = producer.AbortTxn()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }

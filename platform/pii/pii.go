@@ -1,5 +1,7 @@
-// Package pii holds the cryptography that protects personal data (email,
-// username, display name) in Kafka: one concept, one place.
+// Package pii is personal data (email, username, display name) in one
+// place: the cryptography that protects it in Kafka, the Keyring that
+// follows the keys topic, and the Codec that seals and opens the records
+// of the event log and the snapshot topic (see codec.go).
 //
 //   - The key-encryption key (KEK) comes from configuration (PII_KEK or
 //     PII_KEK_FILE) and never leaves the process.
@@ -14,8 +16,6 @@
 //     HMAC-SHA256 of the normalized email, with a key derived from the KEK
 //     (HKDF-SHA256, its own label), so equal emails still meet without the
 //     plaintext being stored.
-//
-// The package depends on the standard library only.
 package pii
 
 import (

@@ -1,4 +1,4 @@
-package kafkax
+package pii
 
 import (
 	"context"
@@ -12,18 +12,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
-	"profiles/events/pii"
+	"profiles/platform/kafkax"
 )
 
-// Keyring follows the keys topic (Config.KeysTopic) and gives the data key
-// of any profile: it implements events.Keys. Every binary that reads or
-// writes personal data runs one (Run) and installs it with events.SetKeys.
+// Keyring follows the keys topic (kafkax.Config.KeysTopic) and gives the
+// data key of any profile: it implements Keys. Every binary that reads or
+// writes personal data runs one (Run) and builds its Codec with it.
 //
 // A profile's key is written in the transaction of its first sealed event
 // (its ProfileCreated), and its tombstone in the transaction of its
 // ProfileDeleted. So when a reader decodes a committed sealed record, the
 // key it needs is committed too. Only a tombstone read (or Forget) means
-// "gone" (pii.ErrNoKey); an absence means "not read yet", and DataKey
+// "gone" (ErrNoKey); an absence means "not read yet", and DataKey
 // waits for it (see DataKey). The keys topic keeps tombstones for as long
 // as it lives, so a reader that starts late still reads them.
 //
@@ -40,16 +40,16 @@ type Keyring struct {
 	rpc        sarama.Client // the direct reads of a miss
 	topic      string
 	partitions int32
-	kek        *pii.KEK
+	kek        *KEK
 	log        *slog.Logger
 
 	mu      sync.Mutex
-	keys    keyStore                // what the follower read (and Put, Forget)
-	opened  map[string]*pii.DataKey // keys opened, or Put (those stay until their record is read)
-	next    map[int32]int64         // next offset the follower reads, per partition
-	caught  map[int32]bool          // partitions read up to the end they had at start
-	changed chan struct{}           // closed and replaced after every batch
-	done    chan struct{}           // closed when Run returns
+	keys    keyStore            // what the follower read (and Put, Forget)
+	opened  map[string]*DataKey // keys opened, or Put (those stay until their record is read)
+	next    map[int32]int64     // next offset the follower reads, per partition
+	caught  map[int32]bool      // partitions read up to the end they had at start
+	changed chan struct{}       // closed and replaced after every batch
+	done    chan struct{}       // closed when Run returns
 	runErr  error
 }
 
@@ -60,7 +60,7 @@ var keyMisses = promauto.NewHistogram(prometheus.HistogramOpts{
 })
 
 // DefaultKeyMissWait is how long Keyring.DataKey waits for a key it has
-// not read before it reports pii.ErrKeyUnavailable.
+// not read before it reports ErrKeyUnavailable.
 const DefaultKeyMissWait = 30 * time.Second
 
 // NewKeyring returns a Keyring of c's keys topic; Run starts following it,
@@ -71,7 +71,7 @@ const DefaultKeyMissWait = 30 * time.Second
 // requests of one connection in order, so on a shared connection they
 // would wait behind other consumers' fetches, which the broker holds up to
 // their wait time while their partitions are quiet.
-func NewKeyring(c Config, clientID string, kek *pii.KEK, log *slog.Logger) (*Keyring, error) {
+func NewKeyring(c kafkax.Config, clientID string, kek *KEK, log *slog.Logger) (*Keyring, error) {
 	client, err := sarama.NewClient(c.Brokers, c.Sarama(clientID+"-keys"))
 	if err != nil {
 		return nil, fmt.Errorf("kafka client of the keyring: %w", err)
@@ -83,7 +83,7 @@ func NewKeyring(c Config, clientID string, kek *pii.KEK, log *slog.Logger) (*Key
 	}
 	return &Keyring{
 		client: client, rpc: rpc, topic: c.KeysTopic, partitions: c.Partitions, kek: kek, log: log,
-		keys: newKeyStore(), opened: map[string]*pii.DataKey{}, next: map[int32]int64{}, caught: map[int32]bool{}, changed: make(chan struct{}), done: make(chan struct{}),
+		keys: newKeyStore(), opened: map[string]*DataKey{}, next: map[int32]int64{}, caught: map[int32]bool{}, changed: make(chan struct{}), done: make(chan struct{}),
 	}, nil
 }
 
@@ -96,7 +96,7 @@ func (k *Keyring) Close() {
 // Run follows the keys topic from its beginning until ctx ends (a
 // service.Task).
 func (k *Keyring) Run(ctx context.Context) error {
-	err := Read(ctx, k.client, ReadOptions{Topic: k.topic, Handle: k.handle, CaughtUp: func(p int32) {
+	err := kafkax.Read(ctx, k.client, kafkax.ReadOptions{Topic: k.topic, Handle: k.handle, CaughtUp: func(p int32) {
 		k.mu.Lock()
 		defer k.mu.Unlock()
 		k.caught[p] = true
@@ -148,7 +148,7 @@ func (k *Keyring) apply(p int32, uid string, value []byte, offset int64) {
 
 // Put records a key this process has just written (command-svc, after the
 // commit of a ProfileCreated).
-func (k *Keyring) Put(uid string, dk *pii.DataKey) {
+func (k *Keyring) Put(uid string, dk *DataKey) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if ref, ok := k.keys.get(uid); !ok || ref == refGone {
@@ -166,12 +166,12 @@ func (k *Keyring) Forget(uid string) {
 	delete(k.opened, uid)
 }
 
-// DataKey returns uid's data key, or pii.ErrNoKey when the keyring has read
+// DataKey returns uid's data key, or ErrNoKey when the keyring has read
 // its tombstone: its delete crypto-shredded it. It never concludes "gone"
 // from an absence. A key is committed in the transaction of the first
 // sealed event of its profile, so a reader holding a sealed record knows
 // its key exists or was tombstoned, and tombstones are kept for as long
-// as the keys topic lives (see Config.Specs). An absence is therefore a
+// as the keys topic lives (see kafkax.Config.Specs). An absence is therefore a
 // key not read yet.
 //
 // A miss first waits for the follower's first read of uid's partition
@@ -185,15 +185,15 @@ func (k *Keyring) Forget(uid string) {
 // decide.
 //
 // When the key is still missing after MissWait, DataKey returns an error
-// wrapping pii.ErrKeyUnavailable, which readers treat as "retry later", never
+// wrapping ErrKeyUnavailable, which readers treat as "retry later", never
 // as "erased". It fails the same way when the keyring stopped.
-func (k *Keyring) DataKey(uid string) (*pii.DataKey, error) {
+func (k *Keyring) DataKey(uid string) (*DataKey, error) {
 	if dk, ok, err := k.cached(uid); ok || err != nil {
 		return dk, err
 	}
 	start := time.Now()
 	defer func() { keyMisses.Observe(time.Since(start).Seconds()) }()
-	p := Partition(uid, k.partitions)
+	p := kafkax.Partition(uid, k.partitions)
 	wait := k.MissWait
 	if wait <= 0 {
 		wait = DefaultKeyMissWait
@@ -213,7 +213,7 @@ func (k *Keyring) DataKey(uid string) (*pii.DataKey, error) {
 		case <-timeout.C:
 			return nil, k.missing(uid, p, "the keys partition is not read yet")
 		case <-k.done:
-			return nil, fmt.Errorf("data key of %s: %w: %w", uid, pii.ErrKeyUnavailable, k.stopped())
+			return nil, fmt.Errorf("data key of %s: %w: %w", uid, ErrKeyUnavailable, k.stopped())
 		}
 		if dk, ok, err := k.cached(uid); ok || err != nil {
 			return dk, err
@@ -227,7 +227,7 @@ func (k *Keyring) DataKey(uid string) (*pii.DataKey, error) {
 		k.mu.Lock()
 		from := k.next[p]
 		k.mu.Unlock()
-		value, offset, found, err := lastRecordOf(k.rpc, k.topic, p, from, uid)
+		value, offset, found, err := kafkax.LastRecordOf(k.rpc, k.topic, p, from, uid)
 		if err != nil {
 			k.log.Warn("cannot read the keys topic; retrying", "partition", p, "err", err)
 		}
@@ -245,7 +245,7 @@ func (k *Keyring) DataKey(uid string) (*pii.DataKey, error) {
 		case <-timeout.C:
 			return nil, k.missing(uid, p, "the keys partition was read to its last stable offset and holds neither a key nor a tombstone")
 		case <-k.done:
-			return nil, fmt.Errorf("data key of %s: %w: %w", uid, pii.ErrKeyUnavailable, k.stopped())
+			return nil, fmt.Errorf("data key of %s: %w: %w", uid, ErrKeyUnavailable, k.stopped())
 		}
 		backoff = min(2*backoff, time.Second)
 	}
@@ -255,19 +255,19 @@ func (k *Keyring) DataKey(uid string) (*pii.DataKey, error) {
 // keeps the opened key only while the follower has not read that record
 // (it will read it, and anything after it, such as a tombstone, which
 // drops it); past it, the follower's state is the newer one.
-func (k *Keyring) found(p int32, uid string, value []byte, offset int64) (*pii.DataKey, error) {
+func (k *Keyring) found(p int32, uid string, value []byte, offset int64) (*DataKey, error) {
 	if value == nil {
-		return nil, pii.ErrNoKey
+		return nil, ErrNoKey
 	}
 	dk, err := k.kek.Open(uid, value)
 	if err != nil {
 		k.log.Error("cannot open a sealed data key; the profile's personal data reads as erased", "uid", uid, "partition", p, "offset", offset, "err", err)
-		return nil, pii.ErrNoKey
+		return nil, ErrNoKey
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if ref, ok := k.keys.get(uid); ok && ref == refGone {
-		return nil, pii.ErrNoKey // forgotten, or tombstoned after offset
+		return nil, ErrNoKey // forgotten, or tombstoned after offset
 	}
 	if k.next[p] <= offset {
 		k.evict()
@@ -280,7 +280,7 @@ func (k *Keyring) found(p int32, uid string, value []byte, offset int64) (*pii.D
 // told it with Put), without waiting: dk is nil for a tombstoned key. A
 // sealed key that this KEK cannot open counts as gone, loudly: the
 // profile's data cannot be read, which is a misconfiguration.
-func (k *Keyring) Known(uid string) (dk *pii.DataKey, ok bool) {
+func (k *Keyring) Known(uid string) (dk *DataKey, ok bool) {
 	k.mu.Lock()
 	if dk := k.opened[uid]; dk != nil {
 		k.mu.Unlock()
@@ -331,19 +331,19 @@ func (k *Keyring) evict() {
 	}
 }
 
-// cached returns uid's key if the keyring knows it (ok), pii.ErrNoKey if
+// cached returns uid's key if the keyring knows it (ok), ErrNoKey if
 // it knows it is gone, or the keyring's failure.
-func (k *Keyring) cached(uid string) (*pii.DataKey, bool, error) {
+func (k *Keyring) cached(uid string) (*DataKey, bool, error) {
 	dk, ok := k.Known(uid)
 	switch {
 	case ok && dk == nil:
-		return nil, true, pii.ErrNoKey
+		return nil, true, ErrNoKey
 	case ok:
 		return dk, true, nil
 	}
 	select {
 	case <-k.done:
-		return nil, false, fmt.Errorf("data key of %s: %w: %w", uid, pii.ErrKeyUnavailable, k.stopped())
+		return nil, false, fmt.Errorf("data key of %s: %w: %w", uid, ErrKeyUnavailable, k.stopped())
 	default:
 	}
 	return nil, false, nil
@@ -352,7 +352,7 @@ func (k *Keyring) cached(uid string) (*pii.DataKey, bool, error) {
 // missing logs and returns the error of a miss that outlived MissWait.
 func (k *Keyring) missing(uid string, p int32, why string) error {
 	k.log.Error("no data key for a sealed record; readers retry, nothing is taken for erased", "uid", uid, "partition", p, "reason", why)
-	return fmt.Errorf("data key of %s: %w: %s", uid, pii.ErrKeyUnavailable, why)
+	return fmt.Errorf("data key of %s: %w: %s", uid, ErrKeyUnavailable, why)
 }
 
 func (k *Keyring) stopped() error {
@@ -372,7 +372,7 @@ const (
 	refFirst
 )
 
-// keyStore holds the sealed key (pii.SealedSize bytes) of every profile,
+// keyStore holds the sealed key (SealedSize bytes) of every profile,
 // in chunks, indexed by uid. A uid in the canonical UUID form (every uid
 // this service makes) is a 16-byte map key, so a profile takes about 85
 // bytes in all; any other uid is a string key. A key that is tombstoned
@@ -409,13 +409,13 @@ func (s *keyStore) setRef(uid string, ref keyRef) {
 	s.names[uid] = ref
 }
 
-// add stores sealed (pii.SealedSize bytes) as uid's key.
+// add stores sealed (SealedSize bytes) as uid's key.
 func (s *keyStore) add(uid string, sealed []byte) {
 	if s.n%chunkKeys == 0 {
-		s.chunks = append(s.chunks, make([]byte, 0, chunkKeys*pii.SealedSize))
+		s.chunks = append(s.chunks, make([]byte, 0, chunkKeys*SealedSize))
 	}
 	c := &s.chunks[len(s.chunks)-1]
-	*c = append(*c, sealed[:pii.SealedSize]...)
+	*c = append(*c, sealed[:SealedSize]...)
 	s.setRef(uid, refFirst+keyRef(s.n))
 	s.n++
 }
@@ -423,8 +423,8 @@ func (s *keyStore) add(uid string, sealed []byte) {
 // sealed returns the sealed key that ref (refFirst or more) names.
 func (s *keyStore) sealed(ref keyRef) []byte {
 	i := int(ref - refFirst)
-	at := (i % chunkKeys) * pii.SealedSize
-	return s.chunks[i/chunkKeys][at : at+pii.SealedSize : at+pii.SealedSize]
+	at := (i % chunkKeys) * SealedSize
+	return s.chunks[i/chunkKeys][at : at+SealedSize : at+SealedSize]
 }
 
 // parseUUID parses a uid in the canonical lowercase UUID form
