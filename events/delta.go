@@ -1,0 +1,28 @@
+package events
+
+// EmailKeyer turns an email address into what stands for it wherever an
+// email is a key (the claims topic, the email index, the partition of
+// either). EmailKey normalizes the address itself, so equal addresses in
+// any spelling meet under one key.
+type EmailKeyer interface {
+	EmailKey(email string) string
+}
+
+// EmailDelta returns the normalized emails whose email-index entry for the
+// profile changes in the step from prev to next ("" for none): gained is
+// next's email when next is live and prev was not, or held another email;
+// lost is prev's email when prev was live and next is not, or holds
+// another email. A change of case or surrounding space changes neither.
+func EmailDelta(prev, next Profile) (gained, lost string) {
+	was, is := "", ""
+	if prev.Exists() {
+		was = NormalizeEmail(prev.Email)
+	}
+	if next.Exists() {
+		is = NormalizeEmail(next.Email)
+	}
+	if was == is {
+		return "", ""
+	}
+	return is, was
+}
