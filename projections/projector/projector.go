@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
@@ -24,6 +23,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/projections/projection"
 )
 
 var eventsFolded = promauto.NewCounterVec(prometheus.CounterOpts{
@@ -37,7 +37,9 @@ type DeadLetterSink interface {
 	Send(r kafkax.DeadRecord, reason error) error
 }
 
-// Projector consumes the event log and writes snapshots. Use New, then Run.
+// Projector consumes the event log and writes snapshots and the email
+// index. Set every field (DeadLetters may be nil) and call Run once;
+// State must already hold the restored snapshot topic (State.Restore).
 type Projector struct {
 	Subscriber      message.Subscriber
 	Publisher       message.Publisher
@@ -155,21 +157,23 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 	if err != nil {
 		return poison(err)
 	}
-	value, err := events.EncodeSnapshot(next)
+	recs, err := projection.Step(p.codec(), projection.Target{Snapshots: p.SnapshotsTopic, EmailIndex: p.EmailIndexTopic, Source: "/projector"}, state, next, &e)
 	if err != nil {
 		return poison(err)
 	}
-	headers := events.Headers(e, "/projector")
-	headers[events.HeaderVersion] = strconv.FormatInt(next.Version, 10)
 	// The index records go first and the snapshot last: the snapshot topic
 	// is what State is restored from, so a snapshot that exists proves that
 	// everything for its event was written. A crash in between re-folds
 	// the event and writes the index records again, which is harmless.
-	if err := p.Publisher.Publish(p.EmailIndexTopic, indexRecords(p.EmailKey, e, state, next, headers, value)...); err != nil {
+	index, snapshot := recs[:len(recs)-1], recs[len(recs)-1]
+	msgs := make([]*message.Message, len(index))
+	for i, r := range index {
+		msgs[i] = newMessage(r)
+	}
+	if err := p.Publisher.Publish(p.EmailIndexTopic, msgs...); err != nil {
 		return fmt.Errorf("publish email index of %s v%d: %w", e.UID, next.Version, err)
 	}
-	out := kafkax.NewKeyedMessage(e.ID, e.UID, headers, value)
-	if err := p.Publisher.Publish(p.SnapshotsTopic, out); err != nil {
+	if err := p.Publisher.Publish(p.SnapshotsTopic, newMessage(snapshot)); err != nil {
 		return fmt.Errorf("publish snapshot of %s v%d: %w", e.UID, next.Version, err)
 	}
 	p.State.Put(next)
@@ -177,25 +181,16 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 	return nil
 }
 
-// ErrNotRestored is returned by Ready until the state has been restored.
+// ErrNotRestored is what the projector's readiness check reports until its
+// State has been restored from the snapshot topic.
 var ErrNotRestored = errors.New("state not restored from the snapshot topic yet")
 
-// indexRecords returns the email index records of one step from prev to
-// next: a tombstone for the email the profile no longer holds, and the
-// profile under the email it holds now. Each (email, uid) key has exactly
-// one writer, the projector of the uid's partition, so the index needs no
-// read-modify-write of a shared per-email value.
-func indexRecords(emailKey func(string) string, e events.Event, prev, next events.Profile, headers map[string]string, value []byte) []*message.Message {
-	if emailKey == nil {
-		emailKey = events.NormalizeEmail
-	}
-	var out []*message.Message
-	oldEmail, newEmail := emailKey(prev.Email), emailKey(next.Email)
-	if prev.Exists() && (!next.Exists() || oldEmail != newEmail) {
-		out = append(out, kafkax.NewKeyedMessage(e.ID+"-unindex", kafkax.IndexKey(oldEmail, e.UID), headers, nil))
-	}
-	if next.Exists() {
-		out = append(out, kafkax.NewKeyedMessage(e.ID+"-index", kafkax.IndexKey(newEmail, e.UID), headers, value))
-	}
-	return out
+// newMessage is r as a watermill message for kafkax's keyed publisher.
+func newMessage(r projection.Record) *message.Message {
+	return kafkax.NewKeyedMessage(r.ID, r.Key, r.Headers, r.Value)
 }
+
+// codec is what the projection step encodes with.
+//
+// MERGE: becomes the projector's *pii.Codec.
+func (p *Projector) codec() projection.Codec { return projection.LegacyCodec{Key: p.EmailKey} }
