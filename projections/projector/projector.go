@@ -38,8 +38,9 @@ type DeadLetterSink interface {
 }
 
 // Projector consumes the event log and writes snapshots and the email
-// index. Set every field (DeadLetters may be nil) and call Run once;
-// State must already hold the restored snapshot topic (State.Restore).
+// index. Set its fields (DeadLetters and EmailKey may be nil) and call Run
+// once, after State has been restored from the snapshot topic
+// (State.Restore).
 type Projector struct {
 	Subscriber      message.Subscriber
 	Publisher       message.Publisher
