@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
@@ -25,6 +24,7 @@ import (
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/projections/projection"
 )
 
 var eventsFolded = promauto.NewCounterVec(prometheus.CounterOpts{
@@ -38,7 +38,10 @@ type DeadLetterSink interface {
 	Send(r kafkax.DeadRecord, reason error) error
 }
 
-// Projector consumes the event log and writes snapshots. Use New, then Run.
+// Projector consumes the event log and writes snapshots and the email
+// index. Set its fields (DeadLetters may be nil) and call Run
+// once, after State has been restored from the snapshot topic
+// (State.Restore).
 type Projector struct {
 	Subscriber      message.Subscriber
 	Publisher       message.Publisher
@@ -52,9 +55,6 @@ type Projector struct {
 	Log         *slog.Logger
 	// Codec opens the events and seals the snapshots.
 	Codec *pii.Codec
-	// EmailKey turns an email into its index key (pii.Codec.EmailKey: an
-	// HMAC of the normalized email).
-	EmailKey events.EmailKeyer
 }
 
 // Run consumes events until ctx ends. Each event is acked only after its
@@ -158,21 +158,26 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 	if err != nil {
 		return poison(err)
 	}
-	value, err := p.Codec.EncodeSnapshot(next)
+	recs, err := projection.Step(p.Codec, projection.Target{Snapshots: p.SnapshotsTopic, EmailIndex: p.EmailIndexTopic, Source: "/projector"}, state, next, &e)
+	if errors.Is(err, pii.ErrKeyUnavailable) {
+		return err // retried: the snapshot is sealed with a key not readable yet
+	}
 	if err != nil {
 		return poison(err)
 	}
-	headers := events.Headers(e, "/projector")
-	headers[events.HeaderVersion] = strconv.FormatInt(next.Version, 10)
 	// The index records go first and the snapshot last: the snapshot topic
 	// is what State is restored from, so a snapshot that exists proves that
 	// everything for its event was written. A crash in between re-folds
 	// the event and writes the index records again, which is harmless.
-	if err := p.Publisher.Publish(p.EmailIndexTopic, indexRecords(p.EmailKey, e, state, next, headers, value)...); err != nil {
+	index, snapshot := recs[:len(recs)-1], recs[len(recs)-1]
+	msgs := make([]*message.Message, len(index))
+	for i, r := range index {
+		msgs[i] = newMessage(r)
+	}
+	if err := p.Publisher.Publish(p.EmailIndexTopic, msgs...); err != nil {
 		return fmt.Errorf("publish email index of %s v%d: %w", e.UID, next.Version, err)
 	}
-	out := kafkax.NewKeyedMessage(e.ID, e.UID, headers, value)
-	if err := p.Publisher.Publish(p.SnapshotsTopic, out); err != nil {
+	if err := p.Publisher.Publish(p.SnapshotsTopic, newMessage(snapshot)); err != nil {
 		return fmt.Errorf("publish snapshot of %s v%d: %w", e.UID, next.Version, err)
 	}
 	p.State.Put(next)
@@ -180,22 +185,11 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 	return nil
 }
 
-// ErrNotRestored is returned by Ready until the state has been restored.
+// ErrNotRestored is what the projector's readiness check reports until its
+// State has been restored from the snapshot topic.
 var ErrNotRestored = errors.New("state not restored from the snapshot topic yet")
 
-// indexRecords returns the email index records of one step from prev to
-// next: a tombstone for the email the profile no longer holds, and the
-// profile under the email it holds now. Each (email, uid) key has exactly
-// one writer, the projector of the uid's partition, so the index needs no
-// read-modify-write of a shared per-email value.
-func indexRecords(keyer events.EmailKeyer, e events.Event, prev, next events.Profile, headers map[string]string, value []byte) []*message.Message {
-	var out []*message.Message
-	oldEmail, newEmail := keyer.EmailKey(prev.Email), keyer.EmailKey(next.Email)
-	if prev.Exists() && (!next.Exists() || oldEmail != newEmail) {
-		out = append(out, kafkax.NewKeyedMessage(e.ID+"-unindex", kafkax.IndexKey(oldEmail, e.UID), headers, nil))
-	}
-	if next.Exists() {
-		out = append(out, kafkax.NewKeyedMessage(e.ID+"-index", kafkax.IndexKey(newEmail, e.UID), headers, value))
-	}
-	return out
+// newMessage is r as a watermill message for kafkax's keyed publisher.
+func newMessage(r projection.Record) *message.Message {
+	return kafkax.NewKeyedMessage(r.ID, r.Key, r.Headers, r.Value)
 }

@@ -5,16 +5,37 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/projections/projection"
 )
 
-// normalized keys an email by its normalized form, so that the index keys
-// of a test can be read.
-type normalized struct{}
+// testCodec encodes snapshots in clear and keys an email by its normalized
+// form, so that the index keys of a test can be read.
+type testCodec struct{}
 
-func (normalized) EmailKey(email string) string { return events.NormalizeEmail(email) }
+func (testCodec) EncodeSnapshot(p events.Profile) ([]byte, error) { return events.EncodeSnapshot(p) }
+func (testCodec) EmailKey(email string) string                    { return events.NormalizeEmail(email) }
+
+// indexRecords returns the messages the projector publishes to the email
+// index for e from prev.
+func indexRecords(t *testing.T, c projection.Codec, e events.Event, prev, next events.Profile) []*message.Message {
+	t.Helper()
+	recs, err := projection.Step(c, projection.Target{Snapshots: "snaps", EmailIndex: "index"}, prev, next, &e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*message.Message
+	for _, r := range recs {
+		if r.Topic == "index" {
+			out = append(out, newMessage(r))
+		}
+	}
+	return out
+}
 
 func TestIndexRecords(t *testing.T) {
 	at := time.Unix(0, 0)
@@ -38,9 +59,8 @@ func TestIndexRecords(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			value, _ := events.EncodeSnapshot(next)
 			var got []string
-			for _, m := range indexRecords(normalized{}, e, tt.prev, next, map[string]string{}, value) {
+			for _, m := range indexRecords(t, testCodec{}, e, tt.prev, next) {
 				email, uid, _ := kafkax.SplitIndexKey([]byte(m.Metadata.Get(kafkax.KeyMetadata)))
 				if uid != "u" {
 					t.Fatalf("index key for uid %q", uid)
@@ -75,7 +95,7 @@ func TestIndexKeysAreHMACsOfTheEmailNotTheEmail(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []string
-	for _, m := range indexRecords(key, e, live, next, map[string]string{}, nil) {
+	for _, m := range indexRecords(t, key, e, live, next) {
 		k := m.Metadata.Get(kafkax.KeyMetadata)
 		if strings.Contains(strings.ToLower(k), "bob") {
 			t.Fatalf("index key %q holds the email", k)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/projections/projection"
 )
 
 // ErrGenerationExists is returned by RebuildSnapshots when the topics of
@@ -42,9 +42,6 @@ type Env struct {
 	// Codec opens the events and snapshots read and seals the snapshots
 	// written.
 	Codec *pii.Codec
-	// EmailKey turns an email into its index key (pii.Codec.EmailKey: an
-	// HMAC of the normalized email).
-	EmailKey events.EmailKeyer
 }
 
 func (e Env) every() time.Duration {
@@ -284,30 +281,26 @@ func write(ctx context.Context, env Env, gen kafkax.Config, states map[int32]*pa
 			return false
 		}
 	}
+	codec := env.Codec
+	target := projection.Target{Snapshots: gen.SnapshotsTopic, EmailIndex: gen.EmailIndexTopic}
 send:
 	for _, st := range states {
 		for _, prof := range st.profiles {
-			value, err := env.Codec.EncodeSnapshot(prof)
+			// The folded final state, as if written from nothing in one step.
+			recs, err := projection.Step(codec, target, events.Profile{}, prof, nil)
 			if err != nil {
 				once.Do(func() { firstErr = err })
 				break send
 			}
-			headers := []sarama.RecordHeader{{Key: []byte(events.HeaderVersion), Value: []byte(strconv.FormatInt(prof.Version, 10))}}
-			m := &sarama.ProducerMessage{Topic: gen.SnapshotsTopic, Key: sarama.StringEncoder(prof.UID), Headers: headers}
-			if value != nil {
-				m.Value = sarama.ByteEncoder(value)
-			} else {
-				deleted++
-			}
-			if !send(m) {
-				break send
-			}
-			if !prof.Deleted {
-				ix := &sarama.ProducerMessage{
-					Topic: gen.EmailIndexTopic, Key: sarama.ByteEncoder(kafkax.IndexKey(env.EmailKey.EmailKey(prof.Email), prof.UID)),
-					Value: sarama.ByteEncoder(value), Headers: headers,
+			headers := recordHeaders(recs[0].Headers) // one map for every record of the step
+			for _, r := range recs {
+				m := &sarama.ProducerMessage{Topic: r.Topic, Key: sarama.StringEncoder(r.Key), Headers: headers}
+				if r.Value != nil {
+					m.Value = sarama.ByteEncoder(r.Value)
+				} else if r.Topic == gen.SnapshotsTopic {
+					deleted++
 				}
-				if !send(ix) {
+				if !send(m) {
 					break send
 				}
 			}
@@ -322,6 +315,15 @@ send:
 		return records, deleted, fmt.Errorf("write generation %s: %w", gen.SnapshotsTopic, firstErr)
 	}
 	return records, deleted, nil
+}
+
+// recordHeaders returns headers as sarama record headers.
+func recordHeaders(headers map[string]string) []sarama.RecordHeader {
+	out := make([]sarama.RecordHeader, 0, len(headers))
+	for k, v := range headers {
+		out = append(out, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
+	}
+	return out
 }
 
 // commitOffsets sets the committed offsets of group on the event log, so

@@ -102,7 +102,7 @@ func run() error {
 	peers := adapters.Peers{SelfURL: self.URL, Client: &http.Client{Timeout: 30 * time.Second, Transport: httpx.PeerTransport}, Sign: sec.Sign}
 	deps := app.Deps{
 		States:     states,
-		Log:        eventLog,
+		Events:     eventLog,
 		Claims:     peers,
 		ClaimLease: *lease,
 		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*queryURLs), Client: &http.Client{Transport: httpx.PeerTransport}, Timeout: *visibility, Every: *waitAll, Sign: sec.Sign},
@@ -124,7 +124,7 @@ func run() error {
 		NewUID:      uuid.NewString,
 		EmailKey:    codec,
 		Commands: ports.Commands{
-			ClaimEmail:    app.ClaimEmailHandler{Claims: states, Log: eventLog, Lookup: peers, Lease: *lease, Now: time.Now, EmailKey: codec},
+			ClaimEmail:    app.ClaimEmailHandler{Claims: states, Writer: eventLog, Lookup: peers, Lease: *lease, Now: time.Now, EmailKey: codec},
 			State:         states,
 			CreateProfile: app.CreateProfileHandler{Deps: deps},
 			ChangeProfile: app.ChangeProfileHandler{Deps: deps},

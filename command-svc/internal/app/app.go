@@ -135,8 +135,9 @@ type Result struct {
 
 // Deps are the collaborators every use case needs.
 type Deps struct {
-	States     States
-	Log        EventLog
+	States States
+	// Events is the event log the commands append to.
+	Events     EventLog
 	Visibility Visibility
 	// Claims makes emails unique among live profiles.
 	Claims EmailClaims
@@ -197,7 +198,7 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 		}
 	}
 	// All events of one command are one transaction.
-	if err := d.Log.Append(ctx, es...); err != nil {
+	if err := d.Events.Append(ctx, es...); err != nil {
 		return Result{}, fmt.Errorf("%w: %v", ErrAppend, err)
 	}
 	for _, e := range es {
@@ -218,19 +219,9 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 }
 
 // emailChange returns the normalized email the step from prev to next
-// claims, and the one it lets go ("" for none).
+// claims, and the one it lets go ("" for none): the email index delta.
 func emailChange(prev, next events.Profile) (claim, release string) {
-	was, is := "", ""
-	if prev.Exists() {
-		was = events.NormalizeEmail(prev.Email)
-	}
-	if next.Exists() {
-		is = events.NormalizeEmail(next.Email)
-	}
-	if was == is {
-		return "", ""
-	}
-	return is, was
+	return events.EmailDelta(prev, next)
 }
 
 // touchedEmails returns the normalized emails whose index entry for the
@@ -241,8 +232,8 @@ func touchedEmails(prev, next events.Profile) []string {
 	if next.Exists() {
 		out = append(out, events.NormalizeEmail(next.Email))
 	}
-	if prev.Exists() && (!next.Exists() || events.NormalizeEmail(prev.Email) != events.NormalizeEmail(next.Email)) {
-		out = append(out, events.NormalizeEmail(prev.Email))
+	if _, lost := events.EmailDelta(prev, next); lost != "" {
+		out = append(out, lost)
 	}
 	return out
 }

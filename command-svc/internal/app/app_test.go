@@ -67,7 +67,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{states: state.NewStore(slog.Default(), testCodec(), "claims"), log: &memLog{}, vis: &memVisibility{}}
 	n := 0
-	f.deps = app.Deps{States: f.states, Log: f.log, Visibility: f.vis, Claims: &memClaims{held: map[string]string{}}, ClaimLease: 30 * time.Second,
+	f.deps = app.Deps{States: f.states, Events: f.log, Visibility: f.vis, Claims: &memClaims{held: map[string]string{}}, ClaimLease: 30 * time.Second,
 		NewID: func() string { n++; return fmt.Sprintf("id-%d", n) },
 		Now:   func() time.Time { return time.Unix(100, 0) },
 	}

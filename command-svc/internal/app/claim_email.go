@@ -38,7 +38,8 @@ type ClaimEmail struct {
 // ClaimEmailHandler handles ClaimEmail and ReleaseEmail.
 type ClaimEmailHandler struct {
 	Claims ClaimStore
-	Log    ClaimLog
+	// Writer writes the claim records.
+	Writer ClaimLog
 	Lookup ProfileLookup
 	Lease  time.Duration
 	Now    func() time.Time
@@ -69,7 +70,7 @@ func (h ClaimEmailHandler) Handle(ctx context.Context, cmd ClaimEmail) error {
 		// A stale claim: its profile never got, or no longer has, the email.
 	}
 	c := events.Claim{UID: cmd.UID, ClaimedAt: h.Now().UTC(), Seq: h.Claims.ClaimSeq(cmd.Email) + 1}
-	if err := h.Log.WriteClaim(ctx, cmd.Email, c); err != nil {
+	if err := h.Writer.WriteClaim(ctx, cmd.Email, c); err != nil {
 		return fmt.Errorf("%w: %v", ErrAppend, err)
 	}
 	h.Claims.PutClaim(cmd.Email, c)
@@ -85,7 +86,7 @@ func (h ClaimEmailHandler) Release(ctx context.Context, email, uid string) error
 		return nil
 	}
 	c := events.Claim{UID: uid, Seq: cur.Seq + 1, Released: true}
-	if err := h.Log.WriteClaim(ctx, email, c); err != nil {
+	if err := h.Writer.WriteClaim(ctx, email, c); err != nil {
 		return fmt.Errorf("%w: %v", ErrAppend, err)
 	}
 	h.Claims.PutClaim(email, c)

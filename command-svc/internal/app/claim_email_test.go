@@ -52,7 +52,7 @@ func TestClaimEmail(t *testing.T) {
 				store.PutClaim(email, *tt.claim)
 			}
 			log := &claimLog{}
-			h := app.ClaimEmailHandler{Claims: store, Log: log, Lookup: lookup{"other": tt.holder}, Lease: 10 * time.Second, Now: func() time.Time { return now }, EmailKey: normalized{}}
+			h := app.ClaimEmailHandler{Claims: store, Writer: log, Lookup: lookup{"other": tt.holder}, Lease: 10 * time.Second, Now: func() time.Time { return now }, EmailKey: normalized{}}
 			err := h.Handle(context.Background(), app.ClaimEmail{Email: email, UID: "me"})
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
@@ -72,7 +72,7 @@ func TestReleaseOnlyOwnClaim(t *testing.T) {
 	store := state.NewStore(slog.Default(), testCodec(), "claims")
 	store.PutClaim("x@mail.com", events.Claim{UID: "other", Seq: 5})
 	log := &claimLog{}
-	h := app.ClaimEmailHandler{Claims: store, Log: log, Now: time.Now, EmailKey: normalized{}}
+	h := app.ClaimEmailHandler{Claims: store, Writer: log, Now: time.Now, EmailKey: normalized{}}
 	if err := h.Release(context.Background(), "x@mail.com", "me"); err != nil || len(log.written) != 0 {
 		t.Fatalf("released another profile's claim: %v %v", err, log.written)
 	}

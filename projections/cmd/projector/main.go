@@ -111,7 +111,7 @@ func run() error {
 			Subscriber:  sub, Publisher: pub, Client: client,
 			EventsTopic: kcfg.EventsTopic, SnapshotsTopic: gcfg.SnapshotsTopic, EmailIndexTopic: gcfg.EmailIndexTopic,
 			State: projector.NewState(), Log: log.With("generation", n),
-			Codec: codec, EmailKey: codec,
+			Codec: codec,
 		}
 		start := time.Now()
 		records, err := p.State.Restore(ctx, codec, client, gcfg.SnapshotsTopic, nil)

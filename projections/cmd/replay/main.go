@@ -116,7 +116,7 @@ func run(cmd string, args []string, out io.Writer) error {
 		// From the environment only: a flag would show the token in the
 		// process list.
 		Token: os.Getenv("AUTH_TOKEN"),
-		Codec: codec, EmailKey: codec}
+		Codec: codec}
 
 	needGen := func() error {
 		if *gen < 1 {
