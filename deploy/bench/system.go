@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"profiles/deploy/internal/ports"
+	"profiles/deploy/internal/portalloc"
 )
 
 // pprofOverlay is added to the main package of each binary the bench
@@ -385,7 +385,7 @@ func (m *cpuMeter) stop() map[string]float64 {
 // test). Its block is disjoint from the end-to-end tests' (deploy/e2e),
 // which run at the same time, and from make bench's fixed ports (29392+).
 // PROFILES_BENCH_PORTS=lo-hi moves it, for runs that share a machine.
-var benchPorts = ports.FromEnv("PROFILES_BENCH_PORTS", 27000, 29000)
+var benchPorts = portalloc.FromEnv("PROFILES_BENCH_PORTS", 27000, 29000)
 
 // freePorts returns n ports, free now and handed out by nothing else in
 // this process.

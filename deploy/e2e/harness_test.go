@@ -33,7 +33,7 @@ import (
 
 	"github.com/IBM/sarama"
 
-	"profiles/deploy/internal/ports"
+	"profiles/deploy/internal/portalloc"
 	"profiles/events"
 	"profiles/events/pii"
 	"profiles/platform/kafkax"
@@ -865,7 +865,7 @@ func kafkaScript(t *testing.T, args ...string) {
 // block is below the ephemeral range and disjoint from the benchmark's
 // (deploy/bench), whose test runs at the same time in another process.
 // PROFILES_TEST_PORTS=lo-hi moves it, for runs that share a machine.
-var testPorts = ports.FromEnv("PROFILES_TEST_PORTS", 21000, 27000)
+var testPorts = portalloc.FromEnv("PROFILES_TEST_PORTS", 21000, 27000)
 
 // freePort returns a port that no other process of this test binary got,
 // free now, and kept for this test's services across their restarts.
