@@ -744,9 +744,8 @@ func KafkaAt(t *testing.T, addrs string, readCommitted bool) sarama.Client {
 	return c
 }
 
-// EndOffsets returns the sum of the high-water marks of topic's partitions:
-// the number of records ever written to it.
-func EndOffsets(t *testing.T, c sarama.Client, topic string) int64 {
+// PartitionsOf refreshes the metadata of topic and returns its partitions.
+func PartitionsOf(t *testing.T, c sarama.Client, topic string) []int32 {
 	t.Helper()
 	if err := c.RefreshMetadata(topic); err != nil {
 		t.Fatal(err)
@@ -755,8 +754,15 @@ func EndOffsets(t *testing.T, c sarama.Client, topic string) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return parts
+}
+
+// EndOffsets returns the sum of the high-water marks of topic's partitions:
+// the number of records ever written to it.
+func EndOffsets(t *testing.T, c sarama.Client, topic string) int64 {
+	t.Helper()
 	var sum int64
-	for _, p := range parts {
+	for _, p := range PartitionsOf(t, c, topic) {
 		off, err := c.GetOffset(topic, p, sarama.OffsetNewest)
 		if err != nil {
 			t.Fatal(err)
@@ -779,14 +785,8 @@ func CountRecords(t *testing.T, c sarama.Client, topic string) int {
 // partition also counts as read when nothing more comes for a second.
 func ReadTopic(t *testing.T, c sarama.Client, topic string, parts []int32) []*sarama.ConsumerMessage {
 	t.Helper()
-	if err := c.RefreshMetadata(topic); err != nil {
-		t.Fatal(err)
-	}
-	if parts == nil {
-		var err error
-		if parts, err = c.Partitions(topic); err != nil {
-			t.Fatal(err)
-		}
+	if all := PartitionsOf(t, c, topic); parts == nil {
+		parts = all
 	}
 	consumer, err := sarama.NewConsumerFromClient(c)
 	if err != nil {

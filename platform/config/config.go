@@ -28,42 +28,39 @@ func Duration(fs *flag.FlagSet, name, env string, def time.Duration, help string
 	p := new(time.Duration)
 	*p = def
 	fs.Var((*durationValue)(p), name, usage(env, help))
-	if v, ok := os.LookupEnv(env); ok {
-		mustSet(fs, name, env, v)
-	}
+	fromEnv(fs, name, env)
 	return p
 }
 
 // Int registers an integer setting.
 func Int(fs *flag.FlagSet, name, env string, def int, help string) *int {
 	p := fs.Int(name, def, usage(env, help))
-	if v, ok := os.LookupEnv(env); ok {
-		mustSet(fs, name, env, v)
-	}
+	fromEnv(fs, name, env)
 	return p
 }
 
 // Float registers a floating-point setting.
 func Float(fs *flag.FlagSet, name, env string, def float64, help string) *float64 {
 	p := fs.Float64(name, def, usage(env, help))
-	if v, ok := os.LookupEnv(env); ok {
-		mustSet(fs, name, env, v)
-	}
+	fromEnv(fs, name, env)
 	return p
 }
 
 // Bool registers a boolean setting.
 func Bool(fs *flag.FlagSet, name, env string, def bool, help string) *bool {
 	p := fs.Bool(name, def, usage(env, help))
-	if v, ok := os.LookupEnv(env); ok {
-		mustSet(fs, name, env, v)
-	}
+	fromEnv(fs, name, env)
 	return p
 }
 
-// mustSet applies an environment value through the flag's own parser, so a
-// bad value is reported the same way as a bad flag.
-func mustSet(fs *flag.FlagSet, name, env, v string) {
+// fromEnv applies the environment variable env, when it is set, to the flag
+// name through the flag's own parser, so a bad value is reported the same way
+// as a bad flag.
+func fromEnv(fs *flag.FlagSet, name, env string) {
+	v, ok := os.LookupEnv(env)
+	if !ok {
+		return
+	}
 	if err := fs.Set(name, v); err != nil {
 		fmt.Fprintf(os.Stderr, "invalid value %q for %s: %v\n", v, env, err)
 		os.Exit(2)
