@@ -26,8 +26,8 @@ import (
 // handed out or is in use.
 var ErrExhausted = errors.New("portalloc: no free port left in the block")
 
-// Allocator hands out the ports of the block [Lo, Hi). It is safe for
-// concurrent use. Processes that run at the same time must use disjoint
+// Allocator hands out the ports of the block [lo, hi) given to New. It is
+// safe for concurrent use. Processes that run at the same time must use disjoint
 // blocks: an Allocator only knows about its own ports.
 type Allocator struct {
 	lo, hi int
