@@ -212,9 +212,7 @@ func (p *Proc) PID() int {
 
 // Running tells whether the process was started and has not exited.
 func (p *Proc) Running() bool {
-	p.mu.Lock()
-	done := p.done
-	p.mu.Unlock()
+	done := p.exited()
 	if done == nil {
 		return false
 	}
@@ -226,11 +224,17 @@ func (p *Proc) Running() bool {
 	}
 }
 
+// exited returns the channel that is closed when the process of the last
+// start exits, or nil before the first start.
+func (p *Proc) exited() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done
+}
+
 // Wait waits for the process to exit and returns its error.
 func (p *Proc) Wait() error {
-	p.mu.Lock()
-	done := p.done
-	p.mu.Unlock()
+	done := p.exited()
 	if done == nil {
 		return nil
 	}
