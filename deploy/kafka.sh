@@ -83,10 +83,8 @@ TOOL_HEAP_OPTS=${KAFKA_TOOL_HEAP_OPTS:--Xmx512m}
 START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
 STOP_TIMEOUT=30
 
-log() { printf 'kafka.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-now_ms() { date +%s%3N; }
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+# shellcheck source=deploy/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 need_cmd() { command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH ($2)"; }
 
@@ -139,8 +137,6 @@ run_tool() { # CLASS ARGS... (runs in the foreground)
     -cp "$LIBS/*" "$@"
 }
 
-abs_dir() { mkdir -p "$1" && (cd "$1" && pwd -P); }
-
 # Prints the PID of a live Kafka node for DATA_DIR, or fails.
 live_pid() {
   local dir=$1 pid
@@ -152,8 +148,6 @@ live_pid() {
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $dir/server.properties" || return 1
   echo "$pid"
 }
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Send a Kafka Metadata v4 request (all topics) straight over TCP and check
 # the answer carries our correlation id and at least one broker. Kafka
@@ -475,20 +469,13 @@ parse_args() {
       --fresh) FRESH=1; shift ;;
       --sasl-ssl) SASL_SSL=1; shift ;;
       --users) read -r -a USERS <<<"${2?--users needs a list of names}"; shift 2 ;;
-      --extra) # one or more key=value words
-        [[ ${2:-} == *=* && ${2:-} != -* ]] || die "--extra needs key=value, got '${2:-}'"
-        shift
-        while (( $# > 0 )) && [[ $1 == *=* && $1 != -* ]]; do EXTRA+=("$1"); shift; done ;;
+      --extra) take_extra "$@"; shift "$TAKEN" ;; # one or more key=value words
       --extra=*) EXTRA+=("${1#--extra=}"); shift ;;
       -h | --help) usage ;;
       *) die "unknown argument: $1 (see: $0 --help)" ;;
     esac
   done
-  for v in PORT CPORT NODE_ID BASE_PORT START_TIMEOUT; do
-    [[ -z ${!v} || ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number, got '${!v}'"
-  done
-  [[ -n $DATA ]] || die "--data DIR is required"
-  DATA=$(abs_dir "$DATA")
+  check_args PORT CPORT NODE_ID BASE_PORT START_TIMEOUT
 }
 
 # Serialize start/stop on one data dir (fd 8; closed for the broker itself).

@@ -37,10 +37,8 @@ REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 START_TIMEOUT=${POSTGRES_START_TIMEOUT:-60}
 STOP_TIMEOUT=30
 
-log() { printf 'postgres.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-now_ms() { date +%s%3N; }
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+# shellcheck source=deploy/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 # ---------------------------------------------------------------- helpers
 
@@ -75,8 +73,6 @@ as_pg() {
     "$@"
   fi
 }
-
-abs_dir() { mkdir -p "$1" && (cd "$1" && pwd -P); }
 
 # Sets CLUSTER: where pgdata/, the log and the socket live (DIR/cluster,
 # or the /tmp directory it links to).
@@ -119,8 +115,6 @@ live_pid() {
   [[ $(readlink -f "/proc/$pid/cwd" 2>/dev/null) == "$(readlink -f "$DATA/cluster/pgdata" 2>/dev/null)" ]] || return 1
   echo "$pid"
 }
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 show_log() {
   log "----- tail of $DATA/cluster/postgres.log -----"
@@ -186,23 +180,16 @@ parse_args() {
       --db) DBS+=("${2:?--db needs a name}"); shift 2 ;;
       --timeout) START_TIMEOUT=${2:?--timeout needs seconds}; shift 2 ;;
       --fresh) FRESH=1; shift ;;
-      --extra) # one or more key=value words
-        [[ ${2:-} == *=* && ${2:-} != -* ]] || die "--extra needs key=value, got '${2:-}'"
-        shift
-        while (( $# > 0 )) && [[ $1 == *=* && $1 != -* ]]; do EXTRA+=("$1"); shift; done ;;
+      --extra) take_extra "$@"; shift "$TAKEN" ;; # one or more key=value words
       -h | --help) usage ;;
       *) die "unknown argument: $1 (see: $0 --help)" ;;
     esac
-  done
-  for v in PORT START_TIMEOUT; do
-    [[ -z ${!v} || ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number, got '${!v}'"
   done
   local db
   for db in ${DBS[@]+"${DBS[@]}"}; do
     [[ $db =~ ^[a-z_][a-z0-9_]*$ ]] || die "--db must be a plain lower-case identifier, got '$db'"
   done
-  [[ -n $DATA ]] || die "--data DIR is required"
-  DATA=$(abs_dir "$DATA")
+  check_args PORT START_TIMEOUT
 }
 
 # Serialize start/stop on one data dir (fd 8; closed for the server itself).

@@ -30,9 +30,8 @@ VENV=$REPO_ROOT/.cache/schemathesis/$SCHEMATHESIS_VERSION
 EXE=$VENV/bin/schemathesis
 MARKER=$VENV/.complete
 
-log() { printf 'schemathesis.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+# shellcheck source=deploy/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 # installed reports whether the pinned version is completely installed: the
 # marker is written last, so an interrupted install never looks installed.

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"profiles/deploy/internal/ports"
+	"profiles/deploy/internal/portalloc"
 )
 
 // pprofOverlay is added to the main package of each binary the bench
@@ -212,9 +212,7 @@ func (p *Proc) PID() int {
 
 // Running tells whether the process was started and has not exited.
 func (p *Proc) Running() bool {
-	p.mu.Lock()
-	done := p.done
-	p.mu.Unlock()
+	done := p.exited()
 	if done == nil {
 		return false
 	}
@@ -226,11 +224,17 @@ func (p *Proc) Running() bool {
 	}
 }
 
+// exited returns the channel that is closed when the process of the last
+// start exits, or nil before the first start.
+func (p *Proc) exited() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done
+}
+
 // Wait waits for the process to exit and returns its error.
 func (p *Proc) Wait() error {
-	p.mu.Lock()
-	done := p.done
-	p.mu.Unlock()
+	done := p.exited()
 	if done == nil {
 		return nil
 	}
@@ -385,7 +389,7 @@ func (m *cpuMeter) stop() map[string]float64 {
 // test). Its block is disjoint from the end-to-end tests' (deploy/e2e),
 // which run at the same time, and from make bench's fixed ports (29392+).
 // PROFILES_BENCH_PORTS=lo-hi moves it, for runs that share a machine.
-var benchPorts = ports.FromEnv("PROFILES_BENCH_PORTS", 27000, 29000)
+var benchPorts = portalloc.FromEnv("PROFILES_BENCH_PORTS", 27000, 29000)
 
 // freePorts returns n ports, free now and handed out by nothing else in
 // this process.

@@ -148,15 +148,8 @@ func (c *kafkaCluster) script(args ...string) {
 // leaderOfMost returns the node that leads most partitions of topic.
 func leaderOfMost(t *testing.T, kc sarama.Client, topic string) int {
 	t.Helper()
-	if err := kc.RefreshMetadata(topic); err != nil {
-		t.Fatal(err)
-	}
-	parts, err := kc.Partitions(topic)
-	if err != nil {
-		t.Fatal(err)
-	}
 	count := map[int]int{}
-	for _, p := range parts {
+	for _, p := range PartitionsOf(t, kc, topic) {
 		if b, err := kc.Leader(topic, p); err == nil {
 			count[int(b.ID())]++
 		}

@@ -33,7 +33,7 @@ import (
 
 	"github.com/IBM/sarama"
 
-	"profiles/deploy/internal/ports"
+	"profiles/deploy/internal/portalloc"
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
 	"profiles/platform/testenv"
@@ -751,9 +751,8 @@ func KafkaAt(t *testing.T, addrs string, readCommitted bool) sarama.Client {
 	return c
 }
 
-// EndOffsets returns the sum of the high-water marks of topic's partitions:
-// the number of records ever written to it.
-func EndOffsets(t *testing.T, c sarama.Client, topic string) int64 {
+// PartitionsOf refreshes the metadata of topic and returns its partitions.
+func PartitionsOf(t *testing.T, c sarama.Client, topic string) []int32 {
 	t.Helper()
 	if err := c.RefreshMetadata(topic); err != nil {
 		t.Fatal(err)
@@ -762,8 +761,15 @@ func EndOffsets(t *testing.T, c sarama.Client, topic string) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return parts
+}
+
+// EndOffsets returns the sum of the high-water marks of topic's partitions:
+// the number of records ever written to it.
+func EndOffsets(t *testing.T, c sarama.Client, topic string) int64 {
+	t.Helper()
 	var sum int64
-	for _, p := range parts {
+	for _, p := range PartitionsOf(t, c, topic) {
 		off, err := c.GetOffset(topic, p, sarama.OffsetNewest)
 		if err != nil {
 			t.Fatal(err)
@@ -786,14 +792,8 @@ func CountRecords(t *testing.T, c sarama.Client, topic string) int {
 // partition also counts as read when nothing more comes for a second.
 func ReadTopic(t *testing.T, c sarama.Client, topic string, parts []int32) []*sarama.ConsumerMessage {
 	t.Helper()
-	if err := c.RefreshMetadata(topic); err != nil {
-		t.Fatal(err)
-	}
-	if parts == nil {
-		var err error
-		if parts, err = c.Partitions(topic); err != nil {
-			t.Fatal(err)
-		}
+	if all := PartitionsOf(t, c, topic); parts == nil {
+		parts = all
 	}
 	consumer, err := sarama.NewConsumerFromClient(c)
 	if err != nil {
@@ -872,7 +872,7 @@ func kafkaScript(t *testing.T, args ...string) {
 // block is below the ephemeral range and disjoint from the benchmark's
 // (deploy/bench), whose test runs at the same time in another process.
 // PROFILES_TEST_PORTS=lo-hi moves it, for runs that share a machine.
-var testPorts = ports.FromEnv("PROFILES_TEST_PORTS", 21000, 27000)
+var testPorts = portalloc.FromEnv("PROFILES_TEST_PORTS", 21000, 27000)
 
 // freePort returns a port that no other process of this test binary got,
 // free now, and kept for this test's services across their restarts.

@@ -181,7 +181,7 @@ func TestRoutingAcrossInstances(t *testing.T) {
 
 // SIGKILL one query-svc instance under a steady read load: its partitions
 // move, reads of them succeed again within 20 s (6 s of session timeout,
-// the rebalance and the catch-up; about 15 s measured here), no read
+// the rebalance and the catch-up), no read
 // fails meanwhile (they wait), and every profile stays readable.
 func TestQueryInstanceLossUnderLoad(t *testing.T) {
 	const profiles = 120

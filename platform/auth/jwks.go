@@ -18,6 +18,8 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
+
+	"profiles/platform/internal/loop"
 )
 
 // DefaultJWKSRefresh is how often a JWKS, from a file (KeysFromFile) or a
@@ -99,16 +101,7 @@ func KeysFromFile(ctx context.Context, path string, refresh time.Duration, log *
 // run reloads the file every refresh until ctx ends.
 func (k *FileKeys) run(ctx context.Context, refresh time.Duration) {
 	defer close(k.done)
-	t := time.NewTicker(refresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			k.Reload()
-		}
-	}
+	loop.Every(ctx, refresh, func() { _, _ = k.Reload() })
 }
 
 // read reads and parses the file; it does not touch the current set.

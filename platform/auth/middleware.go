@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"profiles/platform/httpx"
+	"profiles/platform/internal/loop"
 )
 
 // Mode is AUTH_MODE.
@@ -236,14 +237,6 @@ func (a *Authenticator) WarnDev(ctx context.Context, interval time.Duration) err
 			"For development only; production needs AUTH_MODE=jwt")
 	}
 	warn()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			warn()
-		}
-	}
+	loop.Every(ctx, interval, warn)
+	return nil
 }

@@ -52,8 +52,7 @@ const (
 	// the replay cache to about 40 MB; a verifier that holds this many
 	// refuses further signed requests (ErrReplayCacheFull, 503) until the
 	// oldest expire. At one entry per signed request, it is full at about
-	// 17,000 signed requests a second to one instance, sustained, some
-	// three times what one instance forwards at its most in BENCH.md.
+	// 17,000 signed requests a second to one instance, sustained.
 	MaxNonces = 1 << 19
 )
 

@@ -33,6 +33,14 @@ func signedAt(t *testing.T, at time.Time, secret string, previous ...string) *Si
 	return s
 }
 
+// clocked returns a signer whose clock says what *now says at each call.
+func clocked(t *testing.T, now *time.Time, secret string) *Signer {
+	t.Helper()
+	s := signedAt(t, *now, secret)
+	s.Now = func() time.Time { return *now }
+	return s
+}
+
 // forwardBody is the body of forward's request.
 const forwardBody = `{"username":"bob","email":"bob@mail.com"}`
 
@@ -184,8 +192,7 @@ func TestSignerRefusesReplays(t *testing.T) {
 func TestSignerForgetsExpiredNonces(t *testing.T) {
 	start := time.Unix(1_800_000_000, 0)
 	now := start
-	receiver := signedAt(t, now, testSecret)
-	receiver.Now = func() time.Time { return now }
+	receiver := clocked(t, &now, testSecret)
 	old := forward(t, signedAt(t, start, testSecret))
 	if err := receiver.Verify(again(old)); err != nil {
 		t.Fatal(err)
@@ -215,8 +222,7 @@ func TestSignerForgetsExpiredNonces(t *testing.T) {
 func TestSignerReplayCacheIsBounded(t *testing.T) {
 	start := time.Unix(1_800_000_000, 0)
 	now := start
-	receiver := signedAt(t, now, testSecret)
-	receiver.Now = func() time.Time { return now }
+	receiver := clocked(t, &now, testSecret)
 	receiver.replay.max = 2
 	sender := signedAt(t, start, testSecret)
 	for i := range 2 {

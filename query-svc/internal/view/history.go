@@ -58,48 +58,42 @@ func (s *Store) ApplyEvents(topic string, p int32, records []HistoryRecord, next
 
 // eraseHistory rewrites, in b, the stored entries of uid as erased.
 func (s *Store) eraseHistory(b *pebble.Batch, p int32, uid string) error {
-	prefix := historyKey(p, uid, 0)
-	prefix = prefix[:len(prefix)-8]
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		var e app.HistoryEntry
-		if err := json.Unmarshal(it.Value(), &e); err != nil {
-			return fmt.Errorf("corrupt history entry %q: %w", it.Key(), err)
-		}
+	return s.eachHistory(p, uid, func(k []byte, e app.HistoryEntry) error {
 		val, err := json.Marshal(e.Erase())
 		if err != nil {
 			return err
 		}
-		if err := b.Set(bytes.Clone(it.Key()), val, nil); err != nil {
-			return err
-		}
-	}
-	return it.Error()
+		return b.Set(bytes.Clone(k), val, nil)
+	})
 }
 
 // History returns the history entries of uid ordered by version, and an
 // empty, non-nil slice when the view holds no event of it.
 func (s *Store) History(uid string) ([]app.HistoryEntry, error) {
-	prefix := historyKey(s.Partition(uid), uid, 0)
-	prefix = prefix[:len(prefix)-8]
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	out := []app.HistoryEntry{}
+	err := s.eachHistory(s.Partition(uid), uid, func(_ []byte, e app.HistoryEntry) error {
+		out = append(out, e)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer it.Close()
-	out := []app.HistoryEntry{}
-	for it.First(); it.Valid(); it.Next() {
+	return out, nil
+}
+
+// eachHistory calls f, in version order, with the key and the entry of every
+// stored history entry of uid (on partition p), and stops at f's first
+// error, which it returns. The key is valid only during the call.
+func (s *Store) eachHistory(p int32, uid string, f func(k []byte, e app.HistoryEntry) error) error {
+	prefix := historyKey(p, uid, 0)
+	prefix = prefix[:len(prefix)-8]
+	return s.scan(prefix, func(k, v []byte) error {
 		var e app.HistoryEntry
-		if err := json.Unmarshal(it.Value(), &e); err != nil {
-			return nil, fmt.Errorf("corrupt history entry %q: %w", it.Key(), err)
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("corrupt history entry %q: %w", k, err)
 		}
-		out = append(out, e)
-	}
-	return out, it.Error()
+		return f(k, e)
+	})
 }
 
 // historyKey is h\0<partition be32><uid>\0<version be64>: the entries of a

@@ -1,4 +1,4 @@
-package ports_test
+package portalloc_test
 
 import (
 	"errors"
@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"testing"
 
-	"profiles/deploy/internal/ports"
+	"profiles/deploy/internal/portalloc"
 )
 
 func TestTakeNeverRepeatsAPortAndSkipsBusyOnes(t *testing.T) {
@@ -30,7 +30,7 @@ func TestTakeNeverRepeatsAPortAndSkipsBusyOnes(t *testing.T) {
 	// A block of three ports around one that is busy: the other two come
 	// out once each, then the block is exhausted.
 	lo := bp - 1
-	a := ports.New(lo, bp+2)
+	a := portalloc.New(lo, bp+2)
 	got := map[int]bool{}
 	for range 2 {
 		p, err := a.Take()
@@ -42,13 +42,13 @@ func TestTakeNeverRepeatsAPortAndSkipsBusyOnes(t *testing.T) {
 		}
 		got[p] = true
 	}
-	if p, err := a.Take(); !errors.Is(err, ports.ErrExhausted) {
+	if p, err := a.Take(); !errors.Is(err, portalloc.ErrExhausted) {
 		t.Fatalf("third Take = %d, %v; want ErrExhausted", p, err)
 	}
 }
 
 func TestTakenPortCanBeBound(t *testing.T) {
-	p, err := ports.New(30000, 32000).Take()
+	p, err := portalloc.New(30000, 32000).Take()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-// Package ports hands out loopback TCP ports for the processes that the
+// Package portalloc hands out loopback TCP ports for the processes that the
 // end-to-end tests and the benchmark start (brokers, services, pprof).
 //
 // Asking the kernel for port 0 and closing the listener is not enough for
@@ -9,7 +9,7 @@
 // An Allocator therefore hands out ports from a block below the ephemeral
 // range (Linux's default is 32768-60999), never the same port twice, and
 // only ports that nothing listens on at that moment.
-package ports
+package portalloc
 
 import (
 	"errors"
@@ -24,10 +24,10 @@ import (
 
 // ErrExhausted is returned by Take when every port of the block has been
 // handed out or is in use.
-var ErrExhausted = errors.New("ports: no free port left in the block")
+var ErrExhausted = errors.New("portalloc: no free port left in the block")
 
-// Allocator hands out the ports of the block [Lo, Hi). It is safe for
-// concurrent use. Processes that run at the same time must use disjoint
+// Allocator hands out the ports of the block [lo, hi) given to New. It is
+// safe for concurrent use. Processes that run at the same time must use disjoint
 // blocks: an Allocator only knows about its own ports.
 type Allocator struct {
 	lo, hi int
@@ -41,7 +41,7 @@ type Allocator struct {
 // 0 < lo < hi <= 65536.
 func New(lo, hi int) *Allocator {
 	if lo <= 0 || hi <= lo || hi > 65536 {
-		panic(fmt.Sprintf("ports: bad block [%d, %d)", lo, hi))
+		panic(fmt.Sprintf("portalloc: bad block [%d, %d)", lo, hi))
 	}
 	return &Allocator{lo: lo, hi: hi, given: map[int]bool{}, rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 }
@@ -56,7 +56,7 @@ func FromEnv(env string, lo, hi int) *Allocator {
 		l, err1 := strconv.Atoi(a)
 		h, err2 := strconv.Atoi(b)
 		if !ok || err1 != nil || err2 != nil {
-			panic(fmt.Sprintf("ports: %s=%q is not lo-hi", env, v))
+			panic(fmt.Sprintf("portalloc: %s=%q is not lo-hi", env, v))
 		}
 		lo, hi = l, h
 	}
