@@ -1,0 +1,142 @@
+// Package service is command-svc's composition root: its configuration
+// and NewApplication, which wires the state store, the event log, the
+// consumer group, the use cases and the HTTP ports into what main runs.
+package service
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+
+	"profiles/command-svc/internal/adapters"
+	"profiles/command-svc/internal/app"
+	"profiles/command-svc/internal/ports"
+	"profiles/command-svc/internal/state"
+	"profiles/platform/config"
+	"profiles/platform/httpx"
+	"profiles/platform/kafkax"
+	"profiles/platform/routing"
+	"profiles/platform/service"
+)
+
+// Name is the service's name: in its logs, Kafka client ids and instance
+// ids.
+const Name = "command-svc"
+
+// Config is command-svc's configuration: the settings every service has,
+// and its own.
+type Config struct {
+	Common *service.Flags
+	API    *service.APIFlags
+	Kafka  *service.KafkaFlags
+
+	QueryURLs           *string
+	QueryWaitAll        *bool
+	AppendTimeout       *time.Duration
+	Visibility          *time.Duration
+	MaxBody             *int
+	Group               *string
+	SessionTimeout      *time.Duration
+	RouteWait           *time.Duration
+	ClaimLease          *time.Duration
+	FaultExitAfterClaim *bool
+}
+
+// RegisterFlags registers command-svc's settings on fs.
+func RegisterFlags(fs *flag.FlagSet) *Config {
+	return &Config{
+		Common:              service.RegisterFlags(fs, ":8081"),
+		API:                 service.RegisterAPIFlags(fs),
+		Kafka:               service.RegisterKafkaFlags(fs),
+		QueryURLs:           config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "comma-separated base URLs of query-svc instances, asked for read-your-writes"),
+		QueryWaitAll:        config.Bool(fs, "query-wait-all", "QUERY_WAIT_ALL", false, "wait until every query-svc instance in QUERY_URL shows a write (set it when query-svc runs with REPLICA_MODE=full)"),
+		AppendTimeout:       config.Duration(fs, "append-timeout", "APPEND_TIMEOUT", adapters.DefaultAppendTimeout, "longest an append waits for the event log (too few in-sync replicas, say) before the command fails with 503 and Retry-After; an append not yet committing by then is aborted"),
+		Visibility:          config.Duration(fs, "visibility-timeout", "VISIBILITY_TIMEOUT", 10*time.Second, "longest a write waits for readers to see it before answering 202"),
+		MaxBody:             config.Int(fs, "max-body", "MAX_BODY_BYTES", httpx.DefaultMaxBody, "largest accepted request body, in bytes"),
+		Group:               config.String(fs, "group", "COMMAND_GROUP", "profiles-command", "consumer group of the command-svc instances"),
+		SessionTimeout:      config.Duration(fs, "session-timeout", "SESSION_TIMEOUT", 10*time.Second, "how long a silent instance keeps its partitions"),
+		RouteWait:           config.Duration(fs, "route-wait", "ROUTE_WAIT", 15*time.Second, "longest a request waits for an owner of its partition"),
+		ClaimLease:          config.Duration(fs, "claim-lease", "CLAIM_LEASE", 30*time.Second, "how long an email claim whose profile does not hold the email is protected before another profile may take it over"),
+		FaultExitAfterClaim: config.Bool(fs, "fault-exit-after-claim", "FAULT_EXIT_AFTER_CLAIM", false, "TEST ONLY: exit right after an email claim, before the event is appended"),
+	}
+}
+
+// NewApplication wires command-svc on boot (made by service.NewBoot, not
+// yet connected): it connects to Kafka and returns the service to run.
+// What it acquires is released by boot.Close, also after an error. ctx
+// ends the service's background work (the JWKS reloads).
+func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*service.Application, error) {
+	log, common := boot.Log, cfg.Common
+	self, static, err := common.Self(Name)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := cfg.API.Security(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := boot.Connect(ctx); err != nil {
+		return nil, err
+	}
+	kcfg := boot.Kafka
+	states := state.NewStore(log, boot.Codec, kcfg.ClaimsTopic)
+	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *cfg.Group, Source: "/command-svc/" + self.ID, Log: log, AppendTimeout: *cfg.AppendTimeout, Late: states, Profiles: states, KEK: boot.KEK, Codec: boot.Codec, Keys: boot.Keyring}
+	boot.Defer(eventLog.Close)
+	opts := kafkax.GroupOptions{
+		Group: *cfg.Group, Topics: []string{kcfg.EventsTopic, kcfg.ClaimsTopic}, Self: self, SessionTimeout: *cfg.SessionTimeout,
+		Start: states.Start, Handle: states.Handle, Assigned: eventLog.Assigned,
+	}
+	if static {
+		opts.InstanceID = self.ID
+	}
+	g, err := kafkax.NewGroup(boot.Client, opts, log)
+	if err != nil {
+		return nil, err
+	}
+	eventLog.Fenced = func(p int32) { g.Rejoin(fmt.Sprintf("the producer of partition %d was fenced", p)) }
+	peers := adapters.Peers{SelfURL: self.URL, Client: &http.Client{Timeout: 30 * time.Second, Transport: httpx.PeerTransport}, Sign: sec.Sign}
+	deps := app.Deps{
+		States:     states,
+		Events:     eventLog,
+		Claims:     peers,
+		ClaimLease: *cfg.ClaimLease,
+		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*cfg.QueryURLs), Client: &http.Client{Transport: httpx.PeerTransport}, Timeout: *cfg.Visibility, Every: *cfg.QueryWaitAll, Sign: sec.Sign},
+		NewID:      uuid.NewString,
+		Now:        time.Now,
+	}
+	if *cfg.FaultExitAfterClaim {
+		log.Warn("FAULT_EXIT_AFTER_CLAIM is set: this instance exits after its first email claim")
+		deps.AfterClaim = func() { os.Exit(3) }
+	}
+	var health httpx.Health
+	health.Check("state", g.Ready)
+	router := service.NewRouter(log, &health)
+	sec.Install(router)
+	ports.HTTP{
+		Log: log, MaxBody: int64(*cfg.MaxBody),
+		Routing:     routing.Routing{Router: g, Self: self, Wait: *cfg.RouteWait, Log: log, Sign: sec.Sign},
+		PartitionOf: func(uid string) int32 { return kafkax.Partition(uid, kcfg.Partitions) },
+		NewUID:      uuid.NewString,
+		EmailKey:    boot.Codec,
+		Commands: ports.Commands{
+			ClaimEmail:    app.ClaimEmailHandler{Claims: states, Writer: eventLog, Lookup: peers, Lease: *cfg.ClaimLease, Now: time.Now, EmailKey: boot.Codec},
+			State:         states,
+			CreateProfile: app.CreateProfileHandler{Deps: deps},
+			ChangeProfile: app.ChangeProfileHandler{Deps: deps},
+			DeleteProfile: app.DeleteProfileHandler{Deps: deps},
+		},
+	}.Register(router)
+	router.HandleFunc("/debug/assignment", routing.DebugHandler(self, "partitioned", g, nil)).Methods(http.MethodGet)
+
+	gcfg := kcfg.GroupConfig(Name, opts)
+	consume := func(ctx context.Context) error { return g.Run(ctx, gcfg, kcfg.Brokers) }
+	a := common.Application(log, common.CORS(router), consume, sec.Task, boot.RunKeys)
+	a.Starting = []any{"kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "self", self, "events", kcfg.EventsTopic, "query_urls", *cfg.QueryURLs, "brokers", kcfg.Brokers,
+		"auth_mode", sec.Auth.Mode, "signed_internal_requests", sec.Auth.Signer != nil}
+	return a, nil
+}

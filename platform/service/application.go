@@ -1,0 +1,84 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// Application is what a service's composition root hands its main: the
+// HTTP handler and the background tasks, wired and ready to Run. What they
+// hold is released by Boot.Close after Run returns (a root adds it with
+// Boot.Defer).
+type Application struct {
+	Log *slog.Logger
+	// Addr is the HTTP listen address; Grace bounds the requests in
+	// flight at shutdown (see Run).
+	Addr  string
+	Grace time.Duration
+	// Handler serves HTTP; Tasks run beside it, in this order (a task's
+	// failure is logged with its index).
+	Handler http.Handler
+	Tasks   []Task
+	// Starting are the attributes of the "starting" line that Run logs
+	// first.
+	Starting []any
+}
+
+// Application returns an Application of h and tasks on f's HTTP address
+// and shutdown grace. Set its Starting before Run.
+func (f *Flags) Application(log *slog.Logger, h http.Handler, tasks ...Task) *Application {
+	return &Application{Log: log, Addr: *f.HTTPAddr, Grace: *f.ShutdownGrace, Handler: h, Tasks: tasks}
+}
+
+// Run logs "starting" with a.Starting and runs a (see Run) until ctx ends
+// or a part stops.
+func (a *Application) Run(ctx context.Context) error {
+	a.Log.Info("starting", a.Starting...)
+	return Run(ctx, a.Log, a.Addr, a.Handler, a.Grace, a.Tasks...)
+}
+
+// Start is the start-up and shut-down that every binary shares. It makes
+// name's Boot (NewBoot with kafka; without Kafka settings, a Boot of only
+// Name and Log), calls f with it and a context that ends at SIGINT or
+// SIGTERM, and then closes the Boot (Boot.Close) and stops listening for
+// the signals, in that order.
+func Start(name string, log *slog.Logger, kafka *KafkaFlags, f func(ctx context.Context, boot *Boot) error) error {
+	boot := &Boot{Name: name, Log: log}
+	if kafka != nil {
+		var err error
+		if boot, err = NewBoot(name, log, kafka); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	defer boot.Close()
+	return f(ctx, boot)
+}
+
+// Serve is Start for a service: with the logger of common, it wires the
+// service with wire (its composition root) and runs the Application.
+func Serve(name string, common *Flags, kafka *KafkaFlags, wire func(ctx context.Context, boot *Boot) (*Application, error)) error {
+	return Start(name, common.Logger(name), kafka, func(ctx context.Context, boot *Boot) error {
+		app, err := wire(ctx, boot)
+		if err != nil {
+			return err
+		}
+		return app.Run(ctx)
+	})
+}
+
+// Exit ends a binary that failed with err: it prints "name: err" to
+// standard error and exits with status 1. With a nil err it returns.
+func Exit(name string, err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,116 @@
+package service
+
+import (
+	"context"
+	"flag"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+
+	"profiles/platform/config"
+	"profiles/platform/httpx"
+	"profiles/platform/kafkax"
+	"profiles/platform/service"
+	"profiles/projections/projector"
+)
+
+// ProjectorName is the projector's name: in its logs and Kafka client ids.
+const ProjectorName = "projector"
+
+// ProjectorConfig is the projector's configuration.
+type ProjectorConfig struct {
+	Common *service.Flags
+	Kafka  *service.KafkaFlags
+	Group  *string
+}
+
+// RegisterProjectorFlags registers the projector's settings on fs.
+func RegisterProjectorFlags(fs *flag.FlagSet) *ProjectorConfig {
+	return &ProjectorConfig{
+		Common: service.RegisterFlags(fs, ":8083"),
+		Kafka:  service.RegisterKafkaFlags(fs),
+		Group:  config.String(fs, "group", "PROJECTOR_GROUP", "profiles-projector", "consumer group of the projector"),
+	}
+}
+
+// NewApplication wires the projector on boot (made by service.NewBoot,
+// not yet connected): it connects to Kafka and returns the service to
+// run, which follows the snapshot generations and folds the event log
+// into the current one. What it acquires is released by boot.Close, also
+// after an error.
+func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Boot) (*service.Application, error) {
+	if err := boot.Connect(ctx); err != nil {
+		return nil, err
+	}
+	log, kcfg, client := boot.Log, boot.Kafka, boot.Client
+	wlog := watermill.NewSlogLogger(log)
+	pub, err := kafkax.NewPublisher(kcfg, ProjectorName, wlog)
+	if err != nil {
+		return nil, err
+	}
+	boot.DeferClose(pub)
+	dlq, err := kafkax.NewDeadLetters(kcfg, ProjectorName)
+	if err != nil {
+		return nil, err
+	}
+	boot.DeferClose(dlq)
+
+	// restored is the generation whose state has been restored and which
+	// the projector folds into now (0 while none is).
+	var restored atomic.Int64
+	var health httpx.Health
+	health.Check("state", func() error {
+		if restored.Load() == 0 {
+			return projector.ErrNotRestored
+		}
+		return nil
+	})
+	router := service.NewRouter(log, &health)
+
+	// Each snapshot generation has its own consumer group, whose offsets
+	// replay sets to the generation's cutoff: at a switch the projector
+	// stops folding into the old generation's topics and continues the new
+	// one's exactly where replay stopped.
+	fold := func(ctx context.Context, n int, ready func()) error {
+		gcfg := kcfg.ForGeneration(n)
+		ggroup := kafkax.GenerationGroup(*cfg.Group, n)
+		ready() // one projector per generation: stop the old one first
+		restored.Store(0)
+		if err := kafkax.EnsureGeneration(ctx, kcfg, ProjectorName, n); err != nil {
+			return err
+		}
+		sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+			Brokers:               kcfg.Brokers,
+			ConsumerGroup:         ggroup,
+			OverwriteSaramaConfig: kcfg.Sarama(ProjectorName),
+		}, wlog)
+		if err != nil {
+			return err
+		}
+		defer sub.Close()
+		p := &projector.Projector{
+			DeadLetters: dlq,
+			Subscriber:  sub, Publisher: pub, Client: client,
+			EventsTopic: kcfg.EventsTopic, SnapshotsTopic: gcfg.SnapshotsTopic, EmailIndexTopic: gcfg.EmailIndexTopic,
+			State: projector.NewState(), Log: log.With("generation", n),
+			Codec: boot.Codec,
+		}
+		start := time.Now()
+		records, err := p.State.Restore(ctx, boot.Codec, client, gcfg.SnapshotsTopic, nil)
+		if err != nil {
+			return err
+		}
+		restored.Store(int64(n))
+		log.Info("state restored from the snapshot topic", "generation", n, "snapshots", gcfg.SnapshotsTopic,
+			"group", ggroup, "records", records, "profiles", p.State.Len(), "took", time.Since(start))
+		return p.Run(ctx)
+	}
+	follow := func(ctx context.Context) error {
+		return kafkax.FollowGenerations(ctx, client, kcfg.ControlTopic, log, fold)
+	}
+	a := cfg.Common.Application(log, router, follow, boot.RunKeys)
+	a.Starting = []any{"kafka_security", kcfg.Security, "http_addr", *cfg.Common.HTTPAddr, "events", kcfg.EventsTopic, "control", kcfg.ControlTopic, "group", *cfg.Group}
+	return a, nil
+}

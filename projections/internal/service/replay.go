@@ -1,0 +1,193 @@
+package service
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"profiles/platform/config"
+	"profiles/platform/kafkax"
+	"profiles/platform/service"
+	"profiles/projections/replay"
+)
+
+// ReplayName is the replay tool's name: in its logs and Kafka client ids.
+const ReplayName = "replay"
+
+// ReplayUsage is the replay tool's usage, for no command or "help".
+const ReplayUsage = `usage: replay COMMAND [flags]
+
+Commands:
+  status                  show the current snapshot generation and the built ones
+  snapshots [-generation N] [-switch]
+                          fold profile-events into a new snapshot generation
+                          (profile-snapshots.vN, profile-email-index.vN) next to
+                          the live one; with -switch, verify it and switch to it
+  verify -generation N    compare generation N with the live one, key by key
+  switch -generation N [-force]
+                          make N current; every projector and query-svc follows
+  drop -generation N      delete a generation that is not current
+  views -query URL[,URL]  make each query-svc instance drop its Pebble view and
+                          re-read it from Kafka, one instance at a time; with
+                          AUTH_MODE=jwt on query-svc, AUTH_TOKEN must hold a
+                          bearer token with the scope profiles:admin
+
+Kafka settings come from the same flags and environment variables as the
+services (KAFKA_BROKERS, EVENTS_TOPIC, SNAPSHOTS_TOPIC, ...); run
+"replay COMMAND -h" for them.
+`
+
+// VerifyFailed is the error of a verification that found differences
+// (replay verify, or snapshots -switch): the tool exits with status 3 on it.
+type VerifyFailed struct{ Report replay.VerifyReport }
+
+func (v VerifyFailed) Error() string {
+	return fmt.Sprintf("generation %d differs from the live generation %d in %d snapshot and %d email index keys",
+		v.Report.Candidate, v.Report.Live, v.Report.DiffCount, v.Report.IndexDiffs)
+}
+
+// ReplayConfig is the configuration of one replay command.
+type ReplayConfig struct {
+	Kafka *service.KafkaFlags
+
+	ProjectorGroup *string
+	QueryGroup     *string
+	Generation     *int
+	Switch         *bool
+	Force          *bool
+	Wait           *time.Duration
+	Query          *string
+	Progress       *time.Duration
+	LogLevel       *string
+}
+
+// RegisterReplayFlags registers the settings of a replay command on fs.
+func RegisterReplayFlags(fs *flag.FlagSet) *ReplayConfig {
+	return &ReplayConfig{
+		Kafka:          service.RegisterKafkaFlags(fs),
+		ProjectorGroup: config.String(fs, "projector-group", "PROJECTOR_GROUP", "profiles-projector", "base consumer group of the projector"),
+		QueryGroup:     config.String(fs, "query-group", "QUERY_GROUP", "profiles-query", "base consumer group of query-svc (drop deletes its group of the generation)"),
+		Generation:     fs.Int("generation", 0, "snapshot generation (snapshots: 0 = the next one)"),
+		Switch:         fs.Bool("switch", false, "snapshots: verify the new generation and switch to it if it matches"),
+		Force:          fs.Bool("force", false, "switch: switch even without a clean verification"),
+		Wait:           fs.Duration("wait", 5*time.Minute, "longest wait for the live projector (verify) or a view rebuild (views)"),
+		Query:          config.String(fs, "query", "QUERY_URLS", "", "views: comma-separated base URLs of the query-svc instances"),
+		Progress:       fs.Duration("progress", 2*time.Second, "interval of the progress lines"),
+		LogLevel:       config.String(fs, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error"),
+	}
+}
+
+// Logger installs and returns the tool's logger: JSON on standard error,
+// at LOG_LEVEL.
+func (cfg *ReplayConfig) Logger() (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*cfg.LogLevel)); err != nil {
+		return nil, fmt.Errorf("LOG_LEVEL: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("service", ReplayName)
+	slog.SetDefault(log)
+	return log, nil
+}
+
+// Run runs the replay command cmd on boot (made by service.NewBoot, not
+// yet connected), writing its report to out. It connects to Kafka and
+// follows the keys topic in the background while the command runs. A
+// verification that finds differences is a VerifyFailed.
+func (cfg *ReplayConfig) Run(ctx context.Context, boot *service.Boot, cmd string, out io.Writer) error {
+	if err := boot.Connect(ctx); err != nil {
+		return err
+	}
+	boot.Background(ctx, boot.RunKeys)
+	kcfg, client, gen := boot.Kafka, boot.Client, *cfg.Generation
+	env := replay.Env{Kafka: kcfg, Client: client, ProjectorGroup: *cfg.ProjectorGroup, Out: out, Every: *cfg.Progress, Log: boot.Log,
+		// From the environment only: a flag would show the token in the
+		// process list.
+		Token:    os.Getenv("AUTH_TOKEN"),
+		Codec: boot.Codec}
+
+	needGen := func() error {
+		if gen < 1 {
+			return fmt.Errorf("%s needs -generation N", cmd)
+		}
+		return nil
+	}
+	verify := func(n int) error {
+		rep, err := replay.Verify(ctx, env, n, *cfg.Wait)
+		if err != nil {
+			return err
+		}
+		if !rep.OK() {
+			return VerifyFailed{rep}
+		}
+		return nil
+	}
+	switch cmd {
+	case "status":
+		return status(ctx, client, kcfg, out)
+	case "snapshots":
+		res, err := replay.RebuildSnapshots(ctx, env, gen)
+		if err != nil || !*cfg.Switch {
+			return err
+		}
+		if err := verify(res.Build.Generation); err != nil {
+			return err
+		}
+		return replay.Switch(ctx, env, res.Build.Generation, false)
+	case "verify":
+		if err := needGen(); err != nil {
+			return err
+		}
+		return verify(gen)
+	case "switch":
+		if err := needGen(); err != nil {
+			return err
+		}
+		return replay.Switch(ctx, env, gen, *cfg.Force)
+	case "drop":
+		if err := needGen(); err != nil {
+			return err
+		}
+		return replay.Drop(ctx, env, gen, *cfg.QueryGroup)
+	case "views":
+		urls := config.List(*cfg.Query)
+		if len(urls) == 0 {
+			return fmt.Errorf("views needs -query URL[,URL...] (or QUERY_URLS)")
+		}
+		_, err := replay.RebuildViews(ctx, env, urls, *cfg.Wait)
+		return err
+	default:
+		return fmt.Errorf("unknown command %q\n\n%s", cmd, ReplayUsage)
+	}
+}
+
+// status writes the current snapshot generation and the built ones to out.
+func status(ctx context.Context, client sarama.Client, kcfg kafkax.Config, out io.Writer) error {
+	ctl, err := kafkax.LoadControl(ctx, client, kcfg.ControlTopic)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "current generation: %d (%s, %s)\n", ctl.CurrentGeneration(),
+		kcfg.ForGeneration(ctl.CurrentGeneration()).SnapshotsTopic, kcfg.ForGeneration(ctl.CurrentGeneration()).EmailIndexTopic)
+	ns := make([]int, 0, len(ctl.Builds))
+	for n := range ctl.Builds {
+		ns = append(ns, n)
+	}
+	sort.Ints(ns)
+	for _, n := range ns {
+		b := ctl.Builds[n]
+		verified := "not verified"
+		if b.VerifiedAt != nil {
+			verified = "verified " + b.VerifiedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(out, "generation %d: %s, %s, built %s from %d events, %d profiles, %s\n",
+			n, b.Snapshots, b.EmailIndex, b.BuiltAt.Format(time.RFC3339), b.Events, b.Profiles, verified)
+	}
+	return nil
+}
