@@ -18,6 +18,7 @@ import (
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/platform/topology"
 )
 
 // UID is the uid of the i-th seeded profile.
@@ -65,7 +66,7 @@ type EventWriter struct {
 
 // NewEventWriter returns an EventWriter to kcfg.EventsTopic; source is the
 // events' CloudEvents source header.
-func NewEventWriter(kcfg kafkax.Config, clientID, source string) (*EventWriter, error) {
+func NewEventWriter(kcfg topology.Config, clientID, source string) (*EventWriter, error) {
 	cfg := kcfg.ProducerSarama(clientID)
 	cfg.Producer.Flush.Bytes = 256 << 10
 	cfg.Producer.Flush.Frequency = 5 * time.Millisecond
@@ -151,7 +152,7 @@ func (w *EventWriter) Close() error {
 // Seed writes n ProfileCreated events into the event log with an
 // EventWriter, sealed with kek (in clear when it is nil): profile i is
 // UID(i), "user<i>", Email(i).
-func Seed(ctx context.Context, kcfg kafkax.Config, kek *pii.KEK, n int) (SeedResult, error) {
+func Seed(ctx context.Context, kcfg topology.Config, kek *pii.KEK, n int) (SeedResult, error) {
 	w, err := NewEventWriter(kcfg, "bench-seed", "/bench-seed")
 	if err != nil {
 		return SeedResult{}, err

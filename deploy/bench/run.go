@@ -19,12 +19,13 @@ import (
 
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/platform/topology"
 )
 
 // bench is the state of one run.
 type bench struct {
 	cfg     Config
-	kcfg    kafkax.Config
+	kcfg    topology.Config
 	kek     *pii.KEK // the services' PII_KEK: the seed seals with it
 	env     []string // every service's environment
 	bin     string
@@ -88,7 +89,7 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.configure(); err != nil {
 		return err
 	}
-	if err := kafkax.EnsureTopics(ctx, b.kcfg, "bench"); err != nil {
+	if err := topology.EnsureTopics(ctx, b.kcfg, "bench"); err != nil {
 		return err
 	}
 
@@ -164,8 +165,8 @@ func (b *bench) configure() error {
 		copy(ports, free)
 	}
 	p := cfg.Prefix
-	b.kcfg = kafkax.Config{
-		Brokers: strings.Split(cfg.Brokers, ","), EventsTopic: p + ".events", SnapshotsTopic: p + ".snapshots",
+	b.kcfg = topology.Config{Config: kafkax.Config{Brokers: strings.Split(cfg.Brokers, ",")},
+		EventsTopic: p + ".events", SnapshotsTopic: p + ".snapshots",
 		EmailIndexTopic: p + ".email-index", ClaimsTopic: p + ".email-claims", DeadLetterTopic: p + ".dead-letters",
 		ControlTopic: p + ".control", KeysTopic: p + ".profile-keys", Partitions: int32(cfg.Partitions),
 	}
@@ -627,7 +628,7 @@ func (b *bench) settle(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	group := kafkax.GenerationGroup(b.cfg.Prefix+".projector", 2)
+	group := topology.GenerationGroup(b.cfg.Prefix+".projector", 2)
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		// A transaction's commit marker follows its last record, so a

@@ -37,6 +37,7 @@ import (
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
 	"profiles/platform/testenv"
+	"profiles/platform/topology"
 )
 
 var (
@@ -308,7 +309,7 @@ func (s *System) followKeys(partitions int, security kafkax.Security) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	ring, err := pii.NewKeyring(kafkax.Config{Brokers: strings.Split(s.Brokers, ","), KeysTopic: s.env["KEYS_TOPIC"], Partitions: int32(partitions), Security: security},
+	ring, err := pii.NewKeyring(topology.Config{Config: kafkax.Config{Brokers: strings.Split(s.Brokers, ","), Security: security}, KeysTopic: s.env["KEYS_TOPIC"], Partitions: int32(partitions)},
 		"e2e-test", kek, slog.New(slog.DiscardHandler))
 	if err != nil {
 		s.t.Fatal(err)

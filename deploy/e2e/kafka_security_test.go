@@ -117,7 +117,7 @@ var (
 
 // serviceACLs are what each service needs, derived from the code:
 //
-//   - every service ensures the base topics at start (kafkax.Connect:
+//   - every service ensures the base topics at start (topology.Connect:
 //     create if missing, describe, check configs), and query-svc and the
 //     projector create the topics of a new snapshot generation (<topic>.vN):
 //     Create, Describe and DescribeConfigs on the system's topics;

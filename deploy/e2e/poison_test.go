@@ -8,6 +8,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/platform/kafkax"
+	"profiles/platform/topology"
 )
 
 // Garbage, and an event of an unknown type, in the event log: the projector
@@ -59,12 +60,12 @@ func TestPoisonEventsGoToTheDeadLetterTopic(t *testing.T) {
 	// The dead-letter topic holds both, with where they came from and why.
 	found := map[int64]bool{}
 	for _, m := range deadLetters(t, s) {
-		h := kafkax.FromConsumerMessage(m).Headers
-		if h[kafkax.HeaderDLQTopic] != topic {
+		h := topology.FromConsumerMessage(m).Headers
+		if h[topology.HeaderDLQTopic] != topic {
 			continue
 		}
-		off, _ := strconv.ParseInt(h[kafkax.HeaderDLQOffset], 10, 64)
-		if h[kafkax.HeaderDLQReason] == "" || h[kafkax.HeaderDLQConsumer] != "projector" || string(m.Value) != poison[off] {
+		off, _ := strconv.ParseInt(h[topology.HeaderDLQOffset], 10, 64)
+		if h[topology.HeaderDLQReason] == "" || h[topology.HeaderDLQConsumer] != "projector" || string(m.Value) != poison[off] {
 			t.Fatalf("unexpected dead letter: headers %v value %q", h, m.Value)
 		}
 		found[off] = true
@@ -116,8 +117,8 @@ func TestPoisonSnapshotsGoToTheDeadLetterTopic(t *testing.T) {
 		t.Fatalf("the view stalled: %+v", got)
 	}
 	for _, m := range deadLetters(t, s) {
-		h := kafkax.FromConsumerMessage(m).Headers
-		if h[kafkax.HeaderDLQTopic] == topic && h[kafkax.HeaderDLQOffset] == strconv.FormatInt(off, 10) && h[kafkax.HeaderDLQConsumer] == "query-svc" {
+		h := topology.FromConsumerMessage(m).Headers
+		if h[topology.HeaderDLQTopic] == topic && h[topology.HeaderDLQOffset] == strconv.FormatInt(off, 10) && h[topology.HeaderDLQConsumer] == "query-svc" {
 			return
 		}
 	}

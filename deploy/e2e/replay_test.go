@@ -21,6 +21,7 @@ import (
 	"profiles/deploy/bench"
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/topology"
 )
 
 // Replay runs the replay CLI with the system's settings and returns its
@@ -60,7 +61,7 @@ func (s *System) replay(args ...string) (string, error) {
 // API, not the replay.
 func seedEvents(t *testing.T, s *System, n int) map[string]events.Profile {
 	t.Helper()
-	w, err := bench.NewEventWriter(kafkax.Config{Brokers: strings.Split(brokers, ","), EventsTopic: s.env["EVENTS_TOPIC"]}, "e2e-seed", "/e2e-seed")
+	w, err := bench.NewEventWriter(topology.Config{Config: kafkax.Config{Brokers: strings.Split(brokers, ",")}, EventsTopic: s.env["EVENTS_TOPIC"]}, "e2e-seed", "/e2e-seed")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +137,7 @@ func TestReplayRebuildsSnapshotsIntoANewGenerationAndSwitchesWithoutDowntime(t *
 	// Our own key-for-key comparison of the two generations' snapshots.
 	c := KafkaReadCommitted(t)
 	live := latest(t, c, s.env["SNAPSHOTS_TOPIC"])
-	gen2 := latest(t, c, kafkax.GenerationName(s.env["SNAPSHOTS_TOPIC"], 2))
+	gen2 := latest(t, c, topology.GenerationName(s.env["SNAPSHOTS_TOPIC"], 2))
 	if len(gen2) != len(final) {
 		t.Fatalf("generation 2 has %d keys, want %d", len(gen2), len(final))
 	}
@@ -220,7 +221,7 @@ func TestReplayRebuildsSnapshotsIntoANewGenerationAndSwitchesWithoutDowntime(t *
 	if r := s.Do(http.MethodGet, "/api/profile/"+p.UID, nil, nil); r.Status != http.StatusOK {
 		t.Fatalf("GET after the switch = %d %s", r.Status, r.Body)
 	}
-	if got := latest(t, c, kafkax.GenerationName(s.env["SNAPSHOTS_TOPIC"], 2))[p.UID]; got.Username != "after-switch" {
+	if got := latest(t, c, topology.GenerationName(s.env["SNAPSHOTS_TOPIC"], 2))[p.UID]; got.Username != "after-switch" {
 		t.Fatalf("the write after the switch is not in generation 2: %+v", got)
 	}
 	var hits []profile

@@ -53,7 +53,7 @@ type GroupOptions struct {
 // the caller's own state ends (not at a committed group offset), and keeps
 // a routing table of who owns every partition, learned from the group
 // itself. It uses sarama directly because watermill's subscriber neither
-// exposes the assignment nor lets a claim start at the caller's offset.
+// exposes the assignment nor lets a partition start at the caller's offset.
 type Group struct {
 	opts   GroupOptions
 	client sarama.Client
@@ -67,14 +67,14 @@ type Group struct {
 	resync     func()
 	resyncing  bool
 	endSession context.CancelFunc
-	owned      map[int32]*claimState // primary topic partitions owned now
+	owned      map[int32]*sessionPartition // primary topic partitions owned now
 	// last is what the latest session owned, kept by Cleanup. When the
 	// next session cannot start (the group coordinator is unreachable:
 	// too many brokers are down), Run restores it as owned and sets
 	// detached: the instance keeps answering for what it has read, and
 	// stops as soon as the table names another owner, or a session
 	// starts again.
-	last     map[int32]*claimState
+	last     map[int32]*sessionPartition
 	detached bool
 	table    Assignment
 	changed  chan struct{}
@@ -82,7 +82,9 @@ type Group struct {
 	tableAge time.Time
 }
 
-type claimState struct {
+// sessionPartition is what a session knows of one primary topic partition
+// it owns, over every topic of the group.
+type sessionPartition struct {
 	behind map[string]bool  // topics of this partition not yet caught up
 	end    map[string]int64 // the topics' end offsets when the session began
 }
@@ -99,7 +101,7 @@ func NewGroup(client sarama.Client, opts GroupOptions, log *slog.Logger) (*Group
 	if opts.Refresh <= 0 {
 		opts.Refresh = time.Second
 	}
-	return &Group{opts: opts, client: client, admin: admin, log: log, owned: map[int32]*claimState{}, changed: make(chan struct{})}, nil
+	return &Group{opts: opts, client: client, admin: admin, log: log, owned: map[int32]*sessionPartition{}, changed: make(chan struct{})}, nil
 }
 
 // GroupConfig returns the sarama configuration of a Group member.
@@ -169,7 +171,7 @@ func (g *Group) detach() {
 	if len(g.owned) > 0 || len(g.last) == 0 {
 		return
 	}
-	kept := map[int32]*claimState{}
+	kept := map[int32]*sessionPartition{}
 	for p, st := range g.last {
 		if len(st.behind) == 0 {
 			kept[p] = st
@@ -186,12 +188,12 @@ func (g *Group) detach() {
 
 // Setup implements sarama.ConsumerGroupHandler: it hands the new
 // assignment to Assigned first (command-svc fences the previous owners
-// there), then points every claim at the caller's own offset and records
+// there), then points every partition of the session at the caller's own offset and records
 // which partitions are behind.
 func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
-	owned := map[int32]*claimState{}
+	owned := map[int32]*sessionPartition{}
 	for _, p := range sess.Claims()[g.opts.Topics[0]] {
-		owned[p] = &claimState{behind: map[string]bool{}, end: map[string]int64{}}
+		owned[p] = &sessionPartition{behind: map[string]bool{}, end: map[string]int64{}}
 	}
 	parts := make([]int32, 0, len(owned))
 	for p := range owned {
@@ -201,16 +203,17 @@ func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 	if g.opts.Assigned != nil {
 		g.opts.Assigned(parts)
 	}
-	// The offsets of every claim in one request per broker (ListOffsets).
+	// The offsets of every partition of the session in one request per
+	// broker (ListOffsets).
 	ends, err := ListOffsets(g.client, sarama.OffsetNewest, sarama.ReadUncommitted, sess.Claims())
 	if err != nil {
 		return err
 	}
 	starts := map[string]map[int32]int64{}
 	fromOldest := map[string][]int32{}
-	for topic, claimed := range sess.Claims() {
+	for topic, ps := range sess.Claims() {
 		starts[topic] = map[int32]int64{}
-		for _, p := range claimed {
+		for _, p := range ps {
 			start, err := g.opts.Start(topic, p)
 			if err != nil {
 				return err
@@ -232,15 +235,15 @@ func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 			}
 		}
 	}
-	for topic, claimed := range sess.Claims() {
-		for _, p := range claimed {
+	for topic, ps := range sess.Claims() {
+		for _, p := range ps {
 			start := starts[topic][p]
 			// MarkOffset only moves forward and ResetOffset only back: both
-			// together set the claim's start to exactly our offset.
+			// together set the partition's start to exactly our offset.
 			sess.MarkOffset(topic, p, start, "")
 			sess.ResetOffset(topic, p, start, "")
 			if owned[p] == nil {
-				owned[p] = &claimState{behind: map[string]bool{}, end: map[string]int64{}}
+				owned[p] = &sessionPartition{behind: map[string]bool{}, end: map[string]int64{}}
 			}
 			owned[p].end[topic] = ends[topic][p]
 			if start < ends[topic][p] {
@@ -278,7 +281,7 @@ func (g *Group) Resync(prepare func(owned []int32)) {
 
 // Rejoin ends the current session, so that the next one starts with a
 // fresh Setup: Assigned runs again for whatever the group then assigns,
-// and every claim starts again at the caller's own offset. Nothing is
+// and every partition starts again at the caller's own offset. Nothing is
 // dropped. command-svc calls it when Kafka fenced one of its producers of
 // a partition it believes it owns: either another instance owns the
 // partition now and the rejoin shows it, or this one still does, and the
@@ -330,17 +333,18 @@ func (g *Group) Cleanup(sarama.ConsumerGroupSession) error {
 	if !g.detached {
 		g.last = g.owned
 	}
-	g.owned = map[int32]*claimState{}
+	g.owned = map[int32]*sessionPartition{}
 	g.notifyLocked()
 	g.mu.Unlock()
 	return nil
 }
 
-// ConsumeClaim implements sarama.ConsumerGroupHandler.
-func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	topic, p := claim.Topic(), claim.Partition()
-	// The end offset Setup read for every claim in one request; asking
-	// again here, one claim at a time, cost a restarting query-svc seconds.
+// ConsumeClaim implements sarama.ConsumerGroupHandler: it consumes one
+// partition of the session (sarama's "claim") until the session ends.
+func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.ConsumerGroupClaim) error {
+	topic, p := part.Topic(), part.Partition()
+	// Setup read the end offsets of every partition of the session in one
+	// request; only a partition it did not know asks again.
 	end, known := g.sessionEnd(topic, p)
 	if !known {
 		var err error
@@ -348,13 +352,13 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Cons
 			return err
 		}
 	}
-	next := claim.InitialOffset()
+	next := part.InitialOffset()
 	if next >= end {
 		g.caughtUp(topic, p)
 	}
 	// The end counts transaction markers, which a consumer never receives,
-	// so the offset after the last record may stay below it. A claim that
-	// has fetched up to the end and then waits a moment with nothing to
+	// so the offset after the last record may stay below it. A partition
+	// that has fetched up to the end and then waits a moment with nothing to
 	// receive has read everything committed before it. The timer restarts
 	// after every batch, so a slow Handle never counts as idle (which
 	// would let command-svc accept writes on a state that is behind).
@@ -366,14 +370,14 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Cons
 		case <-sess.Context().Done():
 			return nil
 		case <-idle.C:
-			if len(claim.Messages()) == 0 && claim.HighWaterMarkOffset() >= end && next < end && g.behind(topic, p) {
+			if len(part.Messages()) == 0 && part.HighWaterMarkOffset() >= end && next < end && g.behind(topic, p) {
 				if ok, err := drained(g.client, topic, p, next, end); err == nil && ok {
 					g.caughtUp(topic, p)
 				}
 			}
 			idle.Reset(idleAfter)
 			continue
-		case msg, ok := <-claim.Messages():
+		case msg, ok := <-part.Messages():
 			if !ok {
 				return nil
 			}
@@ -382,7 +386,7 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Cons
 	drain:
 		for len(batch) < g.opts.MaxBatch {
 			select {
-			case msg, ok := <-claim.Messages():
+			case msg, ok := <-part.Messages():
 				if !ok {
 					break drain
 				}

@@ -15,8 +15,8 @@ func TestDetachedGroupServesTheLastSessionUntilTheTableMovesOn(t *testing.T) {
 	self, other := Member{ID: "a", URL: "http://a"}, Member{ID: "b", URL: "http://b"}
 	g := &Group{
 		opts: GroupOptions{Self: self}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		owned: map[int32]*claimState{}, changed: make(chan struct{}),
-		last: map[int32]*claimState{
+		owned: map[int32]*sessionPartition{}, changed: make(chan struct{}),
+		last: map[int32]*sessionPartition{
 			1: {behind: map[string]bool{}},
 			2: {behind: map[string]bool{"events": true}},
 		},

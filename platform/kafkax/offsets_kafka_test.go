@@ -17,7 +17,7 @@ func TestListOffsetsMatchesGetOffsetAndHonoursIsolation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	a, b := fmt.Sprintf("kafkax-offsets-a-%06d", rand.IntN(1e6)), fmt.Sprintf("kafkax-offsets-b-%06d", rand.IntN(1e6))
-	if err := CreateTopics(ctx, kcfg, "kafkax-test", []TopicSpec{{Name: a, Partitions: 3}, {Name: b, Partitions: 2}}); err != nil {
+	if err := createTopics(ctx, kcfg, testTopic{Name: a, Partitions: 3}, testTopic{Name: b, Partitions: 2}); err != nil {
 		t.Fatal(err)
 	}
 	cfg := kcfg.ProducerSarama("kafkax-test")

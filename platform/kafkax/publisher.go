@@ -13,16 +13,17 @@ import (
 // Kafka record key. It is not written as a header.
 const KeyMetadata = "kafka_key"
 
-// NewPublisher returns a watermill publisher with the durable producer
-// settings of ProducerSarama. Publish blocks until every in-sync replica has
-// the record. Each message's KeyMetadata becomes the record key (so the
-// partition is Partition(key, n)); a message with a nil payload is written
-// as a tombstone.
-func NewPublisher(c Config, clientID string, logger watermill.LoggerAdapter) (*kafka.Publisher, error) {
+// NewPublisher returns a watermill publisher to brokers with the producer
+// configuration sc, normally one made by a ProducerSarama (durable:
+// Publish then blocks until every in-sync replica has the record). Each
+// message's KeyMetadata becomes the record key, placed by
+// sc.Producer.Partitioner; a message with a nil payload is written as a
+// tombstone. The publisher owns sc from then on.
+func NewPublisher(brokers []string, sc *sarama.Config, logger watermill.LoggerAdapter) (*kafka.Publisher, error) {
 	return kafka.NewPublisher(kafka.PublisherConfig{
-		Brokers:               c.Brokers,
+		Brokers:               brokers,
 		Marshaler:             keyedMarshaler{},
-		OverwriteSaramaConfig: c.ProducerSarama(clientID),
+		OverwriteSaramaConfig: sc,
 	}, logger)
 }
 

@@ -2,6 +2,7 @@ package kafkax
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -20,6 +21,56 @@ func testKafka(t *testing.T) Config {
 	return Config{Brokers: testenv.KafkaBrokers(t)}
 }
 
+// testTopic is a topic a test creates: its name, partition count and
+// configs.
+type testTopic struct {
+	Name       string
+	Partitions int32
+	Configs    map[string]string
+}
+
+// createTopics creates the topics with one replica (an existing one is
+// kept) and waits until every partition has a leader or ctx ends.
+func createTopics(ctx context.Context, c Config, topics ...testTopic) error {
+	admin, err := NewAdmin(ctx, c, "kafkax-test")
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	for _, tt := range topics {
+		configs := map[string]*string{}
+		for k, v := range tt.Configs {
+			configs[k] = &v
+		}
+		err := admin.CreateTopic(tt.Name, &sarama.TopicDetail{NumPartitions: tt.Partitions, ReplicationFactor: 1, ConfigEntries: configs}, false)
+		if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", tt.Name, err)
+		}
+		for !hasLeaders(admin, tt.Name, tt.Partitions) {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("topic %s: no leaders: %w", tt.Name, ctx.Err())
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// hasLeaders reports whether topic has n partitions, each with a leader.
+func hasLeaders(admin sarama.ClusterAdmin, topic string, n int32) bool {
+	metas, err := admin.DescribeTopics([]string{topic})
+	if err != nil || len(metas) != 1 || !errors.Is(metas[0].Err, sarama.ErrNoError) || int32(len(metas[0].Partitions)) != n {
+		return false
+	}
+	for _, pm := range metas[0].Partitions {
+		if !errors.Is(pm.Err, sarama.ErrNoError) {
+			return false
+		}
+	}
+	return true
+}
+
 // Read with StopAtEnd on a transactional topic, with a slow handler on
 // many partitions (so that sarama starves some partitions while others are
 // handled): it must hand over every committed record, no aborted one, and
@@ -31,7 +82,7 @@ func TestReadStopsAtTheEndOfATransactionalTopicAndMissesNothing(t *testing.T) {
 	topic := fmt.Sprintf("kafkax-read-%06d", rand.IntN(1e6))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := CreateTopics(ctx, kcfg, "kafkax-test", []TopicSpec{{Name: topic, Partitions: partitions}}); err != nil {
+	if err := createTopics(ctx, kcfg, testTopic{Name: topic, Partitions: partitions}); err != nil {
 		t.Fatal(err)
 	}
 

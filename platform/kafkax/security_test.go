@@ -262,8 +262,8 @@ func TestPermanentConnectErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err := newAdmin(ctx, c, "t")
+	_, err := NewAdmin(ctx, c, "t")
 	if err == nil || !strings.Contains(err.Error(), "KAFKA_TLS_CA_FILE") || time.Since(start) > 10*time.Second {
-		t.Fatalf("newAdmin = %v after %s, want the CA file's error at once", err, time.Since(start))
+		t.Fatalf("NewAdmin = %v after %s, want the CA file's error at once", err, time.Since(start))
 	}
 }

@@ -13,9 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"profiles/platform/kafkax"
+	"profiles/platform/topology"
 )
 
-// Keyring follows the keys topic (kafkax.Config.KeysTopic) and gives the
+// Keyring follows the keys topic (topology.Config.KeysTopic) and gives the
 // data key of any profile: it implements Keys. Every binary that reads or
 // writes personal data runs one (Run) and builds its Codec with it.
 //
@@ -71,7 +72,7 @@ const DefaultKeyMissWait = 30 * time.Second
 // requests of one connection in order, so on a shared connection they
 // would wait behind other consumers' fetches, which the broker holds up to
 // their wait time while their partitions are quiet.
-func NewKeyring(c kafkax.Config, clientID string, kek *KEK, log *slog.Logger) (*Keyring, error) {
+func NewKeyring(c topology.Config, clientID string, kek *KEK, log *slog.Logger) (*Keyring, error) {
 	client, err := sarama.NewClient(c.Brokers, c.Sarama(clientID+"-keys"))
 	if err != nil {
 		return nil, fmt.Errorf("kafka client of the keyring: %w", err)
@@ -171,7 +172,7 @@ func (k *Keyring) Forget(uid string) {
 // from an absence. A key is committed in the transaction of the first
 // sealed event of its profile, so a reader holding a sealed record knows
 // its key exists or was tombstoned, and tombstones are kept for as long
-// as the keys topic lives (see kafkax.Config.Specs). An absence is therefore a
+// as the keys topic lives (see topology.Config.Specs). An absence is therefore a
 // key not read yet.
 //
 // A miss first waits for the follower's first read of uid's partition

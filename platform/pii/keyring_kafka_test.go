@@ -14,6 +14,7 @@ import (
 
 	"profiles/platform/kafkax"
 	"profiles/platform/testenv"
+	"profiles/platform/topology"
 )
 
 // A keyring answers a key it has read, says "gone" only for a key whose
@@ -23,12 +24,12 @@ import (
 // key for a shredded one made a live profile read back erased after a
 // broker pause.
 func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
-	kcfg := kafkax.Config{Brokers: testenv.KafkaBrokers(t)}
+	kcfg := topology.Config{Config: kafkax.Config{Brokers: testenv.KafkaBrokers(t)}}
 	const partitions = 3
 	topic := fmt.Sprintf("pii-keys-%06d", rand.IntN(1e6))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := kafkax.CreateTopics(ctx, kcfg, "pii-test", []kafkax.TopicSpec{{Name: topic, Partitions: partitions,
+	if err := topology.CreateTopics(ctx, kcfg, "pii-test", []topology.TopicSpec{{Name: topic, Partitions: partitions,
 		Required: map[string]string{"cleanup.policy": "compact"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 	put("gone", goneSealed)
 	put("gone", nil)
 
-	ring, err := NewKeyring(kafkax.Config{Brokers: kcfg.Brokers, KeysTopic: topic, Partitions: partitions}, "pii-test", kek, slog.New(slog.DiscardHandler))
+	ring, err := NewKeyring(topology.Config{Config: kafkax.Config{Brokers: kcfg.Brokers}, KeysTopic: topic, Partitions: partitions}, "pii-test", kek, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 		_, abortedSealed := newKey("aborted")
 		inTxn(false, "aborted", abortedSealed)
 
-		idle, err := NewKeyring(kafkax.Config{Brokers: kcfg.Brokers, KeysTopic: topic, Partitions: partitions}, "pii-test-idle", kek, slog.New(slog.DiscardHandler))
+		idle, err := NewKeyring(topology.Config{Config: kafkax.Config{Brokers: kcfg.Brokers}, KeysTopic: topic, Partitions: partitions}, "pii-test-idle", kek, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}

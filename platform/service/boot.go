@@ -8,20 +8,20 @@ import (
 
 	"github.com/IBM/sarama"
 
-	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/platform/topology"
 )
 
 // KafkaFlags are the settings of a binary that reads the profiles topics:
-// Kafka (kafkax.Flags) and personal data (pii.Flags).
+// Kafka (topology.Flags) and personal data (pii.Flags).
 type KafkaFlags struct {
-	Kafka *kafkax.Flags
+	Kafka *topology.Flags
 	PII   *pii.Flags
 }
 
 // RegisterKafkaFlags registers the Kafka and personal data settings on fs.
 func RegisterKafkaFlags(fs *flag.FlagSet) *KafkaFlags {
-	return &KafkaFlags{Kafka: kafkax.RegisterFlags(fs), PII: pii.RegisterFlags(fs)}
+	return &KafkaFlags{Kafka: topology.RegisterFlags(fs), PII: pii.RegisterFlags(fs)}
 }
 
 // Boot is the start-up that every binary reading the profiles topics
@@ -38,7 +38,7 @@ type Boot struct {
 	Name string
 	Log  *slog.Logger
 	// Kafka is the parsed and validated Kafka configuration.
-	Kafka kafkax.Config
+	Kafka topology.Config
 	// KEK is the key-encryption key of personal data; nil until loaded.
 	KEK *pii.KEK
 	// Client is the binary's Kafka client; nil until Connect.
@@ -72,12 +72,12 @@ func NewBoot(name string, log *slog.Logger, f *KafkaFlags) (*Boot, error) {
 	return b, nil
 }
 
-// Connect connects to Kafka (kafkax.Connect: it ensures the base topics,
+// Connect connects to Kafka (topology.Connect: it ensures the base topics,
 // waiting for the broker) and, when the KEK is loaded, starts the keyring
 // and installs the keys. Run RunKeys among the binary's tasks (or with
 // Background) so that the keyring follows the keys topic.
 func (b *Boot) Connect(ctx context.Context) error {
-	client, err := kafkax.Connect(ctx, b.Kafka, b.Name)
+	client, err := topology.Connect(ctx, b.Kafka, b.Name)
 	if err != nil {
 		return err
 	}

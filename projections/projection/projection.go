@@ -11,7 +11,7 @@ import (
 	"strconv"
 
 	"profiles/events"
-	"profiles/platform/kafkax"
+	"profiles/platform/topology"
 )
 
 // Codec encodes what a step writes: the snapshot value of a profile, and
@@ -88,13 +88,13 @@ func Step(c Codec, t Target, prev, next events.Profile, e *events.Event) ([]Reco
 	// entry too.
 	if prev.Exists() && (!next.Exists() || gained != "" || lost != "") {
 		out = append(out, Record{
-			Topic: t.EmailIndex, Key: kafkax.IndexKey(c.EmailKey(prev.Email), next.UID),
+			Topic: t.EmailIndex, Key: topology.IndexKey(c.EmailKey(prev.Email), next.UID),
 			Headers: headers, ID: withSuffix("-unindex"),
 		})
 	}
 	if next.Exists() {
 		out = append(out, Record{
-			Topic: t.EmailIndex, Key: kafkax.IndexKey(c.EmailKey(next.Email), next.UID),
+			Topic: t.EmailIndex, Key: topology.IndexKey(c.EmailKey(next.Email), next.UID),
 			Value: value, Headers: headers, ID: withSuffix("-index"),
 		})
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"profiles/events"
-	"profiles/platform/kafkax"
+	"profiles/platform/topology"
 	"profiles/projections/projection"
 )
 
@@ -36,7 +36,7 @@ func TestStep(t *testing.T) {
 	target := projection.Target{Snapshots: "snaps", EmailIndex: "index", Source: "/test"}
 	live := events.Profile{UID: "u", Username: "bob", Email: "Bob1@Mail.com", Version: 1}
 	erased := events.Profile{UID: "u", Version: 1, Erased: true, Sealed: true}
-	ix := func(email string) string { return kafkax.IndexKey("["+email+"]", "u") }
+	ix := func(email string) string { return topology.IndexKey("["+email+"]", "u") }
 	tests := []struct {
 		name     string
 		prev     events.Profile

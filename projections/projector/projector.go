@@ -24,6 +24,7 @@ import (
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/platform/topology"
 	"profiles/projections/projection"
 )
 
@@ -33,9 +34,9 @@ var eventsFolded = promauto.NewCounterVec(prometheus.CounterOpts{
 }, []string{"result"})
 
 // DeadLetterSink sets aside a record the projector cannot use (see
-// kafkax.DeadLetters).
+// topology.DeadLetters).
 type DeadLetterSink interface {
-	Send(r kafkax.DeadRecord, reason error) error
+	Send(r topology.DeadRecord, reason error) error
 }
 
 // Projector consumes the event log and writes snapshots and the email
@@ -122,7 +123,7 @@ func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
 		p.Log.Error("setting a poison event aside", "topic", p.EventsTopic, "partition", partition, "offset", offset, "err", reason)
 		if p.DeadLetters != nil {
 			key, _ := kafka.MessageKeyFromCtx(msg.Context())
-			err := p.DeadLetters.Send(kafkax.DeadRecord{
+			err := p.DeadLetters.Send(topology.DeadRecord{
 				Topic: p.EventsTopic, Partition: partition, Offset: offset,
 				Key: key, Value: msg.Payload, Headers: msg.Metadata,
 			}, reason)

@@ -10,6 +10,7 @@ import (
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/platform/topology"
 	"profiles/projections/projection"
 )
 
@@ -61,7 +62,7 @@ func TestIndexRecords(t *testing.T) {
 			}
 			var got []string
 			for _, m := range indexRecords(t, testCodec{}, e, tt.prev, next) {
-				email, uid, _ := kafkax.SplitIndexKey([]byte(m.Metadata.Get(kafkax.KeyMetadata)))
+				email, uid, _ := topology.SplitIndexKey([]byte(m.Metadata.Get(kafkax.KeyMetadata)))
 				if uid != "u" {
 					t.Fatalf("index key for uid %q", uid)
 				}
@@ -100,7 +101,7 @@ func TestIndexKeysAreHMACsOfTheEmailNotTheEmail(t *testing.T) {
 		if strings.Contains(strings.ToLower(k), "bob") {
 			t.Fatalf("index key %q holds the email", k)
 		}
-		email, _, _ := kafkax.SplitIndexKey([]byte(k))
+		email, _, _ := topology.SplitIndexKey([]byte(k))
 		got = append(got, email)
 	}
 	if want := []string{kek.EmailHash("bob1@mail.com"), kek.EmailHash("bob2@mail.com")}; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {

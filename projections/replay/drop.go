@@ -7,7 +7,7 @@ import (
 
 	"github.com/IBM/sarama"
 
-	"profiles/platform/kafkax"
+	"profiles/platform/topology"
 )
 
 // ErrCurrent is returned by Drop for the current generation.
@@ -18,7 +18,7 @@ var ErrCurrent = errors.New("cannot drop the current generation")
 // generation cannot be dropped. Groups still in use (members that have not
 // left yet) are reported and kept.
 func Drop(ctx context.Context, env Env, n int, groups ...string) error {
-	ctl, err := kafkax.LoadControl(ctx, env.Client, env.Kafka.ControlTopic)
+	ctl, err := topology.LoadControl(ctx, env.Client, env.Kafka.ControlTopic)
 	if err != nil {
 		return err
 	}
@@ -42,12 +42,12 @@ func Drop(ctx context.Context, env Env, n int, groups ...string) error {
 		}
 	}
 	for _, base := range append([]string{env.ProjectorGroup}, groups...) {
-		group := kafkax.GenerationGroup(base, n)
+		group := topology.GenerationGroup(base, n)
 		if err := admin.DeleteConsumerGroup(group); err != nil && !errors.Is(err, sarama.ErrGroupIDNotFound) {
 			fmt.Fprintf(env.Out, "replay: consumer group %s kept: %v\n", group, err)
 		}
 	}
-	w, err := kafkax.NewControlWriter(env.Kafka, "replay")
+	w, err := topology.NewControlWriter(env.Kafka, "replay")
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/platform/topology"
 	"profiles/projections/projection"
 )
 
@@ -24,11 +25,11 @@ var ErrGenerationExists = errors.New("the generation's topics exist already")
 
 // Env is what every replay step needs.
 type Env struct {
-	Kafka  kafkax.Config
+	Kafka  topology.Config
 	Client sarama.Client
 	// ProjectorGroup is the base consumer group of the projector
 	// (PROJECTOR_GROUP); each generation has its own, see
-	// kafkax.GenerationGroup.
+	// topology.GenerationGroup.
 	ProjectorGroup string
 	// Out receives progress lines and summaries.
 	Out io.Writer
@@ -53,7 +54,7 @@ func (e Env) every() time.Duration {
 
 // RebuildResult is the summary of RebuildSnapshots.
 type RebuildResult struct {
-	Build kafkax.Build
+	Build topology.Build
 	// Poison counts events that could not be decoded or applied (the live
 	// projector dead-letters them; replay skips them the same way).
 	Poison, Duplicates int64
@@ -82,7 +83,7 @@ func (r RebuildResult) EventsPerSecond() float64 {
 // cutoff, and records the build in the control topic. The live generation
 // is not touched.
 func RebuildSnapshots(ctx context.Context, env Env, n int) (RebuildResult, error) {
-	ctl, err := kafkax.LoadControl(ctx, env.Client, env.Kafka.ControlTopic)
+	ctl, err := topology.LoadControl(ctx, env.Client, env.Kafka.ControlTopic)
 	if err != nil {
 		return RebuildResult{}, fmt.Errorf("read the control topic: %w", err)
 	}
@@ -106,7 +107,7 @@ func RebuildSnapshots(ctx context.Context, env Env, n int) (RebuildResult, error
 	if slices.Contains(existing, gen.SnapshotsTopic) || slices.Contains(existing, gen.EmailIndexTopic) {
 		return RebuildResult{}, fmt.Errorf("%w: %s or %s (replay drop --generation %d)", ErrGenerationExists, gen.SnapshotsTopic, gen.EmailIndexTopic, n)
 	}
-	if err := kafkax.CreateTopics(ctx, env.Kafka, "replay", env.Kafka.GenerationSpecs(n)); err != nil {
+	if err := topology.CreateTopics(ctx, env.Kafka, "replay", env.Kafka.GenerationSpecs(n)); err != nil {
 		return RebuildResult{}, err
 	}
 
@@ -127,7 +128,7 @@ func RebuildSnapshots(ctx context.Context, env Env, n int) (RebuildResult, error
 		total += cutoff[p] - oldest[p]
 	}
 
-	res := RebuildResult{Build: kafkax.Build{
+	res := RebuildResult{Build: topology.Build{
 		Generation: n, Snapshots: gen.SnapshotsTopic, EmailIndex: gen.EmailIndexTopic,
 		Cutoff: cutoff, Folded: map[int32]int64{},
 	}}
@@ -151,11 +152,11 @@ func RebuildSnapshots(ctx context.Context, env Env, n int) (RebuildResult, error
 	}
 	res.WriteTook = time.Since(start)
 
-	if err := commitOffsets(env, kafkax.GenerationGroup(env.ProjectorGroup, n), cutoff); err != nil {
+	if err := commitOffsets(env, topology.GenerationGroup(env.ProjectorGroup, n), cutoff); err != nil {
 		return res, err
 	}
 	res.Build.BuiltAt = time.Now().UTC()
-	w, err := kafkax.NewControlWriter(env.Kafka, "replay")
+	w, err := topology.NewControlWriter(env.Kafka, "replay")
 	if err != nil {
 		return res, err
 	}
@@ -241,7 +242,7 @@ func fold(ctx context.Context, env Env, parts []int32, cutoff, oldest map[int32]
 // write produces the folded state into the generation's topics with an
 // asynchronous, idempotent producer (acks=all), so that many records are
 // in flight at once, and waits until every one is acknowledged.
-func write(ctx context.Context, env Env, gen kafkax.Config, states map[int32]*partitionState) (records, deleted int64, err error) {
+func write(ctx context.Context, env Env, gen topology.Config, states map[int32]*partitionState) (records, deleted int64, err error) {
 	cfg := env.Kafka.ProducerSarama("replay")
 	cfg.Producer.Flush.Bytes = 512 << 10
 	cfg.Producer.Flush.Frequency = 5 * time.Millisecond

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"profiles/platform/kafkax"
+	"profiles/platform/topology"
 )
 
 // ErrNotVerified is returned by Switch for a generation that has no clean
@@ -19,7 +19,7 @@ var ErrNotVerified = errors.New("generation not verified against the live one")
 // own while it keeps answering from its view, then moves its routing over.
 // n must have been built and, unless force is set, verified.
 func Switch(ctx context.Context, env Env, n int, force bool) error {
-	ctl, err := kafkax.LoadControl(ctx, env.Client, env.Kafka.ControlTopic)
+	ctl, err := topology.LoadControl(ctx, env.Client, env.Kafka.ControlTopic)
 	if err != nil {
 		return err
 	}
@@ -30,13 +30,13 @@ func Switch(ctx context.Context, env Env, n int, force bool) error {
 	if n > 1 {
 		build, ok := ctl.Builds[n]
 		if !ok {
-			return fmt.Errorf("%w: %d", kafkax.ErrUnknownGeneration, n)
+			return fmt.Errorf("%w: %d", topology.ErrUnknownGeneration, n)
 		}
 		if build.VerifiedAt == nil && !force {
 			return fmt.Errorf("%w: %d (run replay verify, or switch with -force)", ErrNotVerified, n)
 		}
 	}
-	w, err := kafkax.NewControlWriter(env.Kafka, "replay")
+	w, err := topology.NewControlWriter(env.Kafka, "replay")
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/platform/topology"
 )
 
 // VerifyReport is the result of Verify.
@@ -74,19 +75,19 @@ func (e entry) String() string {
 // clean result is recorded in the control topic; Switch requires it.
 func Verify(ctx context.Context, env Env, n int, wait time.Duration) (VerifyReport, error) {
 	var rep VerifyReport
-	ctl, err := kafkax.LoadControl(ctx, env.Client, env.Kafka.ControlTopic)
+	ctl, err := topology.LoadControl(ctx, env.Client, env.Kafka.ControlTopic)
 	if err != nil {
 		return rep, err
 	}
 	build, ok := ctl.Builds[n]
 	if !ok {
-		return rep, fmt.Errorf("%w: %d", kafkax.ErrUnknownGeneration, n)
+		return rep, fmt.Errorf("%w: %d", topology.ErrUnknownGeneration, n)
 	}
 	rep.Live, rep.Candidate = ctl.CurrentGeneration(), n
 	if n == rep.Live {
 		return rep, fmt.Errorf("generation %d is the live one: nothing to compare it with", n)
 	}
-	if err := waitForProjector(ctx, env, kafkax.GenerationGroup(env.ProjectorGroup, rep.Live), build.Folded, wait); err != nil {
+	if err := waitForProjector(ctx, env, topology.GenerationGroup(env.ProjectorGroup, rep.Live), build.Folded, wait); err != nil {
 		return rep, err
 	}
 	live, cand := env.Kafka.ForGeneration(rep.Live), env.Kafka.ForGeneration(n)
@@ -126,7 +127,7 @@ func Verify(ctx context.Context, env Env, n int, wait time.Duration) (VerifyRepo
 	if rep.OK() {
 		now := time.Now().UTC()
 		build.VerifiedAt = &now
-		w, err := kafkax.NewControlWriter(env.Kafka, "replay")
+		w, err := topology.NewControlWriter(env.Kafka, "replay")
 		if err != nil {
 			return rep, err
 		}
@@ -196,7 +197,7 @@ func readCompacted(ctx context.Context, env Env, topic string, index bool) (map[
 			for _, r := range recs {
 				uid := string(r.Key)
 				if index {
-					if _, u, ok := kafkax.SplitIndexKey(r.Key); ok {
+					if _, u, ok := topology.SplitIndexKey(r.Key); ok {
 						uid = u
 					}
 				}

@@ -10,6 +10,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/platform/kafkax"
+	"profiles/platform/topology"
 )
 
 // KafkaSink mirrors source topics to another Kafka cluster (another
@@ -38,7 +39,7 @@ type KafkaSink struct {
 type KafkaSinkConfig struct {
 	// Target is the target cluster; its topic names are the base names of
 	// the source topics (generation 1's), and Partitions must match.
-	Target kafkax.Config
+	Target topology.Config
 	// CheckpointTopic on the target cluster; "" means
 	// "profile-mirror-checkpoints".
 	CheckpointTopic string
@@ -46,7 +47,7 @@ type KafkaSinkConfig struct {
 	TransactionalID string
 	// Source is the source configuration, to map generation topics
 	// (profile-snapshots.v2) back to their base names.
-	Source kafkax.Config
+	Source topology.Config
 }
 
 // NewKafkaSink creates the target topics if needed, and reads the
@@ -55,13 +56,13 @@ func NewKafkaSink(ctx context.Context, cfg KafkaSinkConfig) (*KafkaSink, error) 
 	if cfg.CheckpointTopic == "" {
 		cfg.CheckpointTopic = "profile-mirror-checkpoints"
 	}
-	specs := []kafkax.TopicSpec{{Name: cfg.CheckpointTopic, Partitions: 1, Required: map[string]string{"cleanup.policy": "compact"}}}
+	specs := []topology.TopicSpec{{Name: cfg.CheckpointTopic, Partitions: 1, Required: map[string]string{"cleanup.policy": "compact"}}}
 	for _, s := range cfg.Target.Specs() {
 		if s.Name == cfg.Target.SnapshotsTopic || s.Name == cfg.Target.EventsTopic {
 			specs = append(specs, s)
 		}
 	}
-	if err := kafkax.CreateTopics(ctx, cfg.Target, "replicator", specs); err != nil {
+	if err := topology.CreateTopics(ctx, cfg.Target, "replicator", specs); err != nil {
 		return nil, fmt.Errorf("target cluster: %w", err)
 	}
 	k := &KafkaSink{checkpoints: cfg.CheckpointTopic, positions: map[string]int64{}}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"profiles/platform/kafkax"
+	"profiles/platform/topology"
 )
 
 var (
@@ -61,7 +62,7 @@ type Source struct {
 // Replicator follows the source topics and feeds the sink. Use Run.
 type Replicator struct {
 	Client sarama.Client
-	Kafka  kafkax.Config
+	Kafka  topology.Config
 	Source Source
 	Sink   Sink
 	Log    *slog.Logger
@@ -101,7 +102,7 @@ func (r *Replicator) Topics(n int) []string {
 // the whole current state: harmless for a sink that applies by key and
 // version.
 func (r *Replicator) Run(ctx context.Context) error {
-	return kafkax.FollowGenerations(ctx, r.Client, r.Kafka.ControlTopic, r.Log, func(ctx context.Context, n int, ready func()) error {
+	return topology.FollowGenerations(ctx, r.Client, r.Kafka.ControlTopic, r.Log, func(ctx context.Context, n int, ready func()) error {
 		ready()
 		topics := r.Topics(n)
 		behind := 0

@@ -16,6 +16,7 @@ import (
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/platform/topology"
 )
 
 // ErrNotWriter is returned (wrapped) by Append when this instance holds no
@@ -82,7 +83,7 @@ var appends = promauto.NewCounterVec(prometheus.CounterOpts{
 // up (kafkax.GroupOptions.Assigned does), so that whatever the old owner
 // appended before it was fenced is in the log the new owner reads.
 type TxnEventLog struct {
-	Config   kafkax.Config
+	Config   topology.Config
 	ClientID string
 	// TxnPrefix names the transactional ids: <TxnPrefix>-<partition>. All
 	// instances of one service must share it.

@@ -18,18 +18,19 @@ import (
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/testenv"
+	"profiles/platform/topology"
 )
 
 // testKafka returns the test broker's config for a fresh one-partition
 // event log, or skips (loudly) or fails when there is no broker.
-func testKafka(t *testing.T) kafkax.Config {
+func testKafka(t *testing.T) topology.Config {
 	t.Helper()
 	prefix := fmt.Sprintf("txnlog-%06d", rand.IntN(1e6))
-	cfg := kafkax.Config{Brokers: testenv.KafkaBrokers(t), EventsTopic: prefix + ".events", ClaimsTopic: prefix + ".claims",
+	cfg := topology.Config{Config: kafkax.Config{Brokers: testenv.KafkaBrokers(t)}, EventsTopic: prefix + ".events", ClaimsTopic: prefix + ".claims",
 		DeadLetterTopic: prefix + ".dlq", ControlTopic: prefix + ".control", Partitions: 1}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := kafkax.CreateTopics(ctx, cfg, "txnlog-test", cfg.BaseSpecs()); err != nil {
+	if err := topology.CreateTopics(ctx, cfg, "txnlog-test", cfg.BaseSpecs()); err != nil {
 		t.Fatal(err)
 	}
 	return cfg
@@ -185,9 +186,9 @@ func TestAppendsThatGaveUpAreNotWritten(t *testing.T) {
 // keysInLog reads the committed records of the one-partition event log,
 // and returns how often each key occurs, and the partition's end offset
 // (records plus transaction markers).
-func keysInLog(t *testing.T, cfg kafkax.Config) (map[string]int, int64) {
+func keysInLog(t *testing.T, cfg topology.Config) (map[string]int, int64) {
 	t.Helper()
-	client, err := kafkax.Connect(context.Background(), cfg, "txnlog-test")
+	client, err := topology.Connect(context.Background(), cfg, "txnlog-test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
 	"profiles/platform/service"
+	"profiles/platform/topology"
 	"profiles/projections/projector"
 )
 
@@ -46,12 +47,12 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 	}
 	log, kcfg, client := boot.Log, boot.Kafka, boot.Client
 	wlog := watermill.NewSlogLogger(log)
-	pub, err := kafkax.NewPublisher(kcfg, ProjectorName, wlog)
+	pub, err := kafkax.NewPublisher(kcfg.Brokers, kcfg.ProducerSarama(ProjectorName), wlog)
 	if err != nil {
 		return nil, err
 	}
 	boot.DeferClose(pub)
-	dlq, err := kafkax.NewDeadLetters(kcfg, ProjectorName)
+	dlq, err := topology.NewDeadLetters(kcfg, ProjectorName)
 	if err != nil {
 		return nil, err
 	}
@@ -75,10 +76,10 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 	// one's exactly where replay stopped.
 	fold := func(ctx context.Context, n int, ready func()) error {
 		gcfg := kcfg.ForGeneration(n)
-		ggroup := kafkax.GenerationGroup(*cfg.Group, n)
+		ggroup := topology.GenerationGroup(*cfg.Group, n)
 		ready() // one projector per generation: stop the old one first
 		restored.Store(0)
-		if err := kafkax.EnsureGeneration(ctx, kcfg, ProjectorName, n); err != nil {
+		if err := topology.EnsureGeneration(ctx, kcfg, ProjectorName, n); err != nil {
 			return err
 		}
 		sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
@@ -108,7 +109,7 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		return p.Run(ctx)
 	}
 	follow := func(ctx context.Context) error {
-		return kafkax.FollowGenerations(ctx, client, kcfg.ControlTopic, log, fold)
+		return topology.FollowGenerations(ctx, client, kcfg.ControlTopic, log, fold)
 	}
 	a := cfg.Common.Application(log, router, follow, boot.RunKeys)
 	a.Starting = []any{"kafka_security", kcfg.Security, "http_addr", *cfg.Common.HTTPAddr, "events", kcfg.EventsTopic, "control", kcfg.ControlTopic, "group", *cfg.Group}

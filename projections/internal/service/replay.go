@@ -13,8 +13,8 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/platform/config"
-	"profiles/platform/kafkax"
 	"profiles/platform/service"
+	"profiles/platform/topology"
 	"profiles/projections/replay"
 )
 
@@ -109,7 +109,7 @@ func (cfg *ReplayConfig) Run(ctx context.Context, boot *service.Boot, cmd string
 	env := replay.Env{Kafka: kcfg, Client: client, ProjectorGroup: *cfg.ProjectorGroup, Out: out, Every: *cfg.Progress, Log: boot.Log,
 		// From the environment only: a flag would show the token in the
 		// process list.
-		Token:    os.Getenv("AUTH_TOKEN"),
+		Token: os.Getenv("AUTH_TOKEN"),
 		Codec: boot.Codec}
 
 	needGen := func() error {
@@ -168,8 +168,8 @@ func (cfg *ReplayConfig) Run(ctx context.Context, boot *service.Boot, cmd string
 }
 
 // status writes the current snapshot generation and the built ones to out.
-func status(ctx context.Context, client sarama.Client, kcfg kafkax.Config, out io.Writer) error {
-	ctl, err := kafkax.LoadControl(ctx, client, kcfg.ControlTopic)
+func status(ctx context.Context, client sarama.Client, kcfg topology.Config, out io.Writer) error {
+	ctl, err := topology.LoadControl(ctx, client, kcfg.ControlTopic)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/platform/topology"
 	"profiles/query-svc/internal/app"
 	"profiles/query-svc/internal/view"
 )
@@ -49,9 +50,9 @@ type Store interface {
 }
 
 // DeadLetterSink sets aside a record that cannot be used (see
-// kafkax.DeadLetters).
+// topology.DeadLetters).
 type DeadLetterSink interface {
-	Send(r kafkax.DeadRecord, reason error) error
+	Send(r topology.DeadRecord, reason error) error
 }
 
 // Applier decodes records of the three topics and applies them to the view.
@@ -103,7 +104,7 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 	case a.IndexTopic:
 		entries := make([]view.IndexEntry, 0, len(records))
 		for _, r := range records {
-			email, uid, ok := kafkax.SplitIndexKey(r.Key)
+			email, uid, ok := topology.SplitIndexKey(r.Key)
 			var prof events.Profile
 			derr := fmt.Errorf("%w: index key %q is not email\\0uid", events.ErrSnapshot, r.Key)
 			if ok {
@@ -162,7 +163,7 @@ func (a Applier) skip(r *sarama.ConsumerMessage, err error, sink DeadLetterSink)
 	recordsSkipped.Inc()
 	a.Log.Error("skipping undecodable record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
 	if sink != nil {
-		if derr := sink.Send(kafkax.FromConsumerMessage(r), err); derr != nil {
+		if derr := sink.Send(topology.FromConsumerMessage(r), err); derr != nil {
 			a.Log.Error("cannot set the record aside in the dead-letter topic", "err", derr)
 		}
 	}

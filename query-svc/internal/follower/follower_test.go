@@ -12,14 +12,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"profiles/events"
-	"profiles/platform/kafkax"
 	"profiles/platform/pii"
+	"profiles/platform/topology"
 	"profiles/query-svc/internal/view"
 )
 
 type deadLetters struct{ sent []int64 }
 
-func (d *deadLetters) Send(r kafkax.DeadRecord, _ error) error {
+func (d *deadLetters) Send(r topology.DeadRecord, _ error) error {
 	d.sent = append(d.sent, r.Offset)
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"profiles/platform/kafkax"
 	"profiles/platform/routing"
+	"profiles/platform/topology"
 )
 
 // ErrNoGeneration is returned while no generation serves yet.
@@ -41,14 +42,14 @@ type NewFollower func(n int, applier Applier, handle func(ctx context.Context, t
 
 // Generations keeps query-svc on the current snapshot generation. At a
 // switch it starts the new generation's follower next to the serving one
-// (its own consumer group, see kafkax.GenerationGroup), keeps answering
+// (its own consumer group, see topology.GenerationGroup), keeps answering
 // through the old one while the new one catches up into the same view, and
 // moves routing over once the new one is ready. The view's records are
 // applied by version, so two generations writing the same profile never
 // move it back in time. Use NewGenerations, then Run.
 type Generations struct {
 	client  sarama.Client
-	kafka   kafkax.Config
+	kafka   topology.Config
 	applier Applier // its topics are set per generation
 	build   NewFollower
 	log     *slog.Logger
@@ -67,7 +68,7 @@ type Generations struct {
 // NewGenerations returns a Generations that follows the control topic of
 // kcfg. applier's snapshot and index topics are replaced by those of each
 // generation.
-func NewGenerations(client sarama.Client, kcfg kafkax.Config, applier Applier, build NewFollower, log *slog.Logger) *Generations {
+func NewGenerations(client sarama.Client, kcfg topology.Config, applier Applier, build NewFollower, log *slog.Logger) *Generations {
 	return &Generations{
 		client: client, kafka: kcfg, applier: applier, build: build, log: log,
 		changed: make(chan struct{}), running: map[Follower]int{}, rebuild: RebuildStatus{State: "idle"},
@@ -83,11 +84,11 @@ func (g *Generations) SetGrace(d time.Duration) { g.grace = d }
 
 // Run follows the control topic until ctx ends.
 func (g *Generations) Run(ctx context.Context) error {
-	return kafkax.FollowGenerations(ctx, g.client, g.kafka.ControlTopic, g.log, g.runGeneration)
+	return topology.FollowGenerations(ctx, g.client, g.kafka.ControlTopic, g.log, g.runGeneration)
 }
 
 func (g *Generations) runGeneration(ctx context.Context, n int, ready func()) error {
-	if err := kafkax.EnsureGeneration(ctx, g.kafka, "query-svc", n); err != nil {
+	if err := topology.EnsureGeneration(ctx, g.kafka, "query-svc", n); err != nil {
 		return err
 	}
 	gcfg := g.kafka.ForGeneration(n)
@@ -131,7 +132,7 @@ func (g *Generations) runGeneration(ctx context.Context, n int, ready func()) er
 			g.changed = make(chan struct{})
 			g.mu.Unlock()
 			g.log.Info("serving snapshot generation", "generation", n)
-			kafkax.ServingGeneration(n)
+			topology.ServingGeneration(n)
 			if old != nil {
 				// Other instances may still route by the old generation:
 				// keep it running (and its partitions in the view) so that

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"profiles/platform/kafkax"
+	"profiles/platform/topology"
 )
 
 // fakeFollower routes every partition to owner, or has no owner yet (it
@@ -47,7 +48,7 @@ func TestRouteWithEpochNamesTheGenerationThatAnswered(t *testing.T) {
 		{name: "old generation answers while the new one catches up", old: fakeFollower{owner: &q0}, new: fakeFollower{}, wantOwner: "q0", wantEpoch: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := NewGenerations(nil, kafkax.Config{}, Applier{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			g := NewGenerations(nil, topology.Config{}, Applier{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			g.serving, g.n = tc.new, 2
 			g.running = map[Follower]int{tc.old: 1, tc.new: 2}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -65,7 +66,7 @@ func TestRouteWithEpochNamesTheGenerationThatAnswered(t *testing.T) {
 func TestRouteEpochServesByTheForwardersGeneration(t *testing.T) {
 	self, q1 := kafkax.Member{ID: "q0"}, kafkax.Member{ID: "q1"}
 	oldGen, newGen := fakeFollower{owner: &self, self: true}, fakeFollower{owner: &q1}
-	g := NewGenerations(nil, kafkax.Config{}, Applier{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	g := NewGenerations(nil, topology.Config{}, Applier{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	g.serving, g.n = newGen, 2
 	g.running = map[Follower]int{oldGen: 1, newGen: 2}
 	m, isSelf, exact, epoch, err := g.RouteEpoch(context.Background(), 4, 1)

@@ -18,6 +18,7 @@ import (
 	"profiles/platform/kafkax"
 	"profiles/platform/routing"
 	"profiles/platform/service"
+	"profiles/platform/topology"
 	"profiles/query-svc/internal/app"
 	"profiles/query-svc/internal/changes"
 	"profiles/query-svc/internal/follower"
@@ -93,7 +94,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	}
 	boot.DeferClose(store)
 
-	dlq, err := kafkax.NewDeadLetters(kcfg, Name)
+	dlq, err := topology.NewDeadLetters(kcfg, Name)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +111,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		}
 		gcfg := kcfg.ForGeneration(n)
 		opts := kafkax.GroupOptions{
-			Group: kafkax.GenerationGroup(*cfg.Group, n), Topics: []string{gcfg.SnapshotsTopic, gcfg.EmailIndexTopic, kcfg.EventsTopic}, Self: self,
+			Group: topology.GenerationGroup(*cfg.Group, n), Topics: []string{gcfg.SnapshotsTopic, gcfg.EmailIndexTopic, kcfg.EventsTopic}, Self: self,
 			SessionTimeout: *cfg.SessionTimeout, Start: a.Start, Handle: handle, Assigned: gens.Assigned,
 		}
 		if static {

@@ -1,15 +1,14 @@
-package kafkax
+package topology
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"profiles/platform/kafkax"
 )
 
 // ErrTopicMismatch is returned (wrapped) by EnsureTopics when a topic exists
@@ -127,7 +126,7 @@ func EnsureGeneration(ctx context.Context, c Config, clientID string, n int) err
 
 // CreateTopics is EnsureTopics for the given specs.
 func CreateTopics(ctx context.Context, c Config, clientID string, specs []TopicSpec) error {
-	admin, err := newAdmin(ctx, c, clientID)
+	admin, err := kafkax.NewAdmin(ctx, c.Config, clientID)
 	if err != nil {
 		return err
 	}
@@ -147,26 +146,6 @@ func CreateTopics(ctx context.Context, c Config, clientID string, specs []TopicS
 		}
 	}
 	return nil
-}
-
-// newAdmin connects an admin client, retrying until ctx ends so that a
-// service may start before its broker is ready. Errors that waiting does
-// not cure (see permanentConnectError) return at once.
-func newAdmin(ctx context.Context, c Config, clientID string) (sarama.ClusterAdmin, error) {
-	for {
-		admin, err := sarama.NewClusterAdmin(c.Brokers, c.Sarama(clientID))
-		if err == nil {
-			return admin, nil
-		}
-		if permanentConnectError(err) {
-			return nil, fmt.Errorf("connect to Kafka at %s as %s: %w", strings.Join(c.Brokers, ","), c.Security, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to Kafka at %s: %w", strings.Join(c.Brokers, ","), err)
-		case <-time.After(time.Second):
-		}
-	}
 }
 
 func ensureTopic(admin sarama.ClusterAdmin, spec TopicSpec, rf int16) error {
@@ -240,31 +219,14 @@ func verifyTopic(admin sarama.ClusterAdmin, spec TopicSpec) error {
 }
 
 // Connect is how a binary starts on Kafka: it ensures the base topics
-// (waiting up to two minutes for the broker, so that a service may start
-// before it) and returns a client for clientID. Close the client.
+// (waiting up to kafkax.ConnectTimeout for the broker, so that a service
+// may start before it) and returns a client for clientID. The caller owns
+// the client and closes it.
 func Connect(ctx context.Context, c Config, clientID string) (sarama.Client, error) {
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	startCtx, cancel := context.WithTimeout(ctx, kafkax.ConnectTimeout)
 	defer cancel()
 	if err := EnsureTopics(startCtx, c, clientID); err != nil {
 		return nil, err
 	}
-	client, err := sarama.NewClient(c.Brokers, c.Sarama(clientID))
-	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
-	}
-	return client, nil
-}
-
-// permanentConnectError reports the connection errors that retrying does
-// not cure: the brokers refused the SASL credentials, a broker's
-// certificate did not verify, or the security settings could not be
-// loaded.
-func permanentConnectError(err error) bool {
-	var unknownCA x509.UnknownAuthorityError
-	var badHost x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	var verify *tls.CertificateVerificationError
-	var load securityLoadError
-	return errors.Is(err, sarama.ErrSASLAuthenticationFailed) || errors.As(err, &unknownCA) ||
-		errors.As(err, &badHost) || errors.As(err, &invalid) || errors.As(err, &verify) || errors.As(err, &load)
+	return kafkax.Connect(ctx, c.Config, clientID)
 }

@@ -1,4 +1,4 @@
-package kafkax
+package topology
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"profiles/platform/kafkax"
 )
 
 var generationGauge = promauto.NewGauge(prometheus.GaugeOpts{
@@ -137,7 +139,7 @@ func (c *Control) apply(key string, value []byte) {
 // LoadControl reads the whole control topic.
 func LoadControl(ctx context.Context, client sarama.Client, topic string) (Control, error) {
 	var c Control
-	err := Read(ctx, client, ReadOptions{
+	err := kafkax.Read(ctx, client, kafkax.ReadOptions{
 		Topic: topic, StopAtEnd: true,
 		Handle: func(_ context.Context, _ int32, recs []*sarama.ConsumerMessage) error {
 			for _, r := range recs {
@@ -169,7 +171,7 @@ func WatchGeneration(ctx context.Context, client sarama.Client, topic string, ch
 			changed(n)
 		}
 	}
-	return Read(ctx, client, ReadOptions{
+	return kafkax.Read(ctx, client, kafkax.ReadOptions{
 		Topic: topic,
 		Handle: func(_ context.Context, _ int32, recs []*sarama.ConsumerMessage) error {
 			mu.Lock()
