@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"profiles/platform/internal/loop"
 )
 
-// ErrNoOwner is returned by Group.Owner when no instance owns a partition
+// ErrNoOwner is returned by Group.Route when no instance owns a partition
 // before the wait ends (the group is rebalancing, or the owner died and its
 // session has not expired yet).
 var ErrNoOwner = errors.New("no instance owns the partition yet")
@@ -132,7 +134,7 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 			g.log.Warn("consumer group error", "group", g.opts.Group, "err", err)
 		}
 	}()
-	go g.refreshLoop(ctx)
+	go loop.Every(ctx, g.opts.Refresh, g.refresh)
 	for ctx.Err() == nil {
 		sctx, end := context.WithCancel(ctx)
 		g.mu.Lock()
@@ -519,19 +521,6 @@ func (g *Group) Route(ctx context.Context, p int32) (m Member, self bool, err er
 			return Member{}, false, fmt.Errorf("%w (partition %d)", ErrNoOwner, p)
 		case <-time.After(100 * time.Millisecond):
 			g.refresh() // the owner may have changed without a rebalance of ours
-		}
-	}
-}
-
-func (g *Group) refreshLoop(ctx context.Context) {
-	t := time.NewTicker(g.opts.Refresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			g.refresh()
 		}
 	}
 }
