@@ -25,6 +25,7 @@ import (
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
+	"profiles/platform/peer"
 	"profiles/platform/routing"
 	"profiles/platform/service"
 )
@@ -101,7 +102,11 @@ func run() error {
 		return err
 	}
 	eventLog.Fenced = func(p int32) { g.Rejoin(fmt.Sprintf("the producer of partition %d was fenced", p)) }
-	peers := adapters.Peers{SelfURL: self.URL, Client: &http.Client{Timeout: 30 * time.Second, Transport: httpx.PeerTransport}, Sign: sec.Sign}
+	partitionOf := func(key string) int32 { return kafkax.Partition(key, kcfg.Partitions) }
+	peers := &adapters.Peers{Router: g, PartitionOf: partitionOf, EmailKey: emailKey, States: states, SelfURL: self.URL,
+		Client: peer.Client{HTTP: &http.Client{Transport: httpx.PeerTransport}, Sign: sec.Sign}, Timeout: 30 * time.Second}
+	claimEmail := app.ClaimEmailHandler{Claims: states, Log: eventLog, Lookup: peers, Lease: *lease, Now: time.Now, EmailKey: emailKey}
+	peers.Claims = claimEmail
 	deps := app.Deps{
 		States:     states,
 		Log:        eventLog,
@@ -122,11 +127,11 @@ func run() error {
 	ports.HTTP{
 		Log: log, MaxBody: int64(*maxBody),
 		Routing:     routing.Routing{Router: g, Self: self, Wait: *routeWait, Log: log, Sign: sec.Sign},
-		PartitionOf: func(uid string) int32 { return kafkax.Partition(uid, kcfg.Partitions) },
+		PartitionOf: partitionOf,
 		NewUID:      uuid.NewString,
 		EmailKey:    emailKey,
 		Commands: ports.Commands{
-			ClaimEmail:    app.ClaimEmailHandler{Claims: states, Log: eventLog, Lookup: peers, Lease: *lease, Now: time.Now, EmailKey: emailKey},
+			ClaimEmail:    claimEmail,
 			State:         states,
 			CreateProfile: app.CreateProfileHandler{Deps: deps},
 			ChangeProfile: app.ChangeProfileHandler{Deps: deps},

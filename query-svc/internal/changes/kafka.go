@@ -24,9 +24,10 @@ type Session interface {
 	// Bounds returns the bounds of every partition of the topic.
 	Bounds(ctx context.Context) (map[int32]Bounds, error)
 	// Read hands the records of every partition in start, from its offset
-	// on, to handle in offset order (batches; partitions concurrently),
-	// until ctx ends (nil) or reading fails.
-	Read(ctx context.Context, start map[int32]int64, handle func(ctx context.Context, p int32, records []*sarama.ConsumerMessage) error) error
+	// on, decoded, to handle in offset order (batches, which handle may
+	// keep; partitions concurrently), until ctx ends (nil) or reading
+	// fails.
+	Read(ctx context.Context, start map[int32]int64, handle func(ctx context.Context, p int32, records []Record) error) error
 	Close() error
 }
 
@@ -60,13 +61,15 @@ type session struct {
 
 func (s *session) Close() error { return s.client.Close() }
 
-func (s *session) Read(ctx context.Context, start map[int32]int64, handle func(context.Context, int32, []*sarama.ConsumerMessage) error) error {
+func (s *session) Read(ctx context.Context, start map[int32]int64, handle func(context.Context, int32, []Record) error) error {
 	return kafkax.Read(ctx, s.client, kafkax.ReadOptions{
 		Topic:      s.topic,
 		Partitions: slices.Sorted(maps.Keys(start)),
 		Start:      func(p int32) (int64, error) { return start[p], nil },
-		Handle:     handle,
-		MaxBatch:   500,
+		Handle: func(ctx context.Context, p int32, records []*sarama.ConsumerMessage) error {
+			return handle(ctx, p, DecodeAll(records))
+		},
+		MaxBatch: 500,
 	})
 }
 

@@ -83,7 +83,7 @@ func (s fakeSession) Bounds(context.Context) (map[int32]changes.Bounds, error) {
 	return out, nil
 }
 
-func (s fakeSession) Read(ctx context.Context, start map[int32]int64, handle func(context.Context, int32, []*sarama.ConsumerMessage) error) error {
+func (s fakeSession) Read(ctx context.Context, start map[int32]int64, handle func(context.Context, int32, []changes.Record) error) error {
 	s.l.readers.Add(1)
 	defer s.l.readers.Add(-1)
 	var wg sync.WaitGroup
@@ -96,7 +96,7 @@ func (s fakeSession) Read(ctx context.Context, start map[int32]int64, handle fun
 				grew := s.l.grew
 				s.l.mu.Unlock()
 				if len(recs) > 0 {
-					if err := handle(ctx, p, recs); err != nil {
+					if err := handle(ctx, p, changes.DecodeAll(recs)); err != nil {
 						errc <- err
 						return
 					}
