@@ -2,28 +2,13 @@ package replay
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
-)
 
-// ViewStatus is what a query-svc instance reports about the rebuild of its
-// view (GET /admin/view/rebuild).
-type ViewStatus struct {
-	Instance string `json:"instance"`
-	// State is "idle" (no rebuild since start), "rebuilding" or "done".
-	State      string     `json:"state"`
-	StartedAt  *time.Time `json:"startedAt,omitempty"`
-	FinishedAt *time.Time `json:"finishedAt,omitempty"`
-	// Partitions the instance owns, and how many of them are still
-	// catching up.
-	Partitions int `json:"partitions"`
-	Behind     int `json:"behind"`
-	// Records read from Kafka since the rebuild started.
-	Records int64 `json:"records"`
-}
+	"profiles/platform/peer"
+)
 
 // RebuildViews asks each query-svc instance in turn (base URLs such as
 // http://127.0.0.1:8082) to drop its Pebble view and re-read it from the
@@ -31,29 +16,18 @@ type ViewStatus struct {
 // serves again, before it moves to the next instance: one instance at a
 // time, so the others keep answering for their partitions. It returns the
 // final status of every instance.
-func RebuildViews(ctx context.Context, env Env, urls []string, wait time.Duration) ([]ViewStatus, error) {
-	client := &http.Client{Timeout: 10 * time.Second}
-	var out []ViewStatus
+func RebuildViews(ctx context.Context, env Env, urls []string, wait time.Duration) ([]peer.ViewStatus, error) {
+	client := peer.Client{HTTP: &http.Client{Timeout: 10 * time.Second}, Sign: func(r *http.Request, _ []byte) { env.authorize(r) }}
+	var out []peer.ViewStatus
 	for _, base := range urls {
 		base = strings.TrimRight(base, "/")
-		endpoint := base + "/admin/view/rebuild"
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, nil)
-		if err != nil {
-			return out, err
-		}
-		env.authorize(req)
-		resp, err := client.Do(req)
-		if err != nil {
+		if err := client.StartRebuild(ctx, base); err != nil {
 			return out, fmt.Errorf("start the rebuild of %s: %w", base, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
-			return out, fmt.Errorf("start the rebuild of %s: %s", base, resp.Status)
 		}
 		start := time.Now()
 		last := time.Time{}
 		for {
-			st, err := viewStatus(ctx, env, client, endpoint)
+			st, err := client.ViewStatus(ctx, base)
 			if err != nil {
 				return out, err
 			}
@@ -87,22 +61,4 @@ func (e Env) authorize(req *http.Request) {
 	if e.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+e.Token)
 	}
-}
-
-func viewStatus(ctx context.Context, env Env, client *http.Client, endpoint string) (ViewStatus, error) {
-	var st ViewStatus
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
-	if err != nil {
-		return st, err
-	}
-	env.authorize(req)
-	resp, err := client.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("%s: %s", endpoint, resp.Status)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
 }

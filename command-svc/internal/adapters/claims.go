@@ -1,107 +1,123 @@
 package adapters
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"time"
 
 	"profiles/command-svc/internal/app"
 	"profiles/events"
+	"profiles/platform/peer"
+	"profiles/platform/routing"
 )
 
-// Peers reaches the owner of an email's or a profile's partition through
-// this instance's own internal endpoints (see ports), which route the
-// request to the owner in one hop. It implements app.EmailClaims and
-// app.ProfileLookup.
+// Peers makes email claims and profile lookups on the owner of the key's
+// partition (an email's key for a claim, a uid for a lookup). It
+// implements app.EmailClaims and app.ProfileLookup.
+//
+// When the routing table says, now, that this instance serves the
+// partition, the call runs in process (Claims, States). Otherwise it goes
+// over HTTP to this instance's own internal endpoint (SelfURL), whose
+// routing wrapper forwards it to the owner in one hop, as for any request:
+// that keeps routing's safety net in one place (the wait while no instance
+// owns the partition or the owner catches up, the retry while the owner
+// cannot be dialed, the watch on an owner that loses the partition), which
+// a direct call to the owner would have to repeat.
+//
+// Locks: a claim runs while its command holds the lock of its profile's
+// uid, and takes the lock of "email:"+key (app.ClaimEmailHandler); the
+// lookup of a claim's holder that it makes reads States without a lock.
+// No path takes a uid's lock while holding an email's, so the in-process
+// call cannot deadlock with the command that makes it.
+//
+// Set every field before use; Peers is safe for concurrent use.
 type Peers struct {
-	// SelfURL is this instance's base URL.
-	SelfURL string
-	Client  *http.Client
-	// Sign, if set, signs each request (see auth.Signer): the internal
-	// endpoints serve signed requests only, when INTERNAL_SECRET is set.
-	Sign func(r *http.Request, body []byte)
-}
-
-func (c Peers) sign(r *http.Request, body []byte) {
-	if c.Sign != nil {
-		c.Sign(r, body)
+	// Router tells whether this instance serves a partition (asked with a
+	// done context: from what it knows now, without waiting).
+	Router      routing.Router
+	PartitionOf func(key string) int32
+	// EmailKey turns an email into its claim's key.
+	EmailKey events.EmailKeyer
+	// Claims runs the claims of the email partitions this instance owns,
+	// States answers for its profiles.
+	Claims interface {
+		Handle(context.Context, app.ClaimEmail) error
+		Release(ctx context.Context, email, uid string) error
 	}
+	States peer.States
+	// SelfURL is this instance's base URL, and Client calls it.
+	SelfURL string
+	Client  peer.Client
+	// Timeout bounds one claim or release, in process or not (0: none).
+	Timeout time.Duration
 }
 
-type claimBody struct {
-	Email string `json:"email"`
-	UID   string `json:"uid"`
+// lookupTimeout bounds one profile lookup.
+const lookupTimeout = 20 * time.Second
+
+// serves reports whether this instance serves the partition of key now.
+func (c *Peers) serves(ctx context.Context, key string) bool {
+	now, cancel := context.WithCancel(ctx)
+	cancel()
+	_, self, err := c.Router.Route(now, c.PartitionOf(key))
+	return err == nil && self
 }
 
-// Claim asks the owner of email's partition to claim it for uid.
-func (c Peers) Claim(ctx context.Context, email, uid string) error {
-	return c.claim(ctx, http.MethodPost, email, uid)
+// Claim claims email (normalized) for uid on the owner of its key's
+// partition; ErrEmailTaken if another live profile holds it.
+func (c *Peers) Claim(ctx context.Context, email, uid string) error {
+	return c.claim(ctx, email, uid, false)
 }
 
-// Release asks the owner of email's partition to drop uid's claim.
-func (c Peers) Release(ctx context.Context, email, uid string) error {
-	return c.claim(ctx, http.MethodDelete, email, uid)
+// Release drops uid's claim on email (normalized) on the owner of its
+// key's partition.
+func (c *Peers) Release(ctx context.Context, email, uid string) error {
+	return c.claim(ctx, email, uid, true)
 }
 
-func (c Peers) claim(ctx context.Context, method, email, uid string) error {
-	b, _ := json.Marshal(claimBody{Email: email, UID: uid})
-	req, err := http.NewRequestWithContext(ctx, method, c.SelfURL+"/internal/claims", bytes.NewReader(b))
-	if err != nil {
+func (c *Peers) claim(ctx context.Context, email, uid string, release bool) error {
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	if key := c.EmailKey.EmailKey(email); c.serves(ctx, key) {
+		if release {
+			return c.Claims.Release(ctx, key, uid)
+		}
+		err := c.Claims.Handle(ctx, app.ClaimEmail{Email: key, UID: uid})
+		if errors.Is(err, app.ErrEmailTaken) {
+			return fmt.Errorf("%w: for %s", app.ErrEmailTaken, uid) // never the key
+		}
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	c.sign(req, b)
-	resp, err := c.Client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w: email claim for %s: %v", app.ErrAppend, uid, err) // never the email: errors are logged
+	req := peer.ClaimRequest{Email: email, UID: uid}
+	var err error
+	if release {
+		err = c.Client.Release(ctx, c.SelfURL, req)
+	} else {
+		err = c.Client.Claim(ctx, c.SelfURL, req)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	switch resp.StatusCode {
-	case http.StatusNoContent:
+	var se *peer.StatusError
+	switch {
+	case err == nil:
 		return nil
-	case http.StatusConflict:
+	case errors.Is(err, peer.ErrClaimTaken):
 		return fmt.Errorf("%w: for %s", app.ErrEmailTaken, uid)
+	case errors.As(err, &se):
+		return fmt.Errorf("%w: email claim for %s: %s %s", app.ErrAppend, uid, se.Status, se.Body)
 	default:
-		return fmt.Errorf("%w: email claim for %s: %s %s", app.ErrAppend, uid, resp.Status, body)
+		return fmt.Errorf("%w: email claim for %s: %v", app.ErrAppend, uid, err) // never the email: errors are logged
 	}
 }
 
 // Profile returns the current state of uid from the owner of its partition.
-func (c Peers) Profile(ctx context.Context, uid string) (events.Profile, error) {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+func (c *Peers) Profile(ctx context.Context, uid string) (events.Profile, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.SelfURL+"/internal/profiles/"+url.PathEscape(uid), nil)
-	if err != nil {
-		return events.Profile{}, err
+	if c.serves(ctx, uid) {
+		return c.States.Get(uid), nil
 	}
-	c.sign(req, nil)
-	resp, err := c.Client.Do(req)
-	if err != nil {
-		return events.Profile{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return events.Profile{}, fmt.Errorf("state of %s: %s", uid, resp.Status)
-	}
-	var st ProfileState
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return events.Profile{}, err
-	}
-	return events.Profile{UID: st.UID, Username: st.Username, Email: st.Email, Version: st.Version, Deleted: st.Deleted}, nil
-}
-
-// ProfileState is the body of GET /internal/profiles/{uid}: the owner's
-// current state of a profile (version 0 for one that never existed).
-type ProfileState struct {
-	UID      string `json:"uid"`
-	Username string `json:"username"`
-	Email    string `json:"email"`
-	Version  int64  `json:"version"`
-	Deleted  bool   `json:"deleted"`
+	return c.Client.Profile(ctx, c.SelfURL, uid)
 }

@@ -170,7 +170,7 @@ func FuzzCreateProfile(f *testing.F) {
 			checkUsername(t, "displayName", cmd.DisplayName)
 		}
 		checkEmail(t, cmd.Email)
-		if _, err := uuid.Parse(cmd.UID); err != nil || (key != "" && cmd.UID != UIDForKey(key)) || cmd.Idempotent != (key != "") {
+		if _, err := uuid.Parse(cmd.UID); err != nil || (key != "" && cmd.UID != app.UIDForKey(key)) || cmd.Idempotent != (key != "") {
 			t.Fatalf("command uid %q (idempotent %v) for Idempotency-Key %q", cmd.UID, cmd.Idempotent, key)
 		}
 	})

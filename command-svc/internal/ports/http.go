@@ -2,24 +2,21 @@
 package ports
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 
-	"github.com/google/uuid"
 	"github.com/gorilla/mux"
 
 	"profiles/command-svc/internal/app"
 	"profiles/events"
 	"profiles/platform/auth"
 	"profiles/platform/httpx"
+	"profiles/platform/peer"
 	"profiles/platform/routing"
 	"profiles/platform/validate"
 )
@@ -31,9 +28,7 @@ type Commands struct {
 		Release(ctx context.Context, email, uid string) error
 	}
 	// State answers the internal GET of a profile's current state.
-	State interface {
-		Get(uid string) events.Profile
-	}
+	State         peer.States
 	CreateProfile interface {
 		Handle(context.Context, app.CreateProfile) (app.Result, error)
 	}
@@ -73,151 +68,92 @@ type HTTP struct {
 
 // Register adds the API routes to r.
 func (h HTTP) Register(r *mux.Router) {
-	r.Handle("/api/profile", h.Routing.Handler(h.newUIDPartition, http.HandlerFunc(h.create))).Methods(http.MethodPost)
-	r.Handle("/api/profile/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.change))).Methods(http.MethodPut)
-	r.Handle("/api/profile/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.delete))).Methods(http.MethodDelete)
-	// Between instances: email claims run on the owner of the email's
-	// partition, and a profile's current state comes from its owner.
-	r.Handle("/internal/claims", h.Routing.Handler(h.claimPartition, http.HandlerFunc(h.claim))).Methods(http.MethodPost, http.MethodDelete)
-	r.Handle("/internal/profiles/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.state))).Methods(http.MethodGet)
+	r.Handle("/api/profile", withCaller(h.chooseUID(h.Routing.Handler(newUIDPartition(h.PartitionOf), http.HandlerFunc(h.create))))).Methods(http.MethodPost)
+	r.Handle("/api/profile/{uid}", withCaller(h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.change)))).Methods(http.MethodPut)
+	r.Handle("/api/profile/{uid}", withCaller(h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.delete)))).Methods(http.MethodDelete)
+	// Between instances (platform/peer): email claims run on the owner of
+	// the email's partition, and a profile's current state comes from its
+	// owner.
+	r.Handle(peer.PathClaims, h.Routing.Handler(h.claimPartition, peer.ClaimsHandler(claims{h}, h.fail))).Methods(http.MethodPost, http.MethodDelete)
+	r.Handle(peer.RouteProfile, h.Routing.Handler(h.uidPartition, peer.ProfileHandler(h.Commands.State))).Methods(http.MethodGet)
 }
 
-type claimBody struct {
-	Email string `json:"email" validate:"required,max=254"`
-	UID   string `json:"uid" validate:"required,uuid"`
+// claims is the owner's side of peer.PathClaims: the use case, with the
+// claim's key of the request's email.
+type claims struct{ h HTTP }
+
+func (c claims) Claim(ctx context.Context, email, uid string) error {
+	return c.h.Commands.ClaimEmail.Handle(ctx, app.ClaimEmail{Email: c.h.EmailKey.EmailKey(email), UID: uid})
 }
 
-// claimPartition reads the claim's email (the body stays readable) and
-// places the request on the owner of its partition.
+func (c claims) Release(ctx context.Context, email, uid string) error {
+	return c.h.Commands.ClaimEmail.Release(ctx, c.h.EmailKey.EmailKey(email), uid)
+}
+
+// claimPartition places a claim on the owner of its email's partition.
 func (h HTTP) claimPartition(r *http.Request) (int32, bool) {
-	b, err := io.ReadAll(io.LimitReader(r.Body, 4096))
-	if err != nil {
-		return 0, false
-	}
-	r.Body = io.NopCloser(bytes.NewReader(b))
-	var c claimBody
-	if json.Unmarshal(b, &c) != nil || c.Email == "" {
+	c, ok := peer.PeekClaim(r)
+	if !ok {
 		return 0, false
 	}
 	return h.PartitionOf(h.EmailKey.EmailKey(c.Email)), true
 }
 
-// claim serves POST (claim) and DELETE (release) /internal/claims.
-func (h HTTP) claim(w http.ResponseWriter, r *http.Request) {
-	var c claimBody
-	p := httpx.DecodeJSON(w, r, 4096, &c)
-	if p == nil {
-		p = validate.Struct(c)
-	}
-	if p != nil {
-		httpx.WriteProblem(w, r, p)
-		return
-	}
-	email := h.EmailKey.EmailKey(c.Email)
-	var err error
-	if r.Method == http.MethodDelete {
-		err = h.Commands.ClaimEmail.Release(r.Context(), email, c.UID)
-	} else {
-		err = h.Commands.ClaimEmail.Handle(r.Context(), app.ClaimEmail{Email: email, UID: c.UID})
-	}
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// state serves GET /internal/profiles/{uid}.
-func (h HTTP) state(w http.ResponseWriter, r *http.Request) {
-	uid := mux.Vars(r)["uid"]
-	if p := validate.Var("uid", uid, validate.UIDTag); p != nil {
-		httpx.WriteProblem(w, r, p)
-		return
-	}
-	st := h.Commands.State.Get(uid)
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{
-		"uid": uid, "username": st.Username, "email": st.Email, "version": st.Version, "deleted": st.Deleted,
-	})
-}
-
 // HeaderIdempotencyKey names a POST so that retrying it creates nothing new.
 const HeaderIdempotencyKey = "Idempotency-Key"
 
-// idempotencyNamespace is the UUID namespace of uids derived from
-// Idempotency-Keys. Changing it would break retries across a deploy.
-var idempotencyNamespace = uuid.MustParse("5b4f3f0e-6f0a-4e8e-9c1d-2f7a3c9e8d10")
-
-// UIDForKey returns the uid of the profile a POST with this Idempotency-Key
-// creates: a name-based (version 5) UUID, the same on every instance, so a
-// retry reaches the same owner and finds the profile it created.
-func UIDForKey(key string) string { return uuid.NewSHA1(idempotencyNamespace, []byte(key)).String() }
-
-// validKey reports whether an Idempotency-Key is 1-255 visible ASCII characters.
-func validKey(k string) bool {
-	if len(k) == 0 || len(k) > 255 {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if k[i] < 0x21 || k[i] > 0x7e {
-			return false
+// chooseUID sets HeaderUID of a POST to the uid of the profile it creates,
+// as app.NewProfileUID chooses it for the caller and its Idempotency-Key,
+// so that the routing of the POST, its owner, and create read it there. A
+// POST that another instance forwarded here with a uid keeps that uid.
+// When the app chooses none (an invalid key, a caller that may own no
+// profile), the header is removed and create answers the refusal.
+func (h HTTP) chooseUID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(routing.HeaderForwardedBy) == "" || validate.Var("uid", r.Header.Get(HeaderUID), validate.UIDTag) != nil {
+			uid, _, err := app.NewProfileUID(callerOf(r), r.Header.Get(HeaderIdempotencyKey), h.NewUID)
+			if err != nil {
+				r.Header.Del(HeaderUID)
+			} else {
+				r.Header.Set(HeaderUID, uid)
+			}
 		}
-	}
-	return true
+		next.ServeHTTP(w, r)
+	})
 }
 
-// newUIDPartition picks the uid of a new profile (newProfileUID), unless
-// another instance picked it and forwarded the POST here, and places the
-// POST on its owner.
-func (h HTTP) newUIDPartition(r *http.Request) (int32, bool) {
-	uid := r.Header.Get(HeaderUID)
-	if r.Header.Get(routing.HeaderForwardedBy) == "" || validate.Var("uid", uid, validate.UIDTag) != nil {
-		key := r.Header.Get(HeaderIdempotencyKey)
-		if key != "" && !validKey(key) {
-			return 0, false // the handler rejects it
+// newUIDPartition places a POST on the owner of the uid in its HeaderUID
+// (see chooseUID); a POST without one goes to create, which refuses it.
+func newUIDPartition(partitionOf func(uid string) int32) func(*http.Request) (int32, bool) {
+	return func(r *http.Request) (int32, bool) {
+		uid := r.Header.Get(HeaderUID)
+		if uid == "" {
+			return 0, false
 		}
-		var ok bool
-		if uid, ok = h.newProfileUID(r, key); !ok {
-			r.Header.Del(HeaderUID)
-			return 0, false // the handler rejects it
+		return partitionOf(uid), true
+	}
+}
+
+type callerKey struct{}
+
+// withCaller resolves who sends a request, once: the app.Caller of the
+// Principal that the auth middleware put in its context (none: the zero
+// Caller), which the handlers read with callerOf.
+func withCaller(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var c app.Caller
+		if p, ok := auth.FromContext(r.Context()); ok {
+			c = app.Caller{Subject: p.Subject, Admin: p.Admin()}
 		}
-		r.Header.Set(HeaderUID, uid)
-	}
-	return h.PartitionOf(uid), true
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
+	})
 }
 
-// newProfileUID returns the uid of the profile a POST creates. A caller
-// without profiles:admin may own one profile only, the one whose uid is
-// its token's sub: that is the uid (ok is false when the sub is not a
-// UUID, so it can own none), whatever Idempotency-Key it sends, and a
-// second POST finds it taken (409 profile-exists). Any other caller (an
-// admin, or anyone under AUTH_MODE=off) gets the uid derived from the
-// Idempotency-Key, or a new one.
-func (h HTTP) newProfileUID(r *http.Request, key string) (uid string, ok bool) {
-	if p, found := auth.FromContext(r.Context()); found && !p.Admin() {
-		return p.Subject, validate.Var("uid", p.Subject, validate.UIDTag) == nil
-	}
-	if key != "" {
-		return UIDForKey(key), true
-	}
-	return h.NewUID(), true
-}
-
-// ownProfileOnly reports whether r's caller may own one profile only, the
-// one whose uid is its sub: it is authenticated, and no admin.
-func ownProfileOnly(r *http.Request) bool {
-	p, found := auth.FromContext(r.Context())
-	return found && !p.Admin()
-}
-
-// caller is the app's view of who sends r: the Principal the auth
-// middleware put in its context (none: the zero Caller, who may do
-// nothing).
-func caller(r *http.Request) app.Caller {
-	p, ok := auth.FromContext(r.Context())
-	if !ok {
-		return app.Caller{}
-	}
-	return app.Caller{Subject: p.Subject, Admin: p.Admin()}
+// callerOf returns the caller withCaller resolved for r (the zero Caller
+// if it did not run).
+func callerOf(r *http.Request) app.Caller {
+	c, _ := r.Context().Value(callerKey{}).(app.Caller)
+	return c
 }
 
 func (h HTTP) uidPartition(r *http.Request) (int32, bool) {
@@ -271,7 +207,7 @@ func (h HTTP) uid(w http.ResponseWriter, r *http.Request) (string, bool) {
 // create serves POST /api/profile.
 func (h HTTP) create(w http.ResponseWriter, r *http.Request) {
 	key := r.Header.Get(HeaderIdempotencyKey)
-	if key != "" && !validKey(key) {
+	if app.CheckIdempotencyKey(key) != nil {
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "invalid-idempotency-key", "Invalid Idempotency-Key",
 			"Idempotency-Key must be 1-255 visible ASCII characters"))
 		return
@@ -280,19 +216,18 @@ func (h HTTP) create(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	c := callerOf(r)
 	uid := r.Header.Get(HeaderUID)
-	if uid == "" { // not routed (a test wiring without routing), or a sub that is no uid
-		if uid, ok = h.newProfileUID(r, key); !ok {
+	if uid == "" { // not routed (a wiring without chooseUID), or a caller that may own no profile
+		var err error
+		if uid, _, err = app.NewProfileUID(c, key, h.NewUID); err != nil {
 			auth.NotOwner(w, r, "without profiles:admin, a POST creates the profile whose uid is the token's sub, and this sub is not a UUID")
 			return
 		}
 	}
-	// The uid of a caller's own profile is its sub, not derived from the
-	// key: a retry finds it taken (409 profile-exists), not a replay.
-	idempotent := key != "" && !ownProfileOnly(r)
 	res, err := h.Commands.CreateProfile.Handle(r.Context(), app.CreateProfile{
-		UID: uid, Idempotent: idempotent, Username: b.Username, DisplayName: b.DisplayName, Email: b.Email, Async: async(r),
-		Caller: caller(r),
+		UID: uid, Idempotent: c.Idempotent(key), Username: b.Username, DisplayName: b.DisplayName, Email: b.Email, Async: async(r),
+		Caller: c,
 	})
 	if err != nil {
 		h.fail(w, r, err)
@@ -343,7 +278,7 @@ func (h HTTP) change(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := h.Commands.ChangeProfile.Handle(r.Context(), app.ChangeProfile{
-		UID: uid, Username: b.Username, Email: b.Email, IfMatch: ifMatch(r), Async: async(r), Caller: caller(r),
+		UID: uid, Username: b.Username, Email: b.Email, IfMatch: ifMatch(r), Async: async(r), Caller: callerOf(r),
 	})
 	if err != nil {
 		h.fail(w, r, err)
@@ -358,7 +293,7 @@ func (h HTTP) delete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := h.Commands.DeleteProfile.Handle(r.Context(), app.DeleteProfile{UID: uid, IfMatch: ifMatch(r), Async: async(r), Caller: caller(r)})
+	res, err := h.Commands.DeleteProfile.Handle(r.Context(), app.DeleteProfile{UID: uid, IfMatch: ifMatch(r), Async: async(r), Caller: callerOf(r)})
 	if err != nil {
 		h.fail(w, r, err)
 		return

@@ -33,10 +33,3 @@ func TestIfMatchParsing(t *testing.T) {
 		})
 	}
 }
-
-func TestUIDForKeyIsStableAndVersion5(t *testing.T) {
-	a, b := UIDForKey("order-42"), UIDForKey("order-42")
-	if a != b || a[14] != '5' || UIDForKey("order-43") == a {
-		t.Fatalf("UIDForKey: %s %s", a, b)
-	}
-}

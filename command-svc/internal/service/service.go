@@ -20,6 +20,7 @@ import (
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
+	"profiles/platform/peer"
 	"profiles/platform/routing"
 	"profiles/platform/service"
 )
@@ -99,7 +100,11 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		return nil, err
 	}
 	eventLog.Fenced = func(p int32) { g.Rejoin(fmt.Sprintf("the producer of partition %d was fenced", p)) }
-	peers := adapters.Peers{SelfURL: self.URL, Client: &http.Client{Timeout: 30 * time.Second, Transport: httpx.PeerTransport}, Sign: sec.Sign}
+	partitionOf := func(key string) int32 { return kafkax.Partition(key, kcfg.Partitions) }
+	peers := &adapters.Peers{Router: g, PartitionOf: partitionOf, EmailKey: boot.Codec, States: states, SelfURL: self.URL,
+		Client: peer.Client{HTTP: &http.Client{Transport: httpx.PeerTransport}, Sign: sec.Sign}, Timeout: 30 * time.Second}
+	claimEmail := app.ClaimEmailHandler{Claims: states, Writer: eventLog, Lookup: peers, Lease: *cfg.ClaimLease, Now: time.Now, EmailKey: boot.Codec}
+	peers.Claims = claimEmail
 	deps := app.Deps{
 		States:     states,
 		Events:     eventLog,
@@ -120,11 +125,11 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	ports.HTTP{
 		Log: log, MaxBody: int64(*cfg.MaxBody),
 		Routing:     routing.Routing{Router: g, Self: self, Wait: *cfg.RouteWait, Log: log, Sign: sec.Sign},
-		PartitionOf: func(uid string) int32 { return kafkax.Partition(uid, kcfg.Partitions) },
+		PartitionOf: partitionOf,
 		NewUID:      uuid.NewString,
 		EmailKey:    boot.Codec,
 		Commands: ports.Commands{
-			ClaimEmail:    app.ClaimEmailHandler{Claims: states, Writer: eventLog, Lookup: peers, Lease: *cfg.ClaimLease, Now: time.Now, EmailKey: boot.Codec},
+			ClaimEmail:    claimEmail,
 			State:         states,
 			CreateProfile: app.CreateProfileHandler{Deps: deps},
 			ChangeProfile: app.ChangeProfileHandler{Deps: deps},

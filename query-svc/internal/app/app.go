@@ -17,8 +17,9 @@ var (
 )
 
 // ProfileView is what the queries need of the materialized view. Get
-// returns a deleted profile with Deleted set, and an error wrapping a
-// not-found sentinel for a uid it has never seen (IsNotFound tells).
+// returns a deleted profile with Deleted set, and an error wrapping the
+// view's not-found sentinel for a uid it has never seen (the handlers are
+// given that sentinel: GetProfileHandler.NotFound).
 type ProfileView interface {
 	Get(uid string) (events.Profile, error)
 	SearchEmail(email string) ([]events.Profile, error)

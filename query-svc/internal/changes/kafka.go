@@ -10,6 +10,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/platform/kafkax"
+	"profiles/platform/pii"
 )
 
 // Source opens what one stream reads.
@@ -24,9 +25,10 @@ type Session interface {
 	// Bounds returns the bounds of every partition of the topic.
 	Bounds(ctx context.Context) (map[int32]Bounds, error)
 	// Read hands the records of every partition in start, from its offset
-	// on, to handle in offset order (batches; partitions concurrently),
-	// until ctx ends (nil) or reading fails.
-	Read(ctx context.Context, start map[int32]int64, handle func(ctx context.Context, p int32, records []*sarama.ConsumerMessage) error) error
+	// on, decoded, to handle in offset order (batches, which handle may
+	// keep; partitions concurrently), until ctx ends (nil) or reading
+	// fails.
+	Read(ctx context.Context, start map[int32]int64, handle func(ctx context.Context, p int32, records []Record) error) error
 	Close() error
 }
 
@@ -42,6 +44,8 @@ type Session interface {
 // streams' start by that much.
 type Kafka struct {
 	NewClient func() (sarama.Client, error)
+	// Codec opens the snapshots read.
+	Codec *pii.Codec
 }
 
 // Open implements Source.
@@ -50,23 +54,26 @@ func (k Kafka) Open(_ context.Context, topic string) (Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka client for a change stream: %w", err)
 	}
-	return &session{client: c, topic: topic}, nil
+	return &session{client: c, topic: topic, codec: k.Codec}, nil
 }
 
 type session struct {
 	client sarama.Client
 	topic  string
+	codec  *pii.Codec
 }
 
 func (s *session) Close() error { return s.client.Close() }
 
-func (s *session) Read(ctx context.Context, start map[int32]int64, handle func(context.Context, int32, []*sarama.ConsumerMessage) error) error {
+func (s *session) Read(ctx context.Context, start map[int32]int64, handle func(context.Context, int32, []Record) error) error {
 	return kafkax.Read(ctx, s.client, kafkax.ReadOptions{
 		Topic:      s.topic,
 		Partitions: slices.Sorted(maps.Keys(start)),
 		Start:      func(p int32) (int64, error) { return start[p], nil },
-		Handle:     handle,
-		MaxBatch:   500,
+		Handle: func(ctx context.Context, p int32, records []*sarama.ConsumerMessage) error {
+			return handle(ctx, p, DecodeAll(s.codec, records))
+		},
+		MaxBatch: 500,
 	})
 }
 

@@ -109,6 +109,29 @@ func Decode(codec *pii.Codec, r *sarama.ConsumerMessage) (Change, string, error)
 	return c, EventProfile, nil
 }
 
+// Record is one record of a snapshot topic as a stream sees it: where it
+// is, and the change it holds with its event type, or Err for a record
+// that is no snapshot (see Decode; pii.ErrKeyUnavailable: its data key
+// cannot be read yet, so it is not poison).
+type Record struct {
+	Partition int32
+	Offset    int64
+	Change    Change
+	Event     string
+	Err       error
+}
+
+// DecodeAll decodes records of a snapshot topic with codec, in order,
+// into a new slice.
+func DecodeAll(codec *pii.Codec, records []*sarama.ConsumerMessage) []Record {
+	out := make([]Record, len(records))
+	for i, r := range records {
+		c, event, err := Decode(codec, r)
+		out[i] = Record{Partition: r.Partition, Offset: r.Offset, Change: c, Event: event, Err: err}
+	}
+	return out
+}
+
 // JSON is json.Marshal for values that always marshal.
 func JSON(v any) []byte {
 	b, err := json.Marshal(v)

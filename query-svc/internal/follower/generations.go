@@ -13,6 +13,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/platform/kafkax"
+	"profiles/platform/peer"
 	"profiles/platform/routing"
 	"profiles/platform/topology"
 )
@@ -60,7 +61,7 @@ type Generations struct {
 	changed  chan struct{}
 	running  map[Follower]int // generation of every running follower
 	grace    time.Duration
-	rebuild  RebuildStatus
+	rebuild  peer.ViewStatus
 	records  atomic.Int64 // records applied, for the rebuild status
 	counting atomic.Bool
 }
@@ -71,7 +72,7 @@ type Generations struct {
 func NewGenerations(client sarama.Client, kcfg topology.Config, applier Applier, build NewFollower, log *slog.Logger) *Generations {
 	return &Generations{
 		client: client, kafka: kcfg, applier: applier, build: build, log: log,
-		changed: make(chan struct{}), running: map[Follower]int{}, rebuild: RebuildStatus{State: "idle"},
+		changed: make(chan struct{}), running: map[Follower]int{}, rebuild: peer.ViewStatus{State: "idle"},
 		grace: 30 * time.Second,
 	}
 }
@@ -275,18 +276,6 @@ func (g *Generations) Assignment() kafkax.Assignment {
 	return kafkax.Assignment{}
 }
 
-// RebuildStatus describes the latest view rebuild (GET
-// /admin/view/rebuild). State is "idle", "rebuilding" or "done".
-type RebuildStatus struct {
-	State      string     `json:"state"`
-	Generation int        `json:"generation"`
-	StartedAt  *time.Time `json:"startedAt,omitempty"`
-	FinishedAt *time.Time `json:"finishedAt,omitempty"`
-	Partitions int        `json:"partitions"`
-	Behind     int        `json:"behind"`
-	Records    int64      `json:"records"`
-}
-
 // resyncer is the part of kafkax.Group that a rebuild needs.
 type resyncer interface {
 	Resync(prepare func(owned []int32))
@@ -308,7 +297,7 @@ func (g *Generations) Rebuild() error {
 	}
 	now := time.Now().UTC()
 	g.mu.Lock()
-	g.rebuild = RebuildStatus{State: "rebuilding", Generation: n, StartedAt: &now}
+	g.rebuild = peer.ViewStatus{State: "rebuilding", Generation: n, StartedAt: &now}
 	g.mu.Unlock()
 	g.records.Store(0)
 	g.counting.Store(true)
@@ -323,8 +312,9 @@ func (g *Generations) Rebuild() error {
 	return nil
 }
 
-// RebuildStatus returns the state of the latest rebuild.
-func (g *Generations) RebuildStatus() RebuildStatus {
+// RebuildStatus returns the state of the latest rebuild (GET
+// /admin/view/rebuild), without the instance.
+func (g *Generations) RebuildStatus() peer.ViewStatus {
 	f, _, _ := g.current()
 	g.mu.Lock()
 	defer g.mu.Unlock()

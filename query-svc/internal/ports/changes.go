@@ -6,13 +6,11 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -60,8 +58,6 @@ const (
 // an id of the old generation gets the new one from its beginning.
 type Changes struct {
 	Source changes.Source
-	// Codec opens the snapshots streamed.
-	Codec *pii.Codec
 	// Generation returns the serving snapshot generation, 0 while none
 	// serves; Topic returns the snapshot topic of generation n.
 	Generation func() int
@@ -175,10 +171,10 @@ func (h *Changes) unavailable(w http.ResponseWriter, r *http.Request, topic stri
 		"the snapshot topic cannot be read right now"))
 }
 
-// batch is records of one partition, copied (kafkax.Read reuses its slice).
+// batch is records of one partition.
 type batch struct {
 	p       int32
-	records []*sarama.ConsumerMessage
+	records []changes.Record
 }
 
 // stream writes the stream from pos until the client goes, Stop closes, the
@@ -221,9 +217,9 @@ func (h *Changes) stream(ctx context.Context, w http.ResponseWriter, sess change
 	var wg sync.WaitGroup
 	readErr := make(chan error, 1)
 	wg.Go(func() {
-		readErr <- sess.Read(rctx, maps.Clone(pos.Next), func(ctx context.Context, p int32, recs []*sarama.ConsumerMessage) error {
+		readErr <- sess.Read(rctx, maps.Clone(pos.Next), func(ctx context.Context, p int32, recs []changes.Record) error {
 			select {
-			case records <- batch{p, slices.Clone(recs)}:
+			case records <- batch{p, recs}:
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()
@@ -259,21 +255,20 @@ func (h *Changes) stream(ctx context.Context, w http.ResponseWriter, sess change
 			}
 		case b := <-records:
 			for _, rec := range b.records {
-				c, event, err := changes.Decode(h.Codec, rec)
-				if errors.Is(err, pii.ErrKeyUnavailable) {
+				if errors.Is(rec.Err, pii.ErrKeyUnavailable) {
 					// Not poison: end the stream, and the client resumes
 					// from its last event id, this record included.
-					log.Warn("change stream: a snapshot's data key cannot be read yet; ending the stream", "partition", b.p, "offset", rec.Offset, "err", err)
+					log.Warn("change stream: a snapshot's data key cannot be read yet; ending the stream", "partition", b.p, "offset", rec.Offset, "err", rec.Err)
 					return
 				}
 				pos.Next[b.p] = rec.Offset + 1
-				if err != nil {
+				if rec.Err != nil {
 					changeRecordsPoison.Inc()
-					log.Warn("change stream: skipping an undecodable snapshot record", "partition", b.p, "offset", rec.Offset, "err", err)
+					log.Warn("change stream: skipping an undecodable snapshot record", "partition", b.p, "offset", rec.Offset, "err", rec.Err)
 					continue
 				}
-				data := changes.JSON(c)
-				if !send(func() error { return sw.Event(pos.String(), event, data) }) {
+				data := changes.JSON(rec.Change)
+				if !send(func() error { return sw.Event(pos.String(), rec.Event, data) }) {
 					return
 				}
 				sent++

@@ -28,6 +28,7 @@ import (
 // fakeLog is a snapshot topic in memory: records per partition, at their
 // offsets, which grow while streams read.
 type fakeLog struct {
+	codec   *pii.Codec // opens its records
 	mu      sync.Mutex
 	parts   map[int32][]*sarama.ConsumerMessage
 	grew    chan struct{}
@@ -37,7 +38,8 @@ type fakeLog struct {
 }
 
 func newFakeLog(partitions int) *fakeLog {
-	l := &fakeLog{parts: map[int32][]*sarama.ConsumerMessage{}, grew: make(chan struct{})}
+	kek, _ := pii.NewKEK(make([]byte, pii.KeySize)) // 32 bytes: cannot fail
+	l := &fakeLog{parts: map[int32][]*sarama.ConsumerMessage{}, grew: make(chan struct{}), codec: pii.NewCodec(kek, nil)}
 	for p := range partitions {
 		l.parts[int32(p)] = nil
 	}
@@ -84,7 +86,7 @@ func (s fakeSession) Bounds(context.Context) (map[int32]changes.Bounds, error) {
 	return out, nil
 }
 
-func (s fakeSession) Read(ctx context.Context, start map[int32]int64, handle func(context.Context, int32, []*sarama.ConsumerMessage) error) error {
+func (s fakeSession) Read(ctx context.Context, start map[int32]int64, handle func(context.Context, int32, []changes.Record) error) error {
 	s.l.readers.Add(1)
 	defer s.l.readers.Add(-1)
 	var wg sync.WaitGroup
@@ -97,7 +99,7 @@ func (s fakeSession) Read(ctx context.Context, start map[int32]int64, handle fun
 				grew := s.l.grew
 				s.l.mu.Unlock()
 				if len(recs) > 0 {
-					if err := handle(ctx, p, recs); err != nil {
+					if err := handle(ctx, p, changes.DecodeAll(s.l.codec, recs)); err != nil {
 						errc <- err
 						return
 					}
@@ -225,9 +227,7 @@ func newChangesServer(t *testing.T, l *fakeLog, max int, tweak func(*ports.Chang
 	t.Helper()
 	s := &changesServer{stop: make(chan struct{}), log: l}
 	s.gen.Store(1)
-	kek, _ := pii.NewKEK(make([]byte, pii.KeySize)) // 32 bytes: cannot fail
 	s.h = &ports.Changes{
-		Codec:      pii.NewCodec(kek, nil),
 		Source:     l,
 		Generation: func() int { return int(s.gen.Load()) },
 		Topic:      func(n int) string { return fmt.Sprintf("snapshots.v%d", n) },
@@ -494,9 +494,7 @@ func waitFor(t *testing.T, cond func() bool) {
 // A stream lives no longer than the token that opened it.
 func TestChangesEndWhenTheTokenExpires(t *testing.T) {
 	l := newFakeLog(1)
-	kek, _ := pii.NewKEK(make([]byte, pii.KeySize)) // 32 bytes: cannot fail
 	h := &ports.Changes{
-		Codec:  pii.NewCodec(kek, nil),
 		Source: l, Generation: func() int { return 1 }, Topic: func(n int) string { return fmt.Sprintf("snapshots.v%d", n) },
 		Max: 10, Instance: "query-svc-0", Log: slog.New(slog.DiscardHandler),
 	}

@@ -147,8 +147,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	// changes.Kafka). Streams end at shutdown (ctx), so that the graceful
 	// shutdown does not wait for them.
 	(&ports.Changes{
-		Codec: boot.Codec,
-		Source: changes.Kafka{NewClient: func() (sarama.Client, error) {
+		Source: changes.Kafka{Codec: boot.Codec, NewClient: func() (sarama.Client, error) {
 			sc := kcfg.Sarama("query-svc-changes")
 			sc.Metadata.Full = false
 			return sarama.NewClient(kcfg.Brokers, sc)
