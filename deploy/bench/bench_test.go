@@ -69,6 +69,8 @@ func TestBenchHarnessRunsAtTinySize(t *testing.T) {
 		t.Error("no produce ceiling")
 	case rep.ConsumeCeiling.FetchThroughput <= 0:
 		t.Error("no consume ceiling")
+	case rep.Consumers.Watermill <= 0 || rep.Consumers.Read <= 0:
+		t.Errorf("consumers: %+v", rep.Consumers)
 	case rep.Replay.Rate <= 0 || rep.Replay.Events != int64(cfg.Profiles):
 		t.Errorf("replay: %+v", rep.Replay)
 	case rep.WriteToVisible == nil || rep.WriteToVisible.Latency.Count == 0 || rep.WriteToVisible.Produce.Records == 0:

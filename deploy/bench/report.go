@@ -27,6 +27,7 @@ type Report struct {
 	Seed           SeedResult       `json:"seed"`
 	ProduceCeiling ProducePerf      `json:"produce_ceiling"`
 	ConsumeCeiling ConsumePerf      `json:"consume_ceiling"`
+	Consumers      ConsumerChoice   `json:"consumers"`
 	Replay         ReplayResult     `json:"replay"`
 	ColdStart      []StartResult    `json:"cold_start"`
 	LoadSeconds    float64          `json:"load_seconds"`
@@ -207,6 +208,8 @@ func (r *Report) finish(t0 time.Time) {
 		}
 	}
 	consume := r.ConsumeCeiling.FetchThroughput
+	add("kafka", "watermill-kafka subscriber, one acked message at a time (no decoding)", r.Consumers.Watermill, "records/s", consume, "ConsumerPerformance")
+	add("kafka", "kafkax.Read, batches of sarama's partition consumer (no decoding)", r.Consumers.Read, "records/s", consume, "ConsumerPerformance")
 	replay := add("kafka", "replay (fold, as the CLI reports it)", r.Replay.Rate, "events/s", consume, "ConsumerPerformance")
 	if t := r.Replay.ReadSeconds + r.Replay.WriteSeconds; t > 0 {
 		add("kafka", "replay (fold and write the generation)", float64(r.Replay.Events)/t, "events/s", consume, "ConsumerPerformance")

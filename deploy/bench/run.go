@@ -119,6 +119,12 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	b.logf("consume ceiling: %.0f records/s while fetching (%.0f with the group join)", b.rep.ConsumeCeiling.FetchThroughput, b.rep.ConsumeCeiling.Throughput)
+	b.logf("consumers: the %d events read with watermill-kafka's subscriber, then with kafkax.Read", cfg.Profiles)
+	b.rep.Consumers, err = MeasureConsumers(ctx, b.kcfg.Sarama, b.kcfg.Brokers, b.kcfg.EventsTopic, cfg.Prefix+".watermill", cfg.Profiles)
+	if err != nil {
+		return err
+	}
+	b.logf("consumers: watermill %.0f records/s, kafkax.Read %.0f records/s", b.rep.Consumers.Watermill, b.rep.Consumers.Read)
 	if err := b.replay(ctx); err != nil {
 		return err
 	}
