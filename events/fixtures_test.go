@@ -38,23 +38,17 @@ func fixtureDir(version int) string {
 	return filepath.Join("testdata", fmt.Sprintf("schema-v%d", version))
 }
 
-// goldenProfile is a golden file's form of events.Profile: every field,
-// Deleted included.
+// goldenProfile is a golden file's form of events.Profile: its JSON fields,
+// and Deleted too.
 type goldenProfile struct {
-	UID         string    `json:"uid"`
-	Username    string    `json:"username"`
-	DisplayName string    `json:"displayName"`
-	Email       string    `json:"email"`
-	Version     int64     `json:"version"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
-	Deleted     bool      `json:"deleted"`
+	events.Profile
+	Deleted bool `json:"deleted"`
 }
 
 func toGolden(state map[string]events.Profile) map[string]goldenProfile {
 	out := map[string]goldenProfile{}
 	for uid, p := range state {
-		out[uid] = goldenProfile{p.UID, p.Username, p.DisplayName, p.Email, p.Version, p.CreatedAt, p.UpdatedAt, p.Deleted}
+		out[uid] = goldenProfile{Profile: p, Deleted: p.Deleted}
 	}
 	return out
 }

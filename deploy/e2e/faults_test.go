@@ -705,15 +705,23 @@ func stateDiff(want, got map[string]events.Profile) string {
 
 // ---------------------------------------------------------------- scenarios
 
+// startUnderLoad starts the fault system and its load (6 writers, 2
+// readers), and lets the load run for warmup.
+func startUnderLoad(t *testing.T, warmup time.Duration) (*System, *faultLoad) {
+	t.Helper()
+	s := startFaultSystem(t)
+	l := newFaultLoad(t, s)
+	l.Start(6, 2)
+	time.Sleep(warmup)
+	return s, l
+}
+
 // underLoad starts the system on the cluster and the steady load, injects
 // the fault after 3 s (fault marks what it does), then waits until writes
 // are acknowledged again, lets the load run 2 s more and stops it.
 func underLoad(t *testing.T, fault func(s *System, l *faultLoad)) (*System, *faultLoad) {
 	t.Helper()
-	s := startFaultSystem(t)
-	l := newFaultLoad(t, s)
-	l.Start(6, 2)
-	time.Sleep(3 * time.Second)
+	s, l := startUnderLoad(t, 3*time.Second)
 	fault(s, l)
 	if !l.WaitWrites(10, 60*time.Second) {
 		t.Error("writes did not resume within 60 s after the fault")
@@ -747,10 +755,7 @@ func TestFaultOneBrokerKilledAndRestarted(t *testing.T) {
 // and writes resume after recovery.
 func TestFaultTwoBrokersDown(t *testing.T) {
 	c := needCluster(t)
-	s := startFaultSystem(t)
-	l := newFaultLoad(t, s)
-	l.Start(6, 2)
-	time.Sleep(3 * time.Second)
+	s, l := startUnderLoad(t, 3*time.Second)
 	kc := KafkaAt(t, s.Brokers, false)
 	survivor := leaderOfMost(t, kc, s.env["EVENTS_TOPIC"])
 	var down []int
@@ -866,10 +871,7 @@ func TestFaultServiceInstancesKilled(t *testing.T) {
 // starts again. The state is identical to before.
 func TestFaultEverythingStoppedAndStarted(t *testing.T) {
 	c := needCluster(t)
-	s := startFaultSystem(t)
-	l := newFaultLoad(t, s)
-	l.Start(6, 2)
-	time.Sleep(6 * time.Second)
+	s, l := startUnderLoad(t, 6*time.Second)
 	l.Stop()
 	kc := KafkaAt(t, s.Brokers, true)
 	before := latest(t, kc, s.env["SNAPSHOTS_TOPIC"])

@@ -218,6 +218,25 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 	return res, nil
 }
 
+// executeLive runs a command on an existing profile: caller must be allowed
+// to act on uid (else ErrNotOwner), and under uid's lock the profile must be
+// live (else ErrNotFound) and match ifMatch (else a *PreconditionError)
+// before decide turns it into the payloads to append.
+func (d Deps) executeLive(ctx context.Context, caller Caller, uid string, ifMatch IfMatch, async bool, decide func(events.Profile) []events.Payload) (Result, error) {
+	if err := caller.mayActOn(uid); err != nil {
+		return Result{}, err
+	}
+	return d.execute(ctx, uid, async, func(cur events.Profile) ([]events.Payload, error) {
+		if err := requireLive(uid, cur); err != nil {
+			return nil, err
+		}
+		if err := ifMatch.check(cur); err != nil {
+			return nil, err
+		}
+		return decide(cur), nil
+	})
+}
+
 // emailChange returns the normalized email the step from prev to next
 // claims, and the one it lets go ("" for none): the email index delta.
 func emailChange(prev, next events.Profile) (claim, release string) {

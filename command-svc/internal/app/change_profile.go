@@ -25,16 +25,7 @@ type ChangeProfileHandler struct{ Deps }
 // ErrNotFound or a *PreconditionError, or ErrNotOwner for a caller that
 // may not act on the profile.
 func (h ChangeProfileHandler) Handle(ctx context.Context, cmd ChangeProfile) (Result, error) {
-	if err := cmd.Caller.mayActOn(cmd.UID); err != nil {
-		return Result{}, err
-	}
-	return h.execute(ctx, cmd.UID, cmd.Async, func(cur events.Profile) ([]events.Payload, error) {
-		if err := requireLive(cmd.UID, cur); err != nil {
-			return nil, err
-		}
-		if err := cmd.IfMatch.check(cur); err != nil {
-			return nil, err
-		}
+	return h.executeLive(ctx, cmd.Caller, cmd.UID, cmd.IfMatch, cmd.Async, func(cur events.Profile) []events.Payload {
 		var out []events.Payload
 		if cmd.Username != cur.Username {
 			out = append(out, events.UsernameChanged{Username: cmd.Username})
@@ -42,6 +33,6 @@ func (h ChangeProfileHandler) Handle(ctx context.Context, cmd ChangeProfile) (Re
 		if cmd.Email != cur.Email {
 			out = append(out, events.EmailChanged{Email: cmd.Email})
 		}
-		return out, nil
+		return out
 	})
 }

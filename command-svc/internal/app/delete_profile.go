@@ -23,16 +23,7 @@ type DeleteProfileHandler struct{ Deps }
 // *PreconditionError, or ErrNotOwner for a caller that may not act on the
 // profile.
 func (h DeleteProfileHandler) Handle(ctx context.Context, cmd DeleteProfile) (Result, error) {
-	if err := cmd.Caller.mayActOn(cmd.UID); err != nil {
-		return Result{}, err
-	}
-	return h.execute(ctx, cmd.UID, cmd.Async, func(cur events.Profile) ([]events.Payload, error) {
-		if err := requireLive(cmd.UID, cur); err != nil {
-			return nil, err
-		}
-		if err := cmd.IfMatch.check(cur); err != nil {
-			return nil, err
-		}
-		return []events.Payload{events.ProfileDeleted{}}, nil
+	return h.executeLive(ctx, cmd.Caller, cmd.UID, cmd.IfMatch, cmd.Async, func(events.Profile) []events.Payload {
+		return []events.Payload{events.ProfileDeleted{}}
 	})
 }

@@ -36,34 +36,32 @@ func ownerErr(c app.Caller, uid string) error {
 	return app.ErrNotOwner
 }
 
+// ownerHandle records cmd in log and answers as the use case would: ErrNotOwner
+// unless caller may act on uid, else p.
+func ownerHandle[C any](log *[]C, cmd C, caller app.Caller, uid string, p events.Profile) (app.Result, error) {
+	*log = append(*log, cmd)
+	if err := ownerErr(caller, uid); err != nil {
+		return app.Result{}, err
+	}
+	return app.Result{Visible: true, Profile: p}, nil
+}
+
 type ownerCreate struct{ c *ownerCommands }
 
 func (f ownerCreate) Handle(_ context.Context, cmd app.CreateProfile) (app.Result, error) {
-	f.c.creates = append(f.c.creates, cmd)
-	if err := ownerErr(cmd.Caller, cmd.UID); err != nil {
-		return app.Result{}, err
-	}
-	return app.Result{Visible: true, Profile: events.Profile{UID: cmd.UID, Username: cmd.Username, Email: cmd.Email, Version: 1}}, nil
+	return ownerHandle(&f.c.creates, cmd, cmd.Caller, cmd.UID, events.Profile{UID: cmd.UID, Username: cmd.Username, Email: cmd.Email, Version: 1})
 }
 
 type ownerChange struct{ c *ownerCommands }
 
 func (f ownerChange) Handle(_ context.Context, cmd app.ChangeProfile) (app.Result, error) {
-	f.c.changes = append(f.c.changes, cmd)
-	if err := ownerErr(cmd.Caller, cmd.UID); err != nil {
-		return app.Result{}, err
-	}
-	return app.Result{Visible: true, Profile: events.Profile{UID: cmd.UID, Username: cmd.Username, Email: cmd.Email, Version: 2}}, nil
+	return ownerHandle(&f.c.changes, cmd, cmd.Caller, cmd.UID, events.Profile{UID: cmd.UID, Username: cmd.Username, Email: cmd.Email, Version: 2})
 }
 
 type ownerDelete struct{ c *ownerCommands }
 
 func (f ownerDelete) Handle(_ context.Context, cmd app.DeleteProfile) (app.Result, error) {
-	f.c.deletes = append(f.c.deletes, cmd)
-	if err := ownerErr(cmd.Caller, cmd.UID); err != nil {
-		return app.Result{}, err
-	}
-	return app.Result{Visible: true, Profile: events.Profile{UID: cmd.UID, Version: 2, Deleted: true}}, nil
+	return ownerHandle(&f.c.deletes, cmd, cmd.Caller, cmd.UID, events.Profile{UID: cmd.UID, Version: 2, Deleted: true})
 }
 
 const (

@@ -149,13 +149,7 @@ func FuzzCreateProfile(f *testing.F) {
 	f.Add([]byte(seedBodies[0]), "", strings.Repeat("k", 256))
 	f.Fuzz(func(t *testing.T, body []byte, contentType, key string) {
 		var c recordingCommands
-		r := httptest.NewRequest(http.MethodPost, "/api/profile", bytes.NewReader(body))
-		r.Header.Set("Content-Type", contentType)
-		if key != "" {
-			r.Header.Set(HeaderIdempotencyKey, key)
-		}
-		w := httptest.NewRecorder()
-		fuzzServer(&c).ServeHTTP(w, r)
+		w := serveFuzz(&c, http.MethodPost, "/api/profile", body, contentType, HeaderIdempotencyKey, key)
 		if !checkResponse(t, w, http.StatusCreated, len(body), len(c.creates)) {
 			return
 		}
@@ -176,6 +170,19 @@ func FuzzCreateProfile(f *testing.F) {
 	})
 }
 
+// serveFuzz sends body with contentType to fuzzServer(c), and header set to
+// value unless value is empty.
+func serveFuzz(c *recordingCommands, method, target string, body []byte, contentType, header, value string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, target, bytes.NewReader(body))
+	r.Header.Set("Content-Type", contentType)
+	if value != "" {
+		r.Header.Set(header, value)
+	}
+	w := httptest.NewRecorder()
+	fuzzServer(c).ServeHTTP(w, r)
+	return w
+}
+
 // FuzzChangeProfile fuzzes PUT /api/profile/{uid}: its body, Content-Type
 // and If-Match.
 func FuzzChangeProfile(f *testing.F) {
@@ -186,13 +193,7 @@ func FuzzChangeProfile(f *testing.F) {
 	f.Add([]byte(`{"username":"bob","email":"b@mail.com"}`), "application/json", `"99999999999999999999"`)
 	f.Fuzz(func(t *testing.T, body []byte, contentType, ifMatchHeader string) {
 		var c recordingCommands
-		r := httptest.NewRequest(http.MethodPut, "/api/profile/"+fuzzUID, bytes.NewReader(body))
-		r.Header.Set("Content-Type", contentType)
-		if ifMatchHeader != "" {
-			r.Header.Set("If-Match", ifMatchHeader)
-		}
-		w := httptest.NewRecorder()
-		fuzzServer(&c).ServeHTTP(w, r)
+		w := serveFuzz(&c, http.MethodPut, "/api/profile/"+fuzzUID, body, contentType, "If-Match", ifMatchHeader)
 		if !checkResponse(t, w, http.StatusOK, len(body), len(c.changes)) {
 			return
 		}
