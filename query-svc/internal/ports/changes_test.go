@@ -296,19 +296,9 @@ func TestChangesRejects(t *testing.T) {
 	}
 }
 
-// change is the data of a profile or deleted event.
-type change struct {
-	UID       string          `json:"uid"`
-	Version   int64           `json:"version"`
-	Deleted   bool            `json:"deleted"`
-	Profile   *events.Profile `json:"profile"`
-	Partition int32           `json:"partition"`
-	Offset    int64           `json:"offset"`
-}
-
-func decodeChange(t *testing.T, ev sseEvent) change {
+func decodeChange(t *testing.T, ev sseEvent) changes.Change {
 	t.Helper()
-	var c change
+	var c changes.Change
 	if err := json.Unmarshal([]byte(ev.data), &c); err != nil {
 		t.Fatalf("event %+v: %v", ev, err)
 	}
@@ -380,7 +370,7 @@ func TestChangesResume(t *testing.T) {
 	c, _ := openStream(t, a.url, nil)
 	lastID := c.next(t).id
 	seen := map[string]int{}
-	var order []change
+	var order []changes.Change
 	write := func(from, to int) {
 		for i := from; i < to; i++ {
 			l.add(int32(i%3), fmt.Sprintf("%08d-0000-4000-8000-000000000000", i), 1, "")
