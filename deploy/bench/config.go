@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -79,4 +82,72 @@ func Preset(size string) (Config, error) {
 		return c, fmt.Errorf("unknown size %q (tiny, default or full)", size)
 	}
 	return c, nil
+}
+
+// ParseFlags returns the Config of the command line args (deploy/bench.sh
+// passes its arguments through): a preset (-size), with what the other
+// flags override, paths made absolute against -repo, and this program as
+// the HTTP ceiling. A bad flag exits with usage, as flag.ExitOnError does.
+func ParseFlags(args []string, log io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	size := fs.String("size", "default", "preset: tiny (2,000 profiles, sub-second runs), default (200,000 profiles, 5s runs) or full (1,000,000 profiles, 10s runs)")
+	repo := fs.String("repo", ".", "repository root")
+	brokers := fs.String("brokers", "127.0.0.1:29392", "Kafka bootstrap servers")
+	kafkaData := fs.String("kafka-data", "", "the broker's data directory (for its pid, to count its CPU)")
+	data := fs.String("data", ".data/bench/run", "directory of the binaries, the Pebble views and the logs")
+	out := fs.String("out", "deploy/bench/results", "directory of latest.json, latest.md, latency.png and profiles/")
+	benchMD := fs.String("bench-md", "BENCH.md", "file whose results section is rewritten (empty: none)")
+	portBase := fs.Int("port-base", 29400, "first service port (0: free ports)")
+	profiles := fs.Int("profiles", 0, "profiles to seed (0: the preset's)")
+	duration := fs.Duration("duration", 0, "length of each measured run (0: the preset's)")
+	warmup := fs.Duration("warmup", -1, "warm-up before each measured run (-1: the preset's)")
+	partitions := fs.Int("partitions", 0, "partitions of every topic (0: the preset's)")
+	noProfile := fs.Bool("no-pprof", false, "take no CPU profiles")
+	prefix := fs.String("prefix", "", "prefix of the run's topics and groups (default: bench-<time>)")
+	_ = fs.Parse(args)
+
+	cfg, err := Preset(*size)
+	if err != nil {
+		return cfg, err
+	}
+	if *profiles > 0 {
+		cfg.Profiles = *profiles
+	}
+	if *duration > 0 {
+		cfg.Duration = *duration
+	}
+	if *warmup >= 0 {
+		cfg.Warmup = *warmup
+	}
+	if *partitions > 0 {
+		cfg.Partitions = *partitions
+	}
+	if *noProfile {
+		cfg.Profile = false
+	}
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		a, err := filepath.Abs(filepath.Join(*repo, p))
+		if err != nil {
+			return p
+		}
+		return a
+	}
+	cfg.Repo = abs(".")
+	cfg.Brokers, cfg.KafkaData = *brokers, abs(*kafkaData)
+	cfg.DataDir, cfg.OutDir, cfg.BenchMD = abs(*data), abs(*out), abs(*benchMD)
+	cfg.PortBase = *portBase
+	cfg.Prefix = *prefix
+	if cfg.Prefix == "" {
+		cfg.Prefix = "bench-" + time.Now().UTC().Format("20060102-150405")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Self = []string{self}
+	cfg.Log = log
+	return cfg, nil
 }
