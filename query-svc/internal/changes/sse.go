@@ -3,6 +3,7 @@ package changes
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"strconv"
 	"strings"
@@ -122,12 +123,18 @@ type Record struct {
 }
 
 // DecodeAll decodes records of a snapshot topic with codec, in order,
-// into a new slice.
+// into a new slice. It stops after the first record whose data key cannot
+// be read yet (pii.ErrKeyUnavailable), which ends a stream: the records
+// after it are read again when the client resumes, so none of them waits
+// for a key of its own first.
 func DecodeAll(codec *pii.Codec, records []*sarama.ConsumerMessage) []Record {
-	out := make([]Record, len(records))
-	for i, r := range records {
+	out := make([]Record, 0, len(records))
+	for _, r := range records {
 		c, event, err := Decode(codec, r)
-		out[i] = Record{Partition: r.Partition, Offset: r.Offset, Change: c, Event: event, Err: err}
+		out = append(out, Record{Partition: r.Partition, Offset: r.Offset, Change: c, Event: event, Err: err})
+		if errors.Is(err, pii.ErrKeyUnavailable) {
+			break
+		}
 	}
 	return out
 }

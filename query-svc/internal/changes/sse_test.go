@@ -111,3 +111,47 @@ func TestDecode(t *testing.T) {
 		})
 	}
 }
+
+// keysOf gives the data keys it holds, and for any other uid an error
+// that is not ErrNoKey: the key cannot be read yet.
+type keysOf map[string]*pii.DataKey
+
+func (k keysOf) DataKey(uid string) (*pii.DataKey, error) {
+	if dk, ok := k[uid]; ok {
+		return dk, nil
+	}
+	return nil, errors.New("keys partition unreachable")
+}
+
+func (keysOf) Forget(string) {}
+
+// DecodeAll hands over a batch up to the first record whose key cannot be
+// read yet, and not the records after it: that record ends the stream,
+// and none after it waits for a key of its own.
+func TestDecodeAllStopsAtTheFirstUnavailableKey(t *testing.T) {
+	kek, _ := pii.NewKEK(make([]byte, pii.KeySize)) // 32 bytes: cannot fail
+	const known, unknown = "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	all := keysOf{}
+	for _, uid := range []string{known, unknown} {
+		dk, _, err := kek.NewDataKey(uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all[uid] = dk
+	}
+	seal, keys := pii.NewCodec(kek, all), keysOf{known: all[known]}
+	var recs []*sarama.ConsumerMessage
+	for i, uid := range []string{known, unknown, known} {
+		value, err := seal.EncodeSnapshot(events.Profile{UID: uid, Username: "bob", Email: "bob@example.com", Version: 1, CreatedAt: at, UpdatedAt: at, Sealed: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, &sarama.ConsumerMessage{Key: []byte(uid), Value: value, Offset: int64(i)})
+	}
+	got := DecodeAll(pii.NewCodec(kek, keys), recs)
+	if len(got) != 2 || got[0].Err != nil || got[0].Change.Profile == nil || got[0].Change.Profile.Username != "bob" ||
+		!errors.Is(got[1].Err, pii.ErrKeyUnavailable) || got[1].Offset != 1 {
+		t.Fatalf("DecodeAll = %+v, want the first record opened and the second unavailable, and no third", got)
+	}
+}
