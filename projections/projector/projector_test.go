@@ -1,6 +1,9 @@
 package projector
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -106,5 +109,66 @@ func TestIndexKeysAreHMACsOfTheEmailNotTheEmail(t *testing.T) {
 	}
 	if want := []string{kek.EmailHash("bob1@mail.com"), kek.EmailHash("bob2@mail.com")}; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("index keys %v, want %v", got, want)
+	}
+}
+
+// flakyKeys gives uid's key once, and then answers that it cannot be read
+// yet: the keys topic became unreachable between the decode of an event
+// and the sealing of its snapshot.
+type flakyKeys struct {
+	dk    *pii.DataKey
+	calls int
+}
+
+func (k *flakyKeys) DataKey(string) (*pii.DataKey, error) {
+	if k.calls++; k.calls > 1 {
+		return nil, errors.New("keys partition unreachable")
+	}
+	return k.dk, nil
+}
+
+func (*flakyKeys) Forget(string) {}
+
+// published records what the projector publishes, and must see nothing
+// here.
+type published struct{ msgs []*message.Message }
+
+func (p *published) Publish(_ string, msgs ...*message.Message) error {
+	p.msgs = append(p.msgs, msgs...)
+	return nil
+}
+func (*published) Close() error { return nil }
+
+// deadLetters records what is set aside, and must see nothing here.
+type deadLetters struct{ sent int }
+
+func (d *deadLetters) Send(topology.DeadRecord, error) error { d.sent++; return nil }
+
+// A snapshot whose data key cannot be read yet is retried (handle returns
+// the error, and the event is redelivered), never set aside as poison.
+func TestASnapshotWithoutItsKeyYetIsRetriedNotPoison(t *testing.T) {
+	kek, err := pii.NewKEK(make([]byte, pii.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const uid = "00000000-0000-4000-8000-000000000001"
+	dk, _, err := kek.NewDataKey(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := events.New("e1", events.Profile{}, uid, events.ProfileCreated{Username: "bob", Email: "bob@example.com"}, time.Unix(0, 0))
+	value, err := pii.NewCodec(kek, &flakyKeys{dk: dk}).EncodeEvent(e, dk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, dlq := &published{}, &deadLetters{}
+	p := &Projector{
+		Publisher: pub, DeadLetters: dlq, State: NewState(), Codec: pii.NewCodec(kek, &flakyKeys{dk: dk}),
+		EventsTopic: "events", SnapshotsTopic: "snaps", EmailIndexTopic: "index", Log: slog.New(slog.DiscardHandler),
+	}
+	err = p.handle(context.Background(), message.NewMessage("m1", value))
+	if !errors.Is(err, pii.ErrKeyUnavailable) || len(pub.msgs) != 0 || dlq.sent != 0 || p.State.Get(uid).Version != 0 {
+		t.Fatalf("handle = %v, %d published, %d dead letters, state v%d: want ErrKeyUnavailable and nothing written",
+			err, len(pub.msgs), dlq.sent, p.State.Get(uid).Version)
 	}
 }
