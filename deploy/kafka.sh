@@ -221,6 +221,12 @@ write_props() {
     echo "share.coordinator.state.topic.min.isr=$isr"
     echo "group.initial.rebalance.delay.ms=0"
     echo "log.cleaner.dedupe.buffer.size=4194304"
+    # command-svc's writes are fenced by the group generation (KIP-447): a
+    # transaction left open by a frozen instance holds its partitions'
+    # readers back until the coordinator aborts it, at the producer's
+    # transaction timeout (TXN_TIMEOUT) plus at most this check interval
+    # (10 s by default).
+    echo "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000"
     if (( $# > 0 )); then
       echo "# --extra"
       printf '%s\n' "$@"

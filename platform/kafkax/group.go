@@ -37,9 +37,10 @@ type GroupOptions struct {
 	// Start returns where to start reading topic/p: the next offset the
 	// caller has stored, or sarama.OffsetOldest.
 	Start func(topic string, p int32) (int64, error)
-	// Assigned is called with the primary-topic partitions of every new
-	// assignment, before any record of it is handled.
-	Assigned func(parts []int32)
+	// Assigned is called with every new session (its primary-topic
+	// partitions and its generation), before any record of it is handled
+	// and before the end offsets its catch-up aims at are read.
+	Assigned func(s Session)
 	// Handle receives records of one partition in offset order, in batches.
 	// Calls for different partitions run concurrently.
 	Handle func(ctx context.Context, topic string, p int32, records []*sarama.ConsumerMessage) error
@@ -48,6 +49,33 @@ type GroupOptions struct {
 	// Refresh is how often the assignment of the whole group is re-read; 0
 	// means one second. It is also re-read at every rebalance.
 	Refresh time.Duration
+}
+
+// Session is one generation of this instance's membership: what the
+// group assigned it, and what names the generation to the group
+// coordinator. A transaction that commits offsets with a Session's
+// metadata (sarama's AddOffsetsToTxnWithGroupMetadata) is rejected once
+// the group has moved to a later generation, or has expelled this member:
+// that is how Kafka fences a deposed member's writes (KIP-447).
+type Session struct {
+	// Partitions of the primary topic, in ascending order.
+	Partitions []int32
+	Generation int32
+	MemberID   string
+	// InstanceID is the static member id ("" for a dynamic member).
+	InstanceID string
+}
+
+// GroupMetadata is s as sarama's transactional producer sends it with the
+// offsets of a transaction (TxnOffsetCommit v3).
+func (s Session) GroupMetadata(group string) *sarama.ConsumerGroupMetadata {
+	m := sarama.NewConsumerGroupMetadata(group)
+	m.GenerationID, m.MemberID = s.Generation, s.MemberID
+	if s.InstanceID != "" {
+		id := s.InstanceID
+		m.GroupInstanceID = &id
+	}
+	return m
 }
 
 // Group is one instance's membership of its service's consumer group. It
@@ -203,7 +231,7 @@ func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 	}
 	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
 	if g.opts.Assigned != nil {
-		g.opts.Assigned(parts)
+		g.opts.Assigned(Session{Partitions: parts, Generation: sess.GenerationID(), MemberID: sess.MemberID(), InstanceID: g.opts.InstanceID})
 	}
 	// The offsets of every partition of the session in one request per
 	// broker (ListOffsets).

@@ -42,7 +42,7 @@ type Peers struct {
 	// Claims runs the claims of the email partitions this instance owns,
 	// States answers for its profiles.
 	Claims interface {
-		Handle(context.Context, app.ClaimEmail) error
+		Hold(context.Context, app.ClaimEmail) (app.Hold, error)
 		Release(ctx context.Context, email, uid string) error
 	}
 	States peer.States
@@ -65,18 +65,21 @@ func (c *Peers) serves(ctx context.Context, key string) bool {
 }
 
 // Claim claims email (normalized) for uid on the owner of its key's
-// partition; ErrEmailTaken if another live profile holds it.
-func (c *Peers) Claim(ctx context.Context, email, uid string) error {
+// partition; ErrEmailTaken if another live profile holds it. When that is
+// this instance, the claim is held, not written: the command writes its
+// record with its events (see app.Hold).
+func (c *Peers) Claim(ctx context.Context, email, uid string) (app.Hold, error) {
 	return c.claim(ctx, email, uid, false)
 }
 
 // Release drops uid's claim on email (normalized) on the owner of its
 // key's partition.
 func (c *Peers) Release(ctx context.Context, email, uid string) error {
-	return c.claim(ctx, email, uid, true)
+	_, err := c.claim(ctx, email, uid, true)
+	return err
 }
 
-func (c *Peers) claim(ctx context.Context, email, uid string, release bool) error {
+func (c *Peers) claim(ctx context.Context, email, uid string, release bool) (app.Hold, error) {
 	if c.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
@@ -84,13 +87,13 @@ func (c *Peers) claim(ctx context.Context, email, uid string, release bool) erro
 	}
 	if key := c.EmailKey.EmailKey(email); c.serves(ctx, key) {
 		if release {
-			return c.Claims.Release(ctx, key, uid)
+			return app.Hold{}, c.Claims.Release(ctx, key, uid)
 		}
-		err := c.Claims.Handle(ctx, app.ClaimEmail{Email: key, UID: uid})
+		hold, err := c.Claims.Hold(ctx, app.ClaimEmail{Email: key, UID: uid})
 		if errors.Is(err, app.ErrEmailTaken) {
-			return fmt.Errorf("%w: for %s", app.ErrEmailTaken, uid) // never the key
+			return app.Hold{}, fmt.Errorf("%w: for %s", app.ErrEmailTaken, uid) // never the key
 		}
-		return err
+		return hold, err
 	}
 	req := peer.ClaimRequest{Email: email, UID: uid}
 	var err error
@@ -102,13 +105,13 @@ func (c *Peers) claim(ctx context.Context, email, uid string, release bool) erro
 	var se *peer.StatusError
 	switch {
 	case err == nil:
-		return nil
+		return app.Hold{}, nil
 	case errors.Is(err, peer.ErrClaimTaken):
-		return fmt.Errorf("%w: for %s", app.ErrEmailTaken, uid)
+		return app.Hold{}, fmt.Errorf("%w: for %s", app.ErrEmailTaken, uid)
 	case errors.As(err, &se):
-		return fmt.Errorf("%w: email claim for %s: %s %s", app.ErrAppend, uid, se.Status, se.Body)
+		return app.Hold{}, fmt.Errorf("%w: email claim for %s: %s %s", app.ErrAppend, uid, se.Status, se.Body)
 	default:
-		return fmt.Errorf("%w: email claim for %s: %v", app.ErrAppend, uid, err) // never the email: errors are logged
+		return app.Hold{}, fmt.Errorf("%w: email claim for %s: %v", app.ErrAppend, uid, err) // never the email: errors are logged
 	}
 }
 

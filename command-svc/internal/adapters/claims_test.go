@@ -25,12 +25,12 @@ func (ownRouter) Route(ctx context.Context, p int32) (kafkax.Member, bool, error
 
 type localClaims struct{ claims, releases []string }
 
-func (l *localClaims) Handle(_ context.Context, c app.ClaimEmail) error {
+func (l *localClaims) Hold(_ context.Context, c app.ClaimEmail) (app.Hold, error) {
 	l.claims = append(l.claims, c.Email)
 	if c.Email == "key:taken@m.c" {
-		return app.ErrEmailTaken
+		return app.Hold{}, app.ErrEmailTaken
 	}
-	return nil
+	return app.NewHold([]app.ClaimRecord{{Email: c.Email, Claim: events.Claim{UID: c.UID, Seq: 1}}}, nil), nil
 }
 
 func (l *localClaims) Release(_ context.Context, email, _ string) error {
@@ -70,10 +70,11 @@ func TestPeersCallInProcessWhatThisInstanceOwns(t *testing.T) {
 	p.Client.HTTP = srv.Client()
 	ctx := context.Background()
 
-	if err := p.Claim(ctx, "near@m.c", "u1"); err != nil {
-		t.Fatalf("local claim: %v", err)
+	// A local claim is held, to be written with the command's events.
+	if h, err := p.Claim(ctx, "near@m.c", "u1"); err != nil || len(h.Records) != 1 || h.Records[0].Email != "key:near@m.c" {
+		t.Fatalf("local claim: %+v, %v", h, err)
 	}
-	if err := p.Claim(ctx, "taken@m.c", "u1"); !errors.Is(err, app.ErrEmailTaken) {
+	if _, err := p.Claim(ctx, "taken@m.c", "u1"); !errors.Is(err, app.ErrEmailTaken) {
 		t.Fatalf("local claim of a taken email: %v", err)
 	}
 	if err := p.Release(ctx, "near@m.c", "u1"); err != nil {
@@ -86,7 +87,7 @@ func TestPeersCallInProcessWhatThisInstanceOwns(t *testing.T) {
 		t.Fatalf("in process: %d HTTP calls, claims %v, releases %v", remote.Load(), local.claims, local.releases)
 	}
 
-	if err := p.Claim(ctx, "far@m.c", "u1"); !errors.Is(err, app.ErrEmailTaken) {
+	if _, err := p.Claim(ctx, "far@m.c", "u1"); !errors.Is(err, app.ErrEmailTaken) {
 		t.Fatalf("remote claim answered 409: %v", err)
 	}
 	if got, err := p.Profile(ctx, "remote"); err != nil || got.Version != 3 {

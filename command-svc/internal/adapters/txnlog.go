@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"profiles/command-svc/internal/app"
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/pii"
@@ -60,51 +61,91 @@ type Profiles interface {
 // DefaultAppendTimeout is TxnEventLog.AppendTimeout's zero value.
 const DefaultAppendTimeout = 5 * time.Second
 
+// DefaultCommitInterval is TxnEventLog.CommitInterval's zero value.
+const DefaultCommitInterval = 2 * time.Millisecond
+
+// DefaultTxnTimeout is TxnEventLog.TxnTimeout's zero value.
+const DefaultTxnTimeout = 10 * time.Second
+
 var txnBatch = promauto.NewHistogram(prometheus.HistogramOpts{
 	Name:    "profiles_command_txn_appends",
 	Help:    "Appends (commands and claims) per transaction on the event log: the group commit's batch size.",
-	Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+	Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024},
+})
+
+var txnSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+	Name:    "profiles_command_txn_seconds",
+	Help:    "Duration of one transaction on the event log, from BeginTxn to the end of CommitTxn (or AbortTxn).",
+	Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 })
 
 var appends = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "profiles_command_appends_total",
-	Help: "Transactional appends to the event log, by result: ok, fenced (another instance took the partition over), timeout (not accepted within APPEND_TIMEOUT; not written) or failed.",
+	Help: "Transactional appends to the event log, by result: ok, fenced (the group moved on, or another producer took this instance's transactional id), stale (the state it was decided on changed, or the partition is no longer served), timeout (not accepted within APPEND_TIMEOUT; not written) or failed.",
 }, []string{"result"})
 
-// TxnEventLog appends events with one transactional producer per owned
-// partition, whose transactional.id names the partition. When a new owner
-// of a partition starts its producer, Kafka bumps the id's epoch: the
-// previous owner's producer is fenced, and every append it still attempts
-// (after a pause longer than its session, say) is rejected by the broker.
-// The events of one command are appended in one transaction, all or none.
+// TxnEventLog appends events and email claims with one transactional
+// producer per instance and consumer group session, whose transactions
+// span every partition the instance owns: the appends that arrive while a
+// transaction runs, or within CommitInterval of the first one, share the
+// next transaction (group commit), up to maxBatchRecords records.
+//
+// Fencing follows Kafka Streams' exactly-once v2 (KIP-447). Every
+// transaction commits an offset for the consumer group with the metadata
+// of the session it was opened in (generation and member id). The group
+// coordinator rejects that commit once the group has moved to a later
+// generation or expelled this member, and the transaction then aborts:
+// a deposed or paused instance can never append. A new owner of a
+// partition catches up to the partition's high watermark as read after
+// its assignment, reading committed records only (kafkax.Group), so it
+// waits for any transaction of a previous owner that was already in the
+// log, and none can commit after that point. The transactional id is
+// <TxnPrefix>-<ClientID>, the same across restarts of one instance, so a
+// restart aborts what its previous process left open.
+//
+// Each append is checked again right before its transaction begins: its
+// partitions must still be served by this instance (Serving), and the
+// profile's version and the email's claim sequence must still be the ones
+// it was decided on. So an append decided on a state that a later session
+// has moved on from is refused (ErrNotWriter), never written.
 //
 // It uses sarama directly because watermill's Kafka publisher has no
-// transactions. Assigned must run before the partition's state is caught
-// up (kafkax.GroupOptions.Assigned does), so that whatever the old owner
-// appended before it was fenced is in the log the new owner reads.
+// transactions.
 type TxnEventLog struct {
-	Config   topology.Config
+	Config topology.Config
+	// ClientID names this instance: its Kafka client id and, with
+	// TxnPrefix, its transactional id.
 	ClientID string
-	// TxnPrefix names the transactional ids: <TxnPrefix>-<partition>. All
-	// instances of one service must share it.
+	// TxnPrefix starts the transactional id: <TxnPrefix>-<ClientID>.
 	TxnPrefix string
-	Source    string
-	Log       *slog.Logger
+	// Group is the consumer group whose sessions fence the transactions.
+	Group  string
+	Source string
+	Log    *slog.Logger
 	// AppendTimeout bounds one append (0 means DefaultAppendTimeout).
 	AppendTimeout time.Duration
+	// CommitInterval is how long a transaction waits, after its first
+	// append, for more (0 means DefaultCommitInterval; negative, not at
+	// all: a transaction takes what has queued while the previous ran).
+	CommitInterval time.Duration
+	// TxnTimeout is the producer's transaction.timeout.ms (0 means
+	// DefaultTxnTimeout): how long the transaction coordinator lets a
+	// transaction of a frozen instance block its partitions' readers
+	// before aborting it.
+	TxnTimeout time.Duration
 	// Late, if set, learns of commits that finished after their caller
 	// gave up.
 	Late LateCommits
 	// Fenced, if set, is called (in a goroutine of its own) when Kafka
-	// fenced this instance's producer of partition p, which this instance
-	// still held as the partition's writer. Kafka fences a producer when
-	// another instance started one for the same transactional id, but also
-	// after its own coordinator failed over mid-transaction (a broker
-	// frozen and thawed). command-svc rejoins its group there (see
-	// kafkax.Group.Rejoin): the next assignment either names another owner
-	// or gives this instance a fresh producer and catches it up first.
-	// Until then the partition's appends fail with ErrNotWriter.
-	Fenced func(p int32)
+	// refused a transaction of the current session's producer for good:
+	// the group moved on or expelled this member, or another producer
+	// took the transactional id. command-svc rejoins its group there (see
+	// kafkax.Group.Rejoin). Until the next session, appends fail with
+	// ErrNotWriter.
+	Fenced func(reason string)
+	// Serving reports whether this instance serves partition p now (owns
+	// it and has caught up). Nil means every partition of the session.
+	Serving func(p int32) bool
 	// KEK seals the data key that a ProfileCreated gets, written to the
 	// keys topic in the event's transaction; Keys gives the keys of
 	// existing profiles, and Codec seals the events (see SealEvents).
@@ -114,23 +155,24 @@ type TxnEventLog struct {
 	Codec *pii.Codec
 	Keys  DataKeys
 	// Profiles tells a profile from before encryption (never Sealed, no
-	// key) from one whose key is not read yet (see keyOf). Needed with
-	// a KEK.
+	// key) from one whose key is not read yet (see keyOf), and gives the
+	// version an append is checked against. Needed with a KEK.
 	Profiles Profiles
+	// ClaimSeqs, if set, gives the claim sequence a claim record is
+	// checked against (command-svc's state.Store).
+	ClaimSeqs interface{ ClaimSeq(email string) int64 }
 
-	mu        sync.Mutex
-	producers map[int32]*txnProducer
+	mu  sync.Mutex
+	cur *txnProducer // of the current session; nil between sessions
 }
 
-// txnProducer is one partition's transactional producer, and the
-// goroutine that runs its transactions (see run). A producer runs one
-// transaction at a time, so appends to one partition are batched: the
-// appends that arrive while a transaction runs share the next one (group
-// commit). One append per transaction made a partition as fast as two
-// round trips to the transaction coordinator, whatever the load.
+// txnProducer is the transactional producer of one session, and the
+// goroutine that runs its transactions (see run), one at a time.
 type txnProducer struct {
-	log *TxnEventLog
-	p   int32
+	log   *TxnEventLog
+	sess  kafkax.Session
+	owned map[int32]bool
+	meta  *sarama.ConsumerGroupMetadata
 	sarama.SyncProducer
 
 	reqs    chan *txnRequest
@@ -139,9 +181,12 @@ type txnProducer struct {
 	once    sync.Once
 }
 
-func newTxnProducer(l *TxnEventLog, p int32, prod sarama.SyncProducer) *txnProducer {
-	t := &txnProducer{log: l, p: p, SyncProducer: prod,
+func newTxnProducer(l *TxnEventLog, s kafkax.Session, prod sarama.SyncProducer) *txnProducer {
+	t := &txnProducer{log: l, sess: s, owned: map[int32]bool{}, meta: s.GroupMetadata(l.Group), SyncProducer: prod,
 		reqs: make(chan *txnRequest), stop: make(chan struct{}), stopped: make(chan struct{})}
+	for _, p := range s.Partitions {
+		t.owned[p] = true
+	}
 	go t.run()
 	return t
 }
@@ -153,135 +198,222 @@ func (t *txnProducer) closeWhenIdle() {
 	t.once.Do(func() { close(t.stop) })
 }
 
-// Assigned starts a fresh producer for every owned partition, fencing its
-// previous owner, and closes all earlier producers. A producer is never
-// kept across assignments: a partition may have moved away and back in
-// between (while this instance was paused, say), and the old producer's
-// epoch is then fenced.
-func (l *TxnEventLog) Assigned(parts []int32) {
+// Assigned starts the producer of a new session and closes the previous
+// one. Starting it (InitProducerId) aborts whatever transaction this
+// instance's transactional id still has open, from the previous session
+// or a previous process. A session without partitions gets no producer.
+func (l *TxnEventLog) Assigned(s kafkax.Session) {
 	l.mu.Lock()
-	old := l.producers
-	l.producers = map[int32]*txnProducer{}
+	old := l.cur
+	l.cur = nil
 	l.mu.Unlock()
-	for _, prod := range old {
-		prod.closeWhenIdle()
+	if old != nil {
+		old.closeWhenIdle()
 	}
-
-	var wg sync.WaitGroup
-	for _, p := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Only here, right after the assignment, may a producer be
-			// started: starting one later could fence a newer owner.
-			var (
-				prod sarama.SyncProducer
-				err  error
-			)
-			// The transaction coordinator may be unavailable for a while
-			// (after brokers were down, say): keep trying for half a
-			// minute; the session's heartbeats go on meanwhile.
-			for attempt := range 30 {
-				if prod, err = l.newProducer(p); err == nil {
-					break
-				}
-				l.Log.Warn("cannot start the transactional producer yet", "partition", p, "attempt", attempt+1, "err", err)
-				time.Sleep(time.Second)
-			}
-			if err != nil {
-				l.Log.Error("no transactional producer; the partition's commands fail until the next assignment", "partition", p, "err", err)
-				return
-			}
-			l.mu.Lock()
-			l.producers[p] = newTxnProducer(l, p, prod)
-			l.mu.Unlock()
-		}()
+	if len(s.Partitions) == 0 {
+		return
 	}
-	wg.Wait()
+	var (
+		prod sarama.SyncProducer
+		err  error
+	)
+	// The transaction coordinator may be unavailable for a while (after
+	// brokers were down, say): keep trying for half a minute; the
+	// session's heartbeats go on meanwhile.
+	for attempt := range 30 {
+		if prod, err = l.newProducer(); err == nil {
+			break
+		}
+		l.Log.Warn("cannot start the transactional producer yet", "generation", s.Generation, "attempt", attempt+1, "err", err)
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		l.Log.Error("no transactional producer; commands fail until the next assignment", "generation", s.Generation, "err", err)
+		return
+	}
+	l.mu.Lock()
+	l.cur = newTxnProducer(l, s, prod)
+	l.mu.Unlock()
 }
 
-func (l *TxnEventLog) newProducer(p int32) (sarama.SyncProducer, error) {
-	sc := l.Config.ProducerSarama(fmt.Sprintf("%s-p%d", l.ClientID, p))
-	sc.Producer.Transaction.ID = fmt.Sprintf("%s-%d", l.TxnPrefix, p)
+// TransactionalID is this instance's transactional id.
+func (l *TxnEventLog) TransactionalID() string { return l.TxnPrefix + "-" + l.ClientID }
+
+func (l *TxnEventLog) newProducer() (sarama.SyncProducer, error) {
+	sc := l.Config.ProducerSarama(l.ClientID + "-txn")
+	sc.Producer.Transaction.ID = l.TransactionalID()
+	sc.Producer.Transaction.Timeout = l.TxnTimeout
+	if sc.Producer.Transaction.Timeout <= 0 {
+		sc.Producer.Transaction.Timeout = DefaultTxnTimeout
+	}
 	return sarama.NewSyncProducer(l.Config.Brokers, sc)
 }
 
-// Close closes every producer once its transaction in flight, if any, is
+// Close closes the producer once its transaction in flight, if any, is
 // over. It does not wait.
 func (l *TxnEventLog) Close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for p, prod := range l.producers {
-		prod.closeWhenIdle()
-		delete(l.producers, p)
+	if l.cur != nil {
+		l.cur.closeWhenIdle()
+		l.cur = nil
 	}
 }
 
-// Append writes es (all of one profile) in one transaction.
-func (l *TxnEventLog) Append(ctx context.Context, es ...events.Event) error {
-	if len(es) == 0 {
+// writes reports whether this session's producer may write partition p
+// now.
+func (t *txnProducer) writes(p int32) error {
+	if !t.owned[p] || (t.log.Serving != nil && !t.log.Serving(p)) {
+		return fmt.Errorf("%w: partition %d", ErrNotWriter, p)
+	}
+	return nil
+}
+
+// Append writes es (all of one profile) and claims in one transaction.
+func (l *TxnEventLog) Append(ctx context.Context, claims []app.ClaimRecord, es ...events.Event) error {
+	if len(es) == 0 && len(claims) == 0 {
 		return nil
 	}
-	p := kafkax.Partition(es[0].UID, l.Config.Partitions)
 	l.mu.Lock()
-	prod := l.producers[p]
+	prod := l.cur
 	l.mu.Unlock()
 	if prod == nil {
-		return fmt.Errorf("%w: partition %d", ErrNotWriter, p)
+		return fmt.Errorf("%w: no producer (between sessions)", ErrNotWriter)
 	}
 	var (
 		msgs      []*sarama.ProducerMessage
+		checks    []func() error
 		committed = func() {}
 	)
-	if l.KEK == nil {
-		for _, e := range es {
-			value, err := events.Encode(e)
-			if err != nil {
-				return err
-			}
-			msgs = append(msgs, eventMessage(l.Config.EventsTopic, l.Source, e, value))
-		}
-	} else {
+	if len(es) > 0 {
 		uid := es[0].UID
-		var existing *pii.DataKey
-		if _, create := es[0].Data.(events.ProfileCreated); !create {
-			dk, err := l.keyOf(uid)
-			if err != nil {
+		p := kafkax.Partition(uid, l.Config.Partitions)
+		if err := prod.writes(p); err != nil {
+			return err
+		}
+		want := es[0].Version - 1
+		checks = append(checks, func() error {
+			if err := prod.writes(p); err != nil {
 				return err
 			}
-			existing = dk // nil for a profile from before encryption: it gets a key now
+			if l.Profiles != nil {
+				if v := l.Profiles.Get(uid).Version; v != want {
+					return fmt.Errorf("%w: %s is at version %d, not %d, since the command was decided", ErrNotWriter, uid, v, want)
+				}
+			}
+			return nil
+		})
+		var err error
+		if msgs, committed, err = l.eventMessages(es); err != nil {
+			return err
 		}
-		var (
-			newKey  *pii.DataKey
-			deleted bool
-			err     error
-		)
-		msgs, newKey, deleted, err = SealEvents(l.Codec, l.KEK, existing, l.Config.KeysTopic, l.Config.EventsTopic, l.Source, es)
+	}
+	for _, c := range claims {
+		q := kafkax.Partition(c.Email, l.Config.Partitions)
+		if err := prod.writes(q); err != nil {
+			return err
+		}
+		checks = append(checks, func() error {
+			if err := prod.writes(q); err != nil {
+				return err
+			}
+			if l.ClaimSeqs != nil {
+				if seq := l.ClaimSeqs.ClaimSeq(c.Email); seq != c.Claim.Seq-1 {
+					return fmt.Errorf("%w: a claim is at sequence %d, not %d, since the command was decided", ErrNotWriter, seq, c.Claim.Seq-1)
+				}
+			}
+			return nil
+		})
+		msg, err := claimMessage(l.Config.ClaimsTopic, c)
 		if err != nil {
 			return err
 		}
-		committed = func() {
-			switch {
-			case deleted:
-				l.Keys.Forget(uid)
-			case newKey != nil:
-				l.Keys.Put(uid, newKey)
-			}
-		}
+		msgs = append(msgs, msg)
 	}
 	late := func() {
 		committed()
+		if l.Late == nil {
+			return
+		}
 		for _, e := range es {
 			if err := l.Late.Apply(e); err != nil {
 				l.Log.Error("a late commit does not fold into the state", "uid", e.UID, "version", e.Version, "err", err)
 			}
 		}
+		for _, c := range claims {
+			l.Late.PutClaim(c.Email, c.Claim)
+		}
 	}
-	if err := l.inTxn(ctx, p, prod, msgs, late); err != nil {
-		return fmt.Errorf("append %d events of %s: %w", len(es), es[0].UID, err)
+	check := func() error {
+		for _, c := range checks {
+			if err := c(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := l.inTxn(ctx, prod, msgs, check, late); err != nil {
+		if len(es) > 0 {
+			return fmt.Errorf("append %d events of %s: %w", len(es), es[0].UID, err)
+		}
+		return fmt.Errorf("append %d claims: %w", len(claims), err)
 	}
 	committed()
 	return nil
+}
+
+// eventMessages returns the records of es (all of one profile), sealed
+// when there is a KEK, and what to do once they are committed (remember
+// a new data key, or forget a deleted one).
+func (l *TxnEventLog) eventMessages(es []events.Event) (msgs []*sarama.ProducerMessage, committed func(), err error) {
+	committed = func() {}
+	if l.KEK == nil {
+		for _, e := range es {
+			value, err := events.Encode(e)
+			if err != nil {
+				return nil, nil, err
+			}
+			msgs = append(msgs, eventMessage(l.Config.EventsTopic, l.Source, e, value))
+		}
+		return msgs, committed, nil
+	}
+	uid := es[0].UID
+	var existing *pii.DataKey
+	if _, create := es[0].Data.(events.ProfileCreated); !create {
+		dk, err := l.keyOf(uid)
+		if err != nil {
+			return nil, nil, err
+		}
+		existing = dk // nil for a profile from before encryption: it gets a key now
+	}
+	msgs, newKey, deleted, err := SealEvents(l.Codec, l.KEK, existing, l.Config.KeysTopic, l.Config.EventsTopic, l.Source, es)
+	if err != nil {
+		return nil, nil, err
+	}
+	return msgs, func() {
+		switch {
+		case deleted:
+			l.Keys.Forget(uid)
+		case newKey != nil:
+			l.Keys.Put(uid, newKey)
+		}
+	}, nil
+}
+
+// claimMessage is the record of a claim (a tombstone when it is released).
+func claimMessage(topic string, c app.ClaimRecord) (*sarama.ProducerMessage, error) {
+	value, err := events.EncodeClaim(c.Claim)
+	if err != nil {
+		return nil, err
+	}
+	msg := &sarama.ProducerMessage{
+		Topic: topic, Key: sarama.StringEncoder(c.Email),
+		Headers: []sarama.RecordHeader{{Key: []byte(events.HeaderSeq), Value: []byte(fmt.Sprint(c.Claim.Seq))}},
+	}
+	if value != nil {
+		msg.Value = sarama.ByteEncoder(value)
+	}
+	return msg, nil
 }
 
 // keyOf returns the data key of the existing profile uid, or nil for a
@@ -377,30 +509,30 @@ func SealEvents(codec *pii.Codec, kek *pii.KEK, existing *pii.DataKey, keysTopic
 	return msgs, newKey, deleted, nil
 }
 
-// inTxn appends msgs in a transaction of partition p's producer, all or
-// none, giving up with ErrAppendTimeout when the append timeout passes (or
-// ctx ends). The transaction may carry other appends too (see
-// txnProducer). sarama's SyncProducer cannot be interrupted, so the
-// transaction runs on: an append withdrawn before its transaction began to
-// commit is not written (that transaction is aborted and the others are
-// sent again in a new one); one withdrawn later may still commit, and then
-// late runs before the partition's next transaction, so that Late learns
-// of it.
-func (l *TxnEventLog) inTxn(ctx context.Context, p int32, prod *txnProducer, msgs []*sarama.ProducerMessage, late func()) error {
+// inTxn appends msgs in a transaction of prod, all or none, giving up
+// with ErrAppendTimeout when the append timeout passes (or ctx ends). The
+// transaction may carry other appends too (see TxnEventLog). check runs
+// right before the transaction begins; its error is the append's. sarama's
+// SyncProducer cannot be interrupted, so the transaction runs on: an
+// append withdrawn before its transaction began to commit is not written
+// (that transaction is aborted and the others are sent again in a new
+// one); one withdrawn later may still commit, and then late runs before
+// the next transaction, so that Late learns of it.
+func (l *TxnEventLog) inTxn(ctx context.Context, prod *txnProducer, msgs []*sarama.ProducerMessage, check func() error, late func()) error {
 	timeout := l.AppendTimeout
 	if timeout <= 0 {
 		timeout = DefaultAppendTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req := &txnRequest{msgs: msgs, late: late, done: make(chan error, 1)}
+	req := &txnRequest{msgs: msgs, check: check, late: late, done: make(chan error, 1)}
 	select {
 	case prod.reqs <- req:
 	case <-prod.stopped:
-		return fmt.Errorf("%w: partition %d: its producer was closed (a new assignment)", ErrNotWriter, p)
+		return fmt.Errorf("%w: its producer was closed (a new session)", ErrNotWriter)
 	case <-ctx.Done():
 		appends.WithLabelValues("timeout").Inc()
-		return fmt.Errorf("%w (%s): partition %d is still busy with earlier appends", ErrAppendTimeout, timeout, p)
+		return fmt.Errorf("%w (%s): the producer is still busy with earlier appends", ErrAppendTimeout, timeout)
 	}
 	select {
 	case err := <-req.done:
@@ -412,12 +544,12 @@ func (l *TxnEventLog) inTxn(ctx context.Context, p int32, prod *txnProducer, msg
 		case reqQueued, reqSent:
 			if req.state.CompareAndSwap(st, reqWithdrawn) {
 				appends.WithLabelValues("timeout").Inc()
-				return fmt.Errorf("%w (%s): partition %d", ErrAppendTimeout, timeout, p)
+				return fmt.Errorf("%w (%s)", ErrAppendTimeout, timeout)
 			}
 		case reqCommitting:
 			if req.state.CompareAndSwap(st, reqGaveUp) {
 				appends.WithLabelValues("timeout").Inc()
-				return fmt.Errorf("%w (%s): partition %d: the commit had begun and its outcome is not known yet", ErrAppendTimeout, timeout, p)
+				return fmt.Errorf("%w (%s): the commit had begun and its outcome is not known yet", ErrAppendTimeout, timeout)
 			}
 		default: // reqDone: the answer is on its way
 			return <-req.done
@@ -440,6 +572,7 @@ const (
 // txnRequest is one append waiting for, or in, a transaction.
 type txnRequest struct {
 	msgs  []*sarama.ProducerMessage
+	check func() error
 	late  func()
 	state atomic.Int32
 	done  chan error // gets the outcome, unless the caller withdrew or gave up
@@ -457,7 +590,7 @@ func (t *txnProducer) answer(r *txnRequest, err error) {
 			}
 		case reqGaveUp:
 			if err == nil && t.log.Late != nil {
-				t.log.Log.Warn("a transaction committed after its caller gave up; its command was answered 503 but is in the log", "partition", t.p)
+				t.log.Log.Warn("a transaction committed after its caller gave up; its command was answered 503 but is in the log")
 				r.late()
 			}
 			return
@@ -468,16 +601,23 @@ func (t *txnProducer) answer(r *txnRequest, err error) {
 }
 
 // maxBatchRecords bounds the records of one transaction.
-const maxBatchRecords = 500
+const maxBatchRecords = 2000
 
 // run takes appends in arrival order and runs them in transactions, as
-// many as have arrived (up to maxBatchRecords records) in each, until
-// closeWhenIdle or a fatal error.
+// many as arrive (up to maxBatchRecords records) while the previous one
+// runs or within the commit interval of the first, until closeWhenIdle or
+// a fatal error.
 func (t *txnProducer) run() {
 	defer func() {
 		_ = t.SyncProducer.Close()
 		close(t.stopped)
 	}()
+	interval := t.log.CommitInterval
+	if interval == 0 {
+		interval = DefaultCommitInterval
+	}
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	var carry []*txnRequest // sent again after an abort for a withdrawn one
 	for {
 		batch := carry
@@ -494,6 +634,22 @@ func (t *txnProducer) run() {
 		for _, r := range batch {
 			n += len(r.msgs)
 		}
+		if interval > 0 {
+			linger.Reset(interval)
+		wait:
+			for n < maxBatchRecords {
+				select {
+				case r := <-t.reqs:
+					batch = append(batch, r)
+					n += len(r.msgs)
+				case <-linger.C:
+					break wait
+				case <-t.stop:
+					break wait
+				}
+			}
+			linger.Stop()
+		}
 	more:
 		for n < maxBatchRecords {
 			select {
@@ -506,10 +662,10 @@ func (t *txnProducer) run() {
 		}
 		select {
 		case <-t.stop:
-			// A new assignment replaced this producer while these waited.
+			// A new session replaced this producer while these waited.
 			for _, r := range batch {
 				if r.state.CompareAndSwap(reqQueued, reqDone) {
-					r.done <- fmt.Errorf("%w: partition %d: its producer was closed (a new assignment)", ErrNotWriter, t.p)
+					r.done <- fmt.Errorf("%w: its producer was closed (a new session)", ErrNotWriter)
 				}
 			}
 			return
@@ -518,73 +674,91 @@ func (t *txnProducer) run() {
 		var fatal bool
 		if carry, fatal = t.txn(batch); fatal {
 			for _, r := range carry {
-				t.answer(r, fmt.Errorf("%w: partition %d: its producer failed", ErrNotWriter, t.p))
+				t.answer(r, fmt.Errorf("%w: its producer failed", ErrNotWriter))
 			}
 			return
 		}
 	}
 }
 
-// txn runs one transaction of the requests in batch that are still queued.
-// It returns the requests to send again in a new transaction (those of a
-// transaction aborted because one of its requests was withdrawn), and
-// whether the producer is fenced or broken for good.
+// txn runs one transaction of the requests in batch that are still queued
+// and still pass their check. It returns the requests to send again in a
+// new transaction (those of a transaction aborted because one of its
+// requests was withdrawn), and whether the producer is fenced or broken
+// for good.
 func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool) {
-	l, p := t.log, t.p
+	l := t.log
 	var live []*txnRequest
 	var msgs []*sarama.ProducerMessage
 	for _, r := range batch {
-		if r.state.CompareAndSwap(reqQueued, reqSent) {
-			live = append(live, r)
-			msgs = append(msgs, r.msgs...)
+		if !r.state.CompareAndSwap(reqQueued, reqSent) {
+			continue
 		}
+		if err := r.check(); err != nil {
+			appends.WithLabelValues("stale").Inc()
+			t.answer(r, err)
+			continue
+		}
+		live = append(live, r)
+		msgs = append(msgs, r.msgs...)
 	}
 	if len(live) == 0 {
 		return nil, false
 	}
 	txnBatch.Observe(float64(len(live)))
+	began := time.Now()
+	defer func() { txnSeconds.Observe(time.Since(began).Seconds()) }()
 	fail := func(err error) (bool, error) {
 		if fenced(err) || t.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
 			appends.WithLabelValues("fenced").Add(float64(len(live)))
-			l.Log.Warn("the partition's producer is fenced or failed fatally; closing it", "partition", p, "err", err)
+			l.Log.Warn("the session's producer is fenced or failed for good; closing it", "generation", t.sess.Generation, "err", err)
+			if t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
+				_ = t.AbortTxn()
+			}
 			l.mu.Lock()
-			current := l.producers[p] == t
+			current := l.cur == t
 			if current {
-				delete(l.producers, p)
+				l.cur = nil
 			}
 			l.mu.Unlock()
 			if current && l.Fenced != nil {
-				go l.Fenced(p)
+				go l.Fenced(fmt.Sprintf("a transaction of generation %d was refused: %v", t.sess.Generation, err))
 			}
-			return true, fmt.Errorf("%w: partition %d: %v", ErrNotWriter, p, err)
+			return true, fmt.Errorf("%w: %v", ErrNotWriter, err)
 		}
 		appends.WithLabelValues("failed").Add(float64(len(live)))
 		return false, err
 	}
-	if st := t.TxnStatus(); st&(sarama.ProducerTxnFlagInTransaction|sarama.ProducerTxnFlagAbortableError) != 0 && st&sarama.ProducerTxnFlagFatalError == 0 {
-		// An earlier transaction was left open (its abort failed while the
-		// coordinator was unreachable): abort it now, or BeginTxn fails.
-		if err := t.AbortTxn(); err != nil {
-			fatal, err := fail(fmt.Errorf("partition %d: cannot abort an earlier transaction: %w", p, err))
-			for _, r := range live {
-				t.answer(r, err)
-			}
-			return nil, fatal
-		}
-	}
-	err := t.BeginTxn()
-	if err == nil {
-		err = t.SendMessages(msgs)
-		if err != nil && t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
-			_ = t.AbortTxn()
-		}
-	}
-	if err != nil {
+	failAll := func(err error) ([]*txnRequest, bool) {
 		fatal, err := fail(err)
 		for _, r := range live {
 			t.answer(r, err)
 		}
 		return nil, fatal
+	}
+	if st := t.TxnStatus(); st&(sarama.ProducerTxnFlagInTransaction|sarama.ProducerTxnFlagAbortableError) != 0 && st&sarama.ProducerTxnFlagFatalError == 0 {
+		// An earlier transaction was left open (its abort failed while the
+		// coordinator was unreachable): abort it now, or BeginTxn fails.
+		if err := t.AbortTxn(); err != nil {
+			return failAll(fmt.Errorf("cannot abort an earlier transaction: %w", err))
+		}
+	}
+	err := t.BeginTxn()
+	if err == nil {
+		if err = t.SendMessages(msgs); err == nil {
+			// The offset that fences this transaction: the group
+			// coordinator takes it only from a member of the session's
+			// generation, and the commit fails without it.
+			err = t.AddOffsetsToTxnWithGroupMetadata(map[string][]*sarama.PartitionOffsetMetadata{
+				l.Config.KeysTopic: {{Partition: 0, Offset: 0}},
+			}, t.meta)
+		}
+		if err != nil && t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 && !fenced(err) {
+			_ = t.AbortTxn()
+		}
+	}
+	if err != nil {
+		return failAll(err)
 	}
 	// Commit only if no caller has withdrawn: a withdrawn append must not
 	// be written. Otherwise abort, and send the others again.
@@ -596,12 +770,8 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 	}
 	if withdrawn {
 		if err := t.AbortTxn(); err != nil {
-			l.Log.Warn("cannot abort a transaction with a withdrawn append; the coordinator aborts it at its timeout", "partition", p, "err", err)
-			fatal, err := fail(err)
-			for _, r := range live {
-				t.answer(r, err)
-			}
-			return nil, fatal
+			l.Log.Warn("cannot abort a transaction with a withdrawn append; the coordinator aborts it at its timeout", "err", err)
+			return failAll(err)
 		}
 		for _, r := range live {
 			// Back to queued, unless its caller withdrew (it has its
@@ -614,11 +784,10 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 		return again, false
 	}
 	if err := t.CommitTxn(); err != nil {
-		fatal, err := fail(err)
-		for _, r := range live {
-			t.answer(r, err)
+		if t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 && !fenced(err) {
+			_ = t.AbortTxn()
 		}
-		return nil, fatal
+		return failAll(err)
 	}
 	appends.WithLabelValues("ok").Add(float64(len(live)))
 	for _, r := range live {
@@ -627,32 +796,25 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 	return nil, false
 }
 
+// fenced reports whether err means this producer may never write again:
+// another producer took the transactional id, or the group coordinator
+// refused the session's metadata (a later generation, or this member was
+// expelled).
 func fenced(err error) bool {
-	return errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) ||
-		errors.Is(err, sarama.ErrTransactionalIDAuthorizationFailed)
+	for _, target := range []error{
+		sarama.ErrProducerFenced, sarama.ErrInvalidProducerEpoch, sarama.ErrTransactionalIDAuthorizationFailed,
+		sarama.ErrIllegalGeneration, sarama.ErrUnknownMemberId, sarama.ErrFencedInstancedId,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
 
 // WriteClaim writes a claim record for a normalized email (a tombstone when
-// c is released), in a transaction of the producer of the email's
-// partition: only its owner may write it, and a deposed owner is fenced.
+// c is released) in a transaction: only the owner of the email's
+// partition may write it, and a deposed owner is fenced.
 func (l *TxnEventLog) WriteClaim(ctx context.Context, email string, c events.Claim) error {
-	p := kafkax.Partition(email, l.Config.Partitions)
-	l.mu.Lock()
-	prod := l.producers[p]
-	l.mu.Unlock()
-	if prod == nil {
-		return fmt.Errorf("%w: partition %d", ErrNotWriter, p)
-	}
-	value, err := events.EncodeClaim(c)
-	if err != nil {
-		return err
-	}
-	msg := &sarama.ProducerMessage{
-		Topic: l.Config.ClaimsTopic, Key: sarama.StringEncoder(email),
-		Headers: []sarama.RecordHeader{{Key: []byte(events.HeaderSeq), Value: []byte(fmt.Sprint(c.Seq))}},
-	}
-	if value != nil {
-		msg.Value = sarama.ByteEncoder(value)
-	}
-	return l.inTxn(ctx, p, prod, []*sarama.ProducerMessage{msg}, func() { l.Late.PutClaim(email, c) })
+	return l.Append(ctx, []app.ClaimRecord{{Email: email, Claim: c}})
 }

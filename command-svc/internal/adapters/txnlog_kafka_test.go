@@ -15,6 +15,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"profiles/command-svc/internal/adapters"
+	"profiles/command-svc/internal/app"
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/testenv"
@@ -27,7 +28,7 @@ func testKafka(t *testing.T) topology.Config {
 	t.Helper()
 	prefix := fmt.Sprintf("txnlog-%06d", rand.IntN(1e6))
 	cfg := topology.Config{Config: kafkax.Config{Brokers: testenv.KafkaBrokers(t)}, EventsTopic: prefix + ".events", ClaimsTopic: prefix + ".claims",
-		DeadLetterTopic: prefix + ".dlq", ControlTopic: prefix + ".control", Partitions: 1}
+		KeysTopic: prefix + ".keys", DeadLetterTopic: prefix + ".dlq", ControlTopic: prefix + ".control", Partitions: 1}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := topology.CreateTopics(ctx, cfg, "txnlog-test", cfg.BaseSpecs()); err != nil {
@@ -36,16 +37,89 @@ func testKafka(t *testing.T) topology.Config {
 	return cfg
 }
 
-// When a second instance starts the partition's producer, the first one's
-// next append is refused with ErrNotWriter, and the first one is told, so
-// that command-svc can rejoin its group (TxnEventLog.Fenced).
-func TestAFencedWriterRefusesAppendsAndIsTold(t *testing.T) {
+// member is one member of a real consumer group over the event log: its
+// sessions arrive on sessions, as kafkax.Group hands them to Assigned.
+type member struct {
+	sessions chan kafkax.Session
+	stop     context.CancelFunc
+	done     chan struct{}
+}
+
+func (m *member) Setup(s sarama.ConsumerGroupSession) error {
+	var parts []int32
+	for _, ps := range s.Claims() {
+		parts = append(parts, ps...)
+	}
+	m.sessions <- kafkax.Session{Partitions: parts, Generation: s.GenerationID(), MemberID: s.MemberID()}
+	return nil
+}
+func (m *member) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+func (m *member) ConsumeClaim(s sarama.ConsumerGroupSession, _ sarama.ConsumerGroupClaim) error {
+	<-s.Context().Done()
+	return nil
+}
+
+// join makes a new member of group; Close it with leave.
+func join(t *testing.T, cfg topology.Config, group string) *member {
+	t.Helper()
+	sc := cfg.Sarama("txnlog-member")
+	sc.Consumer.Group.Rebalance.Timeout = 3 * time.Second
+	cg, err := sarama.NewConsumerGroup(cfg.Brokers, group, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &member{sessions: make(chan kafkax.Session, 8), stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		defer cg.Close()
+		for ctx.Err() == nil {
+			if err := cg.Consume(ctx, []string{cfg.EventsTopic}, m); err != nil && ctx.Err() == nil {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}()
+	return m
+}
+
+func (m *member) leave() { m.stop(); <-m.done }
+
+// next returns the member's next session that has partitions, or fails.
+func (m *member) next(t *testing.T) kafkax.Session {
+	t.Helper()
+	for deadline := time.After(30 * time.Second); ; {
+		select {
+		case s := <-m.sessions:
+			if len(s.Partitions) > 0 {
+				return s
+			}
+		case <-deadline:
+			t.Fatal("no session with partitions within 30s")
+		}
+	}
+}
+
+// A writer whose group session has been superseded (the group moved to a
+// later generation without it: a paused or deposed instance) can never
+// append: the group coordinator refuses the transaction's offsets, the
+// transaction aborts, nothing of it is in the log, and the writer is told
+// so that command-svc can rejoin its group (TxnEventLog.Fenced). The
+// member of the new generation appends.
+func TestAWriterOfAnOldGenerationIsFencedAndTold(t *testing.T) {
+	for _, stays := range []bool{false, true} {
+		name := map[bool]string{false: "its member left the group", true: "its member is in the new generation too"}[stays]
+		t.Run(name, func(t *testing.T) { testOldGenerationFenced(t, stays) })
+	}
+}
+
+func testOldGenerationFenced(t *testing.T, stays bool) {
 	cfg := testKafka(t)
+	group := cfg.EventsTopic + ".group"
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	fenced := make(chan int32, 4)
+	fenced := make(chan string, 4)
 	newLog := func(id string) *adapters.TxnEventLog {
-		return &adapters.TxnEventLog{Config: cfg, ClientID: id, TxnPrefix: cfg.EventsTopic, Source: "/test/" + id, Log: log,
-			Fenced: func(p int32) { fenced <- p }}
+		return &adapters.TxnEventLog{Config: cfg, ClientID: id, TxnPrefix: cfg.EventsTopic, Group: group, Source: "/test/" + id, Log: log,
+			Fenced: func(reason string) { fenced <- reason }}
 	}
 	old, current := newLog("old"), newLog("new")
 	defer old.Close()
@@ -53,34 +127,109 @@ func TestAFencedWriterRefusesAppendsAndIsTold(t *testing.T) {
 	ctx := context.Background()
 	created := events.New("e1", events.Profile{}, "u1", events.ProfileCreated{Username: "u", Email: "u@mail.com"}, time.Now())
 
-	old.Assigned([]int32{0})
-	if err := old.Append(ctx, created); err != nil {
+	a := join(t, cfg, group)
+	old.Assigned(a.next(t))
+	if err := old.Append(ctx, nil, created); err != nil {
 		t.Fatalf("append by the only writer: %v", err)
 	}
-	current.Assigned([]int32{0}) // fences old
-	changed := events.New("e2", events.Profile{Version: 1}, "u1", events.UsernameChanged{Username: "v"}, time.Now())
-	if err := old.Append(ctx, changed); !errors.Is(err, adapters.ErrNotWriter) {
-		t.Fatalf("append by the fenced writer = %v; want ErrNotWriter", err)
+	// B joins (and A leaves, or rejoins the new generation): the group
+	// moves on, and old still holds the session of the earlier
+	// generation, as a paused instance would.
+	if stays {
+		defer a.leave()
+	} else {
+		a.leave()
+	}
+	b := join(t, cfg, group)
+	defer b.leave()
+	// The member that holds the partition in the new generation writes
+	// through current (with one partition, it may be A again).
+	var next kafkax.Session
+	for deadline := time.After(30 * time.Second); len(next.Partitions) == 0; {
+		select {
+		case next = <-a.sessions:
+		case next = <-b.sessions:
+		case <-deadline:
+			t.Fatal("no session of the new generation within 30s")
+		}
+	}
+	current.Assigned(next)
+
+	changed := events.New("e2", events.Profile{Version: 1}, "u1", events.UsernameChanged{Username: "zombie"}, time.Now())
+	if err := old.Append(ctx, nil, changed); !errors.Is(err, adapters.ErrNotWriter) {
+		t.Fatalf("append by the writer of the old generation = %v; want ErrNotWriter", err)
 	}
 	select {
-	case p := <-fenced:
-		if p != 0 {
-			t.Fatalf("Fenced(%d); want partition 0", p)
-		}
+	case reason := <-fenced:
+		t.Logf("fenced: %s", reason)
 	case <-time.After(10 * time.Second):
 		t.Fatal("Fenced was not called")
 	}
-	if err := old.Append(ctx, changed); !errors.Is(err, adapters.ErrNotWriter) {
+	if err := old.Append(ctx, nil, changed); !errors.Is(err, adapters.ErrNotWriter) {
 		t.Fatalf("second append by the fenced writer = %v; want ErrNotWriter", err)
 	}
-	if err := current.Append(ctx, changed); err != nil {
-		t.Fatalf("append by the new writer: %v", err)
+	changed.Data = events.UsernameChanged{Username: "current"}
+	if err := current.Append(ctx, nil, changed); err != nil {
+		t.Fatalf("append by the current writer: %v", err)
 	}
 	select {
-	case p := <-fenced:
-		t.Fatalf("Fenced(%d) called again", p)
+	case reason := <-fenced:
+		t.Fatalf("Fenced called again: %s", reason)
 	default:
 	}
+	seen, _ := keysInLog(t, cfg)
+	if seen["u1"] != 2 {
+		t.Fatalf("u1 is in the log %d times; want 2 (the create and the current writer's change)", seen["u1"])
+	}
+}
+
+// An event and a claim of one command, and appends of several
+// partitions, share one transaction: all of them are in the log.
+func TestAClaimAndItsEventAreOneTransaction(t *testing.T) {
+	cfg := testKafka(t)
+	group := cfg.EventsTopic + ".group"
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	w := &adapters.TxnEventLog{Config: cfg, ClientID: "claims", TxnPrefix: cfg.EventsTopic, Group: group, Source: "/test/claims", Log: log}
+	defer w.Close()
+	m := join(t, cfg, group)
+	defer m.leave()
+	w.Assigned(m.next(t))
+	created := events.New("e1", events.Profile{}, "u1", events.ProfileCreated{Username: "u", Email: "u@mail.com"}, time.Now())
+	claim := app.ClaimRecord{Email: "key-of-u", Claim: events.Claim{UID: "u1", ClaimedAt: time.Now(), Seq: 1}}
+	if err := w.Append(context.Background(), []app.ClaimRecord{claim}, created); err != nil {
+		t.Fatal(err)
+	}
+	client, err := topology.Connect(context.Background(), cfg, "txnlog-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	var claims []string
+	err = kafkax.Read(context.Background(), client, kafkax.ReadOptions{
+		Topic: cfg.ClaimsTopic, Partitions: []int32{0}, StopAtEnd: true,
+		Start: func(int32) (int64, error) { return sarama.OffsetOldest, nil },
+		Handle: func(_ context.Context, _ int32, recs []*sarama.ConsumerMessage) error {
+			for _, r := range recs {
+				claims = append(claims, string(r.Key))
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen, _ := keysInLog(t, cfg); seen["u1"] != 1 || len(claims) != 1 || claims[0] != "key-of-u" {
+		t.Fatalf("events of u1: %d, claims: %v", seen["u1"], claims)
+	}
+}
+
+// session joins a group of its own and hands its session to w.
+func session(t *testing.T, cfg topology.Config, w *adapters.TxnEventLog) {
+	t.Helper()
+	w.Group = cfg.EventsTopic + ".group"
+	m := join(t, cfg, w.Group)
+	t.Cleanup(m.leave)
+	w.Assigned(m.next(t))
 }
 
 // Appends that arrive while a transaction runs share the next one (group
@@ -92,7 +241,7 @@ func TestConcurrentAppendsShareTransactions(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	w := &adapters.TxnEventLog{Config: cfg, ClientID: "batch", TxnPrefix: cfg.EventsTopic, Source: "/test/batch", Log: log}
 	defer w.Close()
-	w.Assigned([]int32{0})
+	session(t, cfg, w)
 
 	const n = 200
 	var wg sync.WaitGroup
@@ -103,7 +252,7 @@ func TestConcurrentAppendsShareTransactions(t *testing.T) {
 			defer wg.Done()
 			uid := fmt.Sprintf("u%03d", i)
 			e := events.New(uid+"-e1", events.Profile{}, uid, events.ProfileCreated{Username: uid, Email: uid + "@mail.com"}, time.Now())
-			errs <- w.Append(context.Background(), e)
+			errs <- w.Append(context.Background(), nil, e)
 		}()
 	}
 	wg.Wait()
@@ -138,7 +287,7 @@ func TestAppendsThatGaveUpAreNotWritten(t *testing.T) {
 	w := &adapters.TxnEventLog{Config: cfg, ClientID: "withdraw", TxnPrefix: cfg.EventsTopic, Source: "/test/withdraw", Log: log,
 		AppendTimeout: 40 * time.Millisecond}
 	defer w.Close()
-	w.Assigned([]int32{0})
+	session(t, cfg, w)
 
 	const n = 200
 	outcome := make([]error, n)
@@ -150,7 +299,7 @@ func TestAppendsThatGaveUpAreNotWritten(t *testing.T) {
 			time.Sleep(time.Duration(i%20) * time.Millisecond) // spread them over several transactions
 			uid := fmt.Sprintf("w%03d", i)
 			e := events.New(uid+"-e1", events.Profile{}, uid, events.ProfileCreated{Username: uid, Email: uid + "@mail.com"}, time.Now())
-			outcome[i] = w.Append(context.Background(), e)
+			outcome[i] = w.Append(context.Background(), nil, e)
 		}()
 	}
 	wg.Wait()

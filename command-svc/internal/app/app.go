@@ -100,7 +100,16 @@ type States interface {
 
 // EventLog appends events durably, in order, keyed by profile uid.
 type EventLog interface {
-	Append(ctx context.Context, es ...events.Event) error
+	// Append writes es (all of one profile) and claims in one
+	// transaction: all of them or none.
+	Append(ctx context.Context, claims []ClaimRecord, es ...events.Event) error
+}
+
+// ClaimRecord is a claim record to write: Claim under the email's key
+// Email (a tombstone when Claim is released).
+type ClaimRecord struct {
+	Email string
+	Claim events.Claim
 }
 
 // Visibility waits until readers see a profile at a version (or later),
@@ -114,10 +123,36 @@ type Visibility interface {
 // it the email, and lets it go after the event that takes it away. Both
 // run on the owner of the email's partition, wherever that is.
 type EmailClaims interface {
-	// Claim returns ErrEmailTaken if another live profile holds email.
-	Claim(ctx context.Context, email, uid string) error
+	// Claim secures email for uid, or returns ErrEmailTaken if another
+	// live profile holds it. The Hold it returns must be Done.
+	Claim(ctx context.Context, email, uid string) (Hold, error)
 	// Release removes uid's claim on email, if it still has one.
 	Release(ctx context.Context, email, uid string) error
+}
+
+// Hold is a claim that EmailClaims.Claim granted. On the owner of the
+// email's partition the claim is not written yet: Records holds its
+// record, which the command writes in the transaction of its events (so
+// that the claim and the event are one, and no crash can come between
+// them), and the email stays locked until Done. A claim made on another
+// instance was written there in a transaction of its own, and has no
+// Records. Done(written) must be called once, after the append: written
+// reports that Records are in the log. The zero Hold is a written claim.
+type Hold struct {
+	Records []ClaimRecord
+	done    func(written bool)
+}
+
+// NewHold returns a Hold of records whose Done calls done.
+func NewHold(records []ClaimRecord, done func(written bool)) Hold {
+	return Hold{Records: records, done: done}
+}
+
+// Done settles the hold (see Hold).
+func (h Hold) Done(written bool) {
+	if h.done != nil {
+		h.done(written)
+	}
 }
 
 // Result is what a command returns.
@@ -185,20 +220,28 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 		return res, nil
 	}
 	claim, release := emailChange(state, next)
+	var hold Hold
 	if claim != "" {
 		claimed := d.Now()
-		if err := d.Claims.Claim(ctx, claim, uid); err != nil {
+		if hold, err = d.Claims.Claim(ctx, claim, uid); err != nil {
 			return Result{}, err
 		}
-		if d.AfterClaim != nil {
-			d.AfterClaim()
-		}
-		if d.Now().Sub(claimed) > d.ClaimLease/2 {
-			return Result{}, fmt.Errorf("%w: the email claim took too long; try again", ErrAppend)
+		if len(hold.Records) == 0 {
+			// Written apart from the event: the lease protects it until
+			// the event is in the log, so the append must come in time.
+			if d.AfterClaim != nil {
+				d.AfterClaim()
+			}
+			if d.Now().Sub(claimed) > d.ClaimLease/2 {
+				return Result{}, fmt.Errorf("%w: the email claim took too long; try again", ErrAppend)
+			}
 		}
 	}
-	// All events of one command are one transaction.
-	if err := d.Events.Append(ctx, es...); err != nil {
+	// All events of one command, and its claim when this instance owns
+	// the email, are one transaction.
+	err = d.Events.Append(ctx, hold.Records, es...)
+	hold.Done(err == nil)
+	if err != nil {
 		return Result{}, fmt.Errorf("%w: %v", ErrAppend, err)
 	}
 	for _, e := range es {

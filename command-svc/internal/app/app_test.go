@@ -16,15 +16,17 @@ import (
 
 type memLog struct {
 	appended []events.Event
+	claims   []app.ClaimRecord
 	failAt   int // fail the n-th append (1-based); 0 never
 }
 
 // Append is all or nothing, as a Kafka transaction is.
-func (l *memLog) Append(_ context.Context, es ...events.Event) error {
+func (l *memLog) Append(_ context.Context, claims []app.ClaimRecord, es ...events.Event) error {
 	if n := len(l.appended); l.failAt > n && l.failAt <= n+len(es) {
 		return errors.New("broker down")
 	}
 	l.appended = append(l.appended, es...)
+	l.claims = append(l.claims, claims...)
 	return nil
 }
 
@@ -304,12 +306,12 @@ func TestIdempotentCreate(t *testing.T) {
 // memClaims is an in-memory EmailClaims.
 type memClaims struct{ held map[string]string }
 
-func (m *memClaims) Claim(_ context.Context, email, uid string) error {
+func (m *memClaims) Claim(_ context.Context, email, uid string) (app.Hold, error) {
 	if h, ok := m.held[email]; ok && h != uid {
-		return app.ErrEmailTaken
+		return app.Hold{}, app.ErrEmailTaken
 	}
 	m.held[email] = uid
-	return nil
+	return app.Hold{}, nil
 }
 
 func (m *memClaims) Release(_ context.Context, email, uid string) error {

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"profiles/events"
@@ -47,34 +48,67 @@ type ClaimEmailHandler struct {
 	EmailKey events.EmailKeyer
 }
 
-// Handle writes a claim of cmd.Email for cmd.UID, or returns ErrEmailTaken
-// when another profile holds the email, or claimed it less than a lease ago.
+// Handle writes a claim of cmd.Email for cmd.UID in a transaction of its
+// own, or returns ErrEmailTaken when another profile holds the email, or
+// claimed it less than a lease ago. It serves the claims that other
+// instances send.
 func (h ClaimEmailHandler) Handle(ctx context.Context, cmd ClaimEmail) error {
+	hold, err := h.Hold(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	if len(hold.Records) == 0 {
+		hold.Done(true)
+		return nil
+	}
+	r := hold.Records[0]
+	err = h.Writer.WriteClaim(ctx, r.Email, r.Claim)
+	hold.Done(err == nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrAppend, err)
+	}
+	return nil
+}
+
+// Hold decides the claim of cmd.Email for cmd.UID without writing it: it
+// returns ErrEmailTaken as Handle does, or a Hold whose Records are the
+// claim record to write (none when cmd.UID holds the claim already). The
+// email stays locked until the Hold is Done, which records the claim if
+// it was written. A command that owns the email's partition writes the
+// record with its events, in one transaction.
+func (h ClaimEmailHandler) Hold(ctx context.Context, cmd ClaimEmail) (Hold, error) {
 	unlock := h.Claims.Lock("email:" + cmd.Email)
-	defer unlock()
 	cur, ok := h.Claims.Claim(cmd.Email)
 	if ok && cur.UID == cmd.UID {
-		return nil
+		unlock()
+		return Hold{}, nil
 	}
 	if ok {
 		holder, err := h.Lookup.Profile(ctx, cur.UID)
 		if err != nil {
-			return fmt.Errorf("%w: cannot check the holder of the claim: %v", ErrAppend, err)
+			unlock()
+			return Hold{}, fmt.Errorf("%w: cannot check the holder of the claim: %v", ErrAppend, err)
 		}
 		if holder.Exists() && h.EmailKey.EmailKey(holder.Email) == cmd.Email {
-			return fmt.Errorf("%w: %s", ErrEmailTaken, cmd.Email)
+			unlock()
+			return Hold{}, fmt.Errorf("%w: %s", ErrEmailTaken, cmd.Email)
 		}
 		if h.Now().Sub(cur.ClaimedAt) < h.Lease {
-			return fmt.Errorf("%w: %s is being claimed", ErrEmailTaken, cmd.Email)
+			unlock()
+			return Hold{}, fmt.Errorf("%w: %s is being claimed", ErrEmailTaken, cmd.Email)
 		}
 		// A stale claim: its profile never got, or no longer has, the email.
 	}
 	c := events.Claim{UID: cmd.UID, ClaimedAt: h.Now().UTC(), Seq: h.Claims.ClaimSeq(cmd.Email) + 1}
-	if err := h.Writer.WriteClaim(ctx, cmd.Email, c); err != nil {
-		return fmt.Errorf("%w: %v", ErrAppend, err)
-	}
-	h.Claims.PutClaim(cmd.Email, c)
-	return nil
+	var once sync.Once
+	return NewHold([]ClaimRecord{{Email: cmd.Email, Claim: c}}, func(written bool) {
+		once.Do(func() {
+			if written {
+				h.Claims.PutClaim(cmd.Email, c)
+			}
+			unlock()
+		})
+	}), nil
 }
 
 // Release removes uid's claim on email, if it still holds it.

@@ -4,9 +4,9 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"flag"
-	"fmt"
 	"net/http"
 	"os"
 	"time"
@@ -39,6 +39,8 @@ type Config struct {
 	QueryURLs           *string
 	QueryWaitAll        *bool
 	AppendTimeout       *time.Duration
+	CommitInterval      *time.Duration
+	TxnTimeout          *time.Duration
 	Visibility          *time.Duration
 	MaxBody             *int
 	Group               *string
@@ -57,6 +59,8 @@ func RegisterFlags(fs *flag.FlagSet) *Config {
 		QueryURLs:           config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "comma-separated base URLs of query-svc instances, asked for read-your-writes"),
 		QueryWaitAll:        config.Bool(fs, "query-wait-all", "QUERY_WAIT_ALL", false, "wait until every query-svc instance in QUERY_URL shows a write (set it when query-svc runs with REPLICA_MODE=full)"),
 		AppendTimeout:       config.Duration(fs, "append-timeout", "APPEND_TIMEOUT", adapters.DefaultAppendTimeout, "longest an append waits for the event log (too few in-sync replicas, say) before the command fails with 503 and Retry-After; an append not yet committing by then is aborted"),
+		CommitInterval:      config.Duration(fs, "commit-interval", "COMMIT_INTERVAL", adapters.DefaultCommitInterval, "how long a transaction on the event log waits, after its first append, for more appends to share it (group commit across every owned partition); a negative value does not wait"),
+		TxnTimeout:          config.Duration(fs, "txn-timeout", "TXN_TIMEOUT", 0, "transaction timeout of the event log's producer: how long a transaction left open by a frozen instance can hold back its partitions' new owner before Kafka aborts it (0: SESSION_TIMEOUT)"),
 		Visibility:          config.Duration(fs, "visibility-timeout", "VISIBILITY_TIMEOUT", 10*time.Second, "longest a write waits for readers to see it before answering 202"),
 		MaxBody:             config.Int(fs, "max-body", "MAX_BODY_BYTES", httpx.DefaultMaxBody, "largest accepted request body, in bytes"),
 		Group:               config.String(fs, "group", "COMMAND_GROUP", "profiles-command", "consumer group of the command-svc instances"),
@@ -86,7 +90,9 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	}
 	kcfg := boot.Kafka
 	states := state.NewStore(log, boot.Codec, kcfg.ClaimsTopic)
-	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *cfg.Group, Source: "/command-svc/" + self.ID, Log: log, AppendTimeout: *cfg.AppendTimeout, Late: states, Profiles: states, KEK: boot.KEK, Codec: boot.Codec, Keys: boot.Keyring}
+	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *cfg.Group, Group: *cfg.Group, Source: "/command-svc/" + self.ID, Log: log,
+		AppendTimeout: *cfg.AppendTimeout, CommitInterval: *cfg.CommitInterval, TxnTimeout: cmp.Or(*cfg.TxnTimeout, *cfg.SessionTimeout),
+		Late: states, Profiles: states, ClaimSeqs: states, KEK: boot.KEK, Codec: boot.Codec, Keys: boot.Keyring}
 	boot.Defer(eventLog.Close)
 	opts := kafkax.GroupOptions{
 		Group: *cfg.Group, Topics: []string{kcfg.EventsTopic, kcfg.ClaimsTopic}, Self: self, SessionTimeout: *cfg.SessionTimeout,
@@ -99,7 +105,8 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	if err != nil {
 		return nil, err
 	}
-	eventLog.Fenced = func(p int32) { g.Rejoin(fmt.Sprintf("the producer of partition %d was fenced", p)) }
+	eventLog.Fenced = g.Rejoin
+	eventLog.Serving = g.Serving
 	partitionOf := func(key string) int32 { return kafkax.Partition(key, kcfg.Partitions) }
 	peers := &adapters.Peers{Router: g, PartitionOf: partitionOf, EmailKey: boot.Codec, States: states, SelfURL: self.URL,
 		Client: peer.Client{HTTP: &http.Client{Transport: httpx.PeerTransport}, Sign: sec.Sign}, Timeout: 30 * time.Second}

@@ -112,7 +112,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		gcfg := kcfg.ForGeneration(n)
 		opts := kafkax.GroupOptions{
 			Group: topology.GenerationGroup(*cfg.Group, n), Topics: []string{gcfg.SnapshotsTopic, gcfg.EmailIndexTopic, kcfg.EventsTopic}, Self: self,
-			SessionTimeout: *cfg.SessionTimeout, Start: a.Start, Handle: handle, Assigned: gens.Assigned,
+			SessionTimeout: *cfg.SessionTimeout, Start: a.Start, Handle: handle, Assigned: func(s kafkax.Session) { gens.Assigned(s.Partitions) },
 		}
 		if static {
 			opts.InstanceID = self.ID
