@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -49,6 +50,10 @@ type Config struct {
 	PerfRecords, WTVRecords int
 	// Profile captures CPU profiles (pprof) during the runs.
 	Profile bool
+	// Scenarios, when not empty, names the only scenarios to run (a quick
+	// before-and-after of one change); the report then leaves the others
+	// out.
+	Scenarios []string
 	// RestartCommand also restarts a command-svc instance (it rebuilds
 	// its state from the event log).
 	RestartCommand bool
@@ -103,6 +108,7 @@ func ParseFlags(args []string, log io.Writer) (Config, error) {
 	warmup := fs.Duration("warmup", -1, "warm-up before each measured run (-1: the preset's)")
 	partitions := fs.Int("partitions", 0, "partitions of every topic (0: the preset's)")
 	noProfile := fs.Bool("no-pprof", false, "take no CPU profiles")
+	scenarios := fs.String("scenarios", "", "comma-separated scenarios to run, e.g. post,put (empty: all)")
 	prefix := fs.String("prefix", "", "prefix of the run's topics and groups (default: bench-<time>)")
 	_ = fs.Parse(args)
 
@@ -124,6 +130,11 @@ func ParseFlags(args []string, log io.Writer) (Config, error) {
 	}
 	if *noProfile {
 		cfg.Profile = false
+	}
+	for _, name := range strings.Split(*scenarios, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			cfg.Scenarios = append(cfg.Scenarios, name)
+		}
 	}
 	abs := func(p string) string {
 		if p == "" || filepath.IsAbs(p) {

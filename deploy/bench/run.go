@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -551,9 +552,17 @@ func (b *bench) scenarioList() []scenario {
 // then the ceiling's), then open loop at OpenFraction of our maximum (ours,
 // then the ceiling's at the same rate).
 func (b *bench) scenarios(ctx context.Context) error {
+	for _, name := range b.cfg.Scenarios {
+		if !slices.ContainsFunc(b.scenarioList(), func(s scenario) bool { return s.name == name }) {
+			return fmt.Errorf("no scenario %q (-scenarios)", name)
+		}
+	}
 	for _, s := range b.scenarioList() {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if len(b.cfg.Scenarios) > 0 && !slices.Contains(b.cfg.Scenarios, s.name) {
+			continue
 		}
 		res := ScenarioResult{Name: s.name, Title: s.title, CPU: map[string]map[string]float64{}}
 		ours := Load{Client: b.client, Source: s.source}
