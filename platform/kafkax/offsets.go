@@ -2,6 +2,7 @@ package kafkax
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/IBM/sarama"
 )
@@ -81,4 +82,35 @@ func listOffsets(client sarama.Client, at int64, iso sarama.IsolationLevel, part
 		}
 	}
 	return out, nil
+}
+
+// CommittedStart returns a GroupOptions.Start that starts every partition
+// at the offset group has committed for it, and at sarama.OffsetOldest
+// where it has none: the usual consumer group behaviour, for a Group
+// whose caller keeps no offsets of its own (the Group commits the offset
+// after each handled batch, within a second). Each call asks the group
+// coordinator (OffsetFetch) for its one partition.
+func CommittedStart(client sarama.Client, group string) func(topic string, p int32) (int64, error) {
+	return func(topic string, p int32) (int64, error) {
+		// The admin is not closed: that would close the shared client.
+		admin, err := sarama.NewClusterAdminFromClient(client)
+		if err != nil {
+			return 0, err
+		}
+		got, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: {p}})
+		if err != nil {
+			return 0, fmt.Errorf("committed offset of %s/%d for group %s: %w", topic, p, group, err)
+		}
+		if got.Err != sarama.ErrNoError {
+			return 0, fmt.Errorf("committed offset of %s/%d for group %s: %w", topic, p, group, got.Err)
+		}
+		b := got.GetBlock(topic, p)
+		if b == nil || b.Offset < 0 {
+			return sarama.OffsetOldest, nil
+		}
+		if b.Err != sarama.ErrNoError {
+			return 0, fmt.Errorf("committed offset of %s/%d for group %s: %w", topic, p, group, b.Err)
+		}
+		return b.Offset, nil
+	}
 }

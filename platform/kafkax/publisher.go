@@ -1,7 +1,6 @@
 package kafkax
 
 import (
-	"fmt"
 
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill"
@@ -17,8 +16,9 @@ const KeyMetadata = "kafka_key"
 // configuration sc, normally one made by a ProducerSarama (durable:
 // Publish then blocks until every in-sync replica has the record). Each
 // message's KeyMetadata becomes the record key, placed by
-// sc.Producer.Partitioner; a message with a nil payload is written as a
-// tombstone. The publisher owns sc from then on.
+// sc.Producer.Partitioner (a message without one is written without a
+// key); a message with a nil payload is written as a tombstone. The
+// publisher owns sc from then on.
 func NewPublisher(brokers []string, sc *sarama.Config, logger watermill.LoggerAdapter) (*kafka.Publisher, error) {
 	return kafka.NewPublisher(kafka.PublisherConfig{
 		Brokers:               brokers,
@@ -44,9 +44,6 @@ type keyedMarshaler struct{ kafka.DefaultMarshaler }
 
 func (m keyedMarshaler) Marshal(topic string, msg *message.Message) (*sarama.ProducerMessage, error) {
 	key := msg.Metadata.Get(KeyMetadata)
-	if key == "" {
-		return nil, fmt.Errorf("message %s has no %s", msg.UUID, KeyMetadata)
-	}
 	m2 := msg.Copy()
 	m2.Metadata = make(message.Metadata, len(msg.Metadata))
 	for k, v := range msg.Metadata {
@@ -58,7 +55,9 @@ func (m keyedMarshaler) Marshal(topic string, msg *message.Message) (*sarama.Pro
 	if err != nil {
 		return nil, err
 	}
-	pm.Key = sarama.StringEncoder(key)
+	if key != "" {
+		pm.Key = sarama.StringEncoder(key)
+	}
 	if msg.Payload == nil {
 		pm.Value = nil // a tombstone
 	}

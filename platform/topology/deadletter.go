@@ -6,8 +6,12 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"profiles/platform/kafkax"
 )
 
 // Headers a dead letter carries besides the original record's own.
@@ -51,43 +55,41 @@ func FromConsumerMessage(r *sarama.ConsumerMessage) DeadRecord {
 // partition and offset, the reason and the consumer. Consumers then move on
 // instead of stalling; the record also stays where it was. It is safe for
 // concurrent use.
+//
+// It writes with a watermill publisher (kafkax.NewPublisher): dead letters
+// are rare and each is sent on its own and waited for, which is what that
+// publisher does.
 type DeadLetters struct {
-	producer sarama.SyncProducer
-	topic    string
-	consumer string
+	publisher message.Publisher
+	topic     string
+	consumer  string
 }
 
 // NewDeadLetters connects a producer for c.DeadLetterTopic. consumer names
 // the service that sets records aside.
 func NewDeadLetters(c Config, consumer string) (*DeadLetters, error) {
-	p, err := sarama.NewSyncProducer(c.Brokers, c.ProducerSarama(consumer+"-dlq"))
+	p, err := kafkax.NewPublisher(c.Brokers, c.ProducerSarama(consumer+"-dlq"), watermill.NopLogger{})
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter producer: %w", err)
 	}
-	return &DeadLetters{producer: p, topic: c.DeadLetterTopic, consumer: consumer}, nil
+	return &DeadLetters{publisher: p, topic: c.DeadLetterTopic, consumer: consumer}, nil
 }
 
 // Send writes one dead letter and returns once it is replicated.
 func (d *DeadLetters) Send(r DeadRecord, reason error) error {
-	headers := []sarama.RecordHeader{
-		{Key: []byte(HeaderDLQTopic), Value: []byte(r.Topic)},
-		{Key: []byte(HeaderDLQPartition), Value: []byte(strconv.Itoa(int(r.Partition)))},
-		{Key: []byte(HeaderDLQOffset), Value: []byte(strconv.FormatInt(r.Offset, 10))},
-		{Key: []byte(HeaderDLQReason), Value: []byte(reason.Error())},
-		{Key: []byte(HeaderDLQConsumer), Value: []byte(d.consumer)},
-		{Key: []byte(HeaderDLQTime), Value: []byte(time.Now().UTC().Format(time.RFC3339Nano))},
-	}
+	// The original headers first, so that the dead letter's own win.
+	headers := make(map[string]string, len(r.Headers)+6)
 	for k, v := range r.Headers {
-		headers = append(headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
+		headers[k] = v
 	}
-	msg := &sarama.ProducerMessage{Topic: d.topic, Headers: headers}
-	if r.Key != nil {
-		msg.Key = sarama.ByteEncoder(r.Key)
-	}
-	if r.Value != nil {
-		msg.Value = sarama.ByteEncoder(r.Value)
-	}
-	if _, _, err := d.producer.SendMessage(msg); err != nil {
+	headers[HeaderDLQTopic] = r.Topic
+	headers[HeaderDLQPartition] = strconv.Itoa(int(r.Partition))
+	headers[HeaderDLQOffset] = strconv.FormatInt(r.Offset, 10)
+	headers[HeaderDLQReason] = reason.Error()
+	headers[HeaderDLQConsumer] = d.consumer
+	headers[HeaderDLQTime] = time.Now().UTC().Format(time.RFC3339Nano)
+	msg := kafkax.NewKeyedMessage(watermill.NewUUID(), string(r.Key), headers, r.Value)
+	if err := d.publisher.Publish(d.topic, msg); err != nil {
 		deadLetters.WithLabelValues(r.Topic, "failed").Inc()
 		return fmt.Errorf("dead letter for %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
 	}
@@ -96,4 +98,4 @@ func (d *DeadLetters) Send(r DeadRecord, reason error) error {
 }
 
 // Close closes the producer.
-func (d *DeadLetters) Close() error { return d.producer.Close() }
+func (d *DeadLetters) Close() error { return d.publisher.Close() }

@@ -10,6 +10,8 @@ package projection
 import (
 	"strconv"
 
+	"github.com/IBM/sarama"
+
 	"profiles/events"
 	"profiles/platform/topology"
 )
@@ -100,4 +102,23 @@ func Step(c Codec, t Target, prev, next events.Profile, e *events.Event) ([]Reco
 	}
 	out = append(out, Record{Topic: t.Snapshots, Key: next.UID, Value: value, Headers: headers, ID: id})
 	return out, nil
+}
+
+// Message returns r as a sarama producer message with the given headers
+// (RecordHeaders of r.Headers, which the records of one step may share).
+func (r Record) Message(headers []sarama.RecordHeader) *sarama.ProducerMessage {
+	m := &sarama.ProducerMessage{Topic: r.Topic, Key: sarama.StringEncoder(r.Key), Headers: headers}
+	if r.Value != nil {
+		m.Value = sarama.ByteEncoder(r.Value)
+	}
+	return m
+}
+
+// RecordHeaders returns headers as sarama record headers.
+func RecordHeaders(headers map[string]string) []sarama.RecordHeader {
+	out := make([]sarama.RecordHeader, 0, len(headers))
+	for k, v := range headers {
+		out = append(out, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
+	}
+	return out
 }

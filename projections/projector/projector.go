@@ -10,28 +10,38 @@
 package projector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"profiles/events"
-	"profiles/platform/kafkax"
 	"profiles/platform/pii"
 	"profiles/platform/topology"
 	"profiles/projections/projection"
 )
 
-var eventsFolded = promauto.NewCounterVec(prometheus.CounterOpts{
-	Name: "profiles_projector_events_total",
-	Help: "Events read from the event log, by result: applied, duplicate (a redelivery, skipped) or poison (undecodable or not applicable, skipped).",
-}, []string{"result"})
+var (
+	eventsFolded = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "profiles_projector_events_total",
+		Help: "Events read from the event log, by result: applied, duplicate (a redelivery, skipped) or poison (undecodable or not applicable, skipped).",
+	}, []string{"result"})
+	batchRecords = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "profiles_projector_batch_records",
+		Help:    "Records written per batch (one produce of the email index records, then one of the snapshots).",
+		Buckets: prometheus.ExponentialBuckets(1, 4, 7),
+	})
+	retries = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "profiles_projector_retries_total",
+		Help: "Batches folded again after an error (a write that failed, a data key not readable yet).",
+	})
+)
 
 // DeadLetterSink sets aside a record the projector cannot use (see
 // topology.DeadLetters).
@@ -39,13 +49,19 @@ type DeadLetterSink interface {
 	Send(r topology.DeadRecord, reason error) error
 }
 
-// Projector consumes the event log and writes snapshots and the email
-// index. Set its fields (DeadLetters may be nil) and call Run
-// once, after State has been restored from the snapshot topic
-// (State.Restore).
+// Producer writes a batch of records and returns once every one of them
+// is acknowledged, or with an error (sarama.SyncProducer).
+type Producer interface {
+	SendMessages(msgs []*sarama.ProducerMessage) error
+}
+
+// Projector folds batches of events into snapshots and the email index.
+// Set its fields (DeadLetters may be nil), restore State from the
+// snapshot topic (State.Restore), and hand Handle to a consumer group
+// (kafkax.GroupOptions.Handle). Handle may run concurrently for different
+// partitions, never for one partition.
 type Projector struct {
-	Subscriber      message.Subscriber
-	Publisher       message.Publisher
+	Producer        Producer
 	Client          sarama.Client // for restoring State from the snapshot topic
 	EventsTopic     string
 	SnapshotsTopic  string
@@ -56,141 +72,172 @@ type Projector struct {
 	Log         *slog.Logger
 	// Codec opens the events and seals the snapshots.
 	Codec *pii.Codec
+	// RetryBackoff is the first wait before a batch is folded again after
+	// an error; it doubles up to 5 s. Zero means 200 ms.
+	RetryBackoff time.Duration
 }
 
-// Run consumes events until ctx ends. Each event is acked only after its
-// snapshot has been written, so every event is folded at least once and,
-// by the version check, exactly once into the snapshot.
+// Handle folds records, a batch of one partition of the event log in
+// offset order, and returns once everything for them is written: the
+// caller may then commit the offset after the last one. Each batch costs
+// two produce requests (the email index records, then the snapshots),
+// whatever its size, where one event at a time cost two round trips per
+// event.
 //
-// watermill's Kafka subscriber delivers one un-acked message per partition
-// at a time, all on one channel. Run hands each partition's messages to a
-// goroutine of that partition, so partitions fold in parallel while each
-// keeps its order; folding them all on one goroutine would make the
-// projector as slow as one produce round trip per event in total.
-func (p *Projector) Run(ctx context.Context) error {
-	msgs, err := p.Subscriber.Subscribe(ctx, p.EventsTopic)
-	if err != nil {
-		return fmt.Errorf("subscribe to %s: %w", p.EventsTopic, err)
-	}
-	workers := map[int32]chan *message.Message{}
-	defer func() {
-		for _, ch := range workers {
-			close(ch)
+// A failed write or a data key not readable yet is retried here, from the
+// first record not yet written, until it succeeds or ctx ends (Handle then
+// returns ctx's error and nothing past the written records counts as
+// folded). A poison event is set aside and skipped.
+func (p *Projector) Handle(ctx context.Context, _ string, partition int32, records []*sarama.ConsumerMessage) error {
+	backoff := cmp.Or(p.RetryBackoff, 200*time.Millisecond)
+	for len(records) > 0 {
+		done, err := p.fold(ctx, partition, records)
+		records = records[done:]
+		if err == nil {
+			return nil
 		}
-	}()
-	for {
+		retries.Inc()
+		p.Log.Warn("snapshots not written; folding again", "partition", partition, "offset", records[0].Offset, "retry_in", backoff, "err", err)
 		select {
 		case <-ctx.Done():
-			return nil
-		case msg, ok := <-msgs:
-			if !ok {
-				return nil
-			}
-			partition, _ := kafka.MessagePartitionFromCtx(msg.Context())
-			ch := workers[partition]
-			if ch == nil {
-				ch = make(chan *message.Message, 1)
-				workers[partition] = ch
-				go p.fold(ctx, ch)
-			}
-			select {
-			case ch <- msg:
-			case <-ctx.Done():
-				return nil
-			}
+			return ctx.Err()
+		case <-time.After(backoff):
 		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
+	return nil
 }
 
-// fold handles the messages of one partition, in order.
-func (p *Projector) fold(ctx context.Context, msgs <-chan *message.Message) {
-	for msg := range msgs {
-		if err := p.handle(ctx, msg); err != nil {
-			p.Log.Warn("snapshot not written; the event will be redelivered", "err", err)
-			msg.Nack()
-			continue
-		}
-		msg.Ack()
-	}
+// batch is what fold has decided and not yet written: the records and the
+// states they lead to.
+type batch struct {
+	index, snapshots []*sarama.ProducerMessage
+	next             map[string]events.Profile // uid: its state after the batch
+	applied          int
 }
 
-// handle folds one event. It returns an error only when the event should be
-// retried; a poison event is logged, counted and skipped.
-func (p *Projector) handle(ctx context.Context, msg *message.Message) error {
-	partition, _ := kafka.MessagePartitionFromCtx(msg.Context())
-	offset, _ := kafka.MessagePartitionOffsetFromCtx(msg.Context())
-	poison := func(reason error) error {
-		p.Log.Error("setting a poison event aside", "topic", p.EventsTopic, "partition", partition, "offset", offset, "err", reason)
-		if p.DeadLetters != nil {
-			key, _ := kafka.MessageKeyFromCtx(msg.Context())
-			err := p.DeadLetters.Send(topology.DeadRecord{
-				Topic: p.EventsTopic, Partition: partition, Offset: offset,
-				Key: key, Value: msg.Payload, Headers: msg.Metadata,
-			}, reason)
-			if err != nil {
-				return err // retried: a poison event is never dropped unrecorded
-			}
+// fold folds records and writes what they produce. It returns how many
+// records are done (written, or skipped): all of them with a nil error,
+// and the ones before the one that failed otherwise.
+func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama.ConsumerMessage) (int, error) {
+	b := &batch{next: map[string]events.Profile{}}
+	state := func(uid string) events.Profile {
+		if s, ok := b.next[uid]; ok {
+			return s
 		}
-		eventsFolded.WithLabelValues("poison").Inc()
-		return nil
+		return p.State.Get(uid)
 	}
-
-	e, err := p.Codec.DecodeEvent(msg.Payload)
-	if errors.Is(err, pii.ErrKeyUnavailable) {
-		return err // retried: the event is good, its key is not readable yet
-	}
-	if err != nil {
-		return poison(err)
-	}
-	state := p.State.Get(e.UID)
-	if e.Version > state.Version+1 {
-		// Our memory of this partition is behind the snapshot topic (another
-		// projector instance owned the partition for a while): reload it.
-		if _, err := p.State.Restore(ctx, p.Codec, p.Client, p.SnapshotsTopic, []int32{partition}); err != nil {
+	done := 0 // records before this one are written
+	flush := func(upTo int) error {
+		if err := p.write(b); err != nil {
 			return err
 		}
-		state = p.State.Get(e.UID)
-	}
-	if events.IsDuplicate(state, e) {
-		eventsFolded.WithLabelValues("duplicate").Inc()
+		done = upTo
+		b = &batch{next: map[string]events.Profile{}}
 		return nil
 	}
-	next, err := events.Apply(state, e)
-	if err != nil {
-		return poison(err)
+	for i, r := range records {
+		e, err := p.Codec.DecodeEvent(r.Value)
+		if errors.Is(err, pii.ErrKeyUnavailable) {
+			return done, errors.Join(flush(i), err) // the event is good, its key is not readable yet
+		}
+		if err != nil {
+			if ferr := flush(i); ferr != nil {
+				return done, ferr
+			}
+			if err := p.poison(r, err); err != nil {
+				return done, err
+			}
+			done = i + 1
+			continue
+		}
+		prev := state(e.UID)
+		if e.Version > prev.Version+1 {
+			// Our memory of this partition is behind the snapshot topic
+			// (another projector instance owned the partition for a while):
+			// write what is decided, and reload it.
+			if err := flush(i); err != nil {
+				return done, err
+			}
+			if _, err := p.State.Restore(ctx, p.Codec, p.Client, p.SnapshotsTopic, []int32{partition}); err != nil {
+				return done, err
+			}
+			prev = p.State.Get(e.UID)
+		}
+		if events.IsDuplicate(prev, e) {
+			eventsFolded.WithLabelValues("duplicate").Inc()
+			if len(b.next) == 0 {
+				done = i + 1
+			}
+			continue
+		}
+		next, err := events.Apply(prev, e)
+		var recs []projection.Record
+		if err == nil {
+			recs, err = projection.Step(p.Codec, projection.Target{Snapshots: p.SnapshotsTopic, EmailIndex: p.EmailIndexTopic, Source: "/projector"}, prev, next, &e)
+		}
+		if errors.Is(err, pii.ErrKeyUnavailable) {
+			return done, errors.Join(flush(i), err) // the snapshot is sealed with a key not readable yet
+		}
+		if err != nil {
+			if ferr := flush(i); ferr != nil {
+				return done, ferr
+			}
+			if err := p.poison(r, err); err != nil {
+				return done, err
+			}
+			done = i + 1
+			continue
+		}
+		headers := projection.RecordHeaders(recs[0].Headers) // one map for every record of the step
+		for _, rec := range recs[:len(recs)-1] {
+			b.index = append(b.index, rec.Message(headers))
+		}
+		b.snapshots = append(b.snapshots, recs[len(recs)-1].Message(headers))
+		b.next[e.UID] = next
+		b.applied++
 	}
-	recs, err := projection.Step(p.Codec, projection.Target{Snapshots: p.SnapshotsTopic, EmailIndex: p.EmailIndexTopic, Source: "/projector"}, state, next, &e)
-	if errors.Is(err, pii.ErrKeyUnavailable) {
-		return err // retried: the snapshot is sealed with a key not readable yet
+	return len(records), flush(len(records))
+}
+
+// write sends b's records: the index records first and the snapshots
+// after them. The snapshot topic is what State is restored from, so a
+// snapshot that exists proves that everything for its event was written;
+// a crash in between folds the events again and writes the index records
+// again, which is harmless. Only then does State move to b's states.
+func (p *Projector) write(b *batch) error {
+	if len(b.snapshots) == 0 {
+		return nil
 	}
-	if err != nil {
-		return poison(err)
+	if len(b.index) > 0 {
+		if err := p.Producer.SendMessages(b.index); err != nil {
+			return fmt.Errorf("write %d email index records: %w", len(b.index), err)
+		}
 	}
-	// The index records go first and the snapshot last: the snapshot topic
-	// is what State is restored from, so a snapshot that exists proves that
-	// everything for its event was written. A crash in between re-folds
-	// the event and writes the index records again, which is harmless.
-	index, snapshot := recs[:len(recs)-1], recs[len(recs)-1]
-	msgs := make([]*message.Message, len(index))
-	for i, r := range index {
-		msgs[i] = newMessage(r)
+	if err := p.Producer.SendMessages(b.snapshots); err != nil {
+		return fmt.Errorf("write %d snapshots: %w", len(b.snapshots), err)
 	}
-	if err := p.Publisher.Publish(p.EmailIndexTopic, msgs...); err != nil {
-		return fmt.Errorf("publish email index of %s v%d: %w", e.UID, next.Version, err)
+	for _, s := range b.next {
+		p.State.Put(s)
 	}
-	if err := p.Publisher.Publish(p.SnapshotsTopic, newMessage(snapshot)); err != nil {
-		return fmt.Errorf("publish snapshot of %s v%d: %w", e.UID, next.Version, err)
+	eventsFolded.WithLabelValues("applied").Add(float64(b.applied))
+	batchRecords.Observe(float64(len(b.index) + len(b.snapshots)))
+	return nil
+}
+
+// poison sets r aside. It returns an error only when the record could not
+// be recorded: a poison event is never dropped unrecorded.
+func (p *Projector) poison(r *sarama.ConsumerMessage, reason error) error {
+	p.Log.Error("setting a poison event aside", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", reason)
+	if p.DeadLetters != nil {
+		if err := p.DeadLetters.Send(topology.FromConsumerMessage(r), reason); err != nil {
+			return err
+		}
 	}
-	p.State.Put(next)
-	eventsFolded.WithLabelValues("applied").Inc()
+	eventsFolded.WithLabelValues("poison").Inc()
 	return nil
 }
 
 // ErrNotRestored is what the projector's readiness check reports until its
 // State has been restored from the snapshot topic.
 var ErrNotRestored = errors.New("state not restored from the snapshot topic yet")
-
-// newMessage is r as a watermill message for kafkax's keyed publisher.
-func newMessage(r projection.Record) *message.Message {
-	return kafkax.NewKeyedMessage(r.ID, r.Key, r.Headers, r.Value)
-}

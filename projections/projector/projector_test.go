@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/IBM/sarama"
 
 	"profiles/events"
-	"profiles/platform/kafkax"
 	"profiles/platform/pii"
 	"profiles/platform/topology"
 	"profiles/projections/projection"
@@ -24,18 +23,18 @@ type testCodec struct{}
 func (testCodec) EncodeSnapshot(p events.Profile) ([]byte, error) { return events.EncodeSnapshot(p) }
 func (testCodec) EmailKey(email string) string                    { return events.NormalizeEmail(email) }
 
-// indexRecords returns the messages the projector publishes to the email
+// indexRecords returns the records the projector writes to the email
 // index for e from prev.
-func indexRecords(t *testing.T, c projection.Codec, e events.Event, prev, next events.Profile) []*message.Message {
+func indexRecords(t *testing.T, c projection.Codec, e events.Event, prev, next events.Profile) []projection.Record {
 	t.Helper()
 	recs, err := projection.Step(c, projection.Target{Snapshots: "snaps", EmailIndex: "index"}, prev, next, &e)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []*message.Message
+	var out []projection.Record
 	for _, r := range recs {
 		if r.Topic == "index" {
-			out = append(out, newMessage(r))
+			out = append(out, r)
 		}
 	}
 	return out
@@ -65,11 +64,11 @@ func TestIndexRecords(t *testing.T) {
 			}
 			var got []string
 			for _, m := range indexRecords(t, testCodec{}, e, tt.prev, next) {
-				email, uid, _ := topology.SplitIndexKey([]byte(m.Metadata.Get(kafkax.KeyMetadata)))
+				email, uid, _ := topology.SplitIndexKey([]byte(m.Key))
 				if uid != "u" {
 					t.Fatalf("index key for uid %q", uid)
 				}
-				if m.Payload == nil {
+				if m.Value == nil {
 					email = "-" + email
 				}
 				got = append(got, email)
@@ -100,7 +99,7 @@ func TestIndexKeysAreHMACsOfTheEmailNotTheEmail(t *testing.T) {
 	}
 	var got []string
 	for _, m := range indexRecords(t, key, e, live, next) {
-		k := m.Metadata.Get(kafkax.KeyMetadata)
+		k := m.Key
 		if strings.Contains(strings.ToLower(k), "bob") {
 			t.Fatalf("index key %q holds the email", k)
 		}
@@ -129,23 +128,23 @@ func (k *flakyKeys) DataKey(string) (*pii.DataKey, error) {
 
 func (*flakyKeys) Forget(string) {}
 
-// published records what the projector publishes, and must see nothing
+// published records what the projector writes, and must see nothing
 // here.
-type published struct{ msgs []*message.Message }
+type published struct{ msgs []*sarama.ProducerMessage }
 
-func (p *published) Publish(_ string, msgs ...*message.Message) error {
+func (p *published) SendMessages(msgs []*sarama.ProducerMessage) error {
 	p.msgs = append(p.msgs, msgs...)
 	return nil
 }
-func (*published) Close() error { return nil }
 
 // deadLetters records what is set aside, and must see nothing here.
 type deadLetters struct{ sent int }
 
 func (d *deadLetters) Send(topology.DeadRecord, error) error { d.sent++; return nil }
 
-// A snapshot whose data key cannot be read yet is retried (handle returns
-// the error, and the event is redelivered), never set aside as poison.
+// A snapshot whose data key cannot be read yet is retried (fold returns
+// the error with nothing done, and Handle folds it again), never set
+// aside as poison.
 func TestASnapshotWithoutItsKeyYetIsRetriedNotPoison(t *testing.T) {
 	kek, err := pii.NewKEK(make([]byte, pii.KeySize))
 	if err != nil {
@@ -163,12 +162,129 @@ func TestASnapshotWithoutItsKeyYetIsRetriedNotPoison(t *testing.T) {
 	}
 	pub, dlq := &published{}, &deadLetters{}
 	p := &Projector{
-		Publisher: pub, DeadLetters: dlq, State: NewState(), Codec: pii.NewCodec(kek, &flakyKeys{dk: dk}),
+		Producer: pub, DeadLetters: dlq, State: NewState(), Codec: pii.NewCodec(kek, &flakyKeys{dk: dk}),
 		EventsTopic: "events", SnapshotsTopic: "snaps", EmailIndexTopic: "index", Log: slog.New(slog.DiscardHandler),
 	}
-	err = p.handle(context.Background(), message.NewMessage("m1", value))
-	if !errors.Is(err, pii.ErrKeyUnavailable) || len(pub.msgs) != 0 || dlq.sent != 0 || p.State.Get(uid).Version != 0 {
-		t.Fatalf("handle = %v, %d published, %d dead letters, state v%d: want ErrKeyUnavailable and nothing written",
-			err, len(pub.msgs), dlq.sent, p.State.Get(uid).Version)
+	done, err := p.fold(context.Background(), 0, []*sarama.ConsumerMessage{{Topic: "events", Value: value}})
+	if !errors.Is(err, pii.ErrKeyUnavailable) || done != 0 || len(pub.msgs) != 0 || dlq.sent != 0 || p.State.Get(uid).Version != 0 {
+		t.Fatalf("fold = %d, %v, %d published, %d dead letters, state v%d: want ErrKeyUnavailable and nothing written",
+			done, err, len(pub.msgs), dlq.sent, p.State.Get(uid).Version)
+	}
+}
+
+// memKeys holds data keys in memory.
+type memKeys map[string]*pii.DataKey
+
+func (k memKeys) DataKey(uid string) (*pii.DataKey, error) {
+	if dk, ok := k[uid]; ok {
+		return dk, nil
+	}
+	return nil, pii.ErrNoKey
+}
+
+func (memKeys) Forget(string) {}
+
+// sends records each SendMessages call, and fails the calls listed in
+// fail (1-based).
+type sends struct {
+	calls [][]*sarama.ProducerMessage
+	fail  map[int]bool
+}
+
+func (s *sends) SendMessages(msgs []*sarama.ProducerMessage) error {
+	s.calls = append(s.calls, msgs)
+	if s.fail[len(s.calls)] {
+		return errors.New("broker unreachable")
+	}
+	return nil
+}
+
+// topics is each call's topics, one letter per record: i(ndex) or s(napshot).
+func (s *sends) topics() []string {
+	var out []string
+	for _, c := range s.calls {
+		t := ""
+		for _, m := range c {
+			t += m.Topic[:1]
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// A batch is folded in memory and written with one call for its email
+// index records and one for its snapshots, whatever its size; a poison
+// event is set aside in its place and a redelivered one skipped. A write
+// that fails is folded again from the first record not written, and
+// State moves only with what was written.
+func TestABatchIsTwoWritesAndAFailedOneIsFoldedAgain(t *testing.T) {
+	kek, err := pii.NewKEK(make([]byte, pii.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := memKeys{}
+	codec := pii.NewCodec(kek, keys)
+	at := time.Unix(0, 0)
+	var records []*sarama.ConsumerMessage
+	add := func(e events.Event) {
+		if keys[e.UID] == nil {
+			dk, _, err := kek.NewDataKey(e.UID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys[e.UID] = dk
+		}
+		value, err := codec.EncodeEvent(e, keys[e.UID])
+		if err != nil {
+			t.Fatal(err)
+		}
+		records = append(records, &sarama.ConsumerMessage{Topic: "events", Offset: int64(len(records)), Value: value})
+	}
+	uids := []string{"00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"}
+	created := make([]events.Profile, len(uids))
+	for i, uid := range uids {
+		e := events.New("c"+uid, events.Profile{}, uid, events.ProfileCreated{Username: "bob", Email: uid + "@example.com"}, at)
+		add(e)
+		if created[i], err = events.Apply(events.Profile{}, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(events.New("dup", events.Profile{}, uids[0], events.ProfileCreated{Username: "bob", Email: "x@example.com"}, at)) // version 1 again: a redelivery
+	records = append(records, &sarama.ConsumerMessage{Topic: "events", Offset: int64(len(records)), Value: []byte("not an event")})
+	add(events.New("ch", created[1], uids[1], events.EmailChanged{Email: "new@example.com"}, at))
+
+	tests := []struct {
+		name   string
+		fail   map[int]bool
+		writes []string // per SendMessages call
+	}{
+		// Up to the poison: 2 index records, 2 snapshots. After it: the
+		// email change unindexes and indexes, and its snapshot.
+		{"every write succeeds", nil, []string{"ii", "ss", "ii", "s"}},
+		{"a failed snapshot write is written again", map[int]bool{2: true}, []string{"ii", "ss", "ii", "ss", "ii", "s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, dlq := &sends{fail: tt.fail}, &deadLetters{}
+			p := &Projector{
+				Producer: out, DeadLetters: dlq, State: NewState(), Codec: codec, RetryBackoff: time.Millisecond,
+				EventsTopic: "events", SnapshotsTopic: "snaps", EmailIndexTopic: "index", Log: slog.New(slog.DiscardHandler),
+			}
+			if err := p.Handle(context.Background(), "events", 0, records); err != nil {
+				t.Fatal(err)
+			}
+			if got := out.topics(); strings.Join(got, ",") != strings.Join(tt.writes, ",") {
+				t.Fatalf("writes %v, want %v", got, tt.writes)
+			}
+			if dlq.sent != 1 {
+				t.Fatalf("%d dead letters, want the one poison event", dlq.sent)
+			}
+			if v := p.State.Get(uids[0]).Version; v != 1 {
+				t.Fatalf("%s at v%d, want v1", uids[0], v)
+			}
+			if got := p.State.Get(uids[1]); got.Version != 2 || got.Email != "new@example.com" {
+				t.Fatalf("%s is %+v, want v2 with the new email", uids[1], got)
+			}
+		})
 	}
 }

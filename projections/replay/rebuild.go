@@ -293,15 +293,12 @@ send:
 				once.Do(func() { firstErr = err })
 				break send
 			}
-			headers := recordHeaders(recs[0].Headers) // one map for every record of the step
+			headers := projection.RecordHeaders(recs[0].Headers) // one map for every record of the step
 			for _, r := range recs {
-				m := &sarama.ProducerMessage{Topic: r.Topic, Key: sarama.StringEncoder(r.Key), Headers: headers}
-				if r.Value != nil {
-					m.Value = sarama.ByteEncoder(r.Value)
-				} else if r.Topic == gen.SnapshotsTopic {
+				if r.Value == nil && r.Topic == gen.SnapshotsTopic {
 					deleted++
 				}
-				if !send(m) {
+				if !send(r.Message(headers)) {
 					break send
 				}
 			}
@@ -316,15 +313,6 @@ send:
 		return records, deleted, fmt.Errorf("write generation %s: %w", gen.SnapshotsTopic, firstErr)
 	}
 	return records, deleted, nil
-}
-
-// recordHeaders returns headers as sarama record headers.
-func recordHeaders(headers map[string]string) []sarama.RecordHeader {
-	out := make([]sarama.RecordHeader, 0, len(headers))
-	for k, v := range headers {
-		out = append(out, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
-	}
-	return out
 }
 
 // commitOffsets sets the committed offsets of group on the event log, so

@@ -6,8 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/IBM/sarama"
 
 	"profiles/platform/config"
 	"profiles/platform/httpx"
@@ -46,12 +45,14 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		return nil, err
 	}
 	log, kcfg, client := boot.Log, boot.Kafka, boot.Client
-	wlog := watermill.NewSlogLogger(log)
-	pub, err := kafkax.NewPublisher(kcfg.Brokers, kcfg.ProducerSarama(ProjectorName), wlog)
+	// A plain sarama producer, not watermill's publisher: Publish sends
+	// one message at a time and waits for each, and a batch of events
+	// must be one produce request (see BENCH.md).
+	producer, err := sarama.NewSyncProducer(kcfg.Brokers, kcfg.ProducerSarama(ProjectorName))
 	if err != nil {
 		return nil, err
 	}
-	boot.DeferClose(pub)
+	boot.DeferClose(producer)
 	dlq, err := topology.NewDeadLetters(kcfg, ProjectorName)
 	if err != nil {
 		return nil, err
@@ -82,18 +83,9 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		if err := topology.EnsureGeneration(ctx, kcfg, ProjectorName, n); err != nil {
 			return err
 		}
-		sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
-			Brokers:               kcfg.Brokers,
-			ConsumerGroup:         ggroup,
-			OverwriteSaramaConfig: kcfg.Sarama(ProjectorName),
-		}, wlog)
-		if err != nil {
-			return err
-		}
-		defer sub.Close()
 		p := &projector.Projector{
 			DeadLetters: dlq,
-			Subscriber:  sub, Publisher: pub, Client: client,
+			Producer:    producer, Client: client,
 			EventsTopic: kcfg.EventsTopic, SnapshotsTopic: gcfg.SnapshotsTopic, EmailIndexTopic: gcfg.EmailIndexTopic,
 			State: projector.NewState(), Log: log.With("generation", n),
 			Codec: boot.Codec,
@@ -106,7 +98,19 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		restored.Store(int64(n))
 		log.Info("state restored from the snapshot topic", "generation", n, "snapshots", gcfg.SnapshotsTopic,
 			"group", ggroup, "records", records, "profiles", p.State.Len(), "took", time.Since(start))
-		return p.Run(ctx)
+		// A plain sarama consumer group (kafkax.Group), not watermill's
+		// subscriber: that delivers one un-acked message per partition at a
+		// time, so events could never be written in batches. Each batch's
+		// offset is committed after Handle has written it.
+		opts := kafkax.GroupOptions{
+			Group: ggroup, Topics: []string{kcfg.EventsTopic},
+			Start: kafkax.CommittedStart(client, ggroup), Handle: p.Handle,
+		}
+		g, err := kafkax.NewGroup(client, opts, log.With("generation", n))
+		if err != nil {
+			return err
+		}
+		return g.Run(ctx, kcfg.GroupConfig(ProjectorName, opts), kcfg.Brokers)
 	}
 	follow := func(ctx context.Context) error {
 		return topology.FollowGenerations(ctx, client, kcfg.ControlTopic, log, fold)
