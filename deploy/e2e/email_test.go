@@ -88,7 +88,10 @@ func TestCrashBetweenClaimAndEventDoesNotLockTheEmail(t *testing.T) {
 	s.Start(victim)
 	s.WaitReady(victim)
 
-	// POST through the victim until one runs there: it claims, then exits.
+	// POST through the victim until one claims its email on the other
+	// instance: the victim then exits before it appends the event. Each POST
+	// has an Idempotency-Key, so its uid comes from the key, not from the
+	// email's partition (app.ColocatedUID), and its claim may be remote.
 	var email string
 	client := &http.Client{Timeout: 30 * time.Second}
 	for i := 0; ; i++ {
@@ -96,8 +99,14 @@ func TestCrashBetweenClaimAndEventDoesNotLockTheEmail(t *testing.T) {
 			t.Fatalf("no POST ran on %s", victim)
 		}
 		email = fmt.Sprintf("crash%d@mail.com", i)
-		resp, err := client.Post(s.URLOf(victim)+"/api/profile", "application/json",
+		req, err := http.NewRequest(http.MethodPost, s.URLOf(victim)+"/api/profile",
 			strings.NewReader(fmt.Sprintf(`{"username":"c","email":%q}`, email)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", fmt.Sprintf("crash-%d-%d", time.Now().UnixNano(), i))
+		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
 		}

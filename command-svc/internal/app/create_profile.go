@@ -63,6 +63,32 @@ func NewProfileUID(c Caller, key string, newID func() string) (uid string, idemp
 	}
 }
 
+// ColocatedUID returns a fresh uid (newID's) whose partition is the one of
+// the claim of email, so that one owner writes both: the claim then goes
+// into the transaction of the ProfileCreated event, with no hop to
+// another instance and no transaction of its own. partitionOf places a
+// key (a uid, or an email's claim key) and emailKey is the claim key of
+// an email. It draws at most maxColocationDraws uids (with P partitions a
+// draw hits with probability 1/P) and returns the last one when none hits:
+// the claim is then written where it belongs, as for any other uid.
+func ColocatedUID(newID func() string, partitionOf func(key string) int32, emailKey events.EmailKeyer) func(email string) string {
+	return func(email string) string {
+		want := partitionOf(emailKey.EmailKey(email))
+		uid := newID()
+		for range maxColocationDraws - 1 {
+			if partitionOf(uid) == want {
+				break
+			}
+			uid = newID()
+		}
+		return uid
+	}
+}
+
+// maxColocationDraws bounds ColocatedUID: with 12 partitions, 256 draws
+// all miss with probability (11/12)^256, about 2e-10.
+const maxColocationDraws = 256
+
 // Idempotent reports whether a POST by c with the Idempotency-Key key
 // replays the creation on a retry: never for a caller's own profile,
 // whose uid is its Subject (a retry finds it taken).

@@ -123,7 +123,7 @@ func TestPrincipalsBecomeCallers(t *testing.T) {
 				Routing:     routing.Routing{Router: selfRouter{}, Self: kafkax.Member{ID: "test"}, Wait: time.Second, Log: log},
 				PartitionOf: func(string) int32 { return 0 },
 				EmailKey:    normalized{},
-				NewUID:      func() string { return newUID },
+				NewUID:      func(string) string { return newUID },
 				Commands:    Commands{CreateProfile: ownerCreate{c}, ChangeProfile: ownerChange{c}, DeleteProfile: ownerDelete{c}},
 			}.Register(r)
 

@@ -3,6 +3,7 @@ package ports
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -44,7 +45,7 @@ func TestCreateBodyDisplayName(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got app.CreateProfile
-			h := HTTP{Commands: Commands{CreateProfile: fakeCreate{&got}}, NewUID: func() string { return "u1" }, EmailKey: normalized{}, Log: slog.Default()}
+			h := HTTP{Commands: Commands{CreateProfile: fakeCreate{&got}}, NewUID: func(string) string { return "u1" }, EmailKey: normalized{}, Log: slog.Default()}
 			r := httptest.NewRequest(http.MethodPost, "/api/profile", strings.NewReader(tt.body))
 			r.Header.Set("Content-Type", "application/json")
 			w := httptest.NewRecorder()
@@ -85,5 +86,44 @@ func TestChangeBodyRejectsDisplayName(t *testing.T) {
 	w := httptest.NewRecorder()
 	if _, ok := decodeBody[profileBody](h, w, r); ok || w.Code != http.StatusBadRequest {
 		t.Fatalf("PUT body with displayName: ok=%v status %d", ok, w.Code)
+	}
+}
+
+// chooseUID asks NewUID for a uid with the email of the POST's body, and
+// leaves the body whole for the handler, also one above the size limit
+// (which the handler refuses).
+func TestChooseUIDPeeksTheEmailAndKeepsTheBody(t *testing.T) {
+	big := `{"username":"bob","email":"b@mail.com","displayName":"` + strings.Repeat("x", 200) + `"}`
+	tests := []struct {
+		name, body string
+		maxBody    int64
+		wantEmail  string // what NewUID was given
+	}{
+		{"the body's email", `{"username":"bob","email":"Bob@Mail.com"}`, 0, "Bob@Mail.com"},
+		{"no email", `{"username":"bob"}`, 0, ""},
+		{"not json", `username=bob`, 0, ""},
+		{"above the limit", big, 100, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var asked []string
+			var seen string
+			h := HTTP{MaxBody: tt.maxBody, NewUID: func(email string) string { asked = append(asked, email); return "u1" }}
+			next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				seen = string(b)
+			})
+			r := httptest.NewRequest(http.MethodPost, "/api/profile", strings.NewReader(tt.body))
+			h.chooseUID(next).ServeHTTP(httptest.NewRecorder(), r)
+			if len(asked) != 1 || asked[0] != tt.wantEmail {
+				t.Fatalf("NewUID asked with %q, want once with %q", asked, tt.wantEmail)
+			}
+			if seen != tt.body {
+				t.Fatalf("the handler read %q, want the whole body", seen)
+			}
+			if got := r.Header.Get(HeaderUID); got != "u1" {
+				t.Fatalf("%s = %q, want u1", HeaderUID, got)
+			}
+		})
 	}
 }

@@ -101,7 +101,7 @@ func fuzzServer(c *recordingCommands) http.Handler {
 		Routing:     routing.Routing{Router: selfRouter{}, Self: kafkax.Member{ID: "fuzz"}, Wait: time.Second, Log: log},
 		PartitionOf: func(string) int32 { return 0 },
 		EmailKey:    normalized{},
-		NewUID:      uuid.NewString,
+		NewUID:      func(string) string { return uuid.NewString() },
 		Commands:    Commands{CreateProfile: c.create(), ChangeProfile: c.change()},
 	}.Register(r)
 	return r

@@ -2,9 +2,12 @@
 package ports
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -56,8 +59,10 @@ type HTTP struct {
 	// Routing places each command on the owner of its uid's partition.
 	Routing     Placement
 	PartitionOf func(uid string) int32
-	// NewUID returns a fresh profile uid.
-	NewUID func() string
+	// NewUID returns a fresh uid for a profile created with email ("" when
+	// the body holds none that can be read); app.ColocatedUID places it
+	// with the email's claim.
+	NewUID func(email string) string
 	// MaxBody limits a request body in bytes; 0 means httpx.DefaultMaxBody.
 	MaxBody int64
 	Log     *slog.Logger
@@ -111,7 +116,7 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 func (h HTTP) chooseUID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get(routing.HeaderForwardedBy) == "" || validate.Var("uid", r.Header.Get(HeaderUID), validate.UIDTag) != nil {
-			uid, _, err := app.NewProfileUID(callerOf(r), r.Header.Get(HeaderIdempotencyKey), h.NewUID)
+			uid, _, err := app.NewProfileUID(callerOf(r), r.Header.Get(HeaderIdempotencyKey), func() string { return h.NewUID(h.peekEmail(r)) })
 			if err != nil {
 				r.Header.Del(HeaderUID)
 			} else {
@@ -120,6 +125,31 @@ func (h HTTP) chooseUID(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// peekEmail returns the email of a POST's body, or "" when the body holds
+// none that can be read. It leaves the body as it was for the handler,
+// which decodes and checks it (and refuses one above MaxBody).
+func (h HTTP) peekEmail(r *http.Request) string {
+	limit := h.MaxBody
+	if limit <= 0 {
+		limit = httpx.DefaultMaxBody
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	r.Body = readCloser{io.MultiReader(bytes.NewReader(b), r.Body), r.Body}
+	var body struct {
+		Email string `json:"email"`
+	}
+	if err != nil || int64(len(b)) > limit || json.Unmarshal(b, &body) != nil {
+		return ""
+	}
+	return body.Email
+}
+
+// readCloser reads from Reader and closes Closer.
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // newUIDPartition places a POST on the owner of the uid in its HeaderUID
@@ -220,7 +250,7 @@ func (h HTTP) create(w http.ResponseWriter, r *http.Request) {
 	uid := r.Header.Get(HeaderUID)
 	if uid == "" { // not routed (a wiring without chooseUID), or a caller that may own no profile
 		var err error
-		if uid, _, err = app.NewProfileUID(c, key, h.NewUID); err != nil {
+		if uid, _, err = app.NewProfileUID(c, key, func() string { return h.NewUID(b.Email) }); err != nil {
 			auth.NotOwner(w, r, "without profiles:admin, a POST creates the profile whose uid is the token's sub, and this sub is not a UUID")
 			return
 		}

@@ -133,7 +133,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		Log: log, MaxBody: int64(*cfg.MaxBody),
 		Routing:     routing.Routing{Router: g, Self: self, Wait: *cfg.RouteWait, Log: log, Sign: sec.Sign},
 		PartitionOf: partitionOf,
-		NewUID:      uuid.NewString,
+		NewUID:      app.ColocatedUID(uuid.NewString, partitionOf, boot.Codec),
 		EmailKey:    boot.Codec,
 		Commands: ports.Commands{
 			ClaimEmail:    claimEmail,
