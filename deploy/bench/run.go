@@ -34,6 +34,7 @@ type bench struct {
 	query   []*Proc
 	command []*Proc
 	proj    []*Proc
+	front   *Proc // the front door, over every instance
 	ceiling *Proc
 	client  *http.Client
 	rep     *Report
@@ -159,13 +160,15 @@ func (b *bench) run(ctx context.Context) error {
 // configure picks the ports and the services' environment.
 func (b *bench) configure() error {
 	cfg := b.cfg
-	ports := make([]int, 12)
+	// ports[i] and its pprof port ports[7+i]: query-svc 0 and 1,
+	// command-svc 0 and 1, the projector, the HTTP ceiling, the front door.
+	ports := make([]int, 14)
 	if cfg.PortBase > 0 {
-		for i := range 6 {
-			ports[i], ports[6+i] = cfg.PortBase+i, cfg.PortBase+20+i
+		for i := range 7 {
+			ports[i], ports[7+i] = cfg.PortBase+i, cfg.PortBase+20+i
 		}
 	} else {
-		free, err := freePorts(12)
+		free, err := freePorts(14)
 		if err != nil {
 			return err
 		}
@@ -207,14 +210,15 @@ func (b *bench) configure() error {
 			Env: append(env, extra...), LogPath: filepath.Join(b.logs, name+".log")}
 	}
 	for i := range 2 {
-		b.query = append(b.query, proc(fmt.Sprintf("query-svc-%d", i), ports[i], ports[6+i],
+		b.query = append(b.query, proc(fmt.Sprintf("query-svc-%d", i), ports[i], ports[7+i],
 			"DATA_DIR="+filepath.Join(cfg.DataDir, fmt.Sprintf("query-%d", i))))
 	}
 	queryURLs := b.query[0].URL() + "," + b.query[1].URL()
 	for i := range 2 {
-		b.command = append(b.command, proc(fmt.Sprintf("command-svc-%d", i), ports[2+i], ports[8+i], "QUERY_URL="+queryURLs))
+		b.command = append(b.command, proc(fmt.Sprintf("command-svc-%d", i), ports[2+i], ports[9+i], "QUERY_URL="+queryURLs))
 	}
-	b.proj = append(b.proj, proc("projector-0", ports[4], ports[10]))
+	b.proj = append(b.proj, proc("projector-0", ports[4], ports[11]))
+	b.front = proc("frontdoor-0", ports[6], ports[13], "QUERY_URL="+queryURLs, "COMMAND_URL="+b.command[0].URL()+","+b.command[1].URL())
 	b.ceiling = &Proc{Name: "ceiling", Port: ports[5], Args: cfg.Self, LogPath: filepath.Join(b.logs, "ceiling.log"),
 		Env: []string{CeilingRoleEnv + "=ceiling", fmt.Sprintf("HTTP_ADDR=127.0.0.1:%d", ports[5])}}
 	b.client = NewClient(max(cfg.ReadConcurrency, cfg.WriteConcurrency, 64))
@@ -226,7 +230,7 @@ func (b *bench) configure() error {
 }
 
 func (b *bench) services() []*Proc {
-	return append(append(append([]*Proc{}, b.query...), b.command...), b.proj...)
+	return append(append(append(append([]*Proc{}, b.query...), b.command...), b.proj...), b.front)
 }
 
 // pids are the processes whose CPU a run accounts for.
@@ -513,25 +517,31 @@ func (b *bench) scenarioList() []scenario {
 		i := rand.IntN(P)
 		return Request{Base: b.query[seq%2].URL(), Method: http.MethodGet, Path: "/api/search?email=" + Email(i), Header: accept, Want: http.StatusOK}
 	}
-	post := func(isAsync bool) Source {
+	// Writes go to a command-svc instance (round-robin), or to the front
+	// door, the path that users take.
+	commandBase := func(seq uint64) string { return b.command[seq%2].URL() }
+	frontBase := func(uint64) string { return b.front.URL() }
+	post := func(isAsync bool, base func(uint64) string) Source {
 		return func(seq uint64) Request {
 			kind, h, want, n := "w", jsonBody, http.StatusCreated, b.counts.post.Add(1)
 			if isAsync {
 				kind, h, want, n = "a", async, http.StatusAccepted, b.counts.async.Add(1)
 			}
 			body := fmt.Sprintf(`{"username":"%s%d","email":"%s%s-%d@bench.example"}`, kind, n, kind, b.runID, n)
-			return Request{Base: b.command[seq%2].URL(), Method: http.MethodPost, Path: "/api/profile", Body: []byte(body), Header: h, Want: want}
+			return Request{Base: base(seq), Method: http.MethodPost, Path: "/api/profile", Body: []byte(body), Header: h, Want: want}
 		}
 	}
-	put := func(seq uint64) Request {
-		n := b.counts.put.Add(1)
-		i := int(n % uint64(P))
-		body := fmt.Sprintf(`{"username":"put%d","email":"%s"}`, n, Email(i))
-		return Request{Base: b.command[seq%2].URL(), Method: http.MethodPut, Path: "/api/profile/" + UID(i), Body: []byte(body), Header: jsonBody, Want: http.StatusOK}
+	put := func(base func(uint64) string) Source {
+		return func(seq uint64) Request {
+			n := b.counts.put.Add(1)
+			i := int(n % uint64(P))
+			body := fmt.Sprintf(`{"username":"put%d","email":"%s"}`, n, Email(i))
+			return Request{Base: base(seq), Method: http.MethodPut, Path: "/api/profile/" + UID(i), Body: []byte(body), Header: jsonBody, Want: http.StatusOK}
+		}
 	}
 	mixed := func(seq uint64) Request {
 		if rand.IntN(10) == 0 {
-			return put(seq)
+			return put(commandBase)(seq)
 		}
 		i := rand.IntN(P)
 		return Request{Base: b.query[seq%2].URL(), Method: http.MethodGet, Path: "/api/profile/" + UID(i), Header: accept, Want: http.StatusOK}
@@ -541,9 +551,12 @@ func (b *bench) scenarioList() []scenario {
 		{name: "get-owner", title: "GET /api/profile/{uid}, sent to the owner", source: get(false), concurrency: rc, profile: b.query[0]},
 		{name: "get-forwarded", title: "GET /api/profile/{uid}, sent to the other instance (one hop)", source: get(true), concurrency: rc, profile: b.query[0]},
 		{name: "search", title: "GET /api/search?email=, round-robin over the instances", source: search, concurrency: rc, profile: b.query[0]},
-		{name: "post", title: "POST /api/profile, waits until visible (201)", source: post(false), concurrency: wc, profile: b.command[0], write: true},
-		{name: "post-async", title: "POST /api/profile, Prefer: respond-async (202)", source: post(true), concurrency: wc, profile: b.command[0], write: true},
-		{name: "put", title: "PUT /api/profile/{uid}, a new username, waits until visible", source: put, concurrency: wc, profile: b.command[0], write: true},
+		{name: "post", title: "POST /api/profile, waits until visible (201)", source: post(false, commandBase), concurrency: wc, profile: b.command[0], write: true},
+		{name: "post-async", title: "POST /api/profile, Prefer: respond-async (202)", source: post(true, commandBase), concurrency: wc, profile: b.command[0], write: true},
+		{name: "put", title: "PUT /api/profile/{uid}, a new username, waits until visible", source: put(commandBase), concurrency: wc, profile: b.command[0], write: true},
+		{name: "front-post", title: "POST /api/profile through the front door, waits until visible (201)", source: post(false, frontBase), concurrency: wc, profile: b.command[0], write: true},
+		{name: "front-post-async", title: "POST /api/profile through the front door, Prefer: respond-async (202)", source: post(true, frontBase), concurrency: wc, profile: b.command[0], write: true},
+		{name: "front-put", title: "PUT /api/profile/{uid} through the front door, waits until visible", source: put(frontBase), concurrency: wc, profile: b.command[0], write: true},
 		{name: "mixed", title: "90% GET (round-robin) / 10% PUT", source: mixed, concurrency: wc, write: true},
 	}
 }

@@ -48,6 +48,7 @@ var binaries = []struct{ module, pkg, name string }{
 	{"command-svc", "./cmd/command-svc", "command-svc"},
 	{"projections", "./cmd/projector", "projector"},
 	{"projections", "./cmd/replay", "replay"},
+	{"deploy", "./cmd/frontdoor", "frontdoor"},
 }
 
 // Build builds the binaries the bench runs into dir, each with the pprof
