@@ -84,7 +84,7 @@ func TestBenchHarnessRunsAtTinySize(t *testing.T) {
 		t.Errorf("replay: %+v", rep.Replay)
 	case rep.WriteToVisible == nil || rep.WriteToVisible.Latency.Count == 0 || rep.WriteToVisible.Produce.Records == 0:
 		t.Errorf("write-to-visible: %+v", rep.WriteToVisible)
-	case len(rep.RSS) != 5 || rep.CeilingRSSMB <= 0:
+	case len(rep.RSS) != 6 || rep.CeilingRSSMB <= 0:
 		t.Errorf("RSS: %+v, ceiling %v", rep.RSS, rep.CeilingRSSMB)
 	}
 	restarted := map[string]bool{}
@@ -96,8 +96,8 @@ func TestBenchHarnessRunsAtTinySize(t *testing.T) {
 			t.Errorf("no restart-to-ready figure for %s: %+v", p, rep.Restarts)
 		}
 	}
-	if len(rep.Aims) != 6 {
-		t.Errorf("%d aims judged, want 6: %+v", len(rep.Aims), rep.Aims)
+	if len(rep.Aims) != 10 {
+		t.Errorf("%d aims judged, want 10: %+v", len(rep.Aims), rep.Aims)
 	}
 	for _, f := range []string{"latest.json", "latest.md", "latency.png"} {
 		st, err := os.Stat(filepath.Join(cfg.OutDir, f))
