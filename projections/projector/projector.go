@@ -93,7 +93,7 @@ func (p *Projector) Handle(ctx context.Context, _ string, partition int32, recor
 	for len(records) > 0 {
 		done, err := p.fold(ctx, partition, records)
 		records = records[done:]
-		if err == nil {
+		if err == nil || len(records) == 0 {
 			return nil
 		}
 		retries.Inc()
@@ -197,7 +197,8 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 		b.next[e.UID] = next
 		b.applied++
 	}
-	return len(records), flush(len(records))
+	err := flush(len(records))
+	return done, err
 }
 
 // write sends b's records: the index records first and the snapshots

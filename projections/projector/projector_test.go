@@ -262,6 +262,8 @@ func TestABatchIsTwoWritesAndAFailedOneIsFoldedAgain(t *testing.T) {
 		// email change unindexes and indexes, and its snapshot.
 		{"every write succeeds", nil, []string{"ii", "ss", "ii", "s"}},
 		{"a failed snapshot write is written again", map[int]bool{2: true}, []string{"ii", "ss", "ii", "ss", "ii", "s"}},
+		{"a failed last write is written again", map[int]bool{4: true}, []string{"ii", "ss", "ii", "s", "ii", "s"}},
+		{"a failed index write is written again", map[int]bool{3: true}, []string{"ii", "ss", "ii", "ii", "s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
