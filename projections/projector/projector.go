@@ -136,19 +136,27 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 		b = &batch{next: map[string]events.Profile{}}
 		return nil
 	}
+	// setAside writes what is decided before records[i], then sets that
+	// poison record aside and counts it done.
+	setAside := func(i int, r *sarama.ConsumerMessage, reason error) error {
+		if err := flush(i); err != nil {
+			return err
+		}
+		if err := p.poison(r, reason); err != nil {
+			return err
+		}
+		done = i + 1
+		return nil
+	}
 	for i, r := range records {
 		e, err := p.Codec.DecodeEvent(r.Value)
 		if errors.Is(err, pii.ErrKeyUnavailable) {
 			return done, errors.Join(flush(i), err) // the event is good, its key is not readable yet
 		}
 		if err != nil {
-			if ferr := flush(i); ferr != nil {
-				return done, ferr
-			}
-			if err := p.poison(r, err); err != nil {
+			if err := setAside(i, r, err); err != nil {
 				return done, err
 			}
-			done = i + 1
 			continue
 		}
 		prev := state(e.UID)
@@ -180,13 +188,9 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 			return done, errors.Join(flush(i), err) // the snapshot is sealed with a key not readable yet
 		}
 		if err != nil {
-			if ferr := flush(i); ferr != nil {
-				return done, ferr
-			}
-			if err := p.poison(r, err); err != nil {
+			if err := setAside(i, r, err); err != nil {
 				return done, err
 			}
-			done = i + 1
 			continue
 		}
 		headers := projection.RecordHeaders(recs[0].Headers) // one map for every record of the step
