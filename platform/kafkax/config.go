@@ -95,5 +95,28 @@ func (c Config) ProducerSarama(clientID string) *sarama.Config {
 	sc.Producer.Return.Successes = true // watermill's sync publisher needs it
 	sc.Producer.Return.Errors = true
 	sc.Producer.Partitioner = sarama.NewMurmur2Partitioner
+	// A linger of 1 ms (Kafka's own default is 5 ms): the records of one
+	// SendMessages then leave as one produce request per broker, after
+	// one AddPartitionsToTxn in a transaction, instead of a request for
+	// the first record and more for the rest, each waiting for the last
+	// (one request in flight per broker, as idempotence needs here).
+	sc.Producer.Flush.Frequency = time.Millisecond
+	sc.Producer.Transaction.Retry.BackoffFunc = TxnRetryBackoff
 	return sc
+}
+
+// TxnRetryBackoff is the wait before retry number retries (from 0) of a
+// transaction request: 1 ms, doubling up to 100 ms (sarama's fixed
+// default). Most retries are of CONCURRENT_TRANSACTIONS, which the
+// coordinator answers while it still writes the previous transaction's
+// markers, a few milliseconds on a healthy cluster; a fixed 20-100 ms
+// wait there made each transaction of a busy producer last 30-60 ms (see
+// BENCH.md). The 50 retries of Retry.Max wait 4.4 s in all (sarama's
+// fixed backoff: 5 s), so a coordinator away for seconds is still waited
+// for.
+func TxnRetryBackoff(retries, _ int) time.Duration {
+	if retries >= 7 {
+		return 100 * time.Millisecond
+	}
+	return time.Millisecond << retries
 }
