@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -195,4 +198,83 @@ func TestSnapshotTopicCompacts(t *testing.T) {
 			t.Fatalf("after compaction %s = %+v, want username final at version %d", uid, p, updates+2)
 		}
 	}
+}
+
+// A view directory from another cluster, or a corrupt one, is never
+// served: query-svc empties or deletes it, says why in its log, and
+// rebuilds it from Kafka.
+func TestViewFromAnotherClusterOrCorruptIsRebuilt(t *testing.T) {
+	needCluster(t)
+	a := StartSystem(t, Options{})
+	fromA := writeFixture(t, a, "a", 5)
+	a.Stop("query-svc-0")
+
+	b := StartSystem(t, Options{Brokers: clusterBrokers})
+	want := writeFixture(t, b, "b", 5)
+	b.Stop("query-svc-0")
+	dir := b.DataDir("query-svc-0")
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(dir, os.DirFS(a.DataDir("query-svc-0"))); err != nil {
+		t.Fatal(err)
+	}
+	b.Start("query-svc-0")
+	b.WaitReady("query-svc-0", "frontdoor")
+	line := logLine(t, b, "query-svc-0", "the view was built from another Kafka cluster or event log")
+	if line == nil {
+		t.Fatal("query-svc served a view of the single broker on the cluster without a word")
+	}
+	was, is := strings.Fields(fmt.Sprint(line["view_origin"])), strings.Fields(fmt.Sprint(line["origin"]))
+	if len(was) != 2 || len(is) != 2 || was[0] == is[0] {
+		t.Fatalf("origins in the log line: view %q, this system %q; want two different cluster ids", line["view_origin"], line["origin"])
+	}
+	checkFixture(t, b, want)
+	for uid := range fromA {
+		if r := b.Do(http.MethodGet, "/api/profile/"+uid, nil, nil); r.Status != http.StatusNotFound {
+			t.Fatalf("a profile of the other cluster is served: GET %s = %d %s", uid, r.Status, r.Body)
+		}
+	}
+
+	b.Stop("query-svc-0")
+	manifests, err := filepath.Glob(filepath.Join(dir, "MANIFEST-*"))
+	if err != nil || len(manifests) == 0 {
+		t.Fatalf("no MANIFEST in %s (%v)", dir, err)
+	}
+	for _, m := range manifests {
+		f, err := os.OpenFile(m, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Into the first record, past its 7-byte chunk header: Pebble
+		// takes a bad last record for a torn write, but not a bad first.
+		if _, err := f.WriteAt([]byte("corrupt!corrupt!"), 8); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	b.Start("query-svc-0")
+	b.WaitReady("query-svc-0", "frontdoor")
+	if logLine(t, b, "query-svc-0", "the view is corrupt; deleting it to rebuild it from Kafka") == nil {
+		t.Fatal("no log line says the corrupt view was rebuilt")
+	}
+	checkFixture(t, b, want)
+}
+
+// logLine returns the last JSON log line of an instance whose msg starts
+// with msg, or nil.
+func logLine(t *testing.T, sys *System, name, msg string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(sys.dir, name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found map[string]any
+	for _, l := range strings.Split(string(b), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && strings.HasPrefix(fmt.Sprint(m["msg"]), msg) {
+			found = m
+		}
+	}
+	return found
 }

@@ -114,3 +114,22 @@ func CommittedStart(client sarama.Client, group string) func(topic string, p int
 		return b.Offset, nil
 	}
 }
+
+// ClusterID returns the id of the cluster client talks to (the id that
+// kafka-storage format gave it), from a Metadata request to one broker. A
+// store built from Kafka records it, to tell a cluster from another that
+// happens to have the same topics.
+func ClusterID(client sarama.Client) (string, error) {
+	b := client.LeastLoadedBroker()
+	if b == nil {
+		return "", fmt.Errorf("cluster id: no broker (the client is closed)")
+	}
+	resp, err := b.GetMetadata(sarama.NewMetadataRequest(client.Config().Version, []string{}))
+	if err != nil {
+		return "", fmt.Errorf("cluster id from broker %d: %w", b.ID(), err)
+	}
+	if resp.ClusterID == nil || *resp.ClusterID == "" {
+		return "", fmt.Errorf("cluster id: broker %d answered none", b.ID())
+	}
+	return *resp.ClusterID, nil
+}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,5 +87,38 @@ func TestListOffsetsMatchesGetOffsetAndHonoursIsolation(t *testing.T) {
 	// b/1: record, commit marker, then the open transaction's record.
 	if stable[b][1] != 2 || high != 3 {
 		t.Errorf("b/1: last stable offset %d, high-water mark %d; want 2 and 3", stable[b][1], high)
+	}
+}
+
+// ClusterID is the id the test broker's storage was formatted with, the
+// same from every client.
+func TestClusterIDIsTheFormattedOne(t *testing.T) {
+	kcfg := testKafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var ids []string
+	for range 2 {
+		client, err := Connect(ctx, kcfg, "kafkax-test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := ClusterID(client)
+		client.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if ids[0] == "" || ids[0] != ids[1] {
+		t.Fatalf("cluster ids %q", ids)
+	}
+	if data := os.Getenv("PROFILES_TEST_KAFKA_DATA"); data != "" {
+		meta, err := os.ReadFile(filepath.Join(data, "logs", "meta.properties"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(meta), "cluster.id="+ids[0]) {
+			t.Fatalf("cluster id %q is not the one in meta.properties:\n%s", ids[0], meta)
+		}
 	}
 }

@@ -88,7 +88,14 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	}
 	kcfg, client := boot.Kafka, boot.Client
 
-	store, err := view.Open(*cfg.DataDir, vfs.Default, kcfg.Partitions, boot.Codec, view.Options{CacheSize: int64(*cfg.CacheMB) << 20})
+	// The view records the cluster and the event log it is built from: a
+	// data directory that comes from elsewhere is emptied and rebuilt.
+	cluster, err := kafkax.ClusterID(client)
+	if err != nil {
+		return nil, err
+	}
+	store, err := view.Open(*cfg.DataDir, vfs.Default, kcfg.Partitions, boot.Codec, view.Options{
+		CacheSize: int64(*cfg.CacheMB) << 20, Origin: cluster + " " + kcfg.EventsTopic, Log: log})
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,7 @@ const FormatMajorVersion = pebble.FormatValueSeparation
 // in a uid, an email or a topic name.
 var (
 	keyFormat     = []byte("f\x00format")
+	keyOrigin     = []byte("f\x00origin")
 	prefixProfile = []byte("p\x00")
 	prefixEmail   = []byte("e\x00")
 	prefixHistory = []byte("h\x00")
@@ -69,6 +70,16 @@ const DefaultCacheSize = 64 << 20
 type Options struct {
 	// CacheSize is the block cache in bytes; 0 means DefaultCacheSize.
 	CacheSize int64
+	// Origin names what the view is built from: the Kafka cluster's id
+	// and the event log (see kafkax.ClusterID). A view that records
+	// another origin is emptied on Open and rebuilt, never served: its
+	// offsets and profiles belong to other topics. A view that records
+	// none (from a build before origins were recorded) takes Origin. An
+	// empty Origin checks nothing and records nothing.
+	Origin string
+	// Log gets the line that says why a view is emptied or deleted; nil
+	// means slog.Default().
+	Log *slog.Logger
 }
 
 // Open opens (or creates) the view in dir, for topics of the given
@@ -78,6 +89,23 @@ func Open(dir string, fs vfs.FS, partitions int32, keyer events.EmailKeyer, o Op
 	if o.CacheSize <= 0 {
 		o.CacheSize = DefaultCacheSize
 	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	s, err := open(dir, fs, partitions, keyer, o)
+	if pebble.IsCorruptionError(err) {
+		// The view is a cache of Kafka: a corrupt one is deleted and
+		// rebuilt, never served.
+		o.Log.Error("the view is corrupt; deleting it to rebuild it from Kafka", "dir", dir, "err", err)
+		if rerr := fs.RemoveAll(dir); rerr != nil {
+			return nil, fmt.Errorf("delete the corrupt view in %s: %w (after: %w)", dir, rerr, err)
+		}
+		s, err = open(dir, fs, partitions, keyer, o)
+	}
+	return s, err
+}
+
+func open(dir string, fs vfs.FS, partitions int32, keyer events.EmailKeyer, o Options) (*Store, error) {
 	db, err := pebble.Open(dir, &pebble.Options{
 		FS:                 fs,
 		FormatMajorVersion: FormatMajorVersion,
@@ -88,9 +116,14 @@ func Open(dir string, fs vfs.FS, partitions int32, keyer events.EmailKeyer, o Op
 		return nil, fmt.Errorf("open view in %s: %w", dir, err)
 	}
 	s := &Store{db: db, n: partitions, keyer: keyer, changed: make(chan struct{})}
-	if err := s.checkFormat(); err != nil {
-		db.Close()
-		return nil, err
+	for _, check := range []func() error{
+		func() error { return s.checkFormat(o.Log) },
+		func() error { return s.checkOrigin(o.Origin, o.Log) },
+	} {
+		if err := check(); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -101,7 +134,7 @@ func Open(dir string, fs vfs.FS, partitions int32, keyer events.EmailKeyer, o Op
 // would silently miss data.
 const Format = "2:partitioned"
 
-func (s *Store) checkFormat() error {
+func (s *Store) checkFormat(log *slog.Logger) error {
 	v, closer, err := s.db.Get(keyFormat)
 	switch {
 	case err == nil:
@@ -120,12 +153,48 @@ func (s *Store) checkFormat() error {
 	b := s.db.NewBatch()
 	defer b.Close()
 	if !empty {
-		slog.Warn("the view was written in another key layout; emptying it to rebuild it from Kafka", "format", Format)
+		log.Warn("the view was written in another key layout; emptying it to rebuild it from Kafka", "format", Format)
 		if err := b.DeleteRange([]byte{0}, []byte{0xff}, nil); err != nil {
 			return err
 		}
 	}
 	if err := b.Set(keyFormat, []byte(Format), nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.Sync)
+}
+
+// checkOrigin empties a view built from another origin (see
+// Options.Origin), and records origin.
+func (s *Store) checkOrigin(origin string, log *slog.Logger) error {
+	if origin == "" {
+		return nil
+	}
+	v, closer, err := s.db.Get(keyOrigin)
+	have := ""
+	switch {
+	case err == nil:
+		have = string(v)
+		closer.Close()
+		if have == origin {
+			return nil
+		}
+	case !errors.Is(err, pebble.ErrNotFound):
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if have != "" {
+		log.Error("the view was built from another Kafka cluster or event log; emptying it to rebuild it from Kafka",
+			"view_origin", have, "origin", origin)
+		if err := b.DeleteRange([]byte{0}, []byte{0xff}, nil); err != nil {
+			return err
+		}
+		if err := b.Set(keyFormat, []byte(Format), nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Set(keyOrigin, []byte(origin), nil); err != nil {
 		return err
 	}
 	return b.Commit(pebble.Sync)

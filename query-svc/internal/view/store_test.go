@@ -228,3 +228,83 @@ func TestOpenEmptiesAViewOfAnotherLayout(t *testing.T) {
 		t.Fatalf("data of the current layout lost on reopen: %v", err)
 	}
 }
+
+func TestOpenEmptiesAViewOfAnotherOrigin(t *testing.T) {
+	fs := vfs.NewMem()
+	openAt := func(origin string) *view.Store {
+		t.Helper()
+		s, err := view.Open("view", fs, parts, normalized{}, view.Options{Origin: origin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// A view from a build that recorded no origin takes the first one.
+	s := open(t, fs)
+	put(t, s, profile("a", "a@mail.com", 1))
+	s.Close()
+	for _, step := range []struct {
+		origin string
+		kept   bool
+	}{
+		{"cluster-1 events", true},  // adopted
+		{"cluster-1 events", true},  // the same origin again
+		{"cluster-2 events", false}, // another cluster: emptied
+		{"cluster-2 other", false},  // another event log: emptied
+	} {
+		s := openAt(step.origin)
+		_, err := s.Get("a")
+		if kept := err == nil; kept != step.kept {
+			t.Fatalf("origin %q: profile kept = %v (err %v), want %v", step.origin, kept, err, step.kept)
+		}
+		if held, _ := s.Held(); !step.kept && len(held) != 0 {
+			t.Fatalf("origin %q: offsets survived: %v", step.origin, held)
+		}
+		put(t, s, profile("a", "a@mail.com", 1))
+		s.Close()
+	}
+}
+
+func TestOpenRebuildsACorruptView(t *testing.T) {
+	fs := vfs.NewMem()
+	s := open(t, fs)
+	put(t, s, profile("a", "a@mail.com", 1))
+	s.Close()
+	names, err := fs.List("view")
+	if err != nil {
+		t.Fatal(err)
+	}
+	corrupted := 0
+	for _, name := range names {
+		if len(name) < 8 || name[:8] != "MANIFEST" {
+			continue
+		}
+		// Overwrite the first record past its 7-byte chunk header: its
+		// checksum no longer matches. (Pebble takes a bad last record
+		// for a torn write, and reads on without it.)
+		path := fs.PathJoin("view", name)
+		f, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte("corrupt!corrupt!"), 8); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		corrupted++
+	}
+	if corrupted == 0 {
+		t.Fatalf("no MANIFEST among %v", names)
+	}
+	s, err = view.Open("view", fs, parts, normalized{}, view.Options{})
+	if err != nil {
+		t.Fatalf("a corrupt view is not rebuilt: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.Get("a"); !errors.Is(err, view.ErrNotFound) {
+		t.Fatalf("Get from the rebuilt view = %v, want ErrNotFound", err)
+	}
+	if held, _ := s.Held(); len(held) != 0 {
+		t.Fatalf("the rebuilt view holds offsets: %v", held)
+	}
+}
