@@ -116,14 +116,9 @@ func open(dir string, fs vfs.FS, partitions int32, keyer events.EmailKeyer, o Op
 		return nil, fmt.Errorf("open view in %s: %w", dir, err)
 	}
 	s := &Store{db: db, n: partitions, keyer: keyer, changed: make(chan struct{})}
-	for _, check := range []func() error{
-		func() error { return s.checkFormat(o.Log) },
-		func() error { return s.checkOrigin(o.Origin, o.Log) },
-	} {
-		if err := check(); err != nil {
-			db.Close()
-			return nil, err
-		}
+	if err := s.checkMarkers(o.Origin, o.Log); err != nil {
+		db.Close()
+		return nil, err
 	}
 	return s, nil
 }
@@ -134,26 +129,39 @@ func open(dir string, fs vfs.FS, partitions int32, keyer events.EmailKeyer, o Op
 // would silently miss data.
 const Format = "2:partitioned"
 
-func (s *Store) checkFormat(log *slog.Logger) error {
-	v, closer, err := s.db.Get(keyFormat)
-	switch {
-	case err == nil:
-		have := string(v)
-		closer.Close()
-		if have == Format {
-			return nil
-		}
-	case !errors.Is(err, pebble.ErrNotFound):
-		return err
-	}
-	empty, err := s.empty()
+// checkMarkers empties a view of another key layout (unless it is empty
+// anyway) or of another origin (see Options.Origin), and records Format
+// and origin, in one synced batch. A view that holds both markers as they
+// should be is left alone.
+func (s *Store) checkMarkers(origin string, log *slog.Logger) error {
+	format, err := s.marker(keyFormat)
 	if err != nil {
 		return err
 	}
+	have, err := s.marker(keyOrigin)
+	if err != nil {
+		return err
+	}
+	wipe := false
+	switch {
+	case format != Format:
+		empty, err := s.empty()
+		if err != nil {
+			return err
+		}
+		if wipe = !empty; wipe {
+			log.Warn("the view was written in another key layout; emptying it to rebuild it from Kafka", "format", Format)
+		}
+	case origin == "" || have == origin:
+		return nil
+	case have != "":
+		log.Error("the view was built from another Kafka cluster or event log; emptying it to rebuild it from Kafka",
+			"view_origin", have, "origin", origin)
+		wipe = true
+	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	if !empty {
-		log.Warn("the view was written in another key layout; emptying it to rebuild it from Kafka", "format", Format)
+	if wipe {
 		if err := b.DeleteRange([]byte{0}, []byte{0xff}, nil); err != nil {
 			return err
 		}
@@ -161,43 +169,25 @@ func (s *Store) checkFormat(log *slog.Logger) error {
 	if err := b.Set(keyFormat, []byte(Format), nil); err != nil {
 		return err
 	}
+	if origin != "" {
+		if err := b.Set(keyOrigin, []byte(origin), nil); err != nil {
+			return err
+		}
+	}
 	return b.Commit(pebble.Sync)
 }
 
-// checkOrigin empties a view built from another origin (see
-// Options.Origin), and records origin.
-func (s *Store) checkOrigin(origin string, log *slog.Logger) error {
-	if origin == "" {
-		return nil
+// marker returns the value of a marker key, "" when it is absent.
+func (s *Store) marker(key []byte) (string, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return "", nil
 	}
-	v, closer, err := s.db.Get(keyOrigin)
-	have := ""
-	switch {
-	case err == nil:
-		have = string(v)
-		closer.Close()
-		if have == origin {
-			return nil
-		}
-	case !errors.Is(err, pebble.ErrNotFound):
-		return err
+	if err != nil {
+		return "", err
 	}
-	b := s.db.NewBatch()
-	defer b.Close()
-	if have != "" {
-		log.Error("the view was built from another Kafka cluster or event log; emptying it to rebuild it from Kafka",
-			"view_origin", have, "origin", origin)
-		if err := b.DeleteRange([]byte{0}, []byte{0xff}, nil); err != nil {
-			return err
-		}
-		if err := b.Set(keyFormat, []byte(Format), nil); err != nil {
-			return err
-		}
-	}
-	if err := b.Set(keyOrigin, []byte(origin), nil); err != nil {
-		return err
-	}
-	return b.Commit(pebble.Sync)
+	defer closer.Close()
+	return string(v), nil
 }
 
 func (s *Store) empty() (bool, error) {
