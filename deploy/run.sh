@@ -138,8 +138,8 @@ dead() {
 }
 
 for ((i = 0; i < INSTANCES; i++)); do start_instance query-svc "$i" DATA_DIR=".data/query-$i"; done
-for ((i = 0; i < INSTANCES; i++)); do start_instance projector "$i"; done
-for ((i = 0; i < INSTANCES; i++)); do start_instance command-svc "$i" QUERY_URL="$QUERY_URLS"; done
+for ((i = 0; i < INSTANCES; i++)); do start_instance projector "$i" DATA_DIR=".data/projector-$i"; done
+for ((i = 0; i < INSTANCES; i++)); do start_instance command-svc "$i" QUERY_URL="$QUERY_URLS" DATA_DIR=".data/command-$i"; done
 start frontdoor HTTP_ADDR=":$PORT_BASE" COMMAND_URL="$COMMAND_URLS" QUERY_URL="$QUERY_URLS" "$BIN_DIR/frontdoor"
 
 if [[ -n $DRY_RUN ]]; then

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/json"
 	"strings"
 	"time"
 )
@@ -40,4 +41,29 @@ func (p Profile) Exists() bool { return p.Version > 0 && !p.Deleted }
 // same normalized form are the same address for every lookup.
 func NormalizeEmail(email string) string {
 	return strings.ToLower(strings.TrimSpace(email))
+}
+
+// storedProfile is the JSON of a Profile in a service's own store: the
+// flags that Profile's JSON leaves out are kept next to it.
+type storedProfile struct {
+	Profile
+	Deleted bool `json:"deleted,omitempty"`
+	Erased  bool `json:"erased,omitempty"`
+	Sealed  bool `json:"sealed,omitempty"`
+}
+
+// MarshalStored encodes p, flags included, for a service's own store (not
+// for a topic: records carry only what Profile's JSON holds).
+func MarshalStored(p Profile) ([]byte, error) {
+	return json.Marshal(storedProfile{Profile: p, Deleted: p.Deleted, Erased: p.Erased, Sealed: p.Sealed})
+}
+
+// UnmarshalStored decodes what MarshalStored encoded.
+func UnmarshalStored(b []byte) (Profile, error) {
+	var st storedProfile
+	if err := json.Unmarshal(b, &st); err != nil {
+		return Profile{}, err
+	}
+	st.Profile.Deleted, st.Profile.Erased, st.Profile.Sealed = st.Deleted, st.Erased, st.Sealed
+	return st.Profile, nil
 }

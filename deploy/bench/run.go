@@ -215,9 +215,10 @@ func (b *bench) configure() error {
 	}
 	queryURLs := b.query[0].URL() + "," + b.query[1].URL()
 	for i := range 2 {
-		b.command = append(b.command, proc(fmt.Sprintf("command-svc-%d", i), ports[2+i], ports[9+i], "QUERY_URL="+queryURLs))
+		b.command = append(b.command, proc(fmt.Sprintf("command-svc-%d", i), ports[2+i], ports[9+i], "QUERY_URL="+queryURLs,
+			"DATA_DIR="+filepath.Join(cfg.DataDir, fmt.Sprintf("command-%d", i))))
 	}
-	b.proj = append(b.proj, proc("projector-0", ports[4], ports[11]))
+	b.proj = append(b.proj, proc("projector-0", ports[4], ports[11], "DATA_DIR="+filepath.Join(cfg.DataDir, "projector-0")))
 	b.front = proc("frontdoor-0", ports[6], ports[13], "QUERY_URL="+queryURLs, "COMMAND_URL="+b.command[0].URL()+","+b.command[1].URL())
 	b.ceiling = &Proc{Name: "ceiling", Port: ports[5], Args: cfg.Self, LogPath: filepath.Join(b.logs, "ceiling.log"),
 		Env: []string{CeilingRoleEnv + "=ceiling", fmt.Sprintf("HTTP_ADDR=127.0.0.1:%d", ports[5])}}

@@ -86,11 +86,18 @@ func checkFixture(t *testing.T, s *System, want map[string]*profile) {
 	}
 }
 
-const readMetric = "profiles_query_snapshot_records_read_total"
+const (
+	readMetric  = "profiles_query_snapshot_records_read_total"
+	stateMetric = "profiles_command_state_records_read_total"
+	// restoreMetric counts the snapshots the projector read at start.
+	restoreMetric = "profiles_projector_state_records_restored_total"
+)
 
 // Stop every service and the broker, start them again: everything is still
-// there, and query-svc resumes from the offsets in its view instead of
-// re-reading the snapshot topic.
+// there, query-svc resumes from the offsets in its view instead of
+// re-reading the snapshot topic, command-svc from the offsets in its state
+// store instead of refolding the event log, and the projector from the
+// offsets in its own instead of restoring the whole snapshot topic.
 func TestRestartKeepsEverythingAndResumesFromStoredOffsets(t *testing.T) {
 	s := StartSystem(t, Options{})
 	want := writeFixture(t, s, "a", 30)
@@ -103,7 +110,21 @@ func TestRestartKeepsEverythingAndResumesFromStoredOffsets(t *testing.T) {
 	if n := s.Metric("query-svc-0", readMetric); n != 0 {
 		t.Fatalf("query-svc re-read %v snapshot records after a restart; want 0", n)
 	}
+	// The fixture is some 120 records of the event log and the claims
+	// topic. The state holds the effect of every append at once, but its
+	// offsets move only when the follower has read a record, so the last
+	// few appends before the stop may be read again: the tail, never the
+	// history.
+	if n := s.Metric("command-svc-0", stateMetric); n > 10 {
+		t.Fatalf("command-svc refolded %v records of the event log and the claims after a restart; want only the tail (at most 10)", n)
+	}
+	if n := s.Metric("projector-0", restoreMetric); n != 0 {
+		t.Fatalf("the projector restored %v snapshot records after a restart; want 0", n)
+	}
 	checkFixture(t, s, want)
+	// Its state is what it was: a change at the version it had, an email
+	// that another live profile holds, and a deleted profile.
+	checkStateAnswers(t, s, want)
 
 	// And it keeps working: a new write after the restart is read at once.
 	more := writeFixture(t, s, "b", 3)
@@ -111,6 +132,43 @@ func TestRestartKeepsEverythingAndResumesFromStoredOffsets(t *testing.T) {
 	if n := s.Metric("query-svc-0", readMetric); n == 0 {
 		t.Fatal("query-svc read nothing after new writes")
 	}
+}
+
+// checkStateAnswers checks that command-svc decides on the state of
+// want: a stale If-Match is refused with 412, an email that another live
+// profile holds is refused with 409, a deleted profile answers 404, and a
+// change at the current version succeeds.
+func checkStateAnswers(t *testing.T, s *System, want map[string]*profile) {
+	t.Helper()
+	var live []*profile
+	var deleted string
+	for uid, p := range want {
+		if p == nil {
+			deleted = uid
+		} else {
+			live = append(live, p)
+		}
+	}
+	if len(live) < 2 || deleted == "" {
+		t.Fatal("the fixture needs two live profiles and a deleted one")
+	}
+	a, b := live[0], live[1]
+	stale := map[string]string{"If-Match": fmt.Sprintf(`"%d"`, a.Version-1)}
+	if r := s.Do(http.MethodPut, "/api/profile/"+a.UID, map[string]string{"username": "stale", "email": a.Email}, stale); r.Status != http.StatusPreconditionFailed {
+		t.Errorf("PUT with a stale If-Match = %d %s; want 412", r.Status, r.Body)
+	}
+	if r := s.Do(http.MethodPost, "/api/profile", map[string]string{"username": "dup", "email": b.Email}, nil); r.Status != http.StatusConflict {
+		t.Errorf("POST with the email of %s = %d %s; want 409", b.UID, r.Status, r.Body)
+	}
+	if r := s.Do(http.MethodPut, "/api/profile/"+deleted, map[string]string{"username": "ghost", "email": "ghost@mail.com"}, nil); r.Status != http.StatusNotFound {
+		t.Errorf("PUT of deleted %s = %d %s; want 404", deleted, r.Status, r.Body)
+	}
+	current := map[string]string{"If-Match": fmt.Sprintf(`"%d"`, a.Version)}
+	r := s.Do(http.MethodPut, "/api/profile/"+a.UID, map[string]string{"username": a.Username + "x", "email": a.Email}, current)
+	if r.Status != http.StatusOK {
+		t.Fatalf("PUT at the current version = %d %s; want 200", r.Status, r.Body)
+	}
+	r.JSON(t, a)
 }
 
 // Delete query-svc's Pebble directory: it rebuilds from the snapshot topic
@@ -225,9 +283,9 @@ func TestViewFromAnotherClusterOrCorruptIsRebuilt(t *testing.T) {
 	if line == nil {
 		t.Fatal("query-svc served a view of the single broker on the cluster without a word")
 	}
-	was, is := strings.Fields(fmt.Sprint(line["view_origin"])), strings.Fields(fmt.Sprint(line["origin"]))
+	was, is := strings.Fields(fmt.Sprint(line["store_origin"])), strings.Fields(fmt.Sprint(line["origin"]))
 	if len(was) != 2 || len(is) != 2 || was[0] == is[0] {
-		t.Fatalf("origins in the log line: view %q, this system %q; want two different cluster ids", line["view_origin"], line["origin"])
+		t.Fatalf("origins in the log line: view %q, this system %q; want two different cluster ids", line["store_origin"], line["origin"])
 	}
 	checkFixture(t, b, want)
 	for uid := range fromA {

@@ -930,3 +930,39 @@ func TestFaultBrokerPaused(t *testing.T) {
 	l.Verify("6. one broker frozen (SIGSTOP) for 12 s",
 		"the frozen broker led most partitions; writes to them fail with 503 after APPEND_TIMEOUT until the controller fences it (no heartbeat for broker.session.timeout.ms, 9 s) and moves its leaders")
 }
+
+// Scenario 7: a query-svc and a command-svc instance are SIGKILLed and
+// lose their data directories (the view, the state store) while they are
+// down: a machine that lost its disk. They restart empty, rebuild from
+// Kafka, and serve their partitions again.
+func TestFaultDataDirectoriesLost(t *testing.T) {
+	needCluster(t)
+	var refolded, rebuilt float64
+	_, l := underLoad(t, func(s *System, l *faultLoad) {
+		l.Mark("SIGKILL query-svc-1 and command-svc-1, delete their data directories")
+		s.Kill("query-svc-1")
+		s.Kill("command-svc-1")
+		for _, name := range []string{"query-svc-1", "command-svc-1"} {
+			if err := os.RemoveAll(s.DataDir(name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !l.WaitWrites(10, 60*time.Second) {
+			t.Error("writes did not resume with one instance of each service")
+		}
+		l.Mark("writes resumed on the surviving instances")
+		l.Mark("restart query-svc-1 and command-svc-1 on empty data directories")
+		s.Start("query-svc-1")
+		s.Start("command-svc-1")
+		s.WaitReady("query-svc-1", "command-svc-1")
+		l.Mark("query-svc-1 and command-svc-1 ready")
+		refolded = s.Metric("command-svc-1", stateMetric)
+		rebuilt = s.Metric("query-svc-1", readMetric)
+	})
+	// Each gets partitions back, which it can only have from Kafka.
+	if refolded == 0 || rebuilt == 0 {
+		t.Errorf("after the restart on an empty disk command-svc-1 folded %v records and query-svc-1 read %v snapshot records; want both > 0", refolded, rebuilt)
+	}
+	l.Verify("7. query-svc and command-svc instance SIGKILLed, their data directories deleted",
+		fmt.Sprintf("restarted on empty disks: command-svc-1 refolded %.0f records of its partitions, query-svc-1 rebuilt its view from %.0f snapshot records", refolded, rebuilt))
+}

@@ -375,8 +375,9 @@ func (s *System) urlsOf(kind string) []string {
 	return out
 }
 
-// DataDir returns the Pebble directory of a query-svc instance.
-func (s *System) DataDir(name string) string { return filepath.Join(s.dir, name+"-view") }
+// DataDir returns the Pebble directory of an instance (DATA_DIR: the
+// view of a query-svc, the state of a command-svc).
+func (s *System) DataDir(name string) string { return filepath.Join(s.dir, name+"-data") }
 
 // StartAll starts every instance that is not running and waits for readiness.
 func (s *System) StartAll() {

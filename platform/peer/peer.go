@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -271,23 +272,29 @@ func ClaimsHandler(c Claimer, fail Fail) http.Handler {
 // States is the owner's side of RouteProfile.
 type States interface {
 	// Get returns the current state of uid (the zero Profile if it never
-	// existed).
-	Get(uid string) events.Profile
+	// existed), or the error of reading it.
+	Get(uid string) (events.Profile, error)
 }
 
 // ProfileUID returns the uid of a request of RouteProfile.
 func ProfileUID(r *http.Request) string { return mux.Vars(r)["uid"] }
 
 // ProfileHandler serves GET RouteProfile with s: 200 with the
-// ProfileState, or 400 for a uid that is no UUID.
-func ProfileHandler(s States) http.Handler {
+// ProfileState, 400 for a uid that is no UUID, or 500 when s fails (the
+// error goes to log).
+func ProfileHandler(s States, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		uid := ProfileUID(r)
 		if p := validate.Var("uid", uid, validate.UIDTag); p != nil {
 			httpx.WriteProblem(w, r, p)
 			return
 		}
-		st := s.Get(uid)
+		st, err := s.Get(uid)
+		if err != nil {
+			log.Error("reading the state of a profile failed", "uid", uid, "err", err)
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "", "", "reading the state failed; see the service log"))
+			return
+		}
 		httpx.WriteJSON(w, http.StatusOK, ProfileState{UID: uid, Username: st.Username, Email: st.Email, Version: st.Version, Deleted: st.Deleted})
 	})
 }

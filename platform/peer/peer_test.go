@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -34,7 +35,7 @@ func (f fakeClaims) Release(context.Context, string, string) error { return f.er
 
 type fakeStates map[string]events.Profile
 
-func (f fakeStates) Get(uid string) events.Profile { return f[uid] }
+func (f fakeStates) Get(uid string) (events.Profile, error) { return f[uid], nil }
 
 var errBusy = errors.New("busy")
 
@@ -50,7 +51,7 @@ func TestClientAndHandlers(t *testing.T) {
 	}
 	r := mux.NewRouter()
 	r.Handle(PathClaims, ClaimsHandler(claims, fail))
-	r.Handle(RouteProfile, ProfileHandler(fakeStates{uid: {UID: uid, Username: "bob", Email: "b@m.c", Version: 2}}))
+	r.Handle(RouteProfile, ProfileHandler(fakeStates{uid: {UID: uid, Username: "bob", Email: "b@m.c", Version: 2}}, slog.Default()))
 	srv := httptest.NewServer(r)
 	defer srv.Close()
 	c := Client{HTTP: srv.Client()}

@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -121,9 +123,9 @@ type batch struct {
 // and the ones before the one that failed otherwise.
 func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama.ConsumerMessage) (int, error) {
 	b := &batch{next: map[string]events.Profile{}}
-	state := func(uid string) events.Profile {
+	state := func(uid string) (events.Profile, error) {
 		if s, ok := b.next[uid]; ok {
-			return s
+			return s, nil
 		}
 		return p.State.Get(uid)
 	}
@@ -159,7 +161,10 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 			}
 			continue
 		}
-		prev := state(e.UID)
+		prev, err := state(e.UID)
+		if err != nil {
+			return done, errors.Join(flush(i), err)
+		}
 		if e.Version > prev.Version+1 {
 			// Our memory of this partition is behind the snapshot topic
 			// (another projector instance owned the partition for a while):
@@ -167,10 +172,12 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 			if err := flush(i); err != nil {
 				return done, err
 			}
-			if _, err := p.State.Restore(ctx, p.Codec, p.Client, p.SnapshotsTopic, []int32{partition}); err != nil {
+			if _, err := p.State.RestorePartition(ctx, p.Codec, p.Client, partition); err != nil {
 				return done, err
 			}
-			prev = p.State.Get(e.UID)
+			if prev, err = p.State.Get(e.UID); err != nil {
+				return done, err
+			}
 		}
 		if events.IsDuplicate(prev, e) {
 			eventsFolded.WithLabelValues("duplicate").Inc()
@@ -222,8 +229,14 @@ func (p *Projector) write(b *batch) error {
 	if err := p.Producer.SendMessages(b.snapshots); err != nil {
 		return fmt.Errorf("write %d snapshots: %w", len(b.snapshots), err)
 	}
-	for _, s := range b.next {
-		p.State.Put(s)
+	offsets := map[int32]int64{}
+	for _, m := range b.snapshots {
+		offsets[m.Partition] = max(offsets[m.Partition], m.Offset+1)
+	}
+	if err := p.State.Put(slices.Collect(maps.Values(b.next)), offsets); err != nil {
+		// The snapshots are written; folding the batch again finds them
+		// duplicates once the state has them, and rewrites them until then.
+		return fmt.Errorf("keep the state of %d snapshots: %w", len(b.next), err)
 	}
 	eventsFolded.WithLabelValues("applied").Add(float64(b.applied))
 	batchRecords.Observe(float64(len(b.index) + len(b.snapshots)))

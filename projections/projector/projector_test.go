@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"profiles/events"
+	"profiles/platform/pebblex"
 	"profiles/platform/pii"
 	"profiles/platform/topology"
 	"profiles/projections/projection"
@@ -162,13 +164,13 @@ func TestASnapshotWithoutItsKeyYetIsRetriedNotPoison(t *testing.T) {
 	}
 	pub, dlq := &published{}, &deadLetters{}
 	p := &Projector{
-		Producer: pub, DeadLetters: dlq, State: NewState(), Codec: pii.NewCodec(kek, &flakyKeys{dk: dk}),
+		Producer: pub, DeadLetters: dlq, State: newState(t, "snaps"), Codec: pii.NewCodec(kek, &flakyKeys{dk: dk}),
 		EventsTopic: "events", SnapshotsTopic: "snaps", EmailIndexTopic: "index", Log: slog.New(slog.DiscardHandler),
 	}
 	done, err := p.fold(context.Background(), 0, []*sarama.ConsumerMessage{{Topic: "events", Value: value}})
-	if !errors.Is(err, pii.ErrKeyUnavailable) || done != 0 || len(pub.msgs) != 0 || dlq.sent != 0 || p.State.Get(uid).Version != 0 {
+	if !errors.Is(err, pii.ErrKeyUnavailable) || done != 0 || len(pub.msgs) != 0 || dlq.sent != 0 || getState(t, p.State, uid).Version != 0 {
 		t.Fatalf("fold = %d, %v, %d published, %d dead letters, state v%d: want ErrKeyUnavailable and nothing written",
-			done, err, len(pub.msgs), dlq.sent, p.State.Get(uid).Version)
+			done, err, len(pub.msgs), dlq.sent, getState(t, p.State, uid).Version)
 	}
 }
 
@@ -269,7 +271,7 @@ func TestABatchIsTwoWritesAndAFailedOneIsFoldedAgain(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			out, dlq := &sends{fail: tt.fail}, &deadLetters{}
 			p := &Projector{
-				Producer: out, DeadLetters: dlq, State: NewState(), Codec: codec, RetryBackoff: time.Millisecond,
+				Producer: out, DeadLetters: dlq, State: newState(t, "snaps"), Codec: codec, RetryBackoff: time.Millisecond,
 				EventsTopic: "events", SnapshotsTopic: "snaps", EmailIndexTopic: "index", Log: slog.New(slog.DiscardHandler),
 			}
 			if err := p.Handle(context.Background(), "events", 0, records); err != nil {
@@ -281,12 +283,37 @@ func TestABatchIsTwoWritesAndAFailedOneIsFoldedAgain(t *testing.T) {
 			if dlq.sent != 1 {
 				t.Fatalf("%d dead letters, want the one poison event", dlq.sent)
 			}
-			if v := p.State.Get(uids[0]).Version; v != 1 {
+			if v := getState(t, p.State, uids[0]).Version; v != 1 {
 				t.Fatalf("%s at v%d, want v1", uids[0], v)
 			}
-			if got := p.State.Get(uids[1]); got.Version != 2 || got.Email != "new@example.com" {
+			if got := getState(t, p.State, uids[1]); got.Version != 2 || got.Email != "new@example.com" {
 				t.Fatalf("%s is %+v, want v2 with the new email", uids[1], got)
 			}
 		})
 	}
+}
+
+// newState returns an empty state of topic in a store in memory, closed at
+// the end of t.
+func newState(t *testing.T, topic string) *State {
+	t.Helper()
+	db, err := pebblex.Open("state", vfs.NewMem(), pebblex.Options{What: "the projector's state", Layout: StateLayout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	s, err := OpenState(db, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func getState(t *testing.T, s *State, uid string) events.Profile {
+	t.Helper()
+	p, err := s.Get(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

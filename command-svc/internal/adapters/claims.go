@@ -120,7 +120,7 @@ func (c *Peers) Profile(ctx context.Context, uid string) (events.Profile, error)
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	if c.serves(ctx, uid) {
-		return c.States.Get(uid), nil
+		return c.States.Get(uid)
 	}
 	return c.Client.Profile(ctx, c.SelfURL, uid)
 }

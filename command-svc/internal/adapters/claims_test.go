@@ -40,7 +40,9 @@ func (l *localClaims) Release(_ context.Context, email, _ string) error {
 
 type oneState struct{}
 
-func (oneState) Get(uid string) events.Profile { return events.Profile{UID: uid, Version: 7} }
+func (oneState) Get(uid string) (events.Profile, error) {
+	return events.Profile{UID: uid, Version: 7}, nil
+}
 
 // A claim or lookup whose partition this instance serves runs in process;
 // any other goes to this instance's routed endpoint.

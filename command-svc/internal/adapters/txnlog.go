@@ -40,7 +40,7 @@ var ErrAppendTimeout = errors.New("the event log did not accept the append in ti
 // append. command-svc's state.Store implements it.
 type LateCommits interface {
 	Apply(e events.Event) error
-	PutClaim(email string, c events.Claim)
+	PutClaim(email string, c events.Claim) error
 }
 
 // DataKeys is the keyring command-svc encrypts with (pii.Keyring).
@@ -55,7 +55,7 @@ type DataKeys interface {
 
 // Profiles gives the current state of a profile (command-svc's state).
 type Profiles interface {
-	Get(uid string) events.Profile
+	Get(uid string) (events.Profile, error)
 }
 
 // DefaultAppendTimeout is TxnEventLog.AppendTimeout's zero value.
@@ -160,7 +160,9 @@ type TxnEventLog struct {
 	Profiles Profiles
 	// ClaimSeqs, if set, gives the claim sequence a claim record is
 	// checked against (command-svc's state.Store).
-	ClaimSeqs interface{ ClaimSeq(email string) int64 }
+	ClaimSeqs interface {
+		ClaimSeq(email string) (int64, error)
+	}
 
 	mu  sync.Mutex
 	cur *txnProducer // of the current session; nil between sessions
@@ -297,8 +299,12 @@ func (l *TxnEventLog) Append(ctx context.Context, claims []app.ClaimRecord, es .
 				return err
 			}
 			if l.Profiles != nil {
-				if v := l.Profiles.Get(uid).Version; v != want {
-					return fmt.Errorf("%w: %s is at version %d, not %d, since the command was decided", ErrNotWriter, uid, v, want)
+				cur, err := l.Profiles.Get(uid)
+				if err != nil {
+					return err
+				}
+				if cur.Version != want {
+					return fmt.Errorf("%w: %s is at version %d, not %d, since the command was decided", ErrNotWriter, uid, cur.Version, want)
 				}
 			}
 			return nil
@@ -318,7 +324,11 @@ func (l *TxnEventLog) Append(ctx context.Context, claims []app.ClaimRecord, es .
 				return err
 			}
 			if l.ClaimSeqs != nil {
-				if seq := l.ClaimSeqs.ClaimSeq(c.Email); seq != c.Claim.Seq-1 {
+				seq, err := l.ClaimSeqs.ClaimSeq(c.Email)
+				if err != nil {
+					return err
+				}
+				if seq != c.Claim.Seq-1 {
 					return fmt.Errorf("%w: a claim is at sequence %d, not %d, since the command was decided", ErrNotWriter, seq, c.Claim.Seq-1)
 				}
 			}
@@ -341,7 +351,9 @@ func (l *TxnEventLog) Append(ctx context.Context, claims []app.ClaimRecord, es .
 			}
 		}
 		for _, c := range claims {
-			l.Late.PutClaim(c.Email, c.Claim)
+			if err := l.Late.PutClaim(c.Email, c.Claim); err != nil {
+				l.Log.Error("a late commit of a claim does not fold into the state", "err", err)
+			}
 		}
 	}
 	check := func() error {
@@ -433,8 +445,14 @@ func (l *TxnEventLog) keyOf(uid string) (*pii.DataKey, error) {
 		}
 		return dk, nil
 	}
-	if l.Profiles != nil && !l.Profiles.Get(uid).Sealed {
-		return nil, nil
+	if l.Profiles != nil {
+		cur, err := l.Profiles.Get(uid)
+		if err != nil {
+			return nil, err
+		}
+		if !cur.Sealed {
+			return nil, nil
+		}
 	}
 	dk, err := l.Keys.DataKey(uid)
 	if err != nil {

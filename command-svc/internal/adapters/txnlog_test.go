@@ -46,7 +46,7 @@ func (k *ringKeys) Forget(uid string)               { k.known[uid] = nil }
 
 type profilesMap map[string]events.Profile
 
-func (m profilesMap) Get(uid string) events.Profile { return m[uid] }
+func (m profilesMap) Get(uid string) (events.Profile, error) { return m[uid], nil }
 
 // A missing key never makes a new one for a sealed profile: that would
 // shred its earlier events. Only a profile never sealed (from before

@@ -90,12 +90,12 @@ func (m IfMatch) check(cur events.Profile) error {
 // per-profile locks. The routing layer runs a command only on the owner of
 // its uid's partition, once the owner has caught up with that partition.
 type States interface {
-	Get(uid string) events.Profile
+	Get(uid string) (events.Profile, error)
 	Apply(e events.Event) error
 	Lock(uid string) (unlock func())
 	// CreatedWith returns the payload a profile was created with, for
 	// profiles created under an Idempotency-Key.
-	CreatedWith(uid string) (events.ProfileCreated, bool)
+	CreatedWith(uid string) (events.ProfileCreated, bool, error)
 }
 
 // EventLog appends events durably, in order, keyed by profile uid.
@@ -196,7 +196,10 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 	unlock := d.States.Lock(uid)
 	defer unlock()
 
-	state := d.States.Get(uid)
+	state, err := d.States.Get(uid)
+	if err != nil {
+		return Result{}, err
+	}
 	payloads, err := decide(state)
 	if err != nil {
 		return Result{}, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"log/slog"
 	"testing"
 	"time"
@@ -65,9 +66,29 @@ type fixture struct {
 	deps   app.Deps
 }
 
+// newStore returns an empty state store in memory, closed at the end of t.
+func newStore(t *testing.T) *state.Store {
+	t.Helper()
+	s, err := state.Open(slog.Default(), testCodec(), "claims", state.Options{Dir: "state", FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func mustGet(t *testing.T, s *state.Store, uid string) events.Profile {
+	t.Helper()
+	p, err := s.Get(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{states: state.NewStore(slog.Default(), testCodec(), "claims"), log: &memLog{}, vis: &memVisibility{}}
+	f := &fixture{states: newStore(t), log: &memLog{}, vis: &memVisibility{}}
 	n := 0
 	f.deps = app.Deps{States: f.states, Events: f.log, Visibility: f.vis, Claims: &memClaims{held: map[string]string{}}, ClaimLease: 30 * time.Second,
 		NewID: func() string { n++; return fmt.Sprintf("id-%d", n) },
@@ -128,7 +149,7 @@ func TestChangeProfile(t *testing.T) {
 			if fmt.Sprint(got) != fmt.Sprint(tt.wantTypes) || res.Profile.Version != tt.wantVer || !res.Visible {
 				t.Fatalf("appended %v, result %+v", got, res)
 			}
-			if s := f.states.Get(p.UID); s != res.Profile {
+			if s := mustGet(t, f.states, p.UID); s != res.Profile {
 				t.Fatalf("state %+v != result %+v", s, res.Profile)
 			}
 		})
@@ -173,7 +194,7 @@ func TestAsyncDoesNotWaitAndAFailedAppendChangesNothing(t *testing.T) {
 	if !errors.Is(err, app.ErrAppend) {
 		t.Fatalf("err = %v, want ErrAppend", err)
 	}
-	if got := f.states.Get(res.Profile.UID); got.Version != 1 || got.Username != "a" || len(f.log.appended) != 1 {
+	if got := mustGet(t, f.states, res.Profile.UID); got.Version != 1 || got.Username != "a" || len(f.log.appended) != 1 {
 		t.Fatalf("state after a failed two-event append = %+v (log %d events), want nothing of it", got, len(f.log.appended))
 	}
 }

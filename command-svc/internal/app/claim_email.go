@@ -11,9 +11,9 @@ import (
 
 // ClaimStore is the claims of the email partitions this instance owns.
 type ClaimStore interface {
-	Claim(email string) (events.Claim, bool)
-	ClaimSeq(email string) int64
-	PutClaim(email string, c events.Claim)
+	Claim(email string) (events.Claim, bool, error)
+	ClaimSeq(email string) (int64, error)
+	PutClaim(email string, c events.Claim) error
 	Lock(key string) (unlock func())
 }
 
@@ -78,7 +78,11 @@ func (h ClaimEmailHandler) Handle(ctx context.Context, cmd ClaimEmail) error {
 // record with its events, in one transaction.
 func (h ClaimEmailHandler) Hold(ctx context.Context, cmd ClaimEmail) (Hold, error) {
 	unlock := h.Claims.Lock("email:" + cmd.Email)
-	cur, ok := h.Claims.Claim(cmd.Email)
+	cur, ok, err := h.Claims.Claim(cmd.Email)
+	if err != nil {
+		unlock()
+		return Hold{}, err
+	}
 	if ok && cur.UID == cmd.UID {
 		unlock()
 		return Hold{}, nil
@@ -99,12 +103,21 @@ func (h ClaimEmailHandler) Hold(ctx context.Context, cmd ClaimEmail) (Hold, erro
 		}
 		// A stale claim: its profile never got, or no longer has, the email.
 	}
-	c := events.Claim{UID: cmd.UID, ClaimedAt: h.Now().UTC(), Seq: h.Claims.ClaimSeq(cmd.Email) + 1}
+	seq, err := h.Claims.ClaimSeq(cmd.Email)
+	if err != nil {
+		unlock()
+		return Hold{}, err
+	}
+	c := events.Claim{UID: cmd.UID, ClaimedAt: h.Now().UTC(), Seq: seq + 1}
 	var once sync.Once
 	return NewHold([]ClaimRecord{{Email: cmd.Email, Claim: c}}, func(written bool) {
 		once.Do(func() {
 			if written {
-				h.Claims.PutClaim(cmd.Email, c)
+				// A store that cannot take it leaves the claim to the
+				// fold of the claims topic; until then the next claim of
+				// the email is refused as stale (TxnEventLog checks the
+				// sequence), never written twice.
+				_ = h.Claims.PutClaim(cmd.Email, c)
 			}
 			unlock()
 		})
@@ -115,14 +128,13 @@ func (h ClaimEmailHandler) Hold(ctx context.Context, cmd ClaimEmail) (Hold, erro
 func (h ClaimEmailHandler) Release(ctx context.Context, email, uid string) error {
 	unlock := h.Claims.Lock("email:" + email)
 	defer unlock()
-	cur, ok := h.Claims.Claim(email)
-	if !ok || cur.UID != uid {
-		return nil
+	cur, ok, err := h.Claims.Claim(email)
+	if err != nil || !ok || cur.UID != uid {
+		return err
 	}
 	c := events.Claim{UID: uid, Seq: cur.Seq + 1, Released: true}
 	if err := h.Writer.WriteClaim(ctx, email, c); err != nil {
 		return fmt.Errorf("%w: %v", ErrAppend, err)
 	}
-	h.Claims.PutClaim(email, c)
-	return nil
+	return h.Claims.PutClaim(email, c)
 }

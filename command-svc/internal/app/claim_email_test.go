@@ -3,12 +3,10 @@ package app_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"testing"
 	"time"
 
 	"profiles/command-svc/internal/app"
-	"profiles/command-svc/internal/state"
 	"profiles/events"
 )
 
@@ -47,9 +45,11 @@ func TestClaimEmail(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			store := state.NewStore(slog.Default(), testCodec(), "claims")
+			store := newStore(t)
 			if tt.claim != nil {
-				store.PutClaim(email, *tt.claim)
+				if err := store.PutClaim(email, *tt.claim); err != nil {
+					t.Fatal(err)
+				}
 			}
 			log := &claimLog{}
 			h := app.ClaimEmailHandler{Claims: store, Writer: log, Lookup: lookup{"other": tt.holder}, Lease: 10 * time.Second, Now: func() time.Time { return now }, EmailKey: normalized{}}
@@ -57,7 +57,10 @@ func TestClaimEmail(t *testing.T) {
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
-			c, ok := store.Claim(email)
+			c, ok, err := store.Claim(email)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if tt.wantErr == nil && (!ok || c.UID != "me") {
 				t.Fatalf("claim after success = %+v %v", c, ok)
 			}
@@ -69,8 +72,10 @@ func TestClaimEmail(t *testing.T) {
 }
 
 func TestReleaseOnlyOwnClaim(t *testing.T) {
-	store := state.NewStore(slog.Default(), testCodec(), "claims")
-	store.PutClaim("x@mail.com", events.Claim{UID: "other", Seq: 5})
+	store := newStore(t)
+	if err := store.PutClaim("x@mail.com", events.Claim{UID: "other", Seq: 5}); err != nil {
+		t.Fatal(err)
+	}
 	log := &claimLog{}
 	h := app.ClaimEmailHandler{Claims: store, Writer: log, Now: time.Now, EmailKey: normalized{}}
 	if err := h.Release(context.Background(), "x@mail.com", "me"); err != nil || len(log.written) != 0 {

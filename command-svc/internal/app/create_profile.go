@@ -162,7 +162,11 @@ func (h CreateProfileHandler) Handle(ctx context.Context, cmd CreateProfile) (Re
 	replayed := false
 	res, err := h.execute(ctx, uid, cmd.Async, func(cur events.Profile) ([]events.Payload, error) {
 		if cmd.Idempotent && cur.Version > 0 {
-			if first, ok := h.States.CreatedWith(uid); !ok || first != want {
+			first, ok, err := h.States.CreatedWith(uid)
+			if err != nil {
+				return nil, err
+			}
+			if !ok || first != want {
 				return nil, ErrIdempotencyMismatch
 			}
 			if cur.Deleted {

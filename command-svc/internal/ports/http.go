@@ -80,7 +80,7 @@ func (h HTTP) Register(r *mux.Router) {
 	// the email's partition, and a profile's current state comes from its
 	// owner.
 	r.Handle(peer.PathClaims, h.Routing.Handler(h.claimPartition, peer.ClaimsHandler(claims{h}, h.fail))).Methods(http.MethodPost, http.MethodDelete)
-	r.Handle(peer.RouteProfile, h.Routing.Handler(h.uidPartition, peer.ProfileHandler(h.Commands.State))).Methods(http.MethodGet)
+	r.Handle(peer.RouteProfile, h.Routing.Handler(h.uidPartition, peer.ProfileHandler(h.Commands.State, h.Log))).Methods(http.MethodGet)
 }
 
 // claims is the owner's side of peer.PathClaims: the use case, with the

@@ -36,6 +36,8 @@ type Config struct {
 	API    *service.APIFlags
 	Kafka  *service.KafkaFlags
 
+	DataDir             *string
+	StateCacheMB        *int
 	QueryURLs           *string
 	QueryWaitAll        *bool
 	AppendTimeout       *time.Duration
@@ -56,6 +58,8 @@ func RegisterFlags(fs *flag.FlagSet) *Config {
 		Common:              service.RegisterFlags(fs, ":8081"),
 		API:                 service.RegisterAPIFlags(fs),
 		Kafka:               service.RegisterKafkaFlags(fs),
+		DataDir:             config.String(fs, "data-dir", "DATA_DIR", ".data/command", "directory of the Pebble store of the state of the owned partitions (a cache of Kafka: safe to delete, the partitions are then refolded from the event log)"),
+		StateCacheMB:        config.Int(fs, "state-cache-mb", "STATE_CACHE_MB", state.DefaultCacheSize>>20, "Pebble block cache of the state store, in MiB"),
 		QueryURLs:           config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "comma-separated base URLs of query-svc instances, asked for read-your-writes"),
 		QueryWaitAll:        config.Bool(fs, "query-wait-all", "QUERY_WAIT_ALL", false, "wait until every query-svc instance in QUERY_URL shows a write (set it when query-svc runs with REPLICA_MODE=full)"),
 		AppendTimeout:       config.Duration(fs, "append-timeout", "APPEND_TIMEOUT", adapters.DefaultAppendTimeout, "longest an append waits for the event log (too few in-sync replicas, say) before the command fails with 503 and Retry-After; an append not yet committing by then is aborted"),
@@ -89,7 +93,18 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		return nil, err
 	}
 	kcfg := boot.Kafka
-	states := state.NewStore(log, boot.Codec, kcfg.ClaimsTopic)
+	// The state records the cluster and the event log it is folded from:
+	// a data directory that comes from elsewhere is emptied and refolded.
+	cluster, err := kafkax.ClusterID(boot.Client)
+	if err != nil {
+		return nil, err
+	}
+	states, err := state.Open(log, boot.Codec, kcfg.ClaimsTopic, state.Options{
+		Dir: *cfg.DataDir, Origin: cluster + " " + kcfg.EventsTopic, CacheSize: int64(*cfg.StateCacheMB) << 20})
+	if err != nil {
+		return nil, err
+	}
+	boot.DeferClose(states)
 	eventLog := &adapters.TxnEventLog{Config: kcfg, ClientID: self.ID, TxnPrefix: *cfg.Group, Group: *cfg.Group, Source: "/command-svc/" + self.ID, Log: log,
 		AppendTimeout: *cfg.AppendTimeout, CommitInterval: *cfg.CommitInterval, TxnTimeout: cmp.Or(*cfg.TxnTimeout, *cfg.SessionTimeout),
 		Late: states, Profiles: states, ClaimSeqs: states, KEK: boot.KEK, Codec: boot.Codec, Keys: boot.Keyring}
@@ -148,7 +163,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	gcfg := kcfg.GroupConfig(Name, opts)
 	consume := func(ctx context.Context) error { return g.Run(ctx, gcfg, kcfg.Brokers) }
 	a := common.Application(log, common.CORS(router), consume, sec.Task, boot.RunKeys)
-	a.Starting = []any{"kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "self", self, "events", kcfg.EventsTopic, "query_urls", *cfg.QueryURLs, "brokers", kcfg.Brokers,
+	a.Starting = []any{"kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "self", self, "data_dir", *cfg.DataDir, "events", kcfg.EventsTopic, "query_urls", *cfg.QueryURLs, "brokers", kcfg.Brokers,
 		"auth_mode", sec.Auth.Mode, "signed_internal_requests", sec.Auth.Signer != nil}
 	return a, nil
 }

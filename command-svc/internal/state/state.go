@@ -1,37 +1,90 @@
 // Package state is command-svc's current state of the profiles of the
 // partitions this instance owns: the fold of those partitions of the event
-// log, read from where the store left off whenever a partition is assigned
-// (so a partition that comes back after another instance wrote to it is
-// caught up first), and kept current by following the log. Commands check
-// against it before they append.
+// log and of the email claims topic, kept in Pebble with, in the same
+// atomic batches, the next offset of every partition it folded. Whenever a
+// partition is assigned it is read from where the store left off, also
+// after a restart, so a restart reads only the tail of the log, and a
+// partition that comes back after another instance wrote to it is caught
+// up first. Commands check against it before they append.
+//
+// The store is a cache of Kafka: deleting its directory loses nothing, the
+// next assignment refolds the partitions from the beginning (see
+// pebblex.Open for a store that is corrupt or from another cluster).
 package state
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 
 	"github.com/IBM/sarama"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/pebblex"
 	"profiles/platform/pii"
 )
 
+// Layout is the key layout of the store (see pebblex.Options.Layout):
+//
+//	p\0uid   → the profile's state (events.MarshalStored)
+//	c\0uid   → the ProfileCreated of a profile created under an
+//	           Idempotency-Key (JSON)
+//	m\0email → the last claim record of a normalized email, or its
+//	           release (storedClaim, JSON)
+//	o\0topic\0partition → next offset (pebblex.SetOffset)
+const Layout = "1"
+
+var (
+	prefixProfile = []byte("p\x00")
+	prefixCreated = []byte("c\x00")
+	prefixClaim   = []byte("m\x00")
+)
+
+var recordsRead = promauto.NewCounter(prometheus.CounterOpts{
+	Name: "profiles_command_state_records_read_total",
+	Help: "Records of the event log and the claims topic folded into the state store (after a restart, only those past the store's offsets).",
+})
+
+// DefaultCacheSize is Options.CacheSize's zero value: the block cache that
+// keeps the state of the profiles being written to in memory.
+const DefaultCacheSize = 32 << 20
+
+// Options say where the store is and what it is built from.
+type Options struct {
+	// Dir is the store's directory, in FS (vfs.Default for a real
+	// directory, vfs.NewMem() in tests; nil means vfs.Default).
+	Dir string
+	FS  vfs.FS
+	// Origin names the Kafka cluster and event log the state is folded
+	// from (see pebblex.Options.Origin).
+	Origin string
+	// CacheSize is Pebble's block cache in bytes; 0 means
+	// DefaultCacheSize.
+	CacheSize int64
+}
+
 // Store holds the folded state and per-profile command locks. It is safe
-// for concurrent use.
+// for concurrent use. Writes (Apply, PutClaim, Handle) read and write a
+// profile or claim under one mutex, so an event that arrives both from the
+// command that appended it and from the log is folded once.
 type Store struct {
 	log         *slog.Logger
 	codec       *pii.Codec
 	claimsTopic string
+	db          *pebble.DB
+	closed      sync.Once
 
-	mu       sync.Mutex
-	profiles map[string]events.Profile
-	created  map[string]events.ProfileCreated // of idempotently created profiles
-	claims   map[string]events.Claim          // by normalized email, of owned email partitions
-	offsets  map[string]map[int32]int64       // next offset to fold, per topic and partition
-	locks    map[string]*lockEntry
+	mu    sync.Mutex // serializes the writes
+	lmu   sync.Mutex
+	locks map[string]*lockEntry
 }
 
 type lockEntry struct {
@@ -39,76 +92,178 @@ type lockEntry struct {
 	refs int
 }
 
-// NewStore returns an empty Store; records of claimsTopic are email claims,
-// all others events, which codec opens.
-func NewStore(log *slog.Logger, codec *pii.Codec, claimsTopic string) *Store {
-	return &Store{
-		log: log, codec: codec, claimsTopic: claimsTopic,
-		profiles: map[string]events.Profile{}, created: map[string]events.ProfileCreated{},
-		claims: map[string]events.Claim{}, offsets: map[string]map[int32]int64{}, locks: map[string]*lockEntry{},
+// storedClaim is the value of a claim key.
+type storedClaim struct {
+	events.Claim
+	Released bool `json:"released,omitempty"`
+}
+
+// Open opens (or creates) the store; records of claimsTopic are email
+// claims, all others events, which codec opens. Close it after the
+// consumer group has stopped.
+func Open(log *slog.Logger, codec *pii.Codec, claimsTopic string, o Options) (*Store, error) {
+	if o.FS == nil {
+		o.FS = vfs.Default
 	}
+	if o.CacheSize <= 0 {
+		o.CacheSize = DefaultCacheSize
+	}
+	db, err := pebblex.Open(o.Dir, o.FS, pebblex.Options{What: "command-svc's state", Layout: Layout, Origin: o.Origin, CacheSize: o.CacheSize, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	return &Store{log: log, codec: codec, claimsTopic: claimsTopic, db: db, locks: map[string]*lockEntry{}}, nil
+}
+
+// Close flushes and closes the store, which must not be used afterwards.
+// Calls after the first return nil.
+func (s *Store) Close() (err error) {
+	s.closed.Do(func() { err = s.db.Close() })
+	return err
+}
+
+func key(prefix []byte, id string) []byte { return append(append([]byte{}, prefix...), id...) }
+
+// ErrStore wraps the errors of the store itself (reading or writing
+// Pebble, an entry that does not decode), as opposed to those of a record
+// that does not fold: Handle skips such a record, but fails on ErrStore.
+var ErrStore = errors.New("command-svc's state store failed")
+
+// getJSON decodes key's value into v and reports whether it was there.
+func getJSON(r pebblex.Reader, k []byte, v any) (bool, error) {
+	raw, err := pebblex.Get(r, k)
+	if err != nil || raw == nil {
+		return false, storeErr(err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, fmt.Errorf("%w: corrupt entry %q: %w", ErrStore, k, err)
+	}
+	return true, nil
+}
+
+func setJSON(b *pebble.Batch, k []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err == nil {
+		err = b.Set(k, raw, nil)
+	}
+	return storeErr(err)
+}
+
+func getProfile(r pebblex.Reader, uid string) (events.Profile, error) {
+	k := key(prefixProfile, uid)
+	raw, err := pebblex.Get(r, k)
+	if err != nil || raw == nil {
+		return events.Profile{}, storeErr(err)
+	}
+	p, err := events.UnmarshalStored(raw)
+	if err != nil {
+		return events.Profile{}, fmt.Errorf("%w: corrupt entry %q: %w", ErrStore, k, err)
+	}
+	return p, nil
+}
+
+// storeErr wraps a failure of Pebble in ErrStore (nil stays nil).
+func storeErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrStore, err)
+}
+
+func getClaim(r pebblex.Reader, email string) (events.Claim, bool, error) {
+	var st storedClaim
+	found, err := getJSON(r, key(prefixClaim, email), &st)
+	st.Claim.Released = st.Released
+	return st.Claim, found, err
 }
 
 // Claim returns the claim on a normalized email, if there is a live one.
-func (s *Store) Claim(email string) (events.Claim, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.claims[email]
-	return c, ok && !c.Released
+func (s *Store) Claim(email string) (events.Claim, bool, error) {
+	c, found, err := getClaim(s.db, email)
+	return c, found && !c.Released, err
 }
 
-// ClaimSeq returns the sequence number of the last claim record of email.
-func (s *Store) ClaimSeq(email string) int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.claims[email].Seq
+// ClaimSeq returns the sequence number of the last claim record of email
+// (0 if it has none).
+func (s *Store) ClaimSeq(email string) (int64, error) {
+	c, _, err := getClaim(s.db, email)
+	return c.Seq, err
 }
 
 // PutClaim records a claim (or its release) unless a later one is known.
-func (s *Store) PutClaim(email string, c events.Claim) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur, ok := s.claims[email]; !ok || c.Seq >= cur.Seq {
-		s.claims[email] = c
-	}
+func (s *Store) PutClaim(email string, c events.Claim) error {
+	return s.write(func(b *pebble.Batch) error { return putClaim(b, email, c) })
 }
 
-// Get returns the current state of uid: the zero Profile if it never existed.
-func (s *Store) Get(uid string) events.Profile {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.profiles[uid]
+func putClaim(b *pebble.Batch, email string, c events.Claim) error {
+	cur, found, err := getClaim(b, email)
+	if err != nil || (found && c.Seq < cur.Seq) {
+		return err
+	}
+	return setJSON(b, key(prefixClaim, email), storedClaim{Claim: c, Released: c.Released})
 }
+
+// Get returns the current state of uid: the zero Profile if it never
+// existed.
+func (s *Store) Get(uid string) (events.Profile, error) { return getProfile(s.db, uid) }
 
 // Apply folds e into the state. An event the state already holds (by
 // version) is a no-op, so the same event may arrive both from the command
-// that appended it and from the log. It returns Apply's error for an event
-// that does not fit.
+// that appended it and from the log. It returns events.Apply's error for
+// an event that does not fit.
 func (s *Store) Apply(e events.Event) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.profiles[e.UID]
-	if events.IsDuplicate(cur, e) {
-		return nil
+	return s.write(func(b *pebble.Batch) error { return apply(b, e) })
+}
+
+func apply(b *pebble.Batch, e events.Event) error {
+	cur, err := getProfile(b, e.UID)
+	if err != nil || events.IsDuplicate(cur, e) {
+		return err
 	}
 	next, err := events.Apply(cur, e)
 	if err != nil {
 		return err
 	}
-	s.profiles[e.UID] = next
+	raw, err := events.MarshalStored(next)
+	if err == nil {
+		err = b.Set(key(prefixProfile, e.UID), raw, nil)
+	}
+	if err != nil {
+		return storeErr(err)
+	}
 	if c, ok := e.Data.(events.ProfileCreated); ok && IdempotentUID(e.UID) {
-		s.created[e.UID] = c
+		return setJSON(b, key(prefixCreated, e.UID), c)
+	}
+	return nil
+}
+
+// write runs f on an indexed batch under s.mu and commits what it wrote.
+// NoSync: the write-ahead log keeps a batch atomic, and a machine crash can
+// only lose a suffix of batches, state and offsets together, which the
+// next assignment reads again from Kafka.
+func (s *Store) write(f func(b *pebble.Batch) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.db.NewIndexedBatch()
+	defer b.Close()
+	if err := f(b); err != nil {
+		return err
+	}
+	if b.Empty() {
+		return nil
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("%w: commit: %w", ErrStore, err)
 	}
 	return nil
 }
 
 // CreatedWith returns the payload an idempotently created profile was
 // created with.
-func (s *Store) CreatedWith(uid string) (events.ProfileCreated, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.created[uid]
-	return c, ok
+func (s *Store) CreatedWith(uid string) (events.ProfileCreated, bool, error) {
+	var c events.ProfileCreated
+	ok, err := getJSON(s.db, key(prefixCreated, uid), &c)
+	return c, ok, err
 }
 
 // IdempotentUID reports whether uid was derived from an Idempotency-Key: a
@@ -119,65 +274,67 @@ func IdempotentUID(uid string) bool { return len(uid) == 36 && uid[14] == '5' }
 // uid's lock and returns the function that releases it. Locks of different
 // profiles are independent, and an idle lock takes no memory.
 func (s *Store) Lock(uid string) (unlock func()) {
-	s.mu.Lock()
+	s.lmu.Lock()
 	l := s.locks[uid]
 	if l == nil {
 		l = &lockEntry{}
 		s.locks[uid] = l
 	}
 	l.refs++
-	s.mu.Unlock()
+	s.lmu.Unlock()
 
 	l.mu.Lock()
 	return func() {
 		l.mu.Unlock()
-		s.mu.Lock()
+		s.lmu.Lock()
 		if l.refs--; l.refs == 0 {
 			delete(s.locks, uid)
 		}
-		s.mu.Unlock()
+		s.lmu.Unlock()
 	}
 }
 
-// Start returns where to resume partition p of the event log: after the
-// last record this store has folded, or at the beginning.
+// Start returns where to resume partition p of topic: after the last
+// record this store has folded, or at the beginning.
 func (s *Store) Start(topic string, p int32) (int64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if off, ok := s.offsets[topic][p]; ok {
-		return off, nil
+	off, ok, err := pebblex.Offset(s.db, topic, p)
+	if err != nil {
+		return 0, storeErr(err)
 	}
-	return sarama.OffsetOldest, nil
+	if !ok {
+		return sarama.OffsetOldest, nil
+	}
+	return off, nil
 }
 
-// Handle folds a batch of event log records of partition p into the store
-// and remembers where the batch ends. Undecodable or inapplicable records
-// are logged and skipped.
+// Handle folds a batch of records of partition p of topic into the store,
+// with the offset after the batch, in one atomic batch. Undecodable or
+// inapplicable records are logged and skipped.
 func (s *Store) Handle(_ context.Context, topic string, p int32, records []*sarama.ConsumerMessage) error {
-	for _, r := range records {
-		var err error
-		if topic == s.claimsTopic {
-			var c events.Claim
-			if c, err = events.DecodeClaim(r.Value, kafkax.HeaderValue(r, events.HeaderSeq)); err == nil {
-				s.PutClaim(string(r.Key), c)
-			}
-		} else {
-			var e events.Event
-			if e, err = s.codec.DecodeEvent(r.Value); errors.Is(err, pii.ErrKeyUnavailable) {
-				return err // the partition is caught up again after the rejoin; nothing is skipped
-			} else if err == nil {
-				err = s.Apply(e)
+	recordsRead.Add(float64(len(records)))
+	return s.write(func(b *pebble.Batch) error {
+		for _, r := range records {
+			if err := s.fold(b, topic, r); errors.Is(err, pii.ErrKeyUnavailable) || errors.Is(err, ErrStore) {
+				return err // the batch is folded again (after a rejoin); nothing is skipped
+			} else if err != nil {
+				s.log.Error("skipping record that does not fold", "topic", topic, "partition", p, "offset", r.Offset, "err", err)
 			}
 		}
+		return storeErr(pebblex.SetOffset(b, topic, p, records[len(records)-1].Offset+1))
+	})
+}
+
+func (s *Store) fold(b *pebble.Batch, topic string, r *sarama.ConsumerMessage) error {
+	if topic == s.claimsTopic {
+		c, err := events.DecodeClaim(r.Value, kafkax.HeaderValue(r, events.HeaderSeq))
 		if err != nil {
-			s.log.Error("skipping record that does not fold", "topic", topic, "partition", p, "offset", r.Offset, "err", err)
+			return err
 		}
+		return putClaim(b, string(r.Key), c)
 	}
-	s.mu.Lock()
-	if s.offsets[topic] == nil {
-		s.offsets[topic] = map[int32]int64{}
+	e, err := s.codec.DecodeEvent(r.Value)
+	if err != nil {
+		return err
 	}
-	s.offsets[topic][p] = records[len(records)-1].Offset + 1
-	s.mu.Unlock()
-	return nil
+	return apply(b, e)
 }

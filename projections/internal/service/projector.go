@@ -7,24 +7,39 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
+	"profiles/platform/pebblex"
 	"profiles/platform/service"
 	"profiles/platform/topology"
 	"profiles/projections/projector"
 )
+
+var recordsRestored = promauto.NewCounter(prometheus.CounterOpts{
+	Name: "profiles_projector_state_records_restored_total",
+	Help: "Records of the snapshot topic read into the projector's state at start (after a restart, only those past the store's offsets).",
+})
 
 // ProjectorName is the projector's name: in its logs and Kafka client ids.
 const ProjectorName = "projector"
 
 // ProjectorConfig is the projector's configuration.
 type ProjectorConfig struct {
-	Common *service.Flags
-	Kafka  *service.KafkaFlags
-	Group  *string
+	Common       *service.Flags
+	Kafka        *service.KafkaFlags
+	Group        *string
+	DataDir      *string
+	StateCacheMB *int
 }
+
+// DefaultStateCacheMB is STATE_CACHE_MB's default: the block cache that
+// keeps the state of the profiles being folded in memory.
+const DefaultStateCacheMB = 32
 
 // RegisterProjectorFlags registers the projector's settings on fs.
 func RegisterProjectorFlags(fs *flag.FlagSet) *ProjectorConfig {
@@ -32,6 +47,9 @@ func RegisterProjectorFlags(fs *flag.FlagSet) *ProjectorConfig {
 		Common: service.RegisterFlags(fs, ":8083"),
 		Kafka:  service.RegisterKafkaFlags(fs),
 		Group:  config.String(fs, "group", "PROJECTOR_GROUP", "profiles-projector", "consumer group of the projector"),
+		DataDir: config.String(fs, "data-dir", "DATA_DIR", ".data/projector",
+			"directory of the Pebble store of the latest snapshot of every profile (a cache of the snapshot topic: safe to delete, it is then restored from the topic)"),
+		StateCacheMB: config.Int(fs, "state-cache-mb", "STATE_CACHE_MB", DefaultStateCacheMB, "Pebble block cache of the state store, in MiB"),
 	}
 }
 
@@ -58,6 +76,18 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		return nil, err
 	}
 	boot.DeferClose(dlq)
+	// The store records the cluster and the event log it is folded from:
+	// a data directory that comes from elsewhere is emptied and restored.
+	cluster, err := kafkax.ClusterID(client)
+	if err != nil {
+		return nil, err
+	}
+	db, err := pebblex.Open(*cfg.DataDir, vfs.Default, pebblex.Options{What: "the projector's state", Layout: projector.StateLayout,
+		Origin: cluster + " " + kcfg.EventsTopic, CacheSize: int64(*cfg.StateCacheMB) << 20, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	boot.DeferClose(db)
 
 	// restored is the generation whose state has been restored and which
 	// the projector folds into now (0 while none is).
@@ -83,21 +113,26 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		if err := topology.EnsureGeneration(ctx, kcfg, ProjectorName, n); err != nil {
 			return err
 		}
+		state, err := projector.OpenState(db, gcfg.SnapshotsTopic)
+		if err != nil {
+			return err
+		}
 		p := &projector.Projector{
 			DeadLetters: dlq,
 			Producer:    producer, Client: client,
 			EventsTopic: kcfg.EventsTopic, SnapshotsTopic: gcfg.SnapshotsTopic, EmailIndexTopic: gcfg.EmailIndexTopic,
-			State: projector.NewState(), Log: log.With("generation", n),
+			State: state, Log: log.With("generation", n),
 			Codec: boot.Codec,
 		}
 		start := time.Now()
-		records, err := p.State.Restore(ctx, boot.Codec, client, gcfg.SnapshotsTopic, nil)
+		records, err := p.State.Restore(ctx, boot.Codec, client)
 		if err != nil {
 			return err
 		}
 		restored.Store(int64(n))
+		recordsRestored.Add(float64(records))
 		log.Info("state restored from the snapshot topic", "generation", n, "snapshots", gcfg.SnapshotsTopic,
-			"group", ggroup, "records", records, "profiles", p.State.Len(), "took", time.Since(start))
+			"group", ggroup, "records", records, "took", time.Since(start))
 		// A plain sarama consumer group (kafkax.Group), not watermill's
 		// subscriber: that delivers one un-acked message per partition at a
 		// time, so events could never be written in batches. Each batch's
@@ -116,6 +151,6 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		return topology.FollowGenerations(ctx, client, kcfg.ControlTopic, log, fold)
 	}
 	a := cfg.Common.Application(log, router, follow, boot.RunKeys)
-	a.Starting = []any{"kafka_security", kcfg.Security, "http_addr", *cfg.Common.HTTPAddr, "events", kcfg.EventsTopic, "control", kcfg.ControlTopic, "group", *cfg.Group}
+	a.Starting = []any{"kafka_security", kcfg.Security, "http_addr", *cfg.Common.HTTPAddr, "events", kcfg.EventsTopic, "control", kcfg.ControlTopic, "group", *cfg.Group, "data_dir", *cfg.DataDir}
 	return a, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"profiles/events"
+	"profiles/platform/pebblex"
 	"profiles/query-svc/internal/app"
 )
 
@@ -99,7 +100,7 @@ func (s *Store) eachHistory(p int32, uid string, f func(k []byte, e app.HistoryE
 // historyKey is h\0<partition be32><uid>\0<version be64>: the entries of a
 // uid are contiguous and sort by version.
 func historyKey(p int32, uid string, version int64) []byte {
-	k := append(partitionPrefix(prefixHistory, p), uid...)
+	k := append(pebblex.PartitionPrefix(prefixHistory, p), uid...)
 	k = append(k, 0)
 	return binary.BigEndian.AppendUint64(k, uint64(version))
 }

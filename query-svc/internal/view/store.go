@@ -12,8 +12,6 @@
 package view
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,24 +24,18 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/pebblex"
 )
 
 // ErrNotFound is returned by Get for a uid the view has never seen.
 var ErrNotFound = errors.New("profile not in view")
 
-// FormatMajorVersion is pinned so that a Pebble upgrade never changes the
-// on-disk format behind our back.
-const FormatMajorVersion = pebble.FormatValueSeparation
-
 // Key prefixes. Each key space is separated by a 0 byte, which cannot occur
-// in a uid, an email or a topic name.
+// in a uid, an email or a topic name; pebblex owns "f\x00" and "o\x00".
 var (
-	keyFormat     = []byte("f\x00format")
-	keyOrigin     = []byte("f\x00origin")
 	prefixProfile = []byte("p\x00")
 	prefixEmail   = []byte("e\x00")
 	prefixHistory = []byte("h\x00")
-	prefixOffset  = []byte("o\x00")
 )
 
 // Store is the Pebble-backed view. Reads are safe for concurrent use. Apply
@@ -70,133 +62,33 @@ const DefaultCacheSize = 64 << 20
 type Options struct {
 	// CacheSize is the block cache in bytes; 0 means DefaultCacheSize.
 	CacheSize int64
-	// Origin names what the view is built from: the Kafka cluster's id
-	// and the event log (see kafkax.ClusterID). A view that records
-	// another origin is emptied on Open and rebuilt, never served: its
-	// offsets and profiles belong to other topics. A view that records
-	// none (from a build before origins were recorded) takes Origin. An
-	// empty Origin checks nothing and records nothing.
+	// Origin names what the view is built from (see pebblex.Options): a
+	// view of another origin is emptied on Open and rebuilt, never served.
 	Origin string
 	// Log gets the line that says why a view is emptied or deleted; nil
 	// means slog.Default().
 	Log *slog.Logger
 }
 
+// Format is the layout of the keys. A view written in another layout (or by
+// a build from before the layout was recorded) is emptied on Open and
+// rebuilt from Kafka.
+const Format = "2:partitioned"
+
 // Open opens (or creates) the view in dir, for topics of the given
 // partition count. fs is vfs.Default for a real directory and vfs.NewMem()
 // in tests. keyer (never nil) keys the email index, as the projector does.
+// A corrupt view is deleted, and one of another layout or origin emptied
+// (see pebblex.Open), to be rebuilt from Kafka.
 func Open(dir string, fs vfs.FS, partitions int32, keyer events.EmailKeyer, o Options) (*Store, error) {
 	if o.CacheSize <= 0 {
 		o.CacheSize = DefaultCacheSize
 	}
-	if o.Log == nil {
-		o.Log = slog.Default()
-	}
-	s, err := open(dir, fs, partitions, keyer, o)
-	if pebble.IsCorruptionError(err) {
-		// The view is a cache of Kafka: a corrupt one is deleted and
-		// rebuilt, never served.
-		o.Log.Error("the view is corrupt; deleting it to rebuild it from Kafka", "dir", dir, "err", err)
-		if rerr := fs.RemoveAll(dir); rerr != nil {
-			return nil, fmt.Errorf("delete the corrupt view in %s: %w (after: %w)", dir, rerr, err)
-		}
-		s, err = open(dir, fs, partitions, keyer, o)
-	}
-	return s, err
-}
-
-func open(dir string, fs vfs.FS, partitions int32, keyer events.EmailKeyer, o Options) (*Store, error) {
-	db, err := pebble.Open(dir, &pebble.Options{
-		FS:                 fs,
-		FormatMajorVersion: FormatMajorVersion,
-		Logger:             quietLogger{},
-		CacheSize:          o.CacheSize,
-	})
+	db, err := pebblex.Open(dir, fs, pebblex.Options{What: "the view", Layout: Format, Origin: o.Origin, CacheSize: o.CacheSize, Log: o.Log})
 	if err != nil {
-		return nil, fmt.Errorf("open view in %s: %w", dir, err)
-	}
-	s := &Store{db: db, n: partitions, keyer: keyer, changed: make(chan struct{})}
-	if err := s.checkMarkers(o.Origin, o.Log); err != nil {
-		db.Close()
 		return nil, err
 	}
-	return s, nil
-}
-
-// Format is the layout of the keys. A view written in another layout (or by
-// a build from before the layout was recorded) is emptied on Open and
-// rebuilt from Kafka: it is a cache, and reading it with the wrong layout
-// would silently miss data.
-const Format = "2:partitioned"
-
-// checkMarkers empties a view of another key layout (unless it is empty
-// anyway) or of another origin (see Options.Origin), and records Format
-// and origin, in one synced batch. A view that holds both markers as they
-// should be is left alone.
-func (s *Store) checkMarkers(origin string, log *slog.Logger) error {
-	format, err := s.marker(keyFormat)
-	if err != nil {
-		return err
-	}
-	have, err := s.marker(keyOrigin)
-	if err != nil {
-		return err
-	}
-	wipe := false
-	switch {
-	case format != Format:
-		empty, err := s.empty()
-		if err != nil {
-			return err
-		}
-		if wipe = !empty; wipe {
-			log.Warn("the view was written in another key layout; emptying it to rebuild it from Kafka", "format", Format)
-		}
-	case origin == "" || have == origin:
-		return nil
-	case have != "":
-		log.Error("the view was built from another Kafka cluster or event log; emptying it to rebuild it from Kafka",
-			"view_origin", have, "origin", origin)
-		wipe = true
-	}
-	b := s.db.NewBatch()
-	defer b.Close()
-	if wipe {
-		if err := b.DeleteRange([]byte{0}, []byte{0xff}, nil); err != nil {
-			return err
-		}
-	}
-	if err := b.Set(keyFormat, []byte(Format), nil); err != nil {
-		return err
-	}
-	if origin != "" {
-		if err := b.Set(keyOrigin, []byte(origin), nil); err != nil {
-			return err
-		}
-	}
-	return b.Commit(pebble.Sync)
-}
-
-// marker returns the value of a marker key, "" when it is absent.
-func (s *Store) marker(key []byte) (string, error) {
-	v, closer, err := s.db.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	defer closer.Close()
-	return string(v), nil
-}
-
-func (s *Store) empty() (bool, error) {
-	it, err := s.db.NewIter(nil)
-	if err != nil {
-		return false, err
-	}
-	defer it.Close()
-	return !it.First(), it.Error()
+	return &Store{db: db, n: partitions, keyer: keyer, changed: make(chan struct{})}, nil
 }
 
 // Close flushes and closes the view. The Store must not be used afterwards.
@@ -212,18 +104,7 @@ type stored struct {
 // Offset returns the next offset to read from partition p of topic, and
 // false if the view holds nothing of that partition.
 func (s *Store) Offset(topic string, p int32) (int64, bool, error) {
-	v, closer, err := s.db.Get(offsetKey(topic, p))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, err
-	}
-	defer closer.Close()
-	if len(v) != 8 {
-		return 0, false, fmt.Errorf("corrupt offset for %s/%d", topic, p)
-	}
-	return int64(binary.BigEndian.Uint64(v)), true, nil
+	return pebblex.Offset(s.db, topic, p)
 }
 
 // ApplySnapshots writes the profiles of one batch of snapshot records from
@@ -279,9 +160,7 @@ func (s *Store) apply(topic string, p int32, next int64, write func(*pebble.Batc
 	if err != nil {
 		return 0, err
 	}
-	var off [8]byte
-	binary.BigEndian.PutUint64(off[:], uint64(next))
-	if err := b.Set(offsetKey(topic, p), off[:], nil); err != nil {
+	if err := pebblex.SetOffset(b, topic, p, next); err != nil {
 		return 0, err
 	}
 	// NoSync: the write-ahead log keeps a batch atomic, and a machine crash
@@ -325,8 +204,8 @@ func putNewer(b *pebble.Batch, key []byte, prof events.Profile) (bool, error) {
 func (s *Store) DropPartition(p int32) error {
 	b := s.db.NewBatch()
 	defer b.Close()
-	for _, prefix := range [][]byte{partitionPrefix(prefixProfile, p), partitionPrefix(prefixEmail, p), partitionPrefix(prefixHistory, p)} {
-		if err := b.DeleteRange(prefix, prefixEnd(prefix), nil); err != nil {
+	for _, prefix := range [][]byte{pebblex.PartitionPrefix(prefixProfile, p), pebblex.PartitionPrefix(prefixEmail, p), pebblex.PartitionPrefix(prefixHistory, p)} {
+		if err := b.DeleteRange(prefix, pebblex.PrefixEnd(prefix), nil); err != nil {
 			return err
 		}
 	}
@@ -337,7 +216,7 @@ func (s *Store) DropPartition(p int32) error {
 	for topic, parts := range held {
 		for _, q := range parts {
 			if q == p {
-				if err := b.Delete(offsetKey(topic, p), nil); err != nil {
+				if err := b.Delete(pebblex.OffsetKey(topic, p), nil); err != nil {
 					return err
 				}
 			}
@@ -352,25 +231,12 @@ func (s *Store) DropPartition(p int32) error {
 
 // Held returns, per topic, the partitions of which the view holds data (it
 // has an offset for them).
-func (s *Store) Held() (map[string][]int32, error) {
-	out := map[string][]int32{}
-	err := s.scan(prefixOffset, func(k, _ []byte) error {
-		topic, part, ok := bytes.Cut(k[len(prefixOffset):], []byte{0})
-		if ok && len(part) == 4 {
-			out[string(topic)] = append(out[string(topic)], int32(binary.BigEndian.Uint32(part)))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
+func (s *Store) Held() (map[string][]int32, error) { return pebblex.Held(s.db) }
 
 // Count returns how many live profiles partition p holds.
 func (s *Store) Count(p int32) (int, error) {
 	n := 0
-	err := s.scan(partitionPrefix(prefixProfile, p), func(_, v []byte) error {
+	err := s.scan(pebblex.PartitionPrefix(prefixProfile, p), func(_, v []byte) error {
 		var st stored
 		if err := json.Unmarshal(v, &st); err == nil && !st.Deleted {
 			n++
@@ -383,21 +249,9 @@ func (s *Store) Count(p int32) (int, error) {
 	return n, nil
 }
 
-// scan calls f, in key order, with the key and value of every key of the
-// view that starts with prefix, and stops at f's first error, which it
-// returns. The key and value are valid only during the call.
+// scan is pebblex.Scan of the view.
 func (s *Store) scan(prefix []byte, f func(k, v []byte) error) error {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		if err := f(it.Key(), it.Value()); err != nil {
-			return err
-		}
-	}
-	return it.Error()
+	return pebblex.Scan(s.db, prefix, f)
 }
 
 type reader interface {
@@ -484,48 +338,16 @@ func (s *Store) Changed() <-chan struct{} {
 	return s.changed
 }
 
-func partitionPrefix(prefix []byte, p int32) []byte {
-	return binary.BigEndian.AppendUint32(bytes.Clone(prefix), uint32(p))
+func profileKey(p int32, uid string) []byte {
+	return append(pebblex.PartitionPrefix(prefixProfile, p), uid...)
 }
-
-func profileKey(p int32, uid string) []byte { return append(partitionPrefix(prefixProfile, p), uid...) }
 
 // emailKey is the key of (email, uid) in partition p; email is normalized.
 // With an empty uid it is the prefix of every entry of the email.
 func emailKey(p int32, email, uid string) []byte {
-	k := append(partitionPrefix(prefixEmail, p), email...)
+	k := append(pebblex.PartitionPrefix(prefixEmail, p), email...)
 	k = append(k, 0)
 	return append(k, uid...)
-}
-
-func offsetKey(topic string, p int32) []byte {
-	k := append(bytes.Clone(prefixOffset), topic...)
-	k = append(k, 0)
-	return binary.BigEndian.AppendUint32(k, uint32(p))
-}
-
-// prefixEnd returns the smallest key greater than every key with prefix.
-func prefixEnd(prefix []byte) []byte {
-	end := bytes.Clone(prefix)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return nil
-}
-
-// quietLogger sends Pebble's informational chatter nowhere and its errors to
-// slog. Fatalf panics, as Pebble's own default logger exits.
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...any) {}
-func (quietLogger) Errorf(format string, args ...any) {
-	slog.Error("pebble", "msg", fmt.Sprintf(format, args...))
-}
-func (quietLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
 // Sync makes every batch applied so far durable. Batches are committed

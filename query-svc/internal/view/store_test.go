@@ -10,6 +10,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/kafkax"
+	"profiles/platform/pebblex"
 	"profiles/query-svc/internal/view"
 )
 
@@ -202,7 +203,7 @@ func TestChangedIsClosedByApply(t *testing.T) {
 
 func TestOpenEmptiesAViewOfAnotherLayout(t *testing.T) {
 	fs := vfs.NewMem()
-	db, err := pebble.Open("view", &pebble.Options{FS: fs, FormatMajorVersion: view.FormatMajorVersion})
+	db, err := pebble.Open("view", &pebble.Options{FS: fs, FormatMajorVersion: pebblex.FormatMajorVersion})
 	if err != nil {
 		t.Fatal(err)
 	}
