@@ -92,6 +92,10 @@ type Group struct {
 
 	mu     sync.Mutex
 	joined bool
+	// inSession is true from the end of a session's Setup to its Cleanup:
+	// in between (a rebalance) the instance owns nothing, and every
+	// partition may come back at the offset its state holds then.
+	inSession bool
 	// resync, when set, is run between the current session and the next
 	// one (see Resync); resyncing is true from Resync until the next Setup.
 	resync     func()
@@ -282,7 +286,7 @@ func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 		}
 	}
 	g.mu.Lock()
-	g.joined = true
+	g.joined, g.inSession = true, true
 	g.owned = owned
 	g.last, g.detached = nil, false
 	g.resyncing = false
@@ -363,6 +367,7 @@ func (g *Group) Cleanup(sarama.ConsumerGroupSession) error {
 	if !g.detached {
 		g.last = g.owned
 	}
+	g.inSession = false
 	g.owned = map[int32]*sessionPartition{}
 	g.notifyLocked()
 	g.mu.Unlock()
@@ -486,6 +491,26 @@ func (g *Group) Serving(p int32) bool {
 func (g *Group) Owned() []int32 {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.ownedLocked()
+}
+
+// InSession runs f with the partitions of the current session, and
+// reports whether it did: not between sessions (Cleanup to the end of the
+// next Setup), nor while detached. No session can end or start while f
+// runs, so f may drop the state of partitions it is not given: no handler
+// of this group writes them until the next Setup, which reads the state's
+// offsets afresh. f must not call g's methods.
+func (g *Group) InSession(f func(owned []int32)) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.inSession || g.detached {
+		return false
+	}
+	f(g.ownedLocked())
+	return true
+}
+
+func (g *Group) ownedLocked() []int32 {
 	out := make([]int32, 0, len(g.owned))
 	for p := range g.owned {
 		out = append(out, p)
@@ -494,13 +519,22 @@ func (g *Group) Owned() []int32 {
 	return out
 }
 
-// Ready reports nil once the instance has joined the group and caught up
-// with every partition it owns.
+// ErrBetweenSessions is reported (wrapped) by Ready during a rebalance:
+// the instance owns no partition until the next session has set its
+// partitions up.
+var ErrBetweenSessions = errors.New("between two sessions of the consumer group (rebalancing)")
+
+// Ready reports nil once the instance has joined the group, is in a
+// session (or answers, detached, for what the last one read), and has
+// caught up with every partition it owns.
 func (g *Group) Ready() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.joined {
 		return fmt.Errorf("not yet a member of group %s", g.opts.Group)
+	}
+	if !g.inSession && !g.detached {
+		return fmt.Errorf("group %s: %w", g.opts.Group, ErrBetweenSessions)
 	}
 	behind := 0
 	for _, st := range g.owned {

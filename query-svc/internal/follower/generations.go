@@ -148,13 +148,57 @@ func (g *Generations) runGeneration(ctx context.Context, n int, ready func()) er
 			// The old generation's partitions that the new one does not
 			// own are not served here any more.
 			time.Sleep(time.Second)
-			if owned := f.Owned(); owned != nil && ctx.Err() == nil {
-				g.applier.Assigned(g.keep(owned))
-			}
+			g.dropUnowned(ctx, f)
 			return
 		}
 	}()
 	return f.Run(ctx)
+}
+
+// sessioner is a Follower in a consumer group (kafkax.Group.InSession).
+type sessioner interface {
+	InSession(f func(owned []int32)) bool
+}
+
+// dropUnowned drops the data of the partitions that neither f nor another
+// running generation owns. It drops only within a session of f's group,
+// never between two: the next session's Setup reads the view's offsets of
+// the partitions it gets, and a drop after that read would leave them
+// starting past data that is gone. Between sessions it waits and tries
+// again; the next Setup drops through Assigned anyway.
+func (g *Generations) dropUnowned(ctx context.Context, f Follower) {
+	s, ok := f.(sessioner)
+	if !ok {
+		return // a full replica holds every partition
+	}
+	for ctx.Err() == nil {
+		others := g.othersOwned(f)
+		if s.InSession(func(owned []int32) { g.applier.Assigned(append(owned, others...)) }) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// othersOwned returns the partitions that the running followers other
+// than f own.
+func (g *Generations) othersOwned(f Follower) []int32 {
+	g.mu.Lock()
+	others := make([]Follower, 0, len(g.running))
+	for o := range g.running {
+		if o != f {
+			others = append(others, o)
+		}
+	}
+	g.mu.Unlock()
+	var out []int32
+	for _, o := range others {
+		out = append(out, o.Owned()...)
+	}
+	return out
 }
 
 // Assigned is the Assigned callback of every generation's group: it drops

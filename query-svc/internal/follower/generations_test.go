@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -76,5 +77,54 @@ func TestRouteEpochServesByTheForwardersGeneration(t *testing.T) {
 	m, isSelf, exact, epoch, err = g.RouteEpoch(context.Background(), 4, 3)
 	if err != nil || isSelf || exact || epoch != 2 || m.ID != "q1" {
 		t.Fatalf("RouteEpoch(gen 3) = %s self=%t exact=%t epoch=%d %v; want q1 by generation 2, not exact", m.ID, isSelf, exact, epoch, err)
+	}
+}
+
+// droppingStore records the partitions dropped; it holds partitions 0-3 of
+// one topic.
+type droppingStore struct {
+	Store
+	dropped []int32
+}
+
+func (s *droppingStore) Held() (map[string][]int32, error) {
+	return map[string][]int32{"snapshots": {0, 1, 2, 3}}, nil
+}
+func (s *droppingStore) DropPartition(p int32) error { s.dropped = append(s.dropped, p); return nil }
+
+// sessionFollower is in a session only from the call numbered from on.
+type sessionFollower struct {
+	fakeFollower
+	owned       []int32
+	calls, from int
+}
+
+func (f *sessionFollower) InSession(run func(owned []int32)) bool {
+	f.calls++
+	if f.calls < f.from {
+		return false
+	}
+	run(f.owned)
+	return true
+}
+
+// The data of partitions that moved away is dropped only within a session
+// of the group: between two, the next Setup may be reading the view's
+// offsets of the partitions it resumes, and a drop then would leave them
+// starting past data that is gone.
+func TestDropUnownedWaitsForASession(t *testing.T) {
+	store := &droppingStore{}
+	g := NewGenerations(nil, topology.Config{}, Applier{Store: store, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f := &sessionFollower{owned: []int32{1, 3}, from: 2}
+	g.running = map[Follower]int{f: 1}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g.dropUnowned(ctx, f)
+	if f.calls != 2 {
+		t.Fatalf("InSession called %d times; want 2 (between sessions, then in one)", f.calls)
+	}
+	slices.Sort(store.dropped)
+	if !slices.Equal(store.dropped, []int32{0, 2}) {
+		t.Fatalf("dropped %v; want partitions 0 and 2", store.dropped)
 	}
 }
