@@ -115,7 +115,6 @@ func (p *Projector) Handle(ctx context.Context, _ string, partition int32, recor
 type batch struct {
 	index, snapshots []*sarama.ProducerMessage
 	next             map[string]events.Profile // uid: its state after the batch
-	last             map[string]Snapshot       // uid: its last snapshot record of the batch
 	applied          int
 }
 
@@ -123,7 +122,7 @@ type batch struct {
 // records are done (written, or skipped): all of them with a nil error,
 // and the ones before the one that failed otherwise.
 func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama.ConsumerMessage) (int, error) {
-	b := &batch{next: map[string]events.Profile{}, last: map[string]Snapshot{}}
+	b := &batch{next: map[string]events.Profile{}}
 	state := func(uid string) (events.Profile, error) {
 		if s, ok := b.next[uid]; ok {
 			return s, nil
@@ -136,7 +135,7 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 			return err
 		}
 		done = upTo
-		b = &batch{next: map[string]events.Profile{}, last: map[string]Snapshot{}}
+		b = &batch{next: map[string]events.Profile{}}
 		return nil
 	}
 	// setAside writes what is decided before records[i], then sets that
@@ -173,7 +172,7 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 			if err := flush(i); err != nil {
 				return done, err
 			}
-			if _, err := p.State.RestorePartition(ctx, p.Client, partition); err != nil {
+			if _, err := p.State.RestorePartition(ctx, p.Codec, p.Client, partition); err != nil {
 				return done, err
 			}
 			if prev, err = p.State.Get(e.UID); err != nil {
@@ -205,10 +204,8 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 		for _, rec := range recs[:len(recs)-1] {
 			b.index = append(b.index, rec.Message(headers))
 		}
-		snap := recs[len(recs)-1]
-		b.snapshots = append(b.snapshots, snap.Message(headers))
+		b.snapshots = append(b.snapshots, recs[len(recs)-1].Message(headers))
 		b.next[e.UID] = next
-		b.last[e.UID] = Snapshot{UID: e.UID, Version: next.Version, Value: snap.Value, VersionHeader: snap.Headers[events.HeaderVersion]}
 		b.applied++
 	}
 	err := flush(len(records))
@@ -236,10 +233,10 @@ func (p *Projector) write(b *batch) error {
 	for _, m := range b.snapshots {
 		offsets[m.Partition] = max(offsets[m.Partition], m.Offset+1)
 	}
-	if err := p.State.Put(slices.Collect(maps.Values(b.last)), offsets); err != nil {
+	if err := p.State.Put(slices.Collect(maps.Values(b.next)), offsets); err != nil {
 		// The snapshots are written; folding the batch again finds them
 		// duplicates once the state has them, and rewrites them until then.
-		return fmt.Errorf("keep the state of %d snapshots: %w", len(b.last), err)
+		return fmt.Errorf("keep the state of %d snapshots: %w", len(b.next), err)
 	}
 	eventsFolded.WithLabelValues("applied").Add(float64(b.applied))
 	batchRecords.Observe(float64(len(b.index) + len(b.snapshots)))

@@ -164,7 +164,7 @@ func TestASnapshotWithoutItsKeyYetIsRetriedNotPoison(t *testing.T) {
 	}
 	pub, dlq := &published{}, &deadLetters{}
 	p := &Projector{
-		Producer: pub, DeadLetters: dlq, State: newState(t, "snaps", pii.NewCodec(kek, &flakyKeys{dk: dk})), Codec: pii.NewCodec(kek, &flakyKeys{dk: dk}),
+		Producer: pub, DeadLetters: dlq, State: newState(t, "snaps"), Codec: pii.NewCodec(kek, &flakyKeys{dk: dk}),
 		EventsTopic: "events", SnapshotsTopic: "snaps", EmailIndexTopic: "index", Log: slog.New(slog.DiscardHandler),
 	}
 	done, err := p.fold(context.Background(), 0, []*sarama.ConsumerMessage{{Topic: "events", Value: value}})
@@ -271,7 +271,7 @@ func TestABatchIsTwoWritesAndAFailedOneIsFoldedAgain(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			out, dlq := &sends{fail: tt.fail}, &deadLetters{}
 			p := &Projector{
-				Producer: out, DeadLetters: dlq, State: newState(t, "snaps", codec), Codec: codec, RetryBackoff: time.Millisecond,
+				Producer: out, DeadLetters: dlq, State: newState(t, "snaps"), Codec: codec, RetryBackoff: time.Millisecond,
 				EventsTopic: "events", SnapshotsTopic: "snaps", EmailIndexTopic: "index", Log: slog.New(slog.DiscardHandler),
 			}
 			if err := p.Handle(context.Background(), "events", 0, records); err != nil {
@@ -295,14 +295,14 @@ func TestABatchIsTwoWritesAndAFailedOneIsFoldedAgain(t *testing.T) {
 
 // newState returns an empty state of topic in a store in memory, closed at
 // the end of t.
-func newState(t *testing.T, topic string, codec *pii.Codec) *State {
+func newState(t *testing.T, topic string) *State {
 	t.Helper()
 	db, err := pebblex.Open("state", vfs.NewMem(), pebblex.Options{What: "the projector's state", Layout: StateLayout})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	s, err := OpenState(db, topic, codec)
+	s, err := OpenState(db, topic)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,10 @@ package projector
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
-	"sync/atomic"
 
 	"github.com/IBM/sarama"
 	"github.com/cockroachdb/pebble/v2"
@@ -22,50 +19,13 @@ import (
 // StateLayout is the key layout of the projector's store (see
 // pebblex.Options.Layout):
 //
-//	p\0snapshot topic\0uid → the latest snapshot record of the profile
-//	                         that the projector knows, as the topic holds
-//	                         it (see storedSnapshot)
+//	p\0snapshot topic\0uid → the latest snapshot of the profile that the
+//	                         projector knows (events.MarshalStored)
 //	o\0snapshot topic\0partition → the next offset of the snapshot topic
-//	                         that the records above do not reflect yet
-const StateLayout = "2"
+//	                         that the profiles above do not reflect yet
+const StateLayout = "1"
 
 var prefixProfile = []byte("p\x00")
-
-// Snapshot is one record of the snapshot topic, as written: Value is nil
-// for a tombstone, VersionHeader the record's events.HeaderVersion.
-type Snapshot struct {
-	UID           string
-	Version       int64
-	Value         []byte
-	VersionHeader string
-}
-
-// storedSnapshot encodes a Snapshot as the value of its key: the version
-// (8 bytes, big-endian), 1 for a tombstone or 0, the length of the version
-// header (1 byte), the header, and the record's value. The record stays
-// sealed: restoring the state costs no decryption and no JSON, and Get
-// opens it when an event folds onto it.
-func storedSnapshot(s Snapshot) []byte {
-	b := binary.BigEndian.AppendUint64(make([]byte, 0, 10+len(s.VersionHeader)+len(s.Value)), uint64(s.Version))
-	if s.Value == nil {
-		b = append(b, 1)
-	} else {
-		b = append(b, 0)
-	}
-	b = append(append(b, byte(len(s.VersionHeader))), s.VersionHeader...)
-	return append(b, s.Value...)
-}
-
-func parseSnapshot(uid string, b []byte) (Snapshot, error) {
-	if len(b) < 10 || len(b) < 10+int(b[9]) {
-		return Snapshot{}, fmt.Errorf("corrupt projector state of %s: %d bytes", uid, len(b))
-	}
-	s := Snapshot{UID: uid, Version: int64(binary.BigEndian.Uint64(b)), VersionHeader: string(b[10 : 10+int(b[9])])}
-	if b[8] == 0 {
-		s.Value = b[10+int(b[9]):]
-	}
-	return s, nil
-}
 
 // State is the projector's memory of the latest snapshot of each profile
 // of one snapshot topic, which is what the next event folds onto, kept in
@@ -77,16 +37,14 @@ func parseSnapshot(uid string, b []byte) (Snapshot, error) {
 type State struct {
 	db    *pebble.DB
 	topic string
-	codec *pii.Codec
 	mu    sync.Mutex // serializes the writes
 }
 
 // OpenState returns the state of the snapshot topic kept in db, which the
-// caller owns (opened with StateLayout); codec opens its snapshots. What
-// db holds of other snapshot topics (earlier snapshot generations) is
-// deleted.
-func OpenState(db *pebble.DB, topic string, codec *pii.Codec) (*State, error) {
-	s := &State{db: db, topic: topic, codec: codec}
+// caller owns (opened with StateLayout). What db holds of other snapshot
+// topics (earlier snapshot generations) is deleted.
+func OpenState(db *pebble.DB, topic string) (*State, error) {
+	s := &State{db: db, topic: topic}
 	b := db.NewBatch()
 	defer b.Close()
 	// Every key of the store starts with a prefix of two bytes, then the
@@ -113,55 +71,42 @@ func (s *State) prefix() []byte {
 
 func (s *State) key(uid string) []byte { return append(s.prefix(), uid...) }
 
-// Get returns the profile's state; the zero Profile if none is known, or
-// if the snapshot it holds does not decode (it cannot be one the
-// projector wrote). An error wrapping pii.ErrKeyUnavailable is transient.
-func (s *State) Get(uid string) (events.Profile, error) {
-	raw, err := pebblex.Get(s.db, s.key(uid))
+// Get returns the profile's state; the zero Profile if none is known.
+func (s *State) Get(uid string) (events.Profile, error) { return s.get(s.db, uid) }
+
+func (s *State) get(r pebblex.Reader, uid string) (events.Profile, error) {
+	raw, err := pebblex.Get(r, s.key(uid))
 	if err != nil || raw == nil {
 		return events.Profile{}, err
 	}
-	snap, err := parseSnapshot(uid, raw)
+	p, err := events.UnmarshalStored(raw)
 	if err != nil {
-		return events.Profile{}, err
-	}
-	p, err := s.codec.DecodeSnapshot(uid, snap.Value, snap.VersionHeader)
-	if errors.Is(err, pii.ErrKeyUnavailable) {
-		return events.Profile{}, err
-	}
-	if err != nil {
-		return events.Profile{}, nil
+		return events.Profile{}, fmt.Errorf("corrupt projector state of %s: %w", uid, err)
 	}
 	return p, nil
 }
 
-// version returns the version of uid's snapshot in r, 0 if there is none.
-func (s *State) version(r pebblex.Reader, uid string) (int64, error) {
-	raw, err := pebblex.Get(r, s.key(uid))
-	if err != nil || raw == nil {
-		return 0, err
-	}
-	snap, err := parseSnapshot(uid, raw)
-	return snap.Version, err
-}
-
-// Put records the snapshots, unless the state already holds a later
+// Put records the profiles, unless the state already holds a later
 // version of one, and for each partition in offsets the next offset of the
 // snapshot topic that they do not reflect, in one atomic batch.
-func (s *State) Put(snaps []Snapshot, offsets map[int32]int64) error {
+func (s *State) Put(profiles []events.Profile, offsets map[int32]int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
-	for _, snap := range snaps {
-		cur, err := s.version(b, snap.UID)
+	for _, p := range profiles {
+		cur, err := s.get(b, p.UID)
 		if err != nil {
 			return err
 		}
-		if cur > snap.Version {
+		if cur.Version > p.Version {
 			continue
 		}
-		if err := b.Set(s.key(snap.UID), storedSnapshot(snap), nil); err != nil {
+		raw, err := events.MarshalStored(p)
+		if err != nil {
+			return err
+		}
+		if err := b.Set(s.key(p.UID), raw, nil); err != nil {
 			return err
 		}
 	}
@@ -182,7 +127,7 @@ func (s *State) Put(snaps []Snapshot, offsets map[int32]int64) error {
 }
 
 // Len returns the number of profiles known (deleted ones included). It
-// reads the whole store: for logs and tests, not for a hot path.
+// reads the whole store: for logs, not for a hot path.
 func (s *State) Len() (int, error) {
 	n := 0
 	err := pebblex.Scan(s.db, s.prefix(), func(_, _ []byte) error { n++; return nil })
@@ -191,16 +136,16 @@ func (s *State) Len() (int, error) {
 
 // Restore reads every partition of the snapshot topic from the offset the
 // state holds for it (the beginning for one it holds nothing of) up to its
-// current end into s, and returns how many records it read. The records
-// are kept sealed, as they are (see storedSnapshot); a record that has no
-// version cannot hold a state that the projector wrote and is skipped.
+// current end into s. It returns how many records it read, opened with
+// codec. Undecodable records are skipped: they cannot hold a state that
+// the projector wrote.
 //
 // The offset is the one after the last snapshot this state took in, and
 // another instance may have written snapshots before it while it owned
 // the partition, which Restore does not read; the first event that does
 // not follow the state's version then reads the partition again from its
 // beginning (RestorePartition).
-func (s *State) Restore(ctx context.Context, client sarama.Client) (int64, error) {
+func (s *State) Restore(ctx context.Context, codec *pii.Codec, client sarama.Client) (int64, error) {
 	start := func(p int32) (int64, error) {
 		off, ok, err := pebblex.Offset(s.db, s.topic, p)
 		if err != nil || !ok {
@@ -208,56 +153,47 @@ func (s *State) Restore(ctx context.Context, client sarama.Client) (int64, error
 		}
 		return off, nil
 	}
-	return s.restore(ctx, client, nil, start)
+	return s.restore(ctx, codec, client, nil, start)
 }
 
 // RestorePartition reads partition p of the snapshot topic from its
 // beginning up to its current end into s.
-func (s *State) RestorePartition(ctx context.Context, client sarama.Client, p int32) (int64, error) {
-	return s.restore(ctx, client, []int32{p}, nil)
+func (s *State) RestorePartition(ctx context.Context, codec *pii.Codec, client sarama.Client, p int32) (int64, error) {
+	return s.restore(ctx, codec, client, []int32{p}, nil)
 }
 
-func (s *State) restore(ctx context.Context, client sarama.Client, parts []int32, start func(int32) (int64, error)) (int64, error) {
-	var read atomic.Int64
+func (s *State) restore(ctx context.Context, codec *pii.Codec, client sarama.Client, parts []int32, start func(int32) (int64, error)) (int64, error) {
+	var (
+		mu   sync.Mutex
+		read int64
+	)
 	err := kafkax.Read(ctx, client, kafkax.ReadOptions{
 		Topic:      s.topic,
 		Partitions: parts,
 		StopAtEnd:  true,
 		Start:      start,
 		Handle: func(_ context.Context, part int32, records []*sarama.ConsumerMessage) error {
-			snaps := make([]Snapshot, 0, len(records))
+			profiles := make([]events.Profile, 0, len(records))
 			for _, r := range records {
-				if snap, ok := recordSnapshot(r); ok {
-					snaps = append(snaps, snap)
+				p, err := codec.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
+				if errors.Is(err, pii.ErrKeyUnavailable) {
+					return err // the restore fails and is retried; nothing is skipped
+				}
+				if err == nil {
+					profiles = append(profiles, p)
 				}
 			}
-			if err := s.Put(snaps, map[int32]int64{part: records[len(records)-1].Offset + 1}); err != nil {
+			if err := s.Put(profiles, map[int32]int64{part: records[len(records)-1].Offset + 1}); err != nil {
 				return err
 			}
-			read.Add(int64(len(records)))
+			mu.Lock()
+			read += int64(len(records))
+			mu.Unlock()
 			return nil
 		},
 	})
 	if err != nil {
-		return read.Load(), fmt.Errorf("restore from %s: %w", s.topic, err)
+		return read, fmt.Errorf("restore from %s: %w", s.topic, err)
 	}
-	return read.Load(), nil
-}
-
-// recordSnapshot returns r as a Snapshot, with its version from the
-// version header, or from the JSON when a record has none.
-func recordSnapshot(r *sarama.ConsumerMessage) (Snapshot, bool) {
-	uid, header := string(r.Key), kafkax.HeaderValue(r, events.HeaderVersion)
-	v, err := strconv.ParseInt(header, 10, 64)
-	if err != nil {
-		p, derr := events.DecodeSnapshot(uid, r.Value, header)
-		if derr != nil {
-			return Snapshot{}, false
-		}
-		v = p.Version
-	}
-	if uid == "" || v < 1 || len(header) > 255 {
-		return Snapshot{}, false
-	}
-	return Snapshot{UID: uid, Version: v, Value: r.Value, VersionHeader: header}, true
+	return read, nil
 }

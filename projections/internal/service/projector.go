@@ -113,7 +113,7 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		if err := topology.EnsureGeneration(ctx, kcfg, ProjectorName, n); err != nil {
 			return err
 		}
-		state, err := projector.OpenState(db, gcfg.SnapshotsTopic, boot.Codec)
+		state, err := projector.OpenState(db, gcfg.SnapshotsTopic)
 		if err != nil {
 			return err
 		}
@@ -125,7 +125,7 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 			Codec: boot.Codec,
 		}
 		start := time.Now()
-		records, err := p.State.Restore(ctx, client)
+		records, err := p.State.Restore(ctx, boot.Codec, client)
 		if err != nil {
 			return err
 		}
