@@ -162,15 +162,17 @@ func (h CreateProfileHandler) Handle(ctx context.Context, cmd CreateProfile) (Re
 	replayed := false
 	res, err := h.execute(ctx, uid, cmd.Async, func(cur events.Profile) ([]events.Payload, error) {
 		if cmd.Idempotent && cur.Version > 0 {
+			if cur.Deleted {
+				// Whatever the body: the state keeps nothing personal of
+				// a deleted profile, its creation payload included.
+				return nil, ErrIdempotencyGone
+			}
 			first, ok, err := h.States.CreatedWith(uid)
 			if err != nil {
 				return nil, err
 			}
 			if !ok || first != want {
 				return nil, ErrIdempotencyMismatch
-			}
-			if cur.Deleted {
-				return nil, ErrIdempotencyGone
 			}
 			replayed = true
 			return nil, nil

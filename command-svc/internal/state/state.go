@@ -35,8 +35,8 @@ import (
 // Layout is the key layout of the store (see pebblex.Options.Layout):
 //
 //	p\0uid   → the profile's state (events.MarshalStored)
-//	c\0uid   → the ProfileCreated of a profile created under an
-//	           Idempotency-Key (JSON)
+//	c\0uid   → the ProfileCreated of a live profile created under an
+//	           Idempotency-Key (JSON; deleted with the profile)
 //	m\0email → the last claim record of a normalized email, or its
 //	           release (storedClaim, JSON)
 //	o\0topic\0partition → next offset (pebblex.SetOffset)
@@ -231,8 +231,15 @@ func apply(b *pebble.Batch, e events.Event) error {
 	if err != nil {
 		return storeErr(err)
 	}
-	if c, ok := e.Data.(events.ProfileCreated); ok && IdempotentUID(e.UID) {
-		return setJSON(b, key(prefixCreated, e.UID), c)
+	switch d := e.Data.(type) {
+	case events.ProfileCreated:
+		if IdempotentUID(e.UID) {
+			return setJSON(b, key(prefixCreated, e.UID), d)
+		}
+	case events.ProfileDeleted:
+		// The payload holds the profile's personal data, which a delete
+		// erases (crypto-shredding): the store keeps none of it.
+		return storeErr(b.Delete(key(prefixCreated, e.UID), nil))
 	}
 	return nil
 }

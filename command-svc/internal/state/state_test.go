@@ -235,3 +235,28 @@ func (noKeys) DataKey(uid string) (*pii.DataKey, error) {
 	return nil, errors.New("the keyring has not read the key yet")
 }
 func (noKeys) Forget(string) {}
+
+// A delete leaves nothing personal in the store: the state of a deleted
+// profile holds no username or email, and the payload an idempotent
+// profile was created with is gone.
+func TestDeleteKeepsNothingPersonal(t *testing.T) {
+	s := open(t, vfs.NewMem(), "")
+	uid := "8c1f1b42-2d5e-5a6b-9c3d-0e1f2a3b4c5d" // a version 5 (Idempotency-Key) uid
+	created := events.New("e1", events.Profile{}, uid, events.ProfileCreated{Username: "bob", Email: "b@m.c"}, time.Unix(0, 0))
+	if err := s.Apply(created); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.CreatedWith(uid); err != nil || !ok {
+		t.Fatalf("CreatedWith of a live idempotent profile: %v %v", ok, err)
+	}
+	deleted := events.New("e2", get(t, s, uid), uid, events.ProfileDeleted{}, time.Unix(1, 0))
+	if err := s.Apply(deleted); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, s, uid); !got.Deleted || got.Username != "" || got.Email != "" || got.Version != 2 {
+		t.Errorf("state after the delete = %+v", got)
+	}
+	if c, ok, err := s.CreatedWith(uid); err != nil || ok {
+		t.Errorf("CreatedWith after the delete = %+v %v %v; want nothing", c, ok, err)
+	}
+}
