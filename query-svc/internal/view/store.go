@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 
@@ -254,11 +253,9 @@ func (s *Store) scan(prefix []byte, f func(k, v []byte) error) error {
 	return pebblex.Scan(s.db, prefix, f)
 }
 
-type reader interface {
-	Get(key []byte) ([]byte, io.Closer, error)
-}
-
-func getStored(r reader, key []byte) (stored, bool, error) {
+// getStored decodes the profile under key straight from Pebble's buffer
+// (pebblex.Get would copy it first: this is the GET path).
+func getStored(r pebblex.Reader, key []byte) (stored, bool, error) {
 	v, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return stored{}, false, nil
