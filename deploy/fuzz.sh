@@ -15,6 +15,11 @@
 #   cd events && go test -run '^$' -fuzz '^FuzzUpcast$' -fuzztime 30m .
 #                                        # one target by hand
 #
+# A run that fails only with the fuzz engine's bare "context deadline
+# exceeded" at the -fuzztime boundary (go.dev/issue/75804) and writes no
+# input is run once more; if it does that again it is reported as FLAKE and
+# does not fail the script. Every other failure does.
+#
 # A failing input is written to testdata/fuzz/<Name>/<hash> in the package
 # of the target (e.g. events/testdata/fuzz/FuzzUpcast/), and this script
 # prints that path. Plain `go test` replays every file there as a seed, so
@@ -65,15 +70,45 @@ if [[ -z "$list" ]]; then
 	exit 1
 fi
 
+# deadline_flake says whether a failed run's log is only the fuzz engine's
+# own race at the -fuzztime boundary (go.dev/issue/75804, fixed in Go 1.27):
+# the target reports a bare "context deadline exceeded", no input was
+# written, nothing panicked and no test helper reported an error. A real
+# finding always writes its input to testdata/fuzz and says so.
+deadline_flake() {
+	local log="$1"
+	grep -q '^    context deadline exceeded$' "$log" || return 1
+	! grep -qE 'Failing input written|failing input|panic:|fuzzing process hung|_test\.go:[0-9]+:' "$log"
+}
+
 failed=0
+flaked=0
 total=0
 while read -r mod pkg name; do
 	total=$((total + 1))
 	log="$logdir/$total.log"
 	start=$SECONDS
-	if (cd "$mod" && go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg") >"$log" 2>&1; then
-		printf 'ok    %-45s %-22s %3ds\n' "$pkg" "$name" $((SECONDS - start))
-	else
+	run() { (cd "$mod" && go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg") >"$log" 2>&1; }
+	ok=0
+	if run; then
+		ok=1
+	elif deadline_flake "$log"; then
+		# Run it once more: a second bare deadline is still the engine's
+		# race, reported as such; anything else counts as it is.
+		echo "      $name: the fuzz engine's deadline race (go.dev/issue/75804), running it again"
+		if run; then
+			ok=1
+		elif deadline_flake "$log"; then
+			ok=2
+		fi
+	fi
+	case $ok in
+	1) printf 'ok    %-45s %-22s %3ds\n' "$pkg" "$name" $((SECONDS - start)) ;;
+	2)
+		flaked=$((flaked + 1))
+		printf 'FLAKE %-45s %-22s %3ds  (twice the engine deadline race, no failing input)\n' "$pkg" "$name" $((SECONDS - start))
+		;;
+	*)
 		failed=$((failed + 1))
 		printf 'FAIL  %-45s %-22s %3ds\n' "$pkg" "$name" $((SECONDS - start))
 		dir="$(cd "$mod" && go list -f '{{.Dir}}' "$pkg")"
@@ -81,8 +116,9 @@ while read -r mod pkg name; do
 			echo "      failing input: ${dir#"$root"/}/$crasher"
 		fi
 		sed -e 's/^/      | /' "$log" | tail -n 30
-	fi
+		;;
+	esac
 done <<<"$list"
 
-echo "fuzz.sh: $((total - failed))/$total targets passed (FUZZTIME=$fuzztime)"
+echo "fuzz.sh: $((total - failed - flaked))/$total targets passed, $flaked hit only the engine's deadline race (FUZZTIME=$fuzztime)"
 [[ $failed -eq 0 ]]
