@@ -91,6 +91,8 @@ const (
 	stateMetric = "profiles_command_state_records_read_total"
 	// restoreMetric counts the snapshots the projector read at start.
 	restoreMetric = "profiles_projector_state_records_restored_total"
+	// keysMetric counts the records of the keys topic a keyring read.
+	keysMetric = "profiles_keyring_records_read_total"
 )
 
 // Stop every service and the broker, start them again: everything is still
@@ -120,6 +122,14 @@ func TestRestartKeepsEverythingAndResumesFromStoredOffsets(t *testing.T) {
 	}
 	if n := s.Metric("projector-0", restoreMetric); n != 0 {
 		t.Fatalf("the projector restored %v snapshot records after a restart; want 0", n)
+	}
+	// The fixture wrote some 30 keys and tombstones; each keyring
+	// resumes at the offsets of its store (the last records before the
+	// stop may not have been read yet).
+	for _, name := range []string{"query-svc-0", "command-svc-0", "projector-0"} {
+		if n := s.Metric(name, keysMetric); n > 5 {
+			t.Errorf("the keyring of %s read %v records of the keys topic after a restart; want only the tail (at most 5)", name, n)
+		}
 	}
 	checkFixture(t, s, want)
 	// Its state is what it was: a change at the version it had, an email
@@ -283,6 +293,9 @@ func TestViewFromAnotherClusterOrCorruptIsRebuilt(t *testing.T) {
 	if line == nil {
 		t.Fatal("query-svc served a view of the single broker on the cluster without a word")
 	}
+	if logLine(t, b, "query-svc-0", "the keyring's store was built from another Kafka cluster") == nil {
+		t.Fatal("query-svc kept the keyring's store of the single broker on the cluster without a word")
+	}
 	was, is := strings.Fields(fmt.Sprint(line["store_origin"])), strings.Fields(fmt.Sprint(line["origin"]))
 	if len(was) != 2 || len(is) != 2 || was[0] == is[0] {
 		t.Fatalf("origins in the log line: view %q, this system %q; want two different cluster ids", line["store_origin"], line["origin"])
@@ -295,9 +308,9 @@ func TestViewFromAnotherClusterOrCorruptIsRebuilt(t *testing.T) {
 	}
 
 	b.Stop("query-svc-0")
-	manifests, err := filepath.Glob(filepath.Join(dir, "MANIFEST-*"))
+	manifests, err := filepath.Glob(filepath.Join(dir, "view", "MANIFEST-*"))
 	if err != nil || len(manifests) == 0 {
-		t.Fatalf("no MANIFEST in %s (%v)", dir, err)
+		t.Fatalf("no MANIFEST in %s/view (%v)", dir, err)
 	}
 	for _, m := range manifests {
 		f, err := os.OpenFile(m, os.O_RDWR, 0)

@@ -1,10 +1,12 @@
 package pii
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -28,10 +30,13 @@ import (
 // waits for it (see DataKey). The keys topic keeps tombstones for as long
 // as it lives, so a reader that starts late still reads them.
 //
-// It holds every profile's sealed key in memory (see keyStore: about 85
-// bytes per profile), and opens (unseals) a key when it is first asked
-// for, keeping at most openedMax opened ones: an opened AES-GCM key takes
-// about a kilobyte.
+// It keeps every profile's sealed key (the 60 bytes under the KEK, never
+// an opened key) in a keyStore: in memory by default (about 85 bytes per
+// profile, and the whole topic read at every start), or in a Pebble store
+// with OpenStore, so that its memory does not grow with the profiles and
+// a restart reads only the tail of the topic. It opens (unseals) a key
+// when it is first asked for, keeping at most openedMax opened ones: an
+// opened AES-GCM key takes about a kilobyte.
 type Keyring struct {
 	// MissWait bounds how long DataKey waits for a key it has not read
 	// (DefaultKeyMissWait when zero). Set it before Run.
@@ -45,14 +50,21 @@ type Keyring struct {
 	log        *slog.Logger
 
 	mu      sync.Mutex
-	keys    keyStore            // what the follower read (and Put, Forget)
-	opened  map[string]*DataKey // keys opened, or Put (those stay until their record is read)
+	keys    keyStore            // what the follower read (and Forget); its writes happen under mu
+	writes  uint64              // counts the writes to keys, so a reader outside mu sees that one happened
+	opened  map[string]*DataKey // keys opened, or Put
+	put     map[string]bool     // keys Put whose record is not read yet: opened holds their only copy
 	next    map[int32]int64     // next offset the follower reads, per partition
 	caught  map[int32]bool      // partitions read up to the end they had at start
 	changed chan struct{}       // closed and replaced after every batch
 	done    chan struct{}       // closed when Run returns
 	runErr  error
 }
+
+var keyRecordsRead = promauto.NewCounter(prometheus.CounterOpts{
+	Name: "profiles_keyring_records_read_total",
+	Help: "Records of the keys topic the keyring's follower read. With a store on disk (DATA_DIR) a restart reads only the records after the stored offsets.",
+})
 
 var keyMisses = promauto.NewHistogram(prometheus.HistogramOpts{
 	Name:    "profiles_keyring_miss_seconds",
@@ -84,20 +96,57 @@ func NewKeyring(c topology.Config, clientID string, kek *KEK, log *slog.Logger) 
 	}
 	return &Keyring{
 		client: client, rpc: rpc, topic: c.KeysTopic, partitions: c.Partitions, kek: kek, log: log,
-		keys: newKeyStore(), opened: map[string]*DataKey{}, next: map[int32]int64{}, caught: map[int32]bool{}, changed: make(chan struct{}), done: make(chan struct{}),
+		keys: newMemKeys(), opened: map[string]*DataKey{}, put: map[string]bool{}, next: map[int32]int64{}, caught: map[int32]bool{}, changed: make(chan struct{}), done: make(chan struct{}),
 	}, nil
 }
 
-// Close closes the keyring's clients, after Run has returned.
+// OpenStore makes the keyring keep its sealed keys in the Pebble store of
+// o instead of memory, and resume the keys topic at the offsets stored
+// there. Call it before Run; Close closes the store.
+func (k *Keyring) OpenStore(o KeyStoreOptions) error {
+	store, err := openDiskKeys(k.topic, o, k.log)
+	if err != nil {
+		return err
+	}
+	next, err := store.offsets()
+	if err != nil {
+		_ = store.close()
+		return fmt.Errorf("read the offsets of the keyring's store: %w", err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_ = k.keys.close()
+	k.keys, k.next = store, next
+	return nil
+}
+
+// Close closes the keyring's clients and its store, after Run has
+// returned.
 func (k *Keyring) Close() {
 	_ = k.client.Close()
 	_ = k.rpc.Close()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.keys.close(); err != nil {
+		k.log.Error("closing the keyring's store", "err", err)
+	}
 }
 
-// Run follows the keys topic from its beginning until ctx ends (a
-// service.Task).
+// Run follows the keys topic until ctx ends (a service.Task): from the
+// offsets of its store, or from the beginning.
 func (k *Keyring) Run(ctx context.Context) error {
-	err := kafkax.Read(ctx, k.client, kafkax.ReadOptions{Topic: k.topic, Handle: k.handle, CaughtUp: func(p int32) {
+	k.mu.Lock()
+	start := maps.Clone(k.next)
+	k.mu.Unlock()
+	if len(start) > 0 {
+		k.log.Info("the keyring resumes the keys topic at its stored offsets", "topic", k.topic, "partitions", len(start))
+	}
+	err := kafkax.Read(ctx, k.client, kafkax.ReadOptions{Topic: k.topic, Handle: k.handle, Start: func(p int32) (int64, error) {
+		if next, ok := start[p]; ok {
+			return next, nil
+		}
+		return sarama.OffsetOldest, nil
+	}, CaughtUp: func(p int32) {
 		k.mu.Lock()
 		defer k.mu.Unlock()
 		k.caught[p] = true
@@ -114,37 +163,43 @@ func (k *Keyring) Run(ctx context.Context) error {
 	return err
 }
 
-// openedMax bounds the opened keys a Keyring keeps.
-const openedMax = 1 << 16
+// openedMax bounds the opened keys a Keyring keeps: about 8 MiB, for the
+// profiles being read and written now. Opening a sealed key again costs a
+// few microseconds.
+const openedMax = 1 << 13
 
 func (k *Keyring) handle(_ context.Context, p int32, records []*sarama.ConsumerMessage) error {
+	recs := make([]keyRecord, len(records))
+	for i, r := range records {
+		recs[i] = keyRecord{uid: string(r.Key)}
+		if r.Value == nil {
+			continue
+		}
+		sealed, err := k.kek.Unwrap(recs[i].uid, r.Value)
+		if err != nil {
+			// Not this KEK's, or corrupt: the profile's data cannot be
+			// read. Loud, because it is a misconfiguration.
+			k.log.Error("cannot open a sealed data key; the profile's personal data reads as erased", "uid", recs[i].uid, "partition", p, "offset", r.Offset, "err", err)
+			continue
+		}
+		recs[i].sealed = sealed
+	}
+	next := records[len(records)-1].Offset + 1
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, r := range records {
-		k.apply(p, string(r.Key), r.Value, r.Offset)
+	if err := k.keys.write(p, recs, next); err != nil {
+		return err
 	}
-	k.next[p] = max(k.next[p], records[len(records)-1].Offset+1)
+	k.writes++
+	for _, r := range recs {
+		delete(k.opened, r.uid)
+		delete(k.put, r.uid)
+	}
+	keyRecordsRead.Add(float64(len(records)))
+	k.next[p] = max(k.next[p], next)
 	close(k.changed)
 	k.changed = make(chan struct{})
 	return nil
-}
-
-// apply records one record of the keys topic, under k.mu.
-func (k *Keyring) apply(p int32, uid string, value []byte, offset int64) {
-	delete(k.opened, uid)
-	if value == nil {
-		k.keys.setRef(uid, refGone)
-		return
-	}
-	sealed, err := k.kek.Unwrap(uid, value)
-	if err != nil {
-		// Not this KEK's, or corrupt: the profile's data cannot be
-		// read. Loud, because it is a misconfiguration.
-		k.log.Error("cannot open a sealed data key; the profile's personal data reads as erased", "uid", uid, "partition", p, "offset", offset, "err", err)
-		k.keys.setRef(uid, refGone)
-		return
-	}
-	k.keys.add(uid, sealed)
 }
 
 // Put records a key this process has just written (command-svc, after the
@@ -152,8 +207,8 @@ func (k *Keyring) apply(p int32, uid string, value []byte, offset int64) {
 func (k *Keyring) Put(uid string, dk *DataKey) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if ref, ok := k.keys.get(uid); !ok || ref == refGone {
-		k.keys.setRef(uid, refPut)
+	if _, gone, known, err := k.keys.lookup(uid); err != nil || !known || gone {
+		k.put[uid] = true
 	}
 	k.opened[uid] = dk
 }
@@ -163,8 +218,14 @@ func (k *Keyring) Put(uid string, dk *DataKey) {
 func (k *Keyring) Forget(uid string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.keys.setRef(uid, refGone)
+	if err := k.keys.forget(uid); err != nil {
+		// The follower still reads the key's tombstone, which the
+		// delete's transaction wrote.
+		k.log.Error("cannot record a forgotten data key; it is gone once its tombstone is read", "uid", uid, "err", err)
+	}
+	k.writes++
 	delete(k.opened, uid)
+	delete(k.put, uid)
 }
 
 // DataKey returns uid's data key, or ErrNoKey when the keyring has read
@@ -267,7 +328,7 @@ func (k *Keyring) found(p int32, uid string, value []byte, offset int64) (*DataK
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if ref, ok := k.keys.get(uid); ok && ref == refGone {
+	if _, gone, _, err := k.keys.lookup(uid); err != nil || gone {
 		return nil, ErrNoKey // forgotten, or tombstoned after offset
 	}
 	if k.next[p] <= offset {
@@ -280,39 +341,48 @@ func (k *Keyring) found(p int32, uid string, value []byte, offset int64) (*DataK
 // Known returns uid's key and whether the keyring has read it (or been
 // told it with Put), without waiting: dk is nil for a tombstoned key. A
 // sealed key that this KEK cannot open counts as gone, loudly: the
-// profile's data cannot be read, which is a misconfiguration.
+// profile's data cannot be read, which is a misconfiguration. A store
+// that cannot be read counts as "not read yet", loudly too: DataKey then
+// reads the keys topic itself.
 func (k *Keyring) Known(uid string) (dk *DataKey, ok bool) {
-	k.mu.Lock()
-	if dk := k.opened[uid]; dk != nil {
+	for {
+		k.mu.Lock()
+		if dk := k.opened[uid]; dk != nil {
+			k.mu.Unlock()
+			return dk, true
+		}
+		writes := k.writes
+		k.mu.Unlock()
+		// The store is read and the key opened outside mu; a write
+		// meanwhile (writes moved) makes the answer be checked again.
+		sealed, gone, known, err := k.keys.lookup(uid)
+		if err != nil {
+			k.log.Error("cannot read the keyring's store", "uid", uid, "err", err)
+			return nil, false
+		}
+		if !known || gone {
+			// A Put key without an opened one cannot happen (see evict).
+			return nil, known
+		}
+		dk, err := k.kek.OpenSealed(uid, sealed)
+		k.mu.Lock()
+		if k.writes != writes {
+			cur, curGone, _, lerr := k.keys.lookup(uid)
+			if lerr != nil || curGone || !bytes.Equal(cur, sealed) {
+				k.mu.Unlock()
+				continue // replaced while it was opened: answer again
+			}
+		}
+		if err != nil {
+			k.mu.Unlock()
+			k.log.Error("cannot open a sealed data key; the profile's personal data reads as erased", "uid", uid, "err", err)
+			return nil, true
+		}
+		k.evict()
+		k.opened[uid] = dk
 		k.mu.Unlock()
 		return dk, true
 	}
-	ref, ok := k.keys.get(uid)
-	if !ok || ref == refGone || ref == refPut {
-		// refPut without an opened key cannot happen (see evict).
-		k.mu.Unlock()
-		return nil, ok && ref == refGone
-	}
-	sealed := k.keys.sealed(ref)
-	k.mu.Unlock()
-	dk, err := k.kek.OpenSealed(uid, sealed)
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if cur, _ := k.keys.get(uid); cur != ref {
-		// Replaced while it was opened (a tombstone, most likely).
-		if cur == refGone {
-			return nil, true
-		}
-		return k.opened[uid], k.opened[uid] != nil
-	}
-	if err != nil {
-		k.log.Error("cannot open a sealed data key; the profile's personal data reads as erased", "uid", uid, "err", err)
-		k.keys.setRef(uid, refGone)
-		return nil, true
-	}
-	k.evict()
-	k.opened[uid] = dk
-	return dk, true
 }
 
 // evict drops about half of the opened keys when there are openedMax, but
@@ -323,7 +393,7 @@ func (k *Keyring) evict() {
 	}
 	n := 0
 	for u := range k.opened {
-		if ref, _ := k.keys.get(u); ref != refPut {
+		if !k.put[u] {
 			delete(k.opened, u)
 			if n++; n >= openedMax/2 {
 				return
@@ -362,107 +432,3 @@ func (k *Keyring) stopped() error {
 	return k.runErr
 }
 
-// keyRef says where a keyStore holds a profile's key: refGone (tombstoned
-// or forgotten), refPut (Put, and not read yet: only opened holds it), or
-// refFirst+i for the i-th sealed key stored.
-type keyRef uint32
-
-const (
-	refGone keyRef = iota
-	refPut
-	refFirst
-)
-
-// keyStore holds the sealed key (SealedSize bytes) of every profile,
-// in chunks, indexed by uid. A uid in the canonical UUID form (every uid
-// this service makes) is a 16-byte map key, so a profile takes about 85
-// bytes in all; any other uid is a string key. A key that is tombstoned
-// leaves its 60 bytes unused until the process ends. Not safe for
-// concurrent use (Keyring.mu guards it).
-type keyStore struct {
-	ids    map[[16]byte]keyRef
-	names  map[string]keyRef
-	chunks [][]byte
-	n      int
-}
-
-// chunkKeys is the number of sealed keys in one chunk of a keyStore.
-const chunkKeys = 1024
-
-func newKeyStore() keyStore {
-	return keyStore{ids: map[[16]byte]keyRef{}, names: map[string]keyRef{}}
-}
-
-func (s *keyStore) get(uid string) (keyRef, bool) {
-	if id, ok := parseUUID(uid); ok {
-		ref, ok := s.ids[id]
-		return ref, ok
-	}
-	ref, ok := s.names[uid]
-	return ref, ok
-}
-
-func (s *keyStore) setRef(uid string, ref keyRef) {
-	if id, ok := parseUUID(uid); ok {
-		s.ids[id] = ref
-		return
-	}
-	s.names[uid] = ref
-}
-
-// add stores sealed (SealedSize bytes) as uid's key.
-func (s *keyStore) add(uid string, sealed []byte) {
-	if s.n%chunkKeys == 0 {
-		s.chunks = append(s.chunks, make([]byte, 0, chunkKeys*SealedSize))
-	}
-	c := &s.chunks[len(s.chunks)-1]
-	*c = append(*c, sealed[:SealedSize]...)
-	s.setRef(uid, refFirst+keyRef(s.n))
-	s.n++
-}
-
-// sealed returns the sealed key that ref (refFirst or more) names.
-func (s *keyStore) sealed(ref keyRef) []byte {
-	i := int(ref - refFirst)
-	at := (i % chunkKeys) * SealedSize
-	return s.chunks[i/chunkKeys][at : at+SealedSize : at+SealedSize]
-}
-
-// parseUUID parses a uid in the canonical lowercase UUID form
-// (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx); ok is false for any other
-// string, which the caller keeps as it is.
-func parseUUID(s string) (id [16]byte, ok bool) {
-	if len(s) != 36 {
-		return id, false
-	}
-	var nibbles [32]byte
-	n := 0
-	for i := range len(s) {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			if s[i] != '-' {
-				return id, false
-			}
-			continue
-		}
-		v, ok := fromHex(s[i])
-		if !ok {
-			return id, false
-		}
-		nibbles[n] = v
-		n++
-	}
-	for i := range id {
-		id[i] = nibbles[2*i]<<4 | nibbles[2*i+1]
-	}
-	return id, true
-}
-
-func fromHex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	}
-	return 0, false
-}

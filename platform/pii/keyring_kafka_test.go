@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"profiles/platform/kafkax"
 	"profiles/platform/testenv"
@@ -196,5 +198,116 @@ func sendInTxn(t *testing.T, producer sarama.SyncProducer, msg *sarama.ProducerM
 	}
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A keyring with a store resumes the keys topic at its stored offsets: a
+// restart reads only the records written while it was down, and still
+// answers every key and tombstone, those it read before the restart too.
+func TestKeyringWithAStoreReadsOnlyTheTailAtRestart(t *testing.T) {
+	kcfg := topology.Config{Config: kafkax.Config{Brokers: testenv.KafkaBrokers(t)}}
+	const partitions = 3
+	topic := fmt.Sprintf("pii-keys-%06d", rand.IntN(1e6))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := topology.CreateTopics(ctx, kcfg, "pii-test", []topology.TopicSpec{{Name: topic, Partitions: partitions,
+		Required: map[string]string{"cleanup.policy": "compact"}}}); err != nil {
+		t.Fatal(err)
+	}
+	kek, err := NewKEK(bytes.Repeat([]byte{7}, KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := kcfg.ProducerSarama("pii-test")
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	producer, err := sarama.NewSyncProducer(kcfg.Brokers, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	keys := map[string]*DataKey{}
+	put := func(uid string, live bool) {
+		t.Helper()
+		var v sarama.Encoder
+		if live {
+			dk, raw, err := kek.NewDataKey(uid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sealed, err := kek.Seal(uid, raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys[uid], v = dk, sarama.ByteEncoder(sealed)
+		} else {
+			delete(keys, uid)
+		}
+		if _, _, err := producer.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: kafkax.Partition(uid, partitions), Key: sarama.StringEncoder(uid), Value: v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs := vfs.NewMem()
+	// run starts a keyring on the store in fs, waits until it has read
+	// every partition, checks every key, and stops it; it returns how
+	// many records it read.
+	run := func(gone ...string) float64 {
+		t.Helper()
+		ring, err := NewKeyring(topology.Config{Config: kafkax.Config{Brokers: kcfg.Brokers}, KeysTopic: topic, Partitions: partitions}, "pii-test", kek, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ring.OpenStore(KeyStoreOptions{Dir: "keys", FS: fs, Origin: "test " + topic}); err != nil {
+			t.Fatal(err)
+		}
+		before := testutil.ToFloat64(keyRecordsRead)
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { _ = ring.Run(runCtx); close(done) }()
+		defer func() { stop(); <-done; ring.Close() }()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			ring.mu.Lock()
+			n := len(ring.caught)
+			ring.mu.Unlock()
+			if n == partitions {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the keyring did not read its partitions to their ends")
+			}
+		}
+		for uid, want := range keys {
+			dk, ok := ring.Known(uid)
+			if !ok || dk == nil {
+				t.Fatalf("Known(%s) = %v, %v; want its key", uid, dk, ok)
+			}
+			ct, err := want.Encrypt("email", "bob@mail.example")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pt, err := dk.Decrypt("email", ct); err != nil || pt != "bob@mail.example" {
+				t.Fatalf("the key of %s is another: %q, %v", uid, pt, err)
+			}
+		}
+		for _, uid := range gone {
+			if dk, ok := ring.Known(uid); !ok || dk != nil {
+				t.Fatalf("Known(%s) = %v, %v; want a known tombstone", uid, dk, ok)
+			}
+		}
+		return testutil.ToFloat64(keyRecordsRead) - before
+	}
+
+	for i := range 20 {
+		put(fmt.Sprintf("first-%d", i), true)
+	}
+	if n := run(); n != 20 {
+		t.Fatalf("the first start read %v records, want 20", n)
+	}
+	put("first-3", false)
+	put("later", true)
+	if n := run("first-3"); n != 2 {
+		t.Fatalf("the restart read %v records, want the 2 written while it was down", n)
+	}
+	if n := run("first-3"); n != 0 {
+		t.Fatalf("a restart with nothing new read %v records", n)
 	}
 }

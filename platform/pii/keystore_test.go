@@ -3,7 +3,10 @@ package pii
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 func TestParseUUIDTakesOnlyTheCanonicalForm(t *testing.T) {
@@ -32,36 +35,96 @@ func TestParseUUIDTakesOnlyTheCanonicalForm(t *testing.T) {
 	}
 }
 
-func TestKeyStoreKeepsEveryKeyAcrossChunksAndTombstones(t *testing.T) {
-	s := newKeyStore()
+// Both keyStores keep every key, across memKeys' chunks, tombstones and
+// forgets, and the next offset of each partition; the Pebble one keeps
+// them across a reopen, and a store of another origin reads as empty.
+func TestKeyStoresKeepEveryKeyTombstonesAndOffsets(t *testing.T) {
+	fs := vfs.NewMem()
+	open := func(origin string) keyStore {
+		t.Helper()
+		s, err := openDiskKeys("keys", KeyStoreOptions{Dir: "keys", FS: fs, Origin: origin}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
 	uid := func(i int) string {
 		if i%3 == 0 {
-			return fmt.Sprintf("legacy-%d", i) // not a UUID: a string key
+			return fmt.Sprintf("legacy-%d", i) // not a UUID: a string key of memKeys
 		}
 		return fmt.Sprintf("00000000-0000-4000-8000-%012x", i)
 	}
 	sealed := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, SealedSize) }
 	const n = 3*chunkKeys + 7
-	seen := map[string]int{}
-	for i := range n {
-		u := uid(i)
-		s.add(u, sealed(i))
-		seen[u] = i
-	}
-	if len(s.ids) != n-n/3-1 || len(s.names) != n/3+1 {
-		t.Fatalf("%d UUID keys and %d string keys", len(s.ids), len(s.names))
-	}
-	for u, i := range seen {
-		ref, ok := s.get(u)
-		if !ok || ref < refFirst || !bytes.Equal(s.sealed(ref), sealed(i)) {
-			t.Fatalf("%s: ref %d, ok %v; want the sealed key of record %d", u, ref, ok, i)
+	check := func(t *testing.T, s keyStore) {
+		t.Helper()
+		for i := range n {
+			got, gone, known, err := s.lookup(uid(i))
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case i == 5 || i == 9: // tombstoned, forgotten
+				if !known || !gone || got != nil {
+					t.Fatalf("%s: %x, gone %v, known %v; want gone", uid(i), got, gone, known)
+				}
+			case !known || gone || !bytes.Equal(got, sealed(i)):
+				t.Fatalf("%s: %x, gone %v, known %v; want the sealed key of record %d", uid(i), got, gone, known, i)
+			}
+		}
+		if _, _, known, err := s.lookup("00000000-0000-4000-8000-ffffffffffff"); known || err != nil {
+			t.Fatalf("a uid never stored: known %v, %v", known, err)
+		}
+		next, err := s.offsets()
+		if err != nil || len(next) != 2 || next[0] != 100 || next[1] != int64(n) {
+			t.Fatalf("offsets %v, %v; want partition 0 at 100, 1 at %d", next, err, n)
 		}
 	}
-	s.setRef(uid(0), refGone)
-	if ref, ok := s.get(uid(0)); !ok || ref != refGone {
-		t.Fatalf("tombstoned: ref %d, ok %v", ref, ok)
-	}
-	if _, ok := s.get("00000000-0000-4000-8000-ffffffffffff"); ok {
-		t.Fatal("a uid never stored is known")
+	for _, tt := range []struct {
+		name  string
+		store func() keyStore
+	}{
+		{"memory", func() keyStore { return newMemKeys() }},
+		{"pebble", func() keyStore { return open("cluster-a keys kek-1") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := tt.store()
+			var recs []keyRecord
+			for i := range n {
+				recs = append(recs, keyRecord{uid: uid(i), sealed: sealed(i)})
+			}
+			recs = append(recs, keyRecord{uid: uid(5)}) // a tombstone after its key
+			if err := s.write(1, recs[:chunkKeys], chunkKeys); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.write(1, recs[chunkKeys:], int64(n)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.write(0, nil, 100); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.forget(uid(9)); err != nil {
+				t.Fatal(err)
+			}
+			check(t, s)
+			if err := s.close(); err != nil {
+				t.Fatal(err)
+			}
+			if tt.name != "pebble" {
+				return
+			}
+			s = open("cluster-a keys kek-1")
+			check(t, s)
+			if err := s.close(); err != nil {
+				t.Fatal(err)
+			}
+			s = open("cluster-b keys kek-1")
+			defer s.close()
+			if next, err := s.offsets(); err != nil || len(next) != 0 {
+				t.Fatalf("a store of another origin has offsets %v, %v", next, err)
+			}
+			if _, _, known, _ := s.lookup(uid(1)); known {
+				t.Fatal("a store of another origin still knows a key")
+			}
+		})
 	}
 }

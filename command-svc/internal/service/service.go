@@ -58,7 +58,7 @@ func RegisterFlags(fs *flag.FlagSet) *Config {
 		Common:              service.RegisterFlags(fs, ":8081"),
 		API:                 service.RegisterAPIFlags(fs),
 		Kafka:               service.RegisterKafkaFlags(fs),
-		DataDir:             config.String(fs, "data-dir", "DATA_DIR", ".data/command", "directory of the Pebble store of the state of the owned partitions (a cache of Kafka: safe to delete, the partitions are then refolded from the event log)"),
+		DataDir:             config.String(fs, "data-dir", "DATA_DIR", ".data/command", "directory of the Pebble stores: state/, the state of the owned partitions, and keys/, the keyring's (caches of Kafka: safe to delete, the partitions are then refolded from the event log)"),
 		StateCacheMB:        config.Int(fs, "state-cache-mb", "STATE_CACHE_MB", state.DefaultCacheSize>>20, "Pebble block cache of the state store, in MiB"),
 		QueryURLs:           config.String(fs, "query-url", "QUERY_URL", "http://127.0.0.1:8082", "comma-separated base URLs of query-svc instances, asked for read-your-writes"),
 		QueryWaitAll:        config.Bool(fs, "query-wait-all", "QUERY_WAIT_ALL", false, "wait until every query-svc instance in QUERY_URL shows a write (set it when query-svc runs with REPLICA_MODE=full)"),
@@ -93,14 +93,14 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		return nil, err
 	}
 	kcfg := boot.Kafka
-	// The state records the cluster and the event log it is folded from:
-	// a data directory that comes from elsewhere is emptied and refolded.
-	cluster, err := kafkax.ClusterID(boot.Client)
+	data, err := boot.OpenDataDir(*cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
+	// The state records the cluster and the event log it is folded from:
+	// a data directory that comes from elsewhere is emptied and refolded.
 	states, err := state.Open(log, boot.Codec, kcfg.ClaimsTopic, state.Options{
-		Dir: *cfg.DataDir, Origin: cluster + " " + kcfg.EventsTopic, CacheSize: int64(*cfg.StateCacheMB) << 20})
+		Dir: data.Store("state"), Origin: data.Cluster + " " + kcfg.EventsTopic, CacheSize: int64(*cfg.StateCacheMB) << 20})
 	if err != nil {
 		return nil, err
 	}

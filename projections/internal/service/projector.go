@@ -48,7 +48,7 @@ func RegisterProjectorFlags(fs *flag.FlagSet) *ProjectorConfig {
 		Kafka:  service.RegisterKafkaFlags(fs),
 		Group:  config.String(fs, "group", "PROJECTOR_GROUP", "profiles-projector", "consumer group of the projector"),
 		DataDir: config.String(fs, "data-dir", "DATA_DIR", ".data/projector",
-			"directory of the Pebble store of the latest snapshot of every profile (a cache of the snapshot topic: safe to delete, it is then restored from the topic)"),
+			"directory of the Pebble stores: state/, the latest snapshot of every profile, and keys/, the keyring's (caches of Kafka: safe to delete, they are then restored from the snapshot and keys topics)"),
 		StateCacheMB: config.Int(fs, "state-cache-mb", "STATE_CACHE_MB", DefaultStateCacheMB, "Pebble block cache of the state store, in MiB"),
 	}
 }
@@ -78,12 +78,12 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 	boot.DeferClose(dlq)
 	// The store records the cluster and the event log it is folded from:
 	// a data directory that comes from elsewhere is emptied and restored.
-	cluster, err := kafkax.ClusterID(client)
+	data, err := boot.OpenDataDir(*cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	db, err := pebblex.Open(*cfg.DataDir, vfs.Default, pebblex.Options{What: "the projector's state", Layout: projector.StateLayout,
-		Origin: cluster + " " + kcfg.EventsTopic, CacheSize: int64(*cfg.StateCacheMB) << 20, Log: log})
+	db, err := pebblex.Open(data.Store("state"), vfs.Default, pebblex.Options{What: "the projector's state", Layout: projector.StateLayout,
+		Origin: data.Cluster + " " + kcfg.EventsTopic, CacheSize: int64(*cfg.StateCacheMB) << 20, Log: log})
 	if err != nil {
 		return nil, err
 	}

@@ -54,7 +54,7 @@ func RegisterFlags(fs *flag.FlagSet) *Config {
 		Common:         service.RegisterFlags(fs, ":8082"),
 		API:            service.RegisterAPIFlags(fs),
 		Kafka:          service.RegisterKafkaFlags(fs),
-		DataDir:        config.String(fs, "data-dir", "DATA_DIR", ".data/query", "directory of the Pebble view (a cache: safe to delete)"),
+		DataDir:        config.String(fs, "data-dir", "DATA_DIR", ".data/query", "directory of the Pebble stores: view/, the view, and keys/, the keyring's (caches of Kafka: safe to delete)"),
 		MaxWait:        config.Duration(fs, "max-wait", "MAX_WAIT", 10*time.Second, "longest a GET or search with minVersion waits for the view"),
 		Mode:           config.String(fs, "replica-mode", "REPLICA_MODE", "partitioned", "partitioned (own some partitions, forward the rest) or full (materialize every partition)"),
 		Group:          config.String(fs, "group", "QUERY_GROUP", "profiles-query", "consumer group of the query-svc instances"),
@@ -90,12 +90,12 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 
 	// The view records the cluster and the event log it is built from: a
 	// data directory that comes from elsewhere is emptied and rebuilt.
-	cluster, err := kafkax.ClusterID(client)
+	data, err := boot.OpenDataDir(*cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	store, err := view.Open(*cfg.DataDir, vfs.Default, kcfg.Partitions, boot.Codec, view.Options{
-		CacheSize: int64(*cfg.CacheMB) << 20, Origin: cluster + " " + kcfg.EventsTopic, Log: log})
+	store, err := view.Open(data.Store("view"), vfs.Default, kcfg.Partitions, boot.Codec, view.Options{
+		CacheSize: int64(*cfg.CacheMB) << 20, Origin: data.Cluster + " " + kcfg.EventsTopic, Log: log})
 	if err != nil {
 		return nil, err
 	}
