@@ -76,6 +76,15 @@ func (c Config) Sarama(clientID string) *sarama.Config {
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	// command-svc appends in transactions: never see an aborted one.
 	sc.Consumer.IsolationLevel = sarama.ReadCommitted
+	// A fetch asks for at most 256 KiB per partition (sarama: 1 MiB), a
+	// thousand records of this service's size, and 8 MiB in all (sarama:
+	// 50 MiB). A process runs several consumers of all 12 partitions (the
+	// keyring, the group, the followers), and the records of a response
+	// keep all of it in memory until the last one is handled: at 1 MiB per
+	// partition they were the largest part of the heap once the stores
+	// moved to Pebble (see BENCH.md).
+	sc.Consumer.Fetch.Default = 256 << 10
+	sc.Consumer.Fetch.MaxBytes = 8 << 20
 	c.Security.apply(sc)
 	return sc
 }
