@@ -431,4 +431,3 @@ func (k *Keyring) stopped() error {
 	defer k.mu.Unlock()
 	return k.runErr
 }
-
