@@ -54,6 +54,11 @@ type Config struct {
 	// before-and-after of one change); the report then leaves the others
 	// out.
 	Scenarios []string
+	// GoMemLimit, when set, is the GOMEMLIMIT of every service (e.g.
+	// "128MiB"): the Go runtime's soft limit of its own memory, which
+	// makes it collect and return memory to the OS before the heap doubles.
+	// Pebble's caches, allocated outside the Go heap, do not count.
+	GoMemLimit string
 	// RestartCommand also restarts a command-svc instance (it rebuilds
 	// its state from the event log).
 	RestartCommand bool
@@ -109,6 +114,7 @@ func ParseFlags(args []string, log io.Writer) (Config, error) {
 	partitions := fs.Int("partitions", 0, "partitions of every topic (0: the preset's)")
 	noProfile := fs.Bool("no-pprof", false, "take no CPU profiles")
 	scenarios := fs.String("scenarios", "", "comma-separated scenarios to run, e.g. post,put (empty: all)")
+	goMemLimit := fs.String("gomemlimit", "", "GOMEMLIMIT of every service, e.g. 128MiB (empty: the Go default, none)")
 	prefix := fs.String("prefix", "", "prefix of the run's topics and groups (default: bench-<time>)")
 	_ = fs.Parse(args)
 
@@ -128,6 +134,7 @@ func ParseFlags(args []string, log io.Writer) (Config, error) {
 	if *partitions > 0 {
 		cfg.Partitions = *partitions
 	}
+	cfg.GoMemLimit = *goMemLimit
 	if *noProfile {
 		cfg.Profile = false
 	}

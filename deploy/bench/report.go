@@ -64,6 +64,7 @@ type Setup struct {
 	OpenFraction     float64 `json:"open_fraction"`
 	Instances        string  `json:"instances"`
 	Prefix           string  `json:"prefix"`
+	GoMemLimit       string  `json:"gomemlimit,omitempty"`
 }
 
 // ScenarioResult is one scenario and its HTTP ceiling, side by side.
@@ -153,7 +154,7 @@ func newReport(cfg Config) *Report {
 			Size: cfg.Size, Profiles: cfg.Profiles, Partitions: cfg.Partitions,
 			WarmupSeconds: cfg.Warmup.Seconds(), DurationSeconds: cfg.Duration.Seconds(),
 			ReadConcurrency: cfg.ReadConcurrency, WriteConcurrency: cfg.WriteConcurrency, OpenFraction: cfg.OpenFraction,
-			Instances: "2 query-svc, 2 command-svc, 1 projector, 1 broker", Prefix: cfg.Prefix,
+			Instances: "2 query-svc, 2 command-svc, 1 projector, 1 broker", Prefix: cfg.Prefix, GoMemLimit: cfg.GoMemLimit,
 		},
 	}
 }
@@ -309,6 +310,9 @@ func (r *Report) Markdown() string {
 		r.Started.Format("2006-01-02 15:04"), r.Setup.Size, r.Setup.Profiles, r.Seed.Events, r.Setup.Partitions, r.Setup.Instances,
 		r.Setup.DurationSeconds, r.Setup.WarmupSeconds, r.Seconds, r.Machine.CPUs, r.Machine.LoadAvgStart, r.Machine.LoadAvgEnd)
 
+	if r.Setup.GoMemLimit != "" {
+		w("Every service ran with `GOMEMLIMIT=%s`.\n\n", r.Setup.GoMemLimit)
+	}
 	w("### Aims\n\n| aim | figure | this run | met |\n|---|---|---:|:---:|\n")
 	for _, a := range r.Aims {
 		met := "no"

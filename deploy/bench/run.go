@@ -201,6 +201,9 @@ func (b *bench) configure() error {
 		// A fresh key-encryption key for personal data, per run.
 		"PII_KEK=" + kek,
 	}
+	if cfg.GoMemLimit != "" {
+		b.env = append(b.env, "GOMEMLIMIT="+cfg.GoMemLimit)
+	}
 	proc := func(name string, port, pprofPort int, extra ...string) *Proc {
 		env := append(append([]string{}, b.env...),
 			fmt.Sprintf("HTTP_ADDR=127.0.0.1:%d", port), fmt.Sprintf("ADVERTISE_URL=http://127.0.0.1:%d", port),

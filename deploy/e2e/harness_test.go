@@ -85,6 +85,7 @@ func buildAll(dir string) error {
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.name), b.pkg)
 		cmd.Dir = filepath.Join(repoRoot, b.module)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build and deploy/Dockerfile build them
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %v\n%s", b.name, err, out)
 		}
