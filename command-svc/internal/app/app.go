@@ -180,6 +180,9 @@ type Deps struct {
 	// is protected (the command that claimed it may still be appending).
 	// A command that cannot append within half of it gives up.
 	ClaimLease time.Duration
+	// Admission bounds the writes in flight on this instance (see
+	// Admission); nil admits every write.
+	Admission Admitter
 	// AfterClaim, if set, runs between a successful claim and the append:
 	// a fault hook for tests (a crash at the worst moment).
 	AfterClaim func()
@@ -192,7 +195,16 @@ type Deps struct {
 // execute runs one command on uid under its lock: decide turns the current
 // state into the payloads to append (none is fine), and the events are
 // checked with Apply, appended, and folded into the state.
+//
+// The command is admitted first (d.Admission), before it waits for the
+// lock, or refused with ErrOverloaded having done nothing. It holds its
+// place until its appends are over, not while it waits for readers.
 func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(events.Profile) ([]events.Payload, error)) (Result, error) {
+	release, err := d.admit()
+	if err != nil {
+		return Result{}, err
+	}
+	defer release()
 	unlock := d.States.Lock(uid)
 	defer unlock()
 
@@ -214,6 +226,7 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 		es = append(es, e)
 	}
 	if len(es) == 0 {
+		release()
 		// Nothing to append; the state may still be invisible if the write
 		// that made it asked not to wait.
 		res := Result{Profile: state}
@@ -222,7 +235,7 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 		}
 		return res, nil
 	}
-	claim, release := emailChange(state, next)
+	claim, lost := emailChange(state, next)
 	var hold Hold
 	if claim != "" {
 		claimed := d.Now()
@@ -252,11 +265,12 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 			return Result{}, err
 		}
 	}
-	if release != "" {
+	if lost != "" {
 		// Best effort: a claim left behind is stale (its profile no longer
 		// holds the email) and is taken over after the lease.
-		_ = d.Claims.Release(ctx, release, uid)
+		_ = d.Claims.Release(ctx, lost, uid)
 	}
+	release()
 	res := Result{Profile: next}
 	if !async {
 		res.Visible = d.Visibility.WaitVisible(ctx, uid, next.Version, touchedEmails(state, next)) == nil

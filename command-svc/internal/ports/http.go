@@ -359,6 +359,12 @@ func (h HTTP) accepted(w http.ResponseWriter, r *http.Request, res app.Result) {
 	})
 }
 
+// RetryAfterOverloaded is the Retry-After, in seconds, of a write refused
+// because its instance has too many in flight (app.ErrOverloaded). The
+// writes in flight take milliseconds each, so a place is free again well
+// within it; clients should add jitter to spread their retries.
+const RetryAfterOverloaded = "1"
+
 func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var pre *app.PreconditionError
 	switch {
@@ -381,6 +387,12 @@ func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
 			err.Error()))
 	case errors.Is(err, events.ErrAlreadyExists):
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusConflict, "profile-exists", "Profile exists", err.Error()))
+	case errors.Is(err, app.ErrOverloaded):
+		// Not logged: a burst would log a line per refusal; the metrics
+		// count them (profiles_command_write_admissions_total).
+		w.Header().Set("Retry-After", RetryAfterOverloaded)
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "overloaded", "Overloaded",
+			"this instance has as many writes in flight as it takes; nothing was written, try again after Retry-After"))
 	case errors.Is(err, app.ErrAppend):
 		h.Log.Warn("command not accepted", "path", r.URL.Path, "err", err)
 		w.Header().Set("Retry-After", "1")

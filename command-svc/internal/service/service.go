@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"context"
 	"flag"
+	"fmt"
 	"net/http"
 	"os"
 	"time"
@@ -45,12 +46,26 @@ type Config struct {
 	TxnTimeout          *time.Duration
 	Visibility          *time.Duration
 	MaxBody             *int
+	MaxInflightWrites   *int
 	Group               *string
 	SessionTimeout      *time.Duration
 	RouteWait           *time.Duration
 	ClaimLease          *time.Duration
 	FaultExitAfterClaim *bool
 }
+
+// DefaultMaxInflightWrites is MAX_INFLIGHT_WRITES's default. A write
+// appends at most 3 records at a time (a create: its event, its data key
+// and its email's claim; a change of both fields: two events and the
+// claim), so 1024 writes fill at most two of the group commit's
+// transactions of up to 2,000 records: the event log takes all the
+// writes in flight in two transactions once they are queued. It is over
+// ten times what an instance has in flight at its measured maximum
+// (about 600 writes/s at 30-70 ms each, BENCH.md), so only a burst meets
+// it, and two cores work off a full bound in about two seconds, well
+// within APPEND_TIMEOUT: an admitted write does not time out in the
+// queue.
+const DefaultMaxInflightWrites = 1024
 
 // RegisterFlags registers command-svc's settings on fs.
 func RegisterFlags(fs *flag.FlagSet) *Config {
@@ -67,6 +82,7 @@ func RegisterFlags(fs *flag.FlagSet) *Config {
 		TxnTimeout:          config.Duration(fs, "txn-timeout", "TXN_TIMEOUT", 0, "transaction timeout of the event log's producer: how long a transaction left open by a frozen instance can hold back its partitions' new owner before Kafka aborts it (0: SESSION_TIMEOUT)"),
 		Visibility:          config.Duration(fs, "visibility-timeout", "VISIBILITY_TIMEOUT", 10*time.Second, "longest a write waits for readers to see it before answering 202"),
 		MaxBody:             config.Int(fs, "max-body", "MAX_BODY_BYTES", httpx.DefaultMaxBody, "largest accepted request body, in bytes"),
+		MaxInflightWrites:   config.Int(fs, "max-inflight-writes", "MAX_INFLIGHT_WRITES", DefaultMaxInflightWrites, "most writes in flight on this instance (admitted and not yet appended); beyond it a write is answered 503 overloaded with Retry-After at once (0: no limit)"),
 		Group:               config.String(fs, "group", "COMMAND_GROUP", "profiles-command", "consumer group of the command-svc instances"),
 		SessionTimeout:      config.Duration(fs, "session-timeout", "SESSION_TIMEOUT", 10*time.Second, "how long a silent instance keeps its partitions"),
 		RouteWait:           config.Duration(fs, "route-wait", "ROUTE_WAIT", 15*time.Second, "longest a request waits for an owner of its partition"),
@@ -84,6 +100,9 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	self, static, err := common.Self(Name)
 	if err != nil {
 		return nil, err
+	}
+	if *cfg.MaxInflightWrites < 0 {
+		return nil, fmt.Errorf("MAX_INFLIGHT_WRITES must be 0 (no limit) or more, not %d", *cfg.MaxInflightWrites)
 	}
 	sec, err := cfg.API.Security(ctx, log)
 	if err != nil {
@@ -132,6 +151,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		Events:     eventLog,
 		Claims:     peers,
 		ClaimLease: *cfg.ClaimLease,
+		Admission:  adapters.NewMeteredAdmission(*cfg.MaxInflightWrites),
 		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*cfg.QueryURLs), Client: &http.Client{Transport: httpx.PeerTransport}, Timeout: *cfg.Visibility, Every: *cfg.QueryWaitAll, Sign: sec.Sign},
 		NewID:      uuid.NewString,
 		Now:        time.Now,
@@ -163,7 +183,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	gcfg := kcfg.GroupConfig(Name, opts)
 	consume := func(ctx context.Context) error { return g.Run(ctx, gcfg, kcfg.Brokers) }
 	a := common.Application(log, common.CORS(router), consume, sec.Task, boot.RunKeys)
-	a.Starting = []any{"kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "self", self, "data_dir", *cfg.DataDir, "events", kcfg.EventsTopic, "query_urls", *cfg.QueryURLs, "brokers", kcfg.Brokers,
+	a.Starting = []any{"kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "self", self, "data_dir", *cfg.DataDir, "max_inflight_writes", *cfg.MaxInflightWrites, "events", kcfg.EventsTopic, "query_urls", *cfg.QueryURLs, "brokers", kcfg.Brokers,
 		"auth_mode", sec.Auth.Mode, "signed_internal_requests", sec.Auth.Signer != nil}
 	return a, nil
 }
