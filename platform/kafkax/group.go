@@ -114,6 +114,13 @@ type Group struct {
 	changed  chan struct{}
 	lastErr  error
 	tableAge time.Time
+	// generation and memberID name the current session to the
+	// coordinator; lease is how long this member may still answer for its
+	// partitions (see lease), leaseFailing whether the last renewal failed.
+	generation   int32
+	memberID     string
+	lease        lease
+	leaseFailing bool
 }
 
 // sessionPartition is what a session knows of one primary topic partition
@@ -135,7 +142,11 @@ func NewGroup(client sarama.Client, opts GroupOptions, log *slog.Logger) (*Group
 	if opts.Refresh <= 0 {
 		opts.Refresh = time.Second
 	}
-	return &Group{opts: opts, client: client, admin: admin, log: log, owned: map[int32]*sessionPartition{}, changed: make(chan struct{})}, nil
+	if opts.SessionTimeout <= 0 {
+		opts.SessionTimeout = 10 * time.Second // sarama's default
+	}
+	return &Group{opts: opts, client: client, admin: admin, log: log, owned: map[int32]*sessionPartition{}, changed: make(chan struct{}),
+		lease: newLease(opts.SessionTimeout)}, nil
 }
 
 // GroupConfig returns the sarama configuration of a Group member.
@@ -167,6 +178,9 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 		}
 	}()
 	go loop.Every(ctx, g.opts.Refresh, g.refresh)
+	// The lease is renewed as often as sarama heartbeats (GroupConfig), so
+	// a few lost heartbeats in a row do not let it run out.
+	go loop.Every(ctx, max(g.opts.SessionTimeout/6, 100*time.Millisecond), g.renewLease)
 	for ctx.Err() == nil {
 		sctx, end := context.WithCancel(ctx)
 		g.mu.Lock()
@@ -290,8 +304,11 @@ func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 	g.owned = owned
 	g.last, g.detached = nil, false
 	g.resyncing = false
+	g.generation, g.memberID = sess.GenerationID(), sess.MemberID()
+	g.lease.end()
 	g.mu.Unlock()
 	g.log.Info("partitions assigned", "group", g.opts.Group, "partitions", parts, "generation", sess.GenerationID())
+	g.renewLease() // the first lease of the session: nothing is served before it
 	g.refresh()
 	return nil
 }
@@ -368,6 +385,7 @@ func (g *Group) Cleanup(sarama.ConsumerGroupSession) error {
 		g.last = g.owned
 	}
 	g.inSession = false
+	g.lease.end()
 	g.owned = map[int32]*sessionPartition{}
 	g.notifyLocked()
 	g.mu.Unlock()
@@ -478,13 +496,25 @@ func (g *Group) notifyLocked() {
 	g.changed = make(chan struct{})
 }
 
-// Serving reports whether this instance owns partition p and has caught up
-// with it, so that it may answer for p's keys itself.
+// Serving reports whether this instance owns partition p, has caught up
+// with it, and holds its lease, so that it may answer for p's keys itself.
+// An answer decided on p's state is only sure once Serving holds after the
+// decision: a member frozen in between wakes up with its lease run out.
 func (g *Group) Serving(p int32) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st := g.owned[p]
-	return st != nil && len(st.behind) == 0
+	return g.servingLocked(g.owned[p], time.Now())
+}
+
+// Holds implements routing.Holder: Serving, in any epoch (a Group has
+// one table).
+func (g *Group) Holds(p int32, _ int) bool { return g.Serving(p) }
+
+// servingLocked reports whether st, an owned partition's state (nil if not
+// owned), may be served at now: caught up, and under the lease, or
+// detached (see Group.last), when no session can renew one.
+func (g *Group) servingLocked(st *sessionPartition, now time.Time) bool {
+	return st != nil && len(st.behind) == 0 && (g.detached || g.lease.held(now))
 }
 
 // Owned returns the primary-topic partitions this instance owns now.
@@ -524,6 +554,11 @@ func (g *Group) ownedLocked() []int32 {
 // partitions up.
 var ErrBetweenSessions = errors.New("between two sessions of the consumer group (rebalancing)")
 
+// ErrLeaseExpired is reported (wrapped) by Ready while the member's lease
+// has run out: the coordinator has not accepted a heartbeat of this
+// session for most of a session timeout (see lease).
+var ErrLeaseExpired = errors.New("the member's lease ran out (no heartbeat accepted lately)")
+
 // Ready reports nil once the instance has joined the group, is in a
 // session (or answers, detached, for what the last one read), and has
 // caught up with every partition it owns.
@@ -535,6 +570,9 @@ func (g *Group) Ready() error {
 	}
 	if !g.inSession && !g.detached {
 		return fmt.Errorf("group %s: %w", g.opts.Group, ErrBetweenSessions)
+	}
+	if !g.detached && !g.lease.held(time.Now()) {
+		return fmt.Errorf("group %s: %w", g.opts.Group, ErrLeaseExpired)
 	}
 	behind := 0
 	for _, st := range g.owned {
@@ -570,9 +608,10 @@ func (g *Group) Route(ctx context.Context, p int32) (m Member, self bool, err er
 			delete(g.owned, p)
 			st = nil
 		}
+		serving := g.servingLocked(st, time.Now())
 		g.mu.Unlock()
 		switch {
-		case st != nil && len(st.behind) == 0:
+		case serving:
 			return g.opts.Self, true, nil
 		case st == nil && ok && owner.ID != g.opts.Self.ID && owner.URL != "":
 			return owner, false, nil

@@ -1,11 +1,13 @@
 package kafkax
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"slices"
 	"testing"
+	"time"
 )
 
 // Between two sessions (Cleanup until the next Setup has set its
@@ -17,6 +19,7 @@ func TestBetweenSessionsTheGroupIsNotReadyAndRunsNothingInSession(t *testing.T) 
 		opts: GroupOptions{Group: "g"}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		joined: true, inSession: true, changed: make(chan struct{}),
 		owned: map[int32]*sessionPartition{3: {behind: map[string]bool{}}, 1: {behind: map[string]bool{}}},
+		lease: lease{until: time.Now().Add(time.Hour)},
 	}
 	if err := g.Ready(); err != nil {
 		t.Fatalf("in a session, caught up: Ready = %v", err)
@@ -45,5 +48,34 @@ func TestBetweenSessionsTheGroupIsNotReadyAndRunsNothingInSession(t *testing.T) 
 	}
 	if g.InSession(func([]int32) { t.Fatal("InSession ran while detached") }) {
 		t.Fatal("InSession reported a session while detached")
+	}
+}
+
+// A member whose lease ran out (it was frozen past most of a session
+// timeout) serves nothing and is not ready, though it still believes it
+// owns its partitions, until a heartbeat of its session is accepted.
+func TestWithoutALeaseNothingIsServed(t *testing.T) {
+	g := &Group{
+		opts: GroupOptions{Group: "g", Self: Member{ID: "me"}}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		joined: true, inSession: true, changed: make(chan struct{}),
+		owned: map[int32]*sessionPartition{1: {behind: map[string]bool{}}},
+		lease: lease{length: time.Minute, until: time.Now().Add(-time.Millisecond)},
+	}
+	if g.Serving(1) || g.Holds(1, 0) {
+		t.Fatal("served without a lease")
+	}
+	if err := g.Ready(); !errors.Is(err, ErrLeaseExpired) {
+		t.Fatalf("Ready = %v; want ErrLeaseExpired", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, self, err := g.Route(ctx, 1); self || !errors.Is(err, ErrNoOwner) {
+		t.Fatalf("Route without a lease: self=%v err=%v", self, err)
+	}
+	g.mu.Lock()
+	g.lease.renew(time.Now(), time.Now())
+	g.mu.Unlock()
+	if !g.Serving(1) || g.Ready() != nil {
+		t.Fatal("not served once the lease was renewed")
 	}
 }

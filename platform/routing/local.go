@@ -30,6 +30,9 @@ func (l Local) Route(ctx context.Context, p int32) (kafkax.Member, bool, error) 
 	return l.Self, true, nil
 }
 
+// Holds implements Holder.
+func (l Local) Holds(p int32, _ int) bool { return l.Serving(p) }
+
 // Membership is what the debug endpoint shows of a group member.
 type Membership interface {
 	Assignment() kafkax.Assignment

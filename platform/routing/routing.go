@@ -17,8 +17,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -46,7 +48,24 @@ const (
 	// otherwise forwards it once more by its own table, instead of waiting
 	// for a partition it will never own.
 	HeaderEpoch = "X-Profiles-Routing-Epoch"
+	// HeaderRequestID names a write across the forwards of the routing
+	// layer: the first instance to forward it gives it a UUIDv7, and every
+	// forward of it, including one sent again to a new owner, carries the
+	// same. The owner records it with the write's last event, so that a
+	// write sent again after its first owner applied it and then stopped
+	// answering is recognized, and answered, instead of applied twice.
+	HeaderRequestID = "X-Profiles-Request-Id"
 )
+
+// Holder is implemented by a Router that can tell at once, without
+// waiting, whether this instance still serves partition p, in epoch e for
+// an EpochRouter (any e otherwise). A read served here is answered only if
+// Holds is still true after the read: an instance that was frozen while
+// it read, and lost p meanwhile, drops its answer (see kafkax.Group's
+// lease).
+type Holder interface {
+	Holds(p int32, e int) bool
+}
 
 // EpochRouter is implemented by a Router whose table can change wholesale
 // (query-svc's snapshot generations, see HeaderEpoch).
@@ -134,7 +153,7 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 				hops = 1 + strings.Count(forwardedBy, ",")
 			}
 			w.Header().Set(HeaderHops, strconv.Itoa(hops))
-			h.ServeHTTP(w, r)
+			rt.serveHeld(w, r, p, epoch, h)
 		default:
 			forwards.WithLabelValues("forwarded").Inc()
 			rt.forwardWithRetry(ctx, w, r, p, owner, epoch, h)
@@ -185,6 +204,11 @@ func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "body-unreadable", "", "the request body could not be read: "+err.Error()))
 		return
 	}
+	if !isRead(r) && r.Header.Get(HeaderRequestID) == "" {
+		if id, err := uuid.NewV7(); err == nil {
+			r.Header.Set(HeaderRequestID, id.String())
+		}
+	}
 	for {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
@@ -210,7 +234,7 @@ func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r
 			r.ContentLength = int64(len(body))
 			w.Header().Set(HeaderServedBy, rt.Self.ID)
 			w.Header().Set(HeaderHops, "0")
-			h.ServeHTTP(w, r)
+			rt.serveHeld(w, r, p, epoch, h)
 			return
 		}
 	}
@@ -278,7 +302,7 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, body []byte, p
 				return
 			default:
 			}
-			if (errors.As(err, &op) && op.Op == "dial") || r.Method == http.MethodGet || r.Method == http.MethodHead {
+			if (errors.As(err, &op) && op.Op == "dial") || isRead(r) {
 				if r.Context().Err() == nil {
 					retryErr = err
 					return
@@ -333,4 +357,68 @@ func (rt Routing) watchOwner(ctx context.Context, p int32, owner kafkax.Member, 
 		abandon()
 		return
 	}
+}
+
+func isRead(r *http.Request) bool { return r.Method == http.MethodGet || r.Method == http.MethodHead }
+
+// serveHeld serves r here. A read is answered only if this instance still
+// serves p (in epoch) once h has read (see Holder): h writes into a buffer
+// first, and an answer read on a partition lost meanwhile is dropped for a
+// 503 partition-unavailable, which the client may retry at once. A write
+// goes straight to h, which checks its own outcome: an append is fenced by
+// Kafka, and command-svc confirms any other answer the same way.
+func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epoch int, h http.Handler) {
+	holder, ok := rt.Router.(Holder)
+	if !ok || !isRead(r) {
+		h.ServeHTTP(w, r)
+		return
+	}
+	b := bufferPool.Get().(*bufferedResponse)
+	defer b.release()
+	b.header = w.Header().Clone()
+	h.ServeHTTP(b, r)
+	if !holder.Holds(p, epoch) {
+		forwards.WithLabelValues("lost").Inc()
+		rt.unavailable(w, r, p, errors.New("this instance stopped serving the partition while it read"))
+		return
+	}
+	hdr := w.Header()
+	clear(hdr)
+	for k, v := range b.header {
+		hdr[k] = v
+	}
+	w.WriteHeader(max(b.status, http.StatusOK))
+	_, _ = w.Write(b.body.Bytes())
+}
+
+// bufferedResponse holds an answer, headers included, until it may be
+// sent.
+type bufferedResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+var bufferPool = sync.Pool{New: func() any { return &bufferedResponse{} }}
+
+func (b *bufferedResponse) Header() http.Header { return b.header }
+
+func (b *bufferedResponse) WriteHeader(status int) {
+	if b.status == 0 {
+		b.status = status
+	}
+}
+
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	b.WriteHeader(http.StatusOK)
+	return b.body.Write(p)
+}
+
+func (b *bufferedResponse) release() {
+	b.header, b.status = nil, 0
+	if b.body.Cap() > 64<<10 {
+		return // do not keep a large buffer
+	}
+	b.body.Reset()
+	bufferPool.Put(b)
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"profiles/events"
@@ -33,6 +34,17 @@ var (
 	// ErrNotOwner: the caller may not act on this profile: it is not its
 	// own (the uid is not the caller's subject), and the caller is no admin.
 	ErrNotOwner = errors.New("not the caller's own profile")
+	// ErrNotServing: this instance decided the command on its state, but
+	// could not confirm afterwards that it still answers for the profile
+	// (it lost the partition, or its lease ran out: see Deps.Serving). The
+	// answer might have been stale, so it is not given; nothing was
+	// appended.
+	ErrNotServing = errors.New("this instance no longer serves the profile")
+	// ErrNotVisible: the command was refused on a version of the profile
+	// that readers did not show in time. The refusal (a 412 naming that
+	// version, a 404 of a delete) would tell the client of a write that a
+	// GET does not show yet, so it is not given; nothing was appended.
+	ErrNotVisible = errors.New("the refusal names a version readers do not show yet")
 )
 
 // Caller is who asks for a command, as the HTTP port authenticated it (a
@@ -96,6 +108,9 @@ type States interface {
 	// CreatedWith returns the payload a profile was created with, for
 	// profiles created under an Idempotency-Key.
 	CreatedWith(uid string) (events.ProfileCreated, bool, error)
+	// Applied returns the version and time of the last event of the write
+	// of uid that requestID names, if the state holds it.
+	Applied(uid, requestID string) (version int64, at time.Time, ok bool, err error)
 }
 
 // EventLog appends events durably, in order, keyed by profile uid.
@@ -183,6 +198,12 @@ type Deps struct {
 	// Admission bounds the writes in flight on this instance (see
 	// Admission); nil admits every write.
 	Admission Admitter
+	// Serving reports whether this instance still answers for uid: it owns
+	// uid's partition, has caught up with it, and holds its lease in the
+	// group. An outcome decided on the state without an append (404, 412,
+	// a change to nothing, a replay) is given only if Serving holds after
+	// the decision; an append is fenced by Kafka instead. nil means always.
+	Serving func(uid string) bool
 	// AfterClaim, if set, runs between a successful claim and the append:
 	// a fault hook for tests (a crash at the worst moment).
 	AfterClaim func()
@@ -192,34 +213,85 @@ type Deps struct {
 	Now func() time.Time
 }
 
-// execute runs one command on uid under its lock: decide turns the current
-// state into the payloads to append (none is fine), and the events are
-// checked with Apply, appended, and folded into the state.
+// write is one command, as execute runs it.
+type write struct {
+	uid string
+	// requestID names the request across the routing layer's forwards
+	// (routing.HeaderRequestID); "" for one that was not forwarded. The
+	// command's last event carries it as its id.
+	requestID string
+	async     bool
+	// decide turns the current state into the payloads to append (none
+	// is fine), or refuses the command.
+	decide func(events.Profile) ([]events.Payload, error)
+	// applied returns the state right after this command, for a request
+	// the log already holds: its last event had version v and time at,
+	// and cur is the state now. nil: such a request is run again.
+	applied func(cur events.Profile, v int64, at time.Time) events.Profile
+}
+
+// execute runs one command on w.uid under its lock: decide turns the
+// current state into the payloads to append, and the events are checked
+// with Apply, appended, and folded into the state. A request that the log
+// already holds (it was sent again after its first owner applied it and
+// stopped answering) is answered as it was applied, not applied twice.
 //
 // The command is admitted first (d.Admission), before it waits for the
 // lock, or refused with ErrOverloaded having done nothing. It holds its
 // place until its appends are over, not while it waits for readers.
-func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(events.Profile) ([]events.Payload, error)) (Result, error) {
+func (d Deps) execute(ctx context.Context, w write) (Result, error) {
+	uid, async := w.uid, w.async
 	release, err := d.admit()
 	if err != nil {
 		return Result{}, err
 	}
 	defer release()
-	unlock := d.States.Lock(uid)
+	// A refusal waits for readers after the lock is given back: the
+	// profile's other commands need not wait behind it.
+	unlock := sync.OnceFunc(d.States.Lock(uid))
 	defer unlock()
 
 	state, err := d.States.Get(uid)
 	if err != nil {
 		return Result{}, err
 	}
-	payloads, err := decide(state)
+	if w.requestID != "" && w.applied != nil {
+		v, at, ok, err := d.States.Applied(uid, w.requestID)
+		if err != nil {
+			return Result{}, err
+		}
+		if ok {
+			release()
+			if err := d.confirm(uid); err != nil {
+				return Result{}, err
+			}
+			res := Result{Profile: w.applied(state, v, at)}
+			if !async {
+				res.Visible = d.Visibility.WaitVisible(ctx, uid, v, touchedEmails(events.Profile{}, res.Profile)) == nil
+			}
+			return res, nil
+		}
+	}
+	payloads, err := w.decide(state)
 	if err != nil {
+		release()
+		unlock()
+		if cerr := d.confirm(uid); cerr != nil {
+			return Result{}, cerr
+		}
+		if verr := d.refusalVisible(ctx, uid, state, async); verr != nil {
+			return Result{}, verr
+		}
 		return Result{}, err
 	}
 	next := state
 	var es []events.Event
-	for _, data := range payloads {
-		e := events.New(d.NewID(), next, uid, data, d.Now())
+	for i, data := range payloads {
+		id := d.NewID()
+		if i == len(payloads)-1 && w.requestID != "" {
+			id = w.requestID
+		}
+		e := events.New(id, next, uid, data, d.Now())
 		if next, err = events.Apply(next, e); err != nil {
 			return Result{}, err
 		}
@@ -227,6 +299,9 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 	}
 	if len(es) == 0 {
 		release()
+		if err := d.confirm(uid); err != nil {
+			return Result{}, err
+		}
 		// Nothing to append; the state may still be invisible if the write
 		// that made it asked not to wait.
 		res := Result{Profile: state}
@@ -278,23 +353,47 @@ func (d Deps) execute(ctx context.Context, uid string, async bool, decide func(e
 	return res, nil
 }
 
+// confirm returns ErrNotServing unless this instance still serves uid
+// (Deps.Serving).
+func (d Deps) confirm(uid string) error {
+	if d.Serving == nil || d.Serving(uid) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrNotServing, uid)
+}
+
+// refusalVisible waits, unless async, until readers show the state a
+// refusal was decided on, so that no client learns of a version (from a
+// 412's ETag, or a 404 after a delete) before a GET can show it. It
+// returns ErrNotVisible if they do not within the visibility wait.
+func (d Deps) refusalVisible(ctx context.Context, uid string, state events.Profile, async bool) error {
+	if async || state.Version == 0 {
+		return nil
+	}
+	if err := d.Visibility.WaitVisible(ctx, uid, state.Version, touchedEmails(events.Profile{}, state)); err != nil {
+		return fmt.Errorf("%w: version %d of %s: %v", ErrNotVisible, state.Version, uid, err)
+	}
+	return nil
+}
+
 // executeLive runs a command on an existing profile: caller must be allowed
-// to act on uid (else ErrNotOwner), and under uid's lock the profile must be
+// to act on w.uid (else ErrNotOwner), and under its lock the profile must be
 // live (else ErrNotFound) and match ifMatch (else a *PreconditionError)
 // before decide turns it into the payloads to append.
-func (d Deps) executeLive(ctx context.Context, caller Caller, uid string, ifMatch IfMatch, async bool, decide func(events.Profile) []events.Payload) (Result, error) {
-	if err := caller.mayActOn(uid); err != nil {
+func (d Deps) executeLive(ctx context.Context, caller Caller, ifMatch IfMatch, w write, decide func(events.Profile) []events.Payload) (Result, error) {
+	if err := caller.mayActOn(w.uid); err != nil {
 		return Result{}, err
 	}
-	return d.execute(ctx, uid, async, func(cur events.Profile) ([]events.Payload, error) {
-		if err := requireLive(uid, cur); err != nil {
+	w.decide = func(cur events.Profile) ([]events.Payload, error) {
+		if err := requireLive(w.uid, cur); err != nil {
 			return nil, err
 		}
 		if err := ifMatch.check(cur); err != nil {
 			return nil, err
 		}
 		return decide(cur), nil
-	})
+	}
+	return d.execute(ctx, w)
 }
 
 // emailChange returns the normalized email the step from prev to next

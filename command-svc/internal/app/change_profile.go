@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"time"
 
 	"profiles/events"
 )
@@ -14,6 +15,8 @@ type ChangeProfile struct {
 	Email    string
 	IfMatch  IfMatch
 	Async    bool
+	// RequestID names the request across forwards (see write.requestID).
+	RequestID string
 	// Caller must be an admin, or have UID as its subject.
 	Caller Caller
 }
@@ -25,7 +28,12 @@ type ChangeProfileHandler struct{ Deps }
 // ErrNotFound or a *PreconditionError, or ErrNotOwner for a caller that
 // may not act on the profile.
 func (h ChangeProfileHandler) Handle(ctx context.Context, cmd ChangeProfile) (Result, error) {
-	return h.executeLive(ctx, cmd.Caller, cmd.UID, cmd.IfMatch, cmd.Async, func(cur events.Profile) []events.Payload {
+	w := write{uid: cmd.UID, requestID: cmd.RequestID, async: cmd.Async,
+		applied: func(cur events.Profile, v int64, at time.Time) events.Profile {
+			cur.Username, cur.Email, cur.Version, cur.UpdatedAt, cur.Deleted = cmd.Username, cmd.Email, v, at, false
+			return cur
+		}}
+	return h.executeLive(ctx, cmd.Caller, cmd.IfMatch, w, func(cur events.Profile) []events.Payload {
 		var out []events.Payload
 		if cmd.Username != cur.Username {
 			out = append(out, events.UsernameChanged{Username: cmd.Username})

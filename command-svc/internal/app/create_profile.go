@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -138,6 +139,8 @@ type CreateProfile struct {
 	Async bool
 	// Caller must be an admin, or have UID as its subject.
 	Caller Caller
+	// RequestID names the request across forwards (see write.requestID).
+	RequestID string
 }
 
 // CreateProfileHandler handles CreateProfile.
@@ -160,7 +163,13 @@ func (h CreateProfileHandler) Handle(ctx context.Context, cmd CreateProfile) (Re
 	}
 	want := events.ProfileCreated{Username: cmd.Username, DisplayName: displayName, Email: cmd.Email}
 	replayed := false
-	res, err := h.execute(ctx, uid, cmd.Async, func(cur events.Profile) ([]events.Payload, error) {
+	w := write{uid: uid, requestID: cmd.RequestID, async: cmd.Async,
+		applied: func(_ events.Profile, v int64, at time.Time) events.Profile {
+			// The creation as it was applied: the request's own fields.
+			return events.Profile{UID: uid, Username: want.Username, DisplayName: want.DisplayName, Email: want.Email,
+				Version: v, CreatedAt: at, UpdatedAt: at}
+		}}
+	w.decide = func(cur events.Profile) ([]events.Payload, error) {
 		if cmd.Idempotent && cur.Version > 0 {
 			if cur.Deleted {
 				// Whatever the body: the state keeps nothing personal of
@@ -178,7 +187,8 @@ func (h CreateProfileHandler) Handle(ctx context.Context, cmd CreateProfile) (Re
 			return nil, nil
 		}
 		return []events.Payload{want}, nil
-	})
+	}
+	res, err := h.execute(ctx, w)
 	res.Replayed = replayed
 	return res, err
 }

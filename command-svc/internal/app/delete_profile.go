@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"time"
 
 	"profiles/events"
 )
@@ -12,6 +13,8 @@ type DeleteProfile struct {
 	UID     string
 	IfMatch IfMatch
 	Async   bool
+	// RequestID names the request across forwards (see write.requestID).
+	RequestID string
 	// Caller must be an admin, or have UID as its subject.
 	Caller Caller
 }
@@ -23,7 +26,11 @@ type DeleteProfileHandler struct{ Deps }
 // *PreconditionError, or ErrNotOwner for a caller that may not act on the
 // profile.
 func (h DeleteProfileHandler) Handle(ctx context.Context, cmd DeleteProfile) (Result, error) {
-	return h.executeLive(ctx, cmd.Caller, cmd.UID, cmd.IfMatch, cmd.Async, func(events.Profile) []events.Payload {
+	w := write{uid: cmd.UID, requestID: cmd.RequestID, async: cmd.Async,
+		applied: func(cur events.Profile, v int64, at time.Time) events.Profile {
+			return events.Profile{UID: cmd.UID, Version: v, CreatedAt: cur.CreatedAt, UpdatedAt: at, Deleted: true}
+		}}
+	return h.executeLive(ctx, cmd.Caller, cmd.IfMatch, w, func(events.Profile) []events.Payload {
 		return []events.Payload{events.ProfileDeleted{}}
 	})
 }

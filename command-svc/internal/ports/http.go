@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"profiles/command-svc/internal/app"
+	"profiles/command-svc/internal/state"
 	"profiles/events"
 	"profiles/platform/auth"
 	"profiles/platform/httpx"
@@ -257,7 +258,7 @@ func (h HTTP) create(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := h.Commands.CreateProfile.Handle(r.Context(), app.CreateProfile{
 		UID: uid, Idempotent: c.Idempotent(key), Username: b.Username, DisplayName: b.DisplayName, Email: b.Email, Async: async(r),
-		Caller: c,
+		Caller: c, RequestID: requestID(r),
 	})
 	if err != nil {
 		h.fail(w, r, err)
@@ -309,6 +310,7 @@ func (h HTTP) change(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := h.Commands.ChangeProfile.Handle(r.Context(), app.ChangeProfile{
 		UID: uid, Username: b.Username, Email: b.Email, IfMatch: ifMatch(r), Async: async(r), Caller: callerOf(r),
+		RequestID: requestID(r),
 	})
 	if err != nil {
 		h.fail(w, r, err)
@@ -323,7 +325,7 @@ func (h HTTP) delete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := h.Commands.DeleteProfile.Handle(r.Context(), app.DeleteProfile{UID: uid, IfMatch: ifMatch(r), Async: async(r), Caller: callerOf(r)})
+	res, err := h.Commands.DeleteProfile.Handle(r.Context(), app.DeleteProfile{UID: uid, IfMatch: ifMatch(r), Async: async(r), Caller: callerOf(r), RequestID: requestID(r)})
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -393,7 +395,7 @@ func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", RetryAfterOverloaded)
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "overloaded", "Overloaded",
 			"this instance has as many writes in flight as it takes; nothing was written, try again after Retry-After"))
-	case errors.Is(err, app.ErrAppend):
+	case errors.Is(err, app.ErrAppend), errors.Is(err, app.ErrNotServing), errors.Is(err, app.ErrNotVisible):
 		h.Log.Warn("command not accepted", "path", r.URL.Path, "err", err)
 		w.Header().Set("Retry-After", "1")
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "unavailable", "", err.Error()))
@@ -401,6 +403,18 @@ func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
 		h.Log.Error("command failed", "path", r.URL.Path, "err", err)
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "", "", "the command failed; see the service log"))
 	}
+}
+
+// requestID returns the request id the routing layer gave a forwarded
+// write (routing.HeaderRequestID), or "" when it has none that is a
+// UUIDv7 (state.RequestID): such a request is never recognized as sent
+// again.
+func requestID(r *http.Request) string {
+	id := strings.ToLower(r.Header.Get(routing.HeaderRequestID))
+	if !state.RequestID(id) || validate.Var("uid", id, validate.UIDTag) != nil {
+		return ""
+	}
+	return id
 }
 
 // async reports whether the client sent Prefer: respond-async (RFC 7240).

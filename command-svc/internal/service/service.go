@@ -153,6 +153,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		ClaimLease: *cfg.ClaimLease,
 		Admission:  adapters.NewMeteredAdmission(*cfg.MaxInflightWrites),
 		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*cfg.QueryURLs), Client: &http.Client{Transport: httpx.PeerTransport}, Timeout: *cfg.Visibility, Every: *cfg.QueryWaitAll, Sign: sec.Sign},
+		Serving:    func(uid string) bool { return g.Serving(partitionOf(uid)) },
 		NewID:      uuid.NewString,
 		Now:        time.Now,
 	}

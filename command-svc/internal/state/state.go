@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/cockroachdb/pebble/v2"
@@ -39,6 +40,9 @@ import (
 //	           Idempotency-Key (JSON; deleted with the profile)
 //	m\0email → the last claim record of a normalized email, or its
 //	           release (storedClaim, JSON)
+//	q\0uid   → the latest writes of the profile that carried a request id
+//	           (see RequestID): their ids, last versions and times
+//	           (appliedWrites, JSON); nothing personal
 //	o\0topic\0partition → next offset (pebblex.SetOffset)
 const Layout = "1"
 
@@ -46,7 +50,27 @@ var (
 	prefixProfile = []byte("p\x00")
 	prefixCreated = []byte("c\x00")
 	prefixClaim   = []byte("m\x00")
+	prefixApplied = []byte("q\x00")
 )
+
+// keepApplied is how many request ids a profile's ledger keeps. A write is
+// sent again (routing.HeaderRequestID) within seconds of its first
+// attempt, while its partition changes hands, and the partition takes no
+// write in between; a few is plenty.
+const keepApplied = 16
+
+// appliedWrite is one entry of a profile's ledger of writes: the request
+// id of a write, and the version and time of its last event.
+type appliedWrite struct {
+	ID      string    `json:"id"`
+	Version int64     `json:"v"`
+	At      time.Time `json:"at"`
+}
+
+// RequestID reports whether an event id is a write's request id (a
+// UUIDv7, as routing.HeaderRequestID gives a forwarded write), which the
+// write's last event carries. Every other event id is a random UUIDv4.
+func RequestID(id string) bool { return len(id) == 36 && id[14] == '7' }
 
 var recordsRead = promauto.NewCounter(prometheus.CounterOpts{
 	Name: "profiles_command_state_records_read_total",
@@ -231,6 +255,19 @@ func apply(b *pebble.Batch, e events.Event) error {
 	if err != nil {
 		return storeErr(err)
 	}
+	if RequestID(e.ID) {
+		var ledger []appliedWrite
+		if _, err := getJSON(b, key(prefixApplied, e.UID), &ledger); err != nil {
+			return err
+		}
+		ledger = append(ledger, appliedWrite{ID: e.ID, Version: e.Version, At: e.OccurredAt})
+		if len(ledger) > keepApplied {
+			ledger = ledger[len(ledger)-keepApplied:]
+		}
+		if err := setJSON(b, key(prefixApplied, e.UID), ledger); err != nil {
+			return err
+		}
+	}
 	switch d := e.Data.(type) {
 	case events.ProfileCreated:
 		if IdempotentUID(e.UID) {
@@ -263,6 +300,22 @@ func (s *Store) write(f func(b *pebble.Batch) error) error {
 		return fmt.Errorf("%w: commit: %w", ErrStore, err)
 	}
 	return nil
+}
+
+// Applied returns the version and time of the last event of the write of
+// uid whose request id is requestID, if the state holds that event (see
+// RequestID).
+func (s *Store) Applied(uid, requestID string) (version int64, at time.Time, ok bool, err error) {
+	var ledger []appliedWrite
+	if _, err := getJSON(s.db, key(prefixApplied, uid), &ledger); err != nil {
+		return 0, time.Time{}, false, err
+	}
+	for _, w := range ledger {
+		if w.ID == requestID {
+			return w.Version, w.At, true, nil
+		}
+	}
+	return 0, time.Time{}, false, nil
 }
 
 // CreatedWith returns the payload an idempotently created profile was

@@ -28,6 +28,8 @@ var ErrRebuildUnsupported = errors.New("view rebuild is supported in the partiti
 // (partitioned mode) or a Replica (full mode), with the routing it gives.
 type Follower interface {
 	Route(ctx context.Context, p int32) (owner kafkax.Member, self bool, err error)
+	// Serving reports at once whether this instance answers for p now.
+	Serving(p int32) bool
 	Run(ctx context.Context) error
 	Ready() error
 	// Owned returns the partitions it answers for; nil means all of them.
@@ -411,6 +413,19 @@ type GroupFollower struct {
 
 // Run implements Follower.
 func (g *GroupFollower) Run(ctx context.Context) error { return g.Group.Run(ctx, g.Config, g.Brokers) }
+
+// Holds implements routing.Holder: whether generation e still runs here
+// and serves p.
+func (g *Generations) Holds(p int32, e int) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for f, n := range g.running {
+		if n == e {
+			return f.Serving(p)
+		}
+	}
+	return false
+}
 
 // RouteEpoch implements routing.EpochRouter: a request that another
 // instance routed by generation e is served here if this instance runs e

@@ -26,6 +26,7 @@ func (f fakeFollower) Route(ctx context.Context, p int32) (kafkax.Member, bool, 
 	}
 	return *f.owner, f.self, nil
 }
+func (f fakeFollower) Serving(int32) bool          { return f.owner != nil && f.self }
 func (fakeFollower) Run(context.Context) error     { return nil }
 func (fakeFollower) Ready() error                  { return nil }
 func (fakeFollower) Owned() []int32                { return nil }
