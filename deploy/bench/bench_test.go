@@ -63,8 +63,8 @@ func TestBenchHarnessRunsAtTinySize(t *testing.T) {
 	}
 	t.Logf("the tiny bench took %s", time.Since(start).Round(time.Millisecond))
 
-	if len(rep.Scenarios) != 10 {
-		t.Errorf("%d scenarios, want 10", len(rep.Scenarios))
+	if len(rep.Scenarios) != 12 {
+		t.Errorf("%d scenarios, want 12", len(rep.Scenarios))
 	}
 	for _, s := range rep.Scenarios {
 		for run, r := range map[string]Result{"closed": s.Closed, "ceiling closed": s.CeilingClosed, "open": s.Open, "ceiling open": s.CeilingOpen} {

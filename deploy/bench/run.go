@@ -521,6 +521,15 @@ func (b *bench) scenarioList() []scenario {
 		i := rand.IntN(P)
 		return Request{Base: b.query[seq%2].URL(), Method: http.MethodGet, Path: "/api/search?email=" + Email(i), Header: accept, Want: http.StatusOK}
 	}
+	// Reads through the front door, the path that users take: by uid it
+	// sends each to the owner; a search goes round-robin (see
+	// package frontdoor).
+	frontGet := func(uint64) Request {
+		return Request{Base: b.front.URL(), Method: http.MethodGet, Path: "/api/profile/" + UID(rand.IntN(P)), Header: accept, Want: http.StatusOK}
+	}
+	frontSearch := func(uint64) Request {
+		return Request{Base: b.front.URL(), Method: http.MethodGet, Path: "/api/search?email=" + Email(rand.IntN(P)), Header: accept, Want: http.StatusOK}
+	}
 	// Writes go to a command-svc instance (round-robin), or to the front
 	// door, the path that users take.
 	commandBase := func(seq uint64) string { return b.command[seq%2].URL() }
@@ -555,6 +564,8 @@ func (b *bench) scenarioList() []scenario {
 		{name: "get-owner", title: "GET /api/profile/{uid}, sent to the owner", source: get(false), concurrency: rc, profile: b.query[0]},
 		{name: "get-forwarded", title: "GET /api/profile/{uid}, sent to the other instance (one hop)", source: get(true), concurrency: rc, profile: b.query[0]},
 		{name: "search", title: "GET /api/search?email=, round-robin over the instances", source: search, concurrency: rc, profile: b.query[0]},
+		{name: "front-get", title: "GET /api/profile/{uid} through the front door (routed to the owner)", source: frontGet, concurrency: rc, profile: b.front},
+		{name: "front-search", title: "GET /api/search?email= through the front door (round-robin)", source: frontSearch, concurrency: rc, profile: b.front},
 		{name: "post", title: "POST /api/profile, waits until visible (201)", source: post(false, commandBase), concurrency: wc, profile: b.command[0], write: true},
 		{name: "post-async", title: "POST /api/profile, Prefer: respond-async (202)", source: post(true, commandBase), concurrency: wc, profile: b.command[0], write: true},
 		{name: "put", title: "PUT /api/profile/{uid}, a new username, waits until visible", source: put(commandBase), concurrency: wc, profile: b.command[0], write: true},

@@ -2,15 +2,47 @@
 // routes: reads (GET, HEAD) go to query-svc and writes to command-svc, so a
 // client sees one REST API while each side scales on its own.
 //
-// Each side may run as several instances. Every instance accepts any request
-// and forwards it internally to the instance that owns the key, so the front
-// door only spreads requests round-robin over the instances of the right
-// service. When an instance cannot be connected to (the request never left
-// the front door), the next instance of the same service is tried, whatever
+// Each side may run as several instances, each the owner of some of the
+// partitions of its consumer group. The front door routes like a Kafka
+// client that knows the partition leaders: a request for a profile (GET
+// /api/profile/{uid} and its /history, PUT and DELETE /api/profile/{uid})
+// goes straight to the owner of its uid's partition,
+// kafkax.Partition(uid, n), so that no instance has to forward it. The
+// routing table of each service comes from its instances: the front door
+// reads GET /routing (routing.TablePath) of one instance after the other,
+// every second, and at once (at most every 100 ms) when an answer shows
+// that the table is stale: X-Profiles-Hops above 0 (the instance it sent
+// to forwarded the request), or X-Served-By naming another instance than
+// the owner it sent to. The answer itself teaches the new owner of that
+// partition at once (see table.learn). The instances report the number of
+// partitions too, so the front door needs no setting for it, and it
+// reaches an owner at the URL the owner advertises to its peers, through
+// the same instance list when that instance is one of those configured.
+//
+// The table is read from the instances rather than from Kafka: each
+// instance already keeps its group's table up to date (query-svc across
+// its snapshot generations, whose groups change name), so the front door
+// needs neither Kafka credentials nor the groups' names, and stays a plain
+// HTTP proxy. A table polled from an instance is a hint, never a promise:
+// every instance still forwards a request for a partition it does not own
+// (platform/routing), which is the safety net for a stale table, and
+// answers for a partition only while it owns it.
+//
+// Requests without a key the front door can compute go round-robin over
+// the instances of their service: a search by email and a POST are placed
+// by an HMAC of the normalized email under PII_KEK (pii.Codec.EmailKey),
+// and the front door, which faces the clients, does not hold that key. So
+// do keyed requests while the front door knows no table (at start, or
+// with REPLICA_MODE=full, where every instance serves every partition),
+// and requests whose owner could not be connected to a moment ago.
+//
+// When an instance cannot be connected to (the request never left the
+// front door), the next instance of the same service is tried, whatever
 // the method. Once a write has been sent, its outcome is final: a response
 // is passed on as is, and a failure mid-request is a 502, never a retry. A
 // read that fails mid-request (its instance died) is tried on the next
-// instance.
+// instance. X-Served-By and X-Profiles-Hops come from the instances, as
+// they set them: the front door is not a hop.
 //
 // The front door does not authenticate: it passes the caller's
 // Authorization header on, and every command-svc and query-svc instance
@@ -26,6 +58,7 @@ package frontdoor
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,11 +69,17 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
 	"profiles/platform/config"
 	"profiles/platform/httpx"
+	"profiles/platform/kafkax"
+	"profiles/platform/routing"
 )
 
 // MaxBody is the largest request body the front door accepts. It holds the
@@ -93,9 +132,16 @@ func StopStreams(stop <-chan struct{}) Option { return func(o *options) { o.stop
 // query-svc serves and which may stay open for hours.
 const StreamPath = "/api/changes"
 
+// FrontDoor is the front door's API handler (New). Run keeps its routing
+// tables; without it, every request goes round-robin.
+type FrontDoor struct {
+	write, read *pool
+	stop        <-chan struct{}
+}
+
 // New returns the front door handler for the instances of command-svc and
 // of query-svc, given by their base URLs. Both lists must be non-empty.
-func New(commandURLs, queryURLs []*url.URL, log *slog.Logger, opts ...Option) (http.Handler, error) {
+func New(commandURLs, queryURLs []*url.URL, log *slog.Logger, opts ...Option) (*FrontDoor, error) {
 	if len(commandURLs) == 0 || len(queryURLs) == 0 {
 		return nil, errors.New("frontdoor: every service needs at least one instance URL")
 	}
@@ -104,22 +150,37 @@ func New(commandURLs, queryURLs []*url.URL, log *slog.Logger, opts ...Option) (h
 		opt(&o)
 	}
 	transport := newTransport()
-	write := newPool("command-svc", commandURLs, transport, log)
-	read := newPool("query-svc", queryURLs, transport, log)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, ok := readBody(w, r)
-		if !ok {
-			return
-		}
-		switch {
-		case r.Method == http.MethodGet && r.URL.Path == StreamPath:
-			serveStream(w, r, read, o.stop)
-		case r.Method == http.MethodGet || r.Method == http.MethodHead:
-			read.serve(w, r, body)
-		default:
-			write.serve(w, r, body)
-		}
-	}), nil
+	return &FrontDoor{
+		write: newPool("command-svc", commandURLs, transport, log),
+		read:  newPool("query-svc", queryURLs, transport, log),
+		stop:  o.stop,
+	}, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (f *FrontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == StreamPath:
+		serveStream(w, r, f.read, f.stop)
+	case r.Method == http.MethodGet || r.Method == http.MethodHead:
+		f.read.serve(w, r, body)
+	default:
+		f.write.serve(w, r, body)
+	}
+}
+
+// Run keeps the routing tables of both services (see pool.run) until ctx
+// ends; it returns nil then (a service.Task).
+func (f *FrontDoor) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { f.write.run(ctx); close(done) }()
+	f.read.run(ctx)
+	<-done
+	return nil
 }
 
 // serveStream passes a change stream from query-svc to the client as it
@@ -195,11 +256,34 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 
 // pool is the set of instances of one service.
 type pool struct {
-	name      string
+	name string
+	// upstreams are the configured instances: the table is read from
+	// them, and a request without a known owner goes to them round-robin.
 	upstreams []*upstream
 	next      atomic.Uint64
 	log       *slog.Logger
 	now       func() time.Time // time.Now; tests change it
+	transport http.RoundTripper
+
+	// table is the group's routing table, nil while none is known.
+	table atomic.Pointer[table]
+	// kick asks run to read the table again soon (buffered: one pending
+	// request stands for any number).
+	kick     chan struct{}
+	pollNext atomic.Uint64
+	client   *http.Client // reads the table
+
+	// routed counts requests by route (routedRequests): owner, fallback,
+	// unkeyed.
+	routed map[string]prometheus.Counter
+	stale  prometheus.Counter
+
+	mu sync.Mutex
+	// byURL holds every upstream, configured or learned from a table, by
+	// its URL; byID the configured ones by the instance id they report.
+	// Instances that leave stay here: an entry is a URL and its proxy.
+	byURL map[string]*upstream
+	byID  map[string]*upstream
 }
 
 type upstream struct {
@@ -216,82 +300,156 @@ type upstream struct {
 // down (which can take up to dialTimeout), and the log a line per request.
 const downFor = 2 * time.Second
 
-// attempt is how an upstream's ErrorHandler tells pool.serve that the
-// request was not sent, so another instance may be tried. It travels in the
-// request's context.
-type attempt struct{ notSent error }
+// How often the table is read: every pollEvery; after an answer that shows
+// it stale, at once, but no sooner than pollGap after the last read; every
+// pollUnstable while the group rebalances; and no more than every
+// pollEvery while no instance answers with a table.
+const (
+	pollEvery    = time.Second
+	pollGap      = 100 * time.Millisecond
+	pollUnstable = 200 * time.Millisecond
+	pollTimeout  = time.Second
+)
+
+// attempt is what one try of a request to one instance carries in its
+// context: how the upstream's ErrorHandler tells pool.serve that the
+// request was not sent (so another instance may be tried), and what
+// ModifyResponse needs to learn from the answer.
+type attempt struct {
+	notSent error
+	// keyed: the request has a key (keyOf); part is its partition of n
+	// by the table, -1 when there was none.
+	keyed   bool
+	part, n int32
+	// owner is the owner the table named, when the request went to it.
+	owner string
+}
 
 type attemptKey struct{}
 
+var (
+	routedRequests = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "profiles_frontdoor_requests_total",
+		Help: "Requests by backend (command-svc, query-svc) and route: owner (sent to the owner of the key's partition, as the routing table names it), fallback (a key, but no table yet, no owner known, or the owner unreachable: round-robin) or unkeyed (no key the front door can compute, such as a search or a POST: round-robin).",
+	}, []string{"backend", "route"})
+	staleAnswers = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "profiles_frontdoor_stale_routes_total",
+		Help: "Requests sent to the owner the routing table named that another instance served (the table was stale; the instance forwarded the request).",
+	}, []string{"backend"})
+	tablePolls = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "profiles_frontdoor_table_reads_total",
+		Help: "Reads of a service's routing table from its instances, by result: ok, unstable (the group was rebalancing; the table in use is kept) or failed (no instance answered with one).",
+	}, []string{"backend", "result"})
+)
+
 func newPool(name string, urls []*url.URL, transport http.RoundTripper, log *slog.Logger) *pool {
-	p := &pool{name: name, log: log, now: time.Now}
+	p := &pool{name: name, log: log, now: time.Now, transport: transport,
+		kick: make(chan struct{}, 1), client: &http.Client{Transport: transport, Timeout: pollTimeout},
+		byURL: map[string]*upstream{}, byID: map[string]*upstream{},
+		routed: map[string]prometheus.Counter{}, stale: staleAnswers.WithLabelValues(name)}
+	for _, route := range []string{"owner", "fallback", "unkeyed"} {
+		p.routed[route] = routedRequests.WithLabelValues(name, route)
+	}
 	for _, target := range urls {
-		p.upstreams = append(p.upstreams, &upstream{url: target, proxy: &httputil.ReverseProxy{
-			Transport: transport,
-			ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.SetURL(target)
-				pr.SetXForwarded()
-				// Headers the services use among themselves never come from
-				// a client.
-				for name := range pr.Out.Header {
-					if strings.HasPrefix(http.CanonicalHeaderKey(name), "X-Profiles-") {
-						pr.Out.Header.Del(name)
-					}
-				}
-				// The body is already read (and a 100 Continue sent if asked
-				// for), so the upstream need not be asked again.
-				pr.Out.Header.Del("Expect")
-			},
-			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-				// Nothing has been written yet. A request that never left may
-				// go to the next instance, and so may a read, whatever
-				// happened to it: reads have no effect.
-				retry := notSent(err) || r.Method == http.MethodGet || r.Method == http.MethodHead
-				if a, ok := r.Context().Value(attemptKey{}).(*attempt); ok && retry && r.Context().Err() == nil {
-					a.notSent = err // pool.serve tries the next instance
-					return
-				}
-				if errors.Is(err, context.Canceled) {
-					return // the client went away
-				}
-				log.Warn("upstream failed", "backend", name, "upstream", target.String(), "err", err)
-				unavailable(w, r)
-			},
-		}})
+		u := p.newUpstream(target)
+		p.upstreams = append(p.upstreams, u)
+		p.byURL[target.String()] = u
 	}
 	return p
 }
 
-// serve sends r to the next instance in turn, and to the others for as long
-// as they cannot be connected to. Instances that could not be connected to
-// a moment ago come last.
+func (p *pool) newUpstream(target *url.URL) *upstream {
+	name, log := p.name, p.log
+	return &upstream{url: target, proxy: &httputil.ReverseProxy{
+		Transport: p.transport,
+		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+			// Headers the services use among themselves never come from
+			// a client.
+			for name := range pr.Out.Header {
+				if strings.HasPrefix(http.CanonicalHeaderKey(name), "X-Profiles-") {
+					pr.Out.Header.Del(name)
+				}
+			}
+			// The body is already read (and a 100 Continue sent if asked
+			// for), so the upstream need not be asked again.
+			pr.Out.Header.Del("Expect")
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if a, ok := resp.Request.Context().Value(attemptKey{}).(*attempt); ok {
+				p.observe(a, resp.Header)
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			// Nothing has been written yet. A request that never left may
+			// go to the next instance, and so may a read, whatever
+			// happened to it: reads have no effect.
+			retry := notSent(err) || r.Method == http.MethodGet || r.Method == http.MethodHead
+			if a, ok := r.Context().Value(attemptKey{}).(*attempt); ok && retry && r.Context().Err() == nil {
+				a.notSent = err // pool.serve tries the next instance
+				return
+			}
+			if errors.Is(err, context.Canceled) {
+				return // the client went away
+			}
+			log.Warn("upstream failed", "backend", name, "upstream", target.String(), "err", err)
+			unavailable(w, r)
+		},
+	}}
+}
+
+// serve sends r to the owner of its key's partition, if the table names
+// one that was reachable a moment ago; otherwise, or if the owner cannot
+// be connected to, to the next instance in turn, and to the others for as
+// long as they cannot be connected to. Instances that could not be
+// connected to a moment ago come last.
 func (p *pool) serve(w http.ResponseWriter, r *http.Request, body []byte) {
-	n := uint64(len(p.upstreams))
-	start := p.next.Add(1) - 1
+	key, keyed := keyOf(r.Method, r.URL.Path)
+	part, n, own := int32(-1), int32(0), owner{}
+	if keyed {
+		t := p.table.Load()
+		part, own = t.ownerOf(key)
+		if t != nil {
+			n = t.n
+		}
+	}
 	now := p.now().UnixNano()
-	order := make([]*upstream, 0, n)
+	route := "unkeyed"
+	switch {
+	case own.u != nil && own.u.downUntil.Load() <= now:
+		route = "owner"
+	case keyed:
+		route = "fallback"
+	}
+	p.routed[route].Inc()
+	if route == "owner" {
+		if p.try(w, r, body, own.u, &attempt{keyed: true, part: part, n: n, owner: own.id}) {
+			return
+		}
+		p.refreshSoon() // the owner is gone: the table is stale
+	}
+
+	count := uint64(len(p.upstreams))
+	start := p.next.Add(1) - 1
+	order := make([]*upstream, 0, count)
 	var later []*upstream
-	for i := range n {
-		u := p.upstreams[(start+i)%n]
-		if u.downUntil.Load() > now {
+	for i := range count {
+		u := p.upstreams[(start+i)%count]
+		switch {
+		case route == "owner" && u == own.u:
+			// Tried above.
+		case u.downUntil.Load() > now:
 			later = append(later, u)
-		} else {
+		default:
 			order = append(order, u)
 		}
 	}
 	for _, u := range append(order, later...) {
-		a := &attempt{}
-		u.proxy.ServeHTTP(w, withBody(r.WithContext(context.WithValue(r.Context(), attemptKey{}, a)), body))
-		if a.notSent == nil {
-			if u.downUntil.Swap(0) != 0 {
-				p.log.Info("instance reachable again", "backend", p.name, "upstream", u.url.String())
-			}
-			return // answered, one way or another
-		}
-		if u.downUntil.Swap(p.now().Add(downFor).UnixNano()) == 0 {
-			p.log.Warn("instance unreachable; trying the others first", "backend", p.name,
-				"upstream", u.url.String(), "err", a.notSent)
+		if p.try(w, r, body, u, &attempt{keyed: keyed, part: part, n: n}) {
+			return
 		}
 	}
 	if r.Context().Err() != nil {
@@ -299,6 +457,187 @@ func (p *pool) serve(w http.ResponseWriter, r *http.Request, body []byte) {
 	}
 	p.log.Warn("every instance is unreachable", "backend", p.name, "instances", len(p.upstreams))
 	unavailable(w, r)
+}
+
+// try sends r to u, and reports whether it was answered, one way or
+// another; false means that another instance may be tried (a.notSent).
+func (p *pool) try(w http.ResponseWriter, r *http.Request, body []byte, u *upstream, a *attempt) bool {
+	u.proxy.ServeHTTP(w, withBody(r.WithContext(context.WithValue(r.Context(), attemptKey{}, a)), body))
+	if a.notSent == nil {
+		if u.downUntil.Swap(0) != 0 {
+			p.log.Info("instance reachable again", "backend", p.name, "upstream", u.url.String())
+		}
+		return true
+	}
+	if u.downUntil.Swap(p.now().Add(downFor).UnixNano()) == 0 {
+		p.log.Warn("instance unreachable; trying the others first", "backend", p.name,
+			"upstream", u.url.String(), "err", a.notSent)
+	}
+	return false
+}
+
+// observe learns from the answer to a keyed request: the instance that
+// served it (X-Served-By) owns its partition. If that is not the owner the
+// table named, or the request took a hop between instances, the table is
+// stale: the partition's owner is corrected at once, and the whole table
+// read again soon.
+func (p *pool) observe(a *attempt, h http.Header) {
+	if !a.keyed {
+		return
+	}
+	by, hops := h.Get(routing.HeaderServedBy), h.Get(routing.HeaderHops)
+	if by == "" {
+		return // not served by an owner (an invalid key, a 503)
+	}
+	forwarded := hops != "" && hops != "0"
+	if a.owner != "" && (forwarded || by != a.owner) {
+		p.stale.Inc()
+	}
+	if forwarded || (a.owner != "" && by != a.owner) {
+		p.refreshSoon()
+	}
+	for {
+		t := p.table.Load()
+		learned := t.learn(a.part, a.n, by)
+		if learned == nil || p.table.CompareAndSwap(t, learned) {
+			return
+		}
+	}
+}
+
+// refreshSoon asks run to read the table again.
+func (p *pool) refreshSoon() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run reads the table (see poll) every pollEvery, and when refreshSoon
+// asks, until ctx ends.
+func (p *pool) run(ctx context.Context) {
+	var last time.Time
+	wait, gap := time.Duration(0), pollGap
+	for {
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		case <-p.kick:
+			timer.Stop()
+			if d := gap - p.now().Sub(last); d > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(d):
+				}
+			}
+		}
+		result := p.poll(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		tablePolls.WithLabelValues(p.name, result).Inc()
+		last = p.now()
+		switch result {
+		case "ok":
+			wait, gap = pollEvery, pollGap
+		case "unstable":
+			wait, gap = pollUnstable, pollGap
+		default:
+			wait, gap = pollEvery, pollEvery
+		}
+	}
+}
+
+// poll reads the routing table from one configured instance after the
+// other (a different one first each time), until one answers, and keeps
+// what it says: "ok" (a new table), "unstable" (the group rebalances; the
+// table in use is kept) or "failed" (no instance answered with a table;
+// the table in use is kept too, and the instances forward what it sends
+// to owners that have left).
+func (p *pool) poll(ctx context.Context) string {
+	n := uint64(len(p.upstreams))
+	start := p.pollNext.Add(1) - 1
+	var errs []string
+	for i := range n {
+		u := p.upstreams[(start+i)%n]
+		rep, err := p.fetch(ctx, u)
+		if err == nil && rep.Mode == "full" {
+			// Every instance serves every partition: any will do.
+			p.table.Store(nil)
+			return "ok"
+		}
+		var t *table
+		if err == nil {
+			t, err = buildTable(rep, p.upstreamOf)
+		}
+		if errors.Is(err, errNotStable) {
+			return "unstable"
+		}
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", u.url, err))
+			continue
+		}
+		if p.table.Swap(t) == nil {
+			p.log.Info("routing table known: requests go straight to the owners", "backend", p.name,
+				"partitions", t.n, "members", len(t.ids), "from", u.url.String())
+		}
+		return "ok"
+	}
+	if ctx.Err() == nil && p.table.Load() != nil {
+		p.log.Debug("cannot read the routing table", "backend", p.name, "errs", strings.Join(errs, "; "))
+	}
+	return "failed"
+}
+
+// fetch reads u's routing table, and remembers u's instance id.
+func (p *pool) fetch(ctx context.Context, u *upstream) (routing.Table, error) {
+	var rep routing.Table
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.url.JoinPath(routing.TablePath).String(), nil)
+	if err != nil {
+		return rep, err
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return rep, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return rep, fmt.Errorf("%s", resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, MaxBody)).Decode(&rep); err != nil {
+		return rep, err
+	}
+	if rep.Self.ID != "" {
+		p.mu.Lock()
+		p.byID[rep.Self.ID] = u
+		p.mu.Unlock()
+	}
+	return rep, nil
+}
+
+// upstreamOf returns the upstream that reaches m: the configured instance
+// that reported m's id, else the one of m's URL, made on first use; nil
+// when m's URL is not an http(s) base URL.
+func (p *pool) upstreamOf(m kafkax.Member) *upstream {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if u := p.byID[m.ID]; u != nil {
+		return u
+	}
+	target := memberURL(m.URL)
+	if target == nil {
+		return nil
+	}
+	if u := p.byURL[target.String()]; u != nil {
+		return u
+	}
+	u := p.newUpstream(target)
+	p.byURL[target.String()] = u
+	return u
 }
 
 // withBody gives r (a shallow copy of the incoming request) a fresh reader

@@ -33,8 +33,9 @@ func RegisterFlags(fs *flag.FlagSet) *Config {
 }
 
 // NewApplication wires the front door (a Boot without Kafka: only its
-// Log is used): the API (New) under /api/, the OpenAPI document, and
-// readiness from the upstreams. ctx ends the change streams, so that they
+// Log is used): the API (New) under /api/, with the task that keeps its
+// routing tables (FrontDoor.Run), the OpenAPI document, and readiness
+// from the upstreams. ctx ends the change streams, so that they
 // do not hold the shutdown for SHUTDOWN_GRACE.
 func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*service.Application, error) {
 	log, common := boot.Log, cfg.Common
@@ -67,7 +68,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	// response (service.Run). Tokens are not checked here but by every
 	// command-svc and query-svc instance, whose ports are reachable without
 	// the front door.
-	a := common.Application(log, common.CORS(router))
+	a := common.Application(log, common.CORS(router), api.Run)
 	a.Starting = []any{"http_addr", *common.HTTPAddr,
 		"command_urls", config.List(*cfg.CommandURL), "query_urls", config.List(*cfg.QueryURL)}
 	return a, nil

@@ -140,7 +140,8 @@ func withPeer(ctx context.Context, peer bool) context.Context {
 
 // Rule is what a request needs to be served.
 type Rule struct {
-	// Public: nothing (health, readiness, metrics). No token is looked at.
+	// Public: nothing (health, readiness, metrics, the routing table). No
+	// token is looked at.
 	Public bool
 	// Peer: a valid signature of another instance (the internal
 	// endpoints). Without INTERNAL_SECRET (only under AUTH_MODE=off),
@@ -154,6 +155,7 @@ type Rule struct {
 // table of who may do what:
 //
 //	/healthz, /readyz, /metrics       public
+//	GET /routing                      public (routing.TablePath)
 //	/internal/...                     a peer's signature
 //	/admin/..., /debug/...            profiles:admin
 //	GET, HEAD /api/...                profiles:read
@@ -162,6 +164,10 @@ type Rule struct {
 func RuleFor(method, path string) Rule {
 	switch {
 	case path == "/healthz" || path == "/readyz" || path == "/metrics":
+		return Rule{Public: true}
+	case path == "/routing" && (method == "GET" || method == "HEAD"):
+		// The routing table (routing.TablePath), which the front door
+		// reads without a token: instance ids, URLs and partitions.
 		return Rule{Public: true}
 	case strings.HasPrefix(path, "/internal/"):
 		return Rule{Peer: true}

@@ -200,6 +200,9 @@ func TestRuleFor(t *testing.T) {
 	}{
 		{"GET", "/healthz", Rule{Public: true}},
 		{"GET", "/metrics", Rule{Public: true}},
+		{"GET", "/routing", Rule{Public: true}},
+		{"POST", "/routing", Rule{Scope: ScopeAdmin}},
+		{"GET", "/routing/x", Rule{Scope: ScopeAdmin}},
 		{"POST", "/internal/claims", Rule{Peer: true}},
 		{"GET", "/internal/profiles/x", Rule{Peer: true}},
 		{"GET", "/api/profile/x", Rule{Scope: ScopeRead}},

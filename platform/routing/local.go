@@ -63,3 +63,50 @@ func DebugHandler(self kafkax.Member, mode string, m Membership, extra func() ma
 		httpx.WriteJSON(w, http.StatusOK, out)
 	}
 }
+
+// TablePath is where an instance serves its routing table (TableHandler).
+// It is public, like /metrics, so that the front door, which holds no
+// token, can read it: it names the instances and their partitions, which
+// X-Served-By already shows to every client, and nothing of the data.
+const TablePath = "/routing"
+
+// Table is what TablePath serves: what a client needs to send a request
+// straight to the owner of its key, as a Kafka client sends a record to
+// the leader of its partition.
+type Table struct {
+	// Self is the instance that answered.
+	Self kafkax.Member `json:"self"`
+	// Mode is "partitioned", or "full" (every query-svc instance serves
+	// every partition, and Members is empty).
+	Mode string `json:"mode"`
+	// Partitions is the number of partitions of the group's topics: a
+	// key's partition is kafkax.Partition(key, Partitions).
+	Partitions int32 `json:"partitions"`
+	// State is the group state as this instance last read it; only a
+	// "Stable" group's Members name the owners.
+	State   string        `json:"state"`
+	Members []TableMember `json:"members"`
+}
+
+// TableMember is one member of the group and its partitions.
+type TableMember struct {
+	kafkax.Member
+	Partitions []int32 `json:"partitions"`
+}
+
+// TableHandler serves GET TablePath: this instance's view of its group
+// (m's Assignment; none when m is nil), for keys spread over partitions.
+func TableHandler(self kafkax.Member, mode string, partitions int32, m interface{ Assignment() kafkax.Assignment }) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		t := Table{Self: self, Mode: mode, Partitions: partitions, Members: []TableMember{}}
+		if m != nil {
+			a := m.Assignment()
+			t.State = a.State
+			for _, ma := range a.Members {
+				t.Members = append(t.Members, TableMember{Member: ma.Member, Partitions: ma.Partitions})
+			}
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		httpx.WriteJSON(w, http.StatusOK, t)
+	}
+}

@@ -180,6 +180,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		},
 	}.Register(router)
 	router.HandleFunc("/debug/assignment", routing.DebugHandler(self, "partitioned", g, nil)).Methods(http.MethodGet)
+	router.HandleFunc(routing.TablePath, routing.TableHandler(self, "partitioned", kcfg.Partitions, g)).Methods(http.MethodGet, http.MethodHead)
 
 	gcfg := kcfg.GroupConfig(Name, opts)
 	consume := func(ctx context.Context) error { return g.Run(ctx, gcfg, kcfg.Brokers) }

@@ -1,5 +1,6 @@
 // Command frontdoor serves the whole API on one address, routing reads to
-// query-svc and writes to command-svc, spread over their instances.
+// query-svc and writes to command-svc: a request by uid to the instance
+// that owns it, any other over the instances in turn.
 //
 // Its settings are in package profiles/deploy/frontdoor (RegisterFlags),
 // which wires it (Config.NewApplication).

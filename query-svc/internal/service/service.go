@@ -166,6 +166,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		Instance:   self.ID,
 		Log:        log,
 	}).Register(mux)
+	mux.HandleFunc(routing.TablePath, routing.TableHandler(self, mode, kcfg.Partitions, gens)).Methods(http.MethodGet, http.MethodHead)
 	mux.HandleFunc("/debug/assignment", routing.DebugHandler(self, mode, gens, func() map[string]any {
 		held, _ := store.Held()
 		n := gens.Generation()
