@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"profiles/deploy/internal/lincheck"
 	"profiles/events"
 	"profiles/platform/testenv"
 )
@@ -224,6 +226,10 @@ type faultLoad struct {
 	marks    []string // what was done when, for the log
 	// stoppedAt is when Stop returned, since the start.
 	stoppedAt time.Duration
+	// history holds every call and answer of the writers, the readers and
+	// Verify's final reads, for the linearizability check.
+	history *lincheck.History
+	writers int
 }
 
 // failedWrite is a write not answered 2xx: when it started (since the
@@ -251,12 +257,23 @@ func newFaultLoad(t *testing.T, s *System) *faultLoad {
 		t: t, s: s, client: &http.Client{Timeout: 20 * time.Second},
 		stop: make(chan struct{}), final: map[string]*expectation{},
 		writeErr: map[string]int{}, readErr: map[string]int{},
+		history: lincheck.NewHistory(),
 	}
+}
+
+// record adds a call of client and its answer to the history.
+func (l *faultLoad) record(client int, in lincheck.Input, a answer) {
+	var err error
+	if a.status == 0 {
+		err = errors.New("no answer")
+	}
+	l.history.Add(client, in, l.history.At(a.start), lincheck.Outcome(a.status, a.body, a.header.Get("ETag"), err), l.history.At(a.start.Add(a.latency)))
 }
 
 // Start starts writers and readers; they run until Stop.
 func (l *faultLoad) Start(writers, readers int) {
 	l.start = time.Now()
+	l.writers = writers
 	for w := range writers {
 		l.wg.Add(1)
 		go l.writer(w)
@@ -354,6 +371,7 @@ func (l *faultLoad) writer(w int) {
 				continue
 			}
 			p.UID, p.Version = got.UID, got.Version
+			l.record(w, lincheck.Input{Kind: lincheck.Create, UID: p.UID, Username: p.Username}, a)
 			l.ack(p.UID, p.Version, p)
 			own = append(own, p)
 		case op < 18:
@@ -364,6 +382,7 @@ func (l *faultLoad) writer(w int) {
 				next.Email, next.Version = old.Email, old.Version+1 // a username change only
 			}
 			a := l.do(http.MethodPut, "/api/profile/"+old.UID, map[string]string{"username": next.Username, "email": next.Email})
+			l.record(w, lincheck.Input{Kind: lincheck.Put, UID: old.UID, Username: next.Username}, a)
 			if !l.acknowledged(a) {
 				l.uncertain(old.UID, next)
 				own = slices.Delete(own, k, k+1)
@@ -382,6 +401,7 @@ func (l *faultLoad) writer(w int) {
 			old := own[k]
 			own = slices.Delete(own, k, k+1)
 			a := l.do(http.MethodDelete, "/api/profile/"+old.UID, nil)
+			l.record(w, lincheck.Input{Kind: lincheck.Delete, UID: old.UID}, a)
 			if !l.acknowledged(a) {
 				l.uncertain(old.UID, nil)
 				continue
@@ -450,6 +470,7 @@ func (l *faultLoad) reader(r int) {
 			continue
 		}
 		a := l.do(http.MethodGet, "/api/profile/"+uid, nil)
+		l.record(l.writers+r, lincheck.Input{Kind: lincheck.Get, UID: uid}, a)
 		l.mu.Lock()
 		l.reads++
 		if a.status != http.StatusOK && a.status != http.StatusNotFound {
@@ -546,6 +567,7 @@ func (l *faultLoad) Verify(scenario, notes string) reliabilityRow {
 		var last string
 		for {
 			a := l.do(http.MethodGet, "/api/profile/"+uid, nil)
+			l.record(l.writers+100+i%8, lincheck.Input{Kind: lincheck.Get, UID: uid}, a)
 			ok, what := exp.matches(a)
 			if ok {
 				return
@@ -583,6 +605,25 @@ func (l *faultLoad) Verify(scenario, notes string) reliabilityRow {
 	if row.Lost > 0 {
 		t.Errorf("%s: %d acknowledged writes lost", scenario, row.Lost)
 	}
+
+	// 3. One register per profile explains every answer the clients saw.
+	html := filepath.Join(os.TempDir(), "lincheck-"+strings.ReplaceAll(t.Name(), "/", "-")+".html")
+	res, err := l.history.Check(2*time.Minute, html)
+	if err != nil {
+		t.Errorf("writing the visualization: %v", err)
+	}
+	row.Ops = res.Ops
+	switch {
+	case len(res.Illegal) > 0:
+		row.Linearizable = "**no**"
+		t.Errorf("%s: the history is not linearizable (porcupine's view: %s):\n%s", scenario, html, res.Detail)
+	case !res.Ok():
+		row.Linearizable = "undecided"
+		t.Errorf("%s: the checker could not decide: %s", scenario, res)
+	default:
+		row.Linearizable = "yes"
+	}
+	t.Logf("%s: history %s", scenario, res)
 	recordReliability(row)
 	return row
 }
@@ -639,18 +680,7 @@ func summarize(m map[string]int) string {
 // state by uid.
 func foldEventLog(t *testing.T, s *System) map[string]events.Profile {
 	t.Helper()
-	state := map[string]events.Profile{}
-	for _, m := range ReadTopic(t, KafkaAt(t, s.Brokers, true), s.env["EVENTS_TOPIC"], nil) {
-		e, err := codecOfTests.DecodeEvent(m.Value)
-		if err != nil {
-			t.Fatalf("undecodable event at %d/%d: %v", m.Partition, m.Offset, err)
-		}
-		next, err := events.Apply(state[e.UID], e)
-		if err != nil {
-			t.Fatalf("event %s v%d does not fold: %v", e.UID, e.Version, err)
-		}
-		state[e.UID] = next
-	}
+	state, _ := readEventLog(t, s)
 	return state
 }
 
@@ -812,9 +842,10 @@ func TestFaultTwoBrokersDown(t *testing.T) {
 	if slowest > 8*time.Second {
 		t.Errorf("a write during the outage took %s to fail; want a fast failure (APPEND_TIMEOUT is 5 s)", slowest.Round(time.Millisecond))
 	}
-	if reads == 0 || readErrs*10 > reads {
-		t.Errorf("reads during the outage: %d of %d failed; want reads of materialized data to keep working", readErrs, reads)
-	}
+	// Reads go on only where an instance's group coordinator survived (its
+	// lease is renewed); elsewhere they fail once the lease has run out,
+	// rather than risk a stale answer. How many did is in the notes.
+	t.Logf("reads during the outage: %d of %d failed", readErrs, reads)
 	l.Verify("2. two brokers SIGKILLed for 15 s",
 		fmt.Sprintf("%d writes during the outage, all 503 + Retry-After, the slowest after %.1f s; %d of %d reads failed during the outage",
 			during, slowest.Seconds(), readErrs, reads))
@@ -965,4 +996,61 @@ func TestFaultDataDirectoriesLost(t *testing.T) {
 	}
 	l.Verify("7. query-svc and command-svc instance SIGKILLed, their data directories deleted",
 		fmt.Sprintf("restarted on empty disks: command-svc-1 refolded %.0f records of its partitions, query-svc-1 rebuilt its view from %.0f snapshot records", refolded, rebuilt))
+}
+
+// ------------------------------------------------------- network partitions
+
+// cutUnderLoad runs the steady load and cuts instance name off from ports
+// for 15 s (see System.Cut), then heals the cut.
+func cutUnderLoad(t *testing.T, name, what string, ports func(s *System) []int) *faultLoad {
+	t.Helper()
+	needCluster(t)
+	needNetCut(t)
+	_, l := underLoad(t, func(s *System, l *faultLoad) {
+		l.Mark("cut " + name + " off from " + what)
+		heal := s.Cut(name, ports(s)...)
+		time.Sleep(15 * time.Second)
+		l.Mark("heal the cut of " + name)
+		heal()
+	})
+	return l
+}
+
+// Scenario 8: a command-svc instance is cut off from every broker for 15 s
+// while clients and peers still reach it over HTTP. Its lease runs out
+// (0.8 × SESSION_TIMEOUT after its last accepted heartbeat) before the
+// group can give its partitions to the other instance, so from then on it
+// answers nothing decided on its state; its appends cannot reach Kafka.
+func TestFaultCommandSvcCutOffFromBrokers(t *testing.T) {
+	l := cutUnderLoad(t, "command-svc-0", "the brokers", func(s *System) []int { return portsOf(t, s.Brokers) })
+	l.Verify("8. a command-svc instance cut off from the brokers for 15 s (network partition)",
+		"nftables drops what command-svc-0 sends to the brokers; its lease runs out before its session does, and command-svc-1 takes its partitions over")
+}
+
+// Scenario 9: a query-svc instance is cut off from every broker for 15 s.
+// It must not serve reads of partitions that another instance may own by
+// now: its lease runs out first, detached or not.
+func TestFaultQuerySvcCutOffFromBrokers(t *testing.T) {
+	l := cutUnderLoad(t, "query-svc-0", "the brokers", func(s *System) []int { return portsOf(t, s.Brokers) })
+	l.Verify("9. a query-svc instance cut off from the brokers for 15 s (network partition)",
+		"nftables drops what query-svc-0 sends to the brokers; it serves no read once its lease runs out, and query-svc-1 takes its partitions over")
+}
+
+// Scenario 10: a command-svc instance is cut off from its peers (the other
+// command-svc and both query-svc instances) but not from Kafka: it keeps
+// its partitions, cannot forward, and its writes cannot wait for readers.
+func TestFaultCommandSvcCutOffFromPeers(t *testing.T) {
+	l := cutUnderLoad(t, "command-svc-0", "its peers", func(s *System) []int {
+		return []int{s.portOf("command-svc-1"), s.portOf("query-svc-0"), s.portOf("query-svc-1")}
+	})
+	l.Verify("10. a command-svc instance cut off from its peers, not from Kafka, for 15 s (network partition)",
+		"command-svc-0 keeps its partitions; what it would forward waits for ROUTE_WAIT or fails, and its writes answer 202 when they cannot wait for readers")
+}
+
+// Scenario 11: the front door is cut off from one query-svc instance: it
+// cannot connect to it, and sends its reads to the other instance.
+func TestFaultFrontDoorCutOffFromAnInstance(t *testing.T) {
+	l := cutUnderLoad(t, "frontdoor", "query-svc-0", func(s *System) []int { return []int{s.portOf("query-svc-0")} })
+	l.Verify("11. the front door cut off from a query-svc instance for 15 s (network partition)",
+		"the front door cannot connect to query-svc-0 and sends every read to query-svc-1, which forwards what query-svc-0 owns")
 }

@@ -123,6 +123,7 @@ type System struct {
 	kindEnv map[string]map[string]string // per-kind environment (Options.KindEnv)
 	procs   map[string]*proc
 	ports   map[string]int
+	gids    map[string]uint32 // each instance's group id (see netcut_test.go)
 	spec    *apiSpec
 	HTTP    *http.Client
 	// Brokers are the bootstrap servers the services use.
@@ -169,7 +170,7 @@ func StartSystem(t *testing.T, opts Options) *System {
 	name := fmt.Sprintf("e2e-%s-%06d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), rand.IntN(1e6))
 	s := &System{
 		t: t, dir: t.TempDir(), name: name,
-		kinds: map[string]string{}, extra: map[string]map[string]string{}, procs: map[string]*proc{}, ports: map[string]int{},
+		kinds: map[string]string{}, extra: map[string]map[string]string{}, procs: map[string]*proc{}, ports: map[string]int{}, gids: map[string]uint32{},
 		spec: loadSpec(t), HTTP: &http.Client{Timeout: 60 * time.Second},
 	}
 	s.Brokers = brokers
@@ -435,7 +436,10 @@ func (s *System) Start(name string) {
 		"DATA_DIR="+s.DataDir(name),
 	)
 	cmd.Stdout, cmd.Stderr = f, f
-	dieWithTest(cmd)
+	if s.gids[name] == 0 {
+		s.gids[name] = newGID()
+	}
+	dieWithTest(cmd, s.gids[name])
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start %s: %v", name, err)
 	}

@@ -4,4 +4,4 @@ package e2e
 
 import "os/exec"
 
-func dieWithTest(*exec.Cmd) {}
+func dieWithTest(*exec.Cmd, uint32) {}

@@ -21,6 +21,10 @@ type reliabilityRow struct {
 	Window         time.Duration // longest time with no write acknowledged
 	SlowestFailure time.Duration
 	Notes          string
+	// Linearizable is the checker's verdict on the scenario's history of
+	// Ops operations (lincheck).
+	Linearizable string
+	Ops          int
 }
 
 var reliability struct {
@@ -80,6 +84,11 @@ fault is injected. Afterwards every write that was answered 2xx is looked up
 in `+"`profile-events`"+` (read committed), and every profile is read through
 the front door until it shows its last acknowledged state (or a later write
 whose outcome was unknown to the client, because it failed or timed out).
+Every call and answer of the writers, the readers and those final reads is
+recorded, and checked for linearizability (`+"`deploy/internal/lincheck`"+`,
+porcupine): one register per profile must explain every answer in an order
+that respects real time, where a write whose outcome the client never
+learned may take effect at any later time, or never.
 
 - **acknowledged**: writes answered 2xx. **lost**: acknowledged writes missing
   from the event log, or profiles whose final read is wrong. It must be 0.
@@ -87,13 +96,14 @@ whose outcome was unknown to the client, because it failed or timed out).
   answer for a read), with their statuses; "timeout" is no answer in 20 s.
 - **unavailable**: the longest time in which no write was acknowledged.
 - **slowest failure**: the longest a failed write took to fail.
+- **linearizable**: the checker's verdict, and the operations it checked.
 
-| scenario | acknowledged | lost | failed writes | failed reads | unavailable | slowest failure | notes |
-|---|---:|---:|---|---|---:|---:|---|
+| scenario | acknowledged | lost | linearizable | failed writes | failed reads | unavailable | slowest failure | notes |
+|---|---:|---:|---|---|---|---:|---:|---|
 `, time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %d | %d | %d (%s) | %d of %d (%s) | %.1f s | %.1f s | %s |\n",
-			r.Scenario, r.Acked, r.Lost, r.FailedWrites, r.WriteErrors, r.FailedReads, r.Reads, r.ReadErrors,
+		fmt.Fprintf(&b, "| %s | %d | %d | %s (%d ops) | %d (%s) | %d of %d (%s) | %.1f s | %.1f s | %s |\n",
+			r.Scenario, r.Acked, r.Lost, r.Linearizable, r.Ops, r.FailedWrites, r.WriteErrors, r.FailedReads, r.Reads, r.ReadErrors,
 			r.Window.Seconds(), r.SlowestFailure.Seconds(), r.Notes)
 	}
 	if len(reliability.hostile) > 0 {

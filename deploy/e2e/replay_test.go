@@ -48,7 +48,7 @@ func (s *System) replay(args ...string) (string, error) {
 	cmd.Env = append(cmd.Env, "LOG_LEVEL=warn")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	dieWithTest(cmd)
+	dieWithTest(cmd, 0)
 	err := cmd.Run()
 	s.t.Logf("replay %s:\n%s", strings.Join(args, " "), out.String())
 	return out.String(), err

@@ -105,9 +105,11 @@ type Group struct {
 	// last is what the latest session owned, kept by Cleanup. When the
 	// next session cannot start (the group coordinator is unreachable:
 	// too many brokers are down), Run restores it as owned and sets
-	// detached: the instance keeps answering for what it has read, and
-	// stops as soon as the table names another owner, or a session
-	// starts again.
+	// detached: the instance keeps answering for what it has read while
+	// the last session's lease holds (it is renewed while the coordinator
+	// still accepts that session's heartbeats), and stops when it runs
+	// out, when the table names another owner, or when a session starts
+	// again.
 	last     map[int32]*sessionPartition
 	detached bool
 	table    Assignment
@@ -230,7 +232,7 @@ func (g *Group) detach() {
 	}
 	g.owned, g.detached = kept, true
 	g.notifyLocked()
-	g.log.Warn("not in the consumer group (coordinator unreachable); still answering for the partitions read so far, without new records",
+	g.log.Warn("not in the consumer group (coordinator unreachable); still answering for the partitions read so far, without new records, while the last session's lease holds",
 		"group", g.opts.Group, "partitions", len(kept))
 }
 
@@ -385,7 +387,6 @@ func (g *Group) Cleanup(sarama.ConsumerGroupSession) error {
 		g.last = g.owned
 	}
 	g.inSession = false
-	g.lease.end()
 	g.owned = map[int32]*sessionPartition{}
 	g.notifyLocked()
 	g.mu.Unlock()
@@ -511,10 +512,13 @@ func (g *Group) Serving(p int32) bool {
 func (g *Group) Holds(p int32, _ int) bool { return g.Serving(p) }
 
 // servingLocked reports whether st, an owned partition's state (nil if not
-// owned), may be served at now: caught up, and under the lease, or
-// detached (see Group.last), when no session can renew one.
+// owned), may be served at now: caught up, and under the lease. Detached
+// (see Group.last) too: the lease of the last session still tells that
+// nobody else can own its partitions yet, and once it runs out nothing
+// tells that any more (this instance may be the only one cut off from
+// the brokers, while another serves newer writes).
 func (g *Group) servingLocked(st *sessionPartition, now time.Time) bool {
-	return st != nil && len(st.behind) == 0 && (g.detached || g.lease.held(now))
+	return st != nil && len(st.behind) == 0 && g.lease.held(now)
 }
 
 // Owned returns the primary-topic partitions this instance owns now.
@@ -571,7 +575,7 @@ func (g *Group) Ready() error {
 	if !g.inSession && !g.detached {
 		return fmt.Errorf("group %s: %w", g.opts.Group, ErrBetweenSessions)
 	}
-	if !g.detached && !g.lease.held(time.Now()) {
+	if !g.lease.held(time.Now()) {
 		return fmt.Errorf("group %s: %w", g.opts.Group, ErrLeaseExpired)
 	}
 	behind := 0

@@ -2,6 +2,7 @@ package kafkax
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"testing"
@@ -21,6 +22,7 @@ func TestDetachedGroupServesTheLastSessionUntilTheTableMovesOn(t *testing.T) {
 			2: {behind: map[string]bool{"events": true}},
 		},
 		tableAge: time.Now(), // no refresh from Route in this test
+		lease:    lease{until: time.Now().Add(time.Hour)},
 	}
 	g.detach()
 	route := func(p int32) (Member, bool, error) {
@@ -39,5 +41,28 @@ func TestDetachedGroupServesTheLastSessionUntilTheTableMovesOn(t *testing.T) {
 	g.mu.Unlock()
 	if m, self, err := route(1); err != nil || self || m.ID != "b" {
 		t.Fatalf("after the table moved partition 1 to b: %s self=%t %v; want b", m.ID, self, err)
+	}
+}
+
+// Detached, a partition is served only while the last session's lease
+// holds: this instance may be the only one cut off from the brokers, and
+// another may own the partition and serve newer writes once it runs out.
+func TestDetachedGroupServesOnlyUnderTheLease(t *testing.T) {
+	g := &Group{
+		opts: GroupOptions{Self: Member{ID: "a", URL: "http://a"}}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		owned: map[int32]*sessionPartition{}, changed: make(chan struct{}), joined: true,
+		last:     map[int32]*sessionPartition{1: {behind: map[string]bool{}}},
+		tableAge: time.Now(),
+		lease:    lease{until: time.Now().Add(time.Hour)},
+	}
+	g.detach()
+	if !g.Serving(1) || g.Ready() != nil {
+		t.Fatal("detached under the lease: not served")
+	}
+	g.mu.Lock()
+	g.lease.end()
+	g.mu.Unlock()
+	if g.Serving(1) || !errors.Is(g.Ready(), ErrLeaseExpired) {
+		t.Fatal("detached without a lease: still served")
 	}
 }

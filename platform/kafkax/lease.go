@@ -58,7 +58,7 @@ func (l *lease) end() { l.until = time.Time{} }
 // the lease to run out; sarama's own heartbeats end the session then.
 func (g *Group) renewLease() {
 	g.mu.Lock()
-	gen, member, in := g.generation, g.memberID, g.inSession
+	gen, member, in := g.generation, g.memberID, g.inSession || g.detached
 	g.mu.Unlock()
 	if !in {
 		return
@@ -75,7 +75,7 @@ func (g *Group) renewLease() {
 		return
 	}
 	g.leaseFailing = false
-	if g.inSession && g.generation == gen && g.memberID == member {
+	if (g.inSession || g.detached) && g.generation == gen && g.memberID == member {
 		if g.lease.renew(sent, time.Now()) {
 			g.notifyLocked()
 		}

@@ -68,14 +68,15 @@ func (c *Client) Get(ctx context.Context, uid string) Output {
 func (c *Client) op(ctx context.Context, in Input, method string, body any) Output {
 	call := c.History.Now()
 	status, b, etag, err := c.do(ctx, method, "/api/profile/"+in.UID, body, in.IfMatch)
-	out := outcome(in.Kind, status, b, etag, err)
+	out := Outcome(status, b, etag, err)
 	c.History.Add(c.ID, in, call, out, c.History.Now())
 	return out
 }
 
-// outcome maps an answer to an Output. No answer, a 5xx and a 202 leave
-// the outcome of a write unknown (and make a read observe nothing).
-func outcome(kind Kind, status int, body []byte, etag string, err error) Output {
+// Outcome maps an answer (its status, body and ETag, or the error that
+// left it without one) to an Output. No answer, a 5xx and a 202 leave the
+// outcome of a write unknown, and make a read observe nothing.
+func Outcome(status int, body []byte, etag string, err error) Output {
 	if err != nil || status >= 500 || status == http.StatusAccepted {
 		return Output{Status: Unknown}
 	}

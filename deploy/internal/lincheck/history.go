@@ -28,7 +28,10 @@ func NewHistory() *History { return &History{start: time.Now()} }
 
 // Now is the history's clock: the time to pass as an operation's call or
 // return.
-func (h *History) Now() int64 { return int64(time.Since(h.start)) }
+func (h *History) Now() int64 { return h.At(time.Now()) }
+
+// At is t on the history's clock.
+func (h *History) At(t time.Time) int64 { return int64(t.Sub(h.start)) }
 
 // Add records an operation of client, called at call and answered at ret
 // (both from Now). An operation whose Status is Unknown is given a return

@@ -211,7 +211,7 @@ func TestOutcome(t *testing.T) {
 		{Get, 502, nil, "", nil, Output{}},
 	} {
 		t.Run(fmt.Sprintf("%s %d", c.kind, c.status), func(t *testing.T) {
-			if got := outcome(c.kind, c.status, c.body, c.etag, c.err); got != c.want {
+			if got := Outcome(c.status, c.body, c.etag, c.err); got != c.want {
 				t.Fatalf("got %+v, want %+v", got, c.want)
 			}
 		})

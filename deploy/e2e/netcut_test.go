@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Network partitions on loopback. Every instance runs under a group id of
+// its own (gidOf, set by dieWithTest when the tests run as root), and a cut
+// is an nftables table that drops what that group's sockets send to some
+// ports: the instance can no longer reach them (its SYNs and ACKs are
+// lost), while everything else still reaches it and it everything else.
+// Nothing leaves the machine: the rules match loopback ports only.
+
+// gidBase is the first group id given to instances (one per System-wide
+// instance number); nothing else on the machine runs under these ids.
+const gidBase = 47000
+
+var gids struct {
+	sync.Mutex
+	next uint32
+}
+
+// newGID returns a group id no other instance of this test process has.
+func newGID() uint32 {
+	gids.Lock()
+	defer gids.Unlock()
+	gids.next++
+	return gidBase + gids.next
+}
+
+// needNetCut skips the test, loudly, unless network partitions can be made
+// here (root and the nft command); under CI it fails instead, since .ci/run
+// installs nftables.
+func needNetCut(t *testing.T) {
+	t.Helper()
+	why := ""
+	if os.Getuid() != 0 {
+		why = "network partitions need root (nftables rules, per-instance group ids)"
+	} else if _, err := exec.LookPath("nft"); err != nil {
+		why = "network partitions need the nft command (Debian's nftables package)"
+	} else if out, err := exec.Command("nft", "list", "tables").CombinedOutput(); err != nil {
+		why = fmt.Sprintf("nft cannot read the ruleset: %v: %s", err, out)
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI is set but %s", why)
+	}
+	t.Skipf("SKIPPED: %s", why)
+}
+
+// Cut drops everything instance name sends to ports, until the returned
+// heal is called (the test's cleanup calls it too).
+func (s *System) Cut(name string, ports ...int) (heal func()) {
+	s.t.Helper()
+	gid := s.gids[name]
+	if gid == 0 {
+		s.t.Fatalf("%s has no group id of its own to cut it by", name)
+	}
+	list := make([]string, len(ports))
+	for i, p := range ports {
+		list[i] = strconv.Itoa(p)
+	}
+	table := fmt.Sprintf("profiles_e2e_cut_%d_%d", os.Getpid(), gid)
+	rules := fmt.Sprintf(`table inet %s {
+	chain out {
+		type filter hook output priority 0; policy accept;
+		meta skgid %d tcp dport { %s } drop
+	}
+}
+`, table, gid, strings.Join(list, ", "))
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		s.t.Fatalf("nft: %v: %s\n%s", err, out, rules)
+	}
+	var once sync.Once
+	heal = func() {
+		once.Do(func() {
+			if out, err := exec.Command("nft", "delete", "table", "inet", table).CombinedOutput(); err != nil {
+				s.t.Errorf("removing the cut of %s: %v: %s", name, err, out)
+			}
+		})
+	}
+	s.t.Cleanup(heal)
+	return heal
+}
+
+// portsOf returns the ports of a comma-separated list of host:port.
+func portsOf(t *testing.T, addrs string) []int {
+	t.Helper()
+	var out []int
+	for _, a := range strings.Split(addrs, ",") {
+		_, p, err := net.SplitHostPort(strings.TrimSpace(a))
+		if err != nil {
+			t.Fatalf("address %q: %v", a, err)
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			t.Fatalf("port of %q: %v", a, err)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// portOf returns the HTTP port of instance name.
+func (s *System) portOf(name string) int { return s.ports[name] }
