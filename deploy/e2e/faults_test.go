@@ -371,7 +371,7 @@ func (l *faultLoad) writer(w int) {
 				continue
 			}
 			p.UID, p.Version = got.UID, got.Version
-			l.record(w, lincheck.Input{Kind: lincheck.Create, UID: p.UID, Username: p.Username}, a)
+			l.record(w, lincheck.Input{Kind: lincheck.Create, UID: p.UID, Username: p.Username, Email: p.Email}, a)
 			l.ack(p.UID, p.Version, p)
 			own = append(own, p)
 		case op < 18:
@@ -382,7 +382,7 @@ func (l *faultLoad) writer(w int) {
 				next.Email, next.Version = old.Email, old.Version+1 // a username change only
 			}
 			a := l.do(http.MethodPut, "/api/profile/"+old.UID, map[string]string{"username": next.Username, "email": next.Email})
-			l.record(w, lincheck.Input{Kind: lincheck.Put, UID: old.UID, Username: next.Username}, a)
+			l.record(w, lincheck.Input{Kind: lincheck.Put, UID: old.UID, Username: next.Username, Email: next.Email}, a)
 			if !l.acknowledged(a) {
 				l.uncertain(old.UID, next)
 				own = slices.Delete(own, k, k+1)

@@ -49,12 +49,41 @@ func needNetCut(t *testing.T) {
 		why = fmt.Sprintf("nft cannot read the ruleset: %v: %s", err, out)
 	}
 	if why == "" {
+		removeStaleCuts(t)
 		return
 	}
 	if os.Getenv("CI") != "" {
 		t.Fatalf("CI is set but %s", why)
 	}
 	t.Skipf("SKIPPED: %s", why)
+}
+
+// cutPrefix starts the name of every nftables table of a cut; the test
+// process's pid and the group id follow.
+const cutPrefix = "profiles_e2e_cut_"
+
+// removeStaleCuts deletes the cuts left behind by test processes that are
+// gone (killed before their cleanup ran): group ids start again at
+// gidBase in every process, so such a cut would cut a new instance off.
+func removeStaleCuts(t *testing.T) {
+	out, err := exec.Command("nft", "list", "tables").Output()
+	if err != nil {
+		t.Fatalf("nft list tables: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line) // "table inet NAME"
+		if len(f) != 3 || !strings.HasPrefix(f[2], cutPrefix) {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.Split(strings.TrimPrefix(f[2], cutPrefix), "_")[0])
+		if err != nil || pid == os.Getpid() || alive(pid) {
+			continue
+		}
+		if out, err := exec.Command("nft", "delete", "table", f[1], f[2]).CombinedOutput(); err != nil {
+			t.Fatalf("removing the stale cut %s: %v: %s", f[2], err, out)
+		}
+		t.Logf("removed the cut %s of a test process that is gone", f[2])
+	}
 }
 
 // Cut drops everything instance name sends to ports, until the returned
@@ -69,7 +98,7 @@ func (s *System) Cut(name string, ports ...int) (heal func()) {
 	for i, p := range ports {
 		list[i] = strconv.Itoa(p)
 	}
-	table := fmt.Sprintf("profiles_e2e_cut_%d_%d", os.Getpid(), gid)
+	table := fmt.Sprintf("%s%d_%d", cutPrefix, os.Getpid(), gid)
 	rules := fmt.Sprintf(`table inet %s {
 	chain out {
 		type filter hook output priority 0; policy accept;

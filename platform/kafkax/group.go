@@ -123,6 +123,11 @@ type Group struct {
 	memberID     string
 	lease        lease
 	leaseFailing bool
+	// heartbeatSent is when the heartbeat waiting for its answer was sent
+	// (zero: none waits), and coordinatorSilent whether the last one got
+	// no answer at all (see coordinatorSilentLocked).
+	heartbeatSent     time.Time
+	coordinatorSilent bool
 }
 
 // sessionPartition is what a session knows of one primary topic partition
@@ -438,15 +443,32 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.Consu
 			batch = append(batch[:0], msg)
 		}
 	drain:
-		for len(batch) < g.opts.MaxBatch {
+		for len(batch) < g.opts.MaxBatch || Continues(batch[len(batch)-1]) {
+			if !Continues(batch[len(batch)-1]) {
+				select {
+				case msg, ok := <-part.Messages():
+					if !ok {
+						break drain
+					}
+					batch = append(batch, msg)
+				default:
+					break drain
+				}
+				continue
+			}
+			// The rest of its group is committed with it, and on its way.
 			select {
 			case msg, ok := <-part.Messages():
 				if !ok {
 					break drain
 				}
 				batch = append(batch, msg)
-			default:
+			case <-time.After(continueWait):
+				g.log.Warn("the rest of a group of records did not come; handing the batch over without it",
+					"topic", topic, "partition", p, "offset", batch[len(batch)-1].Offset)
 				break drain
+			case <-sess.Context().Done():
+				return nil
 			}
 		}
 		if err := g.opts.Handle(sess.Context(), topic, p, batch); err != nil {
@@ -460,6 +482,22 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.Consu
 		idle.Reset(idleAfter)
 	}
 }
+
+// HeaderContinues marks a record that the next record of its partition
+// belongs with, in the same transaction: every event of one command but
+// the last. Group never ends a batch after such a record, so a reader
+// folds the whole command at once and never shows the state between two
+// of its events.
+const HeaderContinues = "profiles-continues"
+
+// continueWait bounds how long a batch waits for the rest of a group of
+// records (HeaderContinues). It is committed with the record before it,
+// so it comes at once; the bound only keeps a malformed producer from
+// stalling the partition.
+const continueWait = 5 * time.Second
+
+// Continues reports whether r carries HeaderContinues.
+func Continues(r *sarama.ConsumerMessage) bool { return HeaderValue(r, HeaderContinues) != "" }
 
 // sessionEnd returns the end offset of topic/p that Setup read.
 func (g *Group) sessionEnd(topic string, p int32) (int64, bool) {
@@ -558,6 +596,12 @@ func (g *Group) ownedLocked() []int32 {
 // partitions up.
 var ErrBetweenSessions = errors.New("between two sessions of the consumer group (rebalancing)")
 
+// ErrCutOff is reported (wrapped, with ErrNoOwner) by Route for a
+// partition this instance owned while it cannot reach its group
+// coordinator: its lease ran out, and neither a heartbeat nor the
+// group's table gets an answer.
+var ErrCutOff = errors.New("this instance is cut off from its group coordinator")
+
 // ErrLeaseExpired is reported (wrapped) by Ready while the member's lease
 // has run out: the coordinator has not accepted a heartbeat of this
 // session for most of a session timeout (see lease).
@@ -612,11 +656,23 @@ func (g *Group) Route(ctx context.Context, p int32) (m Member, self bool, err er
 			delete(g.owned, p)
 			st = nil
 		}
-		serving := g.servingLocked(st, time.Now())
+		now := time.Now()
+		serving := g.servingLocked(st, now)
+		// Cut off: the partition is ours as far as this instance knows, but
+		// its lease ran out and the coordinator does not answer its
+		// heartbeats. Waiting cannot help before it can reach Kafka again
+		// (by then the group has most likely moved the partition on), so
+		// the request fails now rather than after the caller's wait. A
+		// coordinator that answers with a refusal (this member was frozen,
+		// and the group moved on) is no cut: the session ends at once, and
+		// the request waits for the new owner.
+		cutOff := st != nil && !serving && len(st.behind) == 0 && g.coordinatorSilentLocked(now)
 		g.mu.Unlock()
 		switch {
 		case serving:
 			return g.opts.Self, true, nil
+		case cutOff:
+			return Member{}, false, fmt.Errorf("%w (partition %d): %w", ErrNoOwner, p, ErrCutOff)
 		case st == nil && ok && owner.ID != g.opts.Self.ID && owner.URL != "":
 			return owner, false, nil
 		}

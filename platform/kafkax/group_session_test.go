@@ -79,3 +79,29 @@ func TestWithoutALeaseNothingIsServed(t *testing.T) {
 		t.Fatal("not served once the lease was renewed")
 	}
 }
+
+// An instance cut off from its coordinator (its lease ran out, and its
+// heartbeat gets no answer) fails a request for a partition it owned at
+// once, instead of letting it wait for an owner; one whose coordinator
+// answers, if only to refuse it, waits.
+func TestCutOffInstanceFailsAtOnce(t *testing.T) {
+	g := &Group{
+		opts: GroupOptions{Group: "g", Self: Member{ID: "me"}}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		joined: true, inSession: true, changed: make(chan struct{}),
+		owned:         map[int32]*sessionPartition{1: {behind: map[string]bool{}}},
+		heartbeatSent: time.Now().Add(-2 * silentAfter),
+	}
+	start := time.Now()
+	_, _, err := g.Route(context.Background(), 1)
+	if !errors.Is(err, ErrCutOff) || !errors.Is(err, ErrNoOwner) || time.Since(start) > time.Second {
+		t.Fatalf("Route = %v after %v; want ErrCutOff at once", err, time.Since(start))
+	}
+	g.mu.Lock()
+	g.heartbeatSent, g.leaseFailing = time.Time{}, true // answered: refused
+	g.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, _, err := g.Route(ctx, 1); errors.Is(err, ErrCutOff) || !errors.Is(err, ErrNoOwner) {
+		t.Fatalf("Route with a coordinator that answers = %v; want a wait for the owner", err)
+	}
+}

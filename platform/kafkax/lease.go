@@ -1,6 +1,7 @@
 package kafkax
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -64,9 +65,15 @@ func (g *Group) renewLease() {
 		return
 	}
 	sent := time.Now()
+	g.mu.Lock()
+	g.heartbeatSent = sent
+	g.mu.Unlock()
 	err := g.heartbeat(gen, member)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.heartbeatSent = time.Time{}
+	var refused sarama.KError
+	g.coordinatorSilent = err != nil && !errors.As(err, &refused)
 	if err != nil {
 		if g.lease.held(time.Now()) || !g.leaseFailing {
 			g.log.Warn("group coordinator did not renew this member's lease", "group", g.opts.Group, "generation", gen, "err", err)
@@ -81,6 +88,18 @@ func (g *Group) renewLease() {
 		}
 	}
 }
+
+// coordinatorSilentLocked reports whether the group coordinator has not
+// answered this member lately: the last heartbeat got no answer at all, or
+// one has waited for its answer longer than silentAfter. A coordinator that
+// answers, even with a refusal, is reachable.
+func (g *Group) coordinatorSilentLocked(now time.Time) bool {
+	return g.coordinatorSilent || (!g.heartbeatSent.IsZero() && now.Sub(g.heartbeatSent) > silentAfter)
+}
+
+// silentAfter is how long a heartbeat may wait for its answer before the
+// coordinator counts as silent. It answers in milliseconds when it can.
+const silentAfter = time.Second
 
 // heartbeat sends the coordinator a heartbeat of generation gen for
 // member, with this instance's static id, as sarama's own heartbeats do.

@@ -116,13 +116,33 @@ type batch struct {
 	index, snapshots []*sarama.ProducerMessage
 	next             map[string]events.Profile // uid: its state after the batch
 	applied          int
+	// at is where the record of a topic and key is in index or snapshots:
+	// a later step of the same key replaces it, so that a batch writes
+	// only the last state of each profile and index entry. The events of
+	// one command always come in one batch (kafkax.HeaderContinues), so
+	// no reader ever sees the state between two of them.
+	at map[recordKey]int
+}
+
+type recordKey struct{ topic, key string }
+
+// add adds m, the record of rec, to list, or replaces the record of the
+// same topic and key that list already holds.
+func (b *batch) add(list *[]*sarama.ProducerMessage, rec projection.Record, m *sarama.ProducerMessage) {
+	k := recordKey{rec.Topic, rec.Key}
+	if i, ok := b.at[k]; ok {
+		(*list)[i] = m
+		return
+	}
+	b.at[k] = len(*list)
+	*list = append(*list, m)
 }
 
 // fold folds records and writes what they produce. It returns how many
 // records are done (written, or skipped): all of them with a nil error,
 // and the ones before the one that failed otherwise.
 func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama.ConsumerMessage) (int, error) {
-	b := &batch{next: map[string]events.Profile{}}
+	b := &batch{next: map[string]events.Profile{}, at: map[recordKey]int{}}
 	state := func(uid string) (events.Profile, error) {
 		if s, ok := b.next[uid]; ok {
 			return s, nil
@@ -135,7 +155,7 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 			return err
 		}
 		done = upTo
-		b = &batch{next: map[string]events.Profile{}}
+		b = &batch{next: map[string]events.Profile{}, at: map[recordKey]int{}}
 		return nil
 	}
 	// setAside writes what is decided before records[i], then sets that
@@ -202,9 +222,10 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 		}
 		headers := projection.RecordHeaders(recs[0].Headers) // one map for every record of the step
 		for _, rec := range recs[:len(recs)-1] {
-			b.index = append(b.index, rec.Message(headers))
+			b.add(&b.index, rec, rec.Message(headers))
 		}
-		b.snapshots = append(b.snapshots, recs[len(recs)-1].Message(headers))
+		last := recs[len(recs)-1]
+		b.add(&b.snapshots, last, last.Message(headers))
 		b.next[e.UID] = next
 		b.applied++
 	}

@@ -3,6 +3,7 @@ package projector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -316,4 +317,68 @@ func getState(t *testing.T, s *State, uid string) events.Profile {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// A batch writes only the last state of each profile and index entry: the
+// events of one command (a PUT that changes username and email) come in
+// one batch, and no reader may see the state between them.
+func TestABatchWritesTheLastStateOfEachKeyOnly(t *testing.T) {
+	kek, err := pii.NewKEK(make([]byte, pii.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := memKeys{}
+	codec := pii.NewCodec(kek, keys)
+	uid := "00000000-0000-4000-8000-000000000003"
+	dk, _, err := kek.NewDataKey(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys[uid] = dk
+	var records []*sarama.ConsumerMessage
+	state := events.Profile{}
+	for _, data := range []events.Payload{
+		events.ProfileCreated{Username: "bob", Email: "old@example.com"},
+		events.UsernameChanged{Username: "rob"},
+		events.EmailChanged{Email: "new@example.com"},
+	} {
+		e := events.New(fmt.Sprint("e", state.Version), state, uid, data, time.Unix(0, 0))
+		if state, err = events.Apply(state, e); err != nil {
+			t.Fatal(err)
+		}
+		value, err := codec.EncodeEvent(e, dk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		records = append(records, &sarama.ConsumerMessage{Topic: "events", Offset: int64(len(records)), Value: value})
+	}
+	out := &sends{}
+	p := &Projector{
+		Producer: out, DeadLetters: &deadLetters{}, State: newState(t, "snaps"), Codec: codec, RetryBackoff: time.Millisecond,
+		EventsTopic: "events", SnapshotsTopic: "snaps", EmailIndexTopic: "index", Log: slog.New(slog.DiscardHandler),
+	}
+	if err := p.Handle(context.Background(), "events", 0, records); err != nil {
+		t.Fatal(err)
+	}
+	// The old email's entry (indexed, re-indexed, then unindexed) and the
+	// new one's; one snapshot, at version 3.
+	if got := strings.Join(out.topics(), ","); got != "ii,s" {
+		t.Fatalf("writes %s, want ii,s", got)
+	}
+	snap := out.calls[1][0]
+	if v := headerOf(snap, events.HeaderVersion); v != "3" {
+		t.Fatalf("the snapshot written is of version %q, want 3", v)
+	}
+	if got := getState(t, p.State, uid); got.Version != 3 || got.Username != "rob" || got.Email != "new@example.com" {
+		t.Fatalf("state %+v", got)
+	}
+}
+
+func headerOf(m *sarama.ProducerMessage, key string) string {
+	for _, h := range m.Headers {
+		if string(h.Key) == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }

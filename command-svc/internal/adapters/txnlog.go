@@ -376,8 +376,10 @@ func (l *TxnEventLog) Append(ctx context.Context, claims []app.ClaimRecord, es .
 
 // eventMessages returns the records of es (all of one profile), sealed
 // when there is a KEK, and what to do once they are committed (remember
-// a new data key, or forget a deleted one).
+// a new data key, or forget a deleted one). Every event record but the
+// last carries kafkax.HeaderContinues: readers fold the command whole.
 func (l *TxnEventLog) eventMessages(es []events.Event) (msgs []*sarama.ProducerMessage, committed func(), err error) {
+	defer func() { markContinues(msgs, l.Config.EventsTopic) }()
 	committed = func() {}
 	if l.KEK == nil {
 		for _, e := range es {
@@ -410,6 +412,20 @@ func (l *TxnEventLog) eventMessages(es []events.Event) (msgs []*sarama.ProducerM
 			l.Keys.Put(uid, newKey)
 		}
 	}, nil
+}
+
+// markContinues sets kafkax.HeaderContinues on every record of topic in
+// msgs but the last.
+func markContinues(msgs []*sarama.ProducerMessage, topic string) {
+	last := -1
+	for i, m := range msgs {
+		if m.Topic == topic {
+			if last >= 0 {
+				msgs[last].Headers = append(msgs[last].Headers, sarama.RecordHeader{Key: []byte(kafkax.HeaderContinues), Value: []byte("1")})
+			}
+			last = i
+		}
+	}
 }
 
 // claimMessage is the record of a claim (a tombstone when it is released).

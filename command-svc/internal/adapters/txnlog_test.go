@@ -3,11 +3,15 @@ package adapters
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
+
 	"profiles/events"
+	"profiles/platform/kafkax"
 	"profiles/platform/pii"
 )
 
@@ -156,5 +160,23 @@ func TestSealEventsWritesTheKeyWithTheCreateSealsPIIAndTombstonesOnDelete(t *tes
 	}
 	if _, _, _, err := SealEvents(codec, kek, nil, "keys", "events", "/test", []events.Event{created, events.New("x", events.Profile{}, "other", events.ProfileCreated{}, at)}); err == nil {
 		t.Fatal("one append of two profiles was accepted")
+	}
+}
+
+// The events of one command are marked so that no reader's batch ends
+// between them: every event record but the last, and no other record.
+func TestMarkContinues(t *testing.T) {
+	msgs := []*sarama.ProducerMessage{{Topic: "keys"}, {Topic: "events"}, {Topic: "events"}, {Topic: "claims"}, {Topic: "events"}}
+	markContinues(msgs, "events")
+	var got []bool
+	for _, m := range msgs {
+		marked := false
+		for _, h := range m.Headers {
+			marked = marked || string(h.Key) == kafkax.HeaderContinues
+		}
+		got = append(got, marked)
+	}
+	if fmt.Sprint(got) != "[false true true false false]" {
+		t.Fatalf("marked %v", got)
 	}
 }

@@ -39,19 +39,21 @@ func (c *Client) Create(ctx context.Context, username, email string) (string, er
 	var p struct {
 		UID      string `json:"uid"`
 		Username string `json:"username"`
+		Email    string `json:"email"`
 		Version  int64  `json:"version"`
 	}
 	if err := json.Unmarshal(body, &p); err != nil {
 		return "", fmt.Errorf("POST /api/profile: %w", err)
 	}
-	c.History.Add(c.ID, Input{Kind: Create, UID: p.UID, Username: username}, call,
-		Output{Status: status, Version: p.Version, Username: p.Username}, c.History.Now())
+	c.History.Add(c.ID, Input{Kind: Create, UID: p.UID, Username: username, Email: email}, call,
+		Output{Status: status, Version: p.Version, Username: p.Username, Email: p.Email}, c.History.Now())
 	return p.UID, nil
 }
 
-// Put changes the username of uid, with If-Match when ifMatch is above 0.
+// Put replaces the username and email of uid, with If-Match when ifMatch
+// is above 0.
 func (c *Client) Put(ctx context.Context, uid, username, email string, ifMatch int64) Output {
-	return c.op(ctx, Input{Kind: Put, UID: uid, Username: username, IfMatch: ifMatch}, http.MethodPut,
+	return c.op(ctx, Input{Kind: Put, UID: uid, Username: username, Email: email, IfMatch: ifMatch}, http.MethodPut,
 		map[string]string{"username": username, "email": email})
 }
 
@@ -85,10 +87,11 @@ func Outcome(status int, body []byte, etag string, err error) Output {
 	case http.StatusOK, http.StatusCreated:
 		var p struct {
 			Username string `json:"username"`
+			Email    string `json:"email"`
 			Version  int64  `json:"version"`
 		}
 		if json.Unmarshal(body, &p) == nil {
-			out.Version, out.Username = p.Version, p.Username
+			out.Version, out.Username, out.Email = p.Version, p.Username, p.Email
 		}
 	case http.StatusPreconditionFailed:
 		out.Version, _ = strconv.ParseInt(strings.Trim(etag, `"`), 10, 64)

@@ -13,7 +13,7 @@ import (
 
 // parse reads a history written one operation a line:
 //
-//	CLIENT CALL RET KIND UID [USERNAME] [if=N] -> STATUS [vN] [USERNAME]
+//	CLIENT CALL RET KIND UID [USERNAME] [email=E] [if=N] -> STATUS [vN] [USERNAME] [email=E]
 //
 // RET and STATUS are "?" for an operation whose outcome is unknown.
 func parse(t *testing.T, text string) *History {
@@ -47,6 +47,8 @@ func parse(t *testing.T, text string) *History {
 		for _, w := range f[5:] {
 			if v, ok := strings.CutPrefix(w, "if="); ok {
 				in.IfMatch, _ = strconv.ParseInt(v, 10, 64)
+			} else if v, ok := strings.CutPrefix(w, "email="); ok {
+				in.Email = v
 			} else {
 				in.Username = w
 			}
@@ -61,6 +63,8 @@ func parse(t *testing.T, text string) *History {
 			for _, w := range a[1:] {
 				if v, ok := strings.CutPrefix(w, "v"); ok && len(v) > 0 && v[0] >= '0' && v[0] <= '9' {
 					out.Version, _ = strconv.ParseInt(v, 10, 64)
+				} else if v, ok := strings.CutPrefix(w, "email="); ok {
+					out.Email = v
 				} else {
 					out.Username = w
 				}
@@ -131,6 +135,17 @@ func TestCheck(t *testing.T) {
 			c0 0 10 create u1 alice -> 201 v1 alice
 			c0 20 30 put u1 alice -> 200 v1 alice
 			c1 40 50 get u1 -> 200 v1 alice`, true},
+		{"a PUT of both fields appends two events", `
+			c0 0 10 create u1 alice -> 201 v1 alice
+			c0 20 30 put u1 bob email=b@x -> 200 v3 bob email=b@x
+			c1 40 50 get u1 -> 200 v3 bob email=b@x`, true},
+		{"but not three", `
+			c0 0 10 create u1 alice -> 201 v1 alice
+			c0 20 30 put u1 bob email=b@x -> 200 v4 bob email=b@x`, false},
+		{"a read must show the email too", `
+			c0 0 10 create u1 alice -> 201 v1 alice
+			c0 20 30 put u1 alice email=b@x -> 200 v2 alice email=b@x
+			c1 40 50 get u1 -> 200 v2 alice`, false},
 		{"a version skipped is a write applied twice", `
 			c0 0 10 create u1 alice -> 201 v1 alice
 			c0 20 30 put u1 bob -> 200 v3 bob`, false},
@@ -192,7 +207,7 @@ func TestCheckReportsTheProfileAndVisualizes(t *testing.T) {
 }
 
 func TestOutcome(t *testing.T) {
-	body := []byte(`{"uid":"u1","username":"bob","version":4}`)
+	body := []byte(`{"uid":"u1","username":"bob","email":"b@x","version":4}`)
 	for _, c := range []struct {
 		kind   Kind
 		status int
@@ -201,7 +216,7 @@ func TestOutcome(t *testing.T) {
 		err    error
 		want   Output
 	}{
-		{Put, 200, body, `"4"`, nil, Output{Status: 200, Version: 4, Username: "bob"}},
+		{Put, 200, body, `"4"`, nil, Output{Status: 200, Version: 4, Username: "bob", Email: "b@x"}},
 		{Put, 412, []byte(`{}`), `"9"`, nil, Output{Status: 412, Version: 9}},
 		{Put, 202, body, `"4"`, nil, Output{}},
 		{Put, 503, nil, "", nil, Output{}},

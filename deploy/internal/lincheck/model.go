@@ -18,6 +18,8 @@
 //   - A read that failed (no answer, or a status other than 200 and 404) is
 //     not recorded: it observed nothing.
 //   - Usernames are unique per write, so a read names the write it saw.
+//   - A PUT appends one event per field it changes (username, email), so
+//     its version grows by one or two, or stays when it changes nothing.
 package lincheck
 
 import (
@@ -61,8 +63,9 @@ const Unknown = 0
 type Input struct {
 	Kind Kind
 	UID  string
-	// Username is the value a Create or Put writes.
+	// Username and Email are the values a Create or Put writes.
 	Username string
+	Email    string
 	// IfMatch is the version a Put or Delete sent in If-Match; 0 means
 	// none was sent.
 	IfMatch int64
@@ -75,8 +78,9 @@ type Output struct {
 	// Version is the profile's version in the answer: the body's version
 	// on 200 and 201, the ETag's on 412, 0 where the answer has none.
 	Version int64
-	// Username is the body's username on 200 and 201.
+	// Username and Email are the body's on 200 and 201.
 	Username string
+	Email    string
 }
 
 // state is one profile's register. Version 0 means the uid never existed;
@@ -84,6 +88,7 @@ type Output struct {
 type state struct {
 	Version  int64
 	Username string
+	Email    string
 	Live     bool
 }
 
@@ -94,11 +99,37 @@ func (s state) String() string {
 	case !s.Live:
 		return fmt.Sprintf("deleted@v%d", s.Version)
 	}
-	return fmt.Sprintf("%s@v%d", s.Username, s.Version)
+	return fmt.Sprintf("%s@v%d", withEmail(s.Username, s.Email), s.Version)
+}
+
+// withEmail renders a username and, when there is one, an email.
+func withEmail(username, email string) string {
+	if email == "" {
+		return username
+	}
+	return username + " <" + email + ">"
 }
 
 // matches reports whether an If-Match of v lets a write apply to s.
 func (s state) matches(ifMatch int64) bool { return ifMatch == 0 || ifMatch == s.Version }
+
+// put returns the state after a PUT of in applies to s: one version per
+// field that changes.
+func (s state) put(in Input) state {
+	next := state{Version: s.Version, Username: in.Username, Email: in.Email, Live: true}
+	if in.Username != s.Username {
+		next.Version++
+	}
+	if in.Email != s.Email {
+		next.Version++
+	}
+	return next
+}
+
+// shows reports whether an answer's body shows state s.
+func (s state) shows(out Output) bool {
+	return out.Version == s.Version && out.Username == s.Username && out.Email == s.Email
+}
 
 // step is the sequential specification of one profile: whether out is a
 // possible answer to in when the profile is in s, and the state after it.
@@ -110,11 +141,11 @@ func step(s state, in Input, out Output) (bool, state) {
 		switch in.Kind {
 		case Create:
 			if s.Version == 0 {
-				return true, state{Version: 1, Username: in.Username, Live: true}
+				return true, state{Version: 1, Username: in.Username, Email: in.Email, Live: true}
 			}
 		case Put:
-			if s.Live && s.matches(in.IfMatch) && in.Username != s.Username {
-				return true, state{Version: s.Version + 1, Username: in.Username, Live: true}
+			if s.Live && s.matches(in.IfMatch) {
+				return true, s.put(in)
 			}
 		case Delete:
 			if s.Live && s.matches(in.IfMatch) {
@@ -129,20 +160,16 @@ func step(s state, in Input, out Output) (bool, state) {
 	case Create:
 		switch out.Status {
 		case http.StatusCreated:
-			return s.Version == 0 && out.Version == 1 && out.Username == in.Username,
-				state{Version: 1, Username: in.Username, Live: true}
+			next := state{Version: 1, Username: in.Username, Email: in.Email, Live: true}
+			return s.Version == 0 && next.shows(out), next
 		case http.StatusConflict: // profile-exists
 			return s.Version > 0, s
 		}
 	case Put:
 		switch out.Status {
 		case http.StatusOK:
-			if s.Live && in.Username == s.Username {
-				// A change to nothing appends nothing.
-				return s.matches(in.IfMatch) && out.Version == s.Version && out.Username == in.Username, s
-			}
-			return s.Live && s.matches(in.IfMatch) && out.Version == s.Version+1 && out.Username == in.Username,
-				state{Version: s.Version + 1, Username: in.Username, Live: true}
+			next := s.put(in)
+			return s.Live && s.matches(in.IfMatch) && next.shows(out), next
 		case http.StatusNotFound:
 			return !s.Live, s
 		case http.StatusPreconditionFailed:
@@ -160,7 +187,7 @@ func step(s state, in Input, out Output) (bool, state) {
 	case Get:
 		switch out.Status {
 		case http.StatusOK:
-			return s.Live && out.Version == s.Version && out.Username == s.Username, s
+			return s.Live && s.shows(out), s
 		case http.StatusNotFound:
 			return !s.Live, s
 		}
@@ -179,7 +206,7 @@ func describe(in Input, out Output) string {
 	var call string
 	switch in.Kind {
 	case Create, Put:
-		call = fmt.Sprintf("%s(%s)", in.Kind, in.Username)
+		call = fmt.Sprintf("%s(%s)", in.Kind, withEmail(in.Username, in.Email))
 	default:
 		call = in.Kind.String() + "()"
 	}
@@ -190,7 +217,7 @@ func describe(in Input, out Output) string {
 	case out.Status == Unknown:
 		return call + " -> ?"
 	case out.Version != 0 && out.Username != "":
-		return fmt.Sprintf("%s -> %d %s@v%d", call, out.Status, out.Username, out.Version)
+		return fmt.Sprintf("%s -> %d %s@v%d", call, out.Status, withEmail(out.Username, out.Email), out.Version)
 	case out.Version != 0:
 		return fmt.Sprintf("%s -> %d v%d", call, out.Status, out.Version)
 	}
