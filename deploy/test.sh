@@ -81,7 +81,7 @@ export PROFILES_REQUIRE_KAFKA=1
 status=0
 for m in "${MODULES[@]}"; do
   echo "==== go test: $m"
-  (cd "$m" && GOWORK=off go test -count=1 -timeout 25m ${GOTESTFLAGS:-} ./...) || status=1
+  (cd "$m" && GOWORK=off go test -count=1 -timeout 45m ${GOTESTFLAGS:-} ./...) || status=1
 done
 
 # Every fuzz target, briefly (TEST_FUZZ=0 skips; `make fuzz` runs longer).

@@ -1001,7 +1001,8 @@ func TestFaultDataDirectoriesLost(t *testing.T) {
 // ------------------------------------------------------- network partitions
 
 // cutUnderLoad runs the steady load and cuts instance name off from ports
-// for 15 s (see System.Cut), then heals the cut.
+// for 10 s (see System.Cut), longer than the session timeout, then heals
+// the cut.
 func cutUnderLoad(t *testing.T, name, what string, ports func(s *System) []int) *faultLoad {
 	t.Helper()
 	needCluster(t)
@@ -1009,30 +1010,30 @@ func cutUnderLoad(t *testing.T, name, what string, ports func(s *System) []int) 
 	_, l := underLoad(t, func(s *System, l *faultLoad) {
 		l.Mark("cut " + name + " off from " + what)
 		heal := s.Cut(name, ports(s)...)
-		time.Sleep(15 * time.Second)
+		time.Sleep(10 * time.Second)
 		l.Mark("heal the cut of " + name)
 		heal()
 	})
 	return l
 }
 
-// Scenario 8: a command-svc instance is cut off from every broker for 15 s
+// Scenario 8: a command-svc instance is cut off from every broker for 10 s
 // while clients and peers still reach it over HTTP. Its lease runs out
 // (0.8 × SESSION_TIMEOUT after its last accepted heartbeat) before the
 // group can give its partitions to the other instance, so from then on it
 // answers nothing decided on its state; its appends cannot reach Kafka.
 func TestFaultCommandSvcCutOffFromBrokers(t *testing.T) {
 	l := cutUnderLoad(t, "command-svc-0", "the brokers", func(s *System) []int { return portsOf(t, s.Brokers) })
-	l.Verify("8. a command-svc instance cut off from the brokers for 15 s (network partition)",
+	l.Verify("8. a command-svc instance cut off from the brokers for 10 s (network partition)",
 		"nftables drops what command-svc-0 sends to the brokers; its lease runs out before its session does, and command-svc-1 takes its partitions over")
 }
 
-// Scenario 9: a query-svc instance is cut off from every broker for 15 s.
+// Scenario 9: a query-svc instance is cut off from every broker for 10 s.
 // It must not serve reads of partitions that another instance may own by
 // now: its lease runs out first, detached or not.
 func TestFaultQuerySvcCutOffFromBrokers(t *testing.T) {
 	l := cutUnderLoad(t, "query-svc-0", "the brokers", func(s *System) []int { return portsOf(t, s.Brokers) })
-	l.Verify("9. a query-svc instance cut off from the brokers for 15 s (network partition)",
+	l.Verify("9. a query-svc instance cut off from the brokers for 10 s (network partition)",
 		"nftables drops what query-svc-0 sends to the brokers; it serves no read once its lease runs out, and query-svc-1 takes its partitions over")
 }
 
@@ -1043,7 +1044,7 @@ func TestFaultCommandSvcCutOffFromPeers(t *testing.T) {
 	l := cutUnderLoad(t, "command-svc-0", "its peers", func(s *System) []int {
 		return []int{s.portOf("command-svc-1"), s.portOf("query-svc-0"), s.portOf("query-svc-1")}
 	})
-	l.Verify("10. a command-svc instance cut off from its peers, not from Kafka, for 15 s (network partition)",
+	l.Verify("10. a command-svc instance cut off from its peers, not from Kafka, for 10 s (network partition)",
 		"command-svc-0 keeps its partitions; what it would forward waits for ROUTE_WAIT or fails, and its writes answer 202 when they cannot wait for readers")
 }
 
@@ -1051,6 +1052,6 @@ func TestFaultCommandSvcCutOffFromPeers(t *testing.T) {
 // cannot connect to it, and sends its reads to the other instance.
 func TestFaultFrontDoorCutOffFromAnInstance(t *testing.T) {
 	l := cutUnderLoad(t, "frontdoor", "query-svc-0", func(s *System) []int { return []int{s.portOf("query-svc-0")} })
-	l.Verify("11. the front door cut off from a query-svc instance for 15 s (network partition)",
+	l.Verify("11. the front door cut off from a query-svc instance for 10 s (network partition)",
 		"the front door cannot connect to query-svc-0 and sends every read to query-svc-1, which forwards what query-svc-0 owns")
 }

@@ -375,7 +375,6 @@ func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epo
 	}
 	b := bufferPool.Get().(*bufferedResponse)
 	defer b.release()
-	b.header = w.Header().Clone()
 	h.ServeHTTP(b, r)
 	if !holder.Holds(p, epoch) {
 		forwards.WithLabelValues("lost").Inc()
@@ -383,7 +382,6 @@ func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epo
 		return
 	}
 	hdr := w.Header()
-	clear(hdr)
 	for k, v := range b.header {
 		hdr[k] = v
 	}
@@ -391,15 +389,17 @@ func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epo
 	_, _ = w.Write(b.body.Bytes())
 }
 
-// bufferedResponse holds an answer, headers included, until it may be
-// sent.
+// bufferedResponse holds an answer until it may be sent: the headers the
+// handler set (added to those already set on the real ResponseWriter),
+// its status and its body. It is pooled, its header map and buffer with
+// it.
 type bufferedResponse struct {
 	header http.Header
 	status int
 	body   bytes.Buffer
 }
 
-var bufferPool = sync.Pool{New: func() any { return &bufferedResponse{} }}
+var bufferPool = sync.Pool{New: func() any { return &bufferedResponse{header: http.Header{}} }}
 
 func (b *bufferedResponse) Header() http.Header { return b.header }
 
@@ -415,7 +415,8 @@ func (b *bufferedResponse) Write(p []byte) (int, error) {
 }
 
 func (b *bufferedResponse) release() {
-	b.header, b.status = nil, 0
+	clear(b.header) // the values live on in the ResponseWriter they were copied to
+	b.status = 0
 	if b.body.Cap() > 64<<10 {
 		return // do not keep a large buffer
 	}
