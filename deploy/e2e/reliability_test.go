@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -68,7 +69,14 @@ func writeReliabilityReport() error {
 		return nil // the fault suite did not run (a partial run): keep the last report
 	}
 	rows := append([]reliabilityRow(nil), reliability.rows...)
-	sort.Slice(rows, func(i, j int) bool { return rows[i].Scenario < rows[j].Scenario })
+	// Scenarios are numbered ("10. ..."): 2 comes before 10.
+	number := func(r reliabilityRow) int { n, _ := strconv.Atoi(strings.SplitN(r.Scenario, ".", 2)[0]); return n }
+	sort.Slice(rows, func(i, j int) bool {
+		if a, b := number(rows[i]), number(rows[j]); a != b {
+			return a < b
+		}
+		return rows[i].Scenario < rows[j].Scenario
+	})
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Reliability under faults
 
