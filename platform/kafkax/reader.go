@@ -310,19 +310,38 @@ func drained(client sarama.Client, topic string, p int32, next, end int64) (bool
 // last committed record whose key is key: its value (nil for a tombstone)
 // and offset. found is false when there is none.
 func LastRecordOf(client sarama.Client, topic string, p int32, from int64, key string) (value []byte, offset int64, found bool, err error) {
+	_, err = CommittedRecords(client, topic, p, from, func(off int64, k, v []byte) {
+		if string(k) == key {
+			value, offset, found = v, off, true
+		}
+	})
+	return value, offset, found, err
+}
+
+// CommittedRecords reads partition p of topic from offset from up to its
+// last stable offset, straight from the leader (read_committed, one Fetch
+// per 4 MiB, without waiting for data), and calls fn with every committed
+// record there, in offset order: no transaction marker, no record of an
+// aborted transaction. key and value are slices of the response, which is
+// not reused: fn may keep them (keeping one keeps the response). It
+// returns the offset up to which the partition was read: every committed
+// record at or after from and below it was passed to fn.
+func CommittedRecords(client sarama.Client, topic string, p int32, from int64, fn func(offset int64, key, value []byte)) (readTo int64, err error) {
+	readTo = from
 	for {
 		block, err := fetchCommitted(client, topic, p, from)
 		if err != nil || block == nil {
-			return nil, 0, false, err
+			return readTo, err
 		}
 		lso := block.LastStableOffset
 		covered, ok := walkCommitted(block, from, func(off int64, r *sarama.Record) {
-			if off < lso && string(r.Key) == key {
-				value, offset, found = r.Value, off, true
+			if off < lso {
+				fn(off, r.Key, r.Value)
 			}
 		})
+		readTo = max(readTo, min(covered, lso))
 		if !ok || covered >= lso || covered <= from {
-			return value, offset, found, nil
+			return readTo, nil
 		}
 		from = covered
 	}

@@ -41,6 +41,19 @@ type Keyring struct {
 	// MissWait bounds how long DataKey waits for a key it has not read
 	// (DefaultKeyMissWait when zero). Set it before Run.
 	MissWait time.Duration
+	// MissGrace is how long a miss waits for the follower before it reads
+	// the keys partition itself (DefaultKeyMissGrace when zero; negative:
+	// no wait). A key is committed with the record that needs it, so the
+	// follower, woken by the same commit, has it a moment later: the wait
+	// spares the broker a Fetch per miss. Set it before Run.
+	MissGrace time.Duration
+	// Lazy makes the follower fetch at most about once a second (a fetch
+	// waits for 1 MiB or a second), and a miss skip MissGrace: for a
+	// process that writes the keys it reads (command-svc Puts them), for
+	// which waking at every transaction of the keys topic is wasted work
+	// for the broker. A miss then reads the partition itself. Set it
+	// before Run.
+	Lazy bool
 
 	client     sarama.Client // the follower's
 	rpc        sarama.Client // the direct reads of a miss
@@ -59,11 +72,40 @@ type Keyring struct {
 	changed chan struct{}       // closed and replaced after every batch
 	done    chan struct{}       // closed when Run returns
 	runErr  error
+	// ahead holds, per partition, what the direct reads of misses found
+	// past the follower's position (see readAhead); rpcMu serializes the
+	// direct reads of one partition, so that concurrent misses there cost
+	// one Fetch.
+	ahead map[int32]*readAhead
+	rpcMu map[int32]*sync.Mutex
 }
+
+// readAhead is the last record of every key in [from, upTo) of one
+// partition of the keys topic, read by the misses' direct reads. from is
+// at most the follower's position then, so together with the store it
+// answers for every key below upTo.
+type readAhead struct {
+	from, upTo int64
+	recs       map[string]aheadRecord
+}
+
+type aheadRecord struct {
+	value  []byte // nil for a tombstone
+	offset int64
+}
+
+// aheadMax bounds the records a partition's read-ahead keeps; past it the
+// read-ahead starts over at the follower's position.
+const aheadMax = 1 << 14
 
 var keyRecordsRead = promauto.NewCounter(prometheus.CounterOpts{
 	Name: "profiles_keyring_records_read_total",
 	Help: "Records of the keys topic the keyring's follower read. With a store on disk (DATA_DIR) a restart reads only the records after the stored offsets.",
+})
+
+var keyDirectReads = promauto.NewCounter(prometheus.CounterOpts{
+	Name: "profiles_keyring_direct_reads_total",
+	Help: "Direct reads of the keys topic by misses (each one Fetch or more). Concurrent misses of one partition share one, and keep what it found for the next.",
 })
 
 var keyMisses = promauto.NewHistogram(prometheus.HistogramOpts{
@@ -75,6 +117,9 @@ var keyMisses = promauto.NewHistogram(prometheus.HistogramOpts{
 // DefaultKeyMissWait is how long Keyring.DataKey waits for a key it has
 // not read before it reports ErrKeyUnavailable.
 const DefaultKeyMissWait = 30 * time.Second
+
+// DefaultKeyMissGrace is Keyring.MissGrace's zero value.
+const DefaultKeyMissGrace = 50 * time.Millisecond
 
 // NewKeyring returns a Keyring of c's keys topic; Run starts following it,
 // and Close closes its clients.
@@ -94,9 +139,14 @@ func NewKeyring(c topology.Config, clientID string, kek *KEK, log *slog.Logger) 
 		client.Close()
 		return nil, fmt.Errorf("kafka client of the keyring: %w", err)
 	}
+	rpcMu := make(map[int32]*sync.Mutex, c.Partitions)
+	for p := range c.Partitions {
+		rpcMu[p] = new(sync.Mutex)
+	}
 	return &Keyring{
 		client: client, rpc: rpc, topic: c.KeysTopic, partitions: c.Partitions, kek: kek, log: log,
 		keys: newMemKeys(), opened: map[string]*DataKey{}, put: map[string]bool{}, next: map[int32]int64{}, caught: map[int32]bool{}, changed: make(chan struct{}), done: make(chan struct{}),
+		ahead: map[int32]*readAhead{}, rpcMu: rpcMu,
 	}, nil
 }
 
@@ -140,6 +190,12 @@ func (k *Keyring) Run(ctx context.Context) error {
 	k.mu.Unlock()
 	if len(start) > 0 {
 		k.log.Info("the keyring resumes the keys topic at its stored offsets", "topic", k.topic, "partitions", len(start))
+	}
+	if k.Lazy {
+		// Read by the follower's consumer only, which Read creates below.
+		cc := k.client.Config()
+		cc.Consumer.Fetch.Min = 1 << 20
+		cc.Consumer.MaxWaitTime = time.Second
 	}
 	err := kafkax.Read(ctx, k.client, kafkax.ReadOptions{Topic: k.topic, Handle: k.handle, Start: func(p int32) (int64, error) {
 		if next, ok := start[p]; ok {
@@ -197,6 +253,9 @@ func (k *Keyring) handle(_ context.Context, p int32, records []*sarama.ConsumerM
 	}
 	keyRecordsRead.Add(float64(len(records)))
 	k.next[p] = max(k.next[p], next)
+	if a := k.ahead[p]; a != nil && a.upTo <= k.next[p] {
+		delete(k.ahead, p) // the store has all of it now
+	}
 	close(k.changed)
 	k.changed = make(chan struct{})
 	return nil
@@ -281,20 +340,25 @@ func (k *Keyring) DataKey(uid string) (*DataKey, error) {
 			return dk, err
 		}
 	}
+	grace := k.MissGrace
+	if grace == 0 {
+		grace = DefaultKeyMissGrace
+	}
+	if grace > 0 && !k.Lazy {
+		if dk, ok, err := k.awaitFollower(uid, grace); ok || err != nil {
+			return dk, err
+		}
+	}
 	backoff := 50 * time.Millisecond
 	for round := 0; ; round++ {
 		if round > 0 {
 			_ = k.rpc.RefreshMetadata(k.topic)
 		}
-		k.mu.Lock()
-		from := k.next[p]
-		k.mu.Unlock()
-		value, offset, found, err := kafkax.LastRecordOf(k.rpc, k.topic, p, from, uid)
-		if err != nil {
-			k.log.Warn("cannot read the keys topic; retrying", "partition", p, "err", err)
-		}
-		if found {
-			return k.found(p, uid, value, offset)
+		// A later round reads again from the follower's position: the
+		// answer of a stale leader must not decide.
+		dk, found, err := k.readDirect(uid, p, round > 0)
+		if found || err != nil {
+			return dk, err
 		}
 		if dk, ok, err := k.cached(uid); ok || err != nil {
 			return dk, err // the follower read it meanwhile
@@ -311,6 +375,92 @@ func (k *Keyring) DataKey(uid string) (*DataKey, error) {
 		}
 		backoff = min(2*backoff, time.Second)
 	}
+}
+
+// awaitFollower waits up to grace for the follower to read uid's key. ok
+// reports an answer (the key, or ErrNoKey); a failed keyring is an error.
+func (k *Keyring) awaitFollower(uid string, grace time.Duration) (dk *DataKey, ok bool, err error) {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	for {
+		k.mu.Lock()
+		changed := k.changed
+		k.mu.Unlock()
+		if dk, ok, err := k.cached(uid); ok || err != nil {
+			return dk, ok, err
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+			return nil, false, nil
+		case <-k.done:
+			return nil, false, fmt.Errorf("data key of %s: %w: %w", uid, ErrKeyUnavailable, k.stopped())
+		}
+	}
+}
+
+// readDirect answers a miss of uid in partition p from the read-ahead, or
+// else reads the partition itself, from where the follower and the
+// read-ahead end to the last stable offset (from the follower's position
+// when fresh is set), straight from the leader, and keeps every key found
+// there in the read-ahead: the other keys of a batch that missed are
+// usually among them. found is false when neither holds uid's record.
+func (k *Keyring) readDirect(uid string, p int32, fresh bool) (dk *DataKey, found bool, err error) {
+	mu := k.rpcMu[p]
+	if mu == nil {
+		return nil, false, fmt.Errorf("data key of %s: %w: partition %d of %d", uid, ErrKeyUnavailable, p, k.partitions)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Another miss of this partition may have read uid's record meanwhile.
+	if dk, ok, err := k.cached(uid); ok || err != nil {
+		return dk, true, err
+	}
+	k.mu.Lock()
+	next := k.next[p]
+	a := k.ahead[p]
+	if a != nil && !fresh {
+		if r, ok := a.recs[uid]; ok {
+			k.mu.Unlock()
+			dk, err := k.found(p, uid, r.value, r.offset)
+			return dk, true, err
+		}
+	}
+	from := next
+	if a != nil && !fresh && next <= a.upTo {
+		from = a.upTo // [next, a.upTo) holds no record of uid: the store and a cover it
+	} else {
+		a = nil
+	}
+	k.mu.Unlock()
+
+	recs := map[string]aheadRecord{}
+	readTo, rerr := kafkax.CommittedRecords(k.rpc, k.topic, p, from, func(off int64, key, value []byte) {
+		recs[string(key)] = aheadRecord{value: bytes.Clone(value), offset: off} // not the whole response
+	})
+	if rerr != nil {
+		k.log.Warn("cannot read the keys topic; retrying", "partition", p, "err", rerr)
+	}
+	keyDirectReads.Inc()
+	k.mu.Lock()
+	switch cur := k.ahead[p]; {
+	case rerr != nil && len(recs) == 0:
+	case a != nil && cur == a && len(a.recs)+len(recs) <= aheadMax:
+		for key, r := range recs {
+			a.recs[key] = r
+		}
+		a.upTo = max(a.upTo, readTo)
+	case len(recs) <= aheadMax:
+		k.ahead[p] = &readAhead{from: from, upTo: readTo, recs: recs}
+	default:
+		delete(k.ahead, p)
+	}
+	k.mu.Unlock()
+	if r, ok := recs[uid]; ok {
+		dk, err := k.found(p, uid, r.value, r.offset)
+		return dk, true, err
+	}
+	return nil, false, nil
 }
 
 // found answers a miss with the record a direct read found at offset. It

@@ -180,6 +180,88 @@ func TestKeyringWaitsForKeysAndOnlyATombstoneMeansGone(t *testing.T) {
 			t.Fatalf("DataKey(aborted) = %v, want ErrKeyUnavailable (its only record was aborted)", err)
 		}
 	})
+
+	// The keys of one transaction land together, and the records that
+	// need them arrive together: misses of one partition share one direct
+	// read, and what it found answers the next ones, so a batch of new
+	// profiles costs the broker one Fetch, not one per profile.
+	t.Run("misses of one partition share a direct read", func(t *testing.T) {
+		var uids []string
+		for i := 0; len(uids) < 16; i++ {
+			if uid := fmt.Sprintf("batch-%d", i); kafkax.Partition(uid, partitions) == 1 {
+				uids = append(uids, uid)
+			}
+		}
+		want := map[string]*DataKey{}
+		for _, uid := range uids {
+			dk, sealed := newKey(uid)
+			want[uid] = dk
+			put(uid, sealed)
+		}
+		shared, err := NewKeyring(topology.Config{Config: kafkax.Config{Brokers: kcfg.Brokers}, KeysTopic: topic, Partitions: partitions}, "pii-test-shared", kek, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer shared.Close()
+		shared.MissWait = 5 * time.Second
+		for p := range int32(partitions) {
+			shared.caught[p] = true // as if read at start, when the topic was empty
+		}
+		before := testutil.ToFloat64(keyDirectReads)
+		errs := make(chan error, len(uids))
+		for _, uid := range uids {
+			go func() {
+				dk, err := shared.DataKey(uid)
+				if err == nil && !sameKey(want[uid], dk) {
+					err = fmt.Errorf("DataKey(%s) is another key", uid)
+				}
+				errs <- err
+			}()
+		}
+		for range uids {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := testutil.ToFloat64(keyDirectReads) - before; n != 1 {
+			t.Fatalf("%d misses of one partition made %v direct reads, want 1", len(uids), n)
+		}
+		// A key written after that read is past the read-ahead: the next
+		// miss reads on from there, and finds it.
+		lateKey, lateSealed := newKey(uids[0] + "-late")
+		put(uids[0]+"-late", lateSealed)
+		if dk, err := shared.DataKey(uids[0] + "-late"); err != nil || !sameKey(lateKey, dk) {
+			t.Fatalf("DataKey(%s-late) = %v, %v; want the key written after the read-ahead", uids[0], dk, err)
+		}
+	})
+
+	// A lazy follower (command-svc's) fetches about once a second; a miss
+	// does not wait for it but reads the partition itself, at once.
+	t.Run("a lazy keyring answers a miss without waiting for its follower", func(t *testing.T) {
+		lazy, err := NewKeyring(topology.Config{Config: kafkax.Config{Brokers: kcfg.Brokers}, KeysTopic: topic, Partitions: partitions}, "pii-test-lazy", kek, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lazy.Lazy = true
+		lazy.MissWait = 5 * time.Second
+		lazyCtx, stopLazy := context.WithCancel(ctx)
+		lazyDone := make(chan struct{})
+		go func() { _ = lazy.Run(lazyCtx); close(lazyDone) }()
+		defer func() { stopLazy(); <-lazyDone; lazy.Close() }()
+		if dk, err := lazy.DataKey("live"); err != nil || !sameKey(liveKey, dk) {
+			t.Fatalf("DataKey(live) = %v, %v", dk, err)
+		}
+		freshKey, freshSealed := newKey("fresh")
+		put("fresh", freshSealed)
+		start := time.Now()
+		dk, err := lazy.DataKey("fresh")
+		if err != nil || !sameKey(freshKey, dk) {
+			t.Fatalf("DataKey(fresh) = %v, %v; want the key just written", dk, err)
+		}
+		if took := time.Since(start); took > 500*time.Millisecond {
+			t.Fatalf("a lazy keyring took %v to answer a miss; it should read the partition at once", took)
+		}
+	})
 }
 
 // sendInTxn writes msg in a transaction of its own of producer (a

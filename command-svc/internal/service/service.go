@@ -112,6 +112,11 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		return nil, err
 	}
 	kcfg := boot.Kafka
+	if boot.Keyring != nil {
+		// The event log Puts every key it writes; the keys of partitions
+		// it takes over are read on a miss.
+		boot.Keyring.Lazy = true
+	}
 	data, err := boot.OpenDataDir(*cfg.DataDir)
 	if err != nil {
 		return nil, err
