@@ -118,12 +118,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "AUTH_JWKS_FILE=%s\nAUTH_AUDIENCE=%s\nAUTH_ISSUER=%s\n", s.JWKSFile, s.Audience, s.Issuer)
 		}
 	case "token":
-		if *sub == "" {
+		newSub := *sub == ""
+		if newSub {
 			*sub = uuid.NewString()
-			fmt.Fprintf(stderr, "devtoken: sub %s (a new uid; POST creates the profile with it)\n", *sub)
 		}
 		var tok string
 		if tok, err = Token(*dir, *sub, *scopes, *ttl, time.Now()); err == nil {
+			if newSub {
+				fmt.Fprintf(stderr, "devtoken: sub %s (a new uid; a POST with this token creates the profile with it)\n", *sub)
+			}
 			fmt.Fprintln(stdout, tok)
 		}
 	}
