@@ -7,6 +7,12 @@ BIN         := bin
 STATICCHECK := .cache/bin/staticcheck
 STATICCHECK_VERSION := v0.8.2
 
+# Where `make run` keeps its data: the views, the logs, the key of personal
+# data (pii-kek) and, with AUTH_MODE=jwt, the development signing key
+# (dev-auth/). deploy/run.sh reads it as RUN_DATA too.
+RUN_DATA    ?= .data
+export RUN_DATA
+
 # The local broker of `make run` (tests use their own, see deploy/test.sh).
 KAFKA_DATA  := .data/kafka
 KAFKA_PORT  := 9092
@@ -24,12 +30,13 @@ help: ## Show this list.
 build: export CGO_ENABLED=0
 build: ## Build every binary into bin/.
 	@mkdir -p $(BIN)
-	cd command-svc && go build -o ../$(BIN)/command-svc ./cmd/command-svc
-	cd query-svc   && go build -o ../$(BIN)/query-svc ./cmd/query-svc
-	cd projections && go build -o ../$(BIN)/projector ./cmd/projector
-	cd projections && go build -o ../$(BIN)/replay ./cmd/replay
-	cd projections && go build -o ../$(BIN)/replicator ./cmd/replicator
-	cd deploy      && go build -o ../$(BIN)/frontdoor ./cmd/frontdoor
+	cd command-svc && go build -o $(abspath $(BIN))/command-svc ./cmd/command-svc
+	cd query-svc   && go build -o $(abspath $(BIN))/query-svc ./cmd/query-svc
+	cd projections && go build -o $(abspath $(BIN))/projector ./cmd/projector
+	cd projections && go build -o $(abspath $(BIN))/replay ./cmd/replay
+	cd projections && go build -o $(abspath $(BIN))/replicator ./cmd/replicator
+	cd deploy      && go build -o $(abspath $(BIN))/frontdoor ./cmd/frontdoor
+	cd deploy      && go build -o $(abspath $(BIN))/devtoken ./cmd/devtoken
 
 .PHONY: up
 up: ## Start the local Kafka broker (KRaft, one node, 127.0.0.1:9092); data in .data/.
@@ -39,15 +46,29 @@ up: ## Start the local Kafka broker (KRaft, one node, 127.0.0.1:9092); data in .
 INSTANCES   ?= 2
 
 .PHONY: run
-run: up build ## Start Kafka and INSTANCES (default 2; make run INSTANCES=3) instances of each service; the API is on http://localhost:8080. Ctrl-C stops the services.
-	INSTANCES="$(INSTANCES)" deploy/run.sh
+run: up build ## Start Kafka and INSTANCES (default 2; make run INSTANCES=3) instances of each service; the API is on http://localhost:8080. make run AUTH_MODE=jwt requires tokens (make token). Ctrl-C stops the services.
+	INSTANCES="$(INSTANCES)" BIN_DIR="$(BIN)" deploy/run.sh
 
 # Arguments of `make replay`, e.g. make replay ARGS="snapshots -switch".
 ARGS        ?= status
 
+# make replay reads personal data with the key make run generated
+# ($(RUN_DATA)/pii-kek), unless PII_KEK or PII_KEK_FILE is set.
 .PHONY: replay
-replay: build ## Rebuild from the event log against the local broker: make replay ARGS="status|snapshots [-switch]|verify|switch|drop -generation N|views -query URLS".
-	bin/replay $(ARGS)
+replay: ## Rebuild from the event log against the local broker: make replay ARGS="status [-json]|snapshots [-switch]|verify|switch|drop -generation N|views -query URLS|help".
+	@mkdir -p $(BIN) && cd projections && CGO_ENABLED=0 go build -o $(abspath $(BIN))/replay ./cmd/replay
+	@if [[ -z "$${PII_KEK:-}$${PII_KEK_FILE:-}" ]]; then export PII_KEK_FILE="$(RUN_DATA)/pii-kek"; fi; \
+	  echo "$(BIN)/replay $(ARGS)" >&2; exec "$(BIN)/replay" $(ARGS)
+
+# The subject and scopes of `make token` (SUB empty: a new random uid).
+SUB    ?=
+SCOPES ?= profiles:read profiles:write
+TTL    ?= 1h
+
+.PHONY: token
+token: ## Print a bearer token for make run AUTH_MODE=jwt, signed with its development key: make token SUB=<uid> SCOPES="profiles:read profiles:write" (or profiles:admin) TTL=1h.
+	@mkdir -p $(BIN) && cd deploy && CGO_ENABLED=0 go build -o $(abspath $(BIN))/devtoken ./cmd/devtoken
+	@"$(BIN)/devtoken" token -dir "$(RUN_DATA)/dev-auth" -sub "$(SUB)" -scopes "$(SCOPES)" -ttl "$(TTL)"
 
 .PHONY: down
 down: ## Stop the local Kafka broker (its data stays in .data/).
@@ -65,7 +86,7 @@ up-cluster: ## Start a local three-node Kafka cluster (127.0.0.1:9192-9194, RF 3
 
 .PHONY: run-cluster
 run-cluster: up-cluster build ## make run, on the three-node cluster of make up-cluster (the services get all three bootstrap servers).
-	KAFKA_BROKERS="$(CLUSTER_BROKERS)" INSTANCES="$(INSTANCES)" deploy/run.sh
+	KAFKA_BROKERS="$(CLUSTER_BROKERS)" INSTANCES="$(INSTANCES)" BIN_DIR="$(BIN)" deploy/run.sh
 
 .PHONY: down-cluster
 down-cluster: ## Stop the three-node cluster (its data stays in .data/).

@@ -18,20 +18,29 @@
 # .data/logs/frontdoor.log.
 #
 # Also read from the environment: KAFKA_BROKERS, LOG_FORMAT, AUTH_MODE (default
-# off here), RATE_LIMIT_RPS (default 0 here), PII_KEK or PII_KEK_FILE
-# (default: a key generated once into .data/pii-kek); BIN_DIR (where
-# the binaries are, default bin); PORT_BASE (default 8080: the front door's
-# port, the instance ports above shift with it); DRY_RUN=1 prints what would
-# be started, with its environment, and starts nothing.
+# off here; jwt: see below), RATE_LIMIT_RPS (default 0 here), PII_KEK or
+# PII_KEK_FILE (default: a key generated once into .data/pii-kek); BIN_DIR
+# (where the binaries are, default bin); PORT_BASE (default 8080: the front
+# door's port, the instance ports above shift with it); RUN_DATA (default
+# .data: where the views, logs and generated keys go); DRY_RUN=1 prints what
+# would be started, with its environment, and starts nothing. Every other
+# variable of the services (topics, groups, ...) passes through.
+#
+# AUTH_MODE=jwt without AUTH_JWKS_FILE or AUTH_JWKS_URL is the development
+# identity provider: bin/devtoken keeps an ES256 key pair in
+# .data/dev-auth (made once, reused), the services get its public JWKS
+# (AUTH_JWKS_FILE), audience and issuer, and `make token` signs tokens
+# with it. INTERNAL_SECRET, unless given (or INTERNAL_SECRET_FILE), is
+# generated once into .data/internal-secret.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+RUN_DATA=${RUN_DATA:-.data}
 export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
 export LOG_FORMAT=${LOG_FORMAT:-text}
 # Development: no authentication (the services warn about it in their logs)
 # and no rate limit, so that the README's curl flow works as written. For
-# tokens, run with AUTH_MODE=jwt AUTH_JWKS_FILE=... AUTH_AUDIENCE=...
-# INTERNAL_SECRET=... (see the README's Security section).
+# tokens, run with AUTH_MODE=jwt (see above and docs/security.md).
 export AUTH_MODE=${AUTH_MODE:-off}
 export RATE_LIMIT_RPS=${RATE_LIMIT_RPS:-0}
 # The key-encryption key of personal data (docs/threat-model.md): unless
@@ -39,9 +48,9 @@ export RATE_LIMIT_RPS=${RATE_LIMIT_RPS:-0}
 # .data/pii-kek (mode 600) and kept, so profiles stay readable between
 # runs. Losing it makes every profile's personal data unreadable.
 if [[ -z ${PII_KEK:-} && -z ${PII_KEK_FILE:-} ]]; then
-  export PII_KEK_FILE=.data/pii-kek
+  export PII_KEK_FILE=$RUN_DATA/pii-kek
   if [[ -z ${DRY_RUN:-} && ! -s $PII_KEK_FILE ]]; then
-    mkdir -p .data
+    mkdir -p "$RUN_DATA"
     (umask 077 && head -c 32 /dev/urandom | base64 >"$PII_KEK_FILE.tmp" && mv "$PII_KEK_FILE.tmp" "$PII_KEK_FILE")
   fi
 fi
@@ -49,7 +58,28 @@ INSTANCES=${INSTANCES:-2}
 BIN_DIR=${BIN_DIR:-bin}
 PORT_BASE=${PORT_BASE:-8080}
 DRY_RUN=${DRY_RUN:-}
-LOGS=.data/logs
+LOGS=$RUN_DATA/logs
+
+# AUTH_MODE=jwt with no identity provider given: the development one.
+DEV_AUTH=
+if [[ $AUTH_MODE == jwt && -z ${AUTH_JWKS_FILE:-} && -z ${AUTH_JWKS_URL:-} ]]; then
+  DEV_AUTH=$RUN_DATA/dev-auth
+  if [[ -z $DRY_RUN ]]; then
+    settings=$("$BIN_DIR/devtoken" init -dir "$DEV_AUTH")
+    while IFS='=' read -r name value; do
+      [[ $name == AUTH_* ]] && export "$name=$value"
+    done <<<"$settings"
+  else
+    export AUTH_JWKS_FILE=$DEV_AUTH/jwks.json
+  fi
+fi
+if [[ $AUTH_MODE == jwt && -z ${INTERNAL_SECRET:-} && -z ${INTERNAL_SECRET_FILE:-} ]]; then
+  export INTERNAL_SECRET_FILE=$RUN_DATA/internal-secret
+  if [[ -z $DRY_RUN && ! -s $INTERNAL_SECRET_FILE ]]; then
+    mkdir -p "$RUN_DATA"
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$INTERNAL_SECRET_FILE.tmp" && mv "$INTERNAL_SECRET_FILE.tmp" "$INTERNAL_SECRET_FILE")
+  fi
+fi
 
 if ! [[ $INSTANCES =~ ^[1-9][0-9]*$ ]]; then
   echo "run.sh: INSTANCES must be a positive whole number, got '$INSTANCES'" >&2
@@ -85,9 +115,9 @@ FRONTDOOR_URL=http://127.0.0.1:$PORT_BASE
 
 if [[ -z $DRY_RUN ]]; then
   mkdir -p "$LOGS"
-  for ((i = 0; i < INSTANCES; i++)); do mkdir -p ".data/query-$i"; done
-  if [[ -d .data/query ]]; then
-    echo "note: .data/query (the single-instance view) is no longer used; query-svc-0 keeps its view in .data/query-0 (the view rebuilds from Kafka; delete .data/query when you like)"
+  for ((i = 0; i < INSTANCES; i++)); do mkdir -p "$RUN_DATA/query-$i"; done
+  if [[ -d $RUN_DATA/query ]]; then
+    echo "note: $RUN_DATA/query (the single-instance view) is no longer used; query-svc-0 keeps its view in $RUN_DATA/query-0 (the view rebuilds from Kafka; delete $RUN_DATA/query when you like)"
   fi
 fi
 
@@ -137,9 +167,9 @@ dead() {
   done
 }
 
-for ((i = 0; i < INSTANCES; i++)); do start_instance query-svc "$i" DATA_DIR=".data/query-$i"; done
-for ((i = 0; i < INSTANCES; i++)); do start_instance projector "$i" DATA_DIR=".data/projector-$i"; done
-for ((i = 0; i < INSTANCES; i++)); do start_instance command-svc "$i" QUERY_URL="$QUERY_URLS" DATA_DIR=".data/command-$i"; done
+for ((i = 0; i < INSTANCES; i++)); do start_instance query-svc "$i" DATA_DIR="$RUN_DATA/query-$i"; done
+for ((i = 0; i < INSTANCES; i++)); do start_instance projector "$i" DATA_DIR="$RUN_DATA/projector-$i"; done
+for ((i = 0; i < INSTANCES; i++)); do start_instance command-svc "$i" QUERY_URL="$QUERY_URLS" DATA_DIR="$RUN_DATA/command-$i"; done
 start frontdoor HTTP_ADDR=":$PORT_BASE" COMMAND_URL="$COMMAND_URLS" QUERY_URL="$QUERY_URLS" "$BIN_DIR/frontdoor"
 
 if [[ -n $DRY_RUN ]]; then
@@ -173,6 +203,14 @@ for n in $(seq 1 120); do
   fi
   if ready; then
     echo; echo "ready: the API is on http://localhost:$PORT_BASE, over $INSTANCES instance(s) of each service (Ctrl-C stops the services)"
+    if [[ -n $DEV_AUTH ]]; then
+      echo "AUTH_MODE=jwt: every API request needs a bearer token signed with the development key in $DEV_AUTH:"
+      echo "  TOKEN=\$(make -s token)   # SUB=<uid> (default: a new one, printed), SCOPES=\"profiles:read profiles:write\" (default) or profiles:admin, TTL=1h"
+      echo "  curl -H \"Authorization: Bearer \$TOKEN\" http://localhost:$PORT_BASE/api/profile/<uid>"
+      echo "Without profiles:admin a token may create, change and delete only the profile whose uid is its SUB."
+    elif [[ $AUTH_MODE == jwt ]]; then
+      echo "AUTH_MODE=jwt: every API request needs a bearer token from the identity provider of ${AUTH_JWKS_FILE:-$AUTH_JWKS_URL}"
+    fi
     break
   fi
   if ((n == 120)); then

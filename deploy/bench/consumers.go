@@ -14,7 +14,7 @@ import (
 )
 
 // ConsumerChoice compares, over the same event log and in the same run, the
-// two ways the project reads a topic, so that the README's choice between
+// two ways the project reads a topic, so that docs/architecture.md's choice between
 // them rests on a figure: watermill-kafka's subscriber, a consumer group
 // that hands over one message at a time per partition, each acked before
 // the next (what the projector uses), and kafkax.Read, sarama's partition

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -336,5 +337,51 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The replay CLI answers help and unknown commands from its arguments
+// alone: with no key of personal data and a broker that does not exist,
+// at once, with the usage on the right stream and the right status.
+func TestReplayAnswersHelpWithoutAKeyOrABroker(t *testing.T) {
+	needKafka(t) // for the binaries TestMain built
+	for _, tt := range []struct {
+		args   []string
+		code   int
+		stdout bool // the usage goes to stdout (else stderr)
+		want   string
+	}{
+		{[]string{"--help"}, 0, true, "usage: replay COMMAND"},
+		{[]string{"-h"}, 0, true, "status [-json]"},
+		{[]string{"help", "status"}, 0, true, "-json"},
+		{[]string{"status", "-h"}, 0, false, "-json"},
+		{[]string{"statsu"}, 2, false, `unknown command "statsu"`},
+		{nil, 2, false, "usage: replay COMMAND"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "replay"), tt.args...)
+		cmd.Env = []string{"KAFKA_BROKERS=127.0.0.1:1", "PATH=" + os.Getenv("PATH")} // no PII_KEK, no broker
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		start := time.Now()
+		err := cmd.Run()
+		cancel()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("replay %q: %v", tt.args, err)
+		}
+		out := stderr.String()
+		if tt.stdout {
+			out = stdout.String()
+		}
+		if code != tt.code || !strings.Contains(out, tt.want) || time.Since(start) > 10*time.Second {
+			t.Errorf("replay %q: status %d in %s, stdout %q, stderr %q; want status %d and %q", tt.args, code,
+				time.Since(start).Round(time.Millisecond), stdout.String(), stderr.String(), tt.code, tt.want)
+		}
+		if strings.Contains(stderr.String(), "no PII key-encryption key") || strings.Contains(stderr.String(), "dial tcp") {
+			t.Errorf("replay %q looked for a key or a broker: %s", tt.args, stderr.String())
+		}
 	}
 }

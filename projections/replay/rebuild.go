@@ -132,8 +132,8 @@ func RebuildSnapshots(ctx context.Context, env Env, n int) (RebuildResult, error
 		Generation: n, Snapshots: gen.SnapshotsTopic, EmailIndex: gen.EmailIndexTopic,
 		Cutoff: cutoff, Folded: map[int32]int64{},
 	}}
-	fmt.Fprintf(env.Out, "replay: folding %d records of %s (%d partitions) into generation %d (%s, %s)\n",
-		total, env.Kafka.EventsTopic, len(parts), n, gen.SnapshotsTopic, gen.EmailIndexTopic)
+	fmt.Fprintf(env.Out, "replay: folding %s up to its end (%d offsets, events and transaction markers, in %d partitions) into generation %d (%s, %s)\n",
+		env.Kafka.EventsTopic, total, len(parts), n, gen.SnapshotsTopic, gen.EmailIndexTopic)
 
 	states, stats, err := fold(ctx, env, parts, cutoff, oldest, total)
 	if err != nil {
@@ -221,7 +221,9 @@ func fold(ctx context.Context, env Env, parts []int32, cutoff, oldest map[int32]
 				poison++
 				env.Log.Warn("skipping a poison event", "partition", p, "offset", r.Offset, "err", err)
 			}
-			st.folded = recs[len(recs)-1].Offset + 1
+			next := recs[len(recs)-1].Offset + 1
+			prog.Advance(next - st.folded) // the records and the markers between them
+			st.folded = next
 			prog.Add(int64(len(recs)))
 			mu.Lock()
 			stats.events += int64(len(recs))
@@ -231,11 +233,18 @@ func fold(ctx context.Context, env Env, parts []int32, cutoff, oldest map[int32]
 			return nil
 		},
 	})
-	stop()
-	stats.took = prog.Elapsed()
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}
+	if err == nil {
+		// Every partition was read up to its cutoff: what lies between the
+		// last record and the cutoff are transaction markers.
+		for p, st := range states {
+			prog.Advance(cutoff[p] - st.folded)
+		}
+	}
+	stop(err)
+	stats.took = prog.Elapsed()
 	return states, stats, err
 }
 
@@ -253,7 +262,7 @@ func write(ctx context.Context, env Env, gen topology.Config, states map[int32]*
 	}
 	prog := NewProgress("replay: writing generation", "records", 0)
 	stop := prog.Report(ctx, env.Out, env.every())
-	defer stop()
+	defer func() { stop(err) }()
 
 	var (
 		wg       sync.WaitGroup

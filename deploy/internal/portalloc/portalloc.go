@@ -84,6 +84,35 @@ func (a *Allocator) Take() (int, error) {
 	return 0, fmt.Errorf("%w [%d, %d)", ErrExhausted, a.lo, a.hi)
 }
 
+// TakeBlock returns the first of n consecutive ports of the block, none
+// handed out before and each free just now, for a program that derives
+// its ports from a base (deploy/run.sh's PORT_BASE). They are all the
+// caller's from then on.
+func (a *Allocator) TakeBlock(n int) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	size := a.hi - a.lo
+	if n < 1 || n > size {
+		return 0, fmt.Errorf("portalloc: a block of %d ports in [%d, %d)", n, a.lo, a.hi)
+	}
+	starts := size - n + 1
+	first := a.rnd.IntN(starts)
+	for i := range starts {
+		base := a.lo + (first+i)%starts
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			ok = !a.given[p] && free(p)
+		}
+		if ok {
+			for p := base; p < base+n; p++ {
+				a.given[p] = true
+			}
+			return base, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: no %d consecutive ports in [%d, %d)", ErrExhausted, n, a.lo, a.hi)
+}
+
 // free reports whether port p can be bound on 127.0.0.1.
 func free(p int) bool {
 	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))

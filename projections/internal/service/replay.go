@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -25,7 +26,7 @@ const ReplayName = "replay"
 const ReplayUsage = `usage: replay COMMAND [flags]
 
 Commands:
-  status                  show the current snapshot generation and the built ones
+  status [-json]          show the current snapshot generation and the built ones
   snapshots [-generation N] [-switch]
                           fold profile-events into a new snapshot generation
                           (profile-snapshots.vN, profile-email-index.vN) next to
@@ -40,9 +41,15 @@ Commands:
                           bearer token with the scope profiles:admin
 
 Kafka settings come from the same flags and environment variables as the
-services (KAFKA_BROKERS, EVENTS_TOPIC, SNAPSHOTS_TOPIC, ...); run
-"replay COMMAND -h" for them.
+services (KAFKA_BROKERS, EVENTS_TOPIC, SNAPSHOTS_TOPIC, ...), and so does
+the key-encryption key of personal data (PII_KEK or PII_KEK_FILE; make
+replay passes the one make run generated); run "replay COMMAND -h" for
+them.
 `
+
+// ReplayCommands are the replay tool's commands, in the order of
+// ReplayUsage.
+var ReplayCommands = []string{"status", "snapshots", "verify", "switch", "drop", "views"}
 
 // VerifyFailed is the error of a verification that found differences
 // (replay verify, or snapshots -switch): the tool exits with status 3 on it.
@@ -65,6 +72,7 @@ type ReplayConfig struct {
 	Wait           *time.Duration
 	Query          *string
 	Progress       *time.Duration
+	JSON           *bool
 	LogLevel       *string
 }
 
@@ -80,6 +88,7 @@ func RegisterReplayFlags(fs *flag.FlagSet) *ReplayConfig {
 		Wait:           fs.Duration("wait", 5*time.Minute, "longest wait for the live projector (verify) or a view rebuild (views)"),
 		Query:          config.String(fs, "query", "QUERY_URLS", "", "views: comma-separated base URLs of the query-svc instances"),
 		Progress:       fs.Duration("progress", 2*time.Second, "interval of the progress lines"),
+		JSON:           fs.Bool("json", false, "status: print JSON (see ReplayStatus) instead of text"),
 		LogLevel:       config.String(fs, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error"),
 	}
 }
@@ -130,7 +139,17 @@ func (cfg *ReplayConfig) Run(ctx context.Context, boot *service.Boot, cmd string
 	}
 	switch cmd {
 	case "status":
-		return status(ctx, client, kcfg, out)
+		st, err := LoadReplayStatus(ctx, client, kcfg)
+		if err != nil {
+			return err
+		}
+		if *cfg.JSON {
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		}
+		st.WriteText(out)
+		return nil
 	case "snapshots":
 		res, err := replay.RebuildSnapshots(ctx, env, gen)
 		if err != nil || !*cfg.Switch {
@@ -167,14 +186,40 @@ func (cfg *ReplayConfig) Run(ctx context.Context, boot *service.Boot, cmd string
 	}
 }
 
-// status writes the current snapshot generation and the built ones to out.
-func status(ctx context.Context, client sarama.Client, kcfg topology.Config, out io.Writer) error {
+// ReplayStatus is what replay status reports (as JSON with -json): the
+// current snapshot generation and every generation built.
+type ReplayStatus struct {
+	// Current is the generation readers use (1: the original topics).
+	Current           int    `json:"current"`
+	CurrentSnapshots  string `json:"currentSnapshots"`
+	CurrentEmailIndex string `json:"currentEmailIndex"`
+	// Generations are the generations built by replay snapshots, by
+	// number.
+	Generations []GenerationStatus `json:"generations"`
+}
+
+// GenerationStatus is one built generation in a ReplayStatus.
+type GenerationStatus struct {
+	Generation int        `json:"generation"`
+	Current    bool       `json:"current"`
+	Snapshots  string     `json:"snapshots"`
+	EmailIndex string     `json:"emailIndex"`
+	BuiltAt    time.Time  `json:"builtAt"`
+	Events     int64      `json:"events"`
+	Profiles   int64      `json:"profiles"`
+	VerifiedAt *time.Time `json:"verifiedAt,omitempty"`
+}
+
+// LoadReplayStatus reads the control topic and returns what replay status
+// reports.
+func LoadReplayStatus(ctx context.Context, client sarama.Client, kcfg topology.Config) (ReplayStatus, error) {
 	ctl, err := topology.LoadControl(ctx, client, kcfg.ControlTopic)
 	if err != nil {
-		return err
+		return ReplayStatus{}, err
 	}
-	fmt.Fprintf(out, "current generation: %d (%s, %s)\n", ctl.CurrentGeneration(),
-		kcfg.ForGeneration(ctl.CurrentGeneration()).SnapshotsTopic, kcfg.ForGeneration(ctl.CurrentGeneration()).EmailIndexTopic)
+	cur := ctl.CurrentGeneration()
+	st := ReplayStatus{Current: cur, CurrentSnapshots: kcfg.ForGeneration(cur).SnapshotsTopic,
+		CurrentEmailIndex: kcfg.ForGeneration(cur).EmailIndexTopic, Generations: []GenerationStatus{}}
 	ns := make([]int, 0, len(ctl.Builds))
 	for n := range ctl.Builds {
 		ns = append(ns, n)
@@ -182,12 +227,28 @@ func status(ctx context.Context, client sarama.Client, kcfg topology.Config, out
 	sort.Ints(ns)
 	for _, n := range ns {
 		b := ctl.Builds[n]
-		verified := "not verified"
-		if b.VerifiedAt != nil {
-			verified = "verified " + b.VerifiedAt.Format(time.RFC3339)
-		}
-		fmt.Fprintf(out, "generation %d: %s, %s, built %s from %d events, %d profiles, %s\n",
-			n, b.Snapshots, b.EmailIndex, b.BuiltAt.Format(time.RFC3339), b.Events, b.Profiles, verified)
+		st.Generations = append(st.Generations, GenerationStatus{Generation: n, Current: n == cur, Snapshots: b.Snapshots,
+			EmailIndex: b.EmailIndex, BuiltAt: b.BuiltAt, Events: b.Events, Profiles: b.Profiles, VerifiedAt: b.VerifiedAt})
 	}
-	return nil
+	return st, nil
+}
+
+// WriteText writes the status as replay status prints it without -json.
+func (st ReplayStatus) WriteText(out io.Writer) {
+	fmt.Fprintf(out, "current generation: %d (%s, %s)\n", st.Current, st.CurrentSnapshots, st.CurrentEmailIndex)
+	if len(st.Generations) == 0 {
+		fmt.Fprintln(out, "no generation built by replay yet (make replay ARGS=\"snapshots -switch\" builds one from the event log)")
+	}
+	for _, g := range st.Generations {
+		verified := "not verified"
+		if g.VerifiedAt != nil {
+			verified = "verified " + g.VerifiedAt.Format(time.RFC3339)
+		}
+		current := ""
+		if g.Current {
+			current = " (current)"
+		}
+		fmt.Fprintf(out, "generation %d%s: %s, %s, built %s from %d events, %d profiles, %s\n",
+			g.Generation, current, g.Snapshots, g.EmailIndex, g.BuiltAt.Format(time.RFC3339), g.Events, g.Profiles, verified)
+	}
 }
