@@ -32,10 +32,11 @@ import (
 // erased, not empty.
 //
 // Erasure: the topic is compacted with max.compaction.lag.ms (and
-// segment.ms) set to ClearSinkConfig.MaxCompactionLag, so the clear
-// values of a deleted profile, which precede its tombstone, are removed
-// from the broker's disks within that bound of the tombstone (see
-// docs/threat-model.md for what the bound covers); delete.retention.ms
+// segment.ms) set to ClearSinkConfig.MaxCompactionLag, and Run appends a
+// tombstone again once it is that old (see closeOff), so the clear values
+// of a deleted profile, which precede its tombstone, are removed from the
+// brokers' disks within about 1.25 times that bound of the tombstone,
+// plus the cleaner's pass (docs/threat-model.md); delete.retention.ms
 // (DeleteRetention) is how long the tombstone itself, which holds no
 // personal data, stays for consumers that lag.
 //
@@ -45,9 +46,24 @@ import (
 // after a switch of snapshot generation, which re-delivers the current
 // state (idempotent upserts by key).
 //
-// Use NewClearSink; Close it.
+// Use NewClearSink; run Run beside the replicator; Close it.
 type ClearSink struct {
 	txSink
+	lag time.Duration
+	now func() time.Time
+	log *slog.Logger
+
+	// pending maps a partition of the clear topic to the tombstones
+	// written to it that no later append has yet moved out of the active
+	// segment (guarded by txSink.mu).
+	pending map[int32]pendingTombstone
+}
+
+// pendingTombstone is the newest tombstone of a partition, and when the
+// oldest tombstone not yet closed off was written.
+type pendingTombstone struct {
+	since time.Time
+	last  *sarama.ProducerMessage
 }
 
 // ClearSinkConfig configures a ClearSink.
@@ -129,10 +145,14 @@ func NewClearSink(ctx context.Context, cfg ClearSinkConfig) (*ClearSink, error) 
 	if err := topology.CreateTopics(ctx, cfg.Kafka, "replicator", specs); err != nil {
 		return nil, err
 	}
-	s := &ClearSink{txSink{name: "clear", checkpoints: cfg.CheckpointTopic, positions: map[string]int64{}}}
+	s := &ClearSink{
+		txSink: txSink{name: "clear", checkpoints: cfg.CheckpointTopic, positions: map[string]int64{}},
+		lag:    cfg.MaxCompactionLag, now: time.Now, log: cfg.Log, pending: map[int32]pendingTombstone{},
+	}
 	s.convert = func(topic string, p int32, r *sarama.ConsumerMessage) (*sarama.ProducerMessage, error) {
 		return clearRecord(cfg.Codec, cfg.Topic, topic, p, r, cfg.Log)
 	}
+	s.written = s.noteTombstones
 	if err := s.open(ctx, cfg.Kafka, cfg.TransactionalID); err != nil {
 		return nil, fmt.Errorf("clear sink: %w", err)
 	}
@@ -174,4 +194,82 @@ func clearRecord(codec *pii.Codec, target, topic string, p int32, r *sarama.Cons
 	}
 	m.Value = sarama.ByteEncoder(value)
 	return m, nil
+}
+
+// noteTombstones remembers the tombstones among msgs, written to
+// partition p (holding mu).
+func (s *ClearSink) noteTombstones(p int32, msgs []*sarama.ProducerMessage) {
+	for _, m := range msgs {
+		if m.Value != nil {
+			continue
+		}
+		pt, ok := s.pending[p]
+		if !ok {
+			pt.since = s.now()
+		}
+		pt.last = m
+		s.pending[p] = pt
+	}
+}
+
+// closeOff writes, to every partition whose oldest pending tombstone is
+// older than the compaction lag, that partition's newest tombstone once
+// more. Kafka rolls a segment only when a record is appended, and never
+// compacts the active segment; so without this append, a partition that
+// gets no write after a delete would keep the deleted profile's clear
+// values in its active segment indefinitely. The repeated tombstone lands
+// in a new segment (the old one is older than segment.ms), and the
+// cleaner must then compact the old one within max.compaction.lag.ms. A
+// consumer sees the delete twice, which an upsert-by-key store ignores.
+func (s *ClearSink) closeOff() (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	var msgs []*sarama.ProducerMessage
+	var parts []int32
+	for p, pt := range s.pending {
+		if now.Sub(pt.since) < s.lag {
+			continue
+		}
+		// A new message: a sent one holds the producer's state.
+		msgs = append(msgs, &sarama.ProducerMessage{
+			Topic: pt.last.Topic, Partition: p, Key: pt.last.Key, Headers: pt.last.Headers, Timestamp: now,
+		})
+		parts = append(parts, p)
+	}
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	if err := s.send(msgs); err != nil {
+		return 0, err
+	}
+	for _, p := range parts {
+		delete(s.pending, p)
+	}
+	return len(msgs), nil
+}
+
+// Run closes off pending tombstones (closeOff) every quarter of the
+// compaction lag, so that a deleted profile's clear values leave the
+// brokers within about 1.25 times max.compaction.lag.ms, plus the
+// cleaner's pass, even on a partition with no other write. Pending
+// tombstones are kept in memory: after a restart, only the partition's
+// next write closes off the ones written before.
+func (s *ClearSink) Run(ctx context.Context) error {
+	every := max(s.lag/4, 100*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if n, err := s.closeOff(); err != nil {
+			// Kept pending; retried at the next tick.
+			s.log.Warn("clear: cannot append the closing tombstones; retrying", "err", err)
+		} else if n > 0 {
+			s.log.Info("clear: appended closing tombstones, so that compaction can erase the deleted profiles", "partitions", n)
+		}
+	}
 }

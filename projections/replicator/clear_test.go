@@ -2,13 +2,16 @@ package replicator
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/IBM/sarama/mocks"
 
 	"profiles/events"
 	"profiles/platform/pii"
@@ -128,5 +131,72 @@ func TestClearTopicSpecCarriesTheErasureBound(t *testing.T) {
 		spec.Required["delete.retention.ms"] != "604800000" ||
 		spec.Extra["segment.ms"] != "3600000" {
 		t.Fatalf("spec %+v", spec)
+	}
+}
+
+// A tombstone is appended again once the compaction lag has passed, so
+// that its segment is rolled and can be compacted even if the partition
+// gets no other write; once per partition, with the newest tombstone.
+func TestClearSinkClosesOffTombstonesAfterTheLag(t *testing.T) {
+	sc := sarama.NewConfig()
+	sc.Producer.Return.Successes = true
+	sc.Producer.Partitioner = sarama.NewManualPartitioner
+	producer := mocks.NewSyncProducer(t, sc)
+	now := time.Unix(1000, 0)
+	var sent []*sarama.ProducerMessage
+	s := &ClearSink{
+		txSink: txSink{name: "clear", checkpoints: "cp", positions: map[string]int64{}, producer: producer},
+		lag:    time.Minute, now: func() time.Time { return now }, log: slog.Default(), pending: map[int32]pendingTombstone{},
+	}
+	s.convert = func(_ string, p int32, r *sarama.ConsumerMessage) (*sarama.ProducerMessage, error) {
+		m := &sarama.ProducerMessage{Topic: "clear", Partition: p, Key: sarama.StringEncoder(r.Key), Headers: []sarama.RecordHeader{{Key: []byte("profile-version"), Value: []byte("2")}}}
+		if r.Value != nil {
+			m.Value = sarama.ByteEncoder(r.Value)
+		}
+		return m, nil
+	}
+	s.written = s.noteTombstones
+	expect := func(n int) {
+		for range n {
+			producer.ExpectSendMessageWithMessageCheckerFunctionAndSucceed(func(m *sarama.ProducerMessage) error {
+				sent = append(sent, m)
+				return nil
+			})
+		}
+	}
+	write := func(p int32, recs ...*sarama.ConsumerMessage) {
+		t.Helper()
+		expect(len(recs) + 1) // and the checkpoint
+		if err := s.Write(context.Background(), "snaps", p, recs, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	live := &sarama.ConsumerMessage{Key: []byte("u-live"), Value: []byte(`{}`)}
+	write(0, live, &sarama.ConsumerMessage{Key: []byte("u-a")})
+	now = now.Add(30 * time.Second)
+	write(0, &sarama.ConsumerMessage{Key: []byte("u-b")})
+	write(1, live)
+
+	sent = nil
+	if n, err := s.closeOff(); err != nil || n != 0 || len(sent) != 0 {
+		t.Fatalf("before the lag: %d closed off, %v, sent %d", n, err, len(sent))
+	}
+	now = now.Add(31 * time.Second) // a minute after u-a's tombstone
+	expect(1)
+	if n, err := s.closeOff(); err != nil || n != 1 {
+		t.Fatalf("after the lag: %d closed off, %v", n, err)
+	}
+	m := sent[0]
+	if m.Topic != "clear" || m.Partition != 0 || m.Value != nil || string(m.Key.(sarama.StringEncoder)) != "u-b" ||
+		!m.Timestamp.Equal(now) || len(m.Headers) != 1 {
+		t.Fatalf("closing tombstone %+v", m)
+	}
+	// Once only; partition 1 had no tombstone.
+	now = now.Add(time.Hour)
+	if n, err := s.closeOff(); err != nil || n != 0 {
+		t.Fatalf("again: %d closed off, %v", n, err)
+	}
+	if err := producer.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -41,6 +41,9 @@ type txSink struct {
 	// write none for it; an error fails the batch (it is retried from the
 	// checkpoint).
 	convert func(topic string, p int32, r *sarama.ConsumerMessage) (*sarama.ProducerMessage, error)
+	// written, if set, is called (holding mu) with the records of
+	// partition p that a Write committed.
+	written func(p int32, msgs []*sarama.ProducerMessage)
 
 	mu        sync.Mutex
 	positions map[string]int64 // "topic/partition" → next offset
@@ -164,10 +167,23 @@ func (k *txSink) Write(_ context.Context, topic string, p int32, records []*sara
 			msgs = append(msgs, m)
 		}
 	}
+	data := msgs
 	msgs = append(msgs, &sarama.ProducerMessage{
 		Topic: k.checkpoints, Partition: 0,
 		Key: sarama.StringEncoder(checkpointKey(topic, p)), Value: sarama.StringEncoder(strconv.FormatInt(next, 10)),
 	})
+	if err := k.send(msgs); err != nil {
+		return err
+	}
+	k.positions[checkpointKey(topic, p)] = next
+	if k.written != nil {
+		k.written(p, data)
+	}
+	return nil
+}
+
+// send writes msgs in one transaction. Hold k.mu.
+func (k *txSink) send(msgs []*sarama.ProducerMessage) error {
 	if err := k.producer.BeginTxn(); err != nil {
 		return err
 	}
@@ -179,6 +195,5 @@ func (k *txSink) Write(_ context.Context, topic string, p int32, records []*sara
 		_ = k.producer.AbortTxn()
 		return err
 	}
-	k.positions[checkpointKey(topic, p)] = next
 	return nil
 }

@@ -156,6 +156,7 @@ func (cfg *ReplicatorConfig) NewApplication(ctx context.Context, boot *service.B
 		}
 		boot.DeferClose(sink)
 		r.Sink, r.Source = sink, replicator.Source{Snapshots: true}
+		tasks = append(tasks, sink.Run)
 	default:
 		return nil, fmt.Errorf("SINK must be kafka, postgres or clear, not %q", *cfg.Sink)
 	}
