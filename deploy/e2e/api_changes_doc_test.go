@@ -71,8 +71,9 @@ func TestAPIChangesDocCurlCommandsWork(t *testing.T) {
 
 	out := output(live)
 	t.Logf("live stream:\n%s", out)
-	if !strings.HasPrefix(out, "event: ready\n") || !strings.Contains(out, `"from":"end"`) ||
-		!regexp.MustCompile(`event: profile\nid: g1:[0-9=,]+\ndata: \{"uid":"`+ada.UID+`","version":2,.*"email":"ada.doc2@mail.com"`).MatchString(out) {
+	// Each event is "id:", "event:", "data:" lines and a blank line.
+	if !regexp.MustCompile(`^id: g1:[0-9=,]+\nevent: ready\ndata: \{"generation":1,"from":"end"\}\n\n`).MatchString(out) ||
+		!regexp.MustCompile(`\nid: g1:[0-9=,]+\nevent: profile\ndata: \{"uid":"`+ada.UID+`","version":2,.*"email":"ada.doc2@mail.com"`).MatchString(out) {
 		t.Fatal("the live stream did not print ready, then the change made while it ran")
 	}
 	if strings.Contains(out, `"version":1,`) {
@@ -80,7 +81,7 @@ func TestAPIChangesDocCurlCommandsWork(t *testing.T) {
 	}
 	out = output(beginning)
 	t.Logf("from the beginning:\n%s", out)
-	if !strings.HasPrefix(out, "event: ready\n") || !strings.Contains(out, `"from":"beginning"`) ||
+	if !regexp.MustCompile(`^id: g1:[0-9=,]+\nevent: ready\ndata: \{"generation":1,"from":"beginning"\}\n\n`).MatchString(out) ||
 		!strings.Contains(out, `"uid":"`+ada.UID+`","version":2`) {
 		t.Fatal("the stream from the beginning did not print ready and the profile's current state")
 	}
