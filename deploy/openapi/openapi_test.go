@@ -83,3 +83,55 @@ func TestProblemTypesEnumMatchesTheCode(t *testing.T) {
 		}
 	}
 }
+
+// Every operation has a tag, and an example of its request body and of
+// each success response that has a body (the API page shows them).
+func TestEveryOperationHasATagAndExamples(t *testing.T) {
+	doc, err := openapi3.NewLoader().LoadFromData(openapi.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hasExample := func(mt *openapi3.MediaType) bool {
+		return mt.Example != nil || len(mt.Examples) > 0 || (mt.Schema != nil && mt.Schema.Value.Example != nil)
+	}
+	n := 0
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			n++
+			name := method + " " + path
+			if len(op.Tags) == 0 {
+				t.Errorf("%s has no tag", name)
+			}
+			if op.RequestBody != nil {
+				for ct, mt := range op.RequestBody.Value.Content {
+					if !hasExample(mt) {
+						t.Errorf("%s: request body %s has no example", name, ct)
+					}
+				}
+			}
+			bodies := 0
+			for code, resp := range op.Responses.Map() {
+				if !strings.HasPrefix(code, "2") || code == "202" {
+					continue
+				}
+				for ct, mt := range resp.Value.Content {
+					bodies++
+					if !hasExample(mt) {
+						t.Errorf("%s: response %s %s has no example", name, code, ct)
+					}
+				}
+			}
+			if bodies == 0 && op.RequestBody == nil {
+				// No body either way (DELETE): its parameters show the example.
+				for _, p := range append(item.Parameters, op.Parameters...) {
+					if p.Value.In == "path" && p.Value.Example == nil {
+						t.Errorf("%s: parameter %s has no example", name, p.Value.Name)
+					}
+				}
+			}
+		}
+	}
+	if n != 7 {
+		t.Errorf("%d operations, want 7", n)
+	}
+}
