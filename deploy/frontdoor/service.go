@@ -34,7 +34,8 @@ func RegisterFlags(fs *flag.FlagSet) *Config {
 
 // NewApplication wires the front door (a Boot without Kafka: only its
 // Log is used): the API (New) under /api/, with the task that keeps its
-// routing tables (FrontDoor.Run), the OpenAPI document, and readiness
+// routing tables (FrontDoor.Run), the OpenAPI document and the API page
+// (/docs), and readiness
 // from the upstreams. ctx ends the change streams, so that they
 // do not hold the shutdown for SHUTDOWN_GRACE.
 func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*service.Application, error) {
@@ -62,6 +63,10 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(openapi.Spec)
 	}).Methods(http.MethodGet)
+	// The API page (Swagger UI, vendored and embedded) and its files.
+	docs := DocsHandler()
+	router.Handle("/docs", docs).Methods(http.MethodGet, http.MethodHead)
+	router.PathPrefix("/docs/").Handler(docs).Methods(http.MethodGet, http.MethodHead)
 	router.PathPrefix("/api/").Handler(api)
 
 	// CORS preflights are answered here; security headers come with every

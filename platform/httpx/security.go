@@ -1,6 +1,7 @@
 package httpx
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strconv"
@@ -24,17 +25,39 @@ var securityHeaders = map[string]string{
 // any of the same name a reverse proxy copied from upstream, so that they
 // are never doubled. Wrap the whole handler, so that 404 and 405 answers
 // get them too.
+//
+// A handler that serves a page (the front door's API page) may widen the
+// Content-Security-Policy of its own response with SetPagePolicy.
 func SecurityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		page := new(string)
+		r = r.WithContext(context.WithValue(r.Context(), pagePolicyKey{}, page))
 		next.ServeHTTP(onStart(w, func(h http.Header) {
 			for k, v := range securityHeaders {
 				h.Set(k, v)
+			}
+			if *page != "" {
+				h.Set("Content-Security-Policy", *page)
 			}
 			if h.Get("Cache-Control") == "" {
 				h.Set("Cache-Control", "no-store")
 			}
 		}), r)
 	})
+}
+
+type pagePolicyKey struct{}
+
+// SetPagePolicy makes SecurityHeaders send policy as the
+// Content-Security-Policy of the response to r, instead of the API's,
+// which allows nothing. It reports false when r did not pass through
+// SecurityHeaders. Only a handler that serves a page should call it.
+func SetPagePolicy(r *http.Request, policy string) bool {
+	p, ok := r.Context().Value(pagePolicyKey{}).(*string)
+	if ok {
+		*p = policy
+	}
+	return ok
 }
 
 // CORS answers cross-origin requests (the Fetch standard's CORS protocol)

@@ -205,3 +205,26 @@ func TestRateLimitMiddleware(t *testing.T) {
 		})
 	}
 }
+
+func TestSetPagePolicyWidensOnlyItsOwnResponse(t *testing.T) {
+	const page = "default-src 'none'; script-src 'self'"
+	h := SecurityHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/docs" && !SetPagePolicy(r, page) {
+			t.Error("SetPagePolicy found no SecurityHeaders")
+		}
+		// A policy a handler (or a proxied upstream) set itself is still
+		// replaced.
+		w.Header().Set("Content-Security-Policy", "default-src *")
+		w.WriteHeader(http.StatusOK)
+	}))
+	for path, want := range map[string]string{"/docs": page, "/api/x": "default-src 'none'; frame-ancestors 'none'"} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		if got := w.Header().Values("Content-Security-Policy"); len(got) != 1 || got[0] != want {
+			t.Errorf("%s: Content-Security-Policy %q, want %q", path, got, want)
+		}
+	}
+	if SetPagePolicy(httptest.NewRequest(http.MethodGet, "/docs", nil), page) {
+		t.Error("SetPagePolicy reported true outside SecurityHeaders")
+	}
+}

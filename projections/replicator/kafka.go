@@ -26,10 +26,24 @@ import (
 // Use NewKafkaSink; Close it. Write calls are serialized (one transaction
 // at a time).
 type KafkaSink struct {
+	txSink
+}
+
+// txSink writes each batch of source records, converted by convert, and the
+// batch's position, in one transaction, and reads the positions back from
+// its compacted checkpoint topic at start. KafkaSink and ClearSink are
+// txSinks.
+type txSink struct {
+	name        string
 	producer    sarama.SyncProducer
 	checkpoints string
-	// target maps a source topic to its target topic.
-	target func(source string) string
+	// convert returns the target record of a source record, or nil to
+	// write none for it; an error fails the batch (it is retried from the
+	// checkpoint).
+	convert func(topic string, p int32, r *sarama.ConsumerMessage) (*sarama.ProducerMessage, error)
+	// written, if set, is called (holding mu) with the records of
+	// partition p that a Write committed.
+	written func(p int32, msgs []*sarama.ProducerMessage)
 
 	mu        sync.Mutex
 	positions map[string]int64 // "topic/partition" → next offset
@@ -65,21 +79,41 @@ func NewKafkaSink(ctx context.Context, cfg KafkaSinkConfig) (*KafkaSink, error) 
 	if err := topology.CreateTopics(ctx, cfg.Target, "replicator", specs); err != nil {
 		return nil, fmt.Errorf("target cluster: %w", err)
 	}
-	k := &KafkaSink{checkpoints: cfg.CheckpointTopic, positions: map[string]int64{}}
-	k.target = func(source string) string {
+	target := func(source string) string {
 		if source == cfg.Source.EventsTopic {
 			return cfg.Target.EventsTopic
 		}
 		return cfg.Target.SnapshotsTopic // the snapshot topic of any generation
 	}
-
-	client, err := sarama.NewClient(cfg.Target.Brokers, cfg.Target.Sarama("replicator"))
-	if err != nil {
+	k := &KafkaSink{txSink{name: "kafka", checkpoints: cfg.CheckpointTopic, positions: map[string]int64{}}}
+	k.convert = func(topic string, p int32, r *sarama.ConsumerMessage) (*sarama.ProducerMessage, error) {
+		m := &sarama.ProducerMessage{Topic: target(topic), Partition: p, Key: sarama.ByteEncoder(r.Key), Timestamp: r.Timestamp}
+		if r.Value != nil {
+			m.Value = sarama.ByteEncoder(r.Value)
+		}
+		for _, h := range r.Headers {
+			if h != nil && !strings.HasPrefix(string(h.Key), "__") {
+				m.Headers = append(m.Headers, *h)
+			}
+		}
+		return m, nil
+	}
+	if err := k.open(ctx, cfg.Target, cfg.TransactionalID); err != nil {
 		return nil, fmt.Errorf("target cluster: %w", err)
+	}
+	return k, nil
+}
+
+// open reads the checkpoints of cluster c back (read_committed) and
+// creates the transactional producer.
+func (k *txSink) open(ctx context.Context, c topology.Config, transactionalID string) error {
+	client, err := sarama.NewClient(c.Brokers, c.Sarama("replicator"))
+	if err != nil {
+		return err
 	}
 	defer client.Close()
 	err = kafkax.Read(ctx, client, kafkax.ReadOptions{
-		Topic: cfg.CheckpointTopic, StopAtEnd: true,
+		Topic: k.checkpoints, StopAtEnd: true,
 		Handle: func(_ context.Context, _ int32, recs []*sarama.ConsumerMessage) error {
 			for _, r := range recs {
 				if off, err := strconv.ParseInt(string(r.Value), 10, 64); err == nil {
@@ -90,56 +124,66 @@ func NewKafkaSink(ctx context.Context, cfg KafkaSinkConfig) (*KafkaSink, error) 
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read checkpoints: %w", err)
+		return fmt.Errorf("read checkpoints: %w", err)
 	}
 
-	pc := cfg.Target.ProducerSarama("replicator")
-	pc.Producer.Transaction.ID = cfg.TransactionalID
+	pc := c.ProducerSarama("replicator")
+	pc.Producer.Transaction.ID = transactionalID
 	pc.Producer.Partitioner = sarama.NewManualPartitioner
-	if k.producer, err = sarama.NewSyncProducer(cfg.Target.Brokers, pc); err != nil {
-		return nil, fmt.Errorf("target producer: %w", err)
+	if k.producer, err = sarama.NewSyncProducer(c.Brokers, pc); err != nil {
+		return fmt.Errorf("producer: %w", err)
 	}
-	return k, nil
+	return nil
 }
 
 // Name implements Sink.
-func (k *KafkaSink) Name() string { return "kafka" }
+func (k *txSink) Name() string { return k.name }
 
 // Close closes the producer.
-func (k *KafkaSink) Close() error { return k.producer.Close() }
+func (k *txSink) Close() error { return k.producer.Close() }
 
 func checkpointKey(topic string, p int32) string { return topic + "/" + strconv.Itoa(int(p)) }
 
 // Position implements Sink.
-func (k *KafkaSink) Position(_ context.Context, topic string, p int32) (int64, bool, error) {
+func (k *txSink) Position(_ context.Context, topic string, p int32) (int64, bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	off, ok := k.positions[checkpointKey(topic, p)]
 	return off, ok, nil
 }
 
-// Write implements Sink: one transaction with the records and the
-// checkpoint.
-func (k *KafkaSink) Write(_ context.Context, topic string, p int32, records []*sarama.ConsumerMessage, next int64) error {
+// Write implements Sink: one transaction with the converted records and
+// the checkpoint.
+func (k *txSink) Write(_ context.Context, topic string, p int32, records []*sarama.ConsumerMessage, next int64) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	msgs := make([]*sarama.ProducerMessage, 0, len(records)+1)
 	for _, r := range records {
-		m := &sarama.ProducerMessage{Topic: k.target(topic), Partition: p, Key: sarama.ByteEncoder(r.Key), Timestamp: r.Timestamp}
-		if r.Value != nil {
-			m.Value = sarama.ByteEncoder(r.Value)
+		m, err := k.convert(topic, p, r)
+		if err != nil {
+			return err
 		}
-		for _, h := range r.Headers {
-			if h != nil && !strings.HasPrefix(string(h.Key), "__") {
-				m.Headers = append(m.Headers, *h)
-			}
+		if m != nil {
+			msgs = append(msgs, m)
 		}
-		msgs = append(msgs, m)
 	}
+	data := msgs
 	msgs = append(msgs, &sarama.ProducerMessage{
 		Topic: k.checkpoints, Partition: 0,
 		Key: sarama.StringEncoder(checkpointKey(topic, p)), Value: sarama.StringEncoder(strconv.FormatInt(next, 10)),
 	})
+	if err := k.send(msgs); err != nil {
+		return err
+	}
+	k.positions[checkpointKey(topic, p)] = next
+	if k.written != nil {
+		k.written(p, data)
+	}
+	return nil
+}
+
+// send writes msgs in one transaction. Hold k.mu.
+func (k *txSink) send(msgs []*sarama.ProducerMessage) error {
 	if err := k.producer.BeginTxn(); err != nil {
 		return err
 	}
@@ -151,6 +195,5 @@ func (k *KafkaSink) Write(_ context.Context, topic string, p int32, records []*s
 		_ = k.producer.AbortTxn()
 		return err
 	}
-	k.positions[checkpointKey(topic, p)] = next
 	return nil
 }

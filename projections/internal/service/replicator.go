@@ -19,7 +19,7 @@ import (
 const ReplicatorName = "replicator"
 
 // ReplicatorConfig is the replicator's configuration. Its Kafka.PII
-// settings serve only SINK=postgres (see NewApplication).
+// settings serve only SINK=postgres and SINK=clear (see NewApplication).
 type ReplicatorConfig struct {
 	Common *service.Flags
 	Kafka  *service.KafkaFlags
@@ -32,27 +32,43 @@ type ReplicatorConfig struct {
 	TransactionalID *string
 	PostgresURL     *string
 	ResetPositions  *bool
+
+	ClearTopic            *string
+	ClearMaxCompactionLag *time.Duration
+	ClearDeleteRetention  *time.Duration
 }
+
+// The defaults of CHECKPOINT_TOPIC and TRANSACTIONAL_ID, the kafka sink's;
+// SINK=clear replaces them with its own (see NewApplication), so that a
+// mirror and a clear sink left at the defaults do not fence each other.
+const (
+	defaultCheckpointTopic = "profile-mirror-checkpoints"
+	defaultTransactionalID = "profiles-mirror"
+)
 
 // RegisterReplicatorFlags registers the replicator's settings on fs.
 func RegisterReplicatorFlags(fs *flag.FlagSet) *ReplicatorConfig {
 	return &ReplicatorConfig{
 		Common:          service.RegisterFlags(fs, ":8084"),
 		Kafka:           service.RegisterKafkaFlags(fs),
-		Sink:            config.String(fs, "sink", "SINK", "kafka", "kafka (mirror to TARGET_BROKERS) or postgres (POSTGRES_URL)"),
+		Sink:            config.String(fs, "sink", "SINK", "kafka", "kafka (mirror to TARGET_BROKERS), postgres (POSTGRES_URL) or clear (the profiles in clear, in the compacted topic CLEAR_TOPIC of the same cluster)"),
 		TargetBrokers:   config.String(fs, "target-brokers", "TARGET_BROKERS", "", "kafka sink: comma-separated bootstrap servers of the target cluster"),
 		TargetSecurity:  kafkax.RegisterSecurityFlags(fs, "target-kafka-", "TARGET_KAFKA_"),
 		MirrorEvents:    config.Bool(fs, "mirror-events", "MIRROR_EVENTS", false, "kafka sink: mirror the event log too, not only the snapshots"),
-		CheckpointTopic: config.String(fs, "checkpoint-topic", "CHECKPOINT_TOPIC", "profile-mirror-checkpoints", "kafka sink: compacted topic on the target cluster that holds the mirror's positions"),
-		TransactionalID: config.String(fs, "transactional-id", "TRANSACTIONAL_ID", "profiles-mirror", "kafka sink: transactional id of the mirror's producer on the target cluster (one per mirror)"),
+		CheckpointTopic: config.String(fs, "checkpoint-topic", "CHECKPOINT_TOPIC", defaultCheckpointTopic, "kafka and clear sinks: compacted topic that holds the sink's positions (on the target cluster for kafka; profile-clear-checkpoints by default for clear)"),
+		TransactionalID: config.String(fs, "transactional-id", "TRANSACTIONAL_ID", defaultTransactionalID, "kafka and clear sinks: transactional id of the sink's producer, one per replicator (profiles-clear by default for clear)"),
 		PostgresURL:     config.String(fs, "postgres-url", "POSTGRES_URL", "", "postgres sink: connection URL, e.g. postgres://user@127.0.0.1:5432/db?sslmode=disable"),
 		ResetPositions:  config.Bool(fs, "reset-positions", "RESET_POSITIONS", false, "postgres sink: delete the stored positions at start, so that the snapshots are replayed from offset 0 (harmless: the table ends unchanged)"),
+
+		ClearTopic:            config.String(fs, "clear-topic", "CLEAR_TOPIC", "profile-clear", "clear sink: the compacted topic of the current profiles in clear (key: uid; value: the profile's JSON; a delete is a tombstone)"),
+		ClearMaxCompactionLag: config.Duration(fs, "clear-max-compaction-lag", "CLEAR_MAX_COMPACTION_LAG", time.Hour, "clear sink: the clear topic's max.compaction.lag.ms: a deleted profile's clear values leave the brokers' disks within about this time of its delete"),
+		ClearDeleteRetention:  config.Duration(fs, "clear-delete-retention", "CLEAR_DELETE_RETENTION", 7*24*time.Hour, "clear sink: the clear topic's delete.retention.ms: how long a tombstone stays for consumers that lag"),
 	}
 }
 
 // Boot returns the Kafka settings the replicator boots with: those of
-// Kafka without the personal data ones, since only SINK=postgres loads the
-// key-encryption key (NewApplication does, after connecting).
+// Kafka without the personal data ones, since only SINK=postgres and
+// SINK=clear load the key-encryption key (NewApplication does, after connecting).
 func (cfg *ReplicatorConfig) Boot() *service.KafkaFlags {
 	return &service.KafkaFlags{Kafka: cfg.Kafka.Kafka}
 }
@@ -116,8 +132,33 @@ func (cfg *ReplicatorConfig) NewApplication(ctx context.Context, boot *service.B
 			log.Warn("positions reset: replaying the snapshots from offset 0", "positions_deleted", n)
 		}
 		r.Sink, r.Source = sink, replicator.Source{Snapshots: true}
+	case "clear":
+		// The topic holds live profiles in clear, like the postgres table:
+		// the sink opens the sealed snapshots with the profiles' data keys.
+		if err := boot.OpenKeys(cfg.Kafka.PII); err != nil {
+			return nil, err
+		}
+		tasks = append(tasks, boot.RunKeys)
+		ccfg := replicator.ClearSinkConfig{
+			Kafka: kcfg, Topic: *cfg.ClearTopic, Codec: boot.Codec, Log: log,
+			MaxCompactionLag: *cfg.ClearMaxCompactionLag, DeleteRetention: *cfg.ClearDeleteRetention,
+			CheckpointTopic: *cfg.CheckpointTopic, TransactionalID: *cfg.TransactionalID,
+		}
+		if ccfg.CheckpointTopic == defaultCheckpointTopic {
+			ccfg.CheckpointTopic = "" // the clear sink's own default
+		}
+		if ccfg.TransactionalID == defaultTransactionalID {
+			ccfg.TransactionalID = ""
+		}
+		sink, err := replicator.NewClearSink(startCtx, ccfg)
+		if err != nil {
+			return nil, err
+		}
+		boot.DeferClose(sink)
+		r.Sink, r.Source = sink, replicator.Source{Snapshots: true}
+		tasks = append(tasks, sink.Run)
 	default:
-		return nil, fmt.Errorf("SINK must be kafka or postgres, not %q", *cfg.Sink)
+		return nil, fmt.Errorf("SINK must be kafka, postgres or clear, not %q", *cfg.Sink)
 	}
 
 	var health httpx.Health
