@@ -230,6 +230,21 @@ type faultLoad struct {
 	// Verify's final reads, for the linearizability check.
 	history *lincheck.History
 	writers int
+	// samples, when not nil, gets every request's latency (the soak).
+	samples *latencyLog
+}
+
+// latencyLog keeps the end time, latency and kind of every request.
+type latencyLog struct {
+	mu  sync.Mutex
+	all []latencySample
+}
+
+type latencySample struct {
+	end     time.Time
+	latency time.Duration
+	write   bool
+	ok      bool
 }
 
 // failedWrite is a write not answered 2xx: when it started (since the
@@ -334,8 +349,10 @@ func (l *faultLoad) do(method, path string, body any) answer {
 	t0 := time.Now()
 	resp, err := l.client.Do(req)
 	if err != nil {
+		l.sample(method, t0, 0)
 		return answer{start: t0, latency: time.Since(t0)}
 	}
+	defer func() { l.sample(method, t0, resp.StatusCode) }()
 	defer resp.Body.Close()
 	var b strings.Builder
 	buf := make([]byte, 4096)
@@ -347,6 +364,18 @@ func (l *faultLoad) do(method, path string, body any) answer {
 		}
 	}
 	return answer{start: t0, status: resp.StatusCode, body: []byte(b.String()), header: resp.Header, latency: time.Since(t0)}
+}
+
+// sample records one request's latency, when the load keeps them.
+func (l *faultLoad) sample(method string, t0 time.Time, status int) {
+	if l.samples == nil {
+		return
+	}
+	now := time.Now()
+	l.samples.mu.Lock()
+	l.samples.all = append(l.samples.all, latencySample{end: now, latency: now.Sub(t0), write: method != http.MethodGet,
+		ok: status >= 200 && status < 300 || (method == http.MethodGet && status == http.StatusNotFound)})
+	l.samples.mu.Unlock()
 }
 
 func (l *faultLoad) writer(w int) {
