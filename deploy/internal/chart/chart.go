@@ -97,7 +97,7 @@ func panel(img *image.RGBA, r image.Rectangle, p Panel, n int, xLabel string) {
 		vline(img, xOf(i), plot.Max.Y, plot.Max.Y+4, axis)
 		text(img, xOf(i)-3, plot.Max.Y+16, fmt.Sprint(i), axis)
 	}
-	text(img, plot.Max.X-6*len(xLabel), plot.Max.Y+16, xLabel, axis)
+	text(img, plot.Max.X+10, plot.Max.Y+16, xLabel, axis)
 	for si, s := range p.Series {
 		c := Palette[si%len(Palette)]
 		yOf := func(v float64) int { return plot.Max.Y - int(math.Round((v-lo)/(hi-lo)*float64(plot.Dy()))) }
