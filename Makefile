@@ -104,6 +104,13 @@ test: ## Run every test: unit, integration, end-to-end, the fault suite and brie
 test-faults: ## Only the fault suite (three-node cluster, killed brokers and services); rewrites docs/reliability.md.
 	TEST_MODULES=deploy TEST_FUZZ=0 GOTESTFLAGS="-run ^TestFault -v" deploy/test.sh
 
+# The soak: SOAK_DURATION (default 30m) of load with faults injected at
+# random; writes SOAK_OUT.md and SOAK_OUT.png (default docs/soak).
+SOAK_DURATION ?= 30m
+.PHONY: soak
+soak: ## Soak test (not part of make test): load and random faults for SOAK_DURATION (30m); report and chart in docs/soak.{md,png}.
+	PROFILES_SOAK=1 SOAK_DURATION=$(SOAK_DURATION) TEST_MODULES=deploy TEST_FUZZ=0 GOTESTFLAGS="-run ^TestSoak$$ -v -timeout 4h" deploy/test.sh
+
 # How long `make fuzz` runs each fuzz target (make test: 5s each).
 FUZZTIME ?= 1m
 

@@ -45,13 +45,15 @@
 #       ConsumerPerformance, GetOffsetShell (all in org.apache.kafka.tools),
 #       org.apache.kafka.tools.consumer.group.ConsumerGroupCommand.
 #
-#   deploy/kafka.sh start-cluster --data DIR --base-port N [--fresh]
+#   deploy/kafka.sh start-cluster --data DIR --base-port N [--fresh] [--gids]
 #                                 [--timeout SECONDS] [--extra key=value]...
 #       Three static voters, node ids 1..3, data in DIR/node1..3, brokers on
 #       127.0.0.1:N..N+2, controllers on 127.0.0.1:N+10..N+12. Defaults to
 #       replication factor 3 and min.insync.replicas 2. Nodes already running
 #       are left alone, so after `stop --data DIR/node2` the same
-#       start-cluster command brings node 2 back.
+#       start-cluster command brings node 2 back. --gids (as root): node i
+#       runs under group id 200000 + its broker port (DIR/nodeI/kafka.gid,
+#       kept for later starts), for network partitions by nftables.
 #
 #   deploy/kafka.sh stop-cluster --data DIR
 #       Stop all three nodes at once (controlled shutdown, then SIGKILL).
@@ -353,8 +355,15 @@ launch() { # DIR: start the JVM in the background, write kafka.pid
   # setsid: the broker outlives this script and ignores the caller's Ctrl-C.
   # The inner shell writes its own PID and then execs java, keeping that PID.
   # shellcheck disable=SC2016,SC2086
+  # Under root, a node given a group id of its own (start-cluster --gids:
+  # DIR/kafka.gid) runs under it, so that nftables rules can cut it off
+  # by it (deploy/e2e/netcut_test.go); root's permissions do not depend on it.
+  local -a as=()
+  if [[ -s $dir/kafka.gid && $(id -u) == 0 ]]; then
+    as=(setpriv --regid "$(cat "$dir/kafka.gid")" --clear-groups)
+  fi
   setsid bash -c 'echo $$ >"$1/kafka.pid"; shift; exec "$@"' _ "$dir" \
-    "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    ${as[@]+"${as[@]}"} "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
     -Djava.awt.headless=true ${KAFKA_JVM_OPTS:-} \
     -Dkafka.logs.dir="$dir" -Dlog4j2.configurationFile="$BROKER_LOG4J" \
@@ -452,7 +461,7 @@ safe_wipe() {
     [[ -e $entry || -L $entry ]] || continue
     case ${entry##*/} in
       server.properties | server.properties.tmp | kafka.pid | kafka.out | kafka.bootstrap | .kafka.sh.lock | \
-        server.log* | .log-start | logs | cluster.id | node[123] | tls | secrets | admin.properties) ;;
+        server.log* | .log-start | logs | cluster.id | node[123] | tls | secrets | admin.properties | kafka.gid) ;;
       *) die "refusing to wipe $dir: it holds $entry, which deploy/kafka.sh did not create" ;;
     esac
   done
@@ -461,7 +470,7 @@ safe_wipe() {
 
 # ---------------------------------------------------------------- commands
 
-DATA='' PORT='' CPORT='' NODE_ID=1 FRESH=0 BASE_PORT='' SASL_SSL=0
+DATA='' PORT='' CPORT='' NODE_ID=1 FRESH=0 BASE_PORT='' SASL_SSL=0 GIDS=0
 EXTRA=() USERS=()
 parse_args() {
   while (( $# > 0 )); do
@@ -474,6 +483,7 @@ parse_args() {
       --timeout) START_TIMEOUT=${2:?--timeout needs seconds}; shift 2 ;;
       --fresh) FRESH=1; shift ;;
       --sasl-ssl) SASL_SSL=1; shift ;;
+      --gids) GIDS=1; shift ;;
       --users) read -r -a USERS <<<"${2?--users needs a list of names}"; shift 2 ;;
       --extra) take_extra "$@"; shift "$TAKEN" ;; # one or more key=value words
       --extra=*) EXTRA+=("${1#--extra=}"); shift ;;
@@ -600,6 +610,11 @@ cmd_start_cluster() {
     fi
     write_props "$dir" "$i" $((BASE_PORT + i - 1)) $((BASE_PORT + 10 + i - 1)) "$voters" cluster \
       ${EXTRA[@]+"${EXTRA[@]}"}
+    # --gids: node i runs under group id 200000 + its broker port (unique
+    # on the machine, as the port is), here and at every later start.
+    if (( GIDS )); then
+      echo $((200000 + BASE_PORT + i - 1)) >"$dir/kafka.gid"
+    fi
     for p in $((BASE_PORT + i - 1)) $((BASE_PORT + 10 + i - 1)); do
       port_open "$p" && die "port 127.0.0.1:$p is already in use"
     done

@@ -40,7 +40,11 @@ CLUSTER_DATA=${TEST_CLUSTER_DATA:-.data/test-cluster}
 CLUSTER_PORT=${TEST_CLUSTER_PORT:-19192}
 if [[ " ${MODULES[*]} " == *" deploy "* ]]; then
   trap 'deploy/kafka.sh stop-cluster --data "$CLUSTER_DATA" >/dev/null 2>&1 || true; deploy/postgres.sh stop --data "$PG_DATA" >/dev/null 2>&1 || true; deploy/kafka.sh stop --data "$DATA" >/dev/null 2>&1 || true' EXIT
-  deploy/kafka.sh start-cluster --fresh --data "$CLUSTER_DATA" --base-port "$CLUSTER_PORT" \
+  # Under root every node gets a group id of its own (--gids), by which the
+  # fault suite cuts a broker off from the others (network partitions).
+  gids=()
+  [[ $(id -u) == 0 ]] && gids=(--gids)
+  deploy/kafka.sh start-cluster --fresh --data "$CLUSTER_DATA" --base-port "$CLUSTER_PORT" ${gids[@]+"${gids[@]}"} \
     --extra offsets.topic.num.partitions=4 transaction.state.log.num.partitions=4
   export PROFILES_TEST_KAFKA_CLUSTER=127.0.0.1:$CLUSTER_PORT,127.0.0.1:$((CLUSTER_PORT + 1)),127.0.0.1:$((CLUSTER_PORT + 2))
   export PROFILES_TEST_KAFKA_CLUSTER_DATA=$PWD/$CLUSTER_DATA

@@ -230,6 +230,21 @@ type faultLoad struct {
 	// Verify's final reads, for the linearizability check.
 	history *lincheck.History
 	writers int
+	// samples, when not nil, gets every request's latency (the soak).
+	samples *latencyLog
+}
+
+// latencyLog keeps the end time, latency and kind of every request.
+type latencyLog struct {
+	mu  sync.Mutex
+	all []latencySample
+}
+
+type latencySample struct {
+	end     time.Time
+	latency time.Duration
+	write   bool
+	ok      bool
 }
 
 // failedWrite is a write not answered 2xx: when it started (since the
@@ -334,8 +349,10 @@ func (l *faultLoad) do(method, path string, body any) answer {
 	t0 := time.Now()
 	resp, err := l.client.Do(req)
 	if err != nil {
+		l.sample(method, t0, 0)
 		return answer{start: t0, latency: time.Since(t0)}
 	}
+	defer func() { l.sample(method, t0, resp.StatusCode) }()
 	defer resp.Body.Close()
 	var b strings.Builder
 	buf := make([]byte, 4096)
@@ -347,6 +364,18 @@ func (l *faultLoad) do(method, path string, body any) answer {
 		}
 	}
 	return answer{start: t0, status: resp.StatusCode, body: []byte(b.String()), header: resp.Header, latency: time.Since(t0)}
+}
+
+// sample records one request's latency, when the load keeps them.
+func (l *faultLoad) sample(method string, t0 time.Time, status int) {
+	if l.samples == nil {
+		return
+	}
+	now := time.Now()
+	l.samples.mu.Lock()
+	l.samples.all = append(l.samples.all, latencySample{end: now, latency: now.Sub(t0), write: method != http.MethodGet,
+		ok: status >= 200 && status < 300 || (method == http.MethodGet && status == http.StatusNotFound)})
+	l.samples.mu.Unlock()
 }
 
 func (l *faultLoad) writer(w int) {
@@ -1054,4 +1083,37 @@ func TestFaultFrontDoorCutOffFromAnInstance(t *testing.T) {
 	l := cutUnderLoad(t, "frontdoor", "query-svc-0", func(s *System) []int { return []int{s.portOf("query-svc-0")} })
 	l.Verify("11. the front door cut off from a query-svc instance for 10 s (network partition)",
 		"the front door cannot connect to query-svc-0 and sends every read to query-svc-1, which forwards what query-svc-0 owns")
+}
+
+// Scenario 14: the broker that leads most partitions is cut off from the
+// other two nodes (brokers and controllers, both ways) for 15 s, while
+// every service still reaches it. It cannot heartbeat to the active
+// controller, which fences it after broker.session.timeout.ms and moves
+// its leaders; until its clients learn that, its answers are stale (it
+// still believes it leads), and no write it takes can reach
+// min.insync.replicas. No acknowledged write may be lost, and no read may
+// go back in time.
+func TestFaultBrokerCutOffFromTheOtherBrokers(t *testing.T) {
+	c := needCluster(t)
+	needNetCut(t)
+	for n := 1; n <= 3; n++ {
+		if !c.runsUnderGID(n) {
+			msg := fmt.Sprintf("broker %d does not run under a group id of its own: deploy/test.sh starts the cluster with --gids as root", n)
+			if os.Getenv("CI") != "" {
+				t.Fatal(msg)
+			}
+			t.Skip("SKIPPED: " + msg)
+		}
+	}
+	var victim int
+	_, l := underLoad(t, func(s *System, l *faultLoad) {
+		victim = leaderOfMost(t, KafkaAt(t, s.Brokers, false), s.env["EVENTS_TOPIC"])
+		l.Mark(fmt.Sprintf("cut broker %d off from the other brokers and controllers", victim))
+		heal := c.CutBroker(victim)
+		time.Sleep(15 * time.Second)
+		l.Mark(fmt.Sprintf("heal the cut of broker %d", victim))
+		heal()
+	})
+	l.Verify("14. the broker leading most partitions cut off from the other two brokers and the controller quorum for 15 s, clients still reaching it (network partition)",
+		fmt.Sprintf("nftables drops what broker %d and the other nodes send each other; the controller fences it (no heartbeat for broker.session.timeout.ms, 9 s) and moves its leaders; the services still reach it", victim))
 }

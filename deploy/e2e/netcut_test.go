@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,32 +95,53 @@ func (s *System) Cut(name string, ports ...int) (heal func()) {
 	if gid == 0 {
 		s.t.Fatalf("%s has no group id of its own to cut it by", name)
 	}
-	list := make([]string, len(ports))
-	for i, p := range ports {
-		list[i] = strconv.Itoa(p)
-	}
+	return cut(s.t, name, gid, cutRule{gids: []uint32{gid}, ports: ports})
+}
+
+// cutRule drops what the sockets of the processes of gids send to ports.
+type cutRule struct {
+	gids  []uint32
+	ports []int
+}
+
+// cut installs the rules as one nftables table named after gid, until
+// the returned heal is called (the test's cleanup calls it too).
+func cut(t *testing.T, name string, gid uint32, rules ...cutRule) (heal func()) {
+	t.Helper()
+	join := func(xs []string) string { return strings.Join(xs, ", ") }
 	table := fmt.Sprintf("%s%d_%d", cutPrefix, os.Getpid(), gid)
-	rules := fmt.Sprintf(`table inet %s {
+	var lines []string
+	for _, r := range rules {
+		var gs, ps []string
+		for _, g := range r.gids {
+			gs = append(gs, strconv.FormatUint(uint64(g), 10))
+		}
+		for _, p := range r.ports {
+			ps = append(ps, strconv.Itoa(p))
+		}
+		lines = append(lines, fmt.Sprintf("\t\tmeta skgid { %s } tcp dport { %s } drop", join(gs), join(ps)))
+	}
+	text := fmt.Sprintf(`table inet %s {
 	chain out {
 		type filter hook output priority 0; policy accept;
-		meta skgid %d tcp dport { %s } drop
+%s
 	}
 }
-`, table, gid, strings.Join(list, ", "))
+`, table, strings.Join(lines, "\n"))
 	cmd := exec.Command("nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
+	cmd.Stdin = strings.NewReader(text)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		s.t.Fatalf("nft: %v: %s\n%s", err, out, rules)
+		t.Fatalf("nft: %v: %s\n%s", err, out, text)
 	}
 	var once sync.Once
 	heal = func() {
 		once.Do(func() {
 			if out, err := exec.Command("nft", "delete", "table", "inet", table).CombinedOutput(); err != nil {
-				s.t.Errorf("removing the cut of %s: %v: %s", name, err, out)
+				t.Errorf("removing the cut of %s: %v: %s", name, err, out)
 			}
 		})
 	}
-	s.t.Cleanup(heal)
+	t.Cleanup(heal)
 	return heal
 }
 
@@ -143,3 +165,60 @@ func portsOf(t *testing.T, addrs string) []int {
 
 // portOf returns the HTTP port of instance name.
 func (s *System) portOf(name string) int { return s.ports[name] }
+
+// gid returns the group id node n runs under (deploy/kafka.sh
+// start-cluster --gids), or 0.
+func (c *kafkaCluster) gid(n int) uint32 {
+	b, err := os.ReadFile(filepath.Join(c.dir(n), "kafka.gid"))
+	if err != nil {
+		return 0
+	}
+	g, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+	if err != nil {
+		return 0
+	}
+	return uint32(g)
+}
+
+// runsUnderGID reports whether node n's broker runs under its group id (it was
+// started by deploy/kafka.sh with --gids, as root).
+func (c *kafkaCluster) runsUnderGID(n int) bool {
+	g := c.gid(n)
+	pid := c.pid(n)
+	if g == 0 || pid == 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Gid:" {
+			return f[1] == strconv.FormatUint(uint64(g), 10)
+		}
+	}
+	return false
+}
+
+// CutBroker cuts node n off from the other two nodes, both ways, brokers
+// and controllers (the quorum), while every client still reaches it: what
+// n sends to the others' ports is dropped, and what they send to n's.
+func (c *kafkaCluster) CutBroker(n int) (heal func()) {
+	c.t.Helper()
+	brokers := portsOf(c.t, clusterBrokers)
+	var others []uint32
+	var otherPorts []int
+	for i := 1; i <= 3; i++ {
+		if !c.runsUnderGID(i) {
+			c.t.Fatalf("broker %d does not run under a group id of its own (deploy/kafka.sh start-cluster --gids, as root)", i)
+		}
+		if i != n {
+			others = append(others, c.gid(i))
+			otherPorts = append(otherPorts, brokers[i-1], brokers[i-1]+10) // the controller: broker port + 10
+		}
+	}
+	own := []int{brokers[n-1], brokers[n-1] + 10}
+	return cut(c.t, fmt.Sprintf("broker %d", n), c.gid(n),
+		cutRule{gids: []uint32{c.gid(n)}, ports: otherPorts},
+		cutRule{gids: others, ports: own})
+}

@@ -68,14 +68,40 @@ func writeReliabilityReport() error {
 	if path == "" || len(reliability.rows) == 0 {
 		return nil // the fault suite did not run (a partial run): keep the last report
 	}
-	rows := append([]reliabilityRow(nil), reliability.rows...)
-	// Scenarios are numbered ("10. ..."): 2 comes before 10.
-	number := func(r reliabilityRow) int { n, _ := strconv.Atoi(strings.SplitN(r.Scenario, ".", 2)[0]); return n }
-	sort.Slice(rows, func(i, j int) bool {
-		if a, b := number(rows[i]), number(rows[j]); a != b {
-			return a < b
+	// Scenarios are numbered ("10. ..."): 2 comes before 10. A run of
+	// some scenarios only (go test -run) keeps the other scenarios' rows
+	// of the last report, and its hostile-input section if this run has
+	// none, so that a targeted run never wipes the table.
+	number := func(scenario string) int { n, _ := strconv.Atoi(strings.SplitN(scenario, ".", 2)[0]); return n }
+	ran := map[int]bool{}
+	type line struct {
+		n        int
+		scenario string
+		text     string
+	}
+	var lines []line
+	for _, r := range reliability.rows {
+		ran[number(r.Scenario)] = true
+		lines = append(lines, line{number(r.Scenario), r.Scenario, fmt.Sprintf("| %s | %d | %d | %s (%d ops) | %d (%s) | %d of %d (%s) | %.1f s | %.1f s | %s |",
+			r.Scenario, r.Acked, r.Lost, r.Linearizable, r.Ops, r.FailedWrites, r.WriteErrors, r.FailedReads, r.Reads, r.ReadErrors,
+			r.Window.Seconds(), r.SlowestFailure.Seconds(), r.Notes)})
+	}
+	oldRows, oldHostile := previousReport(path)
+	for _, text := range oldRows {
+		scenario := strings.TrimPrefix(text, "| ")
+		if n := number(scenario); n > 0 && !ran[n] {
+			lines = append(lines, line{n, scenario, text})
 		}
-		return rows[i].Scenario < rows[j].Scenario
+	}
+	hostile := reliability.hostile
+	if len(hostile) == 0 {
+		hostile = oldHostile
+	}
+	sort.Slice(lines, func(i, j int) bool {
+		if lines[i].n != lines[j].n {
+			return lines[i].n < lines[j].n
+		}
+		return lines[i].scenario < lines[j].scenario
 	})
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Reliability under faults
@@ -109,18 +135,41 @@ learned may take effect at any later time, or never.
 | scenario | acknowledged | lost | linearizable | failed writes | failed reads | unavailable | slowest failure | notes |
 |---|---:|---:|---|---|---|---:|---:|---|
 `, time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %d | %d | %s (%d ops) | %d (%s) | %d of %d (%s) | %.1f s | %.1f s | %s |\n",
-			r.Scenario, r.Acked, r.Lost, r.Linearizable, r.Ops, r.FailedWrites, r.WriteErrors, r.FailedReads, r.Reads, r.ReadErrors,
-			r.Window.Seconds(), r.SlowestFailure.Seconds(), r.Notes)
+	for _, l := range lines {
+		b.WriteString(l.text + "\n")
 	}
-	if len(reliability.hostile) > 0 {
+	if len(hostile) > 0 {
 		b.WriteString("\n## Hostile input\n\n")
-		for _, h := range reliability.hostile {
+		for _, h := range hostile {
 			b.WriteString("- " + h + "\n")
 		}
-		b.WriteString("- Fuzzing (`deploy/fuzz.sh`, 5 s per target in `make test`) and the server's timeouts and body limits are tested outside this package; see docs/faults.md.\n")
+		b.WriteString(fuzzLine + "\n")
 	}
 	b.WriteString("\nHow the system behaves, and why, is in [docs/faults.md](faults.md).\n")
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+const fuzzLine = "- Fuzzing (`deploy/fuzz.sh`, 5 s per target in `make test`) and the server's timeouts and body limits are tested outside this package; see docs/faults.md."
+
+// previousReport returns the scenario rows and the hostile-input lines
+// (without their "- ") of the report at path, if there is one.
+func previousReport(path string) (rows, hostile []string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil
+	}
+	inHostile := false
+	for _, l := range strings.Split(string(b), "\n") {
+		switch {
+		case strings.HasPrefix(l, "## Hostile input"):
+			inHostile = true
+		case strings.HasPrefix(l, "## "):
+			inHostile = false
+		case inHostile && strings.HasPrefix(l, "- ") && l != fuzzLine:
+			hostile = append(hostile, strings.TrimPrefix(l, "- "))
+		case strings.HasPrefix(l, "| ") && len(l) > 2 && l[2] >= '0' && l[2] <= '9':
+			rows = append(rows, l)
+		}
+	}
+	return rows, hostile
 }

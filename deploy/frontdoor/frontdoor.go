@@ -263,6 +263,7 @@ type pool struct {
 	next      atomic.Uint64
 	log       *slog.Logger
 	now       func() time.Time // time.Now; tests change it
+	epoch     time.Time        // downUntil counts from here
 	transport http.RoundTripper
 
 	// table is the group's routing table, nil while none is known.
@@ -289,7 +290,9 @@ type pool struct {
 type upstream struct {
 	url   *url.URL
 	proxy *httputil.ReverseProxy
-	// downUntil is when (in Unix nanoseconds) an instance that could not be
+	// downUntil is when (in nanoseconds since the pool's epoch, on the
+	// monotonic clock: a step of the wall clock must not keep an instance
+	// last for minutes) an instance that could not be
 	// connected to is tried in turn again; until then it is tried only when
 	// every other instance has failed too. Zero: it was reachable last time.
 	downUntil atomic.Int64
@@ -343,7 +346,7 @@ var (
 )
 
 func newPool(name string, urls []*url.URL, transport http.RoundTripper, log *slog.Logger) *pool {
-	p := &pool{name: name, log: log, now: time.Now, transport: transport,
+	p := &pool{name: name, log: log, now: time.Now, epoch: time.Now(), transport: transport,
 		kick: make(chan struct{}, 1), client: &http.Client{Transport: transport, Timeout: pollTimeout},
 		byURL: map[string]*upstream{}, byID: map[string]*upstream{},
 		routed: map[string]prometheus.Counter{}, stale: staleAnswers.WithLabelValues(name)}
@@ -416,7 +419,7 @@ func (p *pool) serve(w http.ResponseWriter, r *http.Request, body []byte) {
 			n = t.n
 		}
 	}
-	now := p.now().UnixNano()
+	now := p.sinceEpoch()
 	route := "unkeyed"
 	switch {
 	case own.u != nil && own.u.downUntil.Load() <= now:
@@ -469,7 +472,7 @@ func (p *pool) try(w http.ResponseWriter, r *http.Request, body []byte, u *upstr
 		}
 		return true
 	}
-	if u.downUntil.Swap(p.now().Add(downFor).UnixNano()) == 0 {
+	if u.downUntil.Swap(p.sinceEpoch()+int64(downFor)) == 0 {
 		p.log.Warn("instance unreachable; trying the others first", "backend", p.name,
 			"upstream", u.url.String(), "err", a.notSent)
 	}
@@ -712,3 +715,7 @@ func AnyReady(bases []*url.URL) func() error {
 		return fmt.Errorf("no instance is ready: %s", strings.Join(failures, "; "))
 	}
 }
+
+// sinceEpoch returns the nanoseconds since the pool was made, on the
+// monotonic clock (time.Now's readings subtract monotonically), never 0.
+func (p *pool) sinceEpoch() int64 { return max(int64(p.now().Sub(p.epoch)), 1) }

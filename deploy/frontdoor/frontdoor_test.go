@@ -538,7 +538,7 @@ func TestUnreachableInstanceIsTriedLast(t *testing.T) {
 	p := newPool("svc", []*url.URL{mustParse("http://a"), mustParse("http://b"), mustParse("http://c")},
 		stub, slog.New(slog.DiscardHandler))
 	now := time.Unix(1000, 0)
-	p.now = func() time.Time { return now }
+	p.now, p.epoch = func() time.Time { return now }, now
 	send := func() string {
 		t.Helper()
 		w := httptest.NewRecorder()

@@ -11,6 +11,8 @@ import (
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+
+	"profiles/platform/clock"
 )
 
 // Algorithms are the only signing algorithms a token may use. Every other
@@ -70,9 +72,11 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}
-	if cfg.Now != nil {
-		opts = append(opts, jwt.WithTimeFunc(cfg.Now))
+	now := cfg.Now
+	if now == nil {
+		now = clock.Now // the wall clock (see package clock)
 	}
+	opts = append(opts, jwt.WithTimeFunc(now))
 	return &Verifier{parser: jwt.NewParser(opts...), keys: cfg.Keys}, nil
 }
 

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"profiles/platform/clock"
 )
 
 // Headers of a signed request between instances.
@@ -133,7 +135,7 @@ func (s *Signer) now() time.Time {
 	if s.Now != nil {
 		return s.Now()
 	}
-	return time.Now()
+	return clock.Now() // the wall clock (see package clock)
 }
 
 // Sign sets HeaderNonce (a fresh one), HeaderTimestamp and HeaderSignature

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,6 +136,9 @@ type Group struct {
 type sessionPartition struct {
 	behind map[string]bool  // topics of this partition not yet caught up
 	end    map[string]int64 // the topics' end offsets when the session began
+	// failing holds the error of every topic of this partition whose
+	// records Handle could not apply (see Group.handle); it is behind too.
+	failing map[string]error
 }
 
 // NewGroup prepares a Group; Run joins it.
@@ -478,8 +482,8 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.Consu
 				return nil
 			}
 		}
-		if err := g.opts.Handle(sess.Context(), topic, p, batch); err != nil {
-			return fmt.Errorf("handle %s/%d at %d: %w", topic, p, batch[0].Offset, err)
+		if !g.handle(sess, topic, p, batch) {
+			return nil // the session ended while the batch could not be handled
 		}
 		next = batch[len(batch)-1].Offset + 1
 		sess.MarkOffset(topic, p, next, "")
@@ -487,6 +491,71 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.Consu
 			g.caughtUp(topic, p)
 		}
 		idle.Reset(idleAfter)
+	}
+}
+
+// handle hands batch to Handle until it succeeds, and reports false if
+// the session ended first. While Handle fails (a full disk, a store that
+// cannot write, a data key not readable yet) the partition counts as
+// behind: it is not served (Serving, Ready) and nothing of the batch is
+// marked consumed, since what the caller holds is older than what Kafka
+// holds. Handle is called again after a growing pause (up to
+// handleRetryMax), never in a hot loop, and the partition is served again
+// once it has caught up.
+func (g *Group) handle(sess sarama.ConsumerGroupSession, topic string, p int32, batch []*sarama.ConsumerMessage) bool {
+	err := g.opts.Handle(sess.Context(), topic, p, batch)
+	if err == nil {
+		return true
+	}
+	g.failing(topic, p, err)
+	logged := time.Now()
+	wait := handleRetryMin
+	for {
+		select {
+		case <-sess.Context().Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, handleRetryMax)
+		if err = g.opts.Handle(sess.Context(), topic, p, batch); err == nil {
+			g.log.Info("records apply again; the partition is served once caught up", "group", g.opts.Group, "topic", topic, "partition", p, "offset", batch[0].Offset)
+			g.mu.Lock()
+			if st := g.owned[p]; st != nil {
+				delete(st.failing, topic)
+			}
+			g.mu.Unlock()
+			return true
+		}
+		if time.Since(logged) >= 30*time.Second {
+			logged = time.Now()
+			g.log.Error("records still cannot be applied; the partition is still not served", "group", g.opts.Group, "topic", topic, "partition", p, "offset", batch[0].Offset, "err", err)
+		}
+	}
+}
+
+// handleRetryMin and handleRetryMax bound the pause between two calls of
+// Handle for a batch it failed.
+var (
+	handleRetryMin = 100 * time.Millisecond
+	handleRetryMax = 2 * time.Second
+)
+
+// failing marks topic/p as behind because Handle failed with err.
+func (g *Group) failing(topic string, p int32, err error) {
+	g.log.Error("cannot apply records; the partition is not served until they apply", "group", g.opts.Group, "topic", topic, "partition", p, "err", err)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := g.owned[p]
+	if st == nil {
+		return
+	}
+	if st.failing == nil {
+		st.failing = map[string]error{}
+	}
+	st.failing[topic] = err
+	if !st.behind[topic] {
+		st.behind[topic] = true
+		g.notifyLocked()
 	}
 }
 
@@ -630,10 +699,18 @@ func (g *Group) Ready() error {
 		return fmt.Errorf("group %s: %w", g.opts.Group, ErrLeaseExpired)
 	}
 	behind := 0
-	for _, st := range g.owned {
+	var failing []string
+	for p, st := range g.owned {
 		if len(st.behind) > 0 {
 			behind++
 		}
+		for topic, err := range st.failing {
+			failing = append(failing, fmt.Sprintf("%s/%d: %v", topic, p, err))
+		}
+	}
+	if len(failing) > 0 {
+		sort.Strings(failing)
+		return fmt.Errorf("%d owned partitions cannot apply their records: %s", len(failing), strings.Join(failing, "; "))
 	}
 	if behind > 0 {
 		return fmt.Errorf("%d owned partitions catching up", behind)

@@ -209,7 +209,8 @@ type Deps struct {
 	AfterClaim func()
 	// NewID returns a new unique id (a UUID) for a profile or an event.
 	NewID func() string
-	// Now returns the current time.
+	// Now returns the wall-clock time that stamps events (clock.Now);
+	// nothing measures elapsed time with it.
 	Now func() time.Time
 }
 
@@ -313,7 +314,7 @@ func (d Deps) execute(ctx context.Context, w write) (Result, error) {
 	claim, lost := emailChange(state, next)
 	var hold Hold
 	if claim != "" {
-		claimed := d.Now()
+		claimed := time.Now() // monotonic: Now is the wall clock
 		if hold, err = d.Claims.Claim(ctx, claim, uid); err != nil {
 			return Result{}, err
 		}
@@ -323,7 +324,7 @@ func (d Deps) execute(ctx context.Context, w write) (Result, error) {
 			if d.AfterClaim != nil {
 				d.AfterClaim()
 			}
-			if d.Now().Sub(claimed) > d.ClaimLease/2 {
+			if time.Since(claimed) > d.ClaimLease/2 {
 				return Result{}, fmt.Errorf("%w: the email claim took too long; try again", ErrAppend)
 			}
 		}

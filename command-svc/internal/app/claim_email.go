@@ -43,7 +43,12 @@ type ClaimEmailHandler struct {
 	Writer ClaimLog
 	Lookup ProfileLookup
 	Lease  time.Duration
-	Now    func() time.Time
+	// Ages measures the lease of every claim this instance finds
+	// contested, on its own monotonic clock (never nil).
+	Ages *ClaimAges
+	// Now is the wall clock that stamps a claim's ClaimedAt (for people
+	// and logs; the lease never compares it).
+	Now func() time.Time
 	// EmailKey is what ClaimEmail.Email was made with (pii.Codec).
 	EmailKey events.EmailKeyer
 }
@@ -97,7 +102,13 @@ func (h ClaimEmailHandler) Hold(ctx context.Context, cmd ClaimEmail) (Hold, erro
 			unlock()
 			return Hold{}, fmt.Errorf("%w: %s", ErrEmailTaken, cmd.Email)
 		}
-		if h.Now().Sub(cur.ClaimedAt) < h.Lease {
+		// The lease is measured from when this instance first saw the
+		// claim contested, on its monotonic clock, never from ClaimedAt:
+		// that is another reading of a wall clock (maybe another
+		// machine's), and a clock stepped forward would let a claim still
+		// being appended be taken over, giving two live profiles one
+		// email. A claim that is stale indeed waits one lease more.
+		if h.Ages.Age(cmd.Email, cur.Seq) < h.Lease {
 			unlock()
 			return Hold{}, fmt.Errorf("%w: %s is being claimed", ErrEmailTaken, cmd.Email)
 		}
@@ -137,4 +148,60 @@ func (h ClaimEmailHandler) Release(ctx context.Context, email, uid string) error
 		return fmt.Errorf("%w: %v", ErrAppend, err)
 	}
 	return h.Claims.PutClaim(email, c)
+}
+
+// ClaimAges remembers when this instance first found each contested claim
+// (an email claimed by a profile that does not hold it: its command may
+// still be appending, or it died), by monotonic clock. A claim may be
+// taken over only once it has been known for a whole lease, so no wall
+// clock, stepped or skewed, can shorten the lease. It keeps at most max
+// claims and forgets the oldest first; a forgotten claim starts over,
+// which only delays its takeover. It is safe for concurrent use.
+type ClaimAges struct {
+	max int
+	now func() time.Time // time.Now; tests change it
+
+	mu   sync.Mutex
+	seen map[claimID]time.Time
+}
+
+type claimID struct {
+	email string
+	seq   int64
+}
+
+// NewClaimAges returns a ClaimAges that keeps at most max claims.
+func NewClaimAges(max int) *ClaimAges {
+	return &ClaimAges{max: max, now: time.Now, seen: map[claimID]time.Time{}}
+}
+
+// NewClaimAgesWithClock is NewClaimAges on the monotonic clock now (tests).
+func NewClaimAgesWithClock(max int, now func() time.Time) *ClaimAges {
+	a := NewClaimAges(max)
+	a.now = now
+	return a
+}
+
+// Age returns how long this instance has known claim seq of email, 0 the
+// first time it is asked.
+func (a *ClaimAges) Age(email string, seq int64) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	id := claimID{email, seq}
+	if t, ok := a.seen[id]; ok {
+		return now.Sub(t)
+	}
+	if len(a.seen) >= a.max {
+		var oldest claimID
+		first := true
+		for k, t := range a.seen {
+			if first || t.Before(a.seen[oldest]) {
+				oldest, first = k, false
+			}
+		}
+		delete(a.seen, oldest)
+	}
+	a.seen[id] = now
+	return 0
 }

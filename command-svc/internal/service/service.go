@@ -18,6 +18,7 @@ import (
 	"profiles/command-svc/internal/app"
 	"profiles/command-svc/internal/ports"
 	"profiles/command-svc/internal/state"
+	"profiles/platform/clock"
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
@@ -149,7 +150,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	partitionOf := func(key string) int32 { return kafkax.Partition(key, kcfg.Partitions) }
 	peers := &adapters.Peers{Router: g, PartitionOf: partitionOf, EmailKey: boot.Codec, States: states, SelfURL: self.URL,
 		Client: peer.Client{HTTP: &http.Client{Transport: httpx.PeerTransport}, Sign: sec.Sign}, Timeout: 30 * time.Second}
-	claimEmail := app.ClaimEmailHandler{Claims: states, Writer: eventLog, Lookup: peers, Lease: *cfg.ClaimLease, Now: time.Now, EmailKey: boot.Codec}
+	claimEmail := app.ClaimEmailHandler{Claims: states, Writer: eventLog, Lookup: peers, Lease: *cfg.ClaimLease, Ages: app.NewClaimAges(100000), Now: clock.Now, EmailKey: boot.Codec}
 	peers.Claims = claimEmail
 	deps := app.Deps{
 		States:     states,
@@ -160,7 +161,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*cfg.QueryURLs), Client: &http.Client{Transport: httpx.PeerTransport}, Timeout: *cfg.Visibility, Every: *cfg.QueryWaitAll, Sign: sec.Sign},
 		Serving:    func(uid string) bool { return g.Serving(partitionOf(uid)) },
 		NewID:      uuid.NewString,
-		Now:        time.Now,
+		Now:        clock.Now,
 	}
 	if *cfg.FaultExitAfterClaim {
 		log.Warn("FAULT_EXIT_AFTER_CLAIM is set: this instance exits after its first email claim")

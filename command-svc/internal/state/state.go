@@ -375,7 +375,7 @@ func (s *Store) Handle(_ context.Context, topic string, p int32, records []*sara
 	return s.write(func(b *pebble.Batch) error {
 		for _, r := range records {
 			if err := s.fold(b, topic, r); errors.Is(err, pii.ErrKeyUnavailable) || errors.Is(err, ErrStore) {
-				return err // the batch is folded again (after a rejoin); nothing is skipped
+				return err // kafkax.Group hands the batch over again; nothing is skipped
 			} else if err != nil {
 				s.log.Error("skipping record that does not fold", "topic", topic, "partition", p, "offset", r.Offset, "err", err)
 			}

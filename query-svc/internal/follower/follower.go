@@ -93,7 +93,7 @@ func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sar
 		for _, r := range records {
 			prof, derr := a.Codec.DecodeSnapshot(string(r.Key), r.Value, kafkax.HeaderValue(r, events.HeaderVersion))
 			if errors.Is(derr, pii.ErrKeyUnavailable) {
-				return derr // the claim is read again after the rejoin; nothing is skipped
+				return derr // kafkax.Group hands the batch over again; nothing is skipped
 			}
 			if a.skip(r, derr, a.DeadLetters) {
 				continue

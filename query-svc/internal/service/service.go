@@ -45,6 +45,7 @@ type Config struct {
 	SwitchGrace    *time.Duration
 	RouteWait      *time.Duration
 	CacheMB        *int
+	ReserveMB      *int
 	StreamMax      *int
 }
 
@@ -62,6 +63,7 @@ func RegisterFlags(fs *flag.FlagSet) *Config {
 		SwitchGrace:    config.Duration(fs, "switch-grace", "SWITCH_GRACE", 30*time.Second, "how long the old snapshot generation keeps running after a switch, for instances that still route by it"),
 		RouteWait:      config.Duration(fs, "route-wait", "ROUTE_WAIT", 15*time.Second, "longest a request waits for an owner of its partition"),
 		CacheMB:        config.Int(fs, "view-cache-mb", "VIEW_CACHE_MB", view.DefaultCacheSize>>20, "Pebble block cache of the view, in MiB"),
+		ReserveMB:      config.Int(fs, "disk-reserve-mb", "DISK_RESERVE_MB", 64, "free space the view leaves on its disk, in MiB: below it the view applies nothing and its partitions are not served until space returns (0: no check)"),
 		StreamMax:      config.Int(fs, "stream-max", "STREAM_MAX", 100, "most change streams (GET /api/changes) open at once on this instance"),
 	}
 }
@@ -95,7 +97,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		return nil, err
 	}
 	store, err := view.Open(data.Store("view"), vfs.Default, kcfg.Partitions, boot.Codec, view.Options{
-		CacheSize: int64(*cfg.CacheMB) << 20, Origin: data.Cluster + " " + kcfg.EventsTopic, Log: log})
+		CacheSize: int64(*cfg.CacheMB) << 20, Reserve: uint64(max(*cfg.ReserveMB, 0)) << 20, Origin: data.Cluster + " " + kcfg.EventsTopic, Log: log})
 	if err != nil {
 		return nil, err
 	}

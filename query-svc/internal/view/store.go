@@ -48,6 +48,10 @@ type Store struct {
 	// HMAC of the normalized email, as the projector writes it).
 	keyer events.EmailKeyer
 
+	// reserve is the free space the view leaves on its disk: a batch is
+	// refused (pebblex.ErrDiskFull) rather than committed below it.
+	reserve pebblex.Reserve
+
 	mu      sync.Mutex
 	changed chan struct{}
 }
@@ -67,6 +71,11 @@ type Options struct {
 	// Log gets the line that says why a view is emptied or deleted; nil
 	// means slog.Default().
 	Log *slog.Logger
+	// Reserve is the free space, in bytes, the view leaves on its disk:
+	// a batch that would be committed below it is refused with
+	// pebblex.ErrDiskFull, and nothing of it (data or offset) is written.
+	// 0 checks nothing.
+	Reserve uint64
 }
 
 // Format is the layout of the keys. A view written in another layout (or by
@@ -87,7 +96,11 @@ func Open(dir string, fs vfs.FS, partitions int32, keyer events.EmailKeyer, o Op
 	if err != nil {
 		return nil, err
 	}
-	return &Store{db: db, n: partitions, keyer: keyer, changed: make(chan struct{})}, nil
+	st := &Store{db: db, n: partitions, keyer: keyer, changed: make(chan struct{})}
+	if o.Reserve > 0 && fs == vfs.Default {
+		st.reserve = pebblex.Reserve{Dir: dir, Min: o.Reserve}
+	}
+	return st, nil
 }
 
 // Close flushes and closes the view. The Store must not be used afterwards.
@@ -160,6 +173,12 @@ func (s *Store) apply(topic string, p int32, next int64, write func(*pebble.Batc
 		return 0, err
 	}
 	if err := pebblex.SetOffset(b, topic, p, next); err != nil {
+		return 0, err
+	}
+	// A full disk would end the process inside Commit (see
+	// pebblex.Reserve): refuse the batch first, so that the caller keeps
+	// its records and retries.
+	if err := s.reserve.Check(); err != nil {
 		return 0, err
 	}
 	// NoSync: the write-ahead log keeps a batch atomic, and a machine crash

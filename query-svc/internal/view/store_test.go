@@ -309,3 +309,30 @@ func TestOpenRebuildsACorruptView(t *testing.T) {
 		t.Fatalf("the rebuilt view holds offsets: %v", held)
 	}
 }
+
+// Below its reserve of free space the view refuses a batch whole: no
+// profile and no offset is written, so the batch is read again, not
+// skipped. (Pebble would end the process on a write that finds the disk
+// full.)
+func TestApplyRefusesBelowTheReserve(t *testing.T) {
+	dir := t.TempDir()
+	free, err := pebblex.FreeBytes(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := view.Open(dir+"/view", vfs.Default, parts, normalized{}, view.Options{Reserve: free + 1<<40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := events.Profile{UID: "u1", Username: "a", Email: "a@x.com", Version: 1}
+	if _, err := s.ApplySnapshots("snaps", 0, []events.Profile{p}, 7); !errors.Is(err, pebblex.ErrDiskFull) {
+		t.Fatalf("apply below the reserve: %v, want ErrDiskFull", err)
+	}
+	if _, ok, err := s.Offset("snaps", 0); err != nil || ok {
+		t.Fatalf("the offset moved on a refused batch: %v %v", ok, err)
+	}
+	if _, err := s.Get("u1"); !errors.Is(err, view.ErrNotFound) {
+		t.Fatalf("a refused batch's profile is readable: %v", err)
+	}
+}

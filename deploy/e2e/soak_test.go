@@ -1,0 +1,400 @@
+package e2e
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"profiles/deploy/internal/chart"
+	"profiles/deploy/internal/lincheck"
+)
+
+// The soak (make soak; not part of make test): the fault suite's system
+// and load for SOAK_DURATION (30m by default), with a fault injected at
+// random in most minutes, and a sample every minute: latency percentiles,
+// the RSS and open files of every process, writes acknowledged and failed,
+// and acknowledged writes missing from the event log (lost, must stay 0).
+// At the end every acknowledged write is checked as in the fault suite,
+// the whole history for linearizability, and the report (a markdown table
+// per minute) and a chart are written to SOAK_OUT.md and SOAK_OUT.png
+// (docs/soak by default).
+
+// soakMinute is one minute's sample.
+type soakMinute struct {
+	at                   time.Duration
+	faults               []string
+	acked, failedWrites  int
+	reads, failedReads   int
+	writeP50, writeP99   float64 // ms
+	writeP999, readP50   float64
+	readP99              float64
+	lost                 int                // acknowledged so far and missing from the event log
+	rss                  map[string]float64 // MiB by process
+	files                map[string]float64 // open files by process
+	ops, illegalProfiles int                // filled in at the end
+}
+
+func TestSoak(t *testing.T) {
+	if os.Getenv("PROFILES_SOAK") != "1" {
+		t.Skip("SKIPPED: the soak runs with `make soak` (PROFILES_SOAK=1)")
+	}
+	duration := 30 * time.Minute
+	if v := os.Getenv("SOAK_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Minute {
+			t.Fatalf("SOAK_DURATION=%q: want a duration of a minute or more", v)
+		}
+		duration = d
+	}
+	out := os.Getenv("SOAK_OUT")
+	if out == "" {
+		out = filepath.Join(repoRoot, "docs", "soak")
+	}
+	c := needCluster(t)
+	canCut := netCutAvailable()
+	s := startFaultSystem(t)
+	l := newFaultLoad(t, s)
+	l.samples = &latencyLog{}
+	l.Start(6, 2)
+	start := l.start
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+
+	faults := []struct {
+		name string
+		run  func()
+	}{
+		{"broker killed 10 s", func() {
+			n := 1 + rng.IntN(3)
+			l.Mark(fmt.Sprintf("soak: SIGKILL broker %d", n))
+			c.Kill(n)
+			time.Sleep(10 * time.Second)
+			c.Start(n)
+		}},
+		{"broker frozen 8 s", func() {
+			n := 1 + rng.IntN(3)
+			l.Mark(fmt.Sprintf("soak: SIGSTOP broker %d", n))
+			c.Signal(n, syscall.SIGSTOP)
+			time.Sleep(8 * time.Second)
+			c.Signal(n, syscall.SIGCONT)
+		}},
+		{"command-svc instance killed", func() {
+			name := fmt.Sprintf("command-svc-%d", rng.IntN(2))
+			l.Mark("soak: SIGKILL " + name)
+			s.Kill(name)
+			time.Sleep(3 * time.Second)
+			s.Start(name)
+			s.WaitReady(name)
+		}},
+		{"query-svc instance killed", func() {
+			name := fmt.Sprintf("query-svc-%d", rng.IntN(2))
+			l.Mark("soak: SIGKILL " + name)
+			s.Kill(name)
+			time.Sleep(3 * time.Second)
+			s.Start(name)
+			s.WaitReady(name)
+		}},
+		{"projector killed", func() {
+			l.Mark("soak: SIGKILL projector-0")
+			s.Kill("projector-0")
+			time.Sleep(3 * time.Second)
+			s.Start("projector-0")
+			s.WaitReady("projector-0")
+		}},
+	}
+	if canCut {
+		faults = append(faults, struct {
+			name string
+			run  func()
+		}{"instance cut off from the brokers 8 s", func() {
+			name := []string{"command-svc-0", "query-svc-0", "command-svc-1", "query-svc-1"}[rng.IntN(4)]
+			l.Mark("soak: cut " + name + " off from the brokers")
+			heal := s.Cut(name, portsOf(t, s.Brokers)...)
+			time.Sleep(8 * time.Second)
+			heal()
+		}})
+	} else {
+		t.Log("soak: no network partitions (they need root and nft)")
+	}
+
+	var minutes []soakMinute
+	pids := func() map[string]int {
+		m := map[string]int{}
+		for name, p := range s.procs {
+			m[name] = p.cmd.Process.Pid
+		}
+		for n := 1; n <= 3; n++ {
+			if pid := c.pid(n); pid != 0 {
+				m[fmt.Sprintf("broker-%d", n)] = pid
+			}
+		}
+		return m
+	}
+	kc := KafkaAt(t, s.Brokers, true)
+	for i := 0; time.Since(start) < duration; i++ {
+		end := start.Add(time.Duration(i+1) * time.Minute)
+		var did []string
+		if i > 0 && rng.Float64() < 0.7 { // minute 0 is the baseline
+			time.Sleep(time.Duration(rng.IntN(15)) * time.Second)
+			f := faults[rng.IntN(len(faults))]
+			f.run()
+			did = append(did, f.name)
+			if !l.WaitWrites(5, 90*time.Second) {
+				t.Errorf("minute %d: writes did not resume within 90 s after %s", i, f.name)
+			}
+			l.Mark("soak: writes resumed after " + f.name)
+		}
+		time.Sleep(time.Until(end))
+		m := soakMinute{at: time.Since(start), faults: did, rss: map[string]float64{}, files: map[string]float64{}}
+		for name, pid := range pids() {
+			m.rss[name], m.files[name] = procUsage(pid)
+		}
+		m.lost = lostSoFar(t, l, kc, s)
+		minutes = append(minutes, m)
+		t.Logf("soak minute %d: %d processes sampled, %d acknowledged writes lost so far", i, len(m.rss), m.lost)
+	}
+	l.Stop()
+	fillLatencies(l, start, minutes)
+	row := l.Verify("soak", "")
+	dropReliability("soak")
+	perMinuteLinearizability(l, start, minutes)
+	if err := writeSoakReport(out, duration, row, minutes, canCut); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("soak report: %s.md, %s.png", out, out)
+}
+
+// netCutAvailable reports whether network partitions can be made here.
+func netCutAvailable() bool {
+	if os.Getuid() != 0 {
+		return false
+	}
+	return exec.Command("nft", "list", "tables").Run() == nil
+}
+
+// dropReliability removes a scenario's row: the soak is not a row of
+// docs/reliability.md.
+func dropReliability(scenario string) {
+	reliability.Lock()
+	defer reliability.Unlock()
+	rows := reliability.rows[:0]
+	for _, r := range reliability.rows {
+		if r.Scenario != scenario {
+			rows = append(rows, r)
+		}
+	}
+	reliability.rows = rows
+}
+
+// procUsage returns a process's resident memory (MiB) and open files.
+func procUsage(pid int) (rssMiB, files float64) {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				rssMiB = kb / 1024
+			}
+		}
+	}
+	if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
+		files = float64(len(ents))
+	}
+	return rssMiB, files
+}
+
+// lostSoFar returns how many writes acknowledged so far are missing from
+// the event log (read committed).
+func lostSoFar(t *testing.T, l *faultLoad, kc sarama.Client, s *System) int {
+	l.mu.Lock()
+	acked := append([]ackedWrite(nil), l.acked...)
+	l.mu.Unlock()
+	logged := map[ackedWrite]bool{}
+	for _, m := range ReadTopic(t, kc, s.env["EVENTS_TOPIC"], nil) {
+		e, err := codecOfTests.DecodeEvent(m.Value)
+		if err != nil {
+			t.Errorf("undecodable event at %d/%d: %v", m.Partition, m.Offset, err)
+			continue
+		}
+		logged[ackedWrite{uid: e.UID, version: e.Version}] = true
+	}
+	lost := 0
+	for _, w := range acked {
+		if !logged[w] {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d acknowledged writes are missing from the event log", lost)
+	}
+	return lost
+}
+
+// fillLatencies computes each minute's counts and percentiles.
+func fillLatencies(l *faultLoad, start time.Time, minutes []soakMinute) {
+	byMin := make([]struct{ w, r []time.Duration }, len(minutes))
+	l.samples.mu.Lock()
+	for _, sm := range l.samples.all {
+		i := int(sm.end.Sub(start) / time.Minute)
+		if i < 0 || i >= len(minutes) {
+			continue
+		}
+		m := &minutes[i]
+		if sm.write {
+			byMin[i].w = append(byMin[i].w, sm.latency)
+			if sm.ok {
+				m.acked++
+			} else {
+				m.failedWrites++
+			}
+		} else {
+			byMin[i].r = append(byMin[i].r, sm.latency)
+			m.reads++
+			if !sm.ok {
+				m.failedReads++
+			}
+		}
+	}
+	l.samples.mu.Unlock()
+	for i := range minutes {
+		m := &minutes[i]
+		m.writeP50, m.writeP99, m.writeP999 = pct(byMin[i].w, 0.5), pct(byMin[i].w, 0.99), pct(byMin[i].w, 0.999)
+		m.readP50, m.readP99 = pct(byMin[i].r, 0.5), pct(byMin[i].r, 0.99)
+	}
+}
+
+func pct(d []time.Duration, q float64) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return float64(d[min(len(d)-1, int(q*float64(len(d))))]) / float64(time.Millisecond)
+}
+
+// perMinuteLinearizability attributes the whole history's verdict to the
+// minutes: each minute's operations, and the profiles with an operation
+// in that minute whose history is not linearizable.
+func perMinuteLinearizability(l *faultLoad, start time.Time, minutes []soakMinute) {
+	res, _ := l.history.Check(2*time.Minute, "")
+	illegal := map[string]bool{}
+	for _, uid := range append(res.Illegal, res.TimedOut...) {
+		illegal[uid] = true
+	}
+	seen := make([]map[string]bool, len(minutes))
+	for _, op := range l.history.Operations() {
+		i := int(time.Duration(op.Call) / time.Minute)
+		if i < 0 || i >= len(minutes) {
+			continue
+		}
+		minutes[i].ops++
+		uid := op.Input.(lincheck.Input).UID
+		if illegal[uid] {
+			if seen[i] == nil {
+				seen[i] = map[string]bool{}
+			}
+			if !seen[i][uid] {
+				seen[i][uid] = true
+				minutes[i].illegalProfiles++
+			}
+		}
+	}
+}
+
+func writeSoakReport(out string, duration time.Duration, row reliabilityRow, minutes []soakMinute, cuts bool) error {
+	var names []string
+	for name := range minutes[0].rss {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	fmt.Fprintf(&b, `# Soak
+
+Written by `+"`make soak`"+` (deploy/e2e/soak_test.go) on %s: %s of the fault suite's
+system (two command-svc, two query-svc, one projector, the front door; 6
+partitions) and load (six writers, two readers, through the front door) on
+the three-node cluster, with a fault injected at random in about 70%% of the
+minutes after the first (a broker killed or frozen, a service instance or
+the projector killed%s). Every minute: the requests that ended in it and
+their latency, the resident memory and open files of every process, and the
+acknowledged writes missing from the event log so far. At the end every
+acknowledged write is checked as in the fault suite, and the whole history
+for linearizability; a minute's "non-linearizable" counts the profiles with
+an operation in that minute whose history no order explains.
+
+**Overall:** %d writes acknowledged, %d lost; linearizable: %s (%d operations);
+failed writes %d (%s); failed reads %d of %d (%s); longest time without an
+acknowledged write %.1f s.
+
+Processes: %s.
+
+| minute | fault | writes ok | writes failed | reads (failed) | write p50 / p99 / p99.9 ms | read p50 / p99 ms | lost | ops (non-linearizable) | RSS MiB | open files |
+|---:|---|---:|---:|---:|---|---|---:|---|---|---|
+`, time.Now().UTC().Format("2006-01-02 15:04 MST"), duration, map[bool]string{true: ", an instance cut off from the brokers", false: ""}[cuts],
+		row.Acked, row.Lost, row.Linearizable, row.Ops, row.FailedWrites, row.WriteErrors, row.FailedReads, row.Reads, row.ReadErrors, row.Window.Seconds(),
+		strings.Join(names, ", "))
+	for i, m := range minutes {
+		var rss, files []string
+		for _, n := range names {
+			rss = append(rss, fmt.Sprintf("%.0f", m.rss[n]))
+			files = append(files, fmt.Sprintf("%.0f", m.files[n]))
+		}
+		fault := strings.Join(m.faults, ", ")
+		if fault == "" {
+			fault = "none"
+		}
+		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d (%d) | %.0f / %.0f / %.0f | %.0f / %.0f | %d | %d (%d) | %s | %s |\n",
+			i, fault, m.acked, m.failedWrites, m.reads, m.failedReads, m.writeP50, m.writeP99, m.writeP999, m.readP50, m.readP99,
+			m.lost, m.ops, m.illegalProfiles, strings.Join(rss, " / "), strings.Join(files, " / "))
+	}
+	fmt.Fprintf(&b, "\nRSS and open files list the processes in the order above. The chart: [%s.png](%s.png).\n", filepath.Base(out), filepath.Base(out))
+	if err := os.WriteFile(out+".md", []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	series := func(f func(m soakMinute) float64) []float64 {
+		ys := make([]float64, len(minutes))
+		for i, m := range minutes {
+			ys[i] = f(m)
+		}
+		return ys
+	}
+	perProcess := func(get func(m soakMinute) map[string]float64) []chart.Series {
+		var ss []chart.Series
+		for _, n := range names {
+			ss = append(ss, chart.Series{Name: n, Y: series(func(m soakMinute) float64 { return get(m)[n] })})
+		}
+		return ss
+	}
+	panels := []chart.Panel{
+		{Title: "latency, ms", Series: []chart.Series{
+			{Name: "write p50", Y: series(func(m soakMinute) float64 { return m.writeP50 })},
+			{Name: "write p99", Y: series(func(m soakMinute) float64 { return m.writeP99 })},
+			{Name: "read p50", Y: series(func(m soakMinute) float64 { return m.readP50 })},
+			{Name: "read p99", Y: series(func(m soakMinute) float64 { return m.readP99 })},
+		}},
+		{Title: "requests per minute", Series: []chart.Series{
+			{Name: "writes ok", Y: series(func(m soakMinute) float64 { return float64(m.acked) })},
+			{Name: "writes failed", Y: series(func(m soakMinute) float64 { return float64(m.failedWrites) })},
+			{Name: "reads failed", Y: series(func(m soakMinute) float64 { return float64(m.failedReads) })},
+		}},
+		{Title: "acknowledged writes lost; non-linearizable profiles (both must be 0)", Series: []chart.Series{
+			{Name: "lost", Y: series(func(m soakMinute) float64 { return float64(m.lost) })},
+			{Name: "non-linearizable", Y: series(func(m soakMinute) float64 { return float64(m.illegalProfiles) })},
+		}},
+		{Title: "resident memory, MiB", Series: perProcess(func(m soakMinute) map[string]float64 { return m.rss })},
+		{Title: "open files", Series: perProcess(func(m soakMinute) map[string]float64 { return m.files })},
+	}
+	f, err := os.Create(out + ".png")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return chart.Draw(f, fmt.Sprintf("profiles soak, %s, %s", duration, time.Now().UTC().Format("2006-01-02")), "minute", len(minutes), panels)
+}
