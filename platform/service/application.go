@@ -21,6 +21,10 @@ type Application struct {
 	// flight at shutdown (see Run).
 	Addr  string
 	Grace time.Duration
+	// DrainGrace and DrainHandover time the drain at a stop (see Stop).
+	DrainGrace, DrainHandover time.Duration
+	// NoLeave keeps the consumer groups at a stop (see Stop).
+	NoLeave bool
 	// Handler serves HTTP; Tasks run beside it, in this order (a task's
 	// failure is logged with its index).
 	Handler http.Handler
@@ -33,14 +37,15 @@ type Application struct {
 // Application returns an Application of h and tasks on f's HTTP address
 // and shutdown grace. Set its Starting before Run.
 func (f *Flags) Application(log *slog.Logger, h http.Handler, tasks ...Task) *Application {
-	return &Application{Log: log, Addr: *f.HTTPAddr, Grace: *f.ShutdownGrace, Handler: h, Tasks: tasks}
+	return &Application{Log: log, Addr: *f.HTTPAddr, Grace: *f.ShutdownGrace,
+		DrainGrace: *f.DrainGrace, DrainHandover: *f.DrainHandover, NoLeave: !*f.DrainLeave, Handler: h, Tasks: tasks}
 }
 
 // Run logs "starting" with a.Starting and runs a (see Run) until ctx ends
 // or a part stops.
 func (a *Application) Run(ctx context.Context) error {
 	a.Log.Info("starting", a.Starting...)
-	return Run(ctx, a.Log, a.Addr, a.Handler, a.Grace, a.Tasks...)
+	return RunStop(ctx, a.Log, a.Addr, a.Handler, Stop{NoLeave: a.NoLeave, Grace: a.Grace, DrainGrace: a.DrainGrace, DrainHandover: a.DrainHandover}, a.Tasks...)
 }
 
 // Start is the start-up and shut-down that every binary shares. It makes

@@ -23,7 +23,7 @@ import (
 // ErrNotWriter is returned (wrapped) by Append when this instance holds no
 // writer for the profile's partition: it is not its owner, or it was fenced
 // off because another instance took the partition over.
-var ErrNotWriter = errors.New("this instance is not the writer of the partition")
+var ErrNotWriter = app.ErrNotWriter
 
 // ErrAppendTimeout is returned (wrapped) by Append and WriteClaim when the
 // event log did not take the records within the append timeout (the
