@@ -40,6 +40,14 @@ type Flags struct {
 	DrainGrace    *time.Duration
 	DrainHandover *time.Duration
 	DrainLeave    *bool
+	// AccessLog is ACCESS_LOG (see httpx.AccessLog); PprofAddr is
+	// PPROF_ADDR (see Pprof).
+	AccessLog *string
+	PprofAddr *string
+	// Version is -version: print the build and exit (see Serve).
+	Version *bool
+
+	access *httpx.AccessLog // ACCESS_LOG, parsed by Serve
 	// CORSOrigins is CORS_ALLOWED_ORIGINS (see CORS).
 	CORSOrigins *string
 }
@@ -57,6 +65,9 @@ func RegisterFlags(fs *flag.FlagSet, defaultAddr string) *Flags {
 		DrainGrace:    config.Duration(fs, "drain-grace", "DRAIN_GRACE", 5*time.Second, "at SIGTERM, how long the instance keeps serving with /readyz failing (so that load balancers stop sending to it) before it hands its partitions over"),
 		DrainHandover: config.Duration(fs, "drain-handover", "DRAIN_HANDOVER", 2*time.Second, "at SIGTERM, how long the instance keeps serving (forwarding to the new owners) after it left its consumer groups, so that the front door and the other instances learn the new owners, before it stops listening"),
 		DrainLeave:    config.Bool(fs, "drain-leave", "DRAIN_LEAVE", true, "at SIGTERM, leave the consumer groups so that the partitions move at once; false keeps a static member's partitions for the session timeout (a restart in place within it gets them back without a rebalance)"),
+		AccessLog:     config.String(fs, "access-log", "ACCESS_LOG", "on", "the per-request access log at info: on, off, or sample=N (one request in N); server errors are logged at warn whatever it says"),
+		PprofAddr:     config.String(fs, "pprof-addr", "PPROF_ADDR", "", "address of a separate listener for net/http/pprof (e.g. 127.0.0.1:6060); empty: off. Never expose it publicly"),
+		Version:       fs.Bool("version", false, "print the version, VCS revision and Go version, and exit"),
 		CORSOrigins:   config.String(fs, "cors-allowed-origins", "CORS_ALLOWED_ORIGINS", "", "comma-separated origins (https://app.example.com, or *) whose browser pages may call the API; empty: CORS off"),
 	}
 }
@@ -88,19 +99,44 @@ func (f *Flags) CORS(h http.Handler) http.Handler {
 	return httpx.CORS{AllowedOrigins: config.List(*f.CORSOrigins)}.Wrap(h)
 }
 
-// Logger installs and returns the service's logger.
+// Logger installs and returns the service's logger. Every record carries
+// the service name and the instance id (see Self).
 func (f *Flags) Logger(name string) *slog.Logger {
-	return observe.SetupLogger(name, *f.LogFormat, *f.LogLevel)
+	log := observe.SetupLogger(name, *f.LogFormat, *f.LogLevel)
+	if m, _, err := f.Self(name); err == nil {
+		log = log.With("instance", m.ID)
+		slog.SetDefault(log)
+	}
+	return log
 }
 
+// RouterOption changes a router of NewRouter.
+type RouterOption func(*routerOptions)
+
+type routerOptions struct{ access *httpx.AccessLog }
+
+// WithAccessLog sets the access log of the router's requests (the
+// default logs every request).
+func WithAccessLog(a *httpx.AccessLog) RouterOption {
+	return func(o *routerOptions) { o.access = a }
+}
+
+// AccessLogOption is WithAccessLog of ACCESS_LOG, as Serve parsed it (an
+// invalid value stops Serve before its wire runs).
+func (f *Flags) AccessLogOption() RouterOption { return WithAccessLog(f.access) }
+
 // NewRouter returns a router that answers unknown routes and methods with
-// problem details, instruments every route, and serves /healthz, /readyz
-// (from health) and /metrics.
-func NewRouter(log *slog.Logger, health *httpx.Health) *mux.Router {
+// problem details, instruments and logs every route (httpx.MiddlewareWith),
+// and serves /healthz, /readyz (from health) and /metrics.
+func NewRouter(log *slog.Logger, health *httpx.Health, opts ...RouterOption) *mux.Router {
+	var o routerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	r := mux.NewRouter()
 	r.NotFoundHandler = httpx.NotFoundHandler
 	r.MethodNotAllowedHandler = httpx.MethodNotAllowedHandler
-	r.Use(httpx.Middleware(log))
+	r.Use(httpx.MiddlewareWith(log, o.access))
 	r.HandleFunc("/healthz", health.Healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", health.Readyz).Methods(http.MethodGet)
 	r.Handle("/metrics", observe.MetricsHandler())

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 
+	"profiles/platform/observe"
 	"profiles/platform/service"
 	projections "profiles/projections/internal/service"
 )
@@ -21,6 +22,10 @@ func main() {
 	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "help" {
 		fmt.Fprint(os.Stderr, projections.ReplayUsage)
 		os.Exit(2)
+	}
+	if os.Args[1] == "-version" || os.Args[1] == "--version" || os.Args[1] == "version" {
+		fmt.Println(observe.BuildInfo().String(projections.ReplayName))
+		return
 	}
 	cmd := os.Args[1]
 	fs := flag.NewFlagSet("replay "+cmd, flag.ExitOnError)

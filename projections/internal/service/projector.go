@@ -99,7 +99,7 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		}
 		return nil
 	})
-	router := service.NewRouter(log, &health)
+	router := service.NewRouter(log, &health, cfg.Common.AccessLogOption())
 
 	// Each snapshot generation has its own consumer group, whose offsets
 	// replay sets to the generation's cutoff: at a switch the projector
