@@ -6,6 +6,9 @@ MODULES     := events platform projections command-svc query-svc deploy
 BIN         := bin
 STATICCHECK := .cache/bin/staticcheck
 STATICCHECK_VERSION := v0.8.2
+# helm lints and renders deploy/helm/profiles in `make test` (deploy/helm).
+HELM        := .cache/bin/helm
+HELM_VERSION := v3.22.0
 
 # Where `make run` keeps its data: the views, the logs, the key of personal
 # data (pii-kek) and, with AUTH_MODE=jwt, the development signing key
@@ -97,8 +100,8 @@ clean: down down-cluster ## Stop Kafka and delete all local data, views and bina
 	rm -rf .data $(BIN)
 
 .PHONY: test
-test: ## Run every test: unit, integration, end-to-end, the fault suite and brief fuzzing, on real Kafka of their own.
-	deploy/test.sh
+test: $(HELM) ## Run every test: unit, integration, end-to-end, the fault suite and brief fuzzing, on real Kafka of their own.
+	PROFILES_HELM=$(CURDIR)/$(HELM) deploy/test.sh
 
 .PHONY: test-faults
 test-faults: ## Only the fault suite (three-node cluster, killed brokers and services); rewrites docs/reliability.md.
@@ -129,6 +132,10 @@ lint: $(STATICCHECK) ## gofmt, go vet and staticcheck on every module.
 
 $(STATICCHECK):
 	GOBIN=$(CURDIR)/.cache/bin go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+# helm from its Go module, like staticcheck (about 90 s to build).
+$(HELM):
+	GOBIN=$(CURDIR)/.cache/bin go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 .PHONY: tidy
 tidy: ## go mod tidy in every module.

@@ -34,7 +34,8 @@ var ceilingProfile = []byte(`{"uid":"00000000-0000-4000-8000-000000000042","user
 func CeilingHandler() http.Handler {
 	log := observe.SetupLogger("bench-ceiling", "json", "info")
 	var health httpx.Health
-	r := service.NewRouter(log, &health)
+	off, _ := httpx.ParseAccessLog("off") // the ceiling logs nothing per request
+	r := service.NewRouter(log, &health, service.WithAccessLog(off))
 	one := func(w http.ResponseWriter, req *http.Request) {
 		_, _ = io.Copy(io.Discard, req.Body)
 		status := http.StatusOK

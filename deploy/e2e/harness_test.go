@@ -207,11 +207,16 @@ func StartSystem(t *testing.T, opts Options) *System {
 		"SESSION_TIMEOUT":    "6s",
 		// A failover (session timeout, rebalance, catch-up) takes up to
 		// about 15 s here; requests wait for it rather than fail.
-		"ROUTE_WAIT":  "30s",
-		"LOG_FORMAT":  "json",
-		"LOG_LEVEL":   "info",
-		"COMMAND_URL": strings.Join(s.urlsOf("command-svc"), ","),
-		"QUERY_URL":   strings.Join(s.urlsOf("query-svc"), ","),
+		"ROUTE_WAIT": "30s",
+		// A graceful stop drains at once (no time for load balancers,
+		// which the tests do not have): it leaves its groups and stops.
+		// The roll test (drain_test.go) sets its own.
+		"DRAIN_GRACE":    "0s",
+		"DRAIN_HANDOVER": "0s",
+		"LOG_FORMAT":     "json",
+		"LOG_LEVEL":      "info",
+		"COMMAND_URL":    strings.Join(s.urlsOf("command-svc"), ","),
+		"QUERY_URL":      strings.Join(s.urlsOf("query-svc"), ","),
 		// No authentication and no rate limit, unless a test asks for them
 		// in Options.Env (auth_test.go does): the other tests are about
 		// everything else.

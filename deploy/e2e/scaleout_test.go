@@ -333,9 +333,11 @@ func TestQueryInstanceGain(t *testing.T) {
 }
 
 // Restart an instance with its Pebble directory kept: it gets its
-// partitions back (static membership) and re-reads only the tail.
+// partitions back (static membership) and re-reads only the tail. It
+// stops without leaving its group (DRAIN_LEAVE=false, a restart in place):
+// a drain that leaves would hand its partitions over.
 func TestQueryInstanceRestartReadsOnlyTheTail(t *testing.T) {
-	s := StartSystem(t, Options{Query: 2, Partitions: 12})
+	s := StartSystem(t, Options{Query: 2, Partitions: 12, KindEnv: map[string]map[string]string{"query-svc": {"DRAIN_LEAVE": "false"}}})
 	want := writeFixture(t, s, "r", 30)
 	name := s.Instances("query-svc")[0]
 	before := s.debug(name).Owned

@@ -58,7 +58,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	// fails over from the others.
 	health.Check("command-svc", AnyReady(cmdURLs))
 	health.Check("query-svc", AnyReady(qryURLs))
-	router := service.NewRouter(log, &health)
+	router := service.NewRouter(log, &health, common.AccessLogOption())
 	router.HandleFunc("/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(openapi.Spec)

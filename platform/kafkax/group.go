@@ -129,6 +129,14 @@ type Group struct {
 	// no answer at all (see coordinatorSilentLocked).
 	heartbeatSent     time.Time
 	coordinatorSilent bool
+	// leaving is set when a drain starts (see Drain): the session ends
+	// and the member leaves the group for good.
+	leaving bool
+	// quiescing is set when a drain starts: Route stops answering self
+	// for new requests (they wait for the next owner), and the session
+	// ends once the inflight requests routed here (Acquire) are done.
+	quiescing bool
+	inflight  int
 }
 
 // sessionPartition is what a session knows of one primary topic partition
@@ -192,7 +200,35 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 	// The lease is renewed as often as sarama heartbeats (GroupConfig), so
 	// a few lost heartbeats in a row do not let it run out.
 	go loop.Every(ctx, max(g.opts.SessionTimeout/6, 100*time.Millisecond), g.renewLease)
-	for ctx.Err() == nil {
+	// A drain (see Drain) ends the session and leaves the group, once.
+	if d := drainOf(ctx); d != nil {
+		d.join()
+		var leftOnce sync.Once
+		left := func() { leftOnce.Do(d.left) }
+		defer left()
+		go func() {
+			select {
+			case <-d.Started():
+				g.quiesce(ctx)
+				g.mu.Lock()
+				g.leaving = true
+				end := g.endSession
+				g.mu.Unlock()
+				if end != nil {
+					end()
+				}
+			case <-ctx.Done():
+			}
+		}()
+		defer func() {
+			if g.isLeaving() && ctx.Err() == nil {
+				g.leave(cg)
+				left()
+				<-ctx.Done() // keep routing to the new owners until the stop
+			}
+		}()
+	}
+	for ctx.Err() == nil && !g.isLeaving() {
 		sctx, end := context.WithCancel(ctx)
 		g.mu.Lock()
 		g.endSession = end
@@ -202,7 +238,11 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 		g.mu.Lock()
 		resync := g.resync
 		g.resync = nil
+		leaving := g.leaving
 		g.mu.Unlock()
+		if leaving {
+			return nil // the deferred leave hands the partitions over
+		}
 		if resync != nil && ctx.Err() == nil {
 			resync()
 			continue
@@ -220,6 +260,113 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 		}
 	}
 	return nil
+}
+
+// quiesceWait bounds how long a drain waits for the requests in flight
+// on this instance's partitions before it ends the session anyway.
+const quiesceWait = 10 * time.Second
+
+// quiesce stops routing new requests here and waits until the requests
+// in flight (Acquire) are done, or quiesceWait, or ctx ends.
+func (g *Group) quiesce(ctx context.Context) {
+	g.mu.Lock()
+	g.quiescing = true
+	g.notifyLocked()
+	g.mu.Unlock()
+	deadline := time.Now().Add(quiesceWait)
+	for {
+		g.mu.Lock()
+		n, changed := g.inflight, g.changed
+		g.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			g.log.Warn("handing partitions over with requests still in flight", "group", g.opts.Group, "requests", n)
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Acquire implements routing.Acquirer: a request about to be served here
+// for partition p holds it until release, so that a drain hands p over
+// only once the request is done. It refuses once the drain has begun.
+func (g *Group) Acquire(p int32, _ int) (release func(), ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.quiescing {
+		return nil, false
+	}
+	g.inflight++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			g.inflight--
+			if g.inflight == 0 {
+				g.notifyLocked()
+			}
+		})
+	}, true
+}
+
+func (g *Group) isLeaving() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.leaving
+}
+
+// leave closes the consumer group (its session has ended: this instance
+// owns nothing now) and, for a static member, sends the LeaveGroup request
+// that sarama's Close leaves out (KIP-345 removes a static member by its
+// group.instance.id): the coordinator then rebalances at once, rather than
+// after the session timeout. A dynamic member leaves in Close.
+func (g *Group) leave(cg sarama.ConsumerGroup) {
+	start := time.Now()
+	if err := cg.Close(); err != nil {
+		g.log.Warn("closing the consumer group", "group", g.opts.Group, "err", err)
+	}
+	if g.opts.InstanceID != "" {
+		done := make(chan error, 1)
+		go func() {
+			resp, err := g.admin.RemoveMemberFromConsumerGroup(g.opts.Group, []string{g.opts.InstanceID})
+			if err == nil && resp != nil {
+				if resp.Err != sarama.ErrNoError {
+					err = resp.Err
+				}
+				for _, m := range resp.Members {
+					if m.Err != sarama.ErrNoError && m.Err != sarama.ErrUnknownMemberId {
+						err = m.Err
+					}
+				}
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				g.log.Warn("leaving the consumer group failed; the partitions move when the session times out", "group", g.opts.Group, "err", err)
+				return
+			}
+		case <-time.After(leaveTimeout):
+			g.log.Warn("leaving the consumer group timed out; the partitions move when the session times out", "group", g.opts.Group)
+			return
+		}
+	}
+	groupLeaves.Inc()
+	g.log.Info("left the consumer group: partitions handed over", "group", g.opts.Group, "instance", g.opts.InstanceID, "took", time.Since(start))
+	g.mu.Lock()
+	g.lease.end()
+	g.notifyLocked()
+	g.mu.Unlock()
+	g.refresh()
 }
 
 // detach keeps answering for the partitions of the last session while no
@@ -318,6 +465,8 @@ func (g *Group) Setup(sess sarama.ConsumerGroupSession) error {
 	g.generation, g.memberID = sess.GenerationID(), sess.MemberID()
 	g.lease.end()
 	g.mu.Unlock()
+	groupRebalances.WithLabelValues(g.opts.Group).Inc()
+	groupOwned.WithLabelValues(g.opts.Group).Set(float64(len(parts)))
 	g.log.Info("partitions assigned", "group", g.opts.Group, "partitions", parts, "generation", sess.GenerationID())
 	g.renewLease() // the first lease of the session: nothing is served before it
 	g.refresh()
@@ -399,6 +548,7 @@ func (g *Group) Cleanup(sarama.ConsumerGroupSession) error {
 	g.owned = map[int32]*sessionPartition{}
 	g.notifyLocked()
 	g.mu.Unlock()
+	groupOwned.WithLabelValues(g.opts.Group).Set(0)
 	return nil
 }
 
@@ -434,6 +584,8 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.Consu
 	// would let command-svc accept writes on a state that is behind).
 	idle := time.NewTimer(idleAfter)
 	defer idle.Stop()
+	defer g.dropLag(topic, p)
+	g.setLag(topic, p, part.HighWaterMarkOffset()-next)
 	batch := make([]*sarama.ConsumerMessage, 0, g.opts.MaxBatch)
 	for {
 		select {
@@ -445,6 +597,7 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.Consu
 					g.caughtUp(topic, p)
 				}
 			}
+			g.setLag(topic, p, part.HighWaterMarkOffset()-next)
 			idle.Reset(idleAfter)
 			continue
 		case msg, ok := <-part.Messages():
@@ -487,6 +640,7 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.Consu
 		}
 		next = batch[len(batch)-1].Offset + 1
 		sess.MarkOffset(topic, p, next, "")
+		g.setLag(topic, p, part.HighWaterMarkOffset()-next)
 		if next >= end {
 			g.caughtUp(topic, p)
 		}
@@ -741,7 +895,9 @@ func (g *Group) Route(ctx context.Context, p int32) (m Member, self bool, err er
 			st = nil
 		}
 		now := time.Now()
-		serving := g.servingLocked(st, now)
+		// A quiescing member (a drain) serves what is in flight, but new
+		// requests wait for the next owner.
+		serving := g.servingLocked(st, now) && !g.quiescing
 		// Cut off: the partition is ours as far as this instance knows, but
 		// its lease ran out and the coordinator does not answer its
 		// heartbeats. Waiting cannot help before it can reach Kafka again
@@ -789,6 +945,18 @@ func (g *Group) refresh() {
 		// waited for owners they would never see. Look it up again.
 		if rerr := g.client.RefreshCoordinator(g.opts.Group); rerr != nil {
 			err = fmt.Errorf("%w (and finding the coordinator again: %v)", err, rerr)
+		}
+	}
+	if err == nil {
+		// From the client's cached metadata: no request, most of the time.
+		if ps, perr := g.client.Partitions(g.opts.Topics[0]); perr == nil {
+			unowned := 0
+			for _, p := range ps {
+				if _, ok := a.Owner(p); !ok {
+					unowned++
+				}
+			}
+			groupUnowned.WithLabelValues(g.opts.Group).Set(float64(unowned))
 		}
 	}
 	g.mu.Lock()

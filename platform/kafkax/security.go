@@ -25,11 +25,13 @@ const (
 	ProtocolSASLSSL       = "SASL_SSL"
 )
 
-// SASL mechanisms the clients speak. Both are SCRAM (RFC 5802, RFC 7677):
-// the password never crosses the wire.
+// SASL mechanisms the clients speak. The SCRAM ones (RFC 5802, RFC 7677)
+// never send the password; PLAIN (RFC 4616) sends it as is, so it is
+// accepted over TLS only (SASL_SSL): Confluent Cloud's API keys use it.
 const (
 	MechanismSCRAMSHA512 = "SCRAM-SHA-512"
 	MechanismSCRAMSHA256 = "SCRAM-SHA-256"
+	MechanismPlain       = "PLAIN"
 )
 
 // Security is how a client reaches the brokers: in the clear (the
@@ -124,8 +126,12 @@ func (s Security) Validate() error {
 	}
 	switch s.mechanism() {
 	case MechanismSCRAMSHA512, MechanismSCRAMSHA256:
+	case MechanismPlain:
+		if !s.TLS() {
+			return fmt.Errorf("kafka: KAFKA_SASL_MECHANISM=PLAIN sends the password in clear: it needs KAFKA_SECURITY_PROTOCOL=SASL_SSL, not %s", s.protocol())
+		}
 	default:
-		return fmt.Errorf("kafka: KAFKA_SASL_MECHANISM must be SCRAM-SHA-512 or SCRAM-SHA-256, not %q", s.SASLMechanism)
+		return fmt.Errorf("kafka: KAFKA_SASL_MECHANISM must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (over SASL_SSL), not %q", s.SASLMechanism)
 	}
 	switch {
 	case s.SASLUsername == "":
@@ -211,6 +217,10 @@ func (s Security) apply(sc *sarama.Config) {
 		sc.Net.SASL.Handshake = true
 		sc.Net.SASL.User = s.SASLUsername
 		sc.Net.SASL.Password = l.password
+		if s.mechanism() == MechanismPlain {
+			sc.Net.SASL.Mechanism = sarama.SASLTypePlaintext
+			return
+		}
 		hash := scram.SHA512
 		sc.Net.SASL.Mechanism = sarama.SASLTypeSCRAMSHA512
 		if s.mechanism() == MechanismSCRAMSHA256 {
@@ -295,7 +305,7 @@ func RegisterSecurityFlags(fs *flag.FlagSet, flagPrefix, envPrefix string) *Secu
 		cert:       config.String(fs, f+"tls-cert-file", e+"TLS_CERT_FILE", "", "PEM client certificate, for brokers that require one"),
 		key:        config.String(fs, f+"tls-key-file", e+"TLS_KEY_FILE", "", "PEM key of the client certificate"),
 		serverName: config.String(fs, f+"tls-server-name", e+"TLS_SERVER_NAME", "", "host name to check the brokers' certificates against (default: the host dialled)"),
-		mech:       config.String(fs, f+"sasl-mechanism", e+"SASL_MECHANISM", "", "SCRAM-SHA-512 (default with SASL) or SCRAM-SHA-256"),
+		mech:       config.String(fs, f+"sasl-mechanism", e+"SASL_MECHANISM", "", "SCRAM-SHA-512 (default with SASL), SCRAM-SHA-256, or PLAIN (over SASL_SSL only: it sends the password)"),
 		user:       config.String(fs, f+"sasl-username", e+"SASL_USERNAME", "", "SASL user name"),
 		pfile:      config.String(fs, f+"sasl-password-file", e+"SASL_PASSWORD_FILE", "", "file holding the SASL password"),
 	}

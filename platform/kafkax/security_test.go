@@ -44,7 +44,9 @@ func TestSecurityValidate(t *testing.T) {
 		{"user without SASL", Security{Protocol: "SSL", SASLUsername: "u"}, "KAFKA_SASL_USERNAME is set but KAFKA_SECURITY_PROTOCOL=SSL does not use SASL"},
 		{"password without SASL", Security{SASLPassword: "p"}, "KAFKA_SASL_PASSWORD is set"},
 		{"mechanism without SASL", Security{SASLMechanism: "SCRAM-SHA-512"}, "KAFKA_SASL_MECHANISM is set"},
-		{"PLAIN mechanism", Security{Protocol: "SASL_SSL", SASLMechanism: "PLAIN", SASLUsername: "u", SASLPassword: "p"}, "must be SCRAM-SHA-512 or SCRAM-SHA-256"},
+		{"PLAIN over TLS", Security{Protocol: "SASL_SSL", SASLMechanism: "plain", SASLUsername: "u", SASLPassword: "p"}, ""},
+		{"PLAIN without TLS", Security{Protocol: "SASL_PLAINTEXT", SASLMechanism: "PLAIN", SASLUsername: "u", SASLPassword: "p"}, "needs KAFKA_SECURITY_PROTOCOL=SASL_SSL"},
+		{"OAUTHBEARER", Security{Protocol: "SASL_SSL", SASLMechanism: "OAUTHBEARER", SASLUsername: "u", SASLPassword: "p"}, "must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"},
 		{"no username", Security{Protocol: "SASL_SSL", SASLPassword: "p"}, "needs KAFKA_SASL_USERNAME"},
 		{"no password", Security{Protocol: "SASL_SSL", SASLUsername: "u"}, "needs KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE"},
 		{"both passwords", Security{Protocol: "SASL_SSL", SASLUsername: "u", SASLPassword: "p", SASLPasswordFile: "f"}, "not both"},
@@ -95,6 +97,21 @@ func TestSecurityLoadAndApply(t *testing.T) {
 	secret := Security{Protocol: "SASL_SSL", SASLUsername: "u", SASLPassword: "hunter2"}
 	if out := buf.String() + secret.String(); strings.Contains(out, "hunter2") || !strings.Contains(out, "sasl_username=u") {
 		t.Fatalf("log output %q", out)
+	}
+
+	// PLAIN (over SASL_SSL): sarama's plaintext mechanism with the same
+	// credentials, and no SCRAM client.
+	ps := s
+	ps.SASLMechanism = "PLAIN"
+	if err := ps.Load(); err != nil {
+		t.Fatal(err)
+	}
+	psc := Config{Brokers: []string{"127.0.0.1:1"}, Security: ps}.ProducerSarama("t")
+	if err := psc.Validate(); err != nil {
+		t.Fatalf("sarama rejects the PLAIN configuration: %v", err)
+	}
+	if !psc.Net.TLS.Enable || psc.Net.SASL.Mechanism != sarama.SASLTypePlaintext || psc.Net.SASL.Password != "s3cret" || psc.Net.SASL.SCRAMClientGeneratorFunc != nil {
+		t.Fatalf("PLAIN: TLS %v, mechanism %q", psc.Net.TLS.Enable, psc.Net.SASL.Mechanism)
 	}
 
 	plain := Config{Brokers: []string{"x:1"}}.Sarama("t")

@@ -13,6 +13,7 @@ package pebblex
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,6 +41,9 @@ var (
 type Options struct {
 	// What names the store in log lines ("the view", "the state").
 	What string
+	// Store names the store in metrics (label store, see metrics.go);
+	// empty: What.
+	Store string
 	// Layout names the store's key layout. A store that records another
 	// layout (or none, but holds data) is emptied on Open: reading it
 	// with the wrong layout would silently miss data.
@@ -73,6 +77,9 @@ func Open(dir string, fs vfs.FS, o Options) (*pebble.DB, error) {
 			return nil, fmt.Errorf("delete the corrupt store in %s: %w (after: %w)", dir, rerr, err)
 		}
 		db, err = open(dir, fs, o)
+	}
+	if err == nil {
+		stores.add(db, cmp.Or(o.Store, o.What))
 	}
 	return db, err
 }

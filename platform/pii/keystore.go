@@ -197,7 +197,7 @@ func openDiskKeys(topic string, o KeyStoreOptions, log *slog.Logger) (*diskKeys,
 	if o.CacheSize <= 0 {
 		o.CacheSize = DefaultKeysCacheSize
 	}
-	db, err := pebblex.Open(o.Dir, o.FS, pebblex.Options{What: "the keyring's store", Layout: KeysLayout, Origin: o.Origin, CacheSize: o.CacheSize, Log: log})
+	db, err := pebblex.Open(o.Dir, o.FS, pebblex.Options{What: "the keyring's store", Store: "keyring", Layout: KeysLayout, Origin: o.Origin, CacheSize: o.CacheSize, Log: log})
 	if err != nil {
 		return nil, err
 	}

@@ -55,6 +55,13 @@ const (
 	// write sent again after its first owner applied it and then stopped
 	// answering is recognized, and answered, instead of applied twice.
 	HeaderRequestID = "X-Profiles-Request-Id"
+	// HeaderNotWritten, on a handler's answer to a write served here,
+	// says that the write was refused with nothing written because this
+	// instance does not (or no longer) write its partition (a rebalance
+	// moved it, or fenced the transaction). The routing layer then drops
+	// the answer and routes the write again, to the new owner, while its
+	// wait allows. It never leaves the instance.
+	HeaderNotWritten = "X-Profiles-Not-Written"
 )
 
 // Holder is implemented by a Router that can tell at once, without
@@ -65,6 +72,16 @@ const (
 // lease).
 type Holder interface {
 	Holds(p int32, e int) bool
+}
+
+// Acquirer is implemented by a Router whose instance may hand a partition
+// over while it still serves it (kafkax.Group at a drain): a request routed
+// here acquires p before it is served and releases it when done, so that
+// the hand-over waits for the requests in flight, and Acquire refuses (ok
+// false) once the hand-over has begun, so that the request is routed again
+// (it then waits for, and goes to, the new owner).
+type Acquirer interface {
+	Acquire(p int32, epoch int) (release func(), ok bool)
 }
 
 // EpochRouter is implemented by a Router whose table can change wholesale
@@ -123,10 +140,18 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 		defer cancel()
 		forwardedBy := r.Header.Get(HeaderForwardedBy)
 		forwarded := forwardedBy != ""
+		// notWritten is set once this instance refused the write here
+		// having written nothing (HeaderNotWritten): the request is routed
+		// again, and may take one more hop to the partition's new owner.
+		notWritten := false
+	again:
 		owner, self, epoch, err := rt.route(ctx, p)
 		reforward := false
 		if err == nil && !self && forwarded {
 			reforward, owner, self, epoch, err = rt.epochRoute(ctx, r, p, owner, epoch)
+		}
+		if err == nil && !self && notWritten {
+			reforward = true
 		}
 		if reforward && strings.Contains(forwardedBy, ",") {
 			reforward = false // two hops already: wait below
@@ -146,14 +171,20 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 			forwards.WithLabelValues("unavailable").Inc()
 			rt.unavailable(w, r, p, err)
 		case self:
-			forwards.WithLabelValues("local").Inc()
-			w.Header().Set(HeaderServedBy, rt.Self.ID)
 			hops := 0
 			if forwarded {
 				hops = 1 + strings.Count(forwardedBy, ",")
 			}
-			w.Header().Set(HeaderHops, strconv.Itoa(hops))
-			rt.serveHeld(w, r, p, epoch, h)
+			if !rt.serveAcquired(ctx, w, r, p, epoch, hops, h) {
+				// Handed over, or refused with nothing written: route
+				// again, which waits for the new owner.
+				notWritten = true
+				select {
+				case <-ctx.Done():
+				case <-time.After(10 * time.Millisecond):
+				}
+				goto again
+			}
 		default:
 			forwards.WithLabelValues("forwarded").Inc()
 			rt.forwardWithRetry(ctx, w, r, p, owner, epoch, h)
@@ -360,6 +391,60 @@ func (rt Routing) watchOwner(ctx context.Context, p int32, owner kafkax.Member, 
 }
 
 func isRead(r *http.Request) bool { return r.Method == http.MethodGet || r.Method == http.MethodHead }
+
+// serveAcquired serves r here, holding p (see Acquirer) while it does,
+// and reports whether it answered. It does not when the instance has begun
+// handing p over (Acquire refuses), nor when a write is refused with
+// HeaderNotWritten while ctx allows another try: then nothing was written
+// and nothing answered, and the caller routes r again. Such a write's body
+// is kept in memory (the services accept small bodies only) so that it
+// can be sent again.
+func (rt Routing) serveAcquired(ctx context.Context, w http.ResponseWriter, r *http.Request, p int32, epoch, hops int, h http.Handler) bool {
+	if acq, ok := rt.Router.(Acquirer); ok {
+		release, ok := acq.Acquire(p, epoch)
+		if !ok {
+			return false
+		}
+		defer release()
+	}
+	forwards.WithLabelValues("local").Inc()
+	if isRead(r) {
+		w.Header().Set(HeaderServedBy, rt.Self.ID)
+		w.Header().Set(HeaderHops, strconv.Itoa(hops))
+		rt.serveHeld(w, r, p, epoch, h)
+		return true
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxForwardBody))
+	if err != nil {
+		w.Header().Set(HeaderServedBy, rt.Self.ID)
+		w.Header().Set(HeaderHops, strconv.Itoa(hops))
+		// Too large, or unreadable: let h answer what it reads.
+		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
+		h.ServeHTTP(w, r)
+		return true
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	b := bufferPool.Get().(*bufferedResponse)
+	defer b.release()
+	b.header.Set(HeaderServedBy, rt.Self.ID)
+	b.header.Set(HeaderHops, strconv.Itoa(hops))
+	h.ServeHTTP(b, r)
+	if b.header.Get(HeaderNotWritten) != "" {
+		b.header.Del(HeaderNotWritten)
+		if ctx.Err() == nil {
+			forwards.WithLabelValues("rerouted").Inc()
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			return false
+		}
+	}
+	hdr := w.Header()
+	for k, v := range b.header {
+		hdr[k] = v
+	}
+	w.WriteHeader(max(b.status, http.StatusOK))
+	_, _ = w.Write(b.body.Bytes())
+	return true
+}
 
 // serveHeld serves r here. A read is answered only if this instance still
 // serves p (in epoch) once h has read (see Holder): h writes into a buffer

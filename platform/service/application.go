@@ -9,6 +9,9 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"profiles/platform/httpx"
+	"profiles/platform/observe"
 )
 
 // Application is what a service's composition root hands its main: the
@@ -21,6 +24,13 @@ type Application struct {
 	// flight at shutdown (see Run).
 	Addr  string
 	Grace time.Duration
+	// DrainGrace and DrainHandover time the drain at a stop (see Stop).
+	DrainGrace, DrainHandover time.Duration
+	// NoLeave keeps the consumer groups at a stop (see Stop).
+	NoLeave bool
+	// PprofAddr, if set, is where net/http/pprof is served, on a listener
+	// of its own (PPROF_ADDR), for as long as Run runs.
+	PprofAddr string
 	// Handler serves HTTP; Tasks run beside it, in this order (a task's
 	// failure is logged with its index).
 	Handler http.Handler
@@ -33,14 +43,22 @@ type Application struct {
 // Application returns an Application of h and tasks on f's HTTP address
 // and shutdown grace. Set its Starting before Run.
 func (f *Flags) Application(log *slog.Logger, h http.Handler, tasks ...Task) *Application {
-	return &Application{Log: log, Addr: *f.HTTPAddr, Grace: *f.ShutdownGrace, Handler: h, Tasks: tasks}
+	return &Application{Log: log, Addr: *f.HTTPAddr, Grace: *f.ShutdownGrace,
+		DrainGrace: *f.DrainGrace, DrainHandover: *f.DrainHandover, NoLeave: !*f.DrainLeave, PprofAddr: *f.PprofAddr, Handler: h, Tasks: tasks}
 }
 
 // Run logs "starting" with a.Starting and runs a (see Run) until ctx ends
 // or a part stops.
 func (a *Application) Run(ctx context.Context) error {
 	a.Log.Info("starting", a.Starting...)
-	return Run(ctx, a.Log, a.Addr, a.Handler, a.Grace, a.Tasks...)
+	if a.PprofAddr != "" {
+		stop, _, err := servePprof(a.Log, a.PprofAddr)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	return RunStop(ctx, a.Log, a.Addr, a.Handler, Stop{NoLeave: a.NoLeave, Grace: a.Grace, DrainGrace: a.DrainGrace, DrainHandover: a.DrainHandover}, a.Tasks...)
 }
 
 // Start is the start-up and shut-down that every binary shares. It makes
@@ -49,6 +67,9 @@ func (a *Application) Run(ctx context.Context) error {
 // SIGTERM, and then closes the Boot (Boot.Close) and stops listening for
 // the signals, in that order.
 func Start(name string, log *slog.Logger, kafka *KafkaFlags, f func(ctx context.Context, boot *Boot) error) error {
+	observe.RegisterBuildInfo(name)
+	b := observe.BuildInfo()
+	log.Info("build", "version", b.Version, "revision", b.Revision, "modified", b.Modified, "go", b.GoVersion)
 	boot := &Boot{Name: name, Log: log}
 	if kafka != nil {
 		var err error
@@ -64,7 +85,20 @@ func Start(name string, log *slog.Logger, kafka *KafkaFlags, f func(ctx context.
 
 // Serve is Start for a service: with the logger of common, it wires the
 // service with wire (its composition root) and runs the Application.
+//
+// With -version it prints the build (observe.Build.String) and returns.
 func Serve(name string, common *Flags, kafka *KafkaFlags, wire func(ctx context.Context, boot *Boot) (*Application, error)) error {
+	if common.Version != nil && *common.Version {
+		fmt.Println(observe.BuildInfo().String(name))
+		return nil
+	}
+	if common.AccessLog != nil {
+		a, err := httpx.ParseAccessLog(*common.AccessLog)
+		if err != nil {
+			return err
+		}
+		common.access = a
+	}
 	return Start(name, common.Logger(name), kafka, func(ctx context.Context, boot *Boot) error {
 		app, err := wire(ctx, boot)
 		if err != nil {

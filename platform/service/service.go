@@ -15,9 +15,12 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"profiles/platform/config"
 	"profiles/platform/httpx"
@@ -33,6 +36,18 @@ type Flags struct {
 	LogLevel      *string
 	LogFormat     *string
 	ShutdownGrace *time.Duration
+	// DrainGrace and DrainHandover time the drain at SIGTERM (see Stop).
+	DrainGrace    *time.Duration
+	DrainHandover *time.Duration
+	DrainLeave    *bool
+	// AccessLog is ACCESS_LOG (see httpx.AccessLog); PprofAddr is
+	// PPROF_ADDR (see Pprof).
+	AccessLog *string
+	PprofAddr *string
+	// Version is -version: print the build and exit (see Serve).
+	Version *bool
+
+	access *httpx.AccessLog // ACCESS_LOG, parsed by Serve
 	// CORSOrigins is CORS_ALLOWED_ORIGINS (see CORS).
 	CORSOrigins *string
 }
@@ -47,6 +62,12 @@ func RegisterFlags(fs *flag.FlagSet, defaultAddr string) *Flags {
 		LogLevel:      config.String(fs, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error"),
 		LogFormat:     config.String(fs, "log-format", "LOG_FORMAT", "json", "log format: json or text"),
 		ShutdownGrace: config.Duration(fs, "shutdown-grace", "SHUTDOWN_GRACE", 15*time.Second, "how long requests in flight may take to finish at shutdown"),
+		DrainGrace:    config.Duration(fs, "drain-grace", "DRAIN_GRACE", 5*time.Second, "at SIGTERM, how long the instance keeps serving with /readyz failing (so that load balancers stop sending to it) before it hands its partitions over"),
+		DrainHandover: config.Duration(fs, "drain-handover", "DRAIN_HANDOVER", 2*time.Second, "at SIGTERM, how long the instance keeps serving (forwarding to the new owners) after it left its consumer groups, so that the front door and the other instances learn the new owners, before it stops listening"),
+		DrainLeave:    config.Bool(fs, "drain-leave", "DRAIN_LEAVE", true, "at SIGTERM, leave the consumer groups so that the partitions move at once; false keeps a static member's partitions for the session timeout (a restart in place within it gets them back without a rebalance)"),
+		AccessLog:     config.String(fs, "access-log", "ACCESS_LOG", "on", "the per-request access log at info: on, off, or sample=N (one request in N); server errors are logged at warn whatever it says"),
+		PprofAddr:     config.String(fs, "pprof-addr", "PPROF_ADDR", "", "address of a separate listener for net/http/pprof (e.g. 127.0.0.1:6060); empty: off. Never expose it publicly"),
+		Version:       fs.Bool("version", false, "print the version, VCS revision and Go version, and exit"),
 		CORSOrigins:   config.String(fs, "cors-allowed-origins", "CORS_ALLOWED_ORIGINS", "", "comma-separated origins (https://app.example.com, or *) whose browser pages may call the API; empty: CORS off"),
 	}
 }
@@ -78,23 +99,106 @@ func (f *Flags) CORS(h http.Handler) http.Handler {
 	return httpx.CORS{AllowedOrigins: config.List(*f.CORSOrigins)}.Wrap(h)
 }
 
-// Logger installs and returns the service's logger.
+// Logger installs and returns the service's logger. Every record carries
+// the service name and the instance id (see Self).
 func (f *Flags) Logger(name string) *slog.Logger {
-	return observe.SetupLogger(name, *f.LogFormat, *f.LogLevel)
+	log := observe.SetupLogger(name, *f.LogFormat, *f.LogLevel)
+	if m, _, err := f.Self(name); err == nil {
+		log = log.With("instance", m.ID)
+		slog.SetDefault(log)
+	}
+	return log
 }
 
+// RouterOption changes a router of NewRouter.
+type RouterOption func(*routerOptions)
+
+type routerOptions struct{ access *httpx.AccessLog }
+
+// WithAccessLog sets the access log of the router's requests (the
+// default logs every request).
+func WithAccessLog(a *httpx.AccessLog) RouterOption {
+	return func(o *routerOptions) { o.access = a }
+}
+
+// AccessLogOption is WithAccessLog of ACCESS_LOG, as Serve parsed it (an
+// invalid value stops Serve before its wire runs).
+func (f *Flags) AccessLogOption() RouterOption { return WithAccessLog(f.access) }
+
 // NewRouter returns a router that answers unknown routes and methods with
-// problem details, instruments every route, and serves /healthz, /readyz
-// (from health) and /metrics.
-func NewRouter(log *slog.Logger, health *httpx.Health) *mux.Router {
+// problem details, instruments and logs every route (httpx.MiddlewareWith),
+// and serves /healthz, /readyz (from health) and /metrics.
+func NewRouter(log *slog.Logger, health *httpx.Health, opts ...RouterOption) *mux.Router {
+	var o routerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	r := mux.NewRouter()
 	r.NotFoundHandler = httpx.NotFoundHandler
 	r.MethodNotAllowedHandler = httpx.MethodNotAllowedHandler
-	r.Use(httpx.Middleware(log))
+	r.Use(httpx.MiddlewareWith(log, o.access))
 	r.HandleFunc("/healthz", health.Healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", health.Readyz).Methods(http.MethodGet)
 	r.Handle("/metrics", observe.MetricsHandler())
 	return r
+}
+
+// Stop is how a service stops at SIGTERM or SIGINT (the end of Run's ctx).
+//
+//  1. It drains: /readyz answers 503 at once, and everything else is served
+//     as before for DrainGrace, so that load balancers and Kubernetes stop
+//     sending new requests to it.
+//  2. It hands its partitions over: every consumer group it is a member of
+//     (kafkax.Group, through kafkax.Drain) ends its session and leaves the
+//     group, so that the partitions move at once, not after the session
+//     timeout. It keeps serving, and forwards requests for its former
+//     partitions to their new owners, for DrainHandover.
+//  3. The HTTP server stops accepting and lets requests in flight finish
+//     for up to Grace; then the tasks stop.
+//
+// A failure of a part skips the drain and stops at once.
+//
+// With NoLeave, step 2 is skipped: a static member keeps its partitions
+// until its session times out (nothing serves them meanwhile), and gets
+// them back without a rebalance if it restarts before that.
+type Stop struct {
+	NoLeave       bool
+	Grace         time.Duration
+	DrainGrace    time.Duration
+	DrainHandover time.Duration
+}
+
+var drainStarted = promauto.NewGauge(prometheus.GaugeOpts{
+	Name: "profiles_drain_started_timestamp_seconds",
+	Help: "When this instance started draining (SIGTERM), as a Unix time; 0 while it serves normally.",
+})
+
+// sleepCtx waits for d or until ctx ends, and reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// drainingReadyz answers GET /readyz with 503 once draining is set, and
+// passes everything else to h.
+func drainingReadyz(h http.Handler, draining *atomic.Bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" && draining.Load() {
+			w.Header().Set("Connection", "close")
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "not-ready", "Not ready", "draining: this instance is stopping"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Task is a background part of a service, such as a consumer. It must
@@ -108,14 +212,48 @@ type Task func(ctx context.Context) error
 // accepting and lets requests in flight finish for up to grace), then the
 // tasks. It returns the first failure, or nil after a clean stop.
 func Run(ctx context.Context, log *slog.Logger, addr string, h http.Handler, grace time.Duration, tasks ...Task) error {
+	return RunStop(ctx, log, addr, h, Stop{Grace: grace}, tasks...)
+}
+
+// RunStop is Run with the drain of stop (see Stop) when ctx ends.
+func RunStop(ctx context.Context, log *slog.Logger, addr string, h http.Handler, stop Stop, tasks ...Task) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	taskCtx, stopTasks := context.WithCancel(context.Background())
+	drain := kafkax.NewDrain()
+	var draining atomic.Bool
+	taskCtx, stopTasks := context.WithCancel(kafkax.WithDrain(context.Background(), drain))
 	defer stopTasks()
-	httpCtx, stopHTTP := context.WithCancel(ctx)
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
+	go func() {
+		select {
+		case <-httpCtx.Done(): // a part failed: no drain
+			return
+		case <-ctx.Done():
+		}
+		draining.Store(true)
+		drainStarted.SetToCurrentTime()
+		log.Info("draining: /readyz fails from now on", "drain_grace", stop.DrainGrace, "drain_handover", stop.DrainHandover)
+		if !sleepCtx(httpCtx, stop.DrainGrace) {
+			return
+		}
+		if !stop.NoLeave {
+			start := time.Now()
+			lctx, cancel := context.WithTimeout(httpCtx, 15*time.Second)
+			left := drain.Leave(lctx)
+			cancel()
+			if left > 0 {
+				log.Warn("draining: some consumer groups were not left in time", "groups", left)
+			}
+			log.Info("draining: partitions handed over", "took", time.Since(start))
+			sleepCtx(httpCtx, stop.DrainHandover)
+		}
+		stopHTTP()
+	}()
+	h = drainingReadyz(h, &draining)
+	grace := stop.Grace
 
 	var (
 		wg       sync.WaitGroup

@@ -51,6 +51,11 @@ type Config struct {
 	// SnapshotsTopicConfig holds extra topic configs for the snapshot topic,
 	// applied when it is created (tests use it to make the cleaner eager).
 	SnapshotsTopicConfig map[string]string
+	// CheckOnly (TOPICS_CREATE=false) creates no topic: the services only
+	// verify the topics (partitions, cleanup policy) and refuse to start
+	// when one is missing, for clusters where topics are provisioned by
+	// the platform (managed Kafka, Strimzi's KafkaTopic, Terraform).
+	CheckOnly bool
 }
 
 // Flags holds the raw flag values behind a Config until Config has run.
@@ -58,6 +63,7 @@ type Flags struct {
 	kafka                                                                  *kafkax.Flags
 	events, snapshots, emailIndex, claims, dlq, control, keys, snapshotCfg *string
 	partitions, replication                                                *int
+	create                                                                 *bool
 }
 
 // RegisterFlags registers the cluster settings (kafkax.RegisterFlags) and
@@ -74,6 +80,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 		keys:        config.String(fs, "keys-topic", "KEYS_TOPIC", "profile-keys", "compacted topic of the profiles' sealed data keys, keyed by uid"),
 		snapshotCfg: config.String(fs, "snapshots-topic-config", "SNAPSHOTS_TOPIC_CONFIG", "", "extra k=v,k=v configs for a newly created snapshot topic"),
 		partitions:  config.Int(fs, "topic-partitions", "TOPIC_PARTITIONS", 12, "partition count of every topic"),
+		create:      config.Bool(fs, "topics-create", "TOPICS_CREATE", true, "create missing topics at start; false: only check them (partitions, cleanup policy) and refuse to start when one is missing or wrong"),
 		replication: config.Int(fs, "topic-replication", "TOPIC_REPLICATION", 0, "replication factor of created topics; 0 = min(3, brokers)"),
 	}
 }
@@ -98,6 +105,7 @@ func (f *Flags) Config() (Config, error) {
 		ControlTopic:         *f.control,
 		KeysTopic:            *f.keys,
 		Partitions:           int32(*f.partitions),
+		CheckOnly:            !*f.create,
 		ReplicationFactor:    int16(*f.replication),
 		SnapshotsTopicConfig: extra,
 	}

@@ -132,6 +132,17 @@ func CreateTopics(ctx context.Context, c Config, clientID string, specs []TopicS
 	}
 	defer admin.Close()
 
+	if c.CheckOnly {
+		for _, spec := range specs {
+			if err := verifyTopic(admin, spec); err != nil {
+				if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+					return fmt.Errorf("topic %s does not exist, and TOPICS_CREATE=false: create it with %d partitions and %v: %w", spec.Name, spec.Partitions, spec.Required, err)
+				}
+				return fmt.Errorf("TOPICS_CREATE=false: %w", err)
+			}
+		}
+		return nil
+	}
 	rf := c.ReplicationFactor
 	if rf == 0 {
 		brokers, _, err := admin.DescribeCluster()

@@ -34,6 +34,11 @@ var (
 		Name: "profiles_projector_events_total",
 		Help: "Events read from the event log, by result: applied, duplicate (a redelivery, skipped) or poison (undecodable or not applicable, skipped).",
 	}, []string{"result"})
+	batchSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "profiles_projector_batch_seconds",
+		Help:    "Duration of writing one batch: its snapshot and email index records (acks=all) and the state with their offsets.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
 	batchRecords = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "profiles_projector_batch_records",
 		Help:    "Records written per batch (one produce of the email index records, then one of the snapshots).",
@@ -242,6 +247,8 @@ func (p *Projector) write(b *batch) error {
 	if len(b.snapshots) == 0 {
 		return nil
 	}
+	began := time.Now()
+	defer func() { batchSeconds.Observe(time.Since(began).Seconds()) }()
 	if len(b.index) > 0 {
 		if err := p.Producer.SendMessages(b.index); err != nil {
 			return fmt.Errorf("write %d email index records: %w", len(b.index), err)

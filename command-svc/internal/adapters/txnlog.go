@@ -23,7 +23,7 @@ import (
 // ErrNotWriter is returned (wrapped) by Append when this instance holds no
 // writer for the profile's partition: it is not its owner, or it was fenced
 // off because another instance took the partition over.
-var ErrNotWriter = errors.New("this instance is not the writer of the partition")
+var ErrNotWriter = app.ErrNotWriter
 
 // ErrAppendTimeout is returned (wrapped) by Append and WriteClaim when the
 // event log did not take the records within the append timeout (the
@@ -758,6 +758,9 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 			if current && l.Fenced != nil {
 				go l.Fenced(fmt.Sprintf("a transaction of generation %d was refused: %v", t.sess.Generation, err))
 			}
+			if errors.As(err, new(commitUnknown)) {
+				return true, fmt.Errorf("the producer failed for good during the commit, whose outcome is not known: %w", err)
+			}
 			return true, fmt.Errorf("%w: %v", ErrNotWriter, err)
 		}
 		appends.WithLabelValues("failed").Add(float64(len(live)))
@@ -821,6 +824,11 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 		if t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 && !fenced(err) {
 			_ = t.AbortTxn()
 		}
+		if !fenced(err) {
+			// Not a refusal: the commit may have happened (ErrNotWriter
+			// would let the routing layer send the command again).
+			err = commitUnknown{err}
+		}
 		return failAll(err)
 	}
 	appends.WithLabelValues("ok").Add(float64(len(live)))
@@ -829,6 +837,12 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 	}
 	return nil, false
 }
+
+// commitUnknown is a CommitTxn failure that is no refusal: the
+// transaction may have committed.
+type commitUnknown struct{ error }
+
+func (c commitUnknown) Unwrap() error { return c.error }
 
 // fenced reports whether err means this producer may never write again:
 // another producer took the transactional id, or the group coordinator

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // QueryVisibility waits until query-svc serves a change, by asking it with
@@ -37,7 +40,15 @@ type QueryVisibility struct {
 // and under every email of emails. A 404 for the uid also counts: the
 // profile was deleted at that version or after, and nothing follows a
 // delete.
-func (v *QueryVisibility) WaitVisible(ctx context.Context, uid string, version int64, emails []string) error {
+func (v *QueryVisibility) WaitVisible(ctx context.Context, uid string, version int64, emails []string) (err error) {
+	began := time.Now()
+	defer func() {
+		result := "visible"
+		if err != nil {
+			result = "not_visible"
+		}
+		visibleSeconds.WithLabelValues(result).Observe(time.Since(began).Seconds())
+	}()
 	ctx, cancel := context.WithTimeout(ctx, v.Timeout)
 	defer cancel()
 	ver := strconv.FormatInt(version, 10)
@@ -64,6 +75,15 @@ func (v *QueryVisibility) WaitVisible(ctx context.Context, uid string, version i
 	}
 	return first
 }
+
+// visibleSeconds is the write-to-visible latency: from the commit of a
+// write to the moment query-svc shows it (the wait of a write that did
+// not ask for respond-async).
+var visibleSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
+	Name:    "profiles_command_visible_seconds",
+	Help:    "Time from a write's commit until query-svc shows it (read-your-writes wait), by result: visible, or not_visible (VISIBILITY_TIMEOUT passed, or the write's caller went away).",
+	Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+}, []string{"result"})
 
 // wait asks base, or with base "" one instance and the next one whenever
 // an instance cannot be reached (it may be down), until ctx ends.

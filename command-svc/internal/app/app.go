@@ -45,6 +45,11 @@ var (
 	// version, a 404 of a delete) would tell the client of a write that a
 	// GET does not show yet, so it is not given; nothing was appended.
 	ErrNotVisible = errors.New("the refusal names a version readers do not show yet")
+	// ErrNotWriter: the event log refused the append before anything of
+	// it was written, because this instance does not (or no longer)
+	// write the partition: a rebalance moved it, or fenced the
+	// transaction. The owner of the partition may be asked again.
+	ErrNotWriter = errors.New("this instance is not the writer of the partition")
 )
 
 // Caller is who asks for a command, as the HTTP port authenticated it (a
@@ -334,7 +339,7 @@ func (d Deps) execute(ctx context.Context, w write) (Result, error) {
 	err = d.Events.Append(ctx, hold.Records, es...)
 	hold.Done(err == nil)
 	if err != nil {
-		return Result{}, fmt.Errorf("%w: %v", ErrAppend, err)
+		return Result{}, fmt.Errorf("%w: %w", ErrAppend, err)
 	}
 	for _, e := range es {
 		if err := d.States.Apply(e); err != nil {

@@ -70,7 +70,7 @@ func (h ClaimEmailHandler) Handle(ctx context.Context, cmd ClaimEmail) error {
 	err = h.Writer.WriteClaim(ctx, r.Email, r.Claim)
 	hold.Done(err == nil)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrAppend, err)
+		return fmt.Errorf("%w: %w", ErrAppend, err)
 	}
 	return nil
 }
@@ -145,7 +145,7 @@ func (h ClaimEmailHandler) Release(ctx context.Context, email, uid string) error
 	}
 	c := events.Claim{UID: uid, Seq: cur.Seq + 1, Released: true}
 	if err := h.Writer.WriteClaim(ctx, email, c); err != nil {
-		return fmt.Errorf("%w: %v", ErrAppend, err)
+		return fmt.Errorf("%w: %w", ErrAppend, err)
 	}
 	return h.Claims.PutClaim(email, c)
 }

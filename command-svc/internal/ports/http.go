@@ -396,7 +396,14 @@ func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "overloaded", "Overloaded",
 			"this instance has as many writes in flight as it takes; nothing was written, try again after Retry-After"))
 	case errors.Is(err, app.ErrAppend), errors.Is(err, app.ErrNotServing), errors.Is(err, app.ErrNotVisible):
-		h.Log.Warn("command not accepted", "path", r.URL.Path, "err", err)
+		if errors.Is(err, app.ErrNotWriter) || errors.Is(err, app.ErrNotServing) {
+			// Nothing was written: the routing layer sends the command
+			// to the partition's new owner (or answers this 503 if its
+			// wait is over).
+			w.Header().Set(routing.HeaderNotWritten, "1")
+		} else {
+			h.Log.Warn("command not accepted", "path", r.URL.Path, "err", err)
+		}
 		w.Header().Set("Retry-After", "1")
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "unavailable", "", err.Error()))
 	default:

@@ -169,7 +169,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	}
 	var health httpx.Health
 	health.Check("state", g.Ready)
-	router := service.NewRouter(log, &health)
+	router := service.NewRouter(log, &health, common.AccessLogOption())
 	sec.Install(router)
 	ports.HTTP{
 		Log: log, MaxBody: int64(*cfg.MaxBody),

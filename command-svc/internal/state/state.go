@@ -132,7 +132,7 @@ func Open(log *slog.Logger, codec *pii.Codec, claimsTopic string, o Options) (*S
 	if o.CacheSize <= 0 {
 		o.CacheSize = DefaultCacheSize
 	}
-	db, err := pebblex.Open(o.Dir, o.FS, pebblex.Options{What: "command-svc's state", Layout: Layout, Origin: o.Origin, CacheSize: o.CacheSize, Log: log})
+	db, err := pebblex.Open(o.Dir, o.FS, pebblex.Options{What: "command-svc's state", Store: "command_state", Layout: Layout, Origin: o.Origin, CacheSize: o.CacheSize, Log: log})
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"slices"
 
+	"profiles/platform/observe"
 	"profiles/platform/service"
 	projections "profiles/projections/internal/service"
 )
@@ -52,6 +53,9 @@ func parseCommand(args []string, stdout, stderr io.Writer) (cmd string, code int
 		return "", 2
 	}
 	switch args[0] {
+	case "-version", "--version", "version":
+		fmt.Fprintln(stdout, observe.BuildInfo().String(projections.ReplayName))
+		return "", 0
 	case "-h", "-help", "--help", "help":
 		if args[0] == "help" && len(args) > 1 {
 			if !slices.Contains(projections.ReplayCommands, args[1]) {

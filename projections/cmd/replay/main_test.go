@@ -25,6 +25,8 @@ func TestParseCommand(t *testing.T) {
 		{args: []string{"help", "nope"}, code: 2, stderr: `unknown command "nope"`},
 		{args: []string{"nope"}, code: 2, stderr: `unknown command "nope"`},
 		{args: []string{"--status"}, code: 2, stderr: `unknown command "--status"`},
+		{args: []string{"-version"}, code: 0, stdout: "replay"},
+		{args: []string{"version"}, code: 0, stdout: "replay"},
 		{args: []string{"status"}, cmd: "status"},
 		{args: []string{"status", "-json"}, cmd: "status"},
 		{args: []string{"snapshots", "-switch"}, cmd: "snapshots"},

@@ -82,7 +82,7 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 	if err != nil {
 		return nil, err
 	}
-	db, err := pebblex.Open(data.Store("state"), vfs.Default, pebblex.Options{What: "the projector's state", Layout: projector.StateLayout,
+	db, err := pebblex.Open(data.Store("state"), vfs.Default, pebblex.Options{What: "the projector's state", Store: "projector_state", Layout: projector.StateLayout,
 		Origin: data.Cluster + " " + kcfg.EventsTopic, CacheSize: int64(*cfg.StateCacheMB) << 20, Log: log})
 	if err != nil {
 		return nil, err
@@ -99,7 +99,7 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		}
 		return nil
 	})
-	router := service.NewRouter(log, &health)
+	router := service.NewRouter(log, &health, cfg.Common.AccessLogOption())
 
 	// Each snapshot generation has its own consumer group, whose offsets
 	// replay sets to the generation's cutoff: at a switch the projector

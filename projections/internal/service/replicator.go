@@ -163,7 +163,7 @@ func (cfg *ReplicatorConfig) NewApplication(ctx context.Context, boot *service.B
 
 	var health httpx.Health
 	health.Check("replicator", r.Ready)
-	router := service.NewRouter(log, &health)
+	router := service.NewRouter(log, &health, cfg.Common.AccessLogOption())
 	a := cfg.Common.Application(log, router, append(tasks, r.Run)...)
 	a.Starting = []any{"kafka_security", kcfg.Security, "http_addr", *cfg.Common.HTTPAddr, "sink", *cfg.Sink, "topics", r.Topics(1), "brokers", kcfg.Brokers}
 	return a, nil

@@ -451,3 +451,28 @@ func (g *Generations) RouteEpoch(ctx context.Context, p int32, e int) (kafkax.Me
 	m, self, n, err := g.RouteWithEpoch(ctx, p)
 	return m, self, n == e, n, err
 }
+
+// Acquire implements routing.Acquirer for a GroupFollower (see
+// kafkax.Group.Acquire).
+func (g *GroupFollower) Acquire(p int32, e int) (func(), bool) { return g.Group.Acquire(p, e) }
+
+// Acquire implements routing.Acquirer: it acquires p of the follower of
+// generation e, so that a drain hands p over only once the request is done
+// (a follower that cannot be drained, such as a full replica, or a
+// generation that no longer runs, needs nothing).
+func (g *Generations) Acquire(p int32, e int) (func(), bool) {
+	g.mu.Lock()
+	var fe Follower
+	for f, n := range g.running {
+		if n == e {
+			fe = f
+		}
+	}
+	g.mu.Unlock()
+	if a, ok := fe.(interface {
+		Acquire(p int32, e int) (func(), bool)
+	}); ok {
+		return a.Acquire(p, e)
+	}
+	return func() {}, true
+}

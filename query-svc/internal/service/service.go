@@ -137,7 +137,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	var health httpx.Health
 	health.Check("view", gens.Ready)
 
-	mux := service.NewRouter(log, &health)
+	mux := service.NewRouter(log, &health, common.AccessLogOption())
 	sec.Install(mux)
 	ports.HTTP{
 		Log:         log,

@@ -92,7 +92,7 @@ func Open(dir string, fs vfs.FS, partitions int32, keyer events.EmailKeyer, o Op
 	if o.CacheSize <= 0 {
 		o.CacheSize = DefaultCacheSize
 	}
-	db, err := pebblex.Open(dir, fs, pebblex.Options{What: "the view", Layout: Format, Origin: o.Origin, CacheSize: o.CacheSize, Log: o.Log})
+	db, err := pebblex.Open(dir, fs, pebblex.Options{What: "the view", Store: "view", Layout: Format, Origin: o.Origin, CacheSize: o.CacheSize, Log: o.Log})
 	if err != nil {
 		return nil, err
 	}
