@@ -568,13 +568,15 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.Consu
 	next := part.InitialOffset()
 	if next >= end {
 		g.caughtUp(topic, p)
-	} else if ok, err := drained(g.client, topic, p, next, end); err == nil && ok {
-		// Only transaction markers (or aborted records) lie between where
-		// the caller's state ends and the end: the usual tail of a
-		// restart, since every command ends with a commit marker. One
-		// Fetch says so now, instead of a first fetch's wait and a
-		// moment of silence (below).
-		g.caughtUp(topic, p)
+	} else if next >= 0 && end-next <= drainedProbeMax {
+		if ok, err := drained(g.client, topic, p, next, end); err == nil && ok {
+			// Only transaction markers (or aborted records) lie between where
+			// the caller's state ends and the end: the usual tail of a
+			// restart, since every command ends with a commit marker. One
+			// Fetch says so now, instead of a first fetch's wait and a
+			// moment of silence (below).
+			g.caughtUp(topic, p)
+		}
 	}
 	// The end counts transaction markers, which a consumer never receives,
 	// so the offset after the last record may stay below it. A partition
