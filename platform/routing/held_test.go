@@ -27,7 +27,8 @@ func (h *holdingRouter) Route(context.Context, int32) (kafkax.Member, bool, erro
 func (h *holdingRouter) Holds(int32, int) bool { return h.held.Load() }
 
 // A read answered here is sent only if the instance still serves the
-// partition after the read; otherwise it is dropped for a 503 that may be
+// partition after the read; otherwise it is routed again, and once the
+// routing wait is over without an owner, dropped for a 503 that may be
 // retried. A write is not held back: its outcome is checked where it is
 // decided.
 func TestReadIsAnsweredOnlyWhileHeld(t *testing.T) {
@@ -62,6 +63,47 @@ func TestReadIsAnsweredOnlyWhileHeld(t *testing.T) {
 	}
 	if resp, body := get(http.MethodPut); resp.StatusCode != 200 || body != "stale?" {
 		t.Fatalf("a write: %d %q", resp.StatusCode, body)
+	}
+}
+
+// flakyHolder loses the partition during the first read only: the
+// partition came back (a rebalance that gave it to this instance again).
+type flakyHolder struct {
+	self  kafkax.Member
+	holds atomic.Int32
+}
+
+func (h *flakyHolder) Route(context.Context, int32) (kafkax.Member, bool, error) {
+	return h.self, true, nil
+}
+
+func (h *flakyHolder) Holds(int32, int) bool { return h.holds.Add(1) > 1 }
+
+// A read that lost its partition while it read is routed again, not
+// answered 503: during a rebalance the partition comes back, here or at
+// another instance, within the routing wait, and the client never sees the
+// rebalance (the front door's reads during a rebalance must not fail).
+func TestReadThatLostItsPartitionIsRoutedAgain(t *testing.T) {
+	r := &flakyHolder{self: kafkax.Member{ID: "a"}}
+	rt := Routing{Router: r, Self: r.self, Wait: 5 * time.Second, Log: slog.Default()}
+	var reads atomic.Int32
+	srv := httptest.NewServer(rt.Handler(func(*http.Request) (int32, bool) { return 3, true },
+		http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			reads.Add(1)
+			_, _ = io.WriteString(w, "fresh")
+		})))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(body) != "fresh" || resp.Header.Get(HeaderServedBy) != "a" || len(resp.Header.Values(HeaderServedBy)) != 1 {
+		t.Fatalf("a read that lost its partition once: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	if n := reads.Load(); n != 2 {
+		t.Fatalf("the handler read %d times, want 2 (the lost read, then the routed one)", n)
 	}
 }
 

@@ -263,9 +263,7 @@ func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r
 			// The partition moved here meanwhile: serve it.
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			r.ContentLength = int64(len(body))
-			w.Header().Set(HeaderServedBy, rt.Self.ID)
-			w.Header().Set(HeaderHops, "0")
-			rt.serveHeld(w, r, p, epoch, h)
+			rt.serveHeld(w, r, p, epoch, 0, false, h)
 			return
 		}
 	}
@@ -409,10 +407,9 @@ func (rt Routing) serveAcquired(ctx context.Context, w http.ResponseWriter, r *h
 	}
 	forwards.WithLabelValues("local").Inc()
 	if isRead(r) {
-		w.Header().Set(HeaderServedBy, rt.Self.ID)
-		w.Header().Set(HeaderHops, strconv.Itoa(hops))
-		rt.serveHeld(w, r, p, epoch, h)
-		return true
+		// A read that lost the partition while it read is routed again
+		// (to the new owner, once there is one) while ctx allows.
+		return rt.serveHeld(w, r, p, epoch, hops, ctx.Err() == nil, h)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxForwardBody))
 	if err != nil {
@@ -446,32 +443,46 @@ func (rt Routing) serveAcquired(ctx context.Context, w http.ResponseWriter, r *h
 	return true
 }
 
-// serveHeld serves r here. A read is answered only if this instance still
-// serves p (in epoch) once h has read (see Holder): h writes into a buffer
-// first, and an answer read on a partition lost meanwhile is dropped for a
-// 503 partition-unavailable, which the client may retry at once. A write
-// goes straight to h, which checks its own outcome: an append is fenced by
-// Kafka, and command-svc confirms any other answer the same way.
-func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epoch int, h http.Handler) {
+// serveHeld serves r here, with X-Served-By and X-Profiles-Hops (hops). A
+// read is answered only if this instance still serves p (in epoch) once h
+// has read (see Holder): h writes into a buffer first, and an answer read
+// on a partition lost meanwhile is dropped. With retry, serveHeld then
+// writes nothing and returns false, and the caller routes the read again;
+// without, it answers 503 partition-unavailable, which the client may
+// retry at once. A write goes straight to h, which checks its own
+// outcome: an append is fenced by Kafka, and command-svc confirms any
+// other answer the same way.
+func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epoch, hops int, retry bool, h http.Handler) (answered bool) {
+	served := func() {
+		w.Header().Set(HeaderServedBy, rt.Self.ID)
+		w.Header().Set(HeaderHops, strconv.Itoa(hops))
+	}
 	holder, ok := rt.Router.(Holder)
 	if !ok || !isRead(r) {
+		served()
 		h.ServeHTTP(w, r)
-		return
+		return true
 	}
 	b := bufferPool.Get().(*bufferedResponse)
 	defer b.release()
 	h.ServeHTTP(b, r)
 	if !holder.Holds(p, epoch) {
 		forwards.WithLabelValues("lost").Inc()
+		if retry {
+			return false // nothing written: the caller routes it again
+		}
+		served()
 		rt.unavailable(w, r, p, errors.New("this instance stopped serving the partition while it read"))
-		return
+		return true
 	}
+	served()
 	hdr := w.Header()
 	for k, v := range b.header {
 		hdr[k] = v
 	}
 	w.WriteHeader(max(b.status, http.StatusOK))
 	_, _ = w.Write(b.body.Bytes())
+	return true
 }
 
 // bufferedResponse holds an answer until it may be sent: the headers the
