@@ -69,6 +69,16 @@ func TestSoak(t *testing.T) {
 	start := l.start
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 
+	// killOne SIGKILLs one instance of service, chosen at random, and
+	// starts it again 3 s later.
+	killOne := func(service string) {
+		name := fmt.Sprintf("%s-%d", service, rng.IntN(2))
+		l.Mark("soak: SIGKILL " + name)
+		s.Kill(name)
+		time.Sleep(3 * time.Second)
+		s.Start(name)
+		s.WaitReady(name)
+	}
 	faults := []struct {
 		name string
 		run  func()
@@ -87,22 +97,8 @@ func TestSoak(t *testing.T) {
 			time.Sleep(8 * time.Second)
 			c.Signal(n, syscall.SIGCONT)
 		}},
-		{"command-svc instance killed", func() {
-			name := fmt.Sprintf("command-svc-%d", rng.IntN(2))
-			l.Mark("soak: SIGKILL " + name)
-			s.Kill(name)
-			time.Sleep(3 * time.Second)
-			s.Start(name)
-			s.WaitReady(name)
-		}},
-		{"query-svc instance killed", func() {
-			name := fmt.Sprintf("query-svc-%d", rng.IntN(2))
-			l.Mark("soak: SIGKILL " + name)
-			s.Kill(name)
-			time.Sleep(3 * time.Second)
-			s.Start(name)
-			s.WaitReady(name)
-		}},
+		{"command-svc instance killed", func() { killOne("command-svc") }},
+		{"query-svc instance killed", func() { killOne("query-svc") }},
 		{"projector killed", func() {
 			l.Mark("soak: SIGKILL projector-0")
 			s.Kill("projector-0")
