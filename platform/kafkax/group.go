@@ -781,6 +781,46 @@ func (g *Group) Serving(p int32) bool {
 // one table).
 func (g *Group) Holds(p int32, _ int) bool { return g.Serving(p) }
 
+// Interrupt implements routing.Interrupter: the context it returns is
+// cancelled once this instance stops serving p (see Serving) or starts
+// handing its partitions over (a drain). A read shorter than
+// interruptAfter costs a timer only; a longer one is watched by a
+// goroutine that wakes at every change of the group and every
+// interruptPoll (a lease runs out without a change). The caller must call
+// the cancel func when the read is done.
+func (g *Group) Interrupt(ctx context.Context, p int32, _ int) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	t := time.AfterFunc(interruptAfter, func() {
+		for {
+			g.mu.Lock()
+			lost := g.quiescing || !g.servingLocked(g.owned[p], time.Now())
+			changed := g.changed
+			g.mu.Unlock()
+			if lost {
+				cancel()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			case <-time.After(interruptPoll):
+			}
+		}
+	})
+	return ctx, func() {
+		t.Stop()
+		cancel()
+	}
+}
+
+// interruptAfter is how long a read runs before Interrupt watches it, and
+// interruptPoll how often a watched read checks the lease.
+const (
+	interruptAfter = 20 * time.Millisecond
+	interruptPoll  = 100 * time.Millisecond
+)
+
 // servingLocked reports whether st, an owned partition's state (nil if not
 // owned), may be served at now: caught up, and under the lease. Detached
 // (see Group.last) too: the lease of the last session still tells that

@@ -129,3 +129,55 @@ func TestWriteForwardsCarryOneRequestID(t *testing.T) {
 		t.Fatalf("request ids %q", ids)
 	}
 }
+
+// interruptingRouter serves every partition here and cuts the first read
+// short after 50 ms (the partition was handed over, and came back).
+type interruptingRouter struct {
+	self  kafkax.Member
+	calls atomic.Int32
+}
+
+func (h *interruptingRouter) Route(context.Context, int32) (kafkax.Member, bool, error) {
+	return h.self, true, nil
+}
+
+func (h *interruptingRouter) Holds(int32, int) bool { return true }
+
+func (h *interruptingRouter) Interrupt(ctx context.Context, _ int32, _ int) (context.Context, context.CancelFunc) {
+	if h.calls.Add(1) == 1 {
+		return context.WithTimeout(ctx, 50*time.Millisecond)
+	}
+	return context.WithCancel(ctx)
+}
+
+// A read that waits (a minVersion long-poll) and is cut short by the
+// Interrupter is routed again, even past the routing wait, and its
+// cut-short answer is never sent.
+func TestInterruptedReadIsRoutedAgain(t *testing.T) {
+	r := &interruptingRouter{self: kafkax.Member{ID: "a"}}
+	rt := Routing{Router: r, Self: r.self, Wait: 20 * time.Millisecond, Log: slog.Default()}
+	var reads atomic.Int32
+	srv := httptest.NewServer(rt.Handler(func(*http.Request) (int32, bool) { return 3, true },
+		http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if reads.Add(1) == 1 {
+				<-req.Context().Done() // waits for a version that never comes here
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = io.WriteString(w, "not yet")
+				return
+			}
+			_, _ = io.WriteString(w, "fresh")
+		})))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(body) != "fresh" {
+		t.Fatalf("an interrupted read: %d %q, want 200 \"fresh\"", resp.StatusCode, body)
+	}
+	if n := reads.Load(); n != 2 {
+		t.Fatalf("the handler read %d times, want 2 (the interrupted read, then the routed one)", n)
+	}
+}

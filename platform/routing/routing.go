@@ -84,6 +84,18 @@ type Acquirer interface {
 	Acquire(p int32, epoch int) (release func(), ok bool)
 }
 
+// Interrupter is implemented by a Router that can cut short a read served
+// here once this instance stops serving its partition, or starts handing
+// it over (a drain): Interrupt returns a context derived from ctx that is
+// cancelled then, and a cancel func that the caller calls when the read
+// is done. A read that waits for the view (a minVersion long-poll) would
+// otherwise wait on a view that no longer follows the partition, or hold
+// a drain back until it times out; cut short, its answer is dropped and
+// the read is routed again, to the new owner.
+type Interrupter interface {
+	Interrupt(ctx context.Context, p int32, epoch int) (context.Context, context.CancelFunc)
+}
+
 // EpochRouter is implemented by a Router whose table can change wholesale
 // (query-svc's snapshot generations, see HeaderEpoch).
 type EpochRouter interface {
@@ -144,6 +156,7 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 		// having written nothing (HeaderNotWritten): the request is routed
 		// again, and may take one more hop to the partition's new owner.
 		notWritten := false
+		rewaited := false
 	again:
 		owner, self, epoch, err := rt.route(ctx, p)
 		reforward := false
@@ -179,6 +192,14 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 				// Handed over, or refused with nothing written: route
 				// again, which waits for the new owner.
 				notWritten = true
+				if isRead(r) && ctx.Err() != nil && r.Context().Err() == nil && !rewaited {
+					// A read that waited for the view past the routing
+					// wait, and then lost its partition, gets one more
+					// routing wait to find the new owner.
+					rewaited = true
+					ctx, cancel = context.WithTimeout(r.Context(), rt.Wait)
+					defer cancel()
+				}
 				select {
 				case <-ctx.Done():
 				case <-time.After(10 * time.Millisecond):
@@ -446,7 +467,8 @@ func (rt Routing) serveAcquired(ctx context.Context, w http.ResponseWriter, r *h
 // serveHeld serves r here, with X-Served-By and X-Profiles-Hops (hops). A
 // read is answered only if this instance still serves p (in epoch) once h
 // has read (see Holder): h writes into a buffer first, and an answer read
-// on a partition lost meanwhile is dropped. With retry, serveHeld then
+// on a partition lost meanwhile is dropped, as is one that Interrupter cut
+// short. With retry, serveHeld then
 // writes nothing and returns false, and the caller routes the read again;
 // without, it answers 503 partition-unavailable, which the client may
 // retry at once. A write goes straight to h, which checks its own
@@ -465,8 +487,15 @@ func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epo
 	}
 	b := bufferPool.Get().(*bufferedResponse)
 	defer b.release()
-	h.ServeHTTP(b, r)
-	if !holder.Holds(p, epoch) {
+	hr := r
+	if in, ok := rt.Router.(Interrupter); ok {
+		ictx, cancel := in.Interrupt(r.Context(), p, epoch)
+		defer cancel()
+		hr = r.WithContext(ictx)
+	}
+	h.ServeHTTP(b, hr)
+	cut := hr.Context().Err() != nil && r.Context().Err() == nil
+	if cut || !holder.Holds(p, epoch) {
 		forwards.WithLabelValues("lost").Inc()
 		if retry {
 			return false // nothing written: the caller routes it again

@@ -86,39 +86,39 @@ var visibleSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
 }, []string{"result"})
 
 // wait asks base, or with base "" one instance and the next one whenever
-// an instance cannot be reached (it may be down), until ctx ends.
+// an instance cannot be reached (it may be down) or answers that it cannot
+// answer now (502, 503, 504: a drain, a rebalance, a wait of its own that
+// ran out), until ctx ends. Any other answer ends the wait.
 func (v *QueryVisibility) wait(ctx context.Context, base, path string) error {
-	var (
-		resp *http.Response
-		err  error
-	)
 	pick := base == ""
 	for {
 		if pick {
 			base = v.BaseURLs[v.next.Add(1)%uint64(len(v.BaseURLs))]
 		}
-		req, rerr := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
-		if rerr != nil {
-			return rerr
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+		if err != nil {
+			return err
 		}
 		if v.Sign != nil {
 			v.Sign(req, nil)
 		}
-		if resp, err = v.Client.Do(req); err == nil {
-			break
+		resp, err := v.Client.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			switch resp.StatusCode {
+			case http.StatusOK, http.StatusNotFound:
+				return nil
+			case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+				err = fmt.Errorf("query-svc answered %s", resp.Status)
+			default:
+				return fmt.Errorf("wait for %s: query-svc answered %s", path, resp.Status)
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("wait for %s: %w", path, err)
 		case <-time.After(50 * time.Millisecond):
 		}
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	switch resp.StatusCode {
-	case http.StatusOK, http.StatusNotFound:
-		return nil
-	default:
-		return fmt.Errorf("wait for %s: query-svc answered %s", path, resp.Status)
 	}
 }

@@ -414,17 +414,24 @@ type GroupFollower struct {
 // Run implements Follower.
 func (g *GroupFollower) Run(ctx context.Context) error { return g.Group.Run(ctx, g.Config, g.Brokers) }
 
-// Holds implements routing.Holder: whether generation e still runs here
-// and serves p.
-func (g *Generations) Holds(p int32, e int) bool {
+// follower returns the follower of generation e, or nil when e does not
+// run here.
+func (g *Generations) follower(e int) Follower {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for f, n := range g.running {
 		if n == e {
-			return f.Serving(p)
+			return f
 		}
 	}
-	return false
+	return nil
+}
+
+// Holds implements routing.Holder: whether generation e still runs here
+// and serves p.
+func (g *Generations) Holds(p int32, e int) bool {
+	fe := g.follower(e)
+	return fe != nil && fe.Serving(p)
 }
 
 // RouteEpoch implements routing.EpochRouter: a request that another
@@ -432,14 +439,7 @@ func (g *Generations) Holds(p int32, e int) bool {
 // (still, or already) and serves p in it; otherwise it is routed by the
 // serving generation.
 func (g *Generations) RouteEpoch(ctx context.Context, p int32, e int) (kafkax.Member, bool, bool, int, error) {
-	g.mu.Lock()
-	var fe Follower
-	for f, n := range g.running {
-		if n == e {
-			fe = f
-		}
-	}
-	g.mu.Unlock()
+	fe := g.follower(e)
 	if fe != nil {
 		quick, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 		m, self, err := fe.Route(quick, p)
@@ -452,6 +452,31 @@ func (g *Generations) RouteEpoch(ctx context.Context, p int32, e int) (kafkax.Me
 	return m, self, n == e, n, err
 }
 
+// Interrupt implements routing.Interrupter for a GroupFollower (see
+// kafkax.Group.Interrupt).
+func (g *GroupFollower) Interrupt(ctx context.Context, p int32, e int) (context.Context, context.CancelFunc) {
+	return g.Group.Interrupt(ctx, p, e)
+}
+
+// Interrupt implements routing.Interrupter: a read served by the follower
+// of generation e is cut short when that follower stops serving p, or
+// hands it over; at once when e no longer runs here. A follower that never
+// loses a partition (a full replica) cuts nothing short.
+func (g *Generations) Interrupt(ctx context.Context, p int32, e int) (context.Context, context.CancelFunc) {
+	fe := g.follower(e)
+	if fe == nil {
+		ctx, cancel := context.WithCancel(ctx)
+		cancel()
+		return ctx, cancel
+	}
+	if in, ok := fe.(interface {
+		Interrupt(ctx context.Context, p int32, e int) (context.Context, context.CancelFunc)
+	}); ok {
+		return in.Interrupt(ctx, p, e)
+	}
+	return context.WithCancel(ctx)
+}
+
 // Acquire implements routing.Acquirer for a GroupFollower (see
 // kafkax.Group.Acquire).
 func (g *GroupFollower) Acquire(p int32, e int) (func(), bool) { return g.Group.Acquire(p, e) }
@@ -461,14 +486,7 @@ func (g *GroupFollower) Acquire(p int32, e int) (func(), bool) { return g.Group.
 // (a follower that cannot be drained, such as a full replica, or a
 // generation that no longer runs, needs nothing).
 func (g *Generations) Acquire(p int32, e int) (func(), bool) {
-	g.mu.Lock()
-	var fe Follower
-	for f, n := range g.running {
-		if n == e {
-			fe = f
-		}
-	}
-	g.mu.Unlock()
+	fe := g.follower(e)
 	if a, ok := fe.(interface {
 		Acquire(p int32, e int) (func(), bool)
 	}); ok {

@@ -1,0 +1,62 @@
+package adapters
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// A wait asks again, at the next instance, while query-svc answers that
+// it cannot answer now (a drain or a rebalance), and ends at the first
+// answer that tells: seen, or a refusal that asking again will not change.
+func TestWaitVisibleAsksAgainWhileUnavailable(t *testing.T) {
+	var calls atomic.Int32
+	status := func(n int32) int {
+		switch {
+		case n <= 2:
+			return http.StatusServiceUnavailable
+		case n == 3:
+			return http.StatusBadGateway
+		}
+		return http.StatusOK
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("minVersion") != "7" {
+			t.Errorf("asked %s, want minVersion=7", r.URL)
+		}
+		w.WriteHeader(status(calls.Add(1)))
+	}))
+	defer srv.Close()
+	v := &QueryVisibility{BaseURLs: []string{srv.URL, srv.URL}, Client: srv.Client(), Timeout: 5 * time.Second}
+	if err := v.WaitVisible(context.Background(), "u1", 7, nil); err != nil {
+		t.Fatalf("WaitVisible: %v, want nil after three unavailable answers", err)
+	}
+	if n := calls.Load(); n != 4 {
+		t.Fatalf("asked %d times, want 4", n)
+	}
+
+	refuse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer refuse.Close()
+	v = &QueryVisibility{BaseURLs: []string{refuse.URL}, Client: refuse.Client(), Timeout: 5 * time.Second}
+	start := time.Now()
+	if err := v.WaitVisible(context.Background(), "u1", 7, []string{"a@b.c"}); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("WaitVisible against a 401: %v, want an error naming it", err)
+	} else if time.Since(start) > time.Second {
+		t.Fatalf("a 401 was asked again for %s", time.Since(start))
+	}
+
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer down.Close()
+	v = &QueryVisibility{BaseURLs: []string{down.URL}, Client: down.Client(), Timeout: 300 * time.Millisecond}
+	if err := v.WaitVisible(context.Background(), "u1", 7, nil); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("WaitVisible while always unavailable: %v, want an error naming the 503 once the timeout passed", err)
+	}
+}
