@@ -92,12 +92,24 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 	// restored is the generation whose state has been restored and which
 	// the projector folds into now (0 while none is).
 	var restored atomic.Int64
+	// group is the consumer group member of the generation folded now
+	// (nil until its state is restored). The projector is ready once it
+	// is in a session of that group and has caught up with what it owns:
+	// until then no event is folded, and a write waits for nothing.
+	var group atomic.Pointer[kafkax.Group]
 	var health httpx.Health
 	health.Check("state", func() error {
 		if restored.Load() == 0 {
 			return projector.ErrNotRestored
 		}
 		return nil
+	})
+	health.Check("group", func() error {
+		g := group.Load()
+		if g == nil {
+			return projector.ErrNotRestored
+		}
+		return g.Ready()
 	})
 	router := service.NewRouter(log, &health, cfg.Common.AccessLogOption())
 
@@ -145,6 +157,8 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		if err != nil {
 			return err
 		}
+		group.Store(g)
+		defer group.CompareAndSwap(g, nil)
 		return g.Run(ctx, kcfg.GroupConfig(ProjectorName, opts), kcfg.Brokers)
 	}
 	follow := func(ctx context.Context) error {
