@@ -82,11 +82,22 @@ export PROFILES_TEST_KAFKA=127.0.0.1:$PORT
 export PROFILES_TEST_KAFKA_DATA=$PWD/$DATA
 export PROFILES_REQUIRE_KAFKA=1
 
+# The e2e harness records how long each test that starts a system ran;
+# the slowest are printed after the tests.
+export PROFILES_TEST_TIMES=$PWD/$DATA-times.tsv
+rm -f "$PROFILES_TEST_TIMES"
+
 status=0
 for m in "${MODULES[@]}"; do
   echo "==== go test: $m"
   (cd "$m" && GOWORK=off go test -count=1 -timeout 45m ${GOTESTFLAGS:-} ./...) || status=1
 done
+
+if [[ -s $PROFILES_TEST_TIMES ]]; then
+  echo "==== the slowest end-to-end tests (seconds from the start of their system; all: $PROFILES_TEST_TIMES)"
+  awk -F'\t' '{s[$2] += $1; r[$2] = $3} END {for (n in s) printf "%7.1f  %s  %s\n", s[n], n, r[n]}' "$PROFILES_TEST_TIMES" | sort -rn | head -20
+  awk -F'\t' '{s += $1} END {printf "%7.1f  in all, %d systems\n", s, NR}' "$PROFILES_TEST_TIMES"
+fi
 
 # Every fuzz target, briefly (TEST_FUZZ=0 skips; `make fuzz` runs longer).
 if [[ ${TEST_FUZZ:-1} != 0 ]]; then
