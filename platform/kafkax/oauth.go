@@ -61,7 +61,7 @@ type OAuthTokenProvider struct {
 	extensions                       map[string]string
 	client                           *http.Client
 	now                              func() time.Time
-	log                              *slog.Logger
+	log                              *slog.Logger // nil: slog.Default() at the time of logging
 
 	mu        sync.Mutex
 	token     string
@@ -79,7 +79,6 @@ func NewOAuthTokenProvider(tokenURL, clientID, clientSecret string, scopes []str
 		scopes: scopes, extensions: extensions,
 		client: &http.Client{Timeout: tokenRequestTimeout},
 		now:    time.Now,
-		log:    slog.Default(),
 	}
 }
 
@@ -96,18 +95,28 @@ func (p *OAuthTokenProvider) Token() (*sarama.AccessToken, error) {
 	tok, lifetime, err := p.fetch(now)
 	if err != nil {
 		if p.token != "" && now.Before(p.expiresAt.Add(-tokenExpirySkew)) {
-			p.log.Warn("kafka: could not refresh the OAuth token; the current one is used until it expires",
+			p.logger().Warn("kafka: could not refresh the OAuth token; the current one is used until it expires",
 				"token_url", p.tokenURL, "client_id", p.clientID, "expires_at", p.expiresAt, "err", err)
 			return p.accessToken(), nil
 		}
-		p.log.Error("kafka: could not get an OAuth token", "token_url", p.tokenURL, "client_id", p.clientID, "err", err)
+		p.logger().Error("kafka: could not get an OAuth token", "token_url", p.tokenURL, "client_id", p.clientID, "err", err)
 		return nil, err
 	}
 	p.token = tok
 	p.expiresAt = now.Add(lifetime)
 	p.refreshAt = now.Add(time.Duration(float64(lifetime) * tokenRefreshFactor))
-	p.log.Info("kafka: got an OAuth token", "token_url", p.tokenURL, "client_id", p.clientID, "expires_at", p.expiresAt)
+	p.logger().Info("kafka: got an OAuth token", "token_url", p.tokenURL, "client_id", p.clientID, "expires_at", p.expiresAt)
 	return p.accessToken(), nil
+}
+
+// logger is the provider's logger: the process's default one unless a
+// test set its own. The provider is made when the settings load, which
+// may be before the binary installs its logger.
+func (p *OAuthTokenProvider) logger() *slog.Logger {
+	if p.log != nil {
+		return p.log
+	}
+	return slog.Default()
 }
 
 func (p *OAuthTokenProvider) accessToken() *sarama.AccessToken {
