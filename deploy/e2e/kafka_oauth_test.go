@@ -48,7 +48,9 @@ func needOAuthKafka(t *testing.T) {
 // oauthServer is an OAuth 2.0 token endpoint (client-credentials grant,
 // RFC 6749 section 4.4) for a fixed set of clients: it issues ES256 JWTs
 // with sub = the client id, the audience it was made with, the scope asked
-// for, and exp. It serves its JWKS at /jwks.
+// for, and exp. The broker does not ask it for the JWKS: it reads the file
+// devtoken wrote before the broker started, so that the broker's start
+// does not depend on a test process.
 type oauthServer struct {
 	*httptest.Server
 	key              *ecdsa.PrivateKey
@@ -88,15 +90,7 @@ func newOAuthServer(t *testing.T, clients map[string]string, audience string) *o
 		key: key, audience: audience, issuer: settings.Issuer, ttl: 10 * time.Minute, clients: clients,
 		issued: map[string]int{}, denied: map[string]int{}, scopes: map[string]bool{},
 	}
-	jwks, err := os.ReadFile(filepath.Join(secureOAuthDir, "jwks.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(jwks)
-	})
 	mux.HandleFunc("POST /token", o.token)
 	o.Server = httptest.NewServer(mux)
 	t.Cleanup(o.Close)

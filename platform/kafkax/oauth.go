@@ -57,6 +57,7 @@ const (
 // connection, and those that ask at once share one request.
 type OAuthTokenProvider struct {
 	tokenURL, clientID, clientSecret string
+	shownURL                         string // tokenURL without a password, for logs and errors
 	scopes                           []string
 	extensions                       map[string]string
 	client                           *http.Client
@@ -75,7 +76,7 @@ type OAuthTokenProvider struct {
 // identityPoolId, for example).
 func NewOAuthTokenProvider(tokenURL, clientID, clientSecret string, scopes []string, extensions map[string]string) *OAuthTokenProvider {
 	return &OAuthTokenProvider{
-		tokenURL: tokenURL, clientID: clientID, clientSecret: clientSecret,
+		tokenURL: tokenURL, shownURL: redactURL(tokenURL), clientID: clientID, clientSecret: clientSecret,
 		scopes: scopes, extensions: extensions,
 		client: &http.Client{Timeout: tokenRequestTimeout},
 		now:    time.Now,
@@ -96,16 +97,16 @@ func (p *OAuthTokenProvider) Token() (*sarama.AccessToken, error) {
 	if err != nil {
 		if p.token != "" && now.Before(p.expiresAt.Add(-tokenExpirySkew)) {
 			p.logger().Warn("kafka: could not refresh the OAuth token; the current one is used until it expires",
-				"token_url", p.tokenURL, "client_id", p.clientID, "expires_at", p.expiresAt, "err", err)
+				"token_url", p.shownURL, "client_id", p.clientID, "expires_at", p.expiresAt, "err", err)
 			return p.accessToken(), nil
 		}
-		p.logger().Error("kafka: could not get an OAuth token", "token_url", p.tokenURL, "client_id", p.clientID, "err", err)
+		p.logger().Error("kafka: could not get an OAuth token", "token_url", p.shownURL, "client_id", p.clientID, "err", err)
 		return nil, err
 	}
 	p.token = tok
 	p.expiresAt = now.Add(lifetime)
 	p.refreshAt = now.Add(time.Duration(float64(lifetime) * tokenRefreshFactor))
-	p.logger().Info("kafka: got an OAuth token", "token_url", p.tokenURL, "client_id", p.clientID, "expires_at", p.expiresAt)
+	p.logger().Info("kafka: got an OAuth token", "token_url", p.shownURL, "client_id", p.clientID, "expires_at", p.expiresAt)
 	return p.accessToken(), nil
 }
 
@@ -153,12 +154,12 @@ func (p *OAuthTokenProvider) fetch(now time.Time) (string, time.Duration, error)
 	req.SetBasicAuth(url.QueryEscape(p.clientID), url.QueryEscape(p.clientSecret))
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return "", 0, fmt.Errorf("%w: POST %s: %w", ErrOAuthToken, p.tokenURL, err)
+		return "", 0, fmt.Errorf("%w: POST %s: %w", ErrOAuthToken, p.shownURL, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return "", 0, fmt.Errorf("%w: POST %s: reading the answer: %w", ErrOAuthToken, p.tokenURL, err)
+		return "", 0, fmt.Errorf("%w: POST %s: reading the answer: %w", ErrOAuthToken, p.shownURL, err)
 	}
 	var a tokenAnswer
 	jsonErr := json.Unmarshal(body, &a)
@@ -168,22 +169,22 @@ func (p *OAuthTokenProvider) fetch(now time.Time) (string, time.Duration, error)
 			reason = "no OAuth error in the answer"
 		}
 		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusRequestTimeout {
-			return "", 0, fmt.Errorf("%w: %w: POST %s as client %q: %s: %s", ErrOAuthToken, ErrOAuthRejected, p.tokenURL, p.clientID, resp.Status, reason)
+			return "", 0, fmt.Errorf("%w: %w: POST %s as client %q: %s: %s", ErrOAuthToken, ErrOAuthRejected, p.shownURL, p.clientID, resp.Status, reason)
 		}
-		return "", 0, fmt.Errorf("%w: POST %s: %s: %s", ErrOAuthToken, p.tokenURL, resp.Status, reason)
+		return "", 0, fmt.Errorf("%w: POST %s: %s: %s", ErrOAuthToken, p.shownURL, resp.Status, reason)
 	}
 	if jsonErr != nil {
-		return "", 0, fmt.Errorf("%w: POST %s: the answer is not a JSON token: %w", ErrOAuthToken, p.tokenURL, jsonErr)
+		return "", 0, fmt.Errorf("%w: POST %s: the answer is not a JSON token: %w", ErrOAuthToken, p.shownURL, jsonErr)
 	}
 	if a.AccessToken == "" {
-		return "", 0, fmt.Errorf("%w: POST %s: the answer has no access_token", ErrOAuthToken, p.tokenURL)
+		return "", 0, fmt.Errorf("%w: POST %s: the answer has no access_token", ErrOAuthToken, p.shownURL)
 	}
 	if a.TokenType != "" && !strings.EqualFold(a.TokenType, "bearer") {
-		return "", 0, fmt.Errorf("%w: POST %s: token_type %q, want Bearer", ErrOAuthToken, p.tokenURL, a.TokenType)
+		return "", 0, fmt.Errorf("%w: POST %s: token_type %q, want Bearer", ErrOAuthToken, p.shownURL, a.TokenType)
 	}
 	lifetime, err := tokenLifetime(a, now)
 	if err != nil {
-		return "", 0, fmt.Errorf("%w: POST %s: %w", ErrOAuthToken, p.tokenURL, err)
+		return "", 0, fmt.Errorf("%w: POST %s: %w", ErrOAuthToken, p.shownURL, err)
 	}
 	return a.AccessToken, lifetime, nil
 }
@@ -247,8 +248,9 @@ func validateExtensions(ext map[string]string) error {
 func validateTokenURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("kafka: KAFKA_OAUTH_TOKEN_URL: %w", err)
+		return errors.New("kafka: KAFKA_OAUTH_TOKEN_URL is not a URL")
 	}
+	raw = u.Redacted()
 	switch {
 	case u.Host == "":
 		return fmt.Errorf("kafka: KAFKA_OAUTH_TOKEN_URL %q is not an absolute URL", raw)
@@ -263,6 +265,15 @@ func validateTokenURL(raw string) error {
 	default:
 		return fmt.Errorf("kafka: KAFKA_OAUTH_TOKEN_URL %q must be an https URL", raw)
 	}
+}
+
+// redactURL is raw with any password in it replaced, for logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Redacted()
 }
 
 var _ sarama.AccessTokenProvider = (*OAuthTokenProvider)(nil)

@@ -248,6 +248,7 @@ func TestSecurityValidateOAuth(t *testing.T) {
 		{"both secrets", with(func(s *Security) { s.OAuthClientSecretFile = "f" }), "not both"},
 		{"remote http", with(func(s *Security) { s.OAuthTokenURL = "http://idp.example/token" }), "must be https"},
 		{"relative URL", with(func(s *Security) { s.OAuthTokenURL = "/token" }), "not an absolute URL"},
+		{"password in the URL", with(func(s *Security) { s.OAuthTokenURL = "ftp://u:hunter2@idp.example/token" }), "ftp://u:xxxxx@idp.example/token"},
 		{"username", with(func(s *Security) { s.SASLUsername = "u" }), "KAFKA_SASL_USERNAME is set but KAFKA_SASL_MECHANISM=OAUTHBEARER does not use it"},
 		{"auth extension", with(func(s *Security) { s.SASLExtensions = map[string]string{"auth": "x"} }), `may not set "auth"`},
 		{"bad extension key", with(func(s *Security) { s.SASLExtensions = map[string]string{"logical_cluster": "x"} }), "letters only"},

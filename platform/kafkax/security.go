@@ -339,7 +339,7 @@ func (s Security) LogValue() slog.Value {
 	}
 	switch {
 	case s.SASL() && s.mechanism() == MechanismOAuthBearer:
-		attrs = append(attrs, slog.String("sasl_mechanism", s.mechanism()), slog.String("oauth_token_url", s.OAuthTokenURL),
+		attrs = append(attrs, slog.String("sasl_mechanism", s.mechanism()), slog.String("oauth_token_url", redactURL(s.OAuthTokenURL)),
 			slog.String("oauth_client_id", s.OAuthClientID), slog.String("oauth_scopes", strings.Join(s.OAuthScopes, " ")))
 	case s.SASL():
 		attrs = append(attrs, slog.String("sasl_mechanism", s.mechanism()), slog.String("sasl_username", s.SASLUsername))
