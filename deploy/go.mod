@@ -14,6 +14,7 @@ require (
 	github.com/prometheus/client_golang v1.23.2
 	golang.org/x/image v0.30.0
 	gonum.org/v1/plot v0.17.0
+	gopkg.in/yaml.v3 v3.0.1
 	profiles/events v0.0.0
 	profiles/platform v0.0.0
 )
@@ -94,7 +95,6 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.11 // indirect
-	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
 
 replace profiles/platform => ../platform
