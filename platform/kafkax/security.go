@@ -436,9 +436,20 @@ func (f *SecurityFlags) Security() (Security, error) {
 	}
 	if err != nil {
 		if f.envPrefix != "KAFKA_" {
-			return s, errors.New(strings.ReplaceAll(err.Error(), "KAFKA_", f.envPrefix))
+			return s, renamedError{msg: strings.ReplaceAll(err.Error(), "KAFKA_", f.envPrefix), err: err}
 		}
 		return s, err
 	}
 	return s, nil
 }
+
+// renamedError is err with the settings it names under another prefix
+// (TARGET_KAFKA_ for KAFKA_): the message changes, and errors.Is and
+// errors.As still find what err wraps.
+type renamedError struct {
+	msg string
+	err error
+}
+
+func (e renamedError) Error() string { return e.msg }
+func (e renamedError) Unwrap() error { return e.err }

@@ -193,6 +193,15 @@ func TestSecurityFlags(t *testing.T) {
 	if _, err := tf.Security(); err == nil || !strings.Contains(err.Error(), "needs TARGET_KAFKA_SASL_USERNAME") {
 		t.Fatalf("want a TARGET_KAFKA_ error, got %v", err)
 	}
+	// Renamed, the error still wraps its cause.
+	t.Setenv("TARGET_KAFKA_SASL_USERNAME", "u")
+	t.Setenv("TARGET_KAFKA_SASL_PASSWORD_FILE", filepath.Join(t.TempDir(), "missing"))
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	tf = RegisterSecurityFlags(fs, "target-kafka-", "TARGET_KAFKA_")
+	_ = fs.Parse(nil)
+	if _, err := tf.Security(); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "TARGET_KAFKA_SASL_PASSWORD_FILE") {
+		t.Fatalf("want a TARGET_KAFKA_SASL_PASSWORD_FILE error that is os.ErrNotExist, got %v", err)
+	}
 }
 
 // TestSCRAMClient runs the client's conversation against xdg-go/scram's
