@@ -1,11 +1,13 @@
 // Package compose checks docker-compose.yml, which CI cannot start (there
 // is no Docker engine here): that it runs every Go service from one image
 // with a health check by the service's own binary, orders the start by
-// health, and gives each binary only settings it takes, the ones `make
-// run` gives it (deploy/run.sh, which the end-to-end tests run).
+// health, gives each binary only settings it takes, the ones `make run`
+// gives it (deploy/run.sh, which the end-to-end tests run), and keeps
+// each instance's DATA_DIR on a named volume of its own.
 package compose
 
 import (
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,21 +58,32 @@ type service struct {
 		Interval string   `yaml:"interval"`
 		Timeout  string   `yaml:"timeout"`
 	} `yaml:"healthcheck"`
+	// Volumes are mounts in the short syntax (a string) or the long one.
+	Volumes []any `yaml:"volumes"`
 }
 
-func loadCompose(t *testing.T) map[string]service {
+type composeFile struct {
+	Services map[string]service `yaml:"services"`
+	// Volumes are the named volumes declared at the top level.
+	Volumes map[string]any `yaml:"volumes"`
+}
+
+func loadComposeFile(t *testing.T) composeFile {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(repoRoot, "docker-compose.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var f struct {
-		Services map[string]service `yaml:"services"`
-	}
+	var f composeFile
 	if err := yaml.Unmarshal(raw, &f); err != nil {
 		t.Fatalf("docker-compose.yml: %v", err)
 	}
-	return f.Services
+	return f
+}
+
+func loadCompose(t *testing.T) map[string]service {
+	t.Helper()
+	return loadComposeFile(t).Services
 }
 
 // binaryOf is the program a Go service runs: the base name of its
@@ -316,6 +329,103 @@ func TestComposeEnvironment(t *testing.T) {
 			if s.Environment["INSTANCE_ID"] != name {
 				t.Errorf("%s: INSTANCE_ID %q, want the service's name", name, s.Environment["INSTANCE_ID"])
 			}
+		}
+	}
+}
+
+// statefulBinaries keep their state in DATA_DIR (Pebble stores: caches of
+// Kafka, rebuilt by a refold or restore when lost).
+var statefulBinaries = []string{"command-svc", "query-svc", "projector"}
+
+// mountTarget is one mount of a service: its source (a volume name, or a
+// host path for a bind mount) and its path in the container.
+type mountTarget struct {
+	kind, source, target string
+}
+
+// mounts reads a service's volumes in either syntax.
+func mounts(t *testing.T, name string, s service) []mountTarget {
+	t.Helper()
+	var out []mountTarget
+	for _, v := range s.Volumes {
+		switch v := v.(type) {
+		case string:
+			parts := strings.Split(v, ":")
+			if len(parts) < 2 {
+				t.Errorf("%s: volume %q has no target (an anonymous volume)", name, v)
+				continue
+			}
+			kind := "volume"
+			if strings.HasPrefix(parts[0], "/") || strings.HasPrefix(parts[0], ".") || strings.HasPrefix(parts[0], "~") {
+				kind = "bind"
+			}
+			out = append(out, mountTarget{kind, parts[0], parts[1]})
+		case map[string]any:
+			kind, _ := v["type"].(string)
+			source, _ := v["source"].(string)
+			target, _ := v["target"].(string)
+			out = append(out, mountTarget{kind, source, target})
+		default:
+			t.Errorf("%s: volume %v is neither a string nor a mapping", name, v)
+		}
+	}
+	return out
+}
+
+// Every service with a DATA_DIR (and every instance of a stateful
+// service has one) keeps it on a named volume declared at the top level,
+// one per instance, so that recreating a container keeps its stores and
+// no two instances share one. Every declared volume is mounted.
+func TestComposeDataVolumes(t *testing.T) {
+	f := loadComposeFile(t)
+	owner := map[string]string{} // volume -> the service whose DATA_DIR it holds
+	used := map[string]bool{}
+	for _, name := range slices.Sorted(maps.Keys(f.Services)) {
+		s := f.Services[name]
+		ms := mounts(t, name, s)
+		for _, m := range ms {
+			if m.kind == "volume" {
+				used[m.source] = true
+			}
+		}
+		dir, ok := s.Environment["DATA_DIR"]
+		if !ok {
+			if slices.Contains(goServices, name) && slices.Contains(statefulBinaries, binaryOf(t, name, s)) {
+				t.Errorf("%s has no DATA_DIR", name)
+			}
+			continue
+		}
+		if !filepath.IsAbs(dir) {
+			t.Errorf("%s: DATA_DIR %q is not an absolute path", name, dir)
+			continue
+		}
+		// The mount that holds DATA_DIR: the deepest one at or above it.
+		var holder *mountTarget
+		for i, m := range ms {
+			if rel, err := filepath.Rel(m.target, dir); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+				if holder == nil || len(m.target) > len(holder.target) {
+					holder = &ms[i]
+				}
+			}
+		}
+		switch {
+		case holder == nil:
+			t.Errorf("%s: DATA_DIR %s is in the container's filesystem, lost when the container is recreated; mount a named volume on it", name, dir)
+		case holder.kind != "volume" || holder.source == "":
+			t.Errorf("%s: DATA_DIR %s is on a %s mount of %q, want a named volume", name, dir, holder.kind, holder.source)
+		default:
+			if _, ok := f.Volumes[holder.source]; !ok {
+				t.Errorf("%s: DATA_DIR %s is on volume %s, which the top-level volumes do not declare", name, dir, holder.source)
+			}
+			if other, ok := owner[holder.source]; ok {
+				t.Errorf("%s and %s keep their DATA_DIR on the same volume %s", other, name, holder.source)
+			}
+			owner[holder.source] = name
+		}
+	}
+	for v := range f.Volumes {
+		if !used[v] {
+			t.Errorf("volume %s is declared but no service mounts it", v)
 		}
 	}
 }
