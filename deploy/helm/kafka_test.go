@@ -60,20 +60,29 @@ type mount struct {
 	MountPath string `yaml:"mountPath"`
 }
 
-// kafkaServices are the binaries that talk to Kafka. The chart must run
-// the first three; the replicator is checked like them once it is in the
-// chart.
+// kafkaServices are the binaries that talk to Kafka. The chart always
+// runs the first three, and a replicator per entry of replicator.sinks.
 var kafkaServices = []string{"command-svc", "query-svc", "projector", "replicator"}
 
+// replicatorSinks turns on one replicator of each sink (checkKafka
+// requires one), with what each sink requires and nothing more.
+var replicatorSinks = []string{
+	"replicator.enabled=true",
+	"replicator.sinks[0].name=mirror", "replicator.sinks[0].sink=kafka", "replicator.sinks[0].target.brokers=target-kafka:9092",
+	"replicator.sinks[1].name=pg", "replicator.sinks[1].sink=postgres", "replicator.sinks[1].postgres.urlSecret=replicator-pg",
+	"replicator.sinks[2].name=clear", "replicator.sinks[2].sink=clear",
+}
+
 // render runs helm template with the test secrets and the values files
-// and --set arguments given, and returns the workloads by binary.
-func render(t *testing.T, args ...string) (map[string]workload, string, error) {
+// and --set arguments given, and returns the workloads by binary (several
+// for the replicator, one per sink, in the order of the values).
+func render(t *testing.T, args ...string) (map[string][]workload, string, error) {
 	t.Helper()
 	out, err := run(t, append(append([]string{"template", "rel", "profiles", "--namespace", "ns", "--kube-version", kubeVersion}, secrets...), args...)...)
 	if err != nil {
 		return nil, out, err
 	}
-	byBinary := map[string]workload{}
+	byBinary := map[string][]workload{}
 	dec := yaml.NewDecoder(strings.NewReader(out))
 	for {
 		var w workload
@@ -87,7 +96,8 @@ func render(t *testing.T, args ...string) (map[string]workload, string, error) {
 		}
 		for _, c := range w.Spec.Template.Spec.Containers {
 			if len(c.Command) == 1 {
-				byBinary[path.Base(c.Command[0])] = w
+				bin := path.Base(c.Command[0])
+				byBinary[bin] = append(byBinary[bin], w)
 			}
 		}
 	}
@@ -102,18 +112,26 @@ type secretFile struct{ secret, key string }
 // mounted at its path.
 func kafkaEnv(t *testing.T, w workload, bin string) (map[string]string, map[string]secretFile) {
 	t.Helper()
-	i := slices.IndexFunc(w.Spec.Template.Spec.Containers, func(c container) bool { return len(c.Command) == 1 && path.Base(c.Command[0]) == bin })
-	c := w.Spec.Template.Spec.Containers[i]
+	return prefixedKafkaEnv(t, w, bin, "KAFKA_")
+}
+
+// prefixedKafkaEnv is kafkaEnv for the variables that start with prefix
+// (TARGET_KAFKA_ for the replicator's target cluster), named with KAFKA_
+// in its place, as accepted reads them.
+func prefixedKafkaEnv(t *testing.T, w workload, bin, prefix string) (map[string]string, map[string]secretFile) {
+	t.Helper()
+	c := containerOf(t, w, bin)
 	env := map[string]string{}
 	files := map[string]secretFile{}
 	for _, e := range c.Env {
-		if !strings.HasPrefix(e.Name, "KAFKA_") || e.Name == "KAFKA_BROKERS" {
+		if !strings.HasPrefix(e.Name, prefix) || e.Name == prefix+"BROKERS" {
 			continue
 		}
+		name := "KAFKA_" + strings.TrimPrefix(e.Name, prefix)
 		if e.ValueFrom != nil {
 			t.Errorf("%s: %s is taken from %v; the chart mounts Kafka credentials as files", bin, e.Name, e.ValueFrom)
 		}
-		env[e.Name] = e.Value
+		env[name] = e.Value
 		if !strings.HasSuffix(e.Name, "_FILE") {
 			continue
 		}
@@ -129,15 +147,25 @@ func kafkaEnv(t *testing.T, w workload, bin string) (map[string]string, map[stri
 			}
 			for _, it := range v.Secret.Items {
 				if it.Path == file {
-					files[e.Name] = secretFile{v.Secret.SecretName, it.Key}
+					files[name] = secretFile{v.Secret.SecretName, it.Key}
 				}
 			}
 		}
-		if _, ok := files[e.Name]; !ok {
+		if _, ok := files[name]; !ok {
 			t.Errorf("%s: %s=%s is not a key of a mounted Secret", bin, e.Name, e.Value)
 		}
 	}
 	return env, files
+}
+
+// containerOf is the container of w that runs bin.
+func containerOf(t *testing.T, w workload, bin string) container {
+	t.Helper()
+	i := slices.IndexFunc(w.Spec.Template.Spec.Containers, func(c container) bool { return len(c.Command) == 1 && path.Base(c.Command[0]) == bin })
+	if i < 0 {
+		t.Fatalf("%s runs no %s", w.Metadata.Name, bin)
+	}
+	return w.Spec.Template.Spec.Containers[i]
 }
 
 // accepted reports what the services' own checks (kafkax.Security's
@@ -168,42 +196,47 @@ func accepted(env map[string]string) error {
 // exactly the Kafka security variables want (paths of *_FILE variables
 // aside), the *_FILE ones from the Secrets and keys in files, that the
 // services' own checks accept them, and that the front door gets none.
-func checkKafka(t *testing.T, byBinary map[string]workload, want map[string]string, wantFiles map[string]secretFile) {
+func checkKafka(t *testing.T, byBinary map[string][]workload, want map[string]string, wantFiles map[string]secretFile) {
 	t.Helper()
 	for _, bin := range kafkaServices {
-		w, ok := byBinary[bin]
-		if !ok {
-			if bin != "replicator" {
-				t.Errorf("the chart runs no %s", bin)
-			}
-			continue
+		if len(byBinary[bin]) == 0 {
+			t.Errorf("the chart runs no %s", bin)
 		}
-		env, files := kafkaEnv(t, w, bin)
-		for k, v := range want {
-			if got, ok := env[k]; !ok {
-				t.Errorf("%s: no %s, want %q", bin, k, v)
-			} else if !strings.HasSuffix(k, "_FILE") && got != v {
-				t.Errorf("%s: %s=%q, want %q", bin, k, got, v)
-			}
-		}
-		for k, v := range env {
-			if _, ok := want[k]; !ok {
-				t.Errorf("%s: %s=%q, which this mode does not take", bin, k, v)
-			}
-		}
-		for k, f := range wantFiles {
-			if files[k] != f {
-				t.Errorf("%s: %s from Secret %q key %q, want Secret %q key %q", bin, k, files[k].secret, files[k].key, f.secret, f.key)
-			}
-		}
-		if err := accepted(env); err != nil {
-			t.Errorf("%s: the services refuse the rendered settings: %v", bin, err)
+		for _, w := range byBinary[bin] {
+			checkKafkaOf(t, w, bin, want, wantFiles)
 		}
 	}
-	if w, ok := byBinary["frontdoor"]; !ok {
-		t.Error("the chart runs no frontdoor")
-	} else if env, _ := kafkaEnv(t, w, "frontdoor"); len(env) != 0 {
+	if ws := byBinary["frontdoor"]; len(ws) != 1 {
+		t.Errorf("the chart runs %d frontdoor workloads, want 1", len(ws))
+	} else if env, _ := kafkaEnv(t, ws[0], "frontdoor"); len(env) != 0 {
 		t.Errorf("frontdoor, which does not talk to Kafka, gets %v", env)
+	}
+}
+
+// checkKafkaOf is checkKafka for the container of w that runs bin.
+func checkKafkaOf(t *testing.T, w workload, bin string, want map[string]string, wantFiles map[string]secretFile) {
+	t.Helper()
+	env, files := kafkaEnv(t, w, bin)
+	bin += " (" + w.Metadata.Name + ")"
+	for k, v := range want {
+		if got, ok := env[k]; !ok {
+			t.Errorf("%s: no %s, want %q", bin, k, v)
+		} else if !strings.HasSuffix(k, "_FILE") && got != v {
+			t.Errorf("%s: %s=%q, want %q", bin, k, got, v)
+		}
+	}
+	for k, v := range env {
+		if _, ok := want[k]; !ok {
+			t.Errorf("%s: %s=%q, which this mode does not take", bin, k, v)
+		}
+	}
+	for k, f := range wantFiles {
+		if files[k] != f {
+			t.Errorf("%s: %s from Secret %q key %q, want Secret %q key %q", bin, k, files[k].secret, files[k].key, f.secret, f.key)
+		}
+	}
+	if err := accepted(env); err != nil {
+		t.Errorf("%s: the services refuse the rendered settings: %v", bin, err)
 	}
 }
 
@@ -223,6 +256,32 @@ func TestKafkaSecurityModes(t *testing.T) {
 			[]string{"kafka.securityProtocol=SSL", "kafka.tls.caSecret=kafka-ca"},
 			map[string]string{"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_TLS_CA_FILE": ""},
 			map[string]secretFile{"KAFKA_TLS_CA_FILE": {"kafka-ca", "ca.pem"}},
+		},
+		{
+			"ssl with a client certificate from a kubernetes.io/tls Secret",
+			[]string{"kafka.securityProtocol=SSL", "kafka.tls.clientCert.secret=profiles-client-tls"},
+			map[string]string{"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_TLS_CERT_FILE": "", "KAFKA_TLS_KEY_FILE": ""},
+			map[string]secretFile{"KAFKA_TLS_CERT_FILE": {"profiles-client-tls", "tls.crt"}, "KAFKA_TLS_KEY_FILE": {"profiles-client-tls", "tls.key"}},
+		},
+		{
+			// Strimzi: the cluster CA Secret and a KafkaUser's (tls
+			// authentication) Secret, with their own keys.
+			"ssl with Strimzi's cluster CA and KafkaUser Secrets",
+			[]string{
+				"kafka.securityProtocol=SSL", "kafka.tls.caSecret=my-cluster-cluster-ca-cert", "kafka.tls.caKey=ca.crt",
+				"kafka.tls.clientCert.secret=profiles", "kafka.tls.clientCert.certKey=user.crt", "kafka.tls.clientCert.keyKey=user.key",
+			},
+			map[string]string{"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_TLS_CA_FILE": "", "KAFKA_TLS_CERT_FILE": "", "KAFKA_TLS_KEY_FILE": ""},
+			map[string]secretFile{
+				"KAFKA_TLS_CA_FILE":   {"my-cluster-cluster-ca-cert", "ca.crt"},
+				"KAFKA_TLS_CERT_FILE": {"profiles", "user.crt"}, "KAFKA_TLS_KEY_FILE": {"profiles", "user.key"},
+			},
+		},
+		{
+			"scram-sha-512 over sasl_ssl with a client certificate",
+			[]string{"kafka.securityProtocol=SASL_SSL", "kafka.sasl.mechanism=SCRAM-SHA-512", "kafka.sasl.username=profiles", "kafka.sasl.passwordSecret=kafka-user", "kafka.tls.clientCert.secret=profiles-client-tls"},
+			map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USERNAME": "profiles", "KAFKA_SASL_PASSWORD_FILE": "", "KAFKA_TLS_CERT_FILE": "", "KAFKA_TLS_KEY_FILE": ""},
+			map[string]secretFile{"KAFKA_SASL_PASSWORD_FILE": {"kafka-user", "password"}, "KAFKA_TLS_CERT_FILE": {"profiles-client-tls", "tls.crt"}, "KAFKA_TLS_KEY_FILE": {"profiles-client-tls", "tls.key"}},
 		},
 		{
 			"scram-sha-256 over sasl_plaintext",
@@ -276,7 +335,7 @@ func TestKafkaSecurityModes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var args []string
-			for _, s := range tc.set {
+			for _, s := range append(slices.Clone(tc.set), replicatorSinks...) {
 				args = append(args, "--set", s)
 			}
 			byBinary, out, err := render(t, args...)
@@ -338,6 +397,14 @@ func TestKafkaSecurityRefused(t *testing.T) {
 			append(slices.Clone(oauth), "kafka.sasl.oauth.tokenURL=https://idp.example.com/token"), "tokenURL"},
 		{"a CA file without TLS",
 			[]string{"kafka.tls.caSecret=kafka-ca"}, "/kafka/tls/caSecret': value must be ''"},
+		{"a client certificate without TLS",
+			[]string{"kafka.tls.clientCert.secret=profiles-client-tls"}, "/kafka/tls/clientCert/secret': value must be ''"},
+		{"a client certificate over SASL_PLAINTEXT",
+			append([]string{"kafka.securityProtocol=SASL_PLAINTEXT", "kafka.sasl.mechanism=SCRAM-SHA-512", "kafka.tls.clientCert.secret=profiles-client-tls"}, scram...), "/kafka/tls/clientCert/secret': value must be ''"},
+		{"a misspelt TLS key",
+			[]string{"kafka.securityProtocol=SSL", "kafka.tls.clientCertSecret=profiles-client-tls"}, "clientCertSecret"},
+		{"an empty certificate key name",
+			[]string{"kafka.securityProtocol=SSL", "kafka.tls.clientCert.secret=profiles-client-tls", "kafka.tls.clientCert.keyKey="}, "/kafka/tls/clientCert/keyKey"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var args []string
@@ -372,18 +439,27 @@ func TestManagedKafkaExamples(t *testing.T) {
 		if err := os.WriteFile(f, []byte(b[1]), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		byBinary, out, err := render(t, "-f", f)
+		args := []string{"-f", f}
+		for _, s := range replicatorSinks {
+			args = append(args, "--set", s)
+		}
+		byBinary, out, err := render(t, args...)
 		if err != nil {
 			t.Errorf("example %d: helm template: %v\n%s", i+1, err, out)
 			continue
 		}
-		for _, bin := range kafkaServices[:3] {
-			env, _ := kafkaEnv(t, byBinary[bin], bin)
-			if err := accepted(env); err != nil {
-				t.Errorf("example %d: %s: the services refuse it: %v", i+1, bin, err)
+		for _, bin := range kafkaServices {
+			if len(byBinary[bin]) == 0 {
+				t.Errorf("example %d: the chart runs no %s", i+1, bin)
 			}
-			if bin == "command-svc" {
-				mechanisms = append(mechanisms, env["KAFKA_SASL_MECHANISM"])
+			for _, w := range byBinary[bin] {
+				env, _ := kafkaEnv(t, w, bin)
+				if err := accepted(env); err != nil {
+					t.Errorf("example %d: %s: the services refuse it: %v", i+1, w.Metadata.Name, err)
+				}
+				if bin == "command-svc" {
+					mechanisms = append(mechanisms, env["KAFKA_SASL_MECHANISM"])
+				}
 			}
 		}
 		if !strings.Contains(out, `value: "SASL_SSL"`) {

@@ -41,51 +41,9 @@ ADVERTISE_URL its address through the headless Service. */}}
   valueFrom: {fieldRef: {fieldPath: metadata.name}}
 - name: INSTANCE_ID
   value: "$(POD_NAME)"
-- name: KAFKA_BROKERS
-  value: {{ .root.Values.kafka.brokers | quote }}
-- name: TOPIC_PARTITIONS
-  value: {{ .root.Values.kafka.partitions | quote }}
-- name: TOPIC_REPLICATION
-  value: {{ .root.Values.kafka.replication | quote }}
+{{ include "profiles.kafkaEnv" .root }}
 - name: SESSION_TIMEOUT
   value: {{ .root.Values.kafka.sessionTimeout | quote }}
-- name: KAFKA_SECURITY_PROTOCOL
-  value: {{ .root.Values.kafka.securityProtocol | quote }}
-{{- with .root.Values.kafka.sasl }}
-{{- if eq .mechanism "OAUTHBEARER" }}
-- name: KAFKA_SASL_MECHANISM
-  value: "OAUTHBEARER"
-- name: KAFKA_OAUTH_TOKEN_URL
-  value: {{ .oauth.tokenUrl | quote }}
-- name: KAFKA_OAUTH_CLIENT_ID
-  value: {{ .oauth.clientId | quote }}
-- name: KAFKA_OAUTH_CLIENT_SECRET_FILE
-  value: /etc/profiles/kafka-oauth/client-secret
-{{- with .oauth.scopes }}
-- name: KAFKA_OAUTH_SCOPES
-  value: {{ join " " . | quote }}
-{{- end }}
-{{- with .oauth.extensions }}
-{{- $ext := list }}
-{{- range $k, $v := . }}
-{{- $ext = append $ext (printf "%s=%s" $k (toString $v)) }}
-{{- end }}
-- name: KAFKA_SASL_EXTENSIONS
-  value: {{ join "," $ext | quote }}
-{{- end }}
-{{- else if .mechanism }}
-- name: KAFKA_SASL_MECHANISM
-  value: {{ .mechanism | quote }}
-- name: KAFKA_SASL_USERNAME
-  value: {{ .username | quote }}
-- name: KAFKA_SASL_PASSWORD_FILE
-  value: /etc/profiles/kafka-sasl/password
-{{- end }}
-{{- end }}
-{{- if .root.Values.kafka.tls.caSecret }}
-- name: KAFKA_TLS_CA_FILE
-  value: /etc/profiles/kafka-tls/ca.pem
-{{- end }}
 - name: PII_KEK
   valueFrom: {secretKeyRef: {name: {{ include "profiles.secretName" .root }}, key: PII_KEK}}
 - name: INTERNAL_SECRET
@@ -104,6 +62,22 @@ ADVERTISE_URL its address through the headless Service. */}}
 - name: AUTH_AUDIENCE
   value: {{ . | quote }}
 {{- end }}
+{{ include "profiles.runtimeEnv" (dict "root" .root "resources" .svc.resources) }}
+{{- end -}}
+
+{{/* The cluster and topics of the profiles, and how to reach them. */}}
+{{- define "profiles.kafkaEnv" -}}
+- name: KAFKA_BROKERS
+  value: {{ .Values.kafka.brokers | quote }}
+- name: TOPIC_PARTITIONS
+  value: {{ .Values.kafka.partitions | quote }}
+- name: TOPIC_REPLICATION
+  value: {{ .Values.kafka.replication | quote }}
+{{- include "profiles.kafkaSecurityEnv" (dict "kafka" .Values.kafka "prefix" "KAFKA_" "name" "kafka") }}
+{{- end -}}
+
+{{/* The drain, the logs, and GOMEMLIMIT from .resources' memory limit. */}}
+{{- define "profiles.runtimeEnv" -}}
 - name: DRAIN_GRACE
   value: {{ .root.Values.drain.drainGrace | quote }}
 - name: DRAIN_HANDOVER
@@ -116,7 +90,7 @@ ADVERTISE_URL its address through the headless Service. */}}
   value: {{ .root.Values.observability.logLevel | quote }}
 - name: LOG_FORMAT
   value: json
-{{- with .svc.resources.limits.memory }}
+{{- with .resources.limits.memory }}
 - name: GOMEMLIMIT
   value: {{ include "profiles.gomemlimit" . | quote }}
 {{- end }}
@@ -132,31 +106,102 @@ ADVERTISE_URL its address through the headless Service. */}}
 {{- printf "%dMiB" (div (mul $mib 8) 10) -}}
 {{- end -}}
 
-{{/* The Kafka credentials and CA, each from its Secret as a file: the
-password (SCRAM, PLAIN) or the OAuth client secret (OAUTHBEARER). */}}
-{{- define "profiles.kafkaVolumes" -}}
-{{- $sasl := .Values.kafka.sasl }}
-{{- if eq $sasl.mechanism "OAUTHBEARER" }}
-- name: kafka-oauth
-  secret: {secretName: {{ $sasl.oauth.clientSecretSecret }}, items: [{key: {{ $sasl.oauth.clientSecretKey | quote }}, path: client-secret}]}
-{{- else if $sasl.mechanism }}
-- name: kafka-sasl
-  secret: {secretName: {{ $sasl.passwordSecret }}, items: [{key: password, path: password}]}
+{{/* The security settings of a Kafka cluster: .kafka holds its values
+(securityProtocol, sasl, tls), .prefix the variables' prefix (KAFKA_, or
+TARGET_KAFKA_ for the replicator's target cluster) and .name the prefix of
+the volumes that "profiles.kafkaVolumes" makes from its Secrets, each
+mounted under /etc/profiles/<volume>: the password (SCRAM, PLAIN) or the
+OAuth client secret (OAUTHBEARER), the CA, and the client certificate. */}}
+{{- define "profiles.kafkaSecurityEnv" -}}
+{{- $p := .prefix }}
+{{- $dir := printf "/etc/profiles/%s" .name }}
+- name: {{ $p }}SECURITY_PROTOCOL
+  value: {{ .kafka.securityProtocol | quote }}
+{{- with .kafka.sasl }}
+{{- if eq .mechanism "OAUTHBEARER" }}
+- name: {{ $p }}SASL_MECHANISM
+  value: "OAUTHBEARER"
+- name: {{ $p }}OAUTH_TOKEN_URL
+  value: {{ .oauth.tokenUrl | quote }}
+- name: {{ $p }}OAUTH_CLIENT_ID
+  value: {{ .oauth.clientId | quote }}
+- name: {{ $p }}OAUTH_CLIENT_SECRET_FILE
+  value: {{ $dir }}-oauth/client-secret
+{{- with .oauth.scopes }}
+- name: {{ $p }}OAUTH_SCOPES
+  value: {{ join " " . | quote }}
 {{- end }}
-{{- if .Values.kafka.tls.caSecret }}
-- name: kafka-tls
-  secret: {secretName: {{ .Values.kafka.tls.caSecret }}, items: [{key: ca.pem, path: ca.pem}]}
+{{- with .oauth.extensions }}
+{{- $ext := list }}
+{{- range $k, $v := . }}
+{{- $ext = append $ext (printf "%s=%s" $k (toString $v)) }}
+{{- end }}
+- name: {{ $p }}SASL_EXTENSIONS
+  value: {{ join "," $ext | quote }}
+{{- end }}
+{{- else if .mechanism }}
+- name: {{ $p }}SASL_MECHANISM
+  value: {{ .mechanism | quote }}
+- name: {{ $p }}SASL_USERNAME
+  value: {{ .username | quote }}
+- name: {{ $p }}SASL_PASSWORD_FILE
+  value: {{ $dir }}-sasl/password
+{{- end }}
+{{- end }}
+{{- with .kafka.tls }}
+{{- if .caSecret }}
+- name: {{ $p }}TLS_CA_FILE
+  value: {{ $dir }}-tls/ca.pem
+{{- end }}
+{{- if .clientCert.secret }}
+- name: {{ $p }}TLS_CERT_FILE
+  value: {{ $dir }}-tls-client/tls.crt
+- name: {{ $p }}TLS_KEY_FILE
+  value: {{ $dir }}-tls-client/tls.key
+{{- end }}
 {{- end }}
 {{- end -}}
 
-{{- define "profiles.kafkaMounts" -}}
-{{- if eq .Values.kafka.sasl.mechanism "OAUTHBEARER" }}
-- {name: kafka-oauth, mountPath: /etc/profiles/kafka-oauth, readOnly: true}
-{{- else if .Values.kafka.sasl.mechanism }}
-- {name: kafka-sasl, mountPath: /etc/profiles/kafka-sasl, readOnly: true}
+{{/* The volumes of "profiles.kafkaSecurityEnv" (same arguments): each key
+of an existing Secret as a file. */}}
+{{- define "profiles.kafkaVolumes" -}}
+{{- $n := .name }}
+{{- $sasl := .kafka.sasl }}
+{{- if eq $sasl.mechanism "OAUTHBEARER" }}
+- name: {{ $n }}-oauth
+  secret: {secretName: {{ $sasl.oauth.clientSecretSecret }}, items: [{key: {{ $sasl.oauth.clientSecretKey | quote }}, path: client-secret}]}
+{{- else if $sasl.mechanism }}
+- name: {{ $n }}-sasl
+  secret: {secretName: {{ $sasl.passwordSecret }}, items: [{key: password, path: password}]}
 {{- end }}
-{{- if .Values.kafka.tls.caSecret }}
-- {name: kafka-tls, mountPath: /etc/profiles/kafka-tls, readOnly: true}
+{{- with .kafka.tls }}
+{{- if .caSecret }}
+- name: {{ $n }}-tls
+  secret: {secretName: {{ .caSecret }}, items: [{key: {{ .caKey | default "ca.pem" | quote }}, path: ca.pem}]}
+{{- end }}
+{{- with .clientCert }}
+{{- if .secret }}
+- name: {{ $n }}-tls-client
+  secret: {secretName: {{ .secret }}, items: [{key: {{ .certKey | default "tls.crt" | quote }}, path: tls.crt}, {key: {{ .keyKey | default "tls.key" | quote }}, path: tls.key}]}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The mounts of the volumes of "profiles.kafkaVolumes" (same arguments),
+read-only. */}}
+{{- define "profiles.kafkaMounts" -}}
+{{- $n := .name }}
+{{- if eq .kafka.sasl.mechanism "OAUTHBEARER" }}
+- {name: {{ $n }}-oauth, mountPath: /etc/profiles/{{ $n }}-oauth, readOnly: true}
+{{- else if .kafka.sasl.mechanism }}
+- {name: {{ $n }}-sasl, mountPath: /etc/profiles/{{ $n }}-sasl, readOnly: true}
+{{- end }}
+{{- if .kafka.tls.caSecret }}
+- {name: {{ $n }}-tls, mountPath: /etc/profiles/{{ $n }}-tls, readOnly: true}
+{{- end }}
+{{- if .kafka.tls.clientCert.secret }}
+- {name: {{ $n }}-tls-client, mountPath: /etc/profiles/{{ $n }}-tls-client, readOnly: true}
 {{- end }}
 {{- end -}}
 
