@@ -26,22 +26,28 @@ type workload struct {
 		Name string `yaml:"name"`
 	} `yaml:"metadata"`
 	Spec struct {
+		Replicas *int `yaml:"replicas"`
+		Strategy struct {
+			Type string `yaml:"type"`
+		} `yaml:"strategy"`
 		Template struct {
 			Spec struct {
 				Containers []container `yaml:"containers"`
-				Volumes    []struct {
-					Name   string `yaml:"name"`
-					Secret *struct {
-						SecretName string `yaml:"secretName"`
-						Items      []struct {
-							Key  string `yaml:"key"`
-							Path string `yaml:"path"`
-						} `yaml:"items"`
-					} `yaml:"secret"`
-				} `yaml:"volumes"`
+				Volumes    []volume    `yaml:"volumes"`
 			} `yaml:"spec"`
 		} `yaml:"template"`
 	} `yaml:"spec"`
+}
+
+type volume struct {
+	Name   string `yaml:"name"`
+	Secret *struct {
+		SecretName string `yaml:"secretName"`
+		Items      []struct {
+			Key  string `yaml:"key"`
+			Path string `yaml:"path"`
+		} `yaml:"items"`
+	} `yaml:"secret"`
 }
 
 type container struct {
@@ -52,12 +58,17 @@ type container struct {
 		Value     string `yaml:"value"`
 		ValueFrom any    `yaml:"valueFrom"`
 	} `yaml:"env"`
-	VolumeMounts []mount `yaml:"volumeMounts"`
+	VolumeMounts   []mount        `yaml:"volumeMounts"`
+	Ports          []any          `yaml:"ports"`
+	ReadinessProbe map[string]any `yaml:"readinessProbe"`
+	LivenessProbe  map[string]any `yaml:"livenessProbe"`
+	Resources      map[string]any `yaml:"resources"`
 }
 
 type mount struct {
 	Name      string `yaml:"name"`
 	MountPath string `yaml:"mountPath"`
+	ReadOnly  bool   `yaml:"readOnly"`
 }
 
 // kafkaServices are the binaries that talk to Kafka. The chart always
@@ -140,6 +151,9 @@ func prefixedKafkaEnv(t *testing.T, w workload, bin, prefix string) (map[string]
 		if m < 0 {
 			t.Errorf("%s: %s=%s, but nothing is mounted at %s", bin, e.Name, e.Value, dir)
 			continue
+		}
+		if !c.VolumeMounts[m].ReadOnly {
+			t.Errorf("%s: %s is mounted writable", bin, dir)
 		}
 		for _, v := range w.Spec.Template.Spec.Volumes {
 			if v.Name != c.VolumeMounts[m].Name || v.Secret == nil {
