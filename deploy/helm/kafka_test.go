@@ -486,3 +486,37 @@ func TestManagedKafkaExamples(t *testing.T) {
 		}
 	}
 }
+
+// The values example of docs/managed-kafka.md's "Strimzi" section renders
+// into mutual TLS from Strimzi's Secrets, with their own keys, for every
+// Kafka service, and the services accept it.
+func TestStrimziExample(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "managed-kafka.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(doc), "\n## Strimzi\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(section, -1)
+	if len(blocks) != 1 {
+		t.Fatalf("docs/managed-kafka.md's Strimzi section has %d values examples, want 1", len(blocks))
+	}
+	f := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(f, []byte(blocks[0][1]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-f", f}
+	for _, s := range replicatorSinks {
+		args = append(args, "--set", s)
+	}
+	byBinary, out, err := render(t, args...)
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	checkKafka(t, byBinary,
+		map[string]string{"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_TLS_CA_FILE": "", "KAFKA_TLS_CERT_FILE": "", "KAFKA_TLS_KEY_FILE": ""},
+		map[string]secretFile{
+			"KAFKA_TLS_CA_FILE":   {"my-cluster-cluster-ca-cert", "ca.crt"},
+			"KAFKA_TLS_CERT_FILE": {"profiles", "user.crt"}, "KAFKA_TLS_KEY_FILE": {"profiles", "user.key"},
+		})
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -301,6 +302,12 @@ func TestReplicatorRefused(t *testing.T) {
 			append(slices.Clone(on), "replicator.sinks[0].name=a", "replicator.sinks[0].sink=clear", "replicator.sinks[1].name=b", "replicator.sinks[1].sink=clear", "replicator.sinks[1].clear.topic=other"), "would fence each other"},
 		{"two mirrors to one cluster with one transactional id",
 			append(slices.Clone(mirror), "replicator.sinks[1].name=m2", "replicator.sinks[1].sink=kafka", "replicator.sinks[1].target.brokers=t:9092"), "would fence each other"},
+		{"two clear sinks with one checkpoint topic",
+			append(slices.Clone(on), "replicator.sinks[0].name=a", "replicator.sinks[0].sink=clear", "replicator.sinks[1].name=b", "replicator.sinks[1].sink=clear",
+				"replicator.sinks[1].transactionalId=b", "replicator.sinks[1].clear.topic=other"), "where they would mix"},
+		{"two mirrors to one cluster with one checkpoint topic",
+			append(slices.Clone(mirror), "replicator.sinks[1].name=m2", "replicator.sinks[1].sink=kafka", "replicator.sinks[1].target.brokers=t:9092",
+				"replicator.sinks[1].transactionalId=m2", "replicator.sinks[1].checkpointTopic=profile-mirror-checkpoints"), "where they would mix"},
 		{"a mount without a path", append(slices.Clone(pg), "replicator.extraVolumeMounts[0].name=x"), "missing property 'mountPath'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -314,11 +321,13 @@ func TestReplicatorRefused(t *testing.T) {
 			}
 		})
 	}
-	// Two mirrors to different clusters, or with transactional ids of
-	// their own, and a clear sink beside them, are fine.
+	// Two mirrors to different clusters, or with transactional ids and
+	// checkpoint topics of their own, and a clear sink beside them, are
+	// fine.
 	ok := append(slices.Clone(mirror),
 		"replicator.sinks[1].name=m2", "replicator.sinks[1].sink=kafka", "replicator.sinks[1].target.brokers=other:9092",
-		"replicator.sinks[2].name=m3", "replicator.sinks[2].sink=kafka", "replicator.sinks[2].target.brokers=t:9092", "replicator.sinks[2].transactionalId=m3",
+		"replicator.sinks[2].name=m3", "replicator.sinks[2].sink=kafka", "replicator.sinks[2].target.brokers=t:9092",
+		"replicator.sinks[2].transactionalId=m3", "replicator.sinks[2].checkpointTopic=m3-checkpoints",
 		"replicator.sinks[3].name=c", "replicator.sinks[3].sink=clear")
 	var args []string
 	for _, s := range ok {
@@ -364,6 +373,51 @@ func TestExtraVolumes(t *testing.T) {
 		}
 		if bin != "frontdoor" && !slices.ContainsFunc(ctr.VolumeMounts, func(m mount) bool { return m.Name == "kafka-tls" }) {
 			t.Errorf("%s: the extra volume replaced the CA's: %+v", bin, ctr.VolumeMounts)
+		}
+	}
+}
+
+// The replicator example of docs/operations.md's "Deploy" section renders,
+// and the replicator accepts both clusters' settings.
+func TestOperationsReplicatorExample(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(doc), "\n## Deploy\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	var example string
+	for _, b := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(section, -1) {
+		if strings.Contains(b[1], "replicator:") {
+			example = b[1]
+		}
+	}
+	if example == "" {
+		t.Fatal("docs/operations.md's Deploy section has no replicator example")
+	}
+	// The example is indented in its list item.
+	var lines []string
+	for _, l := range strings.Split(example, "\n") {
+		lines = append(lines, strings.TrimPrefix(l, "  "))
+	}
+	f := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(f, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	byBinary, out, err := render(t, "-f", f)
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	if n := len(byBinary["replicator"]); n != 2 {
+		t.Fatalf("%d replicators, want 2", n)
+	}
+	for _, w := range byBinary["replicator"] {
+		env, _ := kafkaEnv(t, w, "replicator")
+		target, _ := prefixedKafkaEnv(t, w, "replicator", "TARGET_KAFKA_")
+		for _, e := range []map[string]string{env, target} {
+			if err := accepted(e); err != nil {
+				t.Errorf("%s: the replicator refuses %v: %v", w.Metadata.Name, e, err)
+			}
 		}
 	}
 }
