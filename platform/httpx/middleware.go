@@ -111,7 +111,7 @@ func MiddlewareWith(log *slog.Logger, access *AccessLog) mux.MiddlewareFunc {
 			}
 			defer func() {
 				if v := recover(); v != nil {
-					log.Error("panic in handler", "route", route, "panic", fmt.Sprint(v))
+					log.ErrorContext(r.Context(), "panic in handler", "route", route, "panic", fmt.Sprint(v))
 					if !rec.wrote {
 						WriteProblem(rec, r, NewProblem(http.StatusInternalServerError, "", "", "internal error"))
 					}

@@ -72,3 +72,25 @@ func TestNoTraceNoHeaders(t *testing.T) {
 		t.Fatal("spans with tracing off")
 	}
 }
+
+// With tracing off, the Kafka helpers cost a record without a trace
+// context no allocation: the hot path of the projector and query-svc.
+func TestTracingOffCostsNoAllocation(t *testing.T) {
+	ctx := context.Background()
+	rec := &sarama.ConsumerMessage{Topic: "profile-events", Headers: []*sarama.RecordHeader{
+		{Key: []byte("ce_id"), Value: []byte("x")}, {Key: []byte("ce_type"), Value: []byte("ProfileCreated")}}}
+	recs := []*sarama.ConsumerMessage{rec, rec}
+	msgs := []*sarama.ProducerMessage{{Topic: "profile-events"}}
+	var headers []sarama.RecordHeader
+	for name, f := range map[string]func(){
+		"StartProcess":       func() { _, span := StartProcess(ctx, rec); EndSpan(span, nil) },
+		"StartProcessSpans":  func() { StartProcessSpans(ctx, recs).End(nil) },
+		"StartSend":          func() { _, span := StartSend(ctx, "profile-events", 1, 1); EndSpan(span, nil) },
+		"InjectTrace":        func() { InjectTrace(ctx, msgs) },
+		"InjectTraceHeaders": func() { InjectTraceHeaders(ctx, &headers) },
+	} {
+		if n := testing.AllocsPerRun(100, f); n != 0 {
+			t.Errorf("%s with tracing off: %v allocations; want 0", name, n)
+		}
+	}
+}

@@ -291,7 +291,7 @@ func ProfileHandler(s States, log *slog.Logger) http.Handler {
 		}
 		st, err := s.Get(uid)
 		if err != nil {
-			log.Error("reading the state of a profile failed", "uid", uid, "err", err)
+			log.ErrorContext(r.Context(), "reading the state of a profile failed", "uid", uid, "err", err)
 			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "", "", "reading the state failed; see the service log"))
 			return
 		}
