@@ -3,13 +3,17 @@ package e2e
 import (
 	"compress/gzip"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,11 +32,190 @@ func (s otlpSpan) String() string {
 	return fmt.Sprintf("%s %s %q span=%s parent=%s %v", s.Service, s.Kind, s.Name, s.SpanID, s.ParentID, s.Attrs)
 }
 
+// spanSource is where the test reads the spans the services exported:
+// the collector's file, or the receiver inside the test.
+type spanSource interface {
+	// trace returns the spans received so far of the trace traceID.
+	trace(traceID string) []otlpSpan
+}
+
+// startCollector starts an OpenTelemetry Collector (deploy/otelcol, built
+// into .cache/bin/otelcol-e2e by make test, or PROFILES_OTELCOL) with the
+// otlp receiver on an OTLP/HTTP port of the test and the file exporter,
+// and returns the endpoint to export to and the spans it wrote. Without
+// the binary, CI fails; elsewhere the test runs against the receiver
+// inside the test (otlpReceiver), and says so.
+func startCollector(t *testing.T) (endpoint string, spans spanSource) {
+	t.Helper()
+	bin := os.Getenv("PROFILES_OTELCOL")
+	if bin == "" {
+		bin, _ = filepath.Abs("../../.cache/bin/otelcol-e2e")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the OpenTelemetry Collector is not built (make .cache/bin/otelcol-e2e): %v", err)
+		}
+		t.Logf("NOTE: no OpenTelemetry Collector at %s (make .cache/bin/otelcol-e2e): the spans go to a receiver inside the test", bin)
+		rcv := startOTLPReceiver(t)
+		return rcv.URL, rcv
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	out := filepath.Join(dir, "traces.jsonl")
+	config := fmt.Sprintf(`receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:%d
+exporters:
+  file:
+    path: %s
+    format: json
+    flush_interval: 100ms
+service:
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [file]
+`, port, out)
+	cfg := filepath.Join(dir, "otelcol.yaml")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "otelcol.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config", "file:"+cfg)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	dieWithTest(cmd, 0)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start the collector: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "otelcol.log"))
+			t.Logf("---- the collector's log ----\n%s", b)
+		}
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-done:
+			b, _ := os.ReadFile(filepath.Join(dir, "otelcol.log"))
+			t.Fatalf("the collector exited at start:\n%s", b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the collector does not listen on %s", addr)
+		}
+	}
+	t.Logf("OpenTelemetry Collector %s: OTLP/HTTP on %s, spans to %s", bin, addr, out)
+	return "http://" + addr, collectorFile(out)
+}
+
+// collectorFile is the file the collector's file exporter writes: one
+// OTLP/JSON export request a line.
+type collectorFile string
+
+// otlpJSON is the part of an OTLP/JSON export request the test reads.
+type otlpJSON struct {
+	ResourceSpans []struct {
+		Resource struct {
+			Attributes []otlpJSONAttr `json:"attributes"`
+		} `json:"resource"`
+		ScopeSpans []struct {
+			Spans []struct {
+				TraceID      string         `json:"traceId"`
+				SpanID       string         `json:"spanId"`
+				ParentSpanID string         `json:"parentSpanId"`
+				Name         string         `json:"name"`
+				Kind         int            `json:"kind"`
+				Attributes   []otlpJSONAttr `json:"attributes"`
+			} `json:"spans"`
+		} `json:"scopeSpans"`
+	} `json:"resourceSpans"`
+}
+
+type otlpJSONAttr struct {
+	Key   string `json:"key"`
+	Value struct {
+		StringValue *string `json:"stringValue"`
+		IntValue    *string `json:"intValue"` // an int64 is a string in OTLP/JSON
+	} `json:"value"`
+}
+
+func (a otlpJSONAttr) String() string {
+	switch {
+	case a.Value.StringValue != nil:
+		return *a.Value.StringValue
+	case a.Value.IntValue != nil:
+		return *a.Value.IntValue
+	}
+	return ""
+}
+
+// The span kinds of OTLP, by their number.
+var otlpKinds = map[int]string{1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+
+func (f collectorFile) trace(traceID string) []otlpSpan {
+	b, err := os.ReadFile(string(f))
+	if err != nil {
+		return nil
+	}
+	var out []otlpSpan
+	for _, line := range strings.Split(string(b), "\n") {
+		var req otlpJSON
+		if strings.TrimSpace(line) == "" || json.Unmarshal([]byte(line), &req) != nil {
+			continue // a line still being written
+		}
+		for _, rs := range req.ResourceSpans {
+			service := ""
+			for _, a := range rs.Resource.Attributes {
+				if a.Key == "service.name" {
+					service = a.String()
+				}
+			}
+			for _, ss := range rs.ScopeSpans {
+				for _, sp := range ss.Spans {
+					if sp.TraceID != traceID {
+						continue
+					}
+					attrs := map[string]string{}
+					for _, a := range sp.Attributes {
+						attrs[a.Key] = a.String()
+					}
+					out = append(out, otlpSpan{Service: service, Name: sp.Name, Kind: otlpKinds[sp.Kind],
+						TraceID: sp.TraceID, SpanID: sp.SpanID, ParentID: sp.ParentSpanID, Attrs: attrs})
+				}
+			}
+		}
+	}
+	return out
+}
+
 // otlpReceiver is an OTLP/HTTP trace receiver (POST /v1/traces, binary
 // protobuf, plain or gzip), decoding each export request with the
-// OpenTelemetry protocol's own Go types. It stands in for a collector:
-// the services export to it with their real OTLP/HTTP exporters, over
-// the wire, as they would to a collector's otlp receiver.
+// OpenTelemetry protocol's own Go types: the stand-in for the collector
+// where it is not built (see startCollector).
 type otlpReceiver struct {
 	URL   string
 	mu    sync.Mutex
@@ -113,7 +296,6 @@ func (rcv *otlpReceiver) serve(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 }
 
-// trace returns the spans received so far of the trace traceID.
 func (rcv *otlpReceiver) trace(traceID string) []otlpSpan {
 	rcv.mu.Lock()
 	defer rcv.mu.Unlock()
@@ -135,17 +317,17 @@ func (rcv *otlpReceiver) trace(traceID string) []otlpSpan {
 // query-svc with minVersion.
 //
 // The services export with their real OTLP/HTTP exporters, switched on
-// by OTEL_EXPORTER_OTLP_ENDPOINT alone, to an OTLP/HTTP receiver inside
-// the test that decodes the protobuf with the protocol's Go types (not an
-// OpenTelemetry Collector: building one was left out for its cost here).
+// by OTEL_EXPORTER_OTLP_ENDPOINT alone, to a real OpenTelemetry Collector
+// (its otlp receiver; the test reads what its file exporter writes), see
+// startCollector.
 //
 // The client sends its own traceparent, so the trace is the client's:
 // every span the write causes must carry its trace id, and the front
 // door's span is a child of the client's span.
 func TestOnePOSTIsOneTrace(t *testing.T) {
-	rcv := startOTLPReceiver(t)
+	endpoint, rcv := startCollector(t)
 	s := StartSystem(t, Options{Command: 2, Query: 2, Env: map[string]string{
-		"OTEL_EXPORTER_OTLP_ENDPOINT": rcv.URL,
+		"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
 		"OTEL_BSP_SCHEDULE_DELAY":     "100", // ms: export soon, not every 5 s
 		"OTEL_TRACES_SAMPLER":         "parentbased_always_on",
 	}})
