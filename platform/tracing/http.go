@@ -140,6 +140,14 @@ func Transport(base http.RoundTripper) http.RoundTripper {
 
 type transport struct{ base http.RoundTripper }
 
+// CloseIdleConnections closes the idle connections of the base transport,
+// if it keeps any (http.Client.CloseIdleConnections).
+func (t transport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 func (t transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	ctx := r.Context()
 	if !trace.SpanContextFromContext(ctx).IsValid() {
