@@ -17,6 +17,7 @@ require (
 	golang.org/x/image v0.30.0
 	gonum.org/v1/plot v0.17.0
 	google.golang.org/protobuf v1.36.12
+	gopkg.in/yaml.v3 v3.0.1
 	profiles/events v0.0.0
 	profiles/platform v0.0.0
 )

@@ -20,7 +20,8 @@
 #       Files in DIR: server.properties, kafka.pid, kafka.out (stdout/stderr),
 #       server.log (log4j, INFO), kafka.bootstrap (host:port), logs/ (data).
 #
-#   deploy/kafka.sh start --sasl-ssl [--users "NAME..."] --data DIR --port N ...
+#   deploy/kafka.sh start --sasl-ssl [--users "NAME..."] [--oauth-jwks FILE [--oauth-audience A]]
+#                         --data DIR --port N ...
 #       The same node, secured: clients connect to 127.0.0.1:N over SASL_SSL
 #       (SCRAM-SHA-512 or -256) and the StandardAuthorizer denies whatever no
 #       ACL allows (super user: admin). On first start, openssl makes a CA
@@ -32,6 +33,13 @@
 #       listener (127.0.0.1:M) with SASL/PLAIN as "controller". Tools run
 #       as admin with `tool CLASS ... --command-config DIR/admin.properties`.
 #       Readiness is the broker's "started" log line (no raw Metadata probe).
+#       --oauth-jwks FILE (an absolute path) also enables SASL/OAUTHBEARER on
+#       that listener: Kafka's own validator (OAuthBearerValidatorCallbackHandler)
+#       checks each token's signature against the JWKS in FILE, its exp, and
+#       its aud against --oauth-audience (default profiles-kafka); the
+#       principal is the token's sub. The broker JVM is allowed to read
+#       exactly that file (Kafka 4 refuses OAuth URLs and files it was not
+#       told to allow).
 #
 #   deploy/kafka.sh stop --data DIR
 #       SIGTERM, wait up to 30s for a controlled shutdown, then SIGKILL.
@@ -298,7 +306,24 @@ secure_props() {
   echo "advertised.listeners=SASL_SSL://127.0.0.1:$port"
   echo "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT"
   echo "inter.broker.listener.name=SASL_SSL"
-  echo "sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256"
+  if [[ -n $OAUTH_JWKS ]]; then
+    echo "sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,OAUTHBEARER"
+    # Clients' tokens are checked by Kafka's own JWT validator against the
+    # JWKS file; the broker itself never logs in with OAUTHBEARER (its
+    # login entry has no options, so it holds no token), as it talks to
+    # the other brokers with SCRAM.
+    echo "listener.name.sasl_ssl.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler"
+    echo "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;"
+    echo "sasl.oauthbearer.jwks.endpoint.url=file://$OAUTH_JWKS"
+    # Kafka 4.1's default validator class (DefaultJwtValidator), made by
+    # the callback handler without a key resolver, falls back to
+    # ClientJwtValidator, which checks neither the signature nor the
+    # audience. BrokerJwtValidator builds its resolver from the JWKS URL.
+    echo "sasl.oauthbearer.jwt.validator.class=org.apache.kafka.common.security.oauthbearer.BrokerJwtValidator"
+    echo "sasl.oauthbearer.expected.audience=$OAUTH_AUDIENCE"
+  else
+    echo "sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256"
+  fi
   echo "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512"
   # Every mechanism of a listener needs a login entry (the broker's own, as
   # a client of the other brokers; the users' credentials are in metadata).
@@ -358,14 +383,21 @@ launch() { # DIR: start the JVM in the background, write kafka.pid
   # Under root, a node given a group id of its own (start-cluster --gids:
   # DIR/kafka.gid) runs under it, so that nftables rules can cut it off
   # by it (deploy/e2e/netcut_test.go); root's permissions do not depend on it.
-  local -a as=()
+  local -a as=() oauth=()
+  # Kafka 4 reads an OAuth JWKS only from URLs and files the JVM allows.
+  local jwks
+  jwks=$(prop "$dir/server.properties" sasl.oauthbearer.jwks.endpoint.url)
+  if [[ -n $jwks ]]; then
+    oauth=(-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls="$jwks")
+    [[ $jwks == file://* ]] && oauth+=(-Dorg.apache.kafka.sasl.oauthbearer.allowed.files="${jwks#file://}")
+  fi
   if [[ -s $dir/kafka.gid && $(id -u) == 0 ]]; then
     as=(setpriv --regid "$(cat "$dir/kafka.gid")" --clear-groups)
   fi
   setsid bash -c 'echo $$ >"$1/kafka.pid"; shift; exec "$@"' _ "$dir" \
     ${as[@]+"${as[@]}"} "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
-    -Djava.awt.headless=true ${KAFKA_JVM_OPTS:-} \
+    -Djava.awt.headless=true ${oauth[@]+"${oauth[@]}"} ${KAFKA_JVM_OPTS:-} \
     -Dkafka.logs.dir="$dir" -Dlog4j2.configurationFile="$BROKER_LOG4J" \
     -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
     >"$dir/kafka.out" 2>&1 </dev/null 8>&- &
@@ -471,6 +503,7 @@ safe_wipe() {
 # ---------------------------------------------------------------- commands
 
 DATA='' PORT='' CPORT='' NODE_ID=1 FRESH=0 BASE_PORT='' SASL_SSL=0 GIDS=0
+OAUTH_JWKS='' OAUTH_AUDIENCE=profiles-kafka
 EXTRA=() USERS=()
 parse_args() {
   while (( $# > 0 )); do
@@ -483,6 +516,8 @@ parse_args() {
       --timeout) START_TIMEOUT=${2:?--timeout needs seconds}; shift 2 ;;
       --fresh) FRESH=1; shift ;;
       --sasl-ssl) SASL_SSL=1; shift ;;
+      --oauth-jwks) OAUTH_JWKS=${2:?--oauth-jwks needs a JWKS file}; shift 2 ;;
+      --oauth-audience) OAUTH_AUDIENCE=${2:?--oauth-audience needs a value}; shift 2 ;;
       --gids) GIDS=1; shift ;;
       --users) read -r -a USERS <<<"${2?--users needs a list of names}"; shift 2 ;;
       --extra) take_extra "$@"; shift "$TAKEN" ;; # one or more key=value words
@@ -492,6 +527,11 @@ parse_args() {
     esac
   done
   check_args PORT CPORT NODE_ID BASE_PORT START_TIMEOUT
+  if [[ -n $OAUTH_JWKS ]]; then
+    (( SASL_SSL )) || die "--oauth-jwks needs --sasl-ssl"
+    [[ $OAUTH_JWKS == /* ]] || die "--oauth-jwks needs an absolute path, not $OAUTH_JWKS"
+    [[ -s $OAUTH_JWKS ]] || die "--oauth-jwks: no JWKS in $OAUTH_JWKS"
+  fi
 }
 
 # Serialize start/stop on one data dir (fd 8; closed for the broker itself).

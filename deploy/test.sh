@@ -51,10 +51,14 @@ if [[ " ${MODULES[*]} " == *" deploy "* ]]; then
   export PROFILES_RELIABILITY_REPORT=$PWD/docs/reliability.md
 fi
 
-# A secured broker for the Kafka security tests (deploy/e2e/kafka_security_test.go),
-# only when the deploy module is tested: SASL_SSL with a SCRAM user per
-# service, certificates made with openssl in its data dir (wiped first), and
-# the StandardAuthorizer (the tests create the ACLs, as admin). Ports
+# A secured broker for the Kafka security tests (deploy/e2e/kafka_security_test.go,
+# kafka_oauth_test.go), only when the deploy module is tested: SASL_SSL with a
+# SCRAM user per service, certificates made with openssl in its data dir
+# (wiped first), and the StandardAuthorizer (the tests create the ACLs, as
+# admin). It takes OAUTHBEARER too: devtoken makes an ES256 key pair in
+# TEST_KAFKA_SECURE_DATA.oauth (wiped first), the broker validates tokens
+# against its JWKS file with Kafka's own validator, and the tests sign the
+# tokens of their own token endpoint with its private key. Ports
 # TEST_KAFKA_SECURE_PORT and TEST_KAFKA_SECURE_CONTROLLER_PORT.
 SECURE_DATA=${TEST_KAFKA_SECURE_DATA:-.data/test-kafka-secure}
 SECURE_PORT=${TEST_KAFKA_SECURE_PORT:-19096}
@@ -62,12 +66,18 @@ SECURE_CONTROLLER_PORT=${TEST_KAFKA_SECURE_CONTROLLER_PORT:-19097}
 if [[ " ${MODULES[*]} " == *" deploy "* ]]; then
   command -v openssl >/dev/null || { echo "deploy/test.sh: openssl is needed (the SASL_SSL broker's certificates)" >&2; exit 1; }
   trap 'deploy/kafka.sh stop --data "$SECURE_DATA" >/dev/null 2>&1 || true; deploy/kafka.sh stop-cluster --data "$CLUSTER_DATA" >/dev/null 2>&1 || true; deploy/postgres.sh stop --data "$PG_DATA" >/dev/null 2>&1 || true; deploy/kafka.sh stop --data "$DATA" >/dev/null 2>&1 || true' EXIT
+  OAUTH_DIR=$PWD/${SECURE_DATA:?}.oauth
+  rm -rf -- "$OAUTH_DIR"
+  (cd deploy && GOWORK=off go run ./cmd/devtoken init -dir "$OAUTH_DIR" -audience profiles-kafka -issuer profiles-kafka-test >/dev/null)
   deploy/kafka.sh start --fresh --sasl-ssl --users "command-svc query-svc projector replay replicator" \
+    --oauth-jwks "$OAUTH_DIR/jwks.json" --oauth-audience profiles-kafka \
     --data "$SECURE_DATA" --port "$SECURE_PORT" --controller-port "$SECURE_CONTROLLER_PORT" \
     --extra offsets.topic.num.partitions=4 transaction.state.log.num.partitions=4
-  # The CA is DIR/tls/ca.pem; user U's password is in DIR/secrets/U.password.
+  # The CA is DIR/tls/ca.pem; user U's password is in DIR/secrets/U.password;
+  # the OAuth signing key, its JWKS and audience are in OAUTH_DIR.
   export PROFILES_TEST_KAFKA_SECURE=127.0.0.1:$SECURE_PORT
   export PROFILES_TEST_KAFKA_SECURE_DIR=$PWD/$SECURE_DATA
+  export PROFILES_TEST_KAFKA_OAUTH_DIR=$OAUTH_DIR
 fi
 
 # schemathesis, from PyPI into .cache/, for the property-based API test
@@ -82,11 +92,22 @@ export PROFILES_TEST_KAFKA=127.0.0.1:$PORT
 export PROFILES_TEST_KAFKA_DATA=$PWD/$DATA
 export PROFILES_REQUIRE_KAFKA=1
 
+# The e2e harness records how long each test that starts a system ran;
+# the slowest are printed after the tests.
+export PROFILES_TEST_TIMES=$PWD/$DATA-times.tsv
+rm -f "$PROFILES_TEST_TIMES"
+
 status=0
 for m in "${MODULES[@]}"; do
   echo "==== go test: $m"
   (cd "$m" && GOWORK=off go test -count=1 -timeout 45m ${GOTESTFLAGS:-} ./...) || status=1
 done
+
+if [[ -s $PROFILES_TEST_TIMES ]]; then
+  echo "==== the slowest end-to-end tests (seconds from the start of their system; all: $PROFILES_TEST_TIMES)"
+  awk -F'\t' '{s[$2] += $1; r[$2] = $3} END {for (n in s) printf "%7.1f  %s  %s\n", s[n], n, r[n]}' "$PROFILES_TEST_TIMES" | sort -rn | head -20
+  awk -F'\t' '{s += $1} END {printf "%7.1f  in all, %d systems\n", s, NR}' "$PROFILES_TEST_TIMES"
+fi
 
 # Every fuzz target, briefly (TEST_FUZZ=0 skips; `make fuzz` runs longer).
 if [[ ${TEST_FUZZ:-1} != 0 ]]; then

@@ -167,6 +167,7 @@ type Options struct {
 func StartSystem(t *testing.T, opts Options) *System {
 	t.Helper()
 	needKafka(t)
+	recordDuration(t)
 	name := fmt.Sprintf("e2e-%s-%06d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), rand.IntN(1e6))
 	s := &System{
 		t: t, dir: t.TempDir(), name: name,
@@ -915,4 +916,29 @@ func newKEK(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// recordDuration appends, when t ends, its name, how long it ran from
+// here, and whether it passed, as a line of the file PROFILES_TEST_TIMES
+// names (none: nothing is recorded). deploy/test.sh prints the slowest
+// ones, which tells where the suite's time goes.
+func recordDuration(t *testing.T) {
+	path := os.Getenv("PROFILES_TEST_TIMES")
+	if path == "" {
+		return
+	}
+	start := time.Now()
+	t.Cleanup(func() {
+		result := "pass"
+		if t.Failed() {
+			result = "fail"
+		}
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Logf("recording the test's duration: %v", err)
+			return
+		}
+		defer f.Close()
+		fmt.Fprintf(f, "%.1f\t%s\t%s\n", time.Since(start).Seconds(), t.Name(), result)
+	})
 }

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +43,7 @@ type soakMinute struct {
 	lost                 int                // acknowledged so far and missing from the event log
 	rss                  map[string]float64 // MiB by process
 	files                map[string]float64 // open files by process
+	heap, cache          map[string]float64 // MiB by service process: Go heap in use, Pebble block caches
 	ops, illegalProfiles int                // filled in at the end
 }
 
@@ -150,9 +153,13 @@ func TestSoak(t *testing.T) {
 			l.Mark("soak: writes resumed after " + f.name)
 		}
 		time.Sleep(time.Until(end))
-		m := soakMinute{at: time.Since(start), faults: did, rss: map[string]float64{}, files: map[string]float64{}}
+		m := soakMinute{at: time.Since(start), faults: did, rss: map[string]float64{}, files: map[string]float64{},
+			heap: map[string]float64{}, cache: map[string]float64{}}
 		for name, pid := range pids() {
 			m.rss[name], m.files[name] = procUsage(pid)
+		}
+		for name := range s.procs {
+			m.heap[name], m.cache[name] = memoryOf(s.URLOf(name))
 		}
 		m.lost = lostSoFar(t, l, kc, s)
 		minutes = append(minutes, m)
@@ -205,6 +212,58 @@ func procUsage(pid int) (rssMiB, files float64) {
 		files = float64(len(ents))
 	}
 	return rssMiB, files
+}
+
+// memoryOf returns what a service's /metrics at base says of its memory,
+// in MiB: the Go heap in use, and the bytes in the block caches of its
+// Pebble stores. Both are 0 when the service does not answer (it may be
+// down at this minute's sample).
+func memoryOf(base string) (heap, cache float64) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(base + "/metrics")
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		var sum *float64
+		switch {
+		case strings.HasPrefix(line, "go_memstats_heap_inuse_bytes "):
+			sum = &heap
+		case strings.HasPrefix(line, "profiles_pebble_block_cache_bytes{"):
+			sum = &cache
+		default:
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			*sum += v / (1 << 20)
+		}
+	}
+	return heap, cache
+}
+
+// memoryGrowth says, for each service process, how its RSS moved from
+// minute 5 (or the first, in a shorter soak) to the last, and how much of
+// that the Go heap and the Pebble block caches account for: a block cache
+// fills up to its configured size as the data grows, which is not a leak.
+func memoryGrowth(names []string, minutes []soakMinute) string {
+	from := min(5, len(minutes)-1)
+	first, last := minutes[from], minutes[len(minutes)-1]
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nMemory of the services from minute %d to minute %d (MiB): RSS, and in it the Go heap in use and the Pebble block caches.\n\n", from, len(minutes)-1)
+	b.WriteString("| process | RSS | Go heap | block caches | RSS growth not in heap or caches |\n|---|---|---|---|---:|\n")
+	for _, n := range names {
+		if _, ok := last.heap[n]; !ok {
+			continue
+		}
+		rest := (last.rss[n] - first.rss[n]) - (last.heap[n] - first.heap[n]) - (last.cache[n] - first.cache[n])
+		fmt.Fprintf(&b, "| %s | %.0f → %.0f | %.0f → %.0f | %.0f → %.0f | %.0f |\n", n,
+			first.rss[n], last.rss[n], first.heap[n], last.heap[n], first.cache[n], last.cache[n], rest)
+	}
+	return b.String()
 }
 
 // lostSoFar returns how many writes acknowledged so far are missing from
@@ -351,6 +410,7 @@ Processes: %s.
 			m.lost, m.ops, m.illegalProfiles, strings.Join(rss, " / "), strings.Join(files, " / "))
 	}
 	fmt.Fprintf(&b, "\nRSS and open files list the processes in the order above. The chart: [%s.png](%s.png).\n", filepath.Base(out), filepath.Base(out))
+	b.WriteString(memoryGrowth(names, minutes))
 	if err := os.WriteFile(out+".md", []byte(b.String()), 0o644); err != nil {
 		return err
 	}
@@ -365,6 +425,15 @@ Processes: %s.
 		var ss []chart.Series
 		for _, n := range names {
 			ss = append(ss, chart.Series{Name: n, Y: series(func(m soakMinute) float64 { return get(m)[n] })})
+		}
+		return ss
+	}
+	perService := func() []chart.Series {
+		var ss []chart.Series
+		for _, n := range names {
+			if _, ok := minutes[len(minutes)-1].heap[n]; ok {
+				ss = append(ss, chart.Series{Name: n, Y: series(func(m soakMinute) float64 { return m.heap[n] + m.cache[n] })})
+			}
 		}
 		return ss
 	}
@@ -385,6 +454,7 @@ Processes: %s.
 			{Name: "non-linearizable", Y: series(func(m soakMinute) float64 { return float64(m.illegalProfiles) })},
 		}},
 		{Title: "resident memory, MiB", Series: perProcess(func(m soakMinute) map[string]float64 { return m.rss })},
+		{Title: "services: Go heap in use + Pebble block caches, MiB", Series: perService()},
 		{Title: "open files", Series: perProcess(func(m soakMinute) map[string]float64 { return m.files })},
 	}
 	f, err := os.Create(out + ".png")

@@ -72,10 +72,16 @@ func TestTemplate(t *testing.T) {
 		"terminationGracePeriodSeconds: 32",                  // 5s + 2s + 15s + 10s
 		"volumeClaimTemplates:",
 		"secretKeyRef: {name: rel-profiles-secrets, key: PII_KEK}",
+		// One image (deploy/Dockerfile) for all; each container runs its binary.
+		`command: ["/usr/local/bin/command-svc"]`, `command: ["/usr/local/bin/query-svc"]`,
+		`command: ["/usr/local/bin/projector"]`, `command: ["/usr/local/bin/frontdoor"]`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendered chart lacks %q", want)
 		}
+	}
+	if n := strings.Count(out, `image: "ghcr.io/example/profiles/profiles:0.1.0"`); n != 4 {
+		t.Errorf("%d containers run the one image, want 4", n)
 	}
 	if t.Failed() {
 		t.Log(out)

@@ -20,8 +20,9 @@ import (
 // fill it with RegisterFlags or by hand and call Validate.
 type Config struct {
 	Brokers []string
-	// Security is how clients reach the brokers: TLS and SASL/SCRAM
-	// (PLAINTEXT when zero). Every configuration made by Sarama uses it.
+	// Security is how clients reach the brokers: TLS and SASL (SCRAM,
+	// PLAIN, OAUTHBEARER), PLAINTEXT when zero. Every configuration made by
+	// Sarama uses it.
 	Security Security
 }
 

@@ -31,7 +31,8 @@ func Connect(ctx context.Context, c Config, clientID string) (sarama.Client, err
 // NewAdmin connects an admin client, retrying until ctx ends so that a
 // service may start before its broker is ready. Errors that waiting does
 // not cure (refused credentials, a certificate that does not verify,
-// security files that cannot be read) return at once. The caller owns the
+// security files that cannot be read, an OAuth client the token endpoint
+// refuses) return at once. The caller owns the
 // admin and closes it.
 func NewAdmin(ctx context.Context, c Config, clientID string) (sarama.ClusterAdmin, error) {
 	return dial(ctx, c, clientID, sarama.NewClusterAdmin)
@@ -56,15 +57,15 @@ func dial[T any](ctx context.Context, c Config, clientID string, open func([]str
 }
 
 // permanentConnectError reports the connection errors that retrying does
-// not cure: the brokers refused the SASL credentials, a broker's
-// certificate did not verify, or the security settings could not be
-// loaded.
+// not cure: the brokers refused the SASL credentials, the OAuth token
+// endpoint refused the client's, a broker's certificate did not verify,
+// or the security settings could not be loaded.
 func permanentConnectError(err error) bool {
 	var unknownCA x509.UnknownAuthorityError
 	var badHost x509.HostnameError
 	var invalid x509.CertificateInvalidError
 	var verify *tls.CertificateVerificationError
 	var load securityLoadError
-	return errors.Is(err, sarama.ErrSASLAuthenticationFailed) || errors.As(err, &unknownCA) ||
+	return errors.Is(err, sarama.ErrSASLAuthenticationFailed) || errors.Is(err, ErrOAuthRejected) || errors.As(err, &unknownCA) ||
 		errors.As(err, &badHost) || errors.As(err, &invalid) || errors.As(err, &verify) || errors.As(err, &load)
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/IBM/sarama"
@@ -28,6 +29,8 @@ const (
 // SASL mechanisms the clients speak. The SCRAM ones (RFC 5802, RFC 7677)
 // never send the password; PLAIN (RFC 4616) sends it as is, so it is
 // accepted over TLS only (SASL_SSL): Confluent Cloud's API keys use it.
+// OAUTHBEARER (MechanismOAuthBearer, in oauth.go) sends a bearer token,
+// and is accepted over TLS only for the same reason.
 const (
 	MechanismSCRAMSHA512 = "SCRAM-SHA-512"
 	MechanismSCRAMSHA256 = "SCRAM-SHA-256"
@@ -35,7 +38,8 @@ const (
 )
 
 // Security is how a client reaches the brokers: in the clear (the
-// default), over TLS, and with or without SASL/SCRAM authentication. Fill
+// default), over TLS, and with or without SASL authentication (SCRAM,
+// PLAIN, or OAUTHBEARER with the client-credentials grant). Fill
 // it with RegisterSecurityFlags or by hand, then call Load (Flags.Config
 // does), which checks the combination and reads the files once.
 type Security struct {
@@ -50,19 +54,33 @@ type Security struct {
 	// TLSServerName overrides the host name checked against the broker's
 	// certificate ("" means the host of the address dialled).
 	TLSServerName string
-	// SASLMechanism is SCRAM-SHA-512 (the default) or SCRAM-SHA-256.
+	// SASLMechanism is SCRAM-SHA-512 (the default), SCRAM-SHA-256, PLAIN
+	// or OAUTHBEARER.
 	SASLMechanism string
-	// SASLUsername and SASLPassword are the SCRAM credentials. Give the
-	// password or SASLPasswordFile (a file holding it), not both.
+	// SASLUsername and SASLPassword are the SCRAM or PLAIN credentials.
+	// Give the password or SASLPasswordFile (a file holding it), not both.
 	SASLUsername, SASLPassword, SASLPasswordFile string
+	// OAuthTokenURL, OAuthClientID and OAuthClientSecret are OAUTHBEARER's
+	// client-credentials grant: the token endpoint, and the client's id and
+	// secret. Give the secret or OAuthClientSecretFile, not both.
+	OAuthTokenURL, OAuthClientID, OAuthClientSecret, OAuthClientSecretFile string
+	// OAuthScopes are the scopes asked for (none: the endpoint's default).
+	OAuthScopes []string
+	// SASLExtensions are sent with each OAUTHBEARER token (RFC 7628
+	// extensions, such as Confluent Cloud's logicalCluster and
+	// identityPoolId).
+	SASLExtensions map[string]string
 
 	loaded *loadedSecurity
 }
 
-// loadedSecurity is what Load read from the files.
+// loadedSecurity is what Load read from the files, and the OAUTHBEARER
+// token provider, which every sarama configuration made from one loaded
+// Security shares (one token cache per process, not one per client).
 type loadedSecurity struct {
 	tls      *tls.Config
 	password string
+	tokens   *OAuthTokenProvider
 }
 
 // TLS reports whether the protocol encrypts the connections.
@@ -113,11 +131,16 @@ func (s Security) Validate() error {
 	if (s.TLSCertFile == "") != (s.TLSKeyFile == "") {
 		return errors.New("kafka: give both KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE (a client certificate and its key), or neither")
 	}
+	passwordSettings := []struct{ name, value string }{
+		{"KAFKA_SASL_USERNAME", s.SASLUsername}, {"KAFKA_SASL_PASSWORD", s.SASLPassword}, {"KAFKA_SASL_PASSWORD_FILE", s.SASLPasswordFile},
+	}
+	oauthSettings := []struct{ name, value string }{
+		{"KAFKA_OAUTH_TOKEN_URL", s.OAuthTokenURL}, {"KAFKA_OAUTH_CLIENT_ID", s.OAuthClientID},
+		{"KAFKA_OAUTH_CLIENT_SECRET", s.OAuthClientSecret}, {"KAFKA_OAUTH_CLIENT_SECRET_FILE", s.OAuthClientSecretFile},
+		{"KAFKA_OAUTH_SCOPES", strings.Join(s.OAuthScopes, " ")}, {"KAFKA_SASL_EXTENSIONS", mapToString(s.SASLExtensions)},
+	}
 	if !s.SASL() {
-		for _, f := range []struct{ name, value string }{
-			{"KAFKA_SASL_MECHANISM", s.SASLMechanism}, {"KAFKA_SASL_USERNAME", s.SASLUsername},
-			{"KAFKA_SASL_PASSWORD", s.SASLPassword}, {"KAFKA_SASL_PASSWORD_FILE", s.SASLPasswordFile},
-		} {
+		for _, f := range append(append([]struct{ name, value string }{{"KAFKA_SASL_MECHANISM", s.SASLMechanism}}, passwordSettings...), oauthSettings...) {
 			if f.value != "" {
 				return fmt.Errorf("kafka: %s is set but KAFKA_SECURITY_PROTOCOL=%s does not use SASL (use SASL_SSL or SASL_PLAINTEXT)", f.name, s.protocol())
 			}
@@ -126,12 +149,24 @@ func (s Security) Validate() error {
 	}
 	switch s.mechanism() {
 	case MechanismSCRAMSHA512, MechanismSCRAMSHA256:
-	case MechanismPlain:
+	case MechanismPlain, MechanismOAuthBearer:
 		if !s.TLS() {
-			return fmt.Errorf("kafka: KAFKA_SASL_MECHANISM=PLAIN sends the password in clear: it needs KAFKA_SECURITY_PROTOCOL=SASL_SSL, not %s", s.protocol())
+			what := "the password"
+			if s.mechanism() == MechanismOAuthBearer {
+				what = "a bearer token"
+			}
+			return fmt.Errorf("kafka: KAFKA_SASL_MECHANISM=%s sends %s in clear: it needs KAFKA_SECURITY_PROTOCOL=SASL_SSL, not %s", s.mechanism(), what, s.protocol())
 		}
 	default:
-		return fmt.Errorf("kafka: KAFKA_SASL_MECHANISM must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (over SASL_SSL), not %q", s.SASLMechanism)
+		return fmt.Errorf("kafka: KAFKA_SASL_MECHANISM must be SCRAM-SHA-512, SCRAM-SHA-256, or PLAIN or OAUTHBEARER (over SASL_SSL), not %q", s.SASLMechanism)
+	}
+	if s.mechanism() == MechanismOAuthBearer {
+		return s.validateOAuth(passwordSettings)
+	}
+	for _, f := range oauthSettings {
+		if f.value != "" {
+			return fmt.Errorf("kafka: %s is set but KAFKA_SASL_MECHANISM=%s does not use it (it is for OAUTHBEARER)", f.name, s.mechanism())
+		}
 	}
 	switch {
 	case s.SASLUsername == "":
@@ -142,6 +177,41 @@ func (s Security) Validate() error {
 		return fmt.Errorf("kafka: KAFKA_SECURITY_PROTOCOL=%s needs KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE", s.protocol())
 	}
 	return nil
+}
+
+// mapToString is m as k=v,... in key order ("" when empty).
+func mapToString(m map[string]string) string {
+	kv := make([]string, 0, len(m))
+	for k, v := range m {
+		kv = append(kv, k+"="+v)
+	}
+	slices.Sort(kv)
+	return strings.Join(kv, ",")
+}
+
+// validateOAuth checks the OAUTHBEARER settings: a token endpoint, a
+// client id and one secret, and no user name or password, which
+// OAUTHBEARER does not use.
+func (s Security) validateOAuth(passwordSettings []struct{ name, value string }) error {
+	for _, f := range passwordSettings {
+		if f.value != "" {
+			return fmt.Errorf("kafka: %s is set but KAFKA_SASL_MECHANISM=OAUTHBEARER does not use it (it takes KAFKA_OAUTH_CLIENT_ID and KAFKA_OAUTH_CLIENT_SECRET)", f.name)
+		}
+	}
+	switch {
+	case s.OAuthTokenURL == "":
+		return errors.New("kafka: KAFKA_SASL_MECHANISM=OAUTHBEARER needs KAFKA_OAUTH_TOKEN_URL (the token endpoint of the client-credentials grant)")
+	case s.OAuthClientID == "":
+		return errors.New("kafka: KAFKA_SASL_MECHANISM=OAUTHBEARER needs KAFKA_OAUTH_CLIENT_ID")
+	case s.OAuthClientSecret != "" && s.OAuthClientSecretFile != "":
+		return errors.New("kafka: give KAFKA_OAUTH_CLIENT_SECRET or KAFKA_OAUTH_CLIENT_SECRET_FILE, not both")
+	case s.OAuthClientSecret == "" && s.OAuthClientSecretFile == "":
+		return errors.New("kafka: KAFKA_SASL_MECHANISM=OAUTHBEARER needs KAFKA_OAUTH_CLIENT_SECRET or KAFKA_OAUTH_CLIENT_SECRET_FILE")
+	}
+	if err := validateTokenURL(s.OAuthTokenURL); err != nil {
+		return err
+	}
+	return validateExtensions(s.SASLExtensions)
 }
 
 // Load validates s and reads its files (CA, client certificate and key,
@@ -170,6 +240,19 @@ func (s Security) load() (*loadedSecurity, error) {
 		if l.password == "" {
 			return nil, fmt.Errorf("kafka: KAFKA_SASL_PASSWORD_FILE %s is empty", s.SASLPasswordFile)
 		}
+	}
+	if s.SASL() && s.mechanism() == MechanismOAuthBearer {
+		secret := s.OAuthClientSecret
+		if s.OAuthClientSecretFile != "" {
+			b, err := os.ReadFile(s.OAuthClientSecretFile)
+			if err != nil {
+				return nil, fmt.Errorf("kafka: KAFKA_OAUTH_CLIENT_SECRET_FILE: %w", err)
+			}
+			if secret = strings.TrimRight(string(b), "\r\n"); secret == "" {
+				return nil, fmt.Errorf("kafka: KAFKA_OAUTH_CLIENT_SECRET_FILE %s is empty", s.OAuthClientSecretFile)
+			}
+		}
+		l.tokens = NewOAuthTokenProvider(s.OAuthTokenURL, s.OAuthClientID, secret, s.OAuthScopes, s.SASLExtensions)
 	}
 	if s.TLS() {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: s.TLSServerName}
@@ -215,6 +298,11 @@ func (s Security) apply(sc *sarama.Config) {
 	if s.SASL() {
 		sc.Net.SASL.Enable = true
 		sc.Net.SASL.Handshake = true
+		if s.mechanism() == MechanismOAuthBearer {
+			sc.Net.SASL.Mechanism = sarama.SASLTypeOAuth
+			sc.Net.SASL.TokenProvider = l.tokens
+			return
+		}
 		sc.Net.SASL.User = s.SASLUsername
 		sc.Net.SASL.Password = l.password
 		if s.mechanism() == MechanismPlain {
@@ -249,7 +337,11 @@ func (s Security) LogValue() slog.Value {
 	if s.TLS() {
 		attrs = append(attrs, slog.String("tls_ca_file", s.TLSCAFile), slog.Bool("tls_client_cert", s.TLSCertFile != ""))
 	}
-	if s.SASL() {
+	switch {
+	case s.SASL() && s.mechanism() == MechanismOAuthBearer:
+		attrs = append(attrs, slog.String("sasl_mechanism", s.mechanism()), slog.String("oauth_token_url", redactURL(s.OAuthTokenURL)),
+			slog.String("oauth_client_id", s.OAuthClientID), slog.String("oauth_scopes", strings.Join(s.OAuthScopes, " ")))
+	case s.SASL():
 		attrs = append(attrs, slog.String("sasl_mechanism", s.mechanism()), slog.String("sasl_username", s.SASLUsername))
 	}
 	return slog.GroupValue(attrs...)
@@ -258,7 +350,10 @@ func (s Security) LogValue() slog.Value {
 // String describes s without its secrets.
 func (s Security) String() string {
 	out := s.protocol()
-	if s.SASL() {
+	switch {
+	case s.SASL() && s.mechanism() == MechanismOAuthBearer:
+		out += " " + s.mechanism() + " client " + s.OAuthClientID
+	case s.SASL():
 		out += " " + s.mechanism() + " user " + s.SASLUsername
 	}
 	return out
@@ -289,13 +384,16 @@ var _ sarama.SCRAMClient = (*scramClient)(nil)
 type SecurityFlags struct {
 	envPrefix                                              string
 	protocol, ca, cert, key, serverName, mech, user, pfile *string
+	tokenURL, clientID, secretFile, scopes, extensions     *string
 }
 
 // RegisterSecurityFlags registers the security settings on fs, as flags
 // <flagPrefix>security-protocol, ... and variables <envPrefix>SECURITY_PROTOCOL,
-// ... (RegisterFlags uses "kafka-" and "KAFKA_"). The password is never a
-// flag, which would show in the process list and in -h: it comes from
-// <envPrefix>SASL_PASSWORD or from the file <envPrefix>SASL_PASSWORD_FILE.
+// ... (RegisterFlags uses "kafka-" and "KAFKA_"). The password and the
+// OAuth client secret are never flags, which would show in the process
+// list and in -h: they come from <envPrefix>SASL_PASSWORD and
+// <envPrefix>OAUTH_CLIENT_SECRET, or from the files
+// <envPrefix>SASL_PASSWORD_FILE and <envPrefix>OAUTH_CLIENT_SECRET_FILE.
 func RegisterSecurityFlags(fs *flag.FlagSet, flagPrefix, envPrefix string) *SecurityFlags {
 	f, e := flagPrefix, envPrefix
 	return &SecurityFlags{
@@ -305,9 +403,14 @@ func RegisterSecurityFlags(fs *flag.FlagSet, flagPrefix, envPrefix string) *Secu
 		cert:       config.String(fs, f+"tls-cert-file", e+"TLS_CERT_FILE", "", "PEM client certificate, for brokers that require one"),
 		key:        config.String(fs, f+"tls-key-file", e+"TLS_KEY_FILE", "", "PEM key of the client certificate"),
 		serverName: config.String(fs, f+"tls-server-name", e+"TLS_SERVER_NAME", "", "host name to check the brokers' certificates against (default: the host dialled)"),
-		mech:       config.String(fs, f+"sasl-mechanism", e+"SASL_MECHANISM", "", "SCRAM-SHA-512 (default with SASL), SCRAM-SHA-256, or PLAIN (over SASL_SSL only: it sends the password)"),
-		user:       config.String(fs, f+"sasl-username", e+"SASL_USERNAME", "", "SASL user name"),
-		pfile:      config.String(fs, f+"sasl-password-file", e+"SASL_PASSWORD_FILE", "", "file holding the SASL password"),
+		mech:       config.String(fs, f+"sasl-mechanism", e+"SASL_MECHANISM", "", "SCRAM-SHA-512 (default with SASL), SCRAM-SHA-256, or PLAIN or OAUTHBEARER (over SASL_SSL only: they send the password or a bearer token)"),
+		user:       config.String(fs, f+"sasl-username", e+"SASL_USERNAME", "", "SASL user name (SCRAM, PLAIN)"),
+		pfile:      config.String(fs, f+"sasl-password-file", e+"SASL_PASSWORD_FILE", "", "file holding the SASL password (SCRAM, PLAIN)"),
+		tokenURL:   config.String(fs, f+"oauth-token-url", e+"OAUTH_TOKEN_URL", "", "OAUTHBEARER: the OAuth token endpoint (client-credentials grant; https, or http to a loopback address)"),
+		clientID:   config.String(fs, f+"oauth-client-id", e+"OAUTH_CLIENT_ID", "", "OAUTHBEARER: the OAuth client id"),
+		secretFile: config.String(fs, f+"oauth-client-secret-file", e+"OAUTH_CLIENT_SECRET_FILE", "", "OAUTHBEARER: file holding the OAuth client secret"),
+		scopes:     config.String(fs, f+"oauth-scopes", e+"OAUTH_SCOPES", "", "OAUTHBEARER: scopes to ask for, separated by spaces or commas (default: the endpoint's)"),
+		extensions: config.String(fs, f+"sasl-extensions", e+"SASL_EXTENSIONS", "", "OAUTHBEARER: SASL extensions sent with the token, key=value,... (e.g. logicalCluster=lkc-1,identityPoolId=pool-1)"),
 	}
 }
 
@@ -317,12 +420,36 @@ func (f *SecurityFlags) Security() (Security, error) {
 	s := Security{
 		Protocol: *f.protocol, TLSCAFile: *f.ca, TLSCertFile: *f.cert, TLSKeyFile: *f.key, TLSServerName: *f.serverName,
 		SASLMechanism: *f.mech, SASLUsername: *f.user, SASLPassword: pass, SASLPasswordFile: *f.pfile,
+		OAuthTokenURL: *f.tokenURL, OAuthClientID: *f.clientID,
+		OAuthClientSecret: os.Getenv(f.envPrefix + "OAUTH_CLIENT_SECRET"), OAuthClientSecretFile: *f.secretFile,
+		OAuthScopes: strings.FieldsFunc(*f.scopes, func(r rune) bool { return r == ',' || r == ' ' }),
 	}
-	if err := s.Load(); err != nil {
+	ext, err := config.Map(*f.extensions)
+	if err != nil {
+		err = fmt.Errorf("kafka: KAFKA_SASL_EXTENSIONS: %w", err)
+	}
+	if len(ext) > 0 {
+		s.SASLExtensions = ext
+	}
+	if err == nil {
+		err = s.Load()
+	}
+	if err != nil {
 		if f.envPrefix != "KAFKA_" {
-			return s, errors.New(strings.ReplaceAll(err.Error(), "KAFKA_", f.envPrefix))
+			return s, renamedError{msg: strings.ReplaceAll(err.Error(), "KAFKA_", f.envPrefix), err: err}
 		}
 		return s, err
 	}
 	return s, nil
 }
+
+// renamedError is err with the settings it names under another prefix
+// (TARGET_KAFKA_ for KAFKA_): the message changes, and errors.Is and
+// errors.As still find what err wraps.
+type renamedError struct {
+	msg string
+	err error
+}
+
+func (e renamedError) Error() string { return e.msg }
+func (e renamedError) Unwrap() error { return e.err }

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"os"
@@ -46,7 +47,8 @@ func TestSecurityValidate(t *testing.T) {
 		{"mechanism without SASL", Security{SASLMechanism: "SCRAM-SHA-512"}, "KAFKA_SASL_MECHANISM is set"},
 		{"PLAIN over TLS", Security{Protocol: "SASL_SSL", SASLMechanism: "plain", SASLUsername: "u", SASLPassword: "p"}, ""},
 		{"PLAIN without TLS", Security{Protocol: "SASL_PLAINTEXT", SASLMechanism: "PLAIN", SASLUsername: "u", SASLPassword: "p"}, "needs KAFKA_SECURITY_PROTOCOL=SASL_SSL"},
-		{"OAUTHBEARER", Security{Protocol: "SASL_SSL", SASLMechanism: "OAUTHBEARER", SASLUsername: "u", SASLPassword: "p"}, "must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"},
+		{"OAUTHBEARER with a password", Security{Protocol: "SASL_SSL", SASLMechanism: "OAUTHBEARER", SASLUsername: "u", SASLPassword: "p"}, "KAFKA_SASL_USERNAME is set but KAFKA_SASL_MECHANISM=OAUTHBEARER does not use it"},
+		{"unknown mechanism", Security{Protocol: "SASL_SSL", SASLMechanism: "GSSAPI", SASLUsername: "u", SASLPassword: "p"}, "must be SCRAM-SHA-512, SCRAM-SHA-256, or PLAIN or OAUTHBEARER"},
 		{"no username", Security{Protocol: "SASL_SSL", SASLPassword: "p"}, "needs KAFKA_SASL_USERNAME"},
 		{"no password", Security{Protocol: "SASL_SSL", SASLUsername: "u"}, "needs KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE"},
 		{"both passwords", Security{Protocol: "SASL_SSL", SASLUsername: "u", SASLPassword: "p", SASLPasswordFile: "f"}, "not both"},
@@ -191,6 +193,15 @@ func TestSecurityFlags(t *testing.T) {
 	if _, err := tf.Security(); err == nil || !strings.Contains(err.Error(), "needs TARGET_KAFKA_SASL_USERNAME") {
 		t.Fatalf("want a TARGET_KAFKA_ error, got %v", err)
 	}
+	// Renamed, the error still wraps its cause.
+	t.Setenv("TARGET_KAFKA_SASL_USERNAME", "u")
+	t.Setenv("TARGET_KAFKA_SASL_PASSWORD_FILE", filepath.Join(t.TempDir(), "missing"))
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	tf = RegisterSecurityFlags(fs, "target-kafka-", "TARGET_KAFKA_")
+	_ = fs.Parse(nil)
+	if _, err := tf.Security(); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "TARGET_KAFKA_SASL_PASSWORD_FILE") {
+		t.Fatalf("want a TARGET_KAFKA_SASL_PASSWORD_FILE error that is os.ErrNotExist, got %v", err)
+	}
 }
 
 // TestSCRAMClient runs the client's conversation against xdg-go/scram's
@@ -267,6 +278,8 @@ func TestPermanentConnectErrors(t *testing.T) {
 		{sarama.Wrap(sarama.ErrOutOfBrokers, x509.UnknownAuthorityError{}), true},
 		{sarama.Wrap(sarama.ErrOutOfBrokers, x509.HostnameError{}), true},
 		{sarama.Wrap(sarama.ErrOutOfBrokers, securityLoadError{errors.New("x")}), true},
+		{sarama.Wrap(sarama.ErrOutOfBrokers, fmt.Errorf("%w: %w: 401", ErrOAuthToken, ErrOAuthRejected)), true},
+		{sarama.Wrap(sarama.ErrOutOfBrokers, fmt.Errorf("%w: 503", ErrOAuthToken)), false},
 		{sarama.Wrap(sarama.ErrOutOfBrokers, errors.New("connection refused")), false},
 		{sarama.ErrOutOfBrokers, false},
 	} {

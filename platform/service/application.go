@@ -108,10 +108,15 @@ const TracingFlush = 5 * time.Second
 // service with wire (its composition root) and runs the Application.
 //
 // With -version it prints the build (observe.Build.String) and returns.
+// With -healthcheck it probes the instance on HTTP_ADDR (Healthcheck) and
+// returns the result, before any key is loaded or broker dialled.
 func Serve(name string, common *Flags, kafka *KafkaFlags, wire func(ctx context.Context, boot *Boot) (*Application, error)) error {
 	if common.Version != nil && *common.Version {
 		fmt.Println(observe.BuildInfo().String(name))
 		return nil
+	}
+	if common.Healthcheck != nil && *common.Healthcheck {
+		return Healthcheck(context.Background(), *common.HTTPAddr, HealthcheckTimeout)
 	}
 	if common.AccessLog != nil {
 		a, err := httpx.ParseAccessLog(*common.AccessLog)

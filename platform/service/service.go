@@ -47,6 +47,9 @@ type Flags struct {
 	PprofAddr *string
 	// Version is -version: print the build and exit (see Serve).
 	Version *bool
+	// Healthcheck is -healthcheck: probe the instance on HTTP_ADDR and
+	// exit 0 when it is ready, 1 when not (see Serve and Healthcheck).
+	Healthcheck *bool
 
 	access *httpx.AccessLog // ACCESS_LOG, parsed by Serve
 	// CORSOrigins is CORS_ALLOWED_ORIGINS (see CORS).
@@ -69,6 +72,7 @@ func RegisterFlags(fs *flag.FlagSet, defaultAddr string) *Flags {
 		AccessLog:     config.String(fs, "access-log", "ACCESS_LOG", "on", "the per-request access log at info: on, off, or sample=N (one request in N); server errors are logged at warn whatever it says"),
 		PprofAddr:     config.String(fs, "pprof-addr", "PPROF_ADDR", "", "address of a separate listener for net/http/pprof (e.g. 127.0.0.1:6060); empty: off. Never expose it publicly"),
 		Version:       fs.Bool("version", false, "print the version, VCS revision and Go version, and exit"),
+		Healthcheck:   fs.Bool("healthcheck", false, "probe the instance listening on HTTP_ADDR on this machine (GET /readyz) and exit 0 when it is ready, 1 when not: a container health check"),
 		CORSOrigins:   config.String(fs, "cors-allowed-origins", "CORS_ALLOWED_ORIGINS", "", "comma-separated origins (https://app.example.com, or *) whose browser pages may call the API; empty: CORS off"),
 	}
 }

@@ -18,15 +18,7 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,6 +33,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
+	"profiles/deploy/internal/devkey"
 	"profiles/platform/auth"
 )
 
@@ -55,7 +48,6 @@ const (
 	// own profile.
 	DefaultScopes = auth.ScopeRead + " " + auth.ScopeWrite
 
-	keyFile    = "signing-key.pem"
 	jwksFile   = "jwks.json"
 	issuerFile = "issuer.json"
 )
@@ -164,26 +156,26 @@ func Init(dir, audience, issuer string) (Settings, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Settings{}, err
 	}
-	key, err := loadKey(dir)
+	key, err := devkey.Load(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		key, err = newKey(dir)
+		key, err = devkey.Create(dir)
 	}
 	if err != nil {
 		return Settings{}, err
 	}
-	s := Settings{JWKSFile: filepath.Join(dir, jwksFile), Audience: audience, Issuer: issuer, KeyID: keyID(&key.PublicKey)}
-	jwks, err := publicJWKS(&key.PublicKey, s.KeyID)
+	s := Settings{JWKSFile: filepath.Join(dir, jwksFile), Audience: audience, Issuer: issuer, KeyID: devkey.KeyID(&key.PublicKey)}
+	jwks, err := devkey.PublicJWKS(&key.PublicKey, s.KeyID)
 	if err != nil {
 		return Settings{}, err
 	}
-	if err := writeAtomic(s.JWKSFile, jwks, 0o644); err != nil {
+	if err := devkey.WriteAtomic(s.JWKSFile, jwks, 0o644); err != nil {
 		return Settings{}, err
 	}
 	settings, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return Settings{}, err
 	}
-	if err := writeAtomic(filepath.Join(dir, issuerFile), append(settings, '\n'), 0o644); err != nil {
+	if err := devkey.WriteAtomic(filepath.Join(dir, issuerFile), append(settings, '\n'), 0o644); err != nil {
 		return Settings{}, err
 	}
 	return s, nil
@@ -204,7 +196,7 @@ func Token(dir, sub, scopes string, ttl time.Duration, now time.Time) (string, e
 			return "", fmt.Errorf("unknown scope %q (the services know %s)", s, strings.Join(knownScopes, ", "))
 		}
 	}
-	key, err := loadKey(dir)
+	key, err := devkey.Load(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("no signing key in %s: start the system with make run AUTH_MODE=jwt first (or run devtoken init)", dir)
 	}
@@ -226,85 +218,5 @@ func Token(dir, sub, scopes string, ttl time.Duration, now time.Time) (string, e
 	if s.Issuer != "" {
 		claims["iss"] = s.Issuer
 	}
-	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
-	tok.Header["kid"] = keyID(&key.PublicKey)
-	return tok.SignedString(key)
-}
-
-func loadKey(dir string) (*ecdsa.PrivateKey, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, keyFile))
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(raw)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("%s: not a PEM PRIVATE KEY", filepath.Join(dir, keyFile))
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, keyFile), err)
-	}
-	ec, ok := k.(*ecdsa.PrivateKey)
-	if !ok || ec.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("%s: not a P-256 ECDSA key", filepath.Join(dir, keyFile))
-	}
-	return ec, nil
-}
-
-func newKey(dir string) (*ecdsa.PrivateKey, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return key, writeAtomic(filepath.Join(dir, keyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
-}
-
-// keyID names a public key by its hash, so a new key gets a new kid.
-func keyID(pub *ecdsa.PublicKey) string {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		panic(err) // a P-256 key always marshals
-	}
-	sum := sha256.Sum256(der)
-	return "dev-" + hex.EncodeToString(sum[:8])
-}
-
-// publicJWKS is the JWKS of pub alone: no private member.
-func publicJWKS(pub *ecdsa.PublicKey, kid string) ([]byte, error) {
-	ecdh, err := pub.ECDH()
-	if err != nil {
-		return nil, err
-	}
-	point := ecdh.Bytes() // 0x04 || X || Y
-	b64 := base64.RawURLEncoding.EncodeToString
-	set := map[string]any{"keys": []map[string]string{{
-		"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
-		"x": b64(point[1:33]), "y": b64(point[33:65]),
-	}}}
-	b, err := json.MarshalIndent(set, "", "  ")
-	return append(b, '\n'), err
-}
-
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return devkey.Sign(key, claims)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"profiles/deploy/internal/devkey"
 	"profiles/platform/auth"
 )
 
@@ -42,7 +43,7 @@ func TestTokensPassTheServicesVerifierAndTheKeyIsKept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(filepath.Join(dir, keyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(filepath.Join(dir, devkey.KeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("signing key: %v, %v; want mode 600", fi, err)
 	}
 	now := time.Now()

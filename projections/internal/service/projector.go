@@ -35,6 +35,10 @@ type ProjectorConfig struct {
 	Group        *string
 	DataDir      *string
 	StateCacheMB *int
+	// SessionTimeout is how long the group keeps a silent projector's
+	// partitions. With INSTANCE_ID the membership is static: a restart
+	// within it gets them back at once, without a rebalance.
+	SessionTimeout *time.Duration
 }
 
 // DefaultStateCacheMB is STATE_CACHE_MB's default: the block cache that
@@ -50,6 +54,8 @@ func RegisterProjectorFlags(fs *flag.FlagSet) *ProjectorConfig {
 		DataDir: config.String(fs, "data-dir", "DATA_DIR", ".data/projector",
 			"directory of the Pebble stores: state/, the latest snapshot of every profile, and keys/, the keyring's (caches of Kafka: safe to delete, they are then restored from the snapshot and keys topics)"),
 		StateCacheMB: config.Int(fs, "state-cache-mb", "STATE_CACHE_MB", DefaultStateCacheMB, "Pebble block cache of the state store, in MiB"),
+		SessionTimeout: config.Duration(fs, "session-timeout", "SESSION_TIMEOUT", 10*time.Second,
+			"how long a silent projector keeps its partitions (with INSTANCE_ID a restart within it gets them back without a rebalance)"),
 	}
 }
 
@@ -63,6 +69,10 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		return nil, err
 	}
 	log, kcfg, client := boot.Log, boot.Kafka, boot.Client
+	self, static, err := cfg.Common.Self(ProjectorName)
+	if err != nil {
+		return nil, err
+	}
 	// A plain sarama producer, not watermill's publisher: Publish sends
 	// one message at a time and waits for each, and a batch of events
 	// must be one produce request (see BENCH.md).
@@ -92,12 +102,24 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 	// restored is the generation whose state has been restored and which
 	// the projector folds into now (0 while none is).
 	var restored atomic.Int64
+	// group is the consumer group member of the generation folded now
+	// (nil until its state is restored). The projector is ready once it
+	// is in a session of that group and has caught up with what it owns:
+	// until then no event is folded, and a write waits for nothing.
+	var group atomic.Pointer[kafkax.Group]
 	var health httpx.Health
 	health.Check("state", func() error {
 		if restored.Load() == 0 {
 			return projector.ErrNotRestored
 		}
 		return nil
+	})
+	health.Check("group", func() error {
+		g := group.Load()
+		if g == nil {
+			return projector.ErrNotRestored
+		}
+		return g.Ready()
 	})
 	router := service.NewRouter(log, &health, cfg.Common.AccessLogOption())
 
@@ -138,13 +160,18 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 		// time, so events could never be written in batches. Each batch's
 		// offset is committed after Handle has written it.
 		opts := kafkax.GroupOptions{
-			Group: ggroup, Topics: []string{kcfg.EventsTopic},
+			Group: ggroup, Topics: []string{kcfg.EventsTopic}, Self: self, SessionTimeout: *cfg.SessionTimeout,
 			Start: kafkax.CommittedStart(client, ggroup), Handle: p.Handle,
+		}
+		if static {
+			opts.InstanceID = self.ID
 		}
 		g, err := kafkax.NewGroup(client, opts, log.With("generation", n))
 		if err != nil {
 			return err
 		}
+		group.Store(g)
+		defer group.CompareAndSwap(g, nil)
 		return g.Run(ctx, kcfg.GroupConfig(ProjectorName, opts), kcfg.Brokers)
 	}
 	follow := func(ctx context.Context) error {

@@ -53,7 +53,28 @@ ADVERTISE_URL its address through the headless Service. */}}
 - name: KAFKA_SECURITY_PROTOCOL
   value: {{ .root.Values.kafka.securityProtocol | quote }}
 {{- with .root.Values.kafka.sasl }}
-{{- if .mechanism }}
+{{- if eq .mechanism "OAUTHBEARER" }}
+- name: KAFKA_SASL_MECHANISM
+  value: "OAUTHBEARER"
+- name: KAFKA_OAUTH_TOKEN_URL
+  value: {{ .oauth.tokenUrl | quote }}
+- name: KAFKA_OAUTH_CLIENT_ID
+  value: {{ .oauth.clientId | quote }}
+- name: KAFKA_OAUTH_CLIENT_SECRET_FILE
+  value: /etc/profiles/kafka-oauth/client-secret
+{{- with .oauth.scopes }}
+- name: KAFKA_OAUTH_SCOPES
+  value: {{ join " " . | quote }}
+{{- end }}
+{{- with .oauth.extensions }}
+{{- $ext := list }}
+{{- range $k, $v := . }}
+{{- $ext = append $ext (printf "%s=%s" $k (toString $v)) }}
+{{- end }}
+- name: KAFKA_SASL_EXTENSIONS
+  value: {{ join "," $ext | quote }}
+{{- end }}
+{{- else if .mechanism }}
 - name: KAFKA_SASL_MECHANISM
   value: {{ .mechanism | quote }}
 - name: KAFKA_SASL_USERNAME
@@ -112,10 +133,16 @@ ADVERTISE_URL its address through the headless Service. */}}
 {{- printf "%dMiB" (div (mul $mib 8) 10) -}}
 {{- end -}}
 
+{{/* The Kafka credentials and CA, each from its Secret as a file: the
+password (SCRAM, PLAIN) or the OAuth client secret (OAUTHBEARER). */}}
 {{- define "profiles.kafkaVolumes" -}}
-{{- if .Values.kafka.sasl.mechanism }}
+{{- $sasl := .Values.kafka.sasl }}
+{{- if eq $sasl.mechanism "OAUTHBEARER" }}
+- name: kafka-oauth
+  secret: {secretName: {{ $sasl.oauth.clientSecretSecret }}, items: [{key: {{ $sasl.oauth.clientSecretKey | quote }}, path: client-secret}]}
+{{- else if $sasl.mechanism }}
 - name: kafka-sasl
-  secret: {secretName: {{ .Values.kafka.sasl.passwordSecret }}, items: [{key: password, path: password}]}
+  secret: {secretName: {{ $sasl.passwordSecret }}, items: [{key: password, path: password}]}
 {{- end }}
 {{- if .Values.kafka.tls.caSecret }}
 - name: kafka-tls
@@ -124,7 +151,9 @@ ADVERTISE_URL its address through the headless Service. */}}
 {{- end -}}
 
 {{- define "profiles.kafkaMounts" -}}
-{{- if .Values.kafka.sasl.mechanism }}
+{{- if eq .Values.kafka.sasl.mechanism "OAUTHBEARER" }}
+- {name: kafka-oauth, mountPath: /etc/profiles/kafka-oauth, readOnly: true}
+{{- else if .Values.kafka.sasl.mechanism }}
 - {name: kafka-sasl, mountPath: /etc/profiles/kafka-sasl, readOnly: true}
 {{- end }}
 {{- if .Values.kafka.tls.caSecret }}
