@@ -140,8 +140,9 @@ $(STATICCHECK):
 $(HELM):
 	GOBIN=$(CURDIR)/.cache/bin go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
-# The collector is a module of its own, outside go.work (about 80 s to
-# fetch and build the first time).
+# The collector is a module of its own, outside go.work (about 90 s to
+# build with an empty build cache, and the download of its modules the
+# first time).
 $(OTELCOL): deploy/otelcol/go.mod deploy/otelcol/go.sum deploy/otelcol/main.go
 	cd deploy/otelcol && GOWORK=off go build -o $(CURDIR)/$(OTELCOL) .
 
