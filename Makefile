@@ -9,6 +9,9 @@ STATICCHECK_VERSION := v0.8.2
 # helm lints and renders deploy/helm/profiles in `make test` (deploy/helm).
 HELM        := .cache/bin/helm
 HELM_VERSION := v3.22.0
+# An OpenTelemetry Collector (otlp receiver, file exporter) for the tracing
+# test (deploy/e2e/tracing_test.go), built from deploy/otelcol.
+OTELCOL     := .cache/bin/otelcol-e2e
 
 # Where `make run` keeps its data: the views, the logs, the key of personal
 # data (pii-kek) and, with AUTH_MODE=jwt, the development signing key
@@ -100,8 +103,8 @@ clean: down down-cluster ## Stop Kafka and delete all local data, views and bina
 	rm -rf .data $(BIN)
 
 .PHONY: test
-test: $(HELM) ## Run every test: unit, integration, end-to-end, the fault suite and brief fuzzing, on real Kafka of their own.
-	PROFILES_HELM=$(CURDIR)/$(HELM) deploy/test.sh
+test: $(HELM) $(OTELCOL) ## Run every test: unit, integration, end-to-end, the fault suite and brief fuzzing, on real Kafka of their own.
+	PROFILES_HELM=$(CURDIR)/$(HELM) PROFILES_OTELCOL=$(CURDIR)/$(OTELCOL) deploy/test.sh
 
 .PHONY: test-faults
 test-faults: ## Only the fault suite (three-node cluster, killed brokers and services); rewrites docs/reliability.md.
@@ -136,6 +139,12 @@ $(STATICCHECK):
 # helm from its Go module, like staticcheck (about 90 s to build).
 $(HELM):
 	GOBIN=$(CURDIR)/.cache/bin go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+# The collector is a module of its own, outside go.work (about 90 s to
+# build with an empty build cache, and the download of its modules the
+# first time).
+$(OTELCOL): deploy/otelcol/go.mod deploy/otelcol/go.sum deploy/otelcol/main.go
+	cd deploy/otelcol && GOWORK=off go build -o $(CURDIR)/$(OTELCOL) .
 
 .PHONY: tidy
 tidy: ## go mod tidy in every module.

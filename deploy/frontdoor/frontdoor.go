@@ -75,11 +75,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/trace"
 
 	"profiles/platform/config"
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
 	"profiles/platform/routing"
+	"profiles/platform/tracing"
 )
 
 // MaxBody is the largest request body the front door accepts. It holds the
@@ -149,7 +151,7 @@ func New(commandURLs, queryURLs []*url.URL, log *slog.Logger, opts ...Option) (*
 	for _, opt := range opts {
 		opt(&o)
 	}
-	transport := newTransport()
+	transport := tracing.Transport(newTransport())
 	return &FrontDoor{
 		write: newPool("command-svc", commandURLs, transport, log),
 		read:  newPool("query-svc", queryURLs, transport, log),
@@ -157,8 +159,14 @@ func New(commandURLs, queryURLs []*url.URL, log *slog.Logger, opts ...Option) (*
 	}, nil
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. The request's server span
+// (tracing.Middleware) is named after its API route (apiRoute), and so are
+// the client spans of its attempts at the instances, which carry its
+// trace on (tracing.Transport).
 func (f *FrontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if ctx := r.Context(); trace.SpanContextFromContext(ctx).IsValid() {
+		r = r.WithContext(tracing.SetRoute(ctx, r.Method, apiRoute(r.URL.Path)))
+	}
 	body, ok := readBody(w, r)
 	if !ok {
 		return

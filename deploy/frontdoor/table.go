@@ -117,6 +117,26 @@ func keyOf(method, path string) (string, bool) {
 	return rest, true
 }
 
+// apiRoute returns the route template of an API path (those of the
+// OpenAPI description), or "/api/" for any other: the name of the
+// front door's spans, which must never hold a raw path (a uid).
+func apiRoute(path string) string {
+	switch path {
+	case "/api/profile", "/api/search", StreamPath:
+		return path
+	}
+	if rest, ok := strings.CutPrefix(path, "/api/profile/"); ok && rest != "" {
+		switch uid, tail, _ := strings.Cut(rest, "/"); {
+		case uid == "":
+		case tail == "" && !strings.HasSuffix(rest, "/"):
+			return "/api/profile/{uid}"
+		case tail == "history":
+			return "/api/profile/{uid}/history"
+		}
+	}
+	return "/api/"
+}
+
 // memberURL parses the URL a member advertises; nil unless it is an
 // http(s) base URL.
 func memberURL(s string) *url.URL {

@@ -517,3 +517,22 @@ func TestFullReplicaModeHasNoTable(t *testing.T) {
 		t.Fatalf("poll = %s, table %+v", got, fd.read.table.Load())
 	}
 }
+
+func TestAPIRoute(t *testing.T) {
+	for path, want := range map[string]string{
+		"/api/profile":                 "/api/profile",
+		"/api/profile/abc":             "/api/profile/{uid}",
+		"/api/profile/abc/history":     "/api/profile/{uid}/history",
+		"/api/profile/abc/":            "/api/",
+		"/api/profile/abc/other":       "/api/",
+		"/api/profile/":                "/api/",
+		"/api/search":                  "/api/search",
+		"/api/changes":                 "/api/changes",
+		"/api/bob1@mail.com":           "/api/",
+		"/api/profile/abc/history/x/y": "/api/",
+	} {
+		if got := apiRoute(path); got != want {
+			t.Errorf("apiRoute(%q) = %q; want %q", path, got, want)
+		}
+	}
+}

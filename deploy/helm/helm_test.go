@@ -88,6 +88,42 @@ func TestTemplate(t *testing.T) {
 	}
 }
 
+// observability.tracing.endpoint switches tracing on in every workload
+// (the three StatefulSets and the front door); without it no OTEL_*
+// variable is set, and tracing is off.
+func TestTracingEnv(t *testing.T) {
+	off, err := run(t, append([]string{"template", "rel", "profiles", "--kube-version", kubeVersion}, secrets...)...)
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, off)
+	}
+	if strings.Contains(off, "OTEL_") {
+		t.Error("the default values set an OTEL_* variable")
+	}
+	on, err := run(t, append([]string{"template", "rel", "profiles", "--kube-version", kubeVersion,
+		"--set", "observability.tracing.endpoint=http://otel-collector.observability.svc:4318",
+		"--set", "observability.tracing.sampler=parentbased_traceidratio", "--set", "observability.tracing.samplerArg=0.1"}, secrets...)...)
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, on)
+	}
+	for want, n := range map[string]int{
+		"name: OTEL_EXPORTER_OTLP_ENDPOINT\n              value: \"http://otel-collector.observability.svc:4318\"": 4,
+		"name: OTEL_RESOURCE_ATTRIBUTES\n              value: \"service.instance.id=$(POD_NAME)\"":                 4,
+		"name: OTEL_TRACES_SAMPLER\n              value: \"parentbased_traceidratio\"":                             4,
+		"name: OTEL_TRACES_SAMPLER_ARG\n              value: \"0.1\"":                                              4,
+	} {
+		if got := strings.Count(on, want); got != n {
+			t.Errorf("rendered chart has %q %d times; want %d (every workload)", want, got, n)
+		}
+	}
+	if t.Failed() {
+		t.Log(on)
+	}
+	if out, err := run(t, append([]string{"template", "rel", "profiles", "--kube-version", kubeVersion,
+		"--set", "observability.tracing.endpoint=collector:4318"}, secrets...)...); err == nil || !strings.Contains(out, "endpoint") {
+		t.Errorf("an endpoint without its scheme was not refused: %v\n%.400s", err, out)
+	}
+}
+
 // A Kubernetes version the chart supports (helm built with go install
 // assumes v1.20).
 const kubeVersion = "1.30.0"

@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/trace"
 )
 
 var (
@@ -93,7 +94,10 @@ func Middleware(log *slog.Logger) mux.MiddlewareFunc { return MiddlewareWith(log
 // path: it may hold a uid), the status, the duration, and the trace id of
 // a W3C traceparent header when there is one; never the query string (a
 // search's email) nor a body. The logger's own attributes (service,
-// instance) come with it.
+// instance) come with it. The line is logged with the request's context:
+// when that holds a span (tracing.Middleware, installed before this one),
+// the logger's handler adds trace_id and span_id (tracing.LogHandler),
+// and this middleware adds trace_id only for a request without one.
 func MiddlewareWith(log *slog.Logger, access *AccessLog) mux.MiddlewareFunc {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -107,7 +111,7 @@ func MiddlewareWith(log *slog.Logger, access *AccessLog) mux.MiddlewareFunc {
 			}
 			defer func() {
 				if v := recover(); v != nil {
-					log.Error("panic in handler", "route", route, "panic", fmt.Sprint(v))
+					log.ErrorContext(r.Context(), "panic in handler", "route", route, "panic", fmt.Sprint(v))
 					if !rec.wrote {
 						WriteProblem(rec, r, NewProblem(http.StatusInternalServerError, "", "", "internal error"))
 					}
@@ -122,8 +126,12 @@ func MiddlewareWith(log *slog.Logger, access *AccessLog) mux.MiddlewareFunc {
 					return
 				}
 				attrs := []any{"method", r.Method, "route", route, "status", rec.status, "duration_ms", float64(d.Microseconds()) / 1000}
-				if id := traceID(r); id != "" {
-					attrs = append(attrs, "trace_id", id)
+				// With a span in the context, tracing.LogHandler adds
+				// trace_id and span_id.
+				if !trace.SpanContextFromContext(r.Context()).IsValid() {
+					if id := traceID(r); id != "" {
+						attrs = append(attrs, "trace_id", id)
+					}
 				}
 				log.Log(r.Context(), level, "http request", attrs...)
 			}()

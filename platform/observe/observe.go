@@ -9,11 +9,15 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"profiles/platform/tracing"
 )
 
 // SetupLogger installs a slog default logger writing to stderr. format is
 // "json" or "text"; level is debug, info, warn or error. Every record
-// carries the service name.
+// carries the service name, and a record logged with the context of a
+// traced request or record carries its trace_id and span_id
+// (tracing.LogHandler).
 func SetupLogger(service, format, level string) *slog.Logger {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
@@ -24,7 +28,7 @@ func SetupLogger(service, format, level string) *slog.Logger {
 	if strings.EqualFold(format, "text") {
 		h = slog.NewTextHandler(os.Stderr, opts)
 	}
-	log := slog.New(h).With("service", service)
+	log := slog.New(tracing.LogHandler(h)).With("service", service)
 	slog.SetDefault(log)
 	return log
 }

@@ -27,6 +27,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/httpx"
+	"profiles/platform/tracing"
 	"profiles/platform/validate"
 )
 
@@ -110,7 +111,10 @@ type Client struct {
 	Sign func(r *http.Request, body []byte)
 }
 
-func (c Client) do(ctx context.Context, method, u string, body []byte) (*http.Response, error) {
+// do sends a request for route (its template: the name of its client
+// span, when the client's transport is traced) to u.
+func (c Client) do(ctx context.Context, method, route, u string, body []byte) (*http.Response, error) {
+	ctx = tracing.WithRoute(ctx, route)
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -152,7 +156,7 @@ func (c Client) Release(ctx context.Context, base string, req ClaimRequest) erro
 
 func (c Client) claim(ctx context.Context, method, base string, req ClaimRequest) error {
 	b, _ := json.Marshal(req)
-	resp, err := c.do(ctx, method, strings.TrimRight(base, "/")+PathClaims, b)
+	resp, err := c.do(ctx, method, PathClaims, strings.TrimRight(base, "/")+PathClaims, b)
 	if err != nil {
 		return err
 	}
@@ -169,7 +173,7 @@ func (c Client) claim(ctx context.Context, method, base string, req ClaimRequest
 
 // Profile returns the current state of uid from base.
 func (c Client) Profile(ctx context.Context, base, uid string) (events.Profile, error) {
-	resp, err := c.do(ctx, http.MethodGet, strings.TrimRight(base, "/")+pathProfiles+url.PathEscape(uid), nil)
+	resp, err := c.do(ctx, http.MethodGet, pathProfiles+"{uid}", strings.TrimRight(base, "/")+pathProfiles+url.PathEscape(uid), nil)
 	if err != nil {
 		return events.Profile{}, err
 	}
@@ -187,7 +191,7 @@ func (c Client) Profile(ctx context.Context, base, uid string) (events.Profile, 
 // StartRebuild asks the instance at base to rebuild its view: nil on 202,
 // a *StatusError on another status, or the transport's error.
 func (c Client) StartRebuild(ctx context.Context, base string) error {
-	resp, err := c.do(ctx, http.MethodPost, strings.TrimRight(base, "/")+PathViewRebuild, nil)
+	resp, err := c.do(ctx, http.MethodPost, PathViewRebuild, strings.TrimRight(base, "/")+PathViewRebuild, nil)
 	if err != nil {
 		return err
 	}
@@ -203,7 +207,7 @@ func (c Client) StartRebuild(ctx context.Context, base string) error {
 func (c Client) ViewStatus(ctx context.Context, base string) (ViewStatus, error) {
 	var st ViewStatus
 	endpoint := strings.TrimRight(base, "/") + PathViewRebuild
-	resp, err := c.do(ctx, http.MethodGet, endpoint, nil)
+	resp, err := c.do(ctx, http.MethodGet, PathViewRebuild, endpoint, nil)
 	if err != nil {
 		return st, err
 	}
@@ -291,7 +295,7 @@ func ProfileHandler(s States, log *slog.Logger) http.Handler {
 		}
 		st, err := s.Get(uid)
 		if err != nil {
-			log.Error("reading the state of a profile failed", "uid", uid, "err", err)
+			log.ErrorContext(r.Context(), "reading the state of a profile failed", "uid", uid, "err", err)
 			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "", "", "reading the state failed; see the service log"))
 			return
 		}

@@ -358,7 +358,7 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, body []byte, p
 					return
 				}
 			}
-			rt.Log.Warn("forward failed", "owner", owner.ID, "url", owner.URL, "err", err)
+			rt.Log.WarnContext(r.Context(), "forward failed", "owner", owner.ID, "url", owner.URL, "err", err)
 			rt.unavailable(w, r, -1, fmt.Errorf("owner %s failed: %w", owner.ID, err))
 		},
 	}

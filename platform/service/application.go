@@ -12,6 +12,7 @@ import (
 
 	"profiles/platform/httpx"
 	"profiles/platform/observe"
+	"profiles/platform/tracing"
 )
 
 // Application is what a service's composition root hands its main: the
@@ -61,15 +62,31 @@ func (a *Application) Run(ctx context.Context) error {
 	return RunStop(ctx, a.Log, a.Addr, a.Handler, Stop{NoLeave: a.NoLeave, Grace: a.Grace, DrainGrace: a.DrainGrace, DrainHandover: a.DrainHandover}, a.Tasks...)
 }
 
-// Start is the start-up and shut-down that every binary shares. It makes
-// name's Boot (NewBoot with kafka; without Kafka settings, a Boot of only
-// Name and Log), calls f with it and a context that ends at SIGINT or
-// SIGTERM, and then closes the Boot (Boot.Close) and stops listening for
-// the signals, in that order.
+// Start is the start-up and shut-down that every binary shares. It sets
+// up tracing from the OTEL_* variables (tracing.Setup, with name as the
+// service name), makes name's Boot (NewBoot with kafka; without Kafka
+// settings, a Boot of only Name and Log), calls f with it and a context
+// that ends at SIGINT or SIGTERM, and then closes the Boot (Boot.Close),
+// stops listening for the signals and flushes the spans still queued (for
+// up to TracingFlush), in that order.
 func Start(name string, log *slog.Logger, kafka *KafkaFlags, f func(ctx context.Context, boot *Boot) error) error {
 	observe.RegisterBuildInfo(name)
 	b := observe.BuildInfo()
 	log.Info("build", "version", b.Version, "revision", b.Revision, "modified", b.Modified, "go", b.GoVersion)
+	flush, err := tracing.Setup(context.Background(), tracing.Options{Service: name})
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	if tracing.Enabled() {
+		log.Info("tracing on: spans are exported over OTLP/HTTP")
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), TracingFlush)
+		defer cancel()
+		if err := flush(ctx); err != nil {
+			log.Warn("tracing: spans not flushed at stop", "err", err)
+		}
+	}()
 	boot := &Boot{Name: name, Log: log}
 	if kafka != nil {
 		var err error
@@ -82,6 +99,10 @@ func Start(name string, log *slog.Logger, kafka *KafkaFlags, f func(ctx context.
 	defer boot.Close()
 	return f(ctx, boot)
 }
+
+// TracingFlush bounds the flush of the spans still queued at a stop (see
+// Start): an unreachable collector costs a stop no more than this.
+const TracingFlush = 5 * time.Second
 
 // Serve is Start for a service: with the logger of common, it wires the
 // service with wire (its composition root) and runs the Application.

@@ -26,6 +26,7 @@ import (
 	"profiles/platform/httpx"
 	"profiles/platform/kafkax"
 	"profiles/platform/observe"
+	"profiles/platform/tracing"
 )
 
 // Flags are the settings every binary has.
@@ -130,7 +131,8 @@ func WithAccessLog(a *httpx.AccessLog) RouterOption {
 func (f *Flags) AccessLogOption() RouterOption { return WithAccessLog(f.access) }
 
 // NewRouter returns a router that answers unknown routes and methods with
-// problem details, instruments and logs every route (httpx.MiddlewareWith),
+// problem details, traces the API and internal routes (tracing.Middleware),
+// instruments and logs every route (httpx.MiddlewareWith),
 // and serves /healthz, /readyz (from health) and /metrics.
 func NewRouter(log *slog.Logger, health *httpx.Health, opts ...RouterOption) *mux.Router {
 	var o routerOptions
@@ -140,6 +142,7 @@ func NewRouter(log *slog.Logger, health *httpx.Health, opts ...RouterOption) *mu
 	r := mux.NewRouter()
 	r.NotFoundHandler = httpx.NotFoundHandler
 	r.MethodNotAllowedHandler = httpx.MethodNotAllowedHandler
+	r.Use(tracing.Middleware)
 	r.Use(httpx.MiddlewareWith(log, o.access))
 	r.HandleFunc("/healthz", health.Healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", health.Readyz).Methods(http.MethodGet)

@@ -22,8 +22,10 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/trace"
 
 	"profiles/events"
+	"profiles/platform/kafkax"
 	"profiles/platform/pii"
 	"profiles/platform/topology"
 	"profiles/projections/projection"
@@ -121,6 +123,9 @@ type batch struct {
 	index, snapshots []*sarama.ProducerMessage
 	next             map[string]events.Profile // uid: its state after the batch
 	applied          int
+	// spans are the spans of processing the batch's events
+	// (kafkax.StartProcess), ended once the batch is written or failed.
+	spans []trace.Span
 	// at is where the record of a topic and key is in index or snapshots:
 	// a later step of the same key replaces it, so that a batch writes
 	// only the last state of each profile and index entry. The events of
@@ -155,10 +160,13 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 		return p.State.Get(uid)
 	}
 	done := 0 // records before this one are written
+	defer func() { endSpans(b, errors.New("not written")) }()
 	flush := func(upTo int) error {
 		if err := p.write(b); err != nil {
+			endSpans(b, err)
 			return err
 		}
+		endSpans(b, nil)
 		done = upTo
 		b = &batch{next: map[string]events.Profile{}, at: map[recordKey]int{}}
 		return nil
@@ -226,6 +234,14 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 			continue
 		}
 		headers := projection.RecordHeaders(recs[0].Headers) // one map for every record of the step
+		// The snapshot and the index records continue the trace of the
+		// event (its span when tracing is on, the context it carried
+		// when off), so that query-svc's apply joins the write's trace.
+		rctx, span := kafkax.StartProcess(ctx, r)
+		kafkax.InjectTraceHeaders(rctx, &headers)
+		if span.IsRecording() {
+			b.spans = append(b.spans, span)
+		}
 		for _, rec := range recs[:len(recs)-1] {
 			b.add(&b.index, rec, rec.Message(headers))
 		}
@@ -236,6 +252,15 @@ func (p *Projector) fold(ctx context.Context, partition int32, records []*sarama
 	}
 	err := flush(len(records))
 	return done, err
+}
+
+// endSpans ends the spans of b's events, marked failed with err if it is
+// not nil, and forgets them.
+func endSpans(b *batch, err error) {
+	for _, span := range b.spans {
+		kafkax.EndSpan(span, err)
+	}
+	b.spans = nil
 }
 
 // write sends b's records: the index records first and the snapshots

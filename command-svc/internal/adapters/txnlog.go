@@ -272,10 +272,24 @@ func (t *txnProducer) writes(p int32) error {
 }
 
 // Append writes es (all of one profile) and claims in one transaction.
-func (l *TxnEventLog) Append(ctx context.Context, claims []app.ClaimRecord, es ...events.Event) error {
+//
+// It is traced as one producer span, "send <topic>" (the event log's, or
+// the claims topic's for claims alone), from the call to the commit or
+// the failure, and every record carries its trace context in its headers
+// (kafkax.InjectTrace), so that whoever reads an event continues the
+// trace of the request that wrote it.
+func (l *TxnEventLog) Append(ctx context.Context, claims []app.ClaimRecord, es ...events.Event) (err error) {
 	if len(es) == 0 && len(claims) == 0 {
 		return nil
 	}
+	topic, p, n := l.Config.ClaimsTopic, int32(-1), len(claims)
+	if len(es) > 0 {
+		topic, p, n = l.Config.EventsTopic, kafkax.Partition(es[0].UID, l.Config.Partitions), len(es)
+	} else {
+		p = kafkax.Partition(claims[0].Email, l.Config.Partitions)
+	}
+	ctx, span := kafkax.StartSend(ctx, topic, p, n)
+	defer func() { kafkax.EndSpan(span, err) }()
 	l.mu.Lock()
 	prod := l.cur
 	l.mu.Unlock()
@@ -364,6 +378,7 @@ func (l *TxnEventLog) Append(ctx context.Context, claims []app.ClaimRecord, es .
 		}
 		return nil
 	}
+	kafkax.InjectTrace(ctx, msgs)
 	if err := l.inTxn(ctx, prod, msgs, check, late); err != nil {
 		if len(es) > 0 {
 			return fmt.Errorf("append %d events of %s: %w", len(es), es[0].UID, err)

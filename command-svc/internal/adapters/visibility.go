@@ -12,6 +12,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"profiles/platform/tracing"
 )
 
 // QueryVisibility waits until query-svc serves a change, by asking it with
@@ -40,34 +45,53 @@ type QueryVisibility struct {
 // and under every email of emails. A 404 for the uid also counts: the
 // profile was deleted at that version or after, and nothing follows a
 // delete.
+//
+// The wait is traced as a span "wait visible" (with the version, never the
+// uid or an email) in the trace of ctx; each request it sends is a client
+// span named after its route template (/api/profile/{uid},
+// /api/search), whose trace context query-svc continues, when Client's
+// transport is traced (httpx.PeerTransport).
 func (v *QueryVisibility) WaitVisible(ctx context.Context, uid string, version int64, emails []string) (err error) {
 	began := time.Now()
+	var span trace.Span
+	if tracing.Enabled() {
+		ctx, span = tracing.Tracer().Start(ctx, "wait visible", trace.WithAttributes(
+			attribute.Int64("profiles.min_version", version), attribute.Int("profiles.emails", len(emails))))
+	}
 	defer func() {
 		result := "visible"
 		if err != nil {
 			result = "not_visible"
 		}
 		visibleSeconds.WithLabelValues(result).Observe(time.Since(began).Seconds())
+		if span != nil {
+			if err != nil {
+				span.SetStatus(codes.Error, result)
+			}
+			span.End()
+		}
 	}()
 	ctx, cancel := context.WithTimeout(ctx, v.Timeout)
 	defer cancel()
 	ver := strconv.FormatInt(version, 10)
-	paths := []string{"/api/profile/" + url.PathEscape(uid) + "?minVersion=" + ver}
+	type target struct{ route, path string }
+	targets := []target{{"/api/profile/{uid}", "/api/profile/" + url.PathEscape(uid) + "?minVersion=" + ver}}
 	for _, e := range emails {
-		paths = append(paths, "/api/search?"+url.Values{"email": {e}, "uid": {uid}, "minVersion": {ver}}.Encode())
+		targets = append(targets, target{"/api/search", "/api/search?" + url.Values{"email": {e}, "uid": {uid}, "minVersion": {ver}}.Encode()})
 	}
 	bases := []string{""} // "" lets wait pick one instance
 	if v.Every {
 		bases = v.BaseURLs
 	}
-	errc := make(chan error, len(paths)*len(bases))
-	for _, path := range paths {
+	errc := make(chan error, len(targets)*len(bases))
+	for _, t := range targets {
+		tctx := tracing.WithRoute(ctx, t.route)
 		for _, base := range bases {
-			go func() { errc <- v.wait(ctx, base, path) }()
+			go func() { errc <- v.wait(tctx, base, t.path) }()
 		}
 	}
 	var first error
-	for range len(paths) * len(bases) {
+	for range len(targets) * len(bases) {
 		if err := <-errc; err != nil && first == nil {
 			first = err
 			cancel()

@@ -84,9 +84,15 @@ func (a Applier) Start(topic string, p int32) (int64, error) {
 
 // Handle applies one batch of records of topic/p. Undecodable records are
 // logged, counted and skipped; the offset moves past them.
-func (a Applier) Handle(_ context.Context, topic string, p int32, records []*sarama.ConsumerMessage) error {
+//
+// Each record that carries a trace context (a write's, through the
+// projector) gets a span "process <topic>" in that trace, from the start
+// of the batch to the end of its apply (kafkax.StartProcessSpans); with
+// tracing off, none.
+func (a Applier) Handle(ctx context.Context, topic string, p int32, records []*sarama.ConsumerMessage) (err error) {
+	spans := kafkax.StartProcessSpans(ctx, records)
+	defer func() { spans.End(err) }()
 	next := records[len(records)-1].Offset + 1
-	var err error
 	switch topic {
 	case a.SnapshotsTopic:
 		profiles := make([]events.Profile, 0, len(records))

@@ -41,6 +41,7 @@ ADVERTISE_URL its address through the headless Service. */}}
   valueFrom: {fieldRef: {fieldPath: metadata.name}}
 - name: INSTANCE_ID
   value: "$(POD_NAME)"
+{{- include "profiles.tracingEnv" .root }}
 {{ include "profiles.kafkaEnv" .root }}
 - name: SESSION_TIMEOUT
   value: {{ .root.Values.kafka.sessionTimeout | quote }}
@@ -247,3 +248,24 @@ a margin. */}}
 {{- else if hasSuffix "m" $s -}}{{- mul (trimSuffix "m" $s | int) 60 -}}
 {{- else -}}{{- fail (printf "duration %q: use ms, s or m" $s) -}}{{- end -}}
 {{- end -}}
+
+{{/* The OTEL_* variables of observability.tracing, after POD_NAME: none
+while its endpoint is empty (tracing off). */}}
+{{- define "profiles.tracingEnv" -}}
+{{- with .Values.observability.tracing }}
+{{- if .endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .endpoint | quote }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: "service.instance.id=$(POD_NAME)"
+{{- with .sampler }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ . | quote }}
+{{- end }}
+{{- with .samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
