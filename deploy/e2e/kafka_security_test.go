@@ -453,6 +453,9 @@ func TestKafkaSecureForeignCredentials(t *testing.T) {
 		for k, v := range secureEnv("query-svc") {
 			s.SetEnv("command-svc-0", k, v)
 		}
+		// It never owns a partition: the POST below is refused once the
+		// route wait is over.
+		s.SetEnv("command-svc-0", "ROUTE_WAIT", "3s")
 		s.Start("command-svc-0")
 		deadline := time.Now().Add(90 * time.Second)
 		for !logContains(t, s, "command-svc-0", sarama.ErrGroupAuthorizationFailed.Error()) {

@@ -168,7 +168,7 @@ func pgWaitLagZero(t *testing.T, s *System, rep string) {
 	}
 }
 
-// Feeds to other systems, after the same random workload of 10,000
+// Feeds to other systems, after the same random workload of 5,000
 // operations, with both replicators killed (SIGKILL) mid-way and started
 // again:
 //   - the mirror cluster's compacted snapshot state equals ours key for
@@ -195,7 +195,7 @@ func TestFeedsEndEqualAfterAWorkloadWithReplicatorsKilled(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		randomWorkload(t, s, 10_000)
+		randomWorkload(t, s, 5_000)
 	}()
 	// Kill the replicator while the workload runs, once it has stored a
 	// few hundred records, and start it again.
@@ -223,7 +223,7 @@ func TestFeedsEndEqualAfterAWorkloadWithReplicatorsKilled(t *testing.T) {
 	rows := strings.Count(dump, "\n")
 	total := CountRecords(t, KafkaReadCommitted(t), topic)
 	resumed := s.Metric(rep, recordsMetric)
-	t.Logf("workload of 10,000 operations: %s; table equals the snapshot topic: %d live profiles, %d snapshot records; "+
+	t.Logf("workload of 5,000 operations: %s; table equals the snapshot topic: %d live profiles, %d snapshot records; "+
 		"the replicator stored %v records before the kill and %v after its restart", workload.Round(time.Millisecond), rows, total, before, resumed)
 	if rows == 0 {
 		t.Fatal("no live profile at the end of the workload")
