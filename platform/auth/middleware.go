@@ -89,14 +89,14 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 			if a.Signer != nil {
 				if err := a.Signer.Verify(r); errors.Is(err, ErrReplayCacheFull) {
 					a.logger().Warn("refused a signed request: the replay cache is full", "method", r.Method,
-						"path", r.URL.Path, "remote", r.RemoteAddr, "max", MaxNonces)
+						"route", httpx.Route(r), "remote", r.RemoteAddr, "max", MaxNonces)
 					w.Header().Set("Retry-After", "1")
 					httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "replay-cache-full", "Service Unavailable",
 						"this instance has taken too many signed requests in the last seconds; try again"))
 					return
 				} else if err != nil {
 					a.logger().Warn("refused a request that claims to come from another instance", "method", r.Method,
-						"path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+						"route", httpx.Route(r), "remote", r.RemoteAddr, "err", err)
 					httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusForbidden, "invalid-signature", "Forbidden",
 						"X-Profiles-* headers and /internal/ are for the instances of the service, and need their signature"))
 					return

@@ -103,12 +103,7 @@ func MiddlewareWith(log *slog.Logger, access *AccessLog) mux.MiddlewareFunc {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
 			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-			route := "unmatched"
-			if cr := mux.CurrentRoute(r); cr != nil {
-				if t, err := cr.GetPathTemplate(); err == nil {
-					route = t
-				}
-			}
+			route := Route(r)
 			defer func() {
 				if v := recover(); v != nil {
 					log.ErrorContext(r.Context(), "panic in handler", "route", route, "panic", fmt.Sprint(v))
@@ -160,3 +155,15 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Route returns the template of the mux route that matched r, such as
+// /api/profile/{uid}, or "unmatched". Logs name a request by it, never by
+// its path, which may hold a uid.
+func Route(r *http.Request) string {
+	if cr := mux.CurrentRoute(r); cr != nil {
+		if t, err := cr.GetPathTemplate(); err == nil {
+			return t
+		}
+	}
+	return "unmatched"
+}

@@ -402,12 +402,12 @@ func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error) {
 			// wait is over).
 			w.Header().Set(routing.HeaderNotWritten, "1")
 		} else {
-			h.Log.WarnContext(r.Context(), "command not accepted", "path", r.URL.Path, "err", err)
+			h.Log.WarnContext(r.Context(), "command not accepted", "route", httpx.Route(r), "err", err)
 		}
 		w.Header().Set("Retry-After", "1")
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "unavailable", "", err.Error()))
 	default:
-		h.Log.ErrorContext(r.Context(), "command failed", "path", r.URL.Path, "err", err)
+		h.Log.ErrorContext(r.Context(), "command failed", "route", httpx.Route(r), "err", err)
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "", "", "the command failed; see the service log"))
 	}
 }

@@ -177,6 +177,6 @@ func (h HTTP) fail(w http.ResponseWriter, r *http.Request, err error, minVersion
 			"the view has not reached version "+strconv.FormatInt(minVersion, 10)+" yet"))
 		return
 	}
-	h.Log.ErrorContext(r.Context(), "query failed", "path", r.URL.Path, "err", err)
+	h.Log.ErrorContext(r.Context(), "query failed", "route", httpx.Route(r), "err", err)
 	httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "", "", "the query failed; see the service log"))
 }
