@@ -15,8 +15,10 @@ import (
 // heldRouter serves every partition here and always holds it.
 type heldRouter struct{ self kafkax.Member }
 
-func (h heldRouter) Route(context.Context, int32) (kafkax.Member, bool, error) { return h.self, true, nil }
-func (heldRouter) Holds(int32, int) bool                                      { return true }
+func (h heldRouter) Route(context.Context, int32) (kafkax.Member, bool, error) {
+	return h.self, true, nil
+}
+func (heldRouter) Holds(int32, int) bool { return true }
 
 // interruptibleRouter is heldRouter with an Interrupt that costs what
 // kafkax.Group's does for a read shorter than its watch delay: a
