@@ -61,7 +61,7 @@ ARGS        ?= status
 # make replay reads personal data with the key make run generated
 # ($(RUN_DATA)/pii-kek), unless PII_KEK or PII_KEK_FILE is set.
 .PHONY: replay
-replay: ## Rebuild from the event log against the local broker: make replay ARGS="status [-json]|snapshots [-switch]|verify|switch|drop -generation N|views -query URLS|help".
+replay: ## Rebuild from the event log against the local broker: make replay ARGS="status [-json]|snapshots [-switch]|verify|switch|drop -generation N|views -query URLS|topics [-json]|help".
 	@mkdir -p $(BIN) && cd projections && CGO_ENABLED=0 go build -o $(abspath $(BIN))/replay ./cmd/replay
 	@if [[ -z "$${PII_KEK:-}$${PII_KEK_FILE:-}" ]]; then export PII_KEK_FILE="$(RUN_DATA)/pii-kek"; fi; \
 	  echo "$(BIN)/replay $(ARGS)" >&2; exec "$(BIN)/replay" $(ARGS)

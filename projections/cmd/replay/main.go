@@ -80,6 +80,9 @@ func parseCommand(args []string, stdout, stderr io.Writer) (cmd string, code int
 }
 
 func run(cmd string, cfg *projections.ReplayConfig) error {
+	if slices.Contains(projections.ReplayOffline, cmd) {
+		return cfg.RunOffline(cmd, os.Stdout)
+	}
 	log, err := cfg.Logger()
 	if err != nil {
 		return err

@@ -39,6 +39,11 @@ Commands:
                           re-read it from Kafka, one instance at a time; with
                           AUTH_MODE=jwt on query-svc, AUTH_TOKEN must hold a
                           bearer token with the scope profiles:admin
+  topics [-generation N] [-json]
+                          print the topics the services need, with their
+                          partitions and configs, as kafka-topics.sh commands
+                          (or JSON), for a platform team that creates them
+                          (TOPICS_CREATE=false); no broker and no key needed
 
 Kafka settings come from the same flags and environment variables as the
 services (KAFKA_BROKERS, EVENTS_TOPIC, SNAPSHOTS_TOPIC, ...), and so does
@@ -49,7 +54,11 @@ them.
 
 // ReplayCommands are the replay tool's commands, in the order of
 // ReplayUsage.
-var ReplayCommands = []string{"status", "snapshots", "verify", "switch", "drop", "views"}
+var ReplayCommands = []string{"status", "snapshots", "verify", "switch", "drop", "views", "topics"}
+
+// ReplayOffline are the commands that run without a broker or a key
+// (RunOffline).
+var ReplayOffline = []string{"topics"}
 
 // VerifyFailed is the error of a verification that found differences
 // (replay verify, or snapshots -switch): the tool exits with status 3 on it.
@@ -82,13 +91,13 @@ func RegisterReplayFlags(fs *flag.FlagSet) *ReplayConfig {
 		Kafka:          service.RegisterKafkaFlags(fs),
 		ProjectorGroup: config.String(fs, "projector-group", "PROJECTOR_GROUP", "profiles-projector", "base consumer group of the projector"),
 		QueryGroup:     config.String(fs, "query-group", "QUERY_GROUP", "profiles-query", "base consumer group of query-svc (drop deletes its group of the generation)"),
-		Generation:     fs.Int("generation", 0, "snapshot generation (snapshots: 0 = the next one)"),
+		Generation:     fs.Int("generation", 0, "snapshot generation (snapshots: 0 = the next one; topics: whose snapshot and index topics, 0 = the first)"),
 		Switch:         fs.Bool("switch", false, "snapshots: verify the new generation and switch to it if it matches"),
 		Force:          fs.Bool("force", false, "switch: switch even without a clean verification"),
 		Wait:           fs.Duration("wait", 5*time.Minute, "longest wait for the live projector (verify) or a view rebuild (views)"),
 		Query:          config.String(fs, "query", "QUERY_URLS", "", "views: comma-separated base URLs of the query-svc instances"),
 		Progress:       fs.Duration("progress", 2*time.Second, "interval of the progress lines"),
-		JSON:           fs.Bool("json", false, "status: print JSON (see ReplayStatus) instead of text"),
+		JSON:           fs.Bool("json", false, "status, topics: print JSON (see ReplayStatus, TopicPlan) instead of text"),
 		LogLevel:       config.String(fs, "log-level", "LOG_LEVEL", "info", "log level: debug, info, warn or error"),
 	}
 }
@@ -250,5 +259,30 @@ func (st ReplayStatus) WriteText(out io.Writer) {
 		}
 		fmt.Fprintf(out, "generation %d%s: %s, %s, built %s from %d events, %d profiles, %s\n",
 			g.Generation, current, g.Snapshots, g.EmailIndex, g.BuiltAt.Format(time.RFC3339), g.Events, g.Profiles, verified)
+	}
+}
+
+// RunOffline runs a command of ReplayOffline, writing to out. It reads
+// the settings but dials no broker and loads no key.
+func (cfg *ReplayConfig) RunOffline(cmd string, out io.Writer) error {
+	switch cmd {
+	case "topics":
+		c, err := cfg.Kafka.Kafka.Config()
+		if err != nil {
+			return err
+		}
+		specs := c.Specs()
+		if n := *cfg.Generation; n > 1 {
+			specs = append(c.BaseSpecs(), c.GenerationSpecs(n)...)
+		}
+		plan := topology.Plan(specs, c.ReplicationFactor)
+		if *cfg.JSON {
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(plan)
+		}
+		return topology.WriteCreateCommands(out, plan)
+	default:
+		return fmt.Errorf("unknown offline command %q", cmd)
 	}
 }
