@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -13,6 +14,7 @@ import (
 // stops accepting, lets requests in flight finish for up to grace, and then
 // closes what is left. It returns nil after a clean shutdown.
 func Serve(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Duration) error {
+	busy := trackBusy(srv)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	slog.Info("http listening", "addr", ln.Addr().String())
@@ -25,6 +27,7 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Du
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
+		slog.Warn("http server: requests still running after the shutdown grace are cut off", "grace", grace, "requests", busy())
 		err = srv.Close()
 	}
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
@@ -79,5 +82,32 @@ func NewServerWith(h http.Handler, t Timeouts) *http.Server {
 		WriteTimeout:      t.Write,
 		IdleTimeout:       t.Idle,
 		MaxHeaderBytes:    MaxHeaderBytes,
+	}
+}
+
+// trackBusy chains a ConnState hook to srv that follows which connections
+// have a request in progress, and returns how many do now.
+func trackBusy(srv *http.Server) func() int {
+	var (
+		mu   sync.Mutex
+		busy = map[net.Conn]bool{}
+	)
+	prev := srv.ConnState
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		if prev != nil {
+			prev(c, st)
+		}
+		mu.Lock()
+		if st == http.StateActive {
+			busy[c] = true
+		} else {
+			delete(busy, c)
+		}
+		mu.Unlock()
+	}
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(busy)
 	}
 }

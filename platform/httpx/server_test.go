@@ -2,11 +2,13 @@ package httpx
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -341,5 +343,34 @@ func TestNewServerDefaults(t *testing.T) {
 	if short.ReadHeaderTimeout != testTimeouts.ReadHeader || short.ReadTimeout != testTimeouts.Read ||
 		short.WriteTimeout != testTimeouts.Write || short.IdleTimeout != testTimeouts.Idle || short.MaxHeaderBytes != MaxHeaderBytes {
 		t.Fatalf("NewServerWith = %+v", short)
+	}
+}
+
+// A shutdown that runs out of grace says how many requests it cuts off.
+func TestServeSaysWhatTheGraceCutOff(t *testing.T) {
+	var logs bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
+	defer slog.SetDefault(old)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	srv := NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+	}))
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, srv, ln, 100*time.Millisecond) }()
+	go func() { _, _ = http.Get("http://" + ln.Addr().String()) }()
+	<-started
+	stop()
+	<-done
+	if !strings.Contains(logs.String(), "requests still running after the shutdown grace are cut off") || !strings.Contains(logs.String(), "requests=1") {
+		t.Fatalf("the log after a shutdown past its grace:\n%s", logs.String())
 	}
 }
