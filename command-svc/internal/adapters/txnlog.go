@@ -758,9 +758,9 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 	began := time.Now()
 	defer func() { txnSeconds.Observe(time.Since(began).Seconds()) }()
 	fail := func(err error) (bool, error) {
-		if fenced(err) || t.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+		if unusable(err, t.TxnStatus()) {
 			appends.WithLabelValues("fenced").Add(float64(len(live)))
-			l.Log.Warn("the session's producer is fenced or failed for good; closing it", "generation", t.sess.Generation, "err", err)
+			l.Log.Warn("the session's producer is fenced or failed for good; closing it", "generation", t.sess.Generation, "status", t.TxnStatus().String(), "err", err)
 			if t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
 				_ = t.AbortTxn()
 			}
@@ -858,6 +858,19 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 type commitUnknown struct{ error }
 
 func (c commitUnknown) Unwrap() error { return c.error }
+
+// unusable reports whether a producer whose transaction call failed with
+// err, and whose transaction state is now st, can never write again, so
+// that it must be closed and a new one started (by a new session: its
+// InitProducerId also aborts what the old one left open). It is so when it
+// is fenced, when its state is a fatal error, and when its state machine
+// refuses the next step (ErrTransitionNotAllowed: after a broker failure
+// it can be left in a state from which neither a new transaction nor an
+// abort may start; kept, it would refuse every append until the next
+// rebalance).
+func unusable(err error, st sarama.ProducerTxnStatusFlag) bool {
+	return fenced(err) || st&sarama.ProducerTxnFlagFatalError != 0 || errors.Is(err, sarama.ErrTransitionNotAllowed)
+}
 
 // fenced reports whether err means this producer may never write again:
 // another producer took the transactional id, or the group coordinator
