@@ -103,6 +103,11 @@ const (
 func TestRestartKeepsEverythingAndResumesFromStoredOffsets(t *testing.T) {
 	s := StartSystem(t, Options{})
 	want := writeFixture(t, s, "a", 30)
+	// command-svc's keyring is lazy: it fetches the keys topic about once
+	// a second (it wrote the keys it would read). Give it that second, so
+	// that what it reads after the restart is a tail, not what it had not
+	// fetched yet.
+	time.Sleep(3 * time.Second)
 
 	s.StopAll()
 	kafkaScript(t, "stop")
