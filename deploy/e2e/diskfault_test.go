@@ -104,9 +104,10 @@ func (s *System) logOf(name string) string {
 // data directory is a small tmpfs; a file takes all but 8 MiB of it, below
 // the view's reserve (DISK_RESERVE_MB, 32 here). The view refuses every
 // batch rather than let Pebble fail a write (which ends the process): the
-// instance says why on /readyz and in its log, serves none of its
-// partitions from a view that no longer moves, does not exit, and serves
-// them again once the file is deleted.
+// instance says why on /readyz and in its log, steps out of its consumer
+// group so that query-svc-1 serves all of its partitions meanwhile (it
+// never serves them from a view that no longer moves), does not exit, and
+// joins again and serves once the file is deleted.
 func TestFaultQuerySvcDiskFull(t *testing.T) {
 	needCluster(t)
 	needTmpfs(t)
@@ -141,6 +142,23 @@ func TestFaultQuerySvcDiskFull(t *testing.T) {
 	if !strings.Contains(unready, "full") {
 		t.Errorf("/readyz of %s does not say that its disk is full: %s", victim, unready)
 	}
+	// The survivor takes every partition over: the victim left the group.
+	tookOver := time.Now()
+	for {
+		owners := s.owners("query-svc-1")
+		all := len(owners) == 6
+		for _, id := range owners {
+			all = all && id == "query-svc-1"
+		}
+		if all {
+			break
+		}
+		if time.Since(tookOver) > 10*time.Second {
+			t.Fatalf("query-svc-1 did not take over the partitions of %s within 10 s of it stepping aside: %v", victim, owners)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	l.Mark(fmt.Sprintf("query-svc-1 owns every partition, %.1f s after %s reported unready", time.Since(tookOver).Seconds(), victim))
 	time.Sleep(10 * time.Second)
 	if code, body := s.readyz(victim); code != http.StatusServiceUnavailable {
 		t.Errorf("%s became ready while its disk was still full: %d %s", victim, code, body)
@@ -162,11 +180,12 @@ func TestFaultQuerySvcDiskFull(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	l.Stop()
 	log := s.logOf(victim)
-	for _, want := range []string{"cannot apply records; the partition is not served until they apply", "the disk of the store is (nearly) full", "records apply again"} {
+	for _, want := range []string{"cannot apply records; the partition is not served until they apply", "the disk of the store is (nearly) full",
+		"stepping out of the consumer group", "able to apply records again; rejoining the consumer group"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("the log of %s lacks %q", victim, want)
 		}
 	}
 	l.Verify("12. a query-svc instance's disk full for 10 s (a filled tmpfs)",
-		fmt.Sprintf("%s's view refuses every batch below its reserve (DISK_RESERVE_MB) instead of letting Pebble fail a write; it reports unready with the reason, serves none of its partitions meanwhile, and was ready again %.1f s after the space returned", victim, recovered.Seconds()))
+		fmt.Sprintf("%s's view refuses every batch below its reserve (DISK_RESERVE_MB) instead of letting Pebble fail a write; it reports unready with the reason and steps out of its group, so query-svc-1 serves its partitions meanwhile; it rejoined and was ready again %.1f s after the space returned", victim, recovered.Seconds()))
 }

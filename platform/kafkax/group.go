@@ -50,6 +50,14 @@ type GroupOptions struct {
 	// Refresh is how often the assignment of the whole group is re-read; 0
 	// means one second. It is also re-read at every rebalance.
 	Refresh time.Duration
+	// Unfit, if set, reports why this instance cannot hold any partition
+	// now (its store's disk is full), or nil. It is asked whenever Handle
+	// fails: if it names a reason, the instance steps aside (it leaves the
+	// group, so that the other members take its partitions over at once)
+	// and asks again every second, joining again once it says nil. Without
+	// Unfit, or while it says nil, a failing batch is retried in place
+	// (see handle), and its partition is not served meanwhile.
+	Unfit func() error
 }
 
 // Session is one generation of this instance's membership: what the
@@ -132,6 +140,10 @@ type Group struct {
 	// leaving is set when a drain starts (see Drain): the session ends
 	// and the member leaves the group for good.
 	leaving bool
+	// aside is why this instance stepped out of the group (see
+	// GroupOptions.Unfit), from the step until it joins again; nil
+	// otherwise.
+	aside error
 	// quiescing is set when a drain starts: Route stops answering self
 	// for new requests (they wait for the next owner), and the session
 	// ends once the inflight requests routed here (Acquire) are done.
@@ -186,14 +198,14 @@ func (c Config) GroupConfig(clientID string, opts GroupOptions) *sarama.Config {
 
 // Run joins the group and consumes until ctx ends.
 func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) error {
-	cg, err := sarama.NewConsumerGroup(brokers, g.opts.Group, cfg)
+	cg, err := g.join(cfg, brokers)
 	if err != nil {
-		return fmt.Errorf("join group %s: %w", g.opts.Group, err)
+		return err
 	}
-	defer cg.Close()
-	go func() {
-		for err := range cg.Errors() {
-			g.log.Warn("consumer group error", "group", g.opts.Group, "err", err)
+	// cg is nil while the instance has stepped aside (it left the group).
+	defer func() {
+		if cg != nil {
+			cg.Close()
 		}
 	}()
 	go loop.Every(ctx, g.opts.Refresh, g.refresh)
@@ -222,7 +234,10 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 		}()
 		defer func() {
 			if g.isLeaving() && ctx.Err() == nil {
-				g.leave(cg)
+				if cg != nil { // stepped aside: it has left already
+					g.leave(cg)
+					cg = nil
+				}
 				left()
 				<-ctx.Done() // keep routing to the new owners until the stop
 			}
@@ -238,10 +253,18 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 		g.mu.Lock()
 		resync := g.resync
 		g.resync = nil
-		leaving := g.leaving
+		leaving, aside := g.leaving, g.aside
 		g.mu.Unlock()
 		if leaving {
 			return nil // the deferred leave hands the partitions over
+		}
+		if aside != nil && ctx.Err() == nil {
+			g.leave(cg)
+			cg = nil
+			if cg = g.stayAside(ctx, cfg, brokers); cg == nil {
+				return nil
+			}
+			continue
 		}
 		if resync != nil && ctx.Err() == nil {
 			resync()
@@ -261,6 +284,83 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 	}
 	return nil
 }
+
+// join creates this member's consumer group client; its first Consume
+// joins the group.
+func (g *Group) join(cfg *sarama.Config, brokers []string) (sarama.ConsumerGroup, error) {
+	cg, err := sarama.NewConsumerGroup(brokers, g.opts.Group, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("join group %s: %w", g.opts.Group, err)
+	}
+	go func() {
+		for err := range cg.Errors() {
+			g.log.Warn("consumer group error", "group", g.opts.Group, "err", err)
+		}
+	}()
+	return cg, nil
+}
+
+// stepAside records why this instance cannot hold partitions (see
+// GroupOptions.Unfit) and ends the session; Run then leaves the group.
+func (g *Group) stepAside(why error) {
+	g.mu.Lock()
+	first := g.aside == nil
+	if first {
+		g.aside = why
+	}
+	end := g.endSession
+	g.mu.Unlock()
+	if first {
+		g.log.Error("cannot apply records on this instance; stepping out of the consumer group so that the other members serve its partitions until it can", "group", g.opts.Group, "err", why)
+		groupAside.WithLabelValues(g.opts.Group).Set(1)
+	}
+	if end != nil {
+		end()
+	}
+}
+
+// stayAside waits, out of the group, until Unfit says nil, then joins the
+// group again and returns the new consumer group; nil if ctx ended or a
+// drain began first.
+func (g *Group) stayAside(ctx context.Context, cfg *sarama.Config, brokers []string) sarama.ConsumerGroup {
+	g.mu.Lock()
+	g.last = nil // nothing of the left session may be served detached
+	g.mu.Unlock()
+	logged := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(stayAsidePoll):
+		}
+		if g.isLeaving() {
+			return nil
+		}
+		why := g.opts.Unfit()
+		if why != nil {
+			if time.Since(logged) >= 30*time.Second {
+				logged = time.Now()
+				g.log.Error("still cannot apply records; still out of the consumer group", "group", g.opts.Group, "err", why)
+			}
+			continue
+		}
+		cg, err := g.join(cfg, brokers)
+		if err != nil {
+			g.log.Warn("able to apply records again, but cannot rejoin the consumer group yet", "group", g.opts.Group, "err", err)
+			continue
+		}
+		g.mu.Lock()
+		g.aside = nil
+		g.mu.Unlock()
+		groupAside.WithLabelValues(g.opts.Group).Set(0)
+		g.log.Info("able to apply records again; rejoining the consumer group", "group", g.opts.Group)
+		return cg
+	}
+}
+
+// stayAsidePoll is how often an instance that stepped aside asks Unfit
+// whether it can hold partitions again.
+var stayAsidePoll = time.Second
 
 // quiesceWait bounds how long a drain waits for the requests in flight
 // on this instance's partitions before it ends the session anyway.
@@ -657,7 +757,9 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.Consu
 // marked consumed, since what the caller holds is older than what Kafka
 // holds. Handle is called again after a growing pause (up to
 // handleRetryMax), never in a hot loop, and the partition is served again
-// once it has caught up.
+// once it has caught up. If GroupOptions.Unfit names a reason after a
+// failure, the instance steps aside instead (handle reports false, and
+// the session ends): the other members can apply what this one cannot.
 func (g *Group) handle(sess sarama.ConsumerGroupSession, topic string, p int32, batch []*sarama.ConsumerMessage) bool {
 	err := g.opts.Handle(sess.Context(), topic, p, batch)
 	if err == nil {
@@ -667,6 +769,12 @@ func (g *Group) handle(sess sarama.ConsumerGroupSession, topic string, p int32, 
 	logged := time.Now()
 	wait := handleRetryMin
 	for {
+		if g.opts.Unfit != nil {
+			if why := g.opts.Unfit(); why != nil {
+				g.stepAside(why)
+				return false
+			}
+		}
 		select {
 		case <-sess.Context().Done():
 			return false
@@ -885,6 +993,9 @@ var ErrLeaseExpired = errors.New("the member's lease ran out (no heartbeat accep
 func (g *Group) Ready() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.aside != nil {
+		return fmt.Errorf("cannot apply records, so out of group %s until it can (the other members serve its partitions): %w", g.opts.Group, g.aside)
+	}
 	if !g.joined {
 		return fmt.Errorf("not yet a member of group %s", g.opts.Group)
 	}

@@ -24,8 +24,12 @@ var (
 	}, []string{"group", "topic", "partition"})
 	groupLeaves = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "profiles_group_leaves_total",
-		Help: "Times this instance left a consumer group at a drain, handing its partitions over.",
+		Help: "Times this instance left a consumer group (at a drain, or to step aside), handing its partitions over.",
 	})
+	groupAside = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "profiles_group_stepped_aside",
+		Help: "1 while this instance is out of the group because it cannot apply records (GroupOptions.Unfit: a full disk), by group.",
+	}, []string{"group"})
 	groupUnowned = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "profiles_group_partitions_unowned",
 		Help: "Partitions of the group's primary topic that no member owns in the latest table this instance read (a stable group should have none), by group.",

@@ -63,7 +63,7 @@ func RegisterFlags(fs *flag.FlagSet) *Config {
 		SwitchGrace:    config.Duration(fs, "switch-grace", "SWITCH_GRACE", 30*time.Second, "how long the old snapshot generation keeps running after a switch, for instances that still route by it"),
 		RouteWait:      config.Duration(fs, "route-wait", "ROUTE_WAIT", 15*time.Second, "longest a request waits for an owner of its partition"),
 		CacheMB:        config.Int(fs, "view-cache-mb", "VIEW_CACHE_MB", view.DefaultCacheSize>>20, "Pebble block cache of the view, in MiB"),
-		ReserveMB:      config.Int(fs, "disk-reserve-mb", "DISK_RESERVE_MB", 64, "free space the view leaves on its disk, in MiB: below it the view applies nothing and its partitions are not served until space returns (0: no check)"),
+		ReserveMB:      config.Int(fs, "disk-reserve-mb", "DISK_RESERVE_MB", 64, "free space the view leaves on its disk, in MiB: below it the view applies nothing and the instance steps out of its group until space returns (0: no check)"),
 		StreamMax:      config.Int(fs, "stream-max", "STREAM_MAX", 100, "most change streams (GET /api/changes) open at once on this instance"),
 	}
 }
@@ -122,6 +122,9 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		opts := kafkax.GroupOptions{
 			Group: topology.GenerationGroup(*cfg.Group, n), Topics: []string{gcfg.SnapshotsTopic, gcfg.EmailIndexTopic, kcfg.EventsTopic}, Self: self,
 			SessionTimeout: *cfg.SessionTimeout, Start: a.Start, Handle: handle, Assigned: func(s kafkax.Session) { gens.Assigned(s.Partitions) },
+			// A full disk steps the instance out of the group: the others
+			// can apply what its view cannot.
+			Unfit: store.Writable,
 		}
 		if static {
 			opts.InstanceID = self.ID

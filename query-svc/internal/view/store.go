@@ -191,6 +191,12 @@ func (s *Store) apply(topic string, p int32, next int64, write func(*pebble.Batc
 	return applied, nil
 }
 
+// Writable returns nil while the view's disk has its reserve free (see
+// Options.Reserve), and an error wrapping pebblex.ErrDiskFull otherwise:
+// then every batch is refused, so the instance cannot hold partitions.
+// It is safe for concurrent use.
+func (s *Store) Writable() error { return s.reserve.Check() }
+
 func (s *Store) notify() {
 	s.mu.Lock()
 	close(s.changed)
