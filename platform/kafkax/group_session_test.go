@@ -3,11 +3,14 @@ package kafkax
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/IBM/sarama"
 )
 
 // Between two sessions (Cleanup until the next Setup has set its
@@ -103,5 +106,51 @@ func TestCutOffInstanceFailsAtOnce(t *testing.T) {
 	defer cancel()
 	if _, _, err := g.Route(ctx, 1); errors.Is(err, ErrCutOff) || !errors.Is(err, ErrNoOwner) {
 		t.Fatalf("Route with a coordinator that answers = %v; want a wait for the owner", err)
+	}
+}
+
+// A lease heartbeat that the coordinator refuses because a rebalance has
+// begun ends the session at once, so that the member rejoins now rather
+// than at sarama's own next heartbeat (up to a heartbeat interval later).
+// A refusal for an older generation, or outside a session, ends nothing.
+func TestRefusedLeaseHeartbeatEndsTheSession(t *testing.T) {
+	broker := sarama.NewMockBroker(t, 1)
+	defer broker.Close()
+	broker.SetHandlerByMap(map[string]sarama.MockResponse{
+		"MetadataRequest": sarama.NewMockMetadataResponse(t).SetBroker(broker.Addr(), broker.BrokerID()).SetController(broker.BrokerID()),
+		"FindCoordinatorRequest": sarama.NewMockFindCoordinatorResponse(t).
+			SetCoordinator(sarama.CoordinatorGroup, "g", broker),
+		"HeartbeatRequest": sarama.NewMockHeartbeatResponse(t).SetError(sarama.ErrRebalanceInProgress),
+	})
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V0_10_2_0 // Heartbeat v0, as the mock answers
+	cfg.ApiVersionsRequest = false
+	client, err := sarama.NewClient([]string{broker.Addr()}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ended := 0
+	g := &Group{
+		opts: GroupOptions{Group: "g"}, client: client, log: slog.New(slog.DiscardHandler),
+		joined: true, inSession: true, changed: make(chan struct{}), generation: 7, memberID: "m",
+		owned:      map[int32]*sessionPartition{1: {behind: map[string]bool{}}},
+		lease:      lease{length: time.Second, until: time.Now().Add(time.Second)},
+		endSession: func() { ended++ },
+	}
+	g.renewLease()
+	if ended != 1 {
+		t.Fatalf("the session ended %d times after the coordinator refused a heartbeat for a rebalance; want 1", ended)
+	}
+	if !g.leaseFailing || g.coordinatorSilent {
+		t.Error("a refused heartbeat must count as failing, from a coordinator that answers")
+	}
+	g.inSession, g.detached = false, true // between sessions, answering for the last one
+	g.renewLease()
+	if ended != 1 {
+		t.Fatalf("a refusal outside a session ended a session (%d)", ended)
+	}
+	if !rejoinNow(fmt.Errorf("heartbeat: %w", sarama.ErrUnknownMemberId)) || rejoinNow(sarama.ErrNotCoordinatorForConsumer) {
+		t.Error("rejoinNow: want the generation's end only")
 	}
 }

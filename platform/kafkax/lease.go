@@ -78,6 +78,13 @@ func (g *Group) renewLease() {
 		if g.lease.held(time.Now()) || !g.leaseFailing {
 			g.log.Warn("group coordinator did not renew this member's lease", "group", g.opts.Group, "generation", gen, "err", err)
 		}
+		// The generation is over (a rebalance began, or the coordinator no
+		// longer knows it): end the session now, so that the member
+		// rejoins at once instead of at sarama's next heartbeat, up to a
+		// heartbeat interval later. The partitions are lost either way.
+		if rejoinNow(err) && g.inSession && g.generation == gen && g.memberID == member && g.endSession != nil {
+			g.endSession()
+		}
 		g.leaseFailing = true
 		return
 	}
@@ -87,6 +94,12 @@ func (g *Group) renewLease() {
 			g.notifyLocked()
 		}
 	}
+}
+
+// rejoinNow reports whether a refused heartbeat means that this member's
+// generation is over and it must join the group again.
+func rejoinNow(err error) bool {
+	return errors.Is(err, sarama.ErrRebalanceInProgress) || errors.Is(err, sarama.ErrIllegalGeneration) || errors.Is(err, sarama.ErrUnknownMemberId)
 }
 
 // coordinatorSilentLocked reports whether the group coordinator has not
