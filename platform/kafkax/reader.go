@@ -60,11 +60,25 @@ func Read(ctx context.Context, client sarama.Client, opts ReadOptions) error {
 			return fmt.Errorf("partitions of %s: %w", opts.Topic, err)
 		}
 	}
-	consumer, err := sarama.NewConsumerFromClient(client)
+	// The partition consumers fetch over connections of their own (see
+	// fetchClient); client carries the requests that want a quick answer.
+	fetcher, err := fetchClient(client)
 	if err != nil {
 		return fmt.Errorf("consumer for %s: %w", opts.Topic, err)
 	}
-	defer consumer.Close()
+	consumer, err := sarama.NewConsumerFromClient(fetcher)
+	if err != nil {
+		fetcher.Close()
+		return fmt.Errorf("consumer for %s: %w", opts.Topic, err)
+	}
+	var closing sync.WaitGroup // the partition consumers shutting down
+	defer func() {
+		go func() {
+			closing.Wait()
+			consumer.Close()
+			fetcher.Close()
+		}()
+	}()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -77,7 +91,7 @@ func Read(ctx context.Context, client sarama.Client, opts ReadOptions) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := readPartition(ctx, client, consumer, opts, p); err != nil {
+			if err := readPartition(ctx, client, consumer, &closing, opts, p); err != nil {
 				once.Do(func() { firstErr = err; cancel() })
 			}
 		}()
@@ -86,7 +100,7 @@ func Read(ctx context.Context, client sarama.Client, opts ReadOptions) error {
 	return firstErr
 }
 
-func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Consumer, opts ReadOptions, p int32) error {
+func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Consumer, closing *sync.WaitGroup, opts ReadOptions, p int32) error {
 	var end int64
 	err := retry(ctx, client, opts.Topic, func() (err error) {
 		end, err = client.GetOffset(opts.Topic, p, sarama.OffsetNewest)
@@ -159,7 +173,7 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 	}
 	defer func() {
 		if pc != nil {
-			_ = pc.Close()
+			closeInBackground(pc, closing)
 		}
 	}()
 	// reopen replaces a partition consumer that sarama shut down. It does
@@ -167,7 +181,7 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 	// still believes it leads can answer for an offset the real leader
 	// has: the read goes on from next once the metadata names the leader.
 	reopen := func() error {
-		_ = pc.Close()
+		closeInBackground(pc, closing)
 		pc = nil
 		slog.Warn("partition consumer closed by the client; reopening it", "topic", opts.Topic, "partition", p, "next", next)
 		return retry(ctx, client, opts.Topic, func() (err error) {
@@ -247,6 +261,48 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 		}
 		idle.Reset(idleAfter)
 	}
+}
+
+// closeInBackground shuts pc down without waiting, and marks closing done
+// once it is shut: sarama closes a partition consumer only when its
+// broker's fetch in flight returns (up to Consumer.MaxWaitTime, 500 ms,
+// and longer while a broker is slow), and a Read with StopAtEnd that
+// waited for that returned half a second or more after its last partition
+// had caught up, on every restart. pc's channels are drained until sarama
+// closes them, as AsyncClose requires.
+func closeInBackground(pc sarama.PartitionConsumer, closing *sync.WaitGroup) {
+	pc.AsyncClose()
+	closing.Add(2)
+	go func() {
+		defer closing.Done()
+		for range pc.Errors() {
+		}
+	}()
+	go func() {
+		defer closing.Done()
+		for range pc.Messages() {
+		}
+	}()
+}
+
+// fetchClient returns a client of its own for a consumer's fetches, with
+// client's configuration and brokers. A fetch that finds nothing new waits
+// at the broker for up to Consumer.MaxWaitTime (500 ms), and a broker
+// answers the requests of one connection in order: on a shared client,
+// every offset lookup, probe, heartbeat and join sent to that broker
+// waited behind a follower's fetch. Measured on one broker, with a
+// follower of another topic on the client: an offset lookup took up to
+// 510 ms instead of 2 ms, and reading a six-partition tail 1.2-3.1 s
+// instead of 0.14 s. The caller closes it.
+func fetchClient(client sarama.Client) (sarama.Client, error) {
+	var addrs []string
+	for _, b := range client.Brokers() {
+		addrs = append(addrs, b.Addr())
+	}
+	if len(addrs) == 0 {
+		return nil, sarama.ErrOutOfBrokers
+	}
+	return sarama.NewClient(addrs, client.Config())
 }
 
 // drainedProbeMax bounds the tail, in offsets, that a partition's start

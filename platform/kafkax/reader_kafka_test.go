@@ -167,3 +167,83 @@ func sendInTxn(t *testing.T, producer sarama.SyncProducer, msg *sarama.ProducerM
 		t.Fatal(err)
 	}
 }
+
+// A follower's fetches do not hold up the client's other requests: Read
+// fetches over connections of its own. A fetch that finds nothing waits
+// at the broker for Consumer.MaxWaitTime (3 s here, to make the effect
+// unmistakable), and a broker answers one connection's requests in order,
+// so on the follower's connections an offset lookup waited up to that
+// long, and so did a second Read's catch-up. And a Read with StopAtEnd
+// returns as its last partition catches up, without waiting for its
+// fetches in flight to return.
+func TestReadFetchesDoNotHoldUpTheClient(t *testing.T) {
+	c := testKafka(t)
+	ctx := context.Background()
+	topic := fmt.Sprintf("kafkax-test-fetches-%d", time.Now().UnixNano())
+	if err := createTopics(ctx, c, testTopic{Name: topic, Partitions: 6}, testTopic{Name: topic + "-followed", Partitions: 6}); err != nil {
+		t.Fatal(err)
+	}
+	sc := c.Sarama("kafkax-test")
+	sc.Consumer.MaxWaitTime = 3 * time.Second
+	client, err := sarama.NewClient(c.Brokers, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	pcfg := c.ProducerSarama("kafkax-test")
+	pcfg.Producer.Partitioner = sarama.NewManualPartitioner
+	prod, err := sarama.NewSyncProducer(c.Brokers, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	for i := range 60 { // ten records per partition
+		if _, _, err := prod.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: int32(i % 6), Value: sarama.StringEncoder("v")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	followed := make(chan error, 1)
+	go func() {
+		followed <- Read(fctx, client, ReadOptions{Topic: topic + "-followed", Handle: func(context.Context, int32, []*sarama.ConsumerMessage) error { return nil }})
+	}()
+	time.Sleep(time.Second) // the follower's fetches are waiting at the broker
+	for range 3 {
+		start := time.Now()
+		if _, err := client.GetOffset(topic, 0, sarama.OffsetNewest); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("an offset lookup took %v while a follower read on the same client", d)
+		}
+	}
+	for range 2 {
+		start := time.Now()
+		var mu sync.Mutex
+		var caught time.Duration
+		n := 0
+		err := Read(ctx, client, ReadOptions{Topic: topic, StopAtEnd: true,
+			Start: func(int32) (int64, error) { return 5, nil },
+			Handle: func(_ context.Context, _ int32, rs []*sarama.ConsumerMessage) error {
+				mu.Lock()
+				defer mu.Unlock()
+				n += len(rs)
+				return nil
+			},
+			CaughtUp: func(int32) { mu.Lock(); caught = time.Since(start); mu.Unlock() }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > 2*time.Second || took-caught > time.Second {
+			t.Errorf("a Read of a six-partition tail took %v, its last partition caught up after %v", took, caught)
+		}
+		if n != 30 {
+			t.Errorf("read %d records of the tail, want 30", n)
+		}
+	}
+	stop()
+	if err := <-followed; err != nil {
+		t.Fatalf("the follower: %v", err)
+	}
+}
