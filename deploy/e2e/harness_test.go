@@ -12,6 +12,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -215,9 +216,11 @@ func StartSystem(t *testing.T, opts Options) *System {
 		"DRAIN_GRACE":    "0s",
 		"DRAIN_HANDOVER": "0s",
 		"LOG_FORMAT":     "json",
-		"LOG_LEVEL":      "info",
-		"COMMAND_URL":    strings.Join(s.urlsOf("command-svc"), ","),
-		"QUERY_URL":      strings.Join(s.urlsOf("query-svc"), ","),
+		// PROFILES_E2E_LOG_LEVEL=debug adds sarama's own lines (joins,
+		// rebalances, retries) to the services' logs.
+		"LOG_LEVEL":   cmp.Or(os.Getenv("PROFILES_E2E_LOG_LEVEL"), "info"),
+		"COMMAND_URL": strings.Join(s.urlsOf("command-svc"), ","),
+		"QUERY_URL":   strings.Join(s.urlsOf("query-svc"), ","),
 		// No authentication and no rate limit, unless a test asks for them
 		// in Options.Env (auth_test.go does): the other tests are about
 		// everything else.

@@ -86,6 +86,16 @@ func (c Config) Sarama(clientID string) *sarama.Config {
 	// moved to Pebble (see BENCH.md).
 	sc.Consumer.Fetch.Default = 256 << 10
 	sc.Consumer.Fetch.MaxBytes = 8 << 20
+	// A failed fetch (a leader that moved) is retried after 100 ms,
+	// doubling up to 2 s (ConsumerRetryBackoff), and a refused join (a
+	// rebalance in progress, a coordinator that moved) after 250 ms, as
+	// the Java clients do (retry.backoff.ms 100 ms, growing to 1 s), not
+	// after sarama's fixed 2 s: those 2 s were a restart's and a
+	// failover's largest single waits (see docs/faults.md). The join is
+	// tried 20 times (5 s) before Consume gives up, about sarama's 4 × 2 s.
+	sc.Consumer.Retry.BackoffFunc = ConsumerRetryBackoff
+	sc.Consumer.Group.Rebalance.Retry.Backoff = 250 * time.Millisecond
+	sc.Consumer.Group.Rebalance.Retry.Max = 20
 	c.Security.apply(sc)
 	return sc
 }
@@ -113,6 +123,13 @@ func (c Config) ProducerSarama(clientID string) *sarama.Config {
 	sc.Producer.Flush.Frequency = time.Millisecond
 	sc.Producer.Transaction.Retry.BackoffFunc = TxnRetryBackoff
 	return sc
+}
+
+// ConsumerRetryBackoff is the wait before a partition consumer's retry
+// number retries (from 1) after a failed fetch: 100 ms, doubling, at most
+// 2 s.
+func ConsumerRetryBackoff(retries int) time.Duration {
+	return min(100*time.Millisecond<<min(max(retries-1, 0), 5), 2*time.Second)
 }
 
 // TxnRetryBackoff is the wait before retry number retries (from 0) of a

@@ -8,6 +8,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"profiles/platform/kafkax"
 	"profiles/platform/pii"
 	"profiles/platform/topology"
 )
@@ -64,6 +65,7 @@ func NewBoot(name string, log *slog.Logger, f *KafkaFlags) (*Boot, error) {
 		return nil, err
 	}
 	b := &Boot{Name: name, Log: log, Kafka: kcfg}
+	kafkax.LogSarama(log) // at LOG_LEVEL=debug
 	if f.PII != nil {
 		if b.KEK, err = f.PII.KEK(log); err != nil {
 			return nil, err
