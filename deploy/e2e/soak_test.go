@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -44,6 +45,7 @@ type soakMinute struct {
 	rss                  map[string]float64 // MiB by process
 	files                map[string]float64 // open files by process
 	heap, cache          map[string]float64 // MiB by service process: Go heap in use, Pebble block caches
+	pids                 map[string]int     // by process, at the sample: a new one was restarted
 	ops, illegalProfiles int                // filled in at the end
 }
 
@@ -65,6 +67,10 @@ func TestSoak(t *testing.T) {
 	}
 	c := needCluster(t)
 	canCut := netCutAvailable()
+	// Every service serves pprof on a port of its own (logged): the soak
+	// saves their heap profiles (see soak_heap_test.go).
+	t.Setenv("PPROF_ADDR", "127.0.0.1:0")
+	heapDir := t.TempDir()
 	s := startFaultSystem(t)
 	l := newFaultLoad(t, s)
 	l.samples = &latencyLog{}
@@ -139,6 +145,11 @@ func TestSoak(t *testing.T) {
 		return m
 	}
 	kc := KafkaAt(t, s.Brokers, true)
+	// The memory table (memoryGrowth) starts at minute 5, or at the first
+	// in a soak of 5 minutes or less; the heap profiles are saved then and
+	// at the end.
+	heapFrom := soakFrom(int(duration / time.Minute))
+	var heapFirst heapSnapshot
 	for i := 0; time.Since(start) < duration; i++ {
 		end := start.Add(time.Duration(i+1) * time.Minute)
 		var did []string
@@ -162,15 +173,20 @@ func TestSoak(t *testing.T) {
 			m.heap[name], m.cache[name] = memoryOf(s.URLOf(name))
 		}
 		m.lost = lostSoFar(t, l, kc, s)
+		m.pids = pids()
+		if i == heapFrom {
+			heapFirst = saveHeaps(s, heapDir, i, m.pids)
+		}
 		minutes = append(minutes, m)
 		t.Logf("soak minute %d: %d processes sampled, %d acknowledged writes lost so far", i, len(m.rss), m.lost)
 	}
+	heapLast := saveHeaps(s, heapDir, len(minutes)-1, pids())
 	l.Stop()
 	fillLatencies(l, start, minutes)
 	row := l.Verify("soak", "")
 	dropReliability("soak")
 	perMinuteLinearizability(l, start, minutes)
-	if err := writeSoakReport(out, duration, row, minutes, canCut); err != nil {
+	if err := writeSoakReport(out, duration, row, minutes, canCut, heapGrowth(heapFirst, heapLast)); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("soak report: %s.md, %s.png", out, out)
@@ -245,14 +261,23 @@ func memoryOf(base string) (heap, cache float64) {
 	return heap, cache
 }
 
+// soakFrom is the minute the memory table and the aims start from: the
+// 5th, or the first in a soak of 5 minutes or less.
+func soakFrom(minutes int) int {
+	if minutes <= 5 {
+		return 0
+	}
+	return 5
+}
+
 // memoryGrowth says, for each service process, how its RSS moved from
-// minute 5 (or the first, in a shorter soak) to the last, how much of that
-// the Go heap accounts for, and how much of the heap's growth the Pebble
-// block caches do. The binaries are built without cgo, so Pebble's block
-// caches and memtables live in the Go heap: a block cache fills up to its
-// configured size as the data grows, which is not a leak.
+// soakFrom to the last minute, how much of that the Go heap accounts for,
+// and how much of the heap's growth the Pebble block caches do. The
+// binaries are built without cgo, so Pebble's block caches and memtables
+// live in the Go heap: a block cache fills up to its configured size as
+// the data grows, which is not a leak.
 func memoryGrowth(names []string, minutes []soakMinute) string {
-	from := min(5, len(minutes)-1)
+	from := soakFrom(len(minutes))
 	first, last := minutes[from], minutes[len(minutes)-1]
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nMemory of the services from minute %d to minute %d (MiB). Built without cgo, Pebble's block caches and memtables are in the Go heap.\n\n", from, len(minutes)-1)
@@ -264,6 +289,50 @@ func memoryGrowth(names []string, minutes []soakMinute) string {
 		dHeap, dCache := last.heap[n]-first.heap[n], last.cache[n]-first.cache[n]
 		fmt.Fprintf(&b, "| %s | %.0f → %.0f | %.0f → %.0f | %.0f → %.0f | %.0f | %.0f |\n", n,
 			first.rss[n], last.rss[n], first.heap[n], last.heap[n], first.cache[n], last.cache[n], last.rss[n]-first.rss[n]-dHeap, dHeap-dCache)
+	}
+	return b.String()
+}
+
+// soakAims measures the run against issue 20's aims: RSS flat within 10%
+// and p99 flat within 20% from soakFrom to the end. RSS is compared for
+// the processes that ran all that time (a restarted one starts small
+// again); p99 between the first and the last quiet minute (no fault in
+// it or in the minute before, whose fault may spill over).
+func soakAims(names []string, minutes []soakMinute) string {
+	from := soakFrom(len(minutes))
+	first, last := minutes[from], minutes[len(minutes)-1]
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nAgainst the aims (from minute %d to minute %d):\n\n| figure | from | to | change | aim | met |\n|---|---:|---:|---:|---|:---:|\n", from, len(minutes)-1)
+	met := map[bool]string{true: "yes", false: "no"}
+	for _, n := range names {
+		if first.pids[n] == 0 || first.pids[n] != last.pids[n] {
+			fmt.Fprintf(&b, "| RSS of %s | %.0f MiB | %.0f MiB | – | within 10%% | restarted in between |\n", n, first.rss[n], last.rss[n])
+			continue
+		}
+		change := last.rss[n]/first.rss[n] - 1
+		fmt.Fprintf(&b, "| RSS of %s | %.0f MiB | %.0f MiB | %+.0f%% | within 10%% | %s |\n", n, first.rss[n], last.rss[n], 100*change, met[math.Abs(change) <= 0.10])
+	}
+	quiet := func(i int) bool { return len(minutes[i].faults) == 0 && (i == 0 || len(minutes[i-1].faults) == 0) }
+	q0, q1 := -1, -1
+	for i := from; i < len(minutes); i++ {
+		if quiet(i) {
+			if q0 < 0 {
+				q0 = i
+			}
+			q1 = i
+		}
+	}
+	for _, p := range []struct {
+		name string
+		get  func(soakMinute) float64
+	}{{"write p99", func(m soakMinute) float64 { return m.writeP99 }}, {"read p99", func(m soakMinute) float64 { return m.readP99 }}} {
+		if q0 < 0 || q0 == q1 {
+			fmt.Fprintf(&b, "| %s in quiet minutes | – | – | – | within 20%% | fewer than two quiet minutes |\n", p.name)
+			continue
+		}
+		a, z := p.get(minutes[q0]), p.get(minutes[q1])
+		change := z/a - 1
+		fmt.Fprintf(&b, "| %s in quiet minutes (%d → %d) | %.0f ms | %.0f ms | %+.0f%% | within 20%% | %s |\n", p.name, q0, q1, a, z, 100*change, met[math.Abs(change) <= 0.20])
 	}
 	return b.String()
 }
@@ -365,7 +434,7 @@ func perMinuteLinearizability(l *faultLoad, start time.Time, minutes []soakMinut
 	}
 }
 
-func writeSoakReport(out string, duration time.Duration, row reliabilityRow, minutes []soakMinute, cuts bool) error {
+func writeSoakReport(out string, duration time.Duration, row reliabilityRow, minutes []soakMinute, cuts bool, heap string) error {
 	var names []string
 	for name := range minutes[0].rss {
 		names = append(names, name)
@@ -412,7 +481,9 @@ Processes: %s.
 			m.lost, m.ops, m.illegalProfiles, strings.Join(rss, " / "), strings.Join(files, " / "))
 	}
 	fmt.Fprintf(&b, "\nRSS and open files list the processes in the order above. The chart: [%s.png](%s.png).\n", filepath.Base(out), filepath.Base(out))
+	b.WriteString(soakAims(names, minutes))
 	b.WriteString(memoryGrowth(names, minutes))
+	b.WriteString(heap)
 	if err := os.WriteFile(out+".md", []byte(b.String()), 0o644); err != nil {
 		return err
 	}
