@@ -2,9 +2,12 @@ package adapters
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"sync/atomic"
@@ -16,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"profiles/platform/httpx"
 	"profiles/platform/tracing"
 )
 
@@ -113,20 +117,25 @@ var visibleSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
 // an instance cannot be reached (it may be down) or answers that it cannot
 // answer now (502, 503, 504: a drain, a rebalance, a wait of its own that
 // ran out), until ctx ends. Any other answer ends the wait.
+//
+// Each request asks for 102 Processing at once (httpx.HeaderAlive): an
+// instance that neither answers nor sends it within aliveWithin is cut
+// off from this one (a network partition drops what is sent, so the
+// request would hang until ctx ends), and the request is given up. Once
+// every instance has been silent in a row, the wait ends with
+// ErrReadersUnreachable instead of waiting out VISIBILITY_TIMEOUT: the
+// write answers 202 in about a second, not ten.
 func (v *QueryVisibility) wait(ctx context.Context, base, path string) error {
 	pick := base == ""
+	silent, silentMax := 0, 2 // one retry of a fixed base
+	if pick {
+		silentMax = len(v.BaseURLs)
+	}
 	for {
 		if pick {
 			base = v.BaseURLs[v.next.Add(1)%uint64(len(v.BaseURLs))]
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
-		if err != nil {
-			return err
-		}
-		if v.Sign != nil {
-			v.Sign(req, nil)
-		}
-		resp, err := v.Client.Do(req)
+		resp, wasSilent, err := v.ask(ctx, base+path)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -139,10 +148,78 @@ func (v *QueryVisibility) wait(ctx context.Context, base, path string) error {
 				return fmt.Errorf("wait for %s: query-svc answered %s", path, resp.Status)
 			}
 		}
+		if wasSilent {
+			silent++
+		} else {
+			silent = 0
+		}
+		if wasSilent && silent >= silentMax && ctx.Err() == nil {
+			return fmt.Errorf("wait for %s: %w", path, ErrReadersUnreachable)
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("wait for %s: %w", path, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// ErrReadersUnreachable is why a visibility wait ended early: no query-svc
+// instance answered, not even with 102 Processing, within aliveWithin.
+var ErrReadersUnreachable = errors.New("no query-svc instance answers")
+
+// aliveWithin is how long an instance may take to answer or send 102
+// Processing before it counts as cut off. An instance that runs answers
+// at once (httpx.AnswerAlive), before it looks at the request.
+var aliveWithin = time.Second
+
+// ask sends one GET of url, asking for 102 Processing at once. silent
+// reports that nothing at all came back within aliveWithin, and the
+// request was given up.
+func (v *QueryVisibility) ask(ctx context.Context, url string) (resp *http.Response, silent bool, err error) {
+	var heard atomic.Bool
+	actx, cancel := context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			cancel()
+		}
+	}()
+	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
+		Got1xxResponse: func(int, textproto.MIMEHeader) error { heard.Store(true); return nil },
+	})
+	req, err := http.NewRequestWithContext(actx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	req.Header.Set(httpx.HeaderAlive, "1")
+	if v.Sign != nil {
+		v.Sign(req, nil)
+	}
+	var gaveUp atomic.Bool
+	timer := time.AfterFunc(aliveWithin, func() {
+		if !heard.Load() {
+			gaveUp.Store(true)
+			cancel()
+		}
+	})
+	resp, err = v.Client.Do(req)
+	timer.Stop()
+	if err != nil {
+		return nil, gaveUp.Load(), err
+	}
+	// The body is read under actx: cancel it once the body is closed.
+	resp.Body = cancelOnClose{resp.Body, cancel}
+	return resp, false, nil
+}
+
+// cancelOnClose cancels a request's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }

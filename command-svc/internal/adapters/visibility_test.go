@@ -2,12 +2,15 @@ package adapters
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"profiles/platform/httpx"
 )
 
 // A wait asks again, at the next instance, while query-svc answers that
@@ -58,5 +61,51 @@ func TestWaitVisibleAsksAgainWhileUnavailable(t *testing.T) {
 	v = &QueryVisibility{BaseURLs: []string{down.URL}, Client: down.Client(), Timeout: 300 * time.Millisecond}
 	if err := v.WaitVisible(context.Background(), "u1", 7, nil); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("WaitVisible while always unavailable: %v, want an error naming the 503 once the timeout passed", err)
+	}
+}
+
+// An instance that neither answers nor sends 102 Processing (a network
+// partition drops what is sent to it) ends the wait with
+// ErrReadersUnreachable once every instance has been silent in a row,
+// after about aliveWithin each, not after the whole timeout. One that
+// sends 102 (httpx.AnswerAlive) and waits for the version is waited for.
+func TestWaitVisibleGivesUpOnSilentInstancesOnly(t *testing.T) {
+	aliveWithin = 200 * time.Millisecond
+	defer func() { aliveWithin = time.Second }()
+	hang := make(chan struct{})
+	defer close(hang)
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // no answer at all, as through a dropped route
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer silent.Close()
+	v := &QueryVisibility{BaseURLs: []string{silent.URL, silent.URL}, Client: silent.Client(), Timeout: 10 * time.Second}
+	start := time.Now()
+	err := v.WaitVisible(context.Background(), "u1", 7, nil)
+	if !errors.Is(err, ErrReadersUnreachable) {
+		t.Fatalf("WaitVisible against silent instances: %v, want ErrReadersUnreachable", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("gave up after %v; want about two times aliveWithin", d)
+	}
+
+	var asked atomic.Int32
+	waiting := httptest.NewServer(httpx.AnswerAlive(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(httpx.HeaderAlive) == "" {
+			t.Error("the wait did not ask for 102 Processing")
+		}
+		asked.Add(1)
+		time.Sleep(700 * time.Millisecond) // the view reaches the version
+		w.WriteHeader(http.StatusOK)
+	})))
+	defer waiting.Close()
+	v = &QueryVisibility{BaseURLs: []string{waiting.URL}, Client: waiting.Client(), Timeout: 10 * time.Second}
+	if err := v.WaitVisible(context.Background(), "u1", 7, []string{"a@b.c"}); err != nil {
+		t.Fatalf("WaitVisible against an instance that sent 102 and waited: %v", err)
+	}
+	if n := asked.Load(); n != 2 {
+		t.Fatalf("asked %d times, want once per target (2): a waiting instance is not asked again", n)
 	}
 }

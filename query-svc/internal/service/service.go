@@ -182,7 +182,9 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		return map[string]any{"held": held, "profilesByPartition": counts, "generation": n}
 	})).Methods(http.MethodGet)
 
-	a := common.Application(log, common.CORS(mux), gens.Run, sec.Task, boot.RunKeys)
+	// A read-your-writes wait from command-svc asks for 102 at once
+	// (httpx.HeaderAlive), to tell this instance waiting from unreachable.
+	a := common.Application(log, httpx.AnswerAlive(common.CORS(mux)), gens.Run, sec.Task, boot.RunKeys)
 	a.Starting = []any{"kafka_security", kcfg.Security, "http_addr", *common.HTTPAddr, "self", self, "mode", mode, "data_dir", *cfg.DataDir, "brokers", kcfg.Brokers, "control", kcfg.ControlTopic,
 		"auth_mode", sec.Auth.Mode, "signed_internal_requests", sec.Auth.Signer != nil}
 	return a, nil
