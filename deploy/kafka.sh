@@ -237,6 +237,16 @@ write_props() {
     # transaction timeout (TXN_TIMEOUT) plus at most this check interval
     # (10 s by default).
     echo "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000"
+    if [[ $kind == cluster ]]; then
+      # A broker that stops heartbeating (killed, frozen, cut off from the
+      # quorum) keeps leading its partitions until the active controller
+      # fences it: writes to them fail meanwhile. Kafka's 9 s and 2 s would
+      # set the floor of every broker fault; 4 s and 1 s keep four
+      # heartbeats per session, so one late heartbeat on a loaded machine
+      # does not fence a live broker (see docs/faults.md).
+      echo "broker.session.timeout.ms=4000"
+      echo "broker.heartbeat.interval.ms=1000"
+    fi
     if (( $# > 0 )); then
       echo "# --extra"
       printf '%s\n' "$@"

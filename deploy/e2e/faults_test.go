@@ -988,7 +988,7 @@ func TestFaultBrokerPaused(t *testing.T) {
 		c.Signal(victim, syscall.SIGCONT)
 	})
 	l.Verify("6. one broker frozen (SIGSTOP) for 12 s",
-		"the frozen broker led most partitions; writes to them fail with 503 after APPEND_TIMEOUT until the controller fences it (no heartbeat for broker.session.timeout.ms, 9 s) and moves its leaders")
+		"the frozen broker led most partitions; writes to them fail with 503 after APPEND_TIMEOUT until the controller fences it (no heartbeat for broker.session.timeout.ms, 4 s here) and moves its leaders")
 }
 
 // Scenario 7: a query-svc and a command-svc instance are SIGKILLed and
@@ -1115,5 +1115,5 @@ func TestFaultBrokerCutOffFromTheOtherBrokers(t *testing.T) {
 		heal()
 	})
 	l.Verify("14. the broker leading most partitions cut off from the other two brokers and the controller quorum for 15 s, clients still reaching it (network partition)",
-		fmt.Sprintf("nftables drops what broker %d and the other nodes send each other; the controller fences it (no heartbeat for broker.session.timeout.ms, 9 s) and moves its leaders; the services still reach it", victim))
+		fmt.Sprintf("nftables drops what broker %d and the other nodes send each other; the controller fences it (no heartbeat for broker.session.timeout.ms, 4 s here) and moves its leaders; the services still reach it", victim))
 }
