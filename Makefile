@@ -112,10 +112,17 @@ test-faults: ## Only the fault suite (three-node cluster, killed brokers and ser
 
 # The soak: SOAK_DURATION (default 30m) of load with faults injected at
 # random; writes SOAK_OUT.md and SOAK_OUT.png (default docs/soak).
+# It starts from SOAK_PROFILES profiles (default 200000; 0 starts empty), so
+# that the services' bounded caches are full before the minutes it measures,
+# and runs the brokers with a heap committed at start (SOAK_KAFKA_HEAP_OPTS,
+# Xms = Xmx as production brokers run), so that their RSS does not grow
+# while the JVM takes the heap it was allowed.
 SOAK_DURATION ?= 30m
+SOAK_PROFILES ?= 200000
+SOAK_KAFKA_HEAP_OPTS ?= -Xms512m -Xmx512m -XX:+AlwaysPreTouch
 .PHONY: soak
 soak: ## Soak test (not part of make test): load and random faults for SOAK_DURATION (30m); report and chart in docs/soak.{md,png}.
-	PROFILES_SOAK=1 SOAK_DURATION=$(SOAK_DURATION) TEST_MODULES=deploy TEST_FUZZ=0 GOTESTFLAGS="-run ^TestSoak$$ -v -timeout 4h" deploy/test.sh
+	KAFKA_HEAP_OPTS="$(SOAK_KAFKA_HEAP_OPTS)" SOAK_PROFILES=$(SOAK_PROFILES) PROFILES_SOAK=1 SOAK_DURATION=$(SOAK_DURATION) TEST_MODULES=deploy TEST_FUZZ=0 GOTESTFLAGS="-run ^TestSoak$$ -v -timeout 4h" deploy/test.sh
 
 # How long `make fuzz` runs each fuzz target (make test: 5s each).
 FUZZTIME ?= 1m

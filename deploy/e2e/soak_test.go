@@ -18,8 +18,12 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"profiles/deploy/bench"
 	"profiles/deploy/internal/chart"
 	"profiles/deploy/internal/lincheck"
+	"profiles/platform/kafkax"
+	"profiles/platform/pii"
+	"profiles/platform/topology"
 )
 
 // The soak (make soak; not part of make test): the fault suite's system
@@ -72,6 +76,8 @@ func TestSoak(t *testing.T) {
 	t.Setenv("PPROF_ADDR", "127.0.0.1:0")
 	heapDir := t.TempDir()
 	s := startFaultSystem(t)
+	preload := soakProfiles(t)
+	preloadSoak(t, s, preload)
 	l := newFaultLoad(t, s)
 	l.samples = &latencyLog{}
 	l.Start(6, 2)
@@ -186,10 +192,103 @@ func TestSoak(t *testing.T) {
 	row := l.Verify("soak", "")
 	dropReliability("soak")
 	perMinuteLinearizability(l, start, minutes)
-	if err := writeSoakReport(out, duration, row, minutes, canCut, heapGrowth(heapFirst, heapLast)); err != nil {
+	if err := writeSoakReport(out, duration, preload, row, minutes, canCut, heapGrowth(heapFirst, heapLast)); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("soak report: %s.md, %s.png", out, out)
+}
+
+// soakProfiles is the number of profiles in the event log before the
+// load starts: SOAK_PROFILES, 200,000 by default (make bench's default
+// size), 0 for a soak that starts empty.
+func soakProfiles(t *testing.T) int {
+	v := os.Getenv("SOAK_PROFILES")
+	if v == "" {
+		return 200_000
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		t.Fatalf("SOAK_PROFILES=%q: want a number of profiles, 0 or more", v)
+	}
+	return n
+}
+
+// preloadSoak writes n ProfileCreated events, sealed under the system's
+// PII_KEK as command-svc seals them, straight into the event log (the
+// bench's seeder), and waits until the front door serves the last of
+// them from every partition.
+//
+// A service's memory is bounded by configuration, not by the data: Pebble's
+// block caches (VIEW_CACHE_MB and the others) and memtables, and at most
+// 8,192 opened data keys. Started empty, a soak's data stays smaller than
+// those bounds for most of its run, so RSS grows while the caches fill,
+// which says nothing about leaks. Started from a data set larger than the
+// caches, as a production service is, the caches are full before the
+// minute from which the soak's aims are measured (soakFrom), and any
+// growth after it is a finding.
+func preloadSoak(t *testing.T, s *System, n int) {
+	t.Helper()
+	if n == 0 {
+		t.Log("soak: no preload (SOAK_PROFILES=0): the caches fill during the run")
+		return
+	}
+	kek, err := pii.ParseKEK(s.env["PII_KEK"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := KafkaAt(t, s.Brokers, false)
+	parts := PartitionsOf(t, kc, s.env["EVENTS_TOPIC"])
+	kcfg := topology.Config{
+		Config:      kafkax.Config{Brokers: strings.Split(s.Brokers, ",")},
+		EventsTopic: s.env["EVENTS_TOPIC"], KeysTopic: s.env["KEYS_TOPIC"], Partitions: int32(len(parts)),
+	}
+	seeded, err := bench.Seed(t.Context(), kcfg, kek, n)
+	if err != nil {
+		t.Fatalf("soak: preloading %d profiles: %v", n, err)
+	}
+	t.Logf("soak: preloaded %d profiles into the event log in %.1f s (%.0f events/s)", n, seeded.Seconds, seeded.Rate)
+
+	// The last profiles written land in every partition; once the front
+	// door serves each of them, every view and state store has folded the
+	// preload.
+	last := make([]string, 0, 64)
+	for i := n - 1; i >= 0 && len(last) < cap(last); i-- {
+		last = append(last, bench.UID(i))
+	}
+	start, progress := time.Now(), time.Now()
+	for len(last) > 0 {
+		resp, err := s.HTTP.Get(s.URL + "/api/profile/" + last[0])
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				last = last[1:]
+				continue
+			}
+		}
+		if time.Since(start) > 15*time.Minute {
+			t.Fatalf("soak: the preload of %d profiles is not served after %s (%d of the last 64 missing)", n, time.Since(start).Round(time.Second), len(last))
+		}
+		if time.Since(progress) > 10*time.Second {
+			t.Logf("soak: waiting for the views to fold the preload (%s, %d of the last 64 not served yet)", time.Since(start).Round(time.Second), len(last))
+			progress = time.Now()
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("soak: the preload is served, %s after it was written", time.Since(start).Round(100*time.Millisecond))
+}
+
+// soakStart describes the state the soak started from, for its report.
+func soakStart(preload, from int, kafkaHeap string) string {
+	var b strings.Builder
+	if preload > 0 {
+		fmt.Fprintf(&b, "The soak started from %d profiles already in the event log (`SOAK_PROFILES`), written by the bench's seeder and folded by every service before the load began, so that the services' bounded caches (Pebble's block caches and memtables, the opened data keys) fill before minute %d, from which the aims are measured, as in a service that holds data; the memory table below shows the block caches then.", preload, from)
+	} else {
+		b.WriteString("The soak started from an empty event log (`SOAK_PROFILES=0`): the services' caches fill during the run.")
+	}
+	if kafkaHeap != "" {
+		fmt.Fprintf(&b, " The brokers ran with `KAFKA_HEAP_OPTS=%s`.", kafkaHeap)
+	}
+	return b.String()
 }
 
 // netCutAvailable reports whether network partitions can be made here.
@@ -343,8 +442,15 @@ func lostSoFar(t *testing.T, l *faultLoad, kc sarama.Client, s *System) int {
 	l.mu.Lock()
 	acked := append([]ackedWrite(nil), l.acked...)
 	l.mu.Unlock()
+	uids := map[string]bool{}
+	for _, w := range acked {
+		uids[w.uid] = true
+	}
 	logged := map[ackedWrite]bool{}
 	for _, m := range ReadTopic(t, kc, s.env["EVENTS_TOPIC"], nil) {
+		if !uids[string(m.Key)] {
+			continue // a preloaded profile, or one with no acknowledged write yet; the key is the uid
+		}
 		e, err := codecOfTests.DecodeEvent(m.Value)
 		if err != nil {
 			t.Errorf("undecodable event at %d/%d: %v", m.Partition, m.Offset, err)
@@ -434,7 +540,7 @@ func perMinuteLinearizability(l *faultLoad, start time.Time, minutes []soakMinut
 	}
 }
 
-func writeSoakReport(out string, duration time.Duration, row reliabilityRow, minutes []soakMinute, cuts bool, heap string) error {
+func writeSoakReport(out string, duration time.Duration, preload int, row reliabilityRow, minutes []soakMinute, cuts bool, heap string) error {
 	var names []string
 	for name := range minutes[0].rss {
 		names = append(names, name)
@@ -455,6 +561,8 @@ acknowledged write is checked as in the fault suite, and the whole history
 for linearizability; a minute's "non-linearizable" counts the profiles with
 an operation in that minute whose history no order explains.
 
+%s
+
 **Overall:** %d writes acknowledged, %d lost; linearizable: %s (%d operations);
 failed writes %d (%s); failed reads %d of %d (%s); longest time without an
 acknowledged write %.1f s.
@@ -464,6 +572,7 @@ Processes: %s.
 | minute | fault | writes ok | writes failed | reads (failed) | write p50 / p99 / p99.9 ms | read p50 / p99 ms | lost | ops (non-linearizable) | RSS MiB | open files |
 |---:|---|---:|---:|---:|---|---|---:|---|---|---|
 `, time.Now().UTC().Format("2006-01-02 15:04 MST"), duration, map[bool]string{true: ", an instance cut off from the brokers", false: ""}[cuts],
+		soakStart(preload, soakFrom(int(duration/time.Minute)), os.Getenv("KAFKA_HEAP_OPTS")),
 		row.Acked, row.Lost, row.Linearizable, row.Ops, row.FailedWrites, row.WriteErrors, row.FailedReads, row.Reads, row.ReadErrors, row.Window.Seconds(),
 		strings.Join(names, ", "))
 	for i, m := range minutes {
