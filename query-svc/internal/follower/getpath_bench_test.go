@@ -1,0 +1,250 @@
+package follower_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"profiles/events"
+	"profiles/platform/auth"
+	"profiles/platform/httpx"
+	"profiles/platform/kafkax"
+	"profiles/platform/pii"
+	"profiles/platform/routing"
+	"profiles/platform/service"
+	"profiles/platform/topology"
+	"profiles/query-svc/internal/app"
+	"profiles/query-svc/internal/follower"
+	"profiles/query-svc/internal/ports"
+	"profiles/query-svc/internal/view"
+)
+
+// leaseFollower stands in for kafkax.Group in the partitioned mode, with
+// the work that Group does per call on a read's path: a lock and a clock
+// read (the lease) for Route and Serving, a cancellable context and a
+// stopped timer for Interrupt, and a counted release for Acquire. It
+// serves every partition.
+type leaseFollower struct {
+	self kafkax.Member
+	mu   sync.Mutex
+	held time.Time // the lease runs until then
+	n    int       // requests in flight
+}
+
+func (f *leaseFollower) serving() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return time.Now().Before(f.held)
+}
+
+func (f *leaseFollower) Route(context.Context, int32) (kafkax.Member, bool, error) {
+	if !f.serving() {
+		return kafkax.Member{}, false, kafkax.ErrNoOwner
+	}
+	return f.self, true, nil
+}
+func (f *leaseFollower) Serving(int32) bool          { return f.serving() }
+func (*leaseFollower) Run(context.Context) error     { return nil }
+func (*leaseFollower) Ready() error                  { return nil }
+func (*leaseFollower) Owned() []int32                { return nil }
+func (*leaseFollower) Assignment() kafkax.Assignment { return kafkax.Assignment{} }
+func (f *leaseFollower) Interrupt(ctx context.Context, _ int32, _ int) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	t := time.AfterFunc(20*time.Millisecond, func() {
+		if !f.serving() {
+			cancel()
+		}
+	})
+	return ctx, func() { t.Stop(); cancel() }
+}
+func (f *leaseFollower) Acquire(int32, int) (func(), bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			f.mu.Lock()
+			f.n--
+			f.mu.Unlock()
+		})
+	}, true
+}
+
+// memKeys is a pii.Keys of data keys made up front.
+type memKeys map[string]*pii.DataKey
+
+func (k memKeys) DataKey(uid string) (*pii.DataKey, error) {
+	if dk, ok := k[uid]; ok {
+		return dk, nil
+	}
+	return nil, pii.ErrNoKey
+}
+func (memKeys) Forget(string) {}
+
+// getPath is query-svc's API handler, wired as service.NewApplication
+// wires it (router, security, routing by the snapshot generations, the
+// queries, the Pebble view), over a view of n profiles applied from
+// sealed snapshot records, as the follower applies them.
+type getPath struct {
+	h    http.Handler
+	uids []string
+}
+
+func newGetPath(tb testing.TB, n int) getPath {
+	tb.Helper()
+	const partitions = 12
+	log := slog.New(slog.DiscardHandler)
+	kek, err := pii.NewKEK(make([]byte, pii.KeySize))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	keys := memKeys{}
+	codec := pii.NewCodec(kek, keys)
+	store, err := view.Open("view", vfs.NewMem(), partitions, codec, view.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	kcfg := topology.Config{SnapshotsTopic: "snapshots", EmailIndexTopic: "index", EventsTopic: "events", Partitions: partitions}
+	applier := follower.Applier{Codec: codec, Store: store, SnapshotsTopic: kcfg.SnapshotsTopic, IndexTopic: kcfg.EmailIndexTopic, EventsTopic: kcfg.EventsTopic, Log: log}
+
+	at := time.Date(2026, 12, 5, 21, 0, 0, 123456789, time.UTC)
+	batches := map[int32][]*sarama.ConsumerMessage{}
+	uids := make([]string, n)
+	for i := range n {
+		uid := fmt.Sprintf("0193a5b2-7c4d-7e8f-9a0b-%012d", i)
+		uids[i] = uid
+		dk, _, err := kek.NewDataKey(uid)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		keys[uid] = dk
+		prof := events.Profile{UID: uid, Username: fmt.Sprintf("user%d", i), DisplayName: fmt.Sprintf("User Number %d", i),
+			Email: fmt.Sprintf("user%d@example.com", i), Version: 3, CreatedAt: at, UpdatedAt: at.Add(time.Minute), Sealed: true}
+		val, err := codec.EncodeSnapshot(prof)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		p := store.Partition(uid)
+		batches[p] = append(batches[p], &sarama.ConsumerMessage{Topic: kcfg.SnapshotsTopic, Partition: p, Offset: int64(len(batches[p])),
+			Key: []byte(uid), Value: val, Headers: []*sarama.RecordHeader{{Key: []byte(events.HeaderVersion), Value: []byte(strconv.FormatInt(prof.Version, 10))}}})
+	}
+	for p, recs := range batches {
+		for len(recs) > 0 {
+			k := min(len(recs), 500)
+			if err := applier.Handle(context.Background(), kcfg.SnapshotsTopic, p, recs[:k]); err != nil {
+				tb.Fatal(err)
+			}
+			recs = recs[k:]
+		}
+	}
+
+	self := kafkax.Member{ID: "query-svc-0", URL: "http://127.0.0.1:1"}
+	gens := follower.NewGenerations(nil, kcfg, applier, nil, log)
+	follower.Serve(gens, &leaseFollower{self: self, held: time.Now().Add(time.Hour)}, 1)
+
+	var health httpx.Health
+	mux := service.NewRouter(log, &health)
+	sec := &service.Security{Auth: &auth.Authenticator{Mode: auth.ModeOff, Log: log}, Limiter: httpx.NewRateLimiter(0, 0)}
+	sec.Install(mux)
+	ports.HTTP{
+		Log:         log,
+		Routing:     routing.Routing{Router: gens, Self: self, Wait: 15 * time.Second, Log: log, Sign: sec.Sign},
+		PartitionOf: store.Partition,
+		EmailKey:    codec,
+		Queries: ports.Queries{
+			GetProfile:     app.GetProfileHandler{View: store, NotFound: view.ErrNotFound, MaxWait: 10 * time.Second},
+			SearchProfiles: app.SearchProfilesHandler{View: store, NotFound: view.ErrNotFound, MaxWait: 10 * time.Second},
+			GetHistory:     app.GetHistoryHandler{View: store, MaxWait: 10 * time.Second},
+		},
+	}.Register(mux)
+	ports.Admin{Views: gens, Instance: self.ID}.Register(mux)
+	// As service.Run serves it.
+	h := httpx.SecurityHeaders(httpx.AnswerAlive(httpx.CORS{}.Wrap(mux)))
+	return getPath{h: h, uids: uids}
+}
+
+// discardWriter is a reusable http.ResponseWriter that keeps the status
+// and throws the body away, so that the benchmark counts the server's
+// work and not a recorder's.
+type discardWriter struct {
+	h      http.Header
+	status int
+	n      int
+}
+
+func (w *discardWriter) Header() http.Header { return w.h }
+func (w *discardWriter) WriteHeader(s int) {
+	if w.status == 0 {
+		w.status = s
+	}
+}
+func (w *discardWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	w.n += len(b)
+	return len(b), nil
+}
+func (w *discardWriter) reset() {
+	clear(w.h)
+	w.status, w.n = 0, 0
+}
+
+// BenchmarkGetOwner is GET /api/profile/{uid} served by the owner of the
+// uid's partition, through the whole handler chain of query-svc (security
+// headers, router, logging and metrics, authentication off as under the
+// benchmark of BENCH.md, routing with the lease check after the read, the
+// query and the Pebble view), of profiles applied from sealed records.
+func BenchmarkGetOwner(b *testing.B) {
+	const profiles = 10000
+	gp := newGetPath(b, profiles)
+	reqs := make([]*http.Request, len(gp.uids))
+	for i, uid := range gp.uids {
+		reqs[i] = httptest.NewRequest(http.MethodGet, "/api/profile/"+uid, nil)
+	}
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		w.reset()
+		gp.h.ServeHTTP(w, reqs[i%len(reqs)])
+		if w.status != http.StatusOK {
+			b.Fatalf("status %d", w.status)
+		}
+		i++
+	}
+}
+
+// TestGetPathAnswers checks what BenchmarkGetOwner serves: the profile,
+// opened, with its ETag and the routing headers.
+func TestGetPathAnswers(t *testing.T) {
+	gp := newGetPath(t, 20)
+	rec := httptest.NewRecorder()
+	gp.h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/profile/"+gp.uids[7], nil))
+	body, _ := io.ReadAll(rec.Body)
+	want := `{"uid":"` + gp.uids[7] + `","username":"user7","displayName":"User Number 7","email":"user7@example.com","version":3,"createdAt":"2026-12-05T21:00:00.123456789Z","updatedAt":"2026-12-05T21:01:00.123456789Z"}` + "\n"
+	if rec.Code != http.StatusOK || string(body) != want {
+		t.Fatalf("got %d %s, want 200 %s", rec.Code, body, want)
+	}
+	for k, v := range map[string]string{"ETag": `"3"`, routing.HeaderServedBy: "query-svc-0", routing.HeaderHops: "0",
+		"Content-Type": "application/json", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"} {
+		if got := rec.Header().Get(k); got != v {
+			t.Errorf("%s: %q, want %q", k, got, v)
+		}
+	}
+	rec = httptest.NewRecorder()
+	gp.h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/profile/0193a5b2-7c4d-7e8f-9a0b-999999999999", nil))
+	if rec.Code != http.StatusNotFound || rec.Header().Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("unknown uid: %d %s", rec.Code, rec.Header().Get("Content-Type"))
+	}
+}
