@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/gorilla/mux"
 
@@ -19,7 +20,7 @@ import (
 // Queries are the use cases the HTTP port calls.
 type Queries struct {
 	GetProfile interface {
-		Handle(ctx context.Context, q app.GetProfile) (events.Profile, error)
+		HandleJSON(ctx context.Context, q app.GetProfile, dst []byte) (app.ProfileJSON, error)
 	}
 	SearchProfiles interface {
 		Handle(ctx context.Context, q app.SearchProfiles) ([]events.Profile, error)
@@ -92,17 +93,34 @@ func (h HTTP) getProfile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	prof, err := h.Queries.GetProfile.Handle(r.Context(), app.GetProfile{UID: uid, MinVersion: minVersion})
+	buf := answerBuffers.Get().(*[]byte)
+	defer answerBuffers.Put(buf)
+	prof, err := h.Queries.GetProfile.HandleJSON(r.Context(), app.GetProfile{UID: uid, MinVersion: minVersion}, (*buf)[:0])
 	switch {
 	case errors.Is(err, app.ErrNotFound):
 		profileNotFound(w, r, "no profile with uid "+uid)
 	case err != nil:
 		h.fail(w, r, err, minVersion)
 	default:
-		w.Header().Set("ETag", httpx.ETag(prof.Version))
-		httpx.WriteJSON(w, http.StatusOK, prof)
+		hdr := w.Header()
+		hdr.Set("ETag", httpx.ETag(prof.Version))
+		hdr.Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		body := append(prof.JSON, '\n') // as httpx.WriteJSON's encoder ends it
+		_, _ = w.Write(body)
+		if cap(body) <= maxAnswerBuffer {
+			*buf = body[:0]
+		}
 	}
 }
+
+// answerBuffers hold a GET's answer while it is written: w copies it (into
+// the routing layer's buffer, or the connection's), so the buffer is free
+// again once the handler returns.
+var answerBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// maxAnswerBuffer bounds the buffers kept for the next answer.
+const maxAnswerBuffer = 16 << 10
 
 // history is the body of GET /api/profile/{uid}/history.
 type history struct {
