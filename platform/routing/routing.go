@@ -96,6 +96,15 @@ type Interrupter interface {
 	Interrupt(ctx context.Context, p int32, epoch int) (context.Context, context.CancelFunc)
 }
 
+// NowRouter is implemented by a Router that can tell at once, without
+// waiting, that Route would route p here now, and by which epoch (0 for a
+// Router without epochs). A read it routes here is served without the
+// routing wait's context; a false answer says nothing, and the read is
+// routed by Route.
+type NowRouter interface {
+	ServesNow(p int32) (epoch int, ok bool)
+}
+
 // EpochRouter is implemented by a Router whose table can change wholesale
 // (query-svc's snapshot generations, see HeaderEpoch).
 type EpochRouter interface {
@@ -148,49 +157,66 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 			h.ServeHTTP(w, r)
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), rt.Wait)
-		defer cancel()
 		forwardedBy := r.Header.Get(HeaderForwardedBy)
 		forwarded := forwardedBy != ""
 		// notWritten is set once this instance refused the write here
 		// having written nothing (HeaderNotWritten): the request is routed
 		// again, and may take one more hop to the partition's new owner.
+		// A read that lost its partition here is routed again the same way.
 		notWritten := false
+		if nr, ok := rt.Router.(NowRouter); ok && isRead(r) {
+			// The steady state: a read of a partition served here. What
+			// follows would find the same at once; the routing wait's
+			// context is only needed when it does not.
+			if epoch, ok := nr.ServesNow(p); ok {
+				if rt.serveAcquired(r.Context(), w, r, p, epoch, hops(forwardedBy), h) {
+					return
+				}
+				notWritten = true // handed over, or lost while it read
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), rt.Wait)
+		defer cancel()
 		rewaited := false
-	again:
-		owner, self, epoch, err := rt.route(ctx, p)
-		reforward := false
-		if err == nil && !self && forwarded {
-			reforward, owner, self, epoch, err = rt.epochRoute(ctx, r, p, owner, epoch)
-		}
-		if err == nil && !self && notWritten {
-			reforward = true
-		}
-		if reforward && strings.Contains(forwardedBy, ",") {
-			reforward = false // two hops already: wait below
-		}
-		for err == nil && !self && forwarded && !reforward {
-			// The forwarder believed we own p. Never forward twice: wait
-			// until we do, or give up.
-			select {
-			case <-ctx.Done():
-				err = fmt.Errorf("%w: forwarded here, but this instance does not serve partition %d", kafkax.ErrNoOwner, p)
-			case <-time.After(50 * time.Millisecond):
-				owner, self, epoch, err = rt.route(ctx, p)
-			}
-		}
-		switch {
-		case err != nil:
-			forwards.WithLabelValues("unavailable").Inc()
-			rt.unavailable(w, r, p, err)
-		case self:
-			hops := 0
-			if forwarded {
-				hops = 1 + strings.Count(forwardedBy, ",")
-			}
-			if !rt.serveAcquired(ctx, w, r, p, epoch, hops, h) {
+		for {
+			if notWritten {
 				// Handed over, or refused with nothing written: route
 				// again, which waits for the new owner.
+				select {
+				case <-ctx.Done():
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			owner, self, epoch, err := rt.route(ctx, p)
+			reforward := false
+			if err == nil && !self && forwarded {
+				reforward, owner, self, epoch, err = rt.epochRoute(ctx, r, p, owner, epoch)
+			}
+			if err == nil && !self && notWritten {
+				reforward = true
+			}
+			if reforward && strings.Contains(forwardedBy, ",") {
+				reforward = false // two hops already: wait below
+			}
+			for err == nil && !self && forwarded && !reforward {
+				// The forwarder believed we own p. Never forward twice: wait
+				// until we do, or give up.
+				select {
+				case <-ctx.Done():
+					err = fmt.Errorf("%w: forwarded here, but this instance does not serve partition %d", kafkax.ErrNoOwner, p)
+				case <-time.After(50 * time.Millisecond):
+					owner, self, epoch, err = rt.route(ctx, p)
+				}
+			}
+			switch {
+			case err != nil:
+				forwards.WithLabelValues("unavailable").Inc()
+				rt.unavailable(w, r, p, err)
+				return
+			case self:
+				if rt.serveAcquired(ctx, w, r, p, epoch, hops(forwardedBy), h) {
+					return
+				}
 				notWritten = true
 				if isRead(r) && ctx.Err() != nil && r.Context().Err() == nil && !rewaited {
 					// A read that waited for the view past the routing
@@ -200,17 +226,22 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 					ctx, cancel = context.WithTimeout(r.Context(), rt.Wait)
 					defer cancel()
 				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(10 * time.Millisecond):
-				}
-				goto again
+			default:
+				forwards.WithLabelValues("forwarded").Inc()
+				rt.forwardWithRetry(ctx, w, r, p, owner, epoch, h)
+				return
 			}
-		default:
-			forwards.WithLabelValues("forwarded").Inc()
-			rt.forwardWithRetry(ctx, w, r, p, owner, epoch, h)
 		}
 	})
+}
+
+// hops is the number of forwards a request took, from its
+// HeaderForwardedBy.
+func hops(forwardedBy string) int {
+	if forwardedBy == "" {
+		return 0
+	}
+	return 1 + strings.Count(forwardedBy, ",")
 }
 
 // epochRoute handles a forwarded request for a partition this instance

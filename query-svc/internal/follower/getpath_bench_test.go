@@ -31,7 +31,7 @@ import (
 
 // leaseFollower stands in for kafkax.Group in the partitioned mode, with
 // the work that Group does per call on a read's path: a lock and a clock
-// read (the lease) for Route and Serving, a cancellable context and a
+// read (the lease) for Route, ServesNow and Serving, a cancellable context and a
 // stopped timer for Interrupt, and a counted release for Acquire. It
 // serves every partition.
 type leaseFollower struct {
@@ -53,6 +53,7 @@ func (f *leaseFollower) Route(context.Context, int32) (kafkax.Member, bool, erro
 	}
 	return f.self, true, nil
 }
+func (f *leaseFollower) ServesNow(int32) (int, bool) { return 0, f.serving() }
 func (f *leaseFollower) Serving(int32) bool          { return f.serving() }
 func (*leaseFollower) Run(context.Context) error     { return nil }
 func (*leaseFollower) Ready() error                  { return nil }
