@@ -69,6 +69,9 @@ func (a *AccessLog) sampled() bool {
 // (version-traceid-parentid-flags), or "".
 func traceID(r *http.Request) string {
 	tp := r.Header.Get("traceparent")
+	if tp == "" {
+		return ""
+	}
 	parts := strings.Split(tp, "-")
 	if len(parts) != 4 || len(parts[1]) != 32 {
 		return ""
@@ -118,6 +121,9 @@ func MiddlewareWith(log *slog.Logger, access *AccessLog) mux.MiddlewareFunc {
 				if rec.status >= 500 && rec.status != http.StatusServiceUnavailable {
 					level = slog.LevelWarn
 				} else if !access.sampled() {
+					return
+				}
+				if !log.Enabled(r.Context(), level) {
 					return
 				}
 				attrs := []any{"method", r.Method, "route", route, "status", rec.status, "duration_ms", float64(d.Microseconds()) / 1000}
