@@ -220,3 +220,45 @@ func TestInterruptedReadIsRoutedAgain(t *testing.T) {
 		t.Fatalf("the handler read %d times, want 2 (the interrupted read, then the routed one)", n)
 	}
 }
+
+// countingInterrupter serves every partition here, always holds it, and
+// counts the reads made interruptible.
+type countingInterrupter struct {
+	self  kafkax.Member
+	calls atomic.Int32
+}
+
+func (h *countingInterrupter) Route(context.Context, int32) (kafkax.Member, bool, error) {
+	return h.self, true, nil
+}
+
+func (h *countingInterrupter) Holds(int32, int) bool { return true }
+
+func (h *countingInterrupter) Interrupt(ctx context.Context, _ int32, _ int) (context.Context, context.CancelFunc) {
+	h.calls.Add(1)
+	return context.WithCancel(ctx)
+}
+
+// With Waits, only a read that may wait is made interruptible; every read
+// is answered under the lease check all the same.
+func TestOnlyReadsThatWaitAreInterruptible(t *testing.T) {
+	r := &countingInterrupter{self: kafkax.Member{ID: "a"}}
+	rt := Routing{Router: r, Self: r.self, Wait: time.Second, Log: slog.Default(),
+		Waits: func(req *http.Request) bool { return req.URL.Query().Has("minVersion") }}
+	h := rt.Handler(func(*http.Request) (int32, bool) { return 3, true },
+		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	for _, tc := range []struct {
+		target string
+		calls  int32
+	}{{"/api/profile/u", 0}, {"/api/profile/u?minVersion=3", 1}} {
+		r.calls.Store(0)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tc.target, nil))
+		if rec.Code != http.StatusOK || rec.Body.String() != "ok" || rec.Header().Get(HeaderServedBy) != "a" {
+			t.Fatalf("%s: %d %q %v", tc.target, rec.Code, rec.Body, rec.Header())
+		}
+		if n := r.calls.Load(); n != tc.calls {
+			t.Fatalf("%s: made interruptible %d times, want %d", tc.target, n, tc.calls)
+		}
+	}
+}

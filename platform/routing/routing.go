@@ -145,6 +145,12 @@ type Routing struct {
 	// client's request that only claims to be forwarded. The forward keeps
 	// the caller's Authorization header, and the owner checks it again.
 	Sign func(r *http.Request, body []byte)
+	// Waits, if set, reports whether a read may wait (a long poll, such as
+	// query-svc's minVersion): only such a read is made interruptible (see
+	// Interrupter). A read that cannot wait ends at once, and the lease
+	// check after it (Holder) decides its answer all the same. Nil: every
+	// read may wait.
+	Waits func(r *http.Request) bool
 }
 
 // Handler returns h wrapped so that it runs only on the owner of the
@@ -519,7 +525,7 @@ func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epo
 	b := bufferPool.Get().(*bufferedResponse)
 	defer b.release()
 	hr := r
-	if in, ok := rt.Router.(Interrupter); ok {
+	if in, ok := rt.Router.(Interrupter); ok && (rt.Waits == nil || rt.Waits(r)) {
 		ictx, cancel := in.Interrupt(r.Context(), p, epoch)
 		defer cancel()
 		hr = r.WithContext(ictx)

@@ -161,7 +161,7 @@ func newGetPath(tb testing.TB, n int) getPath {
 	sec.Install(mux)
 	ports.HTTP{
 		Log:         log,
-		Routing:     routing.Routing{Router: gens, Self: self, Wait: 15 * time.Second, Log: log, Sign: sec.Sign},
+		Routing:     routing.Routing{Router: gens, Self: self, Wait: 15 * time.Second, Log: log, Sign: sec.Sign, Waits: ports.Waits},
 		PartitionOf: store.Partition,
 		EmailKey:    codec,
 		Queries: ports.Queries{

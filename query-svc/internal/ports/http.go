@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/gorilla/mux"
@@ -174,7 +175,18 @@ func (h HTTP) search(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, found)
 }
 
+// Waits reports whether a read may wait for the view, for routing.Routing:
+// only one with minVersion does. Any query that holds a percent escape
+// counts too, since it may spell minVersion escaped.
+func Waits(r *http.Request) bool {
+	q := r.URL.RawQuery
+	return strings.Contains(q, "minVersion") || strings.Contains(q, "%")
+}
+
 func minVersion(w http.ResponseWriter, r *http.Request) (int64, bool) {
+	if r.URL.RawQuery == "" {
+		return 0, true // no parameters: nothing to parse
+	}
 	s := r.URL.Query().Get("minVersion")
 	if s == "" {
 		return 0, true
