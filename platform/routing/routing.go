@@ -151,12 +151,15 @@ type Routing struct {
 	// check after it (Holder) decides its answer all the same. Nil: every
 	// read may wait.
 	Waits func(r *http.Request) bool
+
+	servedBy []string // X-Served-By's value, shared by the answers of Handler
 }
 
 // Handler returns h wrapped so that it runs only on the owner of the
 // partition partitionOf names. partitionOf returns false for a request it
 // cannot place (an invalid key); such a request goes to h, which rejects it.
 func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.Handler) http.Handler {
+	rt.servedBy = []string{rt.Self.ID}[:1:1]
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, ok := partitionOf(r)
 		if !ok {
@@ -233,7 +236,7 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 					defer cancel()
 				}
 			default:
-				forwards.WithLabelValues("forwarded").Inc()
+				forwardsForwarded.Inc()
 				rt.forwardWithRetry(ctx, w, r, p, owner, epoch, h)
 				return
 			}
@@ -463,7 +466,7 @@ func (rt Routing) serveAcquired(ctx context.Context, w http.ResponseWriter, r *h
 		}
 		defer release()
 	}
-	forwards.WithLabelValues("local").Inc()
+	forwardsLocal.Inc()
 	if isRead(r) {
 		// A read that lost the partition while it read is routed again
 		// (to the new owner, once there is one) while ctx allows.
@@ -471,8 +474,7 @@ func (rt Routing) serveAcquired(ctx context.Context, w http.ResponseWriter, r *h
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxForwardBody))
 	if err != nil {
-		w.Header().Set(HeaderServedBy, rt.Self.ID)
-		w.Header().Set(HeaderHops, strconv.Itoa(hops))
+		rt.setServed(w.Header(), hops)
 		// Too large, or unreadable: let h answer what it reads.
 		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
 		h.ServeHTTP(w, r)
@@ -481,8 +483,7 @@ func (rt Routing) serveAcquired(ctx context.Context, w http.ResponseWriter, r *h
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	b := bufferPool.Get().(*bufferedResponse)
 	defer b.release()
-	b.header.Set(HeaderServedBy, rt.Self.ID)
-	b.header.Set(HeaderHops, strconv.Itoa(hops))
+	rt.setServed(b.header, hops)
 	h.ServeHTTP(b, r)
 	if b.header.Get(HeaderNotWritten) != "" {
 		b.header.Del(HeaderNotWritten)
@@ -512,10 +513,7 @@ func (rt Routing) serveAcquired(ctx context.Context, w http.ResponseWriter, r *h
 // outcome: an append is fenced by Kafka, and command-svc confirms any
 // other answer the same way.
 func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epoch, hops int, retry bool, h http.Handler) (answered bool) {
-	served := func() {
-		w.Header().Set(HeaderServedBy, rt.Self.ID)
-		w.Header().Set(HeaderHops, strconv.Itoa(hops))
-	}
+	served := func() { rt.setServed(w.Header(), hops) }
 	holder, ok := rt.Router.(Holder)
 	if !ok || !isRead(r) {
 		served()
@@ -533,7 +531,7 @@ func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epo
 	h.ServeHTTP(b, hr)
 	cut := hr.Context().Err() != nil && r.Context().Err() == nil
 	if cut || !holder.Holds(p, epoch) {
-		forwards.WithLabelValues("lost").Inc()
+		forwardsLost.Inc()
 		if retry {
 			return false // nothing written: the caller routes it again
 		}
@@ -550,6 +548,32 @@ func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epo
 	_, _ = w.Write(b.body.Bytes())
 	return true
 }
+
+// setServed sets X-Served-By and X-Profiles-Hops (hops) on h. The values
+// are shared by many answers; each has a capacity of one, so that adding
+// to one (Header.Add) appends to a copy.
+func (rt Routing) setServed(h http.Header, hops int) {
+	servedBy := rt.servedBy
+	if servedBy == nil {
+		servedBy = []string{rt.Self.ID}
+	}
+	h[HeaderServedBy] = servedBy
+	if hops >= 0 && hops < len(hopValues) {
+		h[HeaderHops] = hopValues[hops]
+	} else {
+		h[HeaderHops] = []string{strconv.Itoa(hops)}
+	}
+}
+
+// hopValues are the values of X-Profiles-Hops that occur.
+var hopValues = [][]string{[]string{"0"}[:1:1], []string{"1"}[:1:1], []string{"2"}[:1:1]}
+
+// Counters of forwards, by outcome.
+var (
+	forwardsLocal     = forwards.WithLabelValues("local")
+	forwardsForwarded = forwards.WithLabelValues("forwarded")
+	forwardsLost      = forwards.WithLabelValues("lost")
+)
 
 // bufferedResponse holds an answer until it may be sent: the headers the
 // handler set (added to those already set on the real ResponseWriter),
