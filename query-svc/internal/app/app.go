@@ -27,6 +27,9 @@ type ProfileView interface {
 	// when it stored that version. JSON is empty for a deleted profile.
 	GetJSON(uid string, dst []byte) (ProfileJSON, error)
 	SearchEmail(email string) ([]events.Profile, error)
+	// SearchEmailJSON is SearchEmail with the answer as the API sends it:
+	// the JSON array of the live profiles, appended to dst.
+	SearchEmailJSON(email string, dst []byte) ([]byte, error)
 	// IndexEntry returns the email index entry of (email, uid): the profile,
 	// or a deleted marker once uid no longer holds email.
 	IndexEntry(email, uid string) (events.Profile, error)

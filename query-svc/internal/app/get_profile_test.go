@@ -51,6 +51,10 @@ func (v *fakeView) GetJSON(uid string, dst []byte) (app.ProfileJSON, error) {
 
 func (v *fakeView) SearchEmail(string) ([]events.Profile, error) { return nil, nil }
 
+func (v *fakeView) SearchEmailJSON(_ string, dst []byte) ([]byte, error) {
+	return append(dst, "[]"...), nil
+}
+
 func (v *fakeView) IndexEntry(_, uid string) (events.Profile, error) { return v.Get(uid) }
 
 func (v *fakeView) Changed() <-chan struct{} {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -300,6 +301,30 @@ func BenchmarkGetOwnerDisk(b *testing.B) {
 	reportCPU(b, start)
 }
 
+// BenchmarkSearch is GET /api/search?email= served by the owner of the
+// email's partition, through the same chain as BenchmarkGetOwner, over a
+// view (in memory) of 10,000 profiles and their email index.
+func BenchmarkSearch(b *testing.B) {
+	gp := newGetPathIn(b, 10000, "view", vfs.NewMem(), view.DefaultCacheSize)
+	reqs := make([]*http.Request, len(gp.uids))
+	for i := range gp.uids {
+		reqs[i] = httptest.NewRequest(http.MethodGet, fmt.Sprintf("/api/search?email=user%d@example.com", i), nil)
+	}
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	i := 0
+	start := cpuTime()
+	for b.Loop() {
+		w.reset()
+		gp.h.ServeHTTP(w, reqs[i%len(reqs)])
+		if w.status != http.StatusOK || w.n < 100 {
+			b.Fatalf("status %d, %d bytes", w.status, w.n)
+		}
+		i++
+	}
+	reportCPU(b, start)
+}
+
 // TestGetPathAnswers checks what BenchmarkGetOwner serves: the profile,
 // opened, with its ETag and the routing headers.
 func TestGetPathAnswers(t *testing.T) {
@@ -321,5 +346,15 @@ func TestGetPathAnswers(t *testing.T) {
 	gp.h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/profile/0193a5b2-7c4d-7e8f-9a0b-999999999999", nil))
 	if rec.Code != http.StatusNotFound || rec.Header().Get("Content-Type") != "application/problem+json" {
 		t.Fatalf("unknown uid: %d %s", rec.Code, rec.Header().Get("Content-Type"))
+	}
+
+	// Search, over a view with the email index.
+	gp = newGetPathIn(t, 20, "view", vfs.NewMem(), 1<<20)
+	for email, body := range map[string]string{"User7@Example.com": "[" + strings.TrimSuffix(want, "\n") + "]\n", "nobody@example.com": "[]\n"} {
+		rec = httptest.NewRecorder()
+		gp.h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/search?email="+email, nil))
+		if rec.Code != http.StatusOK || rec.Body.String() != body || rec.Header().Get("Content-Type") != "application/json" {
+			t.Fatalf("search %s: %d %s %q, want %s", email, rec.Code, rec.Header().Get("Content-Type"), rec.Body, body)
+		}
 	}
 }

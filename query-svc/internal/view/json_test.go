@@ -58,3 +58,33 @@ func TestGetJSONIsTheProfilesJSON(t *testing.T) {
 		t.Fatalf("unknown uid: %v", err)
 	}
 }
+
+// SearchEmailJSON answers with exactly what encoding SearchEmail's result
+// would give: the live profiles that hold the email, in uid order, and []
+// for none.
+func TestSearchEmailJSONIsTheProfilesJSON(t *testing.T) {
+	s := open(t, vfs.NewMem())
+	defer s.Close()
+	a, b, c := profile("a", "Bob@Mail.com", 1), profile("b", "bob@mail.com", 1), profile("c", "bob@mail.com", 1)
+	b.Username = `quo"te <&> \`
+	put(t, s, a, b, c)
+	c.Email, c.Version = "other@mail.com", 2
+	if _, err := s.ApplyIndex(index, s.Partition("bob@mail.com"), []view.IndexEntry{{Email: "bob@mail.com", Profile: events.Profile{UID: "c", Version: 2, Deleted: true}}}, 2); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, c)
+	for _, email := range []string{" BOB@mail.com", "other@mail.com", "nobody@mail.com"} {
+		found, err := s.SearchEmail(email)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(found)
+		got, err := s.SearchEmailJSON(email, []byte("x"))
+		if err != nil || string(got) != "x"+string(want) {
+			t.Fatalf("%s: SearchEmailJSON = %s, %v; want x%s", email, got, err, want)
+		}
+	}
+	if got, _ := s.SearchEmailJSON("bob@mail.com", nil); bytes.Contains(got, []byte(`"uid":"c"`)) {
+		t.Fatalf("a profile that left the email is still found: %s", got)
+	}
+}

@@ -409,6 +409,46 @@ func (s *Store) SearchEmail(email string) ([]events.Profile, error) {
 	return out, nil
 }
 
+// SearchEmailJSON is SearchEmail with the answer as the API sends it: the
+// JSON array of the live profiles, ordered by uid, appended to dst ([]
+// when there are none). Each profile's JSON is the index entry's value as
+// the view stored it (see GetJSON): the index carries the whole profile,
+// so nothing else is read, decoded or encoded.
+func (s *Store) SearchEmailJSON(email string, dst []byte) ([]byte, error) {
+	email = s.keyer.EmailKey(email)
+	dst = append(dst, '[')
+	n := 0
+	err := s.scan(emailKey(s.Partition(email), email, ""), func(k, v []byte) error {
+		_, deleted, ok := scanStored(v)
+		if !ok { // not the form putNewer writes: decode it, and encode the answer
+			var st stored
+			if err := json.Unmarshal(v, &st); err != nil {
+				return fmt.Errorf("corrupt index entry %q: %w", k, err)
+			}
+			if deleted = st.Deleted; !deleted {
+				b, err := json.Marshal(st.Profile)
+				if err != nil {
+					return err
+				}
+				v = b
+			}
+		}
+		if deleted {
+			return nil
+		}
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, v...)
+		n++
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return append(dst, ']'), nil
+}
+
 // IndexEntry returns the email index entry of (email, uid): the profile, a
 // deleted marker (Deleted set) once the uid no longer holds the email, or
 // ErrNotFound.
