@@ -163,12 +163,15 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // Route returns the template of the mux route that matched r, such as
-// /api/profile/{uid}, or "unmatched". Logs name a request by it, never by
-// its path, which may hold a uid.
+// /api/profile/{uid} (the name of a route made by Path), or "unmatched".
+// Logs name a request by it, never by its path, which may hold a uid.
 func Route(r *http.Request) string {
 	if cr := mux.CurrentRoute(r); cr != nil {
 		if t, err := cr.GetPathTemplate(); err == nil {
 			return t
+		}
+		if n := cr.GetName(); n != "" {
+			return n
 		}
 	}
 	return "unmatched"

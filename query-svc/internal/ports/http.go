@@ -49,11 +49,12 @@ type HTTP struct {
 	EmailKey events.EmailKeyer
 }
 
-// Register adds the API routes to r.
+// Register adds the API routes to r. They match their paths without a
+// regexp (httpx.Path): they are the routes of nearly every request.
 func (h HTTP) Register(r *mux.Router) {
-	r.Handle("/api/profile/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getProfile))).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/api/profile/{uid}/history", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getHistory))).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/api/search", h.Routing.Handler(h.emailPartition, http.HandlerFunc(h.search))).Methods(http.MethodGet, http.MethodHead)
+	httpx.Path(r, "/api/profile/{uid}").Handler(h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getProfile))).Methods(http.MethodGet, http.MethodHead)
+	httpx.Path(r, "/api/profile/{uid}/history").Handler(h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getHistory))).Methods(http.MethodGet, http.MethodHead)
+	httpx.Path(r, "/api/search").Handler(h.Routing.Handler(h.emailPartition, http.HandlerFunc(h.search))).Methods(http.MethodGet, http.MethodHead)
 }
 
 func (h HTTP) uidPartition(r *http.Request) (int32, bool) {
