@@ -104,6 +104,8 @@ func (memKeys) Forget(string) {}
 type getPath struct {
 	h    http.Handler
 	uids []string
+	// apply applies sealed snapshots of the profiles, as the follower does.
+	apply func(tb testing.TB, profs ...events.Profile)
 }
 
 func newGetPath(tb testing.TB, n int) getPath {
@@ -194,7 +196,26 @@ func newGetPathIn(tb testing.TB, n int, dir string, fs vfs.FS, cacheSize int64) 
 	ports.Admin{Views: gens, Instance: self.ID}.Register(mux)
 	// As service.Run serves it.
 	h := httpx.SecurityHeaders(httpx.AnswerAlive(httpx.CORS{}.Wrap(mux)))
-	return getPath{h: h, uids: uids}
+	apply := func(tb testing.TB, profs ...events.Profile) {
+		tb.Helper()
+		for _, prof := range profs {
+			val, err := codec.EncodeSnapshot(prof)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			p := store.Partition(prof.UID)
+			next, _, _ := store.Offset(kcfg.SnapshotsTopic, p)
+			rec := &sarama.ConsumerMessage{Topic: kcfg.SnapshotsTopic, Partition: p, Offset: next, Key: []byte(prof.UID), Value: val,
+				Headers: []*sarama.RecordHeader{{Key: []byte(events.HeaderVersion), Value: []byte(strconv.FormatInt(prof.Version, 10))}}}
+			if prof.Deleted {
+				rec.Value = nil // a tombstone
+			}
+			if err := applier.Handle(context.Background(), kcfg.SnapshotsTopic, p, []*sarama.ConsumerMessage{rec}); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	return getPath{h: h, uids: uids, apply: apply}
 }
 
 // cpuTime is the CPU time (user and system) the process has used so far.
@@ -263,6 +284,38 @@ func BenchmarkGetOwner(b *testing.B) {
 		i++
 	}
 	reportCPU(b, start)
+}
+
+// A GET through the whole chain reads its own write with minVersion (it
+// waits for the view), answers HEAD with the headers only, and answers a
+// deleted profile 404 at once, with and without minVersion.
+func TestGetPathFollowsTheView(t *testing.T) {
+	gp := newGetPath(t, 3)
+	uid := gp.uids[1]
+	at := time.Date(2026, 12, 5, 22, 0, 0, 0, time.UTC)
+	get := func(method, target string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		gp.h.ServeHTTP(rec, httptest.NewRequest(method, target, nil))
+		return rec
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		gp.apply(t, events.Profile{UID: uid, Username: "renamed", Email: "r@example.com", Version: 4, CreatedAt: at, UpdatedAt: at, Sealed: true})
+	}()
+	rec := get(http.MethodGet, "/api/profile/"+uid+"?minVersion=4")
+	if rec.Code != http.StatusOK || rec.Header().Get("ETag") != `"4"` || !strings.Contains(rec.Body.String(), `"username":"renamed"`) {
+		t.Fatalf("minVersion=4: %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	if rec = get(http.MethodHead, "/api/profile/"+uid); rec.Code != http.StatusOK || rec.Header().Get("ETag") != `"4"` {
+		t.Fatalf("HEAD: %d %v", rec.Code, rec.Header())
+	}
+	gp.apply(t, events.Profile{UID: uid, Version: 5, Deleted: true})
+	for _, q := range []string{"", "?minVersion=4", "?minVersion=5", "?minVersion=6"} {
+		rec = get(http.MethodGet, "/api/profile/"+uid+q)
+		if rec.Code != http.StatusNotFound || rec.Header().Get("Content-Type") != "application/problem+json" || strings.Contains(rec.Body.String(), "renamed") {
+			t.Fatalf("deleted%s: %d %v %s", q, rec.Code, rec.Header(), rec.Body)
+		}
+	}
 }
 
 // BenchmarkGetOwnerDisk is BenchmarkGetOwner over a view on disk of
