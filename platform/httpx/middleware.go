@@ -69,6 +69,9 @@ func (a *AccessLog) sampled() bool {
 // (version-traceid-parentid-flags), or "".
 func traceID(r *http.Request) string {
 	tp := r.Header.Get("traceparent")
+	if tp == "" {
+		return ""
+	}
 	parts := strings.Split(tp, "-")
 	if len(parts) != 4 || len(parts[1]) != 32 {
 		return ""
@@ -120,6 +123,9 @@ func MiddlewareWith(log *slog.Logger, access *AccessLog) mux.MiddlewareFunc {
 				} else if !access.sampled() {
 					return
 				}
+				if !log.Enabled(r.Context(), level) {
+					return
+				}
 				attrs := []any{"method", r.Method, "route", route, "status", rec.status, "duration_ms", float64(d.Microseconds()) / 1000}
 				// With a span in the context, tracing.LogHandler adds
 				// trace_id and span_id.
@@ -157,12 +163,15 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // Route returns the template of the mux route that matched r, such as
-// /api/profile/{uid}, or "unmatched". Logs name a request by it, never by
-// its path, which may hold a uid.
+// /api/profile/{uid} (the name of a route made by Path), or "unmatched".
+// Logs name a request by it, never by its path, which may hold a uid.
 func Route(r *http.Request) string {
 	if cr := mux.CurrentRoute(r); cr != nil {
 		if t, err := cr.GetPathTemplate(); err == nil {
 			return t
+		}
+		if n := cr.GetName(); n != "" {
+			return n
 		}
 	}
 	return "unmatched"

@@ -17,6 +17,18 @@ var securityHeaders = map[string]string{
 	"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
 
+// securityValues are securityHeaders as header values, under their
+// canonical names, and Cache-Control's no-store: every response shares
+// them. Each has a capacity of one, so that a handler that adds a value
+// (Header.Add) appends to a copy and never to the shared array.
+var securityValues, noStore = func() (map[string][]string, []string) {
+	m := make(map[string][]string, len(securityHeaders))
+	for k, v := range securityHeaders {
+		m[http.CanonicalHeaderKey(k)] = []string{v}[:1:1]
+	}
+	return m, []string{"no-store"}[:1:1]
+}()
+
 // SecurityHeaders gives every response X-Content-Type-Options: nosniff,
 // Referrer-Policy: no-referrer, a Content-Security-Policy that allows
 // nothing (default-src 'none'; frame-ancestors 'none'), and Cache-Control:
@@ -33,14 +45,14 @@ func SecurityHeaders(next http.Handler) http.Handler {
 		page := new(string)
 		r = r.WithContext(context.WithValue(r.Context(), pagePolicyKey{}, page))
 		next.ServeHTTP(onStart(w, func(h http.Header) {
-			for k, v := range securityHeaders {
-				h.Set(k, v)
+			for k, v := range securityValues {
+				h[k] = v
 			}
 			if *page != "" {
 				h.Set("Content-Security-Policy", *page)
 			}
 			if h.Get("Cache-Control") == "" {
-				h.Set("Cache-Control", "no-store")
+				h["Cache-Control"] = noStore
 			}
 		}), r)
 	})

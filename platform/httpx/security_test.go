@@ -228,3 +228,33 @@ func TestSetPagePolicyWidensOnlyItsOwnResponse(t *testing.T) {
 		t.Error("SetPagePolicy reported true outside SecurityHeaders")
 	}
 }
+
+// The security headers' values are shared by every response: a handler
+// that adds to one, after the response started, changes nothing of the
+// next response's.
+func TestSecurityHeadersAreNotChangedThroughAResponse(t *testing.T) {
+	h := SecurityHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		if r.URL.Path == "/add" {
+			w.Header().Add("X-Content-Type-Options", "other")
+			w.Header().Add("Cache-Control", "private")
+		}
+	}))
+	for _, path := range []string{"/add", "/", "/add", "/"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		want := 1
+		if path == "/add" {
+			want = 2
+		}
+		if v := rec.Header().Values("X-Content-Type-Options"); len(v) != want || v[0] != "nosniff" {
+			t.Fatalf("%s: X-Content-Type-Options %q", path, v)
+		}
+		if v := rec.Header().Values("Cache-Control"); len(v) != want || v[0] != "no-store" {
+			t.Fatalf("%s: Cache-Control %q", path, v)
+		}
+	}
+	if v := securityValues["X-Content-Type-Options"]; len(v) != 1 || v[0] != "nosniff" || len(noStore) != 1 {
+		t.Fatalf("the shared values changed: %q %q", v, noStore)
+	}
+}

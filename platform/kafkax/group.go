@@ -1032,6 +1032,42 @@ func (g *Group) Assignment() Assignment {
 	return g.table
 }
 
+// routeLocked is what Route sees of p at now, under g.mu: whether this
+// instance serves p, is cut off from it, or knows its owner elsewhere.
+func (g *Group) routeLocked(p int32, now time.Time) (owner Member, serving, cutOff, elsewhere bool) {
+	st := g.owned[p]
+	owner, ok := g.table.Owner(p)
+	if g.detached && st != nil && ok && owner.ID != g.opts.Self.ID && g.lastErr == nil {
+		// The group has moved on without us: p is someone else's.
+		delete(g.owned, p)
+		st = nil
+	}
+	// A quiescing member (a drain) serves what is in flight, but new
+	// requests wait for the next owner.
+	serving = g.servingLocked(st, now) && !g.quiescing
+	// Cut off: the partition is ours as far as this instance knows, but
+	// its lease ran out and the coordinator does not answer its
+	// heartbeats. Waiting cannot help before it can reach Kafka again
+	// (by then the group has most likely moved the partition on), so
+	// the request fails now rather than after the caller's wait. A
+	// coordinator that answers with a refusal (this member was frozen,
+	// and the group moved on) is no cut: the session ends at once, and
+	// the request waits for the new owner.
+	cutOff = st != nil && !serving && len(st.behind) == 0 && g.coordinatorSilentLocked(now)
+	elsewhere = st == nil && ok && owner.ID != g.opts.Self.ID && owner.URL != ""
+	return owner, serving, cutOff, elsewhere
+}
+
+// ServesNow implements routing.NowRouter: it reports whether Route would
+// route p here at once (this instance serves p and is not handing it
+// over), without waiting. A Group has one table: its epoch is 0.
+func (g *Group) ServesNow(p int32) (epoch int, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, serving, _, _ := g.routeLocked(p, time.Now())
+	return 0, serving
+}
+
 // Route tells where a request for partition p must go: here (self is true)
 // once this instance serves p, or the owner's Member. While nobody can
 // serve p (a rebalance, a dead owner whose session has not expired, or an
@@ -1040,33 +1076,14 @@ func (g *Group) Route(ctx context.Context, p int32) (m Member, self bool, err er
 	for {
 		g.mu.Lock()
 		changed := g.changed
-		st := g.owned[p]
-		owner, ok := g.table.Owner(p)
-		if g.detached && st != nil && ok && owner.ID != g.opts.Self.ID && g.lastErr == nil {
-			// The group has moved on without us: p is someone else's.
-			delete(g.owned, p)
-			st = nil
-		}
-		now := time.Now()
-		// A quiescing member (a drain) serves what is in flight, but new
-		// requests wait for the next owner.
-		serving := g.servingLocked(st, now) && !g.quiescing
-		// Cut off: the partition is ours as far as this instance knows, but
-		// its lease ran out and the coordinator does not answer its
-		// heartbeats. Waiting cannot help before it can reach Kafka again
-		// (by then the group has most likely moved the partition on), so
-		// the request fails now rather than after the caller's wait. A
-		// coordinator that answers with a refusal (this member was frozen,
-		// and the group moved on) is no cut: the session ends at once, and
-		// the request waits for the new owner.
-		cutOff := st != nil && !serving && len(st.behind) == 0 && g.coordinatorSilentLocked(now)
+		owner, serving, cutOff, elsewhere := g.routeLocked(p, time.Now())
 		g.mu.Unlock()
 		switch {
 		case serving:
 			return g.opts.Self, true, nil
 		case cutOff:
 			return Member{}, false, fmt.Errorf("%w (partition %d): %w", ErrNoOwner, p, ErrCutOff)
-		case st == nil && ok && owner.ID != g.opts.Self.ID && owner.URL != "":
+		case elsewhere:
 			return owner, false, nil
 		}
 		select {

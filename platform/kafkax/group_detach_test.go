@@ -30,17 +30,47 @@ func TestDetachedGroupServesTheLastSessionUntilTheTableMovesOn(t *testing.T) {
 		defer cancel()
 		return g.Route(ctx, p)
 	}
-	if _, self, err := route(1); err != nil || !self {
+	if _, self, err := route(1); err != nil || !self || !servesNow(g, 1) {
 		t.Fatalf("caught-up partition 1: self=%t, %v; want served here", self, err)
 	}
-	if _, _, err := route(2); err == nil {
+	if _, _, err := route(2); err == nil || servesNow(g, 2) {
 		t.Fatal("partition 2 was behind; it must not be served while detached")
 	}
 	g.mu.Lock()
 	g.table = Assignment{State: "Stable", owners: map[int32]Member{1: other}}
 	g.mu.Unlock()
+	if servesNow(g, 1) {
+		t.Fatal("after the table moved partition 1 to b: ServesNow still says here")
+	}
 	if m, self, err := route(1); err != nil || self || m.ID != "b" {
 		t.Fatalf("after the table moved partition 1 to b: %s self=%t %v; want b", m.ID, self, err)
+	}
+}
+
+// ServesNow answers what Route would at once, and never waits: a
+// quiescing member (a drain) routes no new request to itself.
+func TestServesNowIsRoutesAnswer(t *testing.T) {
+	g := &Group{
+		opts: GroupOptions{Self: Member{ID: "a", URL: "http://a"}}, log: slog.New(slog.DiscardHandler),
+		owned: map[int32]*sessionPartition{1: {behind: map[string]bool{}}, 2: {behind: map[string]bool{"events": true}}}, changed: make(chan struct{}),
+		tableAge: time.Now(),
+		lease:    lease{until: time.Now().Add(time.Hour)},
+	}
+	if !servesNow(g, 1) || servesNow(g, 2) || servesNow(g, 3) {
+		t.Fatalf("ServesNow: 1 %t, 2 (behind) %t, 3 (not owned) %t; want true, false, false", servesNow(g, 1), servesNow(g, 2), servesNow(g, 3))
+	}
+	g.mu.Lock()
+	g.quiescing = true
+	g.mu.Unlock()
+	if servesNow(g, 1) {
+		t.Fatal("a quiescing member says it serves a new request")
+	}
+	g.mu.Lock()
+	g.quiescing = false
+	g.lease.end()
+	g.mu.Unlock()
+	if servesNow(g, 1) {
+		t.Fatal("served without a lease")
 	}
 }
 
@@ -65,4 +95,9 @@ func TestDetachedGroupServesOnlyUnderTheLease(t *testing.T) {
 	if g.Serving(1) || !errors.Is(g.Ready(), ErrLeaseExpired) {
 		t.Fatal("detached without a lease: still served")
 	}
+}
+
+func servesNow(g *Group, p int32) bool {
+	_, ok := g.ServesNow(p)
+	return ok
 }

@@ -32,8 +32,41 @@ func (h *holdingRouter) Holds(int32, int) bool { return h.held.Load() }
 // retried. A write is not held back: its outcome is checked where it is
 // decided.
 func TestReadIsAnsweredOnlyWhileHeld(t *testing.T) {
+	for _, now := range []bool{false, true} {
+		t.Run(nowName(now), func(t *testing.T) { testReadIsAnsweredOnlyWhileHeld(t, now) })
+	}
+}
+
+// servesNow is a Router that is also a NowRouter, which always says that
+// it serves p now in epoch 0.
+type servesNow struct {
+	Router
+	Holder
+}
+
+func (servesNow) ServesNow(int32) (int, bool) { return 0, true }
+
+func nowName(now bool) string {
+	if now {
+		return "NowRouter"
+	}
+	return "Router"
+}
+
+// withNow returns r, made a NowRouter when now is set.
+func withNow(r interface {
+	Router
+	Holder
+}, now bool) Router {
+	if now {
+		return servesNow{r, r}
+	}
+	return r
+}
+
+func testReadIsAnsweredOnlyWhileHeld(t *testing.T, now bool) {
 	r := &holdingRouter{self: kafkax.Member{ID: "a"}}
-	rt := Routing{Router: r, Self: r.self, Wait: time.Second, Log: slog.Default()}
+	rt := Routing{Router: withNow(r, now), Self: r.self, Wait: time.Second, Log: slog.Default()}
 	srv := httptest.NewServer(rt.Handler(func(*http.Request) (int32, bool) { return 3, true },
 		http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			w.Header().Set("ETag", `"7"`)
@@ -84,8 +117,14 @@ func (h *flakyHolder) Holds(int32, int) bool { return h.holds.Add(1) > 1 }
 // another instance, within the routing wait, and the client never sees the
 // rebalance (the front door's reads during a rebalance must not fail).
 func TestReadThatLostItsPartitionIsRoutedAgain(t *testing.T) {
+	for _, now := range []bool{false, true} {
+		t.Run(nowName(now), func(t *testing.T) { testReadThatLostItsPartitionIsRoutedAgain(t, now) })
+	}
+}
+
+func testReadThatLostItsPartitionIsRoutedAgain(t *testing.T, now bool) {
 	r := &flakyHolder{self: kafkax.Member{ID: "a"}}
-	rt := Routing{Router: r, Self: r.self, Wait: 5 * time.Second, Log: slog.Default()}
+	rt := Routing{Router: withNow(r, now), Self: r.self, Wait: 5 * time.Second, Log: slog.Default()}
 	var reads atomic.Int32
 	srv := httptest.NewServer(rt.Handler(func(*http.Request) (int32, bool) { return 3, true },
 		http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -179,5 +218,47 @@ func TestInterruptedReadIsRoutedAgain(t *testing.T) {
 	}
 	if n := reads.Load(); n != 2 {
 		t.Fatalf("the handler read %d times, want 2 (the interrupted read, then the routed one)", n)
+	}
+}
+
+// countingInterrupter serves every partition here, always holds it, and
+// counts the reads made interruptible.
+type countingInterrupter struct {
+	self  kafkax.Member
+	calls atomic.Int32
+}
+
+func (h *countingInterrupter) Route(context.Context, int32) (kafkax.Member, bool, error) {
+	return h.self, true, nil
+}
+
+func (h *countingInterrupter) Holds(int32, int) bool { return true }
+
+func (h *countingInterrupter) Interrupt(ctx context.Context, _ int32, _ int) (context.Context, context.CancelFunc) {
+	h.calls.Add(1)
+	return context.WithCancel(ctx)
+}
+
+// With Waits, only a read that may wait is made interruptible; every read
+// is answered under the lease check all the same.
+func TestOnlyReadsThatWaitAreInterruptible(t *testing.T) {
+	r := &countingInterrupter{self: kafkax.Member{ID: "a"}}
+	rt := Routing{Router: r, Self: r.self, Wait: time.Second, Log: slog.Default(),
+		Waits: func(req *http.Request) bool { return req.URL.Query().Has("minVersion") }}
+	h := rt.Handler(func(*http.Request) (int32, bool) { return 3, true },
+		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	for _, tc := range []struct {
+		target string
+		calls  int32
+	}{{"/api/profile/u", 0}, {"/api/profile/u?minVersion=3", 1}} {
+		r.calls.Store(0)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tc.target, nil))
+		if rec.Code != http.StatusOK || rec.Body.String() != "ok" || rec.Header().Get(HeaderServedBy) != "a" {
+			t.Fatalf("%s: %d %q %v", tc.target, rec.Code, rec.Body, rec.Header())
+		}
+		if n := r.calls.Load(); n != tc.calls {
+			t.Fatalf("%s: made interruptible %d times, want %d", tc.target, n, tc.calls)
+		}
 	}
 }

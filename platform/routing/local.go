@@ -30,6 +30,9 @@ func (l Local) Route(ctx context.Context, p int32) (kafkax.Member, bool, error) 
 	return l.Self, true, nil
 }
 
+// ServesNow implements NowRouter.
+func (l Local) ServesNow(p int32) (int, bool) { return 0, l.Serving(p) }
+
 // Holds implements Holder.
 func (l Local) Holds(p int32, _ int) bool { return l.Serving(p) }
 

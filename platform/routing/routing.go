@@ -96,6 +96,15 @@ type Interrupter interface {
 	Interrupt(ctx context.Context, p int32, epoch int) (context.Context, context.CancelFunc)
 }
 
+// NowRouter is implemented by a Router that can tell at once, without
+// waiting, that Route would route p here now, and by which epoch (0 for a
+// Router without epochs). A read it routes here is served without the
+// routing wait's context; a false answer says nothing, and the read is
+// routed by Route.
+type NowRouter interface {
+	ServesNow(p int32) (epoch int, ok bool)
+}
+
 // EpochRouter is implemented by a Router whose table can change wholesale
 // (query-svc's snapshot generations, see HeaderEpoch).
 type EpochRouter interface {
@@ -136,61 +145,87 @@ type Routing struct {
 	// client's request that only claims to be forwarded. The forward keeps
 	// the caller's Authorization header, and the owner checks it again.
 	Sign func(r *http.Request, body []byte)
+	// Waits, if set, reports whether a read may wait (a long poll, such as
+	// query-svc's minVersion): only such a read is made interruptible (see
+	// Interrupter). A read that cannot wait ends at once, and the lease
+	// check after it (Holder) decides its answer all the same. Nil: every
+	// read may wait.
+	Waits func(r *http.Request) bool
+
+	servedBy []string // X-Served-By's value, shared by the answers of Handler
 }
 
 // Handler returns h wrapped so that it runs only on the owner of the
 // partition partitionOf names. partitionOf returns false for a request it
 // cannot place (an invalid key); such a request goes to h, which rejects it.
 func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.Handler) http.Handler {
+	rt.servedBy = []string{rt.Self.ID}[:1:1]
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, ok := partitionOf(r)
 		if !ok {
 			h.ServeHTTP(w, r)
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), rt.Wait)
-		defer cancel()
 		forwardedBy := r.Header.Get(HeaderForwardedBy)
 		forwarded := forwardedBy != ""
 		// notWritten is set once this instance refused the write here
 		// having written nothing (HeaderNotWritten): the request is routed
 		// again, and may take one more hop to the partition's new owner.
+		// A read that lost its partition here is routed again the same way.
 		notWritten := false
+		if nr, ok := rt.Router.(NowRouter); ok && isRead(r) {
+			// The steady state: a read of a partition served here. What
+			// follows would find the same at once; the routing wait's
+			// context is only needed when it does not.
+			if epoch, ok := nr.ServesNow(p); ok {
+				if rt.serveAcquired(r.Context(), w, r, p, epoch, hops(forwardedBy), h) {
+					return
+				}
+				notWritten = true // handed over, or lost while it read
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), rt.Wait)
+		defer cancel()
 		rewaited := false
-	again:
-		owner, self, epoch, err := rt.route(ctx, p)
-		reforward := false
-		if err == nil && !self && forwarded {
-			reforward, owner, self, epoch, err = rt.epochRoute(ctx, r, p, owner, epoch)
-		}
-		if err == nil && !self && notWritten {
-			reforward = true
-		}
-		if reforward && strings.Contains(forwardedBy, ",") {
-			reforward = false // two hops already: wait below
-		}
-		for err == nil && !self && forwarded && !reforward {
-			// The forwarder believed we own p. Never forward twice: wait
-			// until we do, or give up.
-			select {
-			case <-ctx.Done():
-				err = fmt.Errorf("%w: forwarded here, but this instance does not serve partition %d", kafkax.ErrNoOwner, p)
-			case <-time.After(50 * time.Millisecond):
-				owner, self, epoch, err = rt.route(ctx, p)
-			}
-		}
-		switch {
-		case err != nil:
-			forwards.WithLabelValues("unavailable").Inc()
-			rt.unavailable(w, r, p, err)
-		case self:
-			hops := 0
-			if forwarded {
-				hops = 1 + strings.Count(forwardedBy, ",")
-			}
-			if !rt.serveAcquired(ctx, w, r, p, epoch, hops, h) {
+		for {
+			if notWritten {
 				// Handed over, or refused with nothing written: route
 				// again, which waits for the new owner.
+				select {
+				case <-ctx.Done():
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			owner, self, epoch, err := rt.route(ctx, p)
+			reforward := false
+			if err == nil && !self && forwarded {
+				reforward, owner, self, epoch, err = rt.epochRoute(ctx, r, p, owner, epoch)
+			}
+			if err == nil && !self && notWritten {
+				reforward = true
+			}
+			if reforward && strings.Contains(forwardedBy, ",") {
+				reforward = false // two hops already: wait below
+			}
+			for err == nil && !self && forwarded && !reforward {
+				// The forwarder believed we own p. Never forward twice: wait
+				// until we do, or give up.
+				select {
+				case <-ctx.Done():
+					err = fmt.Errorf("%w: forwarded here, but this instance does not serve partition %d", kafkax.ErrNoOwner, p)
+				case <-time.After(50 * time.Millisecond):
+					owner, self, epoch, err = rt.route(ctx, p)
+				}
+			}
+			switch {
+			case err != nil:
+				forwards.WithLabelValues("unavailable").Inc()
+				rt.unavailable(w, r, p, err)
+				return
+			case self:
+				if rt.serveAcquired(ctx, w, r, p, epoch, hops(forwardedBy), h) {
+					return
+				}
 				notWritten = true
 				if isRead(r) && ctx.Err() != nil && r.Context().Err() == nil && !rewaited {
 					// A read that waited for the view past the routing
@@ -200,17 +235,22 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 					ctx, cancel = context.WithTimeout(r.Context(), rt.Wait)
 					defer cancel()
 				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(10 * time.Millisecond):
-				}
-				goto again
+			default:
+				forwardsForwarded.Inc()
+				rt.forwardWithRetry(ctx, w, r, p, owner, epoch, h)
+				return
 			}
-		default:
-			forwards.WithLabelValues("forwarded").Inc()
-			rt.forwardWithRetry(ctx, w, r, p, owner, epoch, h)
 		}
 	})
+}
+
+// hops is the number of forwards a request took, from its
+// HeaderForwardedBy.
+func hops(forwardedBy string) int {
+	if forwardedBy == "" {
+		return 0
+	}
+	return 1 + strings.Count(forwardedBy, ",")
 }
 
 // epochRoute handles a forwarded request for a partition this instance
@@ -426,7 +466,7 @@ func (rt Routing) serveAcquired(ctx context.Context, w http.ResponseWriter, r *h
 		}
 		defer release()
 	}
-	forwards.WithLabelValues("local").Inc()
+	forwardsLocal.Inc()
 	if isRead(r) {
 		// A read that lost the partition while it read is routed again
 		// (to the new owner, once there is one) while ctx allows.
@@ -434,8 +474,7 @@ func (rt Routing) serveAcquired(ctx context.Context, w http.ResponseWriter, r *h
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxForwardBody))
 	if err != nil {
-		w.Header().Set(HeaderServedBy, rt.Self.ID)
-		w.Header().Set(HeaderHops, strconv.Itoa(hops))
+		rt.setServed(w.Header(), hops)
 		// Too large, or unreadable: let h answer what it reads.
 		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
 		h.ServeHTTP(w, r)
@@ -444,8 +483,7 @@ func (rt Routing) serveAcquired(ctx context.Context, w http.ResponseWriter, r *h
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	b := bufferPool.Get().(*bufferedResponse)
 	defer b.release()
-	b.header.Set(HeaderServedBy, rt.Self.ID)
-	b.header.Set(HeaderHops, strconv.Itoa(hops))
+	rt.setServed(b.header, hops)
 	h.ServeHTTP(b, r)
 	if b.header.Get(HeaderNotWritten) != "" {
 		b.header.Del(HeaderNotWritten)
@@ -475,10 +513,7 @@ func (rt Routing) serveAcquired(ctx context.Context, w http.ResponseWriter, r *h
 // outcome: an append is fenced by Kafka, and command-svc confirms any
 // other answer the same way.
 func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epoch, hops int, retry bool, h http.Handler) (answered bool) {
-	served := func() {
-		w.Header().Set(HeaderServedBy, rt.Self.ID)
-		w.Header().Set(HeaderHops, strconv.Itoa(hops))
-	}
+	served := func() { rt.setServed(w.Header(), hops) }
 	holder, ok := rt.Router.(Holder)
 	if !ok || !isRead(r) {
 		served()
@@ -488,7 +523,7 @@ func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epo
 	b := bufferPool.Get().(*bufferedResponse)
 	defer b.release()
 	hr := r
-	if in, ok := rt.Router.(Interrupter); ok {
+	if in, ok := rt.Router.(Interrupter); ok && (rt.Waits == nil || rt.Waits(r)) {
 		ictx, cancel := in.Interrupt(r.Context(), p, epoch)
 		defer cancel()
 		hr = r.WithContext(ictx)
@@ -496,7 +531,7 @@ func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epo
 	h.ServeHTTP(b, hr)
 	cut := hr.Context().Err() != nil && r.Context().Err() == nil
 	if cut || !holder.Holds(p, epoch) {
-		forwards.WithLabelValues("lost").Inc()
+		forwardsLost.Inc()
 		if retry {
 			return false // nothing written: the caller routes it again
 		}
@@ -513,6 +548,32 @@ func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epo
 	_, _ = w.Write(b.body.Bytes())
 	return true
 }
+
+// setServed sets X-Served-By and X-Profiles-Hops (hops) on h. The values
+// are shared by many answers; each has a capacity of one, so that adding
+// to one (Header.Add) appends to a copy.
+func (rt Routing) setServed(h http.Header, hops int) {
+	servedBy := rt.servedBy
+	if servedBy == nil {
+		servedBy = []string{rt.Self.ID}
+	}
+	h[HeaderServedBy] = servedBy
+	if hops >= 0 && hops < len(hopValues) {
+		h[HeaderHops] = hopValues[hops]
+	} else {
+		h[HeaderHops] = []string{strconv.Itoa(hops)}
+	}
+}
+
+// hopValues are the values of X-Profiles-Hops that occur.
+var hopValues = [][]string{[]string{"0"}[:1:1], []string{"1"}[:1:1], []string{"2"}[:1:1]}
+
+// Counters of forwards, by outcome.
+var (
+	forwardsLocal     = forwards.WithLabelValues("local")
+	forwardsForwarded = forwards.WithLabelValues("forwarded")
+	forwardsLost      = forwards.WithLabelValues("lost")
+)
 
 // bufferedResponse holds an answer until it may be sent: the headers the
 // handler set (added to those already set on the real ResponseWriter),

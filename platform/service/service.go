@@ -144,10 +144,21 @@ func NewRouter(log *slog.Logger, health *httpx.Health, opts ...RouterOption) *mu
 	r.MethodNotAllowedHandler = httpx.MethodNotAllowedHandler
 	r.Use(tracing.Middleware)
 	r.Use(httpx.MiddlewareWith(log, o.access))
-	r.HandleFunc("/healthz", health.Healthz).Methods(http.MethodGet)
-	r.HandleFunc("/readyz", health.Readyz).Methods(http.MethodGet)
-	r.Handle("/metrics", observe.MetricsHandler())
+	// The router tries its routes in order, each with a regexp. These come
+	// first, so each is guarded by a comparison of the path, and a request
+	// of the API reaches its own routes without running their regexps.
+	pathIs(r, "/healthz").HandlerFunc(health.Healthz).Methods(http.MethodGet)
+	pathIs(r, "/readyz").HandlerFunc(health.Readyz).Methods(http.MethodGet)
+	pathIs(r, "/metrics").Handler(observe.MetricsHandler())
 	return r
+}
+
+// pathIs adds a route of r for path that compares the path before it runs
+// the route's regexp. (A subrouter behind one such comparison would lose
+// a 405: gorilla/mux clears a method mismatch whenever a later route's
+// matcher matches, and a subrouter's routes inherit the comparison.)
+func pathIs(r *mux.Router, path string) *mux.Route {
+	return r.MatcherFunc(func(req *http.Request, _ *mux.RouteMatch) bool { return req.URL.Path == path }).Path(path)
 }
 
 // Stop is how a service stops at SIGTERM or SIGINT (the end of Run's ctx).

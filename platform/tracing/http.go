@@ -56,7 +56,10 @@ func Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		route := ""
 		if cr := mux.CurrentRoute(r); cr != nil {
-			route, _ = cr.GetPathTemplate()
+			var err error
+			if route, err = cr.GetPathTemplate(); err != nil {
+				route = cr.GetName() // httpx.Path's routes are named by their template
+			}
 		}
 		if !Traced(route) {
 			next.ServeHTTP(w, r)

@@ -295,3 +295,22 @@ func TestOffCostsNoAllocation(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A route without a path template (httpx.Path's, which match without a
+// regexp) is traced under its name, its template.
+func TestNamedRouteIsTracedByItsName(t *testing.T) {
+	rec := recording(t)
+	r := mux.NewRouter()
+	r.Use(Middleware)
+	r.MatcherFunc(func(req *http.Request, _ *mux.RouteMatch) bool { return strings.HasPrefix(req.URL.Path, "/api/thing/") }).
+		Name("/api/thing/{id}").HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	r.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/api/thing/7", nil))
+	spans := rec.Ended()
+	if len(spans) != 1 || spans[0].Name() != "GET /api/thing/{id}" {
+		var names []string
+		for _, s := range spans {
+			names = append(names, s.Name())
+		}
+		t.Fatalf("spans %q; want one, GET /api/thing/{id}", names)
+	}
+}

@@ -22,10 +22,26 @@ var (
 // given that sentinel: GetProfileHandler.NotFound).
 type ProfileView interface {
 	Get(uid string) (events.Profile, error)
+	// GetJSON is Get with the profile as the API answers it: its JSON
+	// (events.Profile's), appended to dst, which the view encoded once
+	// when it stored that version. JSON is empty for a deleted profile.
+	GetJSON(uid string, dst []byte) (ProfileJSON, error)
 	SearchEmail(email string) ([]events.Profile, error)
+	// SearchEmailJSON is SearchEmail with the answer as the API sends it:
+	// the JSON array of the live profiles, appended to dst.
+	SearchEmailJSON(email string, dst []byte) ([]byte, error)
 	// IndexEntry returns the email index entry of (email, uid): the profile,
 	// or a deleted marker once uid no longer holds email.
 	IndexEntry(email, uid string) (events.Profile, error)
 	// Changed returns a channel closed at the view's next change.
 	Changed() <-chan struct{}
+}
+
+// ProfileJSON is a profile of the view as the API answers it.
+type ProfileJSON struct {
+	// JSON is the profile's JSON (events.Profile's, without a newline);
+	// empty when Deleted.
+	JSON    []byte
+	Version int64
+	Deleted bool
 }

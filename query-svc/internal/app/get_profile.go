@@ -27,10 +27,10 @@ type GetProfileHandler struct {
 // Handle returns the profile, ErrNotFound, or ErrNotYet when MinVersion was
 // not reached within MaxWait (or before ctx ended).
 func (h GetProfileHandler) Handle(ctx context.Context, q GetProfile) (events.Profile, error) {
-	ctx, cancel := context.WithTimeout(ctx, h.MaxWait)
-	defer cancel()
+	var w waiter
+	defer w.stop()
 	for {
-		changed := h.View.Changed() // taken before the read, so no change is missed
+		changed := w.changedBefore(h.View, q.MinVersion) // taken before the read, so no change is missed
 		p, err := h.View.Get(q.UID)
 		switch {
 		case err != nil && !errors.Is(err, h.NotFound):
@@ -42,10 +42,75 @@ func (h GetProfileHandler) Handle(ctx context.Context, q GetProfile) (events.Pro
 		case q.MinVersion == 0:
 			return events.Profile{}, ErrNotFound
 		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
+		if !w.wait(ctx, h.MaxWait, changed) {
 			return events.Profile{}, ErrNotYet
 		}
+	}
+}
+
+// HandleJSON is Handle with the profile as the API answers it (see
+// ProfileView.GetJSON), its JSON appended to dst. It never answers a
+// deleted profile: the view's version of the profile decides, at every
+// read.
+func (h GetProfileHandler) HandleJSON(ctx context.Context, q GetProfile, dst []byte) (ProfileJSON, error) {
+	var w waiter
+	defer w.stop()
+	for {
+		changed := w.changedBefore(h.View, q.MinVersion)
+		p, err := h.View.GetJSON(q.UID, dst)
+		switch {
+		case err != nil && !errors.Is(err, h.NotFound):
+			return ProfileJSON{}, err
+		case err == nil && p.Deleted:
+			return ProfileJSON{}, ErrNotFound
+		case err == nil && p.Version >= q.MinVersion:
+			return p, nil
+		case q.MinVersion == 0:
+			return ProfileJSON{}, ErrNotFound
+		}
+		if !w.wait(ctx, h.MaxWait, changed) {
+			return ProfileJSON{}, ErrNotYet
+		}
+	}
+}
+
+// waiter is the MinVersion wait of one query. A query without MinVersion
+// never waits, so it takes neither the view's change channel nor a timer;
+// one that waits bounds the whole wait by MaxWait from its first read.
+type waiter struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	start  time.Time
+}
+
+// changedBefore returns the view's change channel, taken before a read,
+// when the query may wait (minVersion > 0), and nil otherwise.
+func (w *waiter) changedBefore(v ProfileView, minVersion int64) <-chan struct{} {
+	if minVersion == 0 {
+		return nil
+	}
+	if w.start.IsZero() {
+		w.start = time.Now()
+	}
+	return v.Changed()
+}
+
+// wait waits for changed, and reports false once MaxWait from the first
+// read has passed or ctx ended.
+func (w *waiter) wait(ctx context.Context, maxWait time.Duration, changed <-chan struct{}) bool {
+	if w.ctx == nil {
+		w.ctx, w.cancel = context.WithDeadline(ctx, w.start.Add(maxWait))
+	}
+	select {
+	case <-changed:
+		return true
+	case <-w.ctx.Done():
+		return false
+	}
+}
+
+func (w *waiter) stop() {
+	if w.cancel != nil {
+		w.cancel()
 	}
 }

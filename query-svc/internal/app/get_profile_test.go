@@ -2,7 +2,9 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,7 +40,20 @@ func (v *fakeView) Get(uid string) (events.Profile, error) {
 	return p, nil
 }
 
+func (v *fakeView) GetJSON(uid string, dst []byte) (app.ProfileJSON, error) {
+	p, err := v.Get(uid)
+	if err != nil || p.Deleted {
+		return app.ProfileJSON{Version: p.Version, Deleted: p.Deleted}, err
+	}
+	b, err := json.Marshal(p)
+	return app.ProfileJSON{JSON: append(dst, b...), Version: p.Version}, err
+}
+
 func (v *fakeView) SearchEmail(string) ([]events.Profile, error) { return nil, nil }
+
+func (v *fakeView) SearchEmailJSON(_ string, dst []byte) ([]byte, error) {
+	return append(dst, "[]"...), nil
+}
 
 func (v *fakeView) IndexEntry(_, uid string) (events.Profile, error) { return v.Get(uid) }
 
@@ -79,6 +94,10 @@ func TestGetProfile(t *testing.T) {
 			if !errors.Is(err, tt.wantErr) || got.Version != tt.want {
 				t.Fatalf("Handle = v%d, %v; want v%d, %v", got.Version, err, tt.want, tt.wantErr)
 			}
+			enc, err := h.HandleJSON(context.Background(), tt.query, nil)
+			if !errors.Is(err, tt.wantErr) || enc.Version != tt.want || (err == nil) != (len(enc.JSON) > 0) {
+				t.Fatalf("HandleJSON = v%d %s, %v; want v%d, %v", enc.Version, enc.JSON, err, tt.want, tt.wantErr)
+			}
 		})
 	}
 }
@@ -93,6 +112,33 @@ func TestGetProfileWaitsForMinVersion(t *testing.T) {
 	got, err := h.Handle(context.Background(), app.GetProfile{UID: "a", MinVersion: 1})
 	if err != nil || got.Version != 1 {
 		t.Fatalf("Handle = %+v, %v", got, err)
+	}
+}
+
+// A profile answered as JSON is the view's at the read: a newer version
+// replaces an older one, and once the view holds the delete, the profile
+// is no longer answered, however it was answered before.
+func TestGetProfileJSONFollowsTheView(t *testing.T) {
+	v := newFakeView(events.Profile{UID: "a", Username: "old", Version: 1})
+	h := app.GetProfileHandler{View: v, NotFound: errNeverSeen, MaxWait: 5 * time.Second}
+	get := func(min int64) (app.ProfileJSON, error) {
+		return h.HandleJSON(context.Background(), app.GetProfile{UID: "a", MinVersion: min}, make([]byte, 0, 8))
+	}
+	if got, err := get(0); err != nil || got.Version != 1 || !strings.Contains(string(got.JSON), `"username":"old"`) {
+		t.Fatalf("v1: %s %d %v", got.JSON, got.Version, err)
+	}
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		v.put(events.Profile{UID: "a", Username: "new", Version: 2})
+	}()
+	if got, err := get(2); err != nil || got.Version != 2 || !strings.Contains(string(got.JSON), `"username":"new"`) {
+		t.Fatalf("v2: %s %d %v", got.JSON, got.Version, err)
+	}
+	v.put(events.Profile{UID: "a", Version: 3, Deleted: true})
+	for _, min := range []int64{0, 2, 3, 4} {
+		if got, err := get(min); !errors.Is(err, app.ErrNotFound) || len(got.JSON) != 0 {
+			t.Fatalf("after the delete, minVersion %d: %s, %v", min, got.JSON, err)
+		}
 	}
 }
 

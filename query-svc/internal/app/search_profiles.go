@@ -41,6 +41,17 @@ func (h SearchProfilesHandler) Handle(ctx context.Context, q SearchProfiles) ([]
 	return found, err
 }
 
+// HandleJSON is Handle with the answer as the API sends it: the JSON
+// array of the matches ([] when there are none), appended to dst.
+func (h SearchProfilesHandler) HandleJSON(ctx context.Context, q SearchProfiles, dst []byte) ([]byte, error) {
+	if q.UID != "" && q.MinVersion > 0 {
+		if err := h.waitIndexed(ctx, q); err != nil {
+			return nil, err
+		}
+	}
+	return h.View.SearchEmailJSON(q.Email, dst)
+}
+
 func (h SearchProfilesHandler) waitIndexed(ctx context.Context, q SearchProfiles) error {
 	ctx, cancel := context.WithTimeout(ctx, h.MaxWait)
 	defer cancel()

@@ -275,6 +275,28 @@ func (g *Generations) RouteWithEpoch(ctx context.Context, p int32) (kafkax.Membe
 	}
 }
 
+// The followers tell at once whether they serve a partition, so that a
+// read served here needs no routing wait (see ServesNow).
+var (
+	_ routing.NowRouter = (*GroupFollower)(nil)
+	_ routing.NowRouter = ReplicaFollower{}
+	_ routing.NowRouter = (*Generations)(nil)
+)
+
+// ServesNow implements routing.NowRouter: whether the serving generation
+// routes p here at once (its follower tells, without waiting), and that
+// generation. RouteWithEpoch asks the serving generation first, so it
+// would answer the same.
+func (g *Generations) ServesNow(p int32) (int, bool) {
+	f, n, _ := g.current()
+	if sn, ok := f.(routing.NowRouter); ok {
+		if _, now := sn.ServesNow(p); now {
+			return n, true
+		}
+	}
+	return 0, false
+}
+
 // generation is a running follower and its generation number.
 type generation struct {
 	f Follower
@@ -397,6 +419,10 @@ type ReplicaFollower struct {
 func (r ReplicaFollower) Route(ctx context.Context, p int32) (kafkax.Member, bool, error) {
 	return routing.Local{Self: r.Self, Serving: r.Serving}.Route(ctx, p)
 }
+
+// ServesNow implements routing.NowRouter: whether Route routes p here at
+// once.
+func (r ReplicaFollower) ServesNow(p int32) (int, bool) { return 0, r.Serving(p) }
 
 // Owned implements Follower: a replica holds every partition.
 func (ReplicaFollower) Owned() []int32 { return nil }

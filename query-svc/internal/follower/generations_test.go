@@ -129,3 +129,29 @@ func TestDropUnownedWaitsForASession(t *testing.T) {
 		t.Fatalf("dropped %v; want partitions 0 and 2", store.dropped)
 	}
 }
+
+// nowFollower is a fakeFollower that also tells at once whether it serves.
+type nowFollower struct{ fakeFollower }
+
+func (f nowFollower) ServesNow(int32) (int, bool) { return 0, f.Serving(0) }
+
+// ServesNow answers for the serving generation only, with its number: a
+// read it routes here is held by that generation (Holds, Acquire).
+func TestServesNowIsTheServingGenerations(t *testing.T) {
+	self, q1 := kafkax.Member{ID: "q0"}, kafkax.Member{ID: "q1"}
+	g := NewGenerations(nil, topology.Config{}, Applier{}, nil, slog.New(slog.DiscardHandler))
+	if _, ok := g.ServesNow(4); ok {
+		t.Fatal("no generation serves, yet ServesNow says here")
+	}
+	here, there := nowFollower{fakeFollower{owner: &self, self: true}}, nowFollower{fakeFollower{owner: &q1}}
+	g.serving, g.n = here, 2
+	g.running = map[Follower]int{there: 1, here: 2}
+	if n, ok := g.ServesNow(4); !ok || n != 2 {
+		t.Fatalf("ServesNow = %d, %t; want generation 2", n, ok)
+	}
+	g.serving, g.n = there, 3
+	g.running = map[Follower]int{here: 2, there: 3}
+	if _, ok := g.ServesNow(4); ok {
+		t.Fatal("the serving generation routes elsewhere, yet ServesNow says here")
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/gorilla/mux"
 
@@ -19,10 +21,10 @@ import (
 // Queries are the use cases the HTTP port calls.
 type Queries struct {
 	GetProfile interface {
-		Handle(ctx context.Context, q app.GetProfile) (events.Profile, error)
+		HandleJSON(ctx context.Context, q app.GetProfile, dst []byte) (app.ProfileJSON, error)
 	}
 	SearchProfiles interface {
-		Handle(ctx context.Context, q app.SearchProfiles) ([]events.Profile, error)
+		HandleJSON(ctx context.Context, q app.SearchProfiles, dst []byte) ([]byte, error)
 	}
 	GetHistory interface {
 		Handle(ctx context.Context, q app.GetHistory) ([]app.HistoryEntry, error)
@@ -47,11 +49,12 @@ type HTTP struct {
 	EmailKey events.EmailKeyer
 }
 
-// Register adds the API routes to r.
+// Register adds the API routes to r. They match their paths without a
+// regexp (httpx.Path): they are the routes of nearly every request.
 func (h HTTP) Register(r *mux.Router) {
-	r.Handle("/api/profile/{uid}", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getProfile))).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/api/profile/{uid}/history", h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getHistory))).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/api/search", h.Routing.Handler(h.emailPartition, http.HandlerFunc(h.search))).Methods(http.MethodGet, http.MethodHead)
+	httpx.Path(r, "/api/profile/{uid}").Handler(h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getProfile))).Methods(http.MethodGet, http.MethodHead)
+	httpx.Path(r, "/api/profile/{uid}/history").Handler(h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getHistory))).Methods(http.MethodGet, http.MethodHead)
+	httpx.Path(r, "/api/search").Handler(h.Routing.Handler(h.emailPartition, http.HandlerFunc(h.search))).Methods(http.MethodGet, http.MethodHead)
 }
 
 func (h HTTP) uidPartition(r *http.Request) (int32, bool) {
@@ -92,17 +95,38 @@ func (h HTTP) getProfile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	prof, err := h.Queries.GetProfile.Handle(r.Context(), app.GetProfile{UID: uid, MinVersion: minVersion})
+	buf := answerBuffers.Get().(*[]byte)
+	defer answerBuffers.Put(buf)
+	prof, err := h.Queries.GetProfile.HandleJSON(r.Context(), app.GetProfile{UID: uid, MinVersion: minVersion}, (*buf)[:0])
 	switch {
 	case errors.Is(err, app.ErrNotFound):
 		profileNotFound(w, r, "no profile with uid "+uid)
 	case err != nil:
 		h.fail(w, r, err, minVersion)
 	default:
-		w.Header().Set("ETag", httpx.ETag(prof.Version))
-		httpx.WriteJSON(w, http.StatusOK, prof)
+		hdr := w.Header()
+		hdr.Set("ETag", httpx.ETag(prof.Version))
+		hdr["Content-Type"] = contentJSON
+		w.WriteHeader(http.StatusOK)
+		body := append(prof.JSON, '\n') // as httpx.WriteJSON's encoder ends it
+		_, _ = w.Write(body)
+		if cap(body) <= maxAnswerBuffer {
+			*buf = body[:0]
+		}
 	}
 }
+
+// contentJSON is the Content-Type of every JSON answer; a capacity of one
+// makes a handler that adds to it append to a copy.
+var contentJSON = []string{"application/json"}[:1:1]
+
+// answerBuffers hold a GET's answer while it is written: w copies it (into
+// the routing layer's buffer, or the connection's), so the buffer is free
+// again once the handler returns.
+var answerBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// maxAnswerBuffer bounds the buffers kept for the next answer.
+const maxAnswerBuffer = 16 << 10
 
 // history is the body of GET /api/profile/{uid}/history.
 type history struct {
@@ -148,15 +172,34 @@ func (h HTTP) search(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	found, err := h.Queries.SearchProfiles.Handle(r.Context(), app.SearchProfiles{Email: email, UID: uid, MinVersion: minVersion})
+	buf := answerBuffers.Get().(*[]byte)
+	defer answerBuffers.Put(buf)
+	found, err := h.Queries.SearchProfiles.HandleJSON(r.Context(), app.SearchProfiles{Email: email, UID: uid, MinVersion: minVersion}, (*buf)[:0])
 	if err != nil {
 		h.fail(w, r, err, minVersion)
 		return
 	}
-	httpx.WriteJSON(w, http.StatusOK, found)
+	w.Header()["Content-Type"] = contentJSON
+	w.WriteHeader(http.StatusOK)
+	body := append(found, '\n') // as httpx.WriteJSON's encoder ends it
+	_, _ = w.Write(body)
+	if cap(body) <= maxAnswerBuffer {
+		*buf = body[:0]
+	}
+}
+
+// Waits reports whether a read may wait for the view, for routing.Routing:
+// only one with minVersion does. Any query that holds a percent escape
+// counts too, since it may spell minVersion escaped.
+func Waits(r *http.Request) bool {
+	q := r.URL.RawQuery
+	return strings.Contains(q, "minVersion") || strings.Contains(q, "%")
 }
 
 func minVersion(w http.ResponseWriter, r *http.Request) (int64, bool) {
+	if r.URL.RawQuery == "" {
+		return 0, true // no parameters: nothing to parse
+	}
 	s := r.URL.Query().Get("minVersion")
 	if s == "" {
 		return 0, true

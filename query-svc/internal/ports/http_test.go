@@ -105,3 +105,24 @@ func mustJSON(v any) []byte {
 	b, _ := json.Marshal(v)
 	return b
 }
+
+// Waits is true for every read whose query may name minVersion.
+func TestWaits(t *testing.T) {
+	for target, want := range map[string]bool{
+		"/api/profile/u":                      false,
+		"/api/profile/u?":                     false,
+		"/api/search?email=a@b.c":             false,
+		"/api/profile/u?minVersion=3":         true,
+		"/api/search?email=a@b.c&minVersion=": true,
+		"/api/profile/u?min%56ersion=3":       true,
+		"/api/search?email=a%40b.c":           true,
+	} {
+		r := httptest.NewRequest(http.MethodGet, target, nil)
+		if got := ports.Waits(r); got != want {
+			t.Errorf("%s: Waits %t, want %t", target, got, want)
+		}
+		if r.URL.Query().Has("minVersion") && !ports.Waits(r) {
+			t.Errorf("%s: names minVersion, and Waits says no", target)
+		}
+	}
+}

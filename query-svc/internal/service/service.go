@@ -144,7 +144,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	sec.Install(mux)
 	ports.HTTP{
 		Log:         log,
-		Routing:     routing.Routing{Router: gens, Self: self, Wait: *cfg.RouteWait, Log: log, Sign: sec.Sign},
+		Routing:     routing.Routing{Router: gens, Self: self, Wait: *cfg.RouteWait, Log: log, Sign: sec.Sign, Waits: ports.Waits},
 		PartitionOf: store.Partition,
 		EmailKey:    boot.Codec,
 		Queries: ports.Queries{

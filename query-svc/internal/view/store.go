@@ -12,6 +12,7 @@
 package view
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"profiles/events"
 	"profiles/platform/kafkax"
 	"profiles/platform/pebblex"
+	"profiles/query-svc/internal/app"
 )
 
 // ErrNotFound is returned by Get for a uid the view has never seen.
@@ -311,6 +313,77 @@ func (s *Store) Get(uid string) (events.Profile, error) {
 	return st.Profile, nil
 }
 
+// GetJSON is Get with the profile as the API answers it (see
+// app.ProfileView): its JSON, appended to dst. The view stores a profile
+// as that JSON (with "deleted" added to a deleted one's), so the answer is
+// copied out of Pebble, not decoded and encoded again.
+func (s *Store) GetJSON(uid string, dst []byte) (app.ProfileJSON, error) {
+	key := profileKey(s.Partition(uid), uid)
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return app.ProfileJSON{}, ErrNotFound
+	}
+	if err != nil {
+		return app.ProfileJSON{}, err
+	}
+	defer closer.Close()
+	if version, deleted, ok := scanStored(v); ok {
+		if deleted {
+			return app.ProfileJSON{Version: version, Deleted: true}, nil
+		}
+		return app.ProfileJSON{JSON: append(dst, v...), Version: version}, nil
+	}
+	// Not the form putNewer writes: decode it, and encode the answer.
+	var st stored
+	if err := json.Unmarshal(v, &st); err != nil {
+		return app.ProfileJSON{}, fmt.Errorf("corrupt view entry %q: %w", key, err)
+	}
+	if st.Deleted {
+		return app.ProfileJSON{Version: st.Version, Deleted: true}, nil
+	}
+	b, err := json.Marshal(st.Profile)
+	if err != nil {
+		return app.ProfileJSON{}, err
+	}
+	return app.ProfileJSON{JSON: append(dst, b...), Version: st.Version}, nil
+}
+
+// scanStored reads the version of a stored profile, and whether it is
+// deleted, from its JSON as putNewer writes it: json.Marshal of stored,
+// {"uid":"…",…,"version":N,"createdAt":"…","updatedAt":"…"}, with
+// ,"deleted":true before the closing brace of a deleted one. Without
+// "deleted", the value is events.Profile's JSON, the API's answer. The
+// scan relies on that layout: a string in JSON holds no unescaped quote,
+// so ,"version": occurs once, outside every string, and after it come
+// only the two times and "deleted". ok is false for a value of any other
+// form, which the caller decodes.
+func scanStored(v []byte) (version int64, deleted, ok bool) {
+	const head, deletedTail, liveTail, next = `{"uid":"`, `","deleted":true}`, `"}`, `,"createdAt":"`
+	if !bytes.HasPrefix(v, []byte(head)) {
+		return 0, false, false
+	}
+	switch {
+	case bytes.HasSuffix(v, []byte(deletedTail)):
+		deleted = true
+	case !bytes.HasSuffix(v, []byte(liveTail)):
+		return 0, false, false
+	}
+	i := bytes.LastIndex(v, []byte(`,"version":`))
+	if i < 0 {
+		return 0, false, false
+	}
+	rest := v[i+len(`,"version":`):]
+	n := 0
+	for n < len(rest) && n < 18 && rest[n] >= '0' && rest[n] <= '9' {
+		version = version*10 + int64(rest[n]-'0')
+		n++
+	}
+	if n == 0 || (n > 1 && rest[0] == '0') || !bytes.HasPrefix(rest[n:], []byte(next)) {
+		return 0, false, false
+	}
+	return version, deleted, true
+}
+
 // Partition returns the partition of a key (a uid or a normalized email).
 func (s *Store) Partition(key string) int32 { return kafkax.Partition(key, s.n) }
 
@@ -334,6 +407,46 @@ func (s *Store) SearchEmail(email string) ([]events.Profile, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// SearchEmailJSON is SearchEmail with the answer as the API sends it: the
+// JSON array of the live profiles, ordered by uid, appended to dst ([]
+// when there are none). Each profile's JSON is the index entry's value as
+// the view stored it (see GetJSON): the index carries the whole profile,
+// so nothing else is read, decoded or encoded.
+func (s *Store) SearchEmailJSON(email string, dst []byte) ([]byte, error) {
+	email = s.keyer.EmailKey(email)
+	dst = append(dst, '[')
+	n := 0
+	err := s.scan(emailKey(s.Partition(email), email, ""), func(k, v []byte) error {
+		_, deleted, ok := scanStored(v)
+		if !ok { // not the form putNewer writes: decode it, and encode the answer
+			var st stored
+			if err := json.Unmarshal(v, &st); err != nil {
+				return fmt.Errorf("corrupt index entry %q: %w", k, err)
+			}
+			if deleted = st.Deleted; !deleted {
+				b, err := json.Marshal(st.Profile)
+				if err != nil {
+					return err
+				}
+				v = b
+			}
+		}
+		if deleted {
+			return nil
+		}
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, v...)
+		n++
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return append(dst, ']'), nil
 }
 
 // IndexEntry returns the email index entry of (email, uid): the profile, a
