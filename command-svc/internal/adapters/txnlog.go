@@ -1,6 +1,7 @@
 package adapters
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -133,6 +134,9 @@ type TxnEventLog struct {
 	// transaction of a frozen instance block its partitions' readers
 	// before aborting it.
 	TxnTimeout time.Duration
+	// StuckAfter is how long a transaction may run before the producer is
+	// replaced (0 means the append timeout): see replaceIfStuck.
+	StuckAfter time.Duration
 	// Late, if set, learns of commits that finished after their caller
 	// gave up.
 	Late LateCommits
@@ -176,6 +180,11 @@ type txnProducer struct {
 	owned map[int32]bool
 	meta  *sarama.ConsumerGroupMetadata
 	sarama.SyncProducer
+
+	// began is when the transaction in flight began (UnixNano), 0 when
+	// none is: set by run's goroutine, read by replaceIfStuck.
+	began     atomic.Int64
+	replacing atomic.Bool
 
 	reqs    chan *txnRequest
 	stop    chan struct{} // closed by closeWhenIdle
@@ -223,7 +232,7 @@ func (l *TxnEventLog) Assigned(s kafkax.Session) {
 	// brokers were down, say): keep trying for half a minute; the
 	// session's heartbeats go on meanwhile.
 	for attempt := range 30 {
-		if prod, err = l.newProducer(); err == nil {
+		if prod, err = l.newProducer(l.Config.Brokers); err == nil {
 			break
 		}
 		l.Log.Warn("cannot start the transactional producer yet", "generation", s.Generation, "attempt", attempt+1, "err", err)
@@ -241,15 +250,73 @@ func (l *TxnEventLog) Assigned(s kafkax.Session) {
 // TransactionalID is this instance's transactional id.
 func (l *TxnEventLog) TransactionalID() string { return l.TxnPrefix + "-" + l.ClientID }
 
-func (l *TxnEventLog) newProducer() (sarama.SyncProducer, error) {
+// producerConfig is the sarama config of this instance's transactional
+// producer.
+func (l *TxnEventLog) producerConfig() *sarama.Config {
 	sc := l.Config.ProducerSarama(l.ClientID + "-txn")
 	sc.Producer.Transaction.ID = l.TransactionalID()
 	sc.Producer.Transaction.Timeout = l.TxnTimeout
 	if sc.Producer.Transaction.Timeout <= 0 {
 		sc.Producer.Transaction.Timeout = DefaultTxnTimeout
 	}
-	return sarama.NewSyncProducer(l.Config.Brokers, sc)
+	return sc
 }
+
+// newProducer starts a transactional producer bootstrapped from seeds. Its
+// InitProducerId fences any earlier producer of this instance's
+// transactional id and aborts its open transaction.
+func (l *TxnEventLog) newProducer(seeds []string) (sarama.SyncProducer, error) {
+	return sarama.NewSyncProducer(seeds, l.producerConfig())
+}
+
+// replaceIfStuck replaces t, the producer of the current session, with a
+// new one if its transaction in flight has run for StuckAfter: a request
+// that a broker holds (a frozen broker, or a leader deposed without
+// knowing it, which waits for replicas that no longer follow it until the
+// request's timeout) would otherwise hold up every append of this
+// instance, since all share the producer. The new producer's
+// InitProducerId fences t (its transaction can no longer commit; the
+// coordinator aborts it), and it is bootstrapped from the brokers that
+// every answering broker lists as live (kafkax.AgreedBrokers), so that it
+// learns the current leaders instead of a deposed broker's stale view. t
+// closes once its transaction is over; its appends that have not begun
+// fail with ErrNotWriter (the routing layer sends them again, to the new
+// producer).
+func (l *TxnEventLog) replaceIfStuck(t *txnProducer) {
+	after := cmp.Or(l.StuckAfter, l.AppendTimeout, DefaultAppendTimeout)
+	began := t.began.Load()
+	if began == 0 || time.Since(time.Unix(0, began)) < after || !t.replacing.CompareAndSwap(false, true) {
+		return
+	}
+	ran := time.Since(time.Unix(0, began)).Round(time.Millisecond)
+	go func() {
+		seeds := kafkax.AgreedBrokersWithin(0, l.producerConfig(), l.Config.Brokers, l.Config.EventsTopic)
+		l.Log.Warn("a transaction has run too long; replacing the producer, which aborts it", "ran", ran, "generation", t.sess.Generation, "seeds", seeds)
+		prod, err := l.newProducer(seeds)
+		if err != nil {
+			l.Log.Error("cannot replace a stuck producer; the next append that gives up tries again", "err", err)
+			t.replacing.Store(false)
+			return
+		}
+		l.mu.Lock()
+		current := l.cur == t
+		if current {
+			l.cur = newTxnProducer(l, t.sess, prod)
+		}
+		l.mu.Unlock()
+		if !current { // a new session replaced t meanwhile
+			_ = prod.Close()
+			return
+		}
+		producersReplaced.Inc()
+		t.closeWhenIdle()
+	}()
+}
+
+var producersReplaced = promauto.NewCounter(prometheus.CounterOpts{
+	Name: "profiles_command_producers_replaced_total",
+	Help: "Transactional producers replaced because a transaction had run for the append timeout (a broker held its requests).",
+})
 
 // Close closes the producer once its transaction in flight, if any, is
 // over. It does not wait.
@@ -577,9 +644,10 @@ func (l *TxnEventLog) inTxn(ctx context.Context, prod *txnProducer, msgs []*sara
 	req := &txnRequest{msgs: msgs, check: check, late: late, done: make(chan error, 1)}
 	select {
 	case prod.reqs <- req:
-	case <-prod.stopped:
-		return fmt.Errorf("%w: its producer was closed (a new session)", ErrNotWriter)
+	case <-prod.stop:
+		return fmt.Errorf("%w: its producer was closed (a new session, or it was replaced)", ErrNotWriter)
 	case <-ctx.Done():
+		l.replaceIfStuck(prod)
 		appends.WithLabelValues("timeout").Inc()
 		return fmt.Errorf("%w (%s): the producer is still busy with earlier appends", ErrAppendTimeout, timeout)
 	}
@@ -587,6 +655,7 @@ func (l *TxnEventLog) inTxn(ctx context.Context, prod *txnProducer, msgs []*sara
 	case err := <-req.done:
 		return err
 	case <-ctx.Done():
+		l.replaceIfStuck(prod)
 	}
 	for {
 		switch st := req.state.Load(); st {
@@ -756,7 +825,11 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 	}
 	txnBatch.Observe(float64(len(live)))
 	began := time.Now()
-	defer func() { txnSeconds.Observe(time.Since(began).Seconds()) }()
+	t.began.Store(began.UnixNano())
+	defer func() {
+		t.began.Store(0)
+		txnSeconds.Observe(time.Since(began).Seconds())
+	}()
 	fail := func(err error) (bool, error) {
 		if unusable(err, t.TxnStatus()) {
 			appends.WithLabelValues("fenced").Add(float64(len(live)))
@@ -764,8 +837,10 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 			if t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
 				_ = t.AbortTxn()
 			}
+			// A producer being replaced was fenced by its replacement,
+			// which takes over the session: no rejoin.
 			l.mu.Lock()
-			current := l.cur == t
+			current := l.cur == t && !t.replacing.Load()
 			if current {
 				l.cur = nil
 			}

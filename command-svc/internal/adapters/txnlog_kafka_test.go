@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"profiles/command-svc/internal/adapters"
 	"profiles/command-svc/internal/app"
@@ -281,55 +282,120 @@ func TestConcurrentAppendsShareTransactions(t *testing.T) {
 // with an append timeout shorter than a transaction, every 200 appends of
 // this test end as written (nil), not written (ErrAppendTimeout), or
 // unknown (the commit had begun), and the log agrees with the first two.
+//
+// With StuckAfter shorter than a transaction, an append that gives up
+// also replaces the producer (as one that a deposed leader holds would):
+// the new producer fences the old one and aborts its transaction, whose
+// appends that had not given up yet are told ErrNotWriter (not written).
+// The log agrees with those outcomes too, and appends go on afterwards.
 func TestAppendsThatGaveUpAreNotWritten(t *testing.T) {
-	cfg := testKafka(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	w := &adapters.TxnEventLog{Config: cfg, ClientID: "withdraw", TxnPrefix: cfg.EventsTopic, Source: "/test/withdraw", Log: log,
-		AppendTimeout: 40 * time.Millisecond}
-	defer w.Close()
-	session(t, cfg, w)
+	for _, tc := range []struct {
+		name          string
+		appendTimeout time.Duration
+		stuckAfter    time.Duration
+	}{
+		{"the producer kept", 40 * time.Millisecond, time.Hour},
+		// 5 ms is shorter than any transaction: many appends give up.
+		{"the producer replaced", 5 * time.Millisecond, time.Nanosecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testKafka(t)
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			w := &adapters.TxnEventLog{Config: cfg, ClientID: "withdraw", TxnPrefix: cfg.EventsTopic, Source: "/test/withdraw", Log: log,
+				AppendTimeout: tc.appendTimeout, StuckAfter: tc.stuckAfter}
+			defer w.Close()
+			session(t, cfg, w)
+			replaced0 := counter(t, "profiles_command_producers_replaced_total")
 
-	const n = 200
-	outcome := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			time.Sleep(time.Duration(i%20) * time.Millisecond) // spread them over several transactions
-			uid := fmt.Sprintf("w%03d", i)
-			e := events.New(uid+"-e1", events.Profile{}, uid, events.ProfileCreated{Username: uid, Email: uid + "@mail.com"}, time.Now())
-			outcome[i] = w.Append(context.Background(), nil, e)
-		}()
+			const n = 200
+			outcome := make([]error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					time.Sleep(time.Duration(i%20) * time.Millisecond) // spread them over several transactions
+					uid := fmt.Sprintf("w%03d", i)
+					e := events.New(uid+"-e1", events.Profile{}, uid, events.ProfileCreated{Username: uid, Email: uid + "@mail.com"}, time.Now())
+					outcome[i] = w.Append(context.Background(), nil, e)
+				}()
+			}
+			wg.Wait()
+			replaced := func() float64 { return counter(t, "profiles_command_producers_replaced_total") - replaced0 }
+			if tc.stuckAfter < time.Millisecond {
+				// The log still takes appends, on the last producer, once
+				// they may take as long as a transaction does.
+				w.AppendTimeout, w.StuckAfter = 5*time.Second, time.Hour
+				var err error
+				for try := 0; try < 50; try++ {
+					e := events.New("after-e1", events.Profile{}, "after", events.ProfileCreated{Username: "after", Email: "after@mail.com"}, time.Now())
+					if err = w.Append(context.Background(), nil, e); err == nil || !errors.Is(err, adapters.ErrNotWriter) && !errors.Is(err, adapters.ErrAppendTimeout) {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if err != nil {
+					t.Errorf("no append succeeded after the replacements: %v", err)
+				}
+				// A replacement starts its producer in the background.
+				for deadline := time.Now().Add(10 * time.Second); replaced() == 0 && time.Now().Before(deadline); {
+					time.Sleep(50 * time.Millisecond)
+				}
+				if replaced() == 0 {
+					t.Error("no producer was replaced, though every transaction outlived StuckAfter")
+				}
+			} else if replaced() != 0 {
+				t.Errorf("%v producers replaced with StuckAfter %s", replaced(), tc.stuckAfter)
+			}
+			w.Close()
+
+			seen, _ := keysInLog(t, cfg)
+			written, notWritten, unknown := 0, 0, 0
+			for i, err := range outcome {
+				uid := fmt.Sprintf("w%03d", i)
+				switch {
+				case err == nil:
+					written++
+					if seen[uid] != 1 {
+						t.Errorf("%s was acknowledged but is in the log %d times", uid, seen[uid])
+					}
+				case errors.Is(err, adapters.ErrAppendTimeout) && strings.Contains(err.Error(), "outcome is not known"):
+					unknown++
+					if seen[uid] > 1 {
+						t.Errorf("%s is in the log %d times", uid, seen[uid])
+					}
+				case errors.Is(err, adapters.ErrAppendTimeout), errors.Is(err, adapters.ErrNotWriter):
+					notWritten++
+					if seen[uid] != 0 {
+						t.Errorf("%s was answered %q but is in the log", uid, err)
+					}
+				default:
+					t.Errorf("%s: %v", uid, err)
+				}
+			}
+			t.Logf("%d written, %d not written, %d unknown; %v producers replaced", written, notWritten, unknown, replaced())
+		})
 	}
-	wg.Wait()
-	w.Close()
+}
 
-	seen, _ := keysInLog(t, cfg)
-	written, notWritten, unknown := 0, 0, 0
-	for i, err := range outcome {
-		uid := fmt.Sprintf("w%03d", i)
-		switch {
-		case err == nil:
-			written++
-			if seen[uid] != 1 {
-				t.Errorf("%s was acknowledged but is in the log %d times", uid, seen[uid])
+// counter returns the value of a counter of the default Prometheus
+// registry (0 if it has not been registered yet).
+func counter(t *testing.T, name string) float64 {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var sum float64
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
 			}
-		case errors.Is(err, adapters.ErrAppendTimeout) && strings.Contains(err.Error(), "outcome is not known"):
-			unknown++
-			if seen[uid] > 1 {
-				t.Errorf("%s is in the log %d times", uid, seen[uid])
-			}
-		case errors.Is(err, adapters.ErrAppendTimeout):
-			notWritten++
-			if seen[uid] != 0 {
-				t.Errorf("%s was answered %q but is in the log", uid, err)
-			}
-		default:
-			t.Errorf("%s: %v", uid, err)
+			return sum
 		}
 	}
-	t.Logf("%d written, %d not written, %d unknown", written, notWritten, unknown)
+	return 0
 }
 
 // keysInLog reads the committed records of the one-partition event log,
