@@ -256,6 +256,25 @@ func (b *bench) pids() map[string]int {
 	return out
 }
 
+// kafkaJIT names the CPU meter of the broker's JIT compiler threads: a
+// part of "kafka", shown apart because a broker started for the run
+// compiles its hot paths during the first scenarios that use them, which
+// a long-running broker did long ago.
+const kafkaJIT = "kafka-jit"
+
+// cpuSources are the CPU meters of a scenario: every process of pids, and
+// kafkaJIT.
+func (b *bench) cpuSources() map[string]cpuSource {
+	out := map[string]cpuSource{}
+	for name, pid := range b.pids() {
+		out[name] = func() (float64, error) { return CPUSeconds(pid) }
+		if name == "kafka" {
+			out[kafkaJIT] = func() (float64, error) { return ThreadCPUSeconds(pid, JITThread) }
+		}
+	}
+	return out
+}
+
 func (b *bench) stopAll() {
 	for _, p := range append(b.services(), b.ceiling) {
 		if p != nil && p.Running() {
@@ -604,7 +623,7 @@ func (b *bench) scenarios(ctx context.Context) error {
 				prof <- b.captureCPU(ctx, s.name, s.profile, max(1, int(b.cfg.Duration.Seconds())-1), time.Second)
 			}()
 		}
-		cpu := startCPU(b.pids())
+		cpu := startCPU(b.cpuSources())
 		res.Closed = ours.ClosedLoop(ctx, s.concurrency, b.cfg.Warmup, b.cfg.Duration)
 		res.CPU["closed"] = cpu.stop()
 		if prof != nil {
@@ -616,7 +635,7 @@ func (b *bench) scenarios(ctx context.Context) error {
 		if s.write {
 			b.settle(ctx)
 		}
-		cpu = startCPU(b.pids())
+		cpu = startCPU(b.cpuSources())
 		res.CeilingClosed = ceil.ClosedLoop(ctx, s.concurrency, b.cfg.Warmup, b.cfg.Duration)
 		res.CPU["ceiling-closed"] = cpu.stop()
 		b.logf("%-13s closed loop (%d workers): %8.0f/s (ceiling %8.0f/s), p99 %.1f ms (ceiling %.1f ms), %d errors",
@@ -624,7 +643,7 @@ func (b *bench) scenarios(ctx context.Context) error {
 
 		rate := res.Closed.Throughput * b.cfg.OpenFraction
 		if rate >= 1 {
-			cpu = startCPU(b.pids())
+			cpu = startCPU(b.cpuSources())
 			res.Open = ours.OpenLoop(ctx, rate, b.cfg.MaxInFlight, b.cfg.Warmup, b.cfg.Duration)
 			res.CPU["open"] = cpu.stop()
 			if s.write {

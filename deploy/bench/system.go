@@ -333,7 +333,13 @@ const clockTicks = 100
 
 // CPUSeconds returns the CPU time (user + system) a process has used.
 func CPUSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return statCPUSeconds(fmt.Sprintf("/proc/%d/stat", pid))
+}
+
+// statCPUSeconds reads the CPU time (user + system) from a stat file of
+// /proc (a process's, or one of its threads').
+func statCPUSeconds(path string) (float64, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
@@ -356,35 +362,72 @@ func CPUSeconds(pid int) (float64, error) {
 	return (utime + stime) / clockTicks, nil
 }
 
-// cpuMeter measures how many cores each of a set of processes used over an
-// interval.
-type cpuMeter struct {
-	pids  map[string]int
-	start map[string]float64
-	t0    time.Time
+// ThreadCPUSeconds returns the CPU time (user + system) that the threads
+// of a process whose name (/proc/<pid>/task/<tid>/comm, at most 15 bytes)
+// match have used. A thread that has ended takes its time with it, so it
+// suits threads that live as long as the process: HotSpot keeps its first
+// C1 and C2 compiler threads for the JVM's life (on 2 cores it runs only
+// those two), and only starts and stops further ones as the queue of work
+// grows and shrinks.
+func ThreadCPUSeconds(pid int, match func(comm string) bool) (float64, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, t := range tasks {
+		comm, err := os.ReadFile(filepath.Join(dir, t.Name(), "comm"))
+		if err != nil || !match(strings.TrimSpace(string(comm))) {
+			continue // a thread that ended meanwhile, or another one
+		}
+		if s, err := statCPUSeconds(filepath.Join(dir, t.Name(), "stat")); err == nil {
+			sum += s
+		}
+	}
+	return sum, nil
 }
 
-func startCPU(pids map[string]int) *cpuMeter {
-	m := &cpuMeter{pids: pids, start: map[string]float64{}, t0: time.Now()}
-	for name, pid := range pids {
-		if s, err := CPUSeconds(pid); err == nil {
+// JITThread reports whether a thread name is one of a HotSpot JVM's JIT
+// compiler threads ("C1 CompilerThread0", "C2 CompilerThread1", cut to
+// 15 bytes by the kernel).
+func JITThread(comm string) bool {
+	return strings.HasPrefix(comm, "C1 CompilerThre") || strings.HasPrefix(comm, "C2 CompilerThre")
+}
+
+// cpuSource returns a CPU time in seconds (CPUSeconds of a process, or a
+// part of it).
+type cpuSource func() (float64, error)
+
+// cpuMeter measures how many cores each of a set of CPU sources used over
+// an interval.
+type cpuMeter struct {
+	sources map[string]cpuSource
+	start   map[string]float64
+	t0      time.Time
+}
+
+func startCPU(sources map[string]cpuSource) *cpuMeter {
+	m := &cpuMeter{sources: sources, start: map[string]float64{}, t0: time.Now()}
+	for name, src := range sources {
+		if s, err := src(); err == nil {
 			m.start[name] = s
 		}
 	}
 	return m
 }
 
-// stop returns the cores used by each process since start (CPU seconds per
+// stop returns the cores used by each source since start (CPU seconds per
 // second of wall time).
 func (m *cpuMeter) stop() map[string]float64 {
 	wall := time.Since(m.t0).Seconds()
 	out := map[string]float64{}
-	for name, pid := range m.pids {
+	for name, src := range m.sources {
 		s0, ok := m.start[name]
 		if !ok {
 			continue
 		}
-		if s, err := CPUSeconds(pid); err == nil && wall > 0 {
+		if s, err := src(); err == nil && wall > 0 {
 			out[name] = round2((s - s0) / wall)
 		}
 	}
