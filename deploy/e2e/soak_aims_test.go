@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The fault-free minutes leave a quiet minute at each end of the span the
@@ -37,5 +39,33 @@ func TestSoakFaultFreeMinutesLeaveQuietEnds(t *testing.T) {
 				t.Errorf("n=%d: the aims do not compare %q:\n%s", tc.n, figure, aims)
 			}
 		}
+	}
+}
+
+// The soak's CPU column: nothing for a process on its first sample or
+// after its pid changed (a restart), the cores it used since the last
+// sample otherwise, and a JIT figure for brokers only.
+func TestSoakCPUSamplerSkipsNewAndRestartedProcesses(t *testing.T) {
+	pid := os.Getpid()
+	var c cpuSampler
+	cores, jit := c.sample(map[string]int{"broker-1": pid, "query-svc-0": pid})
+	if len(cores) != 0 || len(jit) != 0 {
+		t.Fatalf("first sample: cores %v, jit %v; want none", cores, jit)
+	}
+	for t0 := time.Now(); time.Since(t0) < 200*time.Millisecond; {
+	}
+	cores, jit = c.sample(map[string]int{"broker-1": pid, "query-svc-0": pid})
+	if cores["broker-1"] <= 0 || cores["query-svc-0"] <= 0 {
+		t.Errorf("after a busy spin: cores %v, want both above 0", cores)
+	}
+	if _, ok := jit["broker-1"]; !ok || len(jit) != 1 {
+		t.Errorf("jit %v: want a figure for the broker only", jit)
+	}
+	cores, _ = c.sample(map[string]int{"broker-1": pid, "query-svc-0": pid + 1})
+	if _, ok := cores["query-svc-0"]; ok {
+		t.Errorf("a restarted process (new pid) has a CPU figure: %v", cores)
+	}
+	if got := orDash(cores, "query-svc-0"); got != "–" {
+		t.Errorf("orDash of a missing figure = %q", got)
 	}
 }

@@ -29,7 +29,8 @@ import (
 // The soak (make soak; not part of make test): the fault suite's system
 // and load for SOAK_DURATION (30m by default), with a fault injected at
 // random in most minutes, and a sample every minute: latency percentiles,
-// the RSS and open files of every process, writes acknowledged and failed,
+// the RSS, open files and CPU of every process (and the brokers' JIT
+// compiler threads' CPU), writes acknowledged and failed,
 // and acknowledged writes missing from the event log (lost, must stay 0).
 // At the end every acknowledged write is checked as in the fault suite,
 // the whole history for linearizability, and the report (a markdown table
@@ -38,19 +39,24 @@ import (
 
 // soakMinute is one minute's sample.
 type soakMinute struct {
-	at                   time.Duration
-	faults               []string
-	acked, failedWrites  int
-	reads, failedReads   int
-	writeP50, writeP99   float64 // ms
-	writeP999, readP50   float64
-	readP99              float64
-	lost                 int                // acknowledged so far and missing from the event log
-	rss                  map[string]float64 // MiB by process
-	files                map[string]float64 // open files by process
-	heap, cache          map[string]float64 // MiB by service process: Go heap in use, Pebble block caches
-	pids                 map[string]int     // by process, at the sample: a new one was restarted
-	ops, illegalProfiles int                // filled in at the end
+	at                  time.Duration
+	faults              []string
+	acked, failedWrites int
+	reads, failedReads  int
+	writeP50, writeP99  float64 // ms
+	writeP999, readP50  float64
+	readP99             float64
+	lost                int                // acknowledged so far and missing from the event log
+	rss                 map[string]float64 // MiB by process
+	files               map[string]float64 // open files by process
+	heap, cache         map[string]float64 // MiB by service process: Go heap in use, Pebble block caches
+	pids                map[string]int     // by process, at the sample: a new one was restarted
+	// cpu is the cores each process used during the minute, and jit the
+	// part of a broker's that its JIT compiler threads used (a restarted
+	// JVM compiles its hot paths again). A process started within the
+	// minute has neither.
+	cpu, jit             map[string]float64
+	ops, illegalProfiles int // filled in at the end
 }
 
 func TestSoak(t *testing.T) {
@@ -138,6 +144,7 @@ func TestSoak(t *testing.T) {
 	}
 
 	var minutes []soakMinute
+	cpu := cpuSampler{}
 	pids := func() map[string]int {
 		m := map[string]int{}
 		for name, p := range s.procs {
@@ -156,6 +163,7 @@ func TestSoak(t *testing.T) {
 	// at the end.
 	heapFrom := soakFrom(int(duration / time.Minute))
 	var heapFirst heapSnapshot
+	cpu.sample(pids()) // minute 0's CPU is counted from here
 	for i := 0; time.Since(start) < duration; i++ {
 		end := start.Add(time.Duration(i+1) * time.Minute)
 		var did []string
@@ -180,6 +188,7 @@ func TestSoak(t *testing.T) {
 		}
 		m.lost = lostSoFar(t, l, kc, s)
 		m.pids = pids()
+		m.cpu, m.jit = cpu.sample(m.pids)
 		if i == heapFrom {
 			heapFirst = saveHeaps(s, heapDir, i, m.pids)
 		}
@@ -567,7 +576,7 @@ the three-node cluster, with a fault injected at random in about 70%% of the
 minutes (a broker killed or frozen, a service instance or the projector
 killed%s), except the first, the two at which the aims start and the last
 two, kept quiet to compare latency. Every minute: the requests that ended in it and
-their latency, the resident memory and open files of every process, and the
+their latency, the resident memory, open files and CPU of every process, and the
 acknowledged writes missing from the event log so far. At the end every
 acknowledged write is checked as in the fault suite, and the whole history
 for linearizability; a minute's "non-linearizable" counts the profiles with
@@ -581,27 +590,31 @@ acknowledged write %.1f s.
 
 Processes: %s.
 
-| minute | fault | writes ok | writes failed | reads (failed) | write p50 / p99 / p99.9 ms | read p50 / p99 ms | lost | ops (non-linearizable) | RSS MiB | open files |
-|---:|---|---:|---:|---:|---|---|---:|---|---|---|
+| minute | fault | writes ok | writes failed | reads (failed) | write p50 / p99 / p99.9 ms | read p50 / p99 ms | lost | ops (non-linearizable) | RSS MiB | open files | CPU cores | brokers' JIT cores |
+|---:|---|---:|---:|---:|---|---|---:|---|---|---|---|---|
 `, time.Now().UTC().Format("2006-01-02 15:04 MST"), duration, map[bool]string{true: ", an instance cut off from the brokers", false: ""}[cuts],
 		soakStart(preload, soakFrom(int(duration/time.Minute)), os.Getenv("KAFKA_HEAP_OPTS")),
 		row.Acked, row.Lost, row.Linearizable, row.Ops, row.FailedWrites, row.WriteErrors, row.FailedReads, row.Reads, row.ReadErrors, row.Window.Seconds(),
 		strings.Join(names, ", "))
 	for i, m := range minutes {
-		var rss, files []string
+		var rss, files, cores, jit []string
 		for _, n := range names {
 			rss = append(rss, fmt.Sprintf("%.0f", m.rss[n]))
 			files = append(files, fmt.Sprintf("%.0f", m.files[n]))
+			cores = append(cores, orDash(m.cpu, n))
+			if strings.HasPrefix(n, "broker-") {
+				jit = append(jit, orDash(m.jit, n))
+			}
 		}
 		fault := strings.Join(m.faults, ", ")
 		if fault == "" {
 			fault = "none"
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d (%d) | %.0f / %.0f / %.0f | %.0f / %.0f | %d | %d (%d) | %s | %s |\n",
+		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d (%d) | %.0f / %.0f / %.0f | %.0f / %.0f | %d | %d (%d) | %s | %s | %s | %s |\n",
 			i, fault, m.acked, m.failedWrites, m.reads, m.failedReads, m.writeP50, m.writeP99, m.writeP999, m.readP50, m.readP99,
-			m.lost, m.ops, m.illegalProfiles, strings.Join(rss, " / "), strings.Join(files, " / "))
+			m.lost, m.ops, m.illegalProfiles, strings.Join(rss, " / "), strings.Join(files, " / "), strings.Join(cores, " / "), strings.Join(jit, " / "))
 	}
-	fmt.Fprintf(&b, "\nRSS and open files list the processes in the order above. The chart: [%s.png](%s.png).\n", filepath.Base(out), filepath.Base(out))
+	fmt.Fprintf(&b, "\nRSS, open files and CPU list the processes in the order above (CPU: the cores each used during the minute, – for one started within it; the brokers' JIT cores are the part of their CPU that the JVM's compiler threads used, which a restarted broker spends again). The chart: [%s.png](%s.png).\n", filepath.Base(out), filepath.Base(out))
 	b.WriteString(soakAims(names, minutes))
 	b.WriteString(memoryGrowth(names, minutes))
 	b.WriteString(heap)
@@ -648,6 +661,7 @@ Processes: %s.
 			{Name: "non-linearizable", Y: series(func(m soakMinute) float64 { return float64(m.illegalProfiles) })},
 		}},
 		{Title: "resident memory, MiB", Series: perProcess(func(m soakMinute) map[string]float64 { return m.rss })},
+		{Title: "CPU, cores", Series: perProcess(func(m soakMinute) map[string]float64 { return m.cpu })},
 		{Title: "services: Go heap in use + Pebble block caches, MiB", Series: perService()},
 		{Title: "open files", Series: perProcess(func(m soakMinute) map[string]float64 { return m.files })},
 	}
@@ -657,4 +671,59 @@ Processes: %s.
 	}
 	defer f.Close()
 	return chart.Draw(f, fmt.Sprintf("profiles soak, %s, %s", duration, time.Now().UTC().Format("2006-01-02")), "minute", len(minutes), panels)
+}
+
+// cpuSampler turns the CPU time of processes, read once a minute, into
+// the cores each used since the last read. It is not safe for concurrent
+// use.
+type cpuSampler struct {
+	last map[string]cpuRead
+}
+
+type cpuRead struct {
+	pid      int
+	cpu, jit float64 // seconds
+	at       time.Time
+}
+
+// sample reads the CPU time of every process of pids and returns the cores
+// each used since the previous sample, and for the brokers the cores of
+// their JIT compiler threads. A process whose pid changed (restarted) or
+// that was not sampled before has no figure yet.
+func (c *cpuSampler) sample(pids map[string]int) (cores, jit map[string]float64) {
+	now := time.Now()
+	cores, jit = map[string]float64{}, map[string]float64{}
+	next := map[string]cpuRead{}
+	for name, pid := range pids {
+		cs, err := bench.CPUSeconds(pid)
+		if err != nil {
+			continue
+		}
+		r := cpuRead{pid: pid, cpu: cs, at: now}
+		broker := strings.HasPrefix(name, "broker-")
+		if broker {
+			r.jit, _ = bench.ThreadCPUSeconds(pid, bench.JITThread)
+		}
+		next[name] = r
+		prev, ok := c.last[name]
+		if !ok || prev.pid != pid {
+			continue
+		}
+		if wall := now.Sub(prev.at).Seconds(); wall > 0 {
+			cores[name] = (r.cpu - prev.cpu) / wall
+			if broker {
+				jit[name] = max(r.jit-prev.jit, 0) / wall
+			}
+		}
+	}
+	c.last = next
+	return cores, jit
+}
+
+// orDash formats m[name] with two decimals, or – when it is missing.
+func orDash(m map[string]float64, name string) string {
+	if v, ok := m[name]; ok {
+		return fmt.Sprintf("%.2f", v)
+	}
+	return "–"
 }
