@@ -22,39 +22,28 @@ import (
 // does not answer in time is left out of the vote; one that every other
 // broker still lists stays in.
 func AgreedBrokers(ctx context.Context, conf *sarama.Config, addrs []string, topic string) []string {
-	type answer struct{ live []string }
-	answers := make(chan answer, len(addrs))
+	answers := make(chan []string, len(addrs)) // nil: no answer
 	for _, addr := range addrs {
-		go func() {
-			answers <- answer{live: liveBrokers(conf, addr, topic)}
-		}()
+		go func() { answers <- liveBrokers(conf, addr, topic) }()
 	}
-	var agreed []string
-	voted := false
+	var agreed []string // nil until the first answer
 	for range addrs {
 		select {
-		case a := <-answers:
-			if a.live == nil {
-				continue
+		case live := <-answers:
+			switch {
+			case live == nil:
+			case agreed == nil:
+				agreed = live
+			default:
+				agreed = slices.DeleteFunc(agreed, func(b string) bool { return !slices.Contains(live, b) })
 			}
-			if !voted {
-				agreed, voted = a.live, true
-				continue
-			}
-			agreed = slices.DeleteFunc(agreed, func(b string) bool { return !slices.Contains(a.live, b) })
 		case <-ctx.Done():
-			return sorted(agreed, voted)
+			slices.Sort(agreed)
+			return agreed
 		}
 	}
-	return sorted(agreed, voted)
-}
-
-func sorted(brokers []string, voted bool) []string {
-	if !voted {
-		return nil
-	}
-	slices.Sort(brokers)
-	return brokers
+	slices.Sort(agreed)
+	return agreed
 }
 
 // liveBrokers returns the brokers that the broker at addr lists in its
