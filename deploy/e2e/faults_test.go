@@ -837,10 +837,14 @@ func TestFaultTwoBrokersDown(t *testing.T) {
 	reads, readErrs := l.reads-readsBefore, sumOf(l.readErr)-readErrBefore
 	l.mu.Unlock()
 	l.Mark(fmt.Sprintf("restart brokers %v", down))
-	for _, n := range down {
+	var firstBack time.Duration
+	for i, n := range down {
 		c.Start(n) // node 1 and the first restarted one make a quorum again
+		l.Mark(fmt.Sprintf("broker %d answers", n))
+		if i == 0 {
+			firstBack = time.Since(l.start)
+		}
 	}
-	l.Mark(fmt.Sprintf("brokers %v ready", down))
 	if !l.WaitWrites(10, 120*time.Second) {
 		t.Error("writes did not resume within 120 s of the brokers' restart")
 	}
@@ -876,8 +880,9 @@ func TestFaultTwoBrokersDown(t *testing.T) {
 	// rather than risk a stale answer. How many did is in the notes.
 	t.Logf("reads during the outage: %d of %d failed", readErrs, reads)
 	l.Verify("2. two brokers SIGKILLed for 15 s",
-		fmt.Sprintf("%d writes during the outage, all 503 + Retry-After, the slowest after %.1f s; %d of %d reads failed during the outage",
-			during, slowest.Seconds(), readErrs, reads))
+		fmt.Sprintf("%d writes during the outage, all 503 + Retry-After, the slowest after %.1f s; %d of %d reads failed during the outage; "+
+			"a write needs two live brokers (min.insync.replicas=2), and the first restarted one answered %.1f s after the kill (JVM start and log recovery)",
+			during, slowest.Seconds(), readErrs, reads, (firstBack-outage).Seconds()))
 }
 
 func sumOf(m map[string]int) int {
@@ -1054,7 +1059,7 @@ func cutUnderLoad(t *testing.T, name, what string, ports func(s *System) []int) 
 func TestFaultCommandSvcCutOffFromBrokers(t *testing.T) {
 	l := cutUnderLoad(t, "command-svc-0", "the brokers", func(s *System) []int { return portsOf(t, s.Brokers) })
 	l.Verify("8. a command-svc instance cut off from the brokers for 10 s (network partition)",
-		"nftables drops what command-svc-0 sends to the brokers; its lease runs out before its session does, and command-svc-1 takes its partitions over")
+		"nftables drops what command-svc-0 sends to the brokers; its lease runs out before its session does, and command-svc-1 takes its partitions over; meanwhile command-svc-0 answers what it can route nowhere at once (503, X-Profiles-Not-Served), and the front door and command-svc-1 send it on until command-svc-1's table names the new owner")
 }
 
 // Scenario 9: a query-svc instance is cut off from every broker for 10 s.
@@ -1063,7 +1068,7 @@ func TestFaultCommandSvcCutOffFromBrokers(t *testing.T) {
 func TestFaultQuerySvcCutOffFromBrokers(t *testing.T) {
 	l := cutUnderLoad(t, "query-svc-0", "the brokers", func(s *System) []int { return portsOf(t, s.Brokers) })
 	l.Verify("9. a query-svc instance cut off from the brokers for 10 s (network partition)",
-		"nftables drops what query-svc-0 sends to the brokers; it serves no read once its lease runs out, and query-svc-1 takes its partitions over")
+		"nftables drops what query-svc-0 sends to the brokers; it serves no read once its lease runs out, and query-svc-1 takes its partitions over; meanwhile query-svc-0 answers what it can route nowhere at once (503, X-Profiles-Not-Served), and the front door and query-svc-1 send it on until query-svc-1's table names the new owner")
 }
 
 // Scenario 10: a command-svc instance is cut off from its peers (the other

@@ -284,8 +284,9 @@ type pool struct {
 
 	// routed counts requests by route (routedRequests): owner, fallback,
 	// unkeyed.
-	routed map[string]prometheus.Counter
-	stale  prometheus.Counter
+	routed    map[string]prometheus.Counter
+	stale     prometheus.Counter
+	notServed prometheus.Counter
 
 	mu sync.Mutex
 	// byURL holds every upstream, configured or learned from a table, by
@@ -334,7 +335,15 @@ type attempt struct {
 	part, n int32
 	// owner is the owner the table named, when the request went to it.
 	owner string
+	// last: no other instance is left to try, so an answer that says it
+	// served nothing (routing.HeaderNotServed) is passed on.
+	last bool
 }
+
+// errNotServed is the error of an attempt that an instance answered with
+// routing.HeaderNotServed: it had no effect, and the next instance is
+// tried.
+var errNotServed = errors.New("the instance served nothing")
 
 type attemptKey struct{}
 
@@ -343,6 +352,10 @@ var (
 		Name: "profiles_frontdoor_requests_total",
 		Help: "Requests by backend (command-svc, query-svc) and route: owner (sent to the owner of the key's partition, as the routing table names it), fallback (a key, but no table yet, no owner known, or the owner unreachable: round-robin) or unkeyed (no key the front door can compute, such as a search or a POST: round-robin).",
 	}, []string{"backend", "route"})
+	notServedAnswers = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "profiles_frontdoor_not_served_total",
+		Help: "Requests an instance answered 503 having done nothing with them (it had no owner for their partition: cut off from its group, or no owner within its wait), which the front door then sent to the next instance.",
+	}, []string{"backend"})
 	staleAnswers = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "profiles_frontdoor_stale_routes_total",
 		Help: "Requests sent to the owner the routing table named that another instance served (the table was stale; the instance forwarded the request).",
@@ -357,7 +370,8 @@ func newPool(name string, urls []*url.URL, transport http.RoundTripper, log *slo
 	p := &pool{name: name, log: log, now: time.Now, epoch: time.Now(), transport: transport,
 		kick: make(chan struct{}, 1), client: &http.Client{Transport: transport, Timeout: pollTimeout},
 		byURL: map[string]*upstream{}, byID: map[string]*upstream{},
-		routed: map[string]prometheus.Counter{}, stale: staleAnswers.WithLabelValues(name)}
+		routed: map[string]prometheus.Counter{}, stale: staleAnswers.WithLabelValues(name),
+		notServed: notServedAnswers.WithLabelValues(name)}
 	for _, route := range []string{"owner", "fallback", "unkeyed"} {
 		p.routed[route] = routedRequests.WithLabelValues(name, route)
 	}
@@ -389,7 +403,16 @@ func (p *pool) newUpstream(target *url.URL) *upstream {
 			pr.Out.Header.Del("Expect")
 		},
 		ModifyResponse: func(resp *http.Response) error {
-			if a, ok := resp.Request.Context().Value(attemptKey{}).(*attempt); ok {
+			a, ok := resp.Request.Context().Value(attemptKey{}).(*attempt)
+			if by := resp.Header.Get(routing.HeaderNotServed); by != "" {
+				// The instance had no owner for the request, and did
+				// nothing with it: another instance's table may name one.
+				resp.Header.Del(routing.HeaderNotServed)
+				if ok && !a.last {
+					return fmt.Errorf("%w: %s answered %s", errNotServed, by, resp.Status)
+				}
+			}
+			if ok {
 				p.observe(a, resp.Header)
 			}
 			return nil
@@ -398,7 +421,7 @@ func (p *pool) newUpstream(target *url.URL) *upstream {
 			// Nothing has been written yet. A request that never left may
 			// go to the next instance, and so may a read, whatever
 			// happened to it: reads have no effect.
-			retry := notSent(err) || r.Method == http.MethodGet || r.Method == http.MethodHead
+			retry := notSent(err) || errors.Is(err, errNotServed) || r.Method == http.MethodGet || r.Method == http.MethodHead
 			if a, ok := r.Context().Value(attemptKey{}).(*attempt); ok && retry && r.Context().Err() == nil {
 				a.notSent = err // pool.serve tries the next instance
 				return
@@ -437,7 +460,7 @@ func (p *pool) serve(w http.ResponseWriter, r *http.Request, body []byte) {
 	}
 	p.routed[route].Inc()
 	if route == "owner" {
-		if p.try(w, r, body, own.u, &attempt{keyed: true, part: part, n: n, owner: own.id}) {
+		if p.try(w, r, body, own.u, &attempt{keyed: true, part: part, n: n, owner: own.id, last: len(p.upstreams) == 1}) {
 			return
 		}
 		p.refreshSoon() // the owner is gone: the table is stale
@@ -458,8 +481,9 @@ func (p *pool) serve(w http.ResponseWriter, r *http.Request, body []byte) {
 			order = append(order, u)
 		}
 	}
-	for _, u := range append(order, later...) {
-		if p.try(w, r, body, u, &attempt{keyed: keyed, part: part, n: n}) {
+	order = append(order, later...)
+	for i, u := range order {
+		if p.try(w, r, body, u, &attempt{keyed: keyed, part: part, n: n, last: i == len(order)-1}) {
 			return
 		}
 	}
@@ -479,6 +503,12 @@ func (p *pool) try(w http.ResponseWriter, r *http.Request, body []byte, u *upstr
 			p.log.Info("instance reachable again", "backend", p.name, "upstream", u.url.String())
 		}
 		return true
+	}
+	if errors.Is(a.notSent, errNotServed) {
+		// It answers, but served nothing: it stays in turn (its other
+		// partitions may be fine), and the next instance is tried.
+		p.notServed.Inc()
+		return false
 	}
 	if u.downUntil.Swap(p.sinceEpoch()+int64(downFor)) == 0 {
 		p.log.Warn("instance unreachable; trying the others first", "backend", p.name,

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"profiles/platform/httpx"
+	"profiles/platform/routing"
 )
 
 // hit is one request as an upstream saw it.
@@ -386,6 +387,43 @@ func TestNoRetryOnceSent(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// An instance that answers 503 with routing.HeaderNotServed did nothing
+// with the request (it had no owner for its partition: cut off from its
+// group, say), so the front door sends it, a write too, to the next
+// instance, whose table may name the new owner. When no instance is left,
+// the last 503 is passed on, without the internal header.
+func TestNotServedIsTriedOnTheNext(t *testing.T) {
+	notServed := func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		w.Header().Set(routing.HeaderNotServed, "cut-off")
+		w.Header().Set("Retry-After", "1")
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "partition-unavailable", "", "cut off"))
+	}
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		t.Run(method, func(t *testing.T) {
+			second := newBackend(t, "second")
+			list := []*url.URL{handlerURL(t, http.HandlerFunc(notServed)), second.URL()}
+			fd := frontDoor(t, list, list)
+			resp, body := do(t, method, fd+"/api/x", strings.NewReader(`{"a":1}`))
+			if resp.StatusCode != http.StatusOK || body != "second" {
+				t.Fatalf("status %d body %q; want the second instance's answer", resp.StatusCode, body)
+			}
+			hits := second.Hits()
+			if len(hits) != 1 || (method == http.MethodPost && hits[0].body != `{"a":1}`) {
+				t.Fatalf("the second instance saw %+v; want the request once, with its body", hits)
+			}
+
+			both := []*url.URL{handlerURL(t, http.HandlerFunc(notServed)), handlerURL(t, http.HandlerFunc(notServed))}
+			fd = frontDoor(t, both, both)
+			resp, body = do(t, method, fd+"/api/x", strings.NewReader(`{"a":1}`))
+			wantProblem(t, resp, body, http.StatusServiceUnavailable, "urn:profiles:problem:partition-unavailable")
+			if resp.Header.Get(routing.HeaderNotServed) != "" || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("headers %v; want Retry-After, and no %s", resp.Header, routing.HeaderNotServed)
+			}
+		})
 	}
 }
 

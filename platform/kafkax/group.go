@@ -1058,6 +1058,17 @@ func (g *Group) routeLocked(p int32, now time.Time) (owner Member, serving, cutO
 	return owner, serving, cutOff, elsewhere
 }
 
+// Connected implements routing.ConnectedRouter: it reports whether the
+// group coordinator answered this member's last heartbeat (an answer that
+// refuses it counts), so that the table follows the group. It is false
+// while this instance is cut off from its coordinator, or the coordinator
+// is down and no other broker has taken the group over yet.
+func (g *Group) Connected() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !g.coordinatorSilentLocked(time.Now())
+}
+
 // ServesNow implements routing.NowRouter: it reports whether Route would
 // route p here at once (this instance serves p and is not handing it
 // over), without waiting. A Group has one table: its epoch is 0.

@@ -62,6 +62,20 @@ const (
 	// the answer and routes the write again, to the new owner, while its
 	// wait allows. It never leaves the instance.
 	HeaderNotWritten = "X-Profiles-Not-Written"
+	// HeaderNotServed, on an instance's 503 answer, says that the request
+	// had no effect there: its table named no owner it could serve or
+	// forward the request to, within its wait or at once. Most often it
+	// is cut off from its group coordinator and its lease has run out,
+	// so it can neither serve the partition nor learn who does now; or
+	// the request was forwarded to it, and its table names another owner
+	// (one of the two tables is stale, and a request is never forwarded
+	// twice). A
+	// forwarding instance then routes the request again by its own
+	// table, which may already name the new owner, while its own wait
+	// allows, and the front door tries the next instance, instead of
+	// passing the 503 on; either removes the header from an answer it
+	// does pass on.
+	HeaderNotServed = "X-Profiles-Not-Served"
 )
 
 // Holder is implemented by a Router that can tell at once, without
@@ -105,6 +119,15 @@ type NowRouter interface {
 	ServesNow(p int32) (epoch int, ok bool)
 }
 
+// ConnectedRouter is implemented by a Router that can tell whether its
+// table still follows the group: Connected is false while this
+// instance's group coordinator does not answer it, and then the table
+// cannot change, so routing a request again by it cannot find a new
+// owner. A Router without it counts as connected.
+type ConnectedRouter interface {
+	Connected() bool
+}
+
 // EpochRouter is implemented by a Router whose table can change wholesale
 // (query-svc's snapshot generations, see HeaderEpoch).
 type EpochRouter interface {
@@ -124,7 +147,7 @@ type EpochRouter interface {
 
 var forwards = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "profiles_routing_requests_total",
-	Help: "Requests by routing outcome: local (served here), forwarded (sent to the owner), or unavailable (no owner in time).",
+	Help: "Requests by routing outcome: local (served here), forwarded (sent to the owner), unavailable (no owner in time), lost (a read whose partition was lost while it read, routed again), rerouted (a write refused here with nothing written, routed again), not_served (a forward its owner served nothing of, routed again).",
 }, []string{"outcome"})
 
 // Router tells where partition p is served; see kafkax.Group.Route.
@@ -207,19 +230,19 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 			if reforward && strings.Contains(forwardedBy, ",") {
 				reforward = false // two hops already: wait below
 			}
-			for err == nil && !self && forwarded && !reforward {
-				// The forwarder believed we own p. Never forward twice: wait
-				// until we do, or give up.
-				select {
-				case <-ctx.Done():
-					err = fmt.Errorf("%w: forwarded here, but this instance does not serve partition %d", kafkax.ErrNoOwner, p)
-				case <-time.After(50 * time.Millisecond):
-					owner, self, epoch, err = rt.route(ctx, p)
-				}
+			if err == nil && !self && forwarded && !reforward {
+				// The forwarder believed we own p, and our table names
+				// another owner: one of the two tables is stale. Never
+				// forward twice: answer that nothing was served here
+				// (HeaderNotServed, below), and the forwarder routes the
+				// request again by its own table, which may name us again
+				// once we serve p, or the owner ours names.
+				err = fmt.Errorf("%w: forwarded here, but this instance's table names %s as the owner of partition %d", kafkax.ErrNoOwner, owner.ID, p)
 			}
 			switch {
 			case err != nil:
 				forwards.WithLabelValues("unavailable").Inc()
+				w.Header().Set(HeaderNotServed, rt.Self.ID) // nothing was served or forwarded
 				rt.unavailable(w, r, p, err)
 				return
 			case self:
@@ -308,6 +331,18 @@ func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r
 		if dialErr == nil {
 			return
 		}
+		if cr, ok := rt.Router.(ConnectedRouter); ok && errors.Is(dialErr, errNotServed) && !isRead(r) && !cr.Connected() {
+			// The owner has no owner for p either, and our table cannot
+			// change before we reach our coordinator again (both of us
+			// are cut off, or our coordinator is down): a write fails
+			// now, as it would on the owner (it could not be appended
+			// anyway). A read waits, as a read at an owner between
+			// sessions does: the group, and with it a table, may come
+			// back within the wait.
+			forwards.WithLabelValues("unavailable").Inc()
+			rt.unavailable(w, r, p, fmt.Errorf("%w, and this instance is cut off from its group too", dialErr))
+			return
+		}
 		select {
 		case <-ctx.Done():
 			forwards.WithLabelValues("unavailable").Inc()
@@ -379,6 +414,12 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, body []byte, p
 				rt.Sign(pr.Out, body) // last: it signs the headers above
 			}
 		},
+		ModifyResponse: func(resp *http.Response) error {
+			if by := resp.Header.Get(HeaderNotServed); by != "" {
+				return fmt.Errorf("%w: %s answered %s", errNotServed, by, resp.Status)
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			// Nothing has been written yet. A request that never reached
 			// the owner may be sent again, and so may a read that it never
@@ -391,6 +432,14 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, body []byte, p
 				retryErr = fmt.Errorf("owner %s lost the partition and does not answer", owner.ID)
 				return
 			default:
+			}
+			if errors.Is(err, errNotServed) {
+				// The owner served nothing (HeaderNotServed): route again.
+				forwardsNotServed.Inc()
+				if r.Context().Err() == nil {
+					retryErr = err
+					return
+				}
 			}
 			if (errors.As(err, &op) && op.Op == "dial") || isRead(r) {
 				if r.Context().Err() == nil {
@@ -405,6 +454,10 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, body []byte, p
 	proxy.ServeHTTP(w, r.WithContext(ctx))
 	return retryErr
 }
+
+// errNotServed is the error of a forward whose owner served nothing (see
+// HeaderNotServed).
+var errNotServed = errors.New("the owner served nothing")
 
 // watchEvery is how often a forward in flight checks that its owner still
 // owns the partition, or still answers.
@@ -573,6 +626,7 @@ var (
 	forwardsLocal     = forwards.WithLabelValues("local")
 	forwardsForwarded = forwards.WithLabelValues("forwarded")
 	forwardsLost      = forwards.WithLabelValues("lost")
+	forwardsNotServed = forwards.WithLabelValues("not_served")
 )
 
 // bufferedResponse holds an answer until it may be sent: the headers the

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -223,5 +224,113 @@ func TestEachForwardAttemptIsSignedAnew(t *testing.T) {
 	}
 	if len(nonces) != 2 || nonces[0] == "" || nonces[0] == nonces[1] || errs[0] != nil || errs[1] != nil {
 		t.Fatalf("attempts with nonces %q, checks %v: want two, each signed anew", nonces, errs)
+	}
+}
+
+// cutOffRouter is the table of an instance cut off from its group
+// coordinator: it routes nothing (kafkax.ErrCutOff), and counts the
+// requests it was asked to route.
+type cutOffRouter struct{ asked atomic.Int32 }
+
+func (c *cutOffRouter) Route(context.Context, int32) (kafkax.Member, bool, error) {
+	c.asked.Add(1)
+	return kafkax.Member{}, false, fmt.Errorf("%w (partition 0): %w", kafkax.ErrNoOwner, kafkax.ErrCutOff)
+}
+
+// A forwarded request whose receiver cannot route it (it is cut off from
+// the brokers, and its stale table still names itself) is answered at
+// once with HeaderNotServed, and the forwarder routes it again by its own
+// table: the request reaches the new owner as soon as the forwarder's
+// table names it, instead of waiting out the receiver's routing wait or
+// failing with the receiver's 503. Once the forwarder's wait is over, it
+// answers the 503 itself, and the marker never reaches the client.
+func TestAForwardTheOwnerDidNotServeIsRoutedAgain(t *testing.T) {
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		t.Run(method, func(t *testing.T) {
+			cut := &cutOffRouter{}
+			_, b := instance(t, "b", cut)
+			// a's table names b for its first two lookups (two forwards,
+			// each answered not served), then a.
+			srvA, _ := instance(t, "a", &fakeRouter{selfID: "a", owners: []kafkax.Member{b, {ID: "a"}}, switchAt: 2})
+			start := time.Now()
+			req, _ := http.NewRequest(method, srvA.URL, strings.NewReader("body"))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || string(body) != "a:body" || resp.Header.Get(HeaderServedBy) != "a" {
+				t.Fatalf("status %d body %q served by %q; want a to serve it once its table names it", resp.StatusCode, body, resp.Header.Get(HeaderServedBy))
+			}
+			if n := cut.asked.Load(); n != 2 {
+				t.Errorf("b was asked to route %d times; want 2 (one per forward)", n)
+			}
+			if took := time.Since(start); took > time.Second {
+				t.Errorf("took %s; want two forwards and a 200 ms pause after each, not b's routing wait (2 s)", took)
+			}
+
+			// a's table names b throughout: a answers 503 once its own
+			// wait (2 s) is over, without b's marker.
+			cut2 := &cutOffRouter{}
+			_, b2 := instance(t, "b2", cut2)
+			srvA2, _ := instance(t, "a2", &fakeRouter{selfID: "a2", owners: []kafkax.Member{b2}})
+			req, _ = http.NewRequest(method, srvA2.URL, strings.NewReader("body"))
+			resp, err = http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || resp.Header.Get(HeaderNotServed) != "" {
+				t.Fatalf("status %d %v %q; want a's own 503 with Retry-After and no %s", resp.StatusCode, resp.Header, body, HeaderNotServed)
+			}
+			if n := cut2.asked.Load(); n < 3 {
+				t.Errorf("b2 was asked %d times in a's 2 s wait; want a forward every 200 ms or so", n)
+			}
+		})
+	}
+}
+
+// disconnected is a Router whose table no longer follows its group
+// (ConnectedRouter).
+type disconnected struct{ Router }
+
+func (disconnected) Connected() bool { return false }
+
+// A forwarder that is cut off from its group too cannot learn of a new
+// owner by routing again: a write its owner did not serve fails at once
+// (503, Retry-After), instead of waiting out the forwarder's routing wait
+// while every table involved stands still (two brokers down, and the
+// group's coordinator with them). (A read waits and is routed again:
+// TestAForwardTheOwnerDidNotServeIsRoutedAgain.)
+func TestANotServedWriteFailsAtOnceWhenTheForwarderIsCutOffToo(t *testing.T) {
+	cut := &cutOffRouter{}
+	_, b := instance(t, "b", cut)
+	srvA, _ := instance(t, "a", disconnected{&fakeRouter{selfID: "a", owners: []kafkax.Member{b}}})
+	start := time.Now()
+	resp, err := http.Post(srvA.URL, "text/plain", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("status %d %v; want 503 with Retry-After", resp.StatusCode, resp.Header)
+	}
+	if n, took := cut.asked.Load(), time.Since(start); n != 1 || took > time.Second {
+		t.Errorf("b was asked %d times in %s; want one forward, and a 503 at once", n, took)
+	}
+
+	// A read routed by the same disconnected table waits, and is served
+	// once the table names an owner that serves it.
+	srvA, _ = instance(t, "a", disconnected{&fakeRouter{selfID: "a", owners: []kafkax.Member{b, {ID: "a"}}, switchAt: 2}})
+	resp, err = http.Get(srvA.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "a:" {
+		t.Fatalf("a read: status %d body %q; want it served by a once a's table names a", resp.StatusCode, body)
 	}
 }

@@ -258,13 +258,23 @@ func (g *Generations) RouteWithEpoch(ctx context.Context, p int32) (kafkax.Membe
 				return kafkax.Member{}, false, 0, fmt.Errorf("%w (partition %d)", kafkax.ErrNoOwner, p)
 			}
 		}
-		for _, cand := range append([]generation{{f, n}}, g.others(f)...) {
+		var cutOff error
+		for i, cand := range append([]generation{{f, n}}, g.others(f)...) {
 			quick, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 			m, self, err := cand.f.Route(quick, p)
 			cancel()
 			if err == nil {
 				return m, self, cand.n, nil
 			}
+			if i == 0 && errors.Is(err, kafkax.ErrCutOff) {
+				cutOff = err
+			}
+		}
+		if cutOff != nil {
+			// The serving generation is cut off from its coordinator,
+			// and no other generation routes p: waiting cannot help
+			// before it reaches Kafka again (see kafkax.ErrCutOff).
+			return kafkax.Member{}, false, n, cutOff
 		}
 		select {
 		case <-changed:
@@ -295,6 +305,17 @@ func (g *Generations) ServesNow(p int32) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// Connected implements routing.ConnectedRouter: whether the serving
+// generation's table still follows its group (see kafkax.Group.Connected).
+// A follower without a group (a full replica) is always connected.
+func (g *Generations) Connected() bool {
+	f, _, _ := g.current()
+	if cr, ok := f.(routing.ConnectedRouter); ok {
+		return cr.Connected()
+	}
+	return true
 }
 
 // generation is a running follower and its generation number.
