@@ -386,8 +386,9 @@ func newPool(name string, urls []*url.URL, transport http.RoundTripper, log *slo
 func (p *pool) newUpstream(target *url.URL) *upstream {
 	name, log := p.name, p.log
 	return &upstream{url: target, proxy: &httputil.ReverseProxy{
-		Transport: p.transport,
-		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Transport:  p.transport,
+		BufferPool: httpx.ProxyBuffers,
+		ErrorLog:   slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.SetXForwarded()

@@ -94,3 +94,19 @@ func TestHealthReadiness(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// ProxyBuffers lends buffers of ReverseProxy's own size, and keeps only
+// those: a buffer of another size put back is dropped, never lent out.
+func TestProxyBuffersLendTheirOwnSize(t *testing.T) {
+	b := ProxyBuffers.Get()
+	if len(b) != 32<<10 {
+		t.Fatalf("lent %d bytes, want 32 KiB", len(b))
+	}
+	ProxyBuffers.Put(b[:10]) // ReverseProxy puts back what it got; a shorter slice of it is still ours
+	ProxyBuffers.Put(make([]byte, 100))
+	for range 100 {
+		if got := ProxyBuffers.Get(); len(got) != 32<<10 {
+			t.Fatalf("lent %d bytes after a foreign buffer was put back, want 32 KiB", len(got))
+		}
+	}
+}

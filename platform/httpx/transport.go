@@ -2,6 +2,8 @@ package httpx
 
 import (
 	"net/http"
+	"net/http/httputil"
+	"sync"
 
 	"profiles/platform/tracing"
 )
@@ -19,3 +21,26 @@ var PeerTransport http.RoundTripper = func() http.RoundTripper {
 	t.MaxIdleConns, t.MaxIdleConnsPerHost = 1024, 256
 	return tracing.Transport(t)
 }()
+
+// ProxyBuffers lends httputil.ReverseProxy the buffers through which it
+// copies a proxied answer's body (set it as ReverseProxy.BufferPool).
+// Without it, every proxied answer allocates a buffer of its own (32 KiB),
+// for answers that are most often a few hundred bytes. It is safe for
+// concurrent use.
+var ProxyBuffers httputil.BufferPool = proxyBuffers{}
+
+// proxyBufferSize is the size of ReverseProxy's own buffers.
+const proxyBufferSize = 32 << 10
+
+var proxyBufferPool = sync.Pool{New: func() any { b := make([]byte, proxyBufferSize); return &b }}
+
+type proxyBuffers struct{}
+
+func (proxyBuffers) Get() []byte { return *proxyBufferPool.Get().(*[]byte) }
+
+func (proxyBuffers) Put(b []byte) {
+	if cap(b) == proxyBufferSize {
+		b = b[:proxyBufferSize]
+		proxyBufferPool.Put(&b)
+	}
+}

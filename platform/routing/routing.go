@@ -398,7 +398,8 @@ func (rt Routing) forward(w http.ResponseWriter, r *http.Request, body []byte, p
 	})
 	defer watch.Stop()
 	proxy := &httputil.ReverseProxy{
-		Transport: httpx.PeerTransport,
+		Transport:  httpx.PeerTransport,
+		BufferPool: httpx.ProxyBuffers,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = target.Host
