@@ -39,7 +39,11 @@ echo "bench: building deploy/cmd/bench"
 trap 'deploy/kafka.sh stop --data "$DATA/kafka" >/dev/null 2>&1 || true' EXIT
 # As make test's broker: small offsets and transaction-state topics, so
 # that groups and transactional producers start quickly on a small machine.
-deploy/kafka.sh start --fresh --data "$DATA/kafka" --port "$PORT" --controller-port "$CONTROLLER_PORT" \
+# The broker's CPU profiles (Java Flight Recordings, deploy/bench/jfr.go)
+# attribute a sample to the request its thread handles by a frame near the
+# bottom of the stack: JFR keeps 64 frames unless told otherwise.
+KAFKA_JVM_OPTS="${KAFKA_JVM_OPTS:-} -XX:FlightRecorderOptions=stackdepth=256" \
+  deploy/kafka.sh start --fresh --data "$DATA/kafka" --port "$PORT" --controller-port "$CONTROLLER_PORT" \
   --extra offsets.topic.num.partitions=4 transaction.state.log.num.partitions=4
 
 "$DATA/bench" -repo . -brokers "127.0.0.1:$PORT" -kafka-data "$DATA/kafka" -data "$DATA/run" \

@@ -27,6 +27,9 @@ type ProfileSummary struct {
 	// themselves), Cum the same sorted by cumulative time.
 	Flat []string `json:"flat"`
 	Cum  []string `json:"cum"`
+	// Breakdown, of the broker's profile, is where its samples went: by
+	// the kind of request handled, or else by thread pool.
+	Breakdown []string `json:"breakdown,omitempty"`
 	// Goroutines are the largest groups of goroutines with the same
 	// stack, halfway through the run (where a process waits rather than
 	// computes); GoroutineFile the whole dump.

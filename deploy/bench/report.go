@@ -417,9 +417,13 @@ func (r *Report) Markdown() string {
 
 	if len(r.Profiles) > 0 {
 		w("\n### CPU profiles (pprof)\n\nTaken through the pprof listener the bench adds at build time (the services do not serve /debug/pprof). " +
-			"Files under `deploy/bench/results/profiles/`; open one with `go tool pprof -http=: FILE`.\n")
+			"Files under `deploy/bench/results/profiles/`; open one with `go tool pprof -http=: FILE`. " +
+			"The broker's, during the write scenarios, are Java Flight Recordings (`.jfr`, taken with the broker JVM's jcmd; open one with `jfr print` or JDK Mission Control).\n")
 		for _, p := range r.Profiles {
 			w("\n<details><summary>%s: %s, %ds (%s)</summary>\n\n```\n%s\n```\n", p.Run, p.Proc, p.Seconds, p.Header, strings.Join(p.Flat, "\n"))
+			if len(p.Breakdown) > 0 {
+				w("\nWhere the samples went:\n\n```\n%s\n```\n", strings.Join(p.Breakdown, "\n"))
+			}
 			if len(p.Goroutines) > 0 {
 				w("\nLargest goroutine groups halfway through (count × innermost frames):\n\n```\n%s\n```\n", strings.Join(p.Goroutines, "\n"))
 			}

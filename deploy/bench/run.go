@@ -623,12 +623,25 @@ func (b *bench) scenarios(ctx context.Context) error {
 				prof <- b.captureCPU(ctx, s.name, s.profile, max(1, int(b.cfg.Duration.Seconds())-1), time.Second)
 			}()
 		}
+		var kprof chan *ProfileSummary
+		if pid, ok := b.pids()["kafka"]; ok && s.write && b.cfg.Profile {
+			kprof = make(chan *ProfileSummary, 1)
+			go func() {
+				time.Sleep(b.cfg.Warmup)
+				kprof <- b.captureBroker(ctx, s.name, pid, max(1, int(b.cfg.Duration.Seconds())-1))
+			}()
+		}
 		cpu := startCPU(b.cpuSources())
 		res.Closed = ours.ClosedLoop(ctx, s.concurrency, b.cfg.Warmup, b.cfg.Duration)
 		res.CPU["closed"] = cpu.stop()
 		if prof != nil {
 			if p := <-prof; p != nil {
 				res.Profile = p.File
+				b.rep.Profiles = append(b.rep.Profiles, *p)
+			}
+		}
+		if kprof != nil {
+			if p := <-kprof; p != nil {
 				b.rep.Profiles = append(b.rep.Profiles, *p)
 			}
 		}
