@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -137,6 +138,14 @@ type Group struct {
 	// no answer at all (see coordinatorSilentLocked).
 	heartbeatSent     time.Time
 	coordinatorSilent bool
+	// heartbeatWaiting holds the brokers a heartbeat waits on (see
+	// renewLease); coordinatorFound is the coordinator that the last
+	// lookup found, if found (see coordinator); coordinatorLookup is set
+	// while a lookup runs.
+	heartbeatWaiting  map[int32]bool
+	coordinatorFound  int32
+	found             bool
+	coordinatorLookup atomic.Bool
 	// leaving is set when a drain starts (see Drain): the session ends
 	// and the member leaves the group for good.
 	leaving bool

@@ -154,3 +154,82 @@ func TestRefusedLeaseHeartbeatEndsTheSession(t *testing.T) {
 		t.Error("rejoinNow: want the generation's end only")
 	}
 }
+
+// A coordinator that does not answer (its broker frozen) holds a lease
+// heartbeat only silentAfter: then the other brokers are asked which
+// broker coordinates the group now, in the background, and the next
+// renewal's heartbeat goes there and renews the lease, while the first
+// still waits. No second heartbeat is sent to the silent broker.
+func TestLeaseHeartbeatFindsTheCoordinatorThatMovedAwayFromASilentBroker(t *testing.T) {
+	silent := sarama.NewMockBroker(t, 1)
+	defer silent.Close()
+	live := sarama.NewMockBroker(t, 2)
+	defer live.Close()
+	metadata := sarama.NewMockMetadataResponse(t).
+		SetBroker(silent.Addr(), silent.BrokerID()).SetBroker(live.Addr(), live.BrokerID()).SetController(live.BrokerID())
+	handlers := func(coordinator *sarama.MockBroker) map[string]sarama.MockResponse {
+		return map[string]sarama.MockResponse{
+			"MetadataRequest":        metadata,
+			"FindCoordinatorRequest": sarama.NewMockFindCoordinatorResponse(t).SetCoordinator(sarama.CoordinatorGroup, "g", coordinator),
+			"HeartbeatRequest":       sarama.NewMockHeartbeatResponse(t),
+		}
+	}
+	silent.SetHandlerByMap(handlers(silent))
+	live.SetHandlerByMap(handlers(silent))
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V0_10_2_0 // Heartbeat v0, as the mock answers
+	cfg.ApiVersionsRequest = false
+	client, err := sarama.NewClient([]string{live.Addr()}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if c, err := client.Coordinator("g"); err != nil || c.ID() != silent.BrokerID() {
+		t.Fatalf("coordinator %v, %v; want broker 1 cached", c, err)
+	}
+	// Broker 1 goes silent, and the group moves to broker 2.
+	silent.SetLatency(4 * time.Second)
+	live.SetHandlerByMap(handlers(live))
+	g := &Group{
+		opts: GroupOptions{Group: "g"}, client: client, log: slog.New(slog.DiscardHandler),
+		joined: true, inSession: true, changed: make(chan struct{}), generation: 7, memberID: "m",
+		owned: map[int32]*sessionPartition{1: {behind: map[string]bool{}}},
+		lease: lease{length: 3 * time.Second},
+	}
+	start := time.Now()
+	g.renewLease()
+	if took := time.Since(start); took > silentAfter+500*time.Millisecond {
+		t.Fatalf("renewLease waited %s on a silent coordinator; want silentAfter (%s)", took, silentAfter)
+	}
+	g.mu.Lock()
+	held, silentNow := g.lease.held(time.Now()), g.coordinatorSilentLocked(time.Now())
+	g.mu.Unlock()
+	if held || !silentNow {
+		t.Fatalf("after a heartbeat without an answer: lease held %v, coordinator silent %v; want false, true", held, silentNow)
+	}
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := g.coordinator(); err == nil && c.ID() == live.BrokerID() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the coordinator was not looked up again")
+		}
+	}
+	g.renewLease()
+	g.mu.Lock()
+	held, silentNow = g.lease.held(time.Now()), g.coordinatorSilentLocked(time.Now())
+	g.mu.Unlock()
+	if !held || silentNow {
+		t.Fatalf("after the new coordinator answered: lease held %v, coordinator silent %v; want true, false", held, silentNow)
+	}
+	time.Sleep(4 * time.Second) // broker 1 answers its one heartbeat
+	n := 0
+	for _, rr := range silent.History() {
+		if _, ok := rr.Request.(*sarama.HeartbeatRequest); ok {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the silent broker got %d heartbeats; want 1", n)
+	}
+}

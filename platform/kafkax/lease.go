@@ -57,6 +57,16 @@ func (l *lease) end() { l.until = time.Time{} }
 // lease if the coordinator accepts it. A refusal (a rebalance in
 // progress, a newer generation, an unknown member) or no answer leaves
 // the lease to run out; sarama's own heartbeats end the session then.
+//
+// It waits for the answer at most silentAfter. A coordinator that does
+// not answer (its broker is frozen, or cut off from us) would hold the
+// heartbeat until the client's read timeout (30 s), and every renewal
+// after it, although the group may have moved to another broker, which
+// the controller does once it fences the silent one (a few seconds). So
+// after silentAfter the coordinator is looked up again in the background
+// (lookUpCoordinator), and the next renewal sends its heartbeat to the
+// coordinator found then; at most one heartbeat waits on each broker. A late answer renews the
+// lease from when its heartbeat was sent, as any answer does.
 func (g *Group) renewLease() {
 	g.mu.Lock()
 	gen, member, in := g.generation, g.memberID, g.inSession || g.detached
@@ -64,16 +74,129 @@ func (g *Group) renewLease() {
 	if !in {
 		return
 	}
+	coord, err := g.coordinator()
+	if err != nil {
+		g.leaseAnswered(time.Now(), gen, member, err)
+		return
+	}
 	sent := time.Now()
 	g.mu.Lock()
+	if g.heartbeatWaiting[coord.ID()] {
+		// A heartbeat already waits on this broker: another would wait
+		// behind it.
+		g.mu.Unlock()
+		g.lookUpCoordinator(coord.ID())
+		return
+	}
+	if g.heartbeatWaiting == nil {
+		g.heartbeatWaiting = map[int32]bool{}
+	}
+	g.heartbeatWaiting[coord.ID()] = true
 	g.heartbeatSent = sent
 	g.mu.Unlock()
-	err := g.heartbeat(gen, member)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := g.heartbeat(coord, gen, member)
+		g.mu.Lock()
+		delete(g.heartbeatWaiting, coord.ID())
+		var refused sarama.KError
+		if err != nil && g.found && g.coordinatorFound == coord.ID() && (!errors.As(err, &refused) || refused == sarama.ErrNotCoordinatorForConsumer) {
+			g.found = false // it was wrong, or went silent too: back to the client's
+		}
+		g.mu.Unlock()
+		g.leaseAnswered(sent, gen, member, err)
+	}()
+	select {
+	case <-done:
+	case <-time.After(silentAfter):
+		g.lookUpCoordinator(coord.ID())
+	}
+}
+
+// coordinator returns the broker that lease heartbeats go to: the one a
+// lookup found after the client's went silent (see lookUpCoordinator),
+// until the client's cache names it too, and else the client's.
+func (g *Group) coordinator() (*sarama.Broker, error) {
+	cached, err := g.client.Coordinator(g.opts.Group)
+	g.mu.Lock()
+	found, ok := g.coordinatorFound, g.found
+	if ok && err == nil && cached.ID() == found {
+		g.found = false
+	}
+	g.mu.Unlock()
+	if ok && (err != nil || cached.ID() != found) {
+		if b, berr := g.client.Broker(found); berr == nil {
+			return b, nil
+		}
+	}
+	return cached, err
+}
+
+// lookUpCoordinator asks every broker but silent, at once and in the
+// background, which broker coordinates the group now, and keeps the
+// first answer that names another broker for the lease heartbeats; it
+// also has the client look its coordinator up again, for sarama's own
+// requests. The client's own lookup alone is not enough: it asks the
+// least loaded broker it knows, which can be the silent one, and then
+// waits for its read timeout (30 s). At most one lookup runs at a time.
+func (g *Group) lookUpCoordinator(silent int32) {
+	if !g.coordinatorLookup.CompareAndSwap(false, true) {
+		return
+	}
+	brokers := g.client.Brokers()
+	version := int16(0)
+	switch v := g.client.Config().Version; {
+	case v.IsAtLeast(sarama.V2_0_0_0):
+		version = 2
+	case v.IsAtLeast(sarama.V0_11_0_0):
+		version = 1
+	}
+	go func() {
+		defer g.coordinatorLookup.Store(false)
+		go func() { _ = g.client.RefreshCoordinator(g.opts.Group) }()
+		answers := make(chan int32, len(brokers))
+		asked := 0
+		for _, b := range brokers {
+			if b.ID() == silent {
+				continue
+			}
+			asked++
+			go func() {
+				_ = b.Open(g.client.Config()) // ErrAlreadyConnected when it is
+				resp, err := b.FindCoordinator(&sarama.FindCoordinatorRequest{
+					Version: version, CoordinatorKey: g.opts.Group, CoordinatorType: sarama.CoordinatorGroup,
+				})
+				if err != nil || resp.Err != sarama.ErrNoError || resp.Coordinator == nil {
+					answers <- -1
+					return
+				}
+				answers <- resp.Coordinator.ID()
+			}()
+		}
+		for range asked {
+			if id := <-answers; id >= 0 && id != silent {
+				g.mu.Lock()
+				g.coordinatorFound, g.found = id, true
+				g.mu.Unlock()
+				return
+			}
+		}
+	}()
+}
+
+// leaseAnswered records the answer (err) to the heartbeat of generation
+// gen, member, sent at sent: the lease is renewed from sent if it was
+// accepted. Only the answer to the latest heartbeat says whether the
+// coordinator answers at all (see coordinatorSilentLocked).
+func (g *Group) leaseAnswered(sent time.Time, gen int32, member string, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.heartbeatSent = time.Time{}
-	var refused sarama.KError
-	g.coordinatorSilent = err != nil && !errors.As(err, &refused)
+	if !sent.Before(g.heartbeatSent) {
+		g.heartbeatSent = time.Time{}
+		var refused sarama.KError
+		g.coordinatorSilent = err != nil && !errors.As(err, &refused)
+	}
 	if err != nil {
 		if g.lease.held(time.Now()) || !g.leaseFailing {
 			g.log.Warn("group coordinator did not renew this member's lease", "group", g.opts.Group, "generation", gen, "err", err)
@@ -114,13 +237,9 @@ func (g *Group) coordinatorSilentLocked(now time.Time) bool {
 // coordinator counts as silent. It answers in milliseconds when it can.
 const silentAfter = time.Second
 
-// heartbeat sends the coordinator a heartbeat of generation gen for
-// member, with this instance's static id, as sarama's own heartbeats do.
-func (g *Group) heartbeat(gen int32, member string) error {
-	coord, err := g.client.Coordinator(g.opts.Group)
-	if err != nil {
-		return err
-	}
+// heartbeat sends coord, the group's coordinator, a heartbeat of
+// generation gen for member, with this instance's static id, as sarama's own heartbeats do.
+func (g *Group) heartbeat(coord *sarama.Broker, gen int32, member string) error {
 	req := &sarama.HeartbeatRequest{GroupId: g.opts.Group, GenerationId: gen, MemberId: member}
 	v := g.client.Config().Version
 	switch {
