@@ -142,10 +142,10 @@ type Group struct {
 	// renewLease); coordinatorFound is the coordinator that the last
 	// lookup found, if found (see coordinator); coordinatorLookup is set
 	// while a lookup runs.
-	heartbeatWaiting  map[int32]bool
-	coordinatorFound  int32
-	found             bool
-	coordinatorLookup atomic.Bool
+	heartbeatWaiting    map[int32]bool
+	coordinatorFound    int32
+	coordinatorFoundSet bool
+	coordinatorLookup   atomic.Bool
 	// leaving is set when a drain starts (see Drain): the session ends
 	// and the member leaves the group for good.
 	leaving bool

@@ -65,8 +65,9 @@ func (l *lease) end() { l.until = time.Time{} }
 // the controller does once it fences the silent one (a few seconds). So
 // after silentAfter the coordinator is looked up again in the background
 // (lookUpCoordinator), and the next renewal sends its heartbeat to the
-// coordinator found then; at most one heartbeat waits on each broker. A late answer renews the
-// lease from when its heartbeat was sent, as any answer does.
+// coordinator found then; at most one heartbeat waits on each broker. A
+// late answer renews the lease from when its heartbeat was sent, as any
+// answer does.
 func (g *Group) renewLease() {
 	g.mu.Lock()
 	gen, member, in := g.generation, g.memberID, g.inSession || g.detached
@@ -101,8 +102,8 @@ func (g *Group) renewLease() {
 		g.mu.Lock()
 		delete(g.heartbeatWaiting, coord.ID())
 		var refused sarama.KError
-		if err != nil && g.found && g.coordinatorFound == coord.ID() && (!errors.As(err, &refused) || refused == sarama.ErrNotCoordinatorForConsumer) {
-			g.found = false // it was wrong, or went silent too: back to the client's
+		if err != nil && g.coordinatorFoundSet && g.coordinatorFound == coord.ID() && (!errors.As(err, &refused) || refused == sarama.ErrNotCoordinatorForConsumer) {
+			g.coordinatorFoundSet = false // it was wrong, or went silent too: back to the client's
 		}
 		g.mu.Unlock()
 		g.leaseAnswered(sent, gen, member, err)
@@ -120,9 +121,9 @@ func (g *Group) renewLease() {
 func (g *Group) coordinator() (*sarama.Broker, error) {
 	cached, err := g.client.Coordinator(g.opts.Group)
 	g.mu.Lock()
-	found, ok := g.coordinatorFound, g.found
+	found, ok := g.coordinatorFound, g.coordinatorFoundSet
 	if ok && err == nil && cached.ID() == found {
-		g.found = false
+		g.coordinatorFoundSet = false
 	}
 	g.mu.Unlock()
 	if ok && (err != nil || cached.ID() != found) {
@@ -177,7 +178,7 @@ func (g *Group) lookUpCoordinator(silent int32) {
 		for range asked {
 			if id := <-answers; id >= 0 && id != silent {
 				g.mu.Lock()
-				g.coordinatorFound, g.found = id, true
+				g.coordinatorFound, g.coordinatorFoundSet = id, true
 				g.mu.Unlock()
 				return
 			}

@@ -69,9 +69,8 @@ const (
 	// so it can neither serve the partition nor learn who does now; or
 	// the request was forwarded to it, and its table names another owner
 	// (one of the two tables is stale, and a request is never forwarded
-	// twice). A
-	// forwarding instance then routes the request again by its own
-	// table, which may already name the new owner, while its own wait
+	// twice). A forwarding instance then routes the request again by its
+	// own table, which may already name the new owner, while its own wait
 	// allows, and the front door tries the next instance, instead of
 	// passing the 503 on; either removes the header from an answer it
 	// does pass on.
@@ -228,7 +227,7 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 				reforward = true
 			}
 			if reforward && strings.Contains(forwardedBy, ",") {
-				reforward = false // two hops already: wait below
+				reforward = false // two hops already: answered not served below
 			}
 			if err == nil && !self && forwarded && !reforward {
 				// The forwarder believed we own p, and our table names
