@@ -1,10 +1,12 @@
 package kafkax
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -445,18 +447,26 @@ func fetchCommitted(client sarama.Client, topic string, p int32, from int64) (*s
 // an aborted transaction. It returns the offset after the last batch in
 // the block; ok is false for a block in the legacy message format, which
 // our producers never write.
+//
+// As Kafka's own consumer does, an aborted transaction counts from the
+// batch that holds its first offset until its abort marker, once: a
+// producer id that aborted a transaction and then committed another (a
+// transactional id whose producer was replaced, or that aborted a
+// transaction and went on) has the records of the later one read.
 func walkCommitted(block *sarama.FetchResponseBlock, from int64, fn func(off int64, r *sarama.Record)) (covered int64, ok bool) {
-	aborted := map[int64]bool{}
+	pending := slices.SortedFunc(slices.Values(block.AbortedTransactions), func(a, b *sarama.AbortedTransaction) int {
+		return cmp.Compare(a.FirstOffset, b.FirstOffset)
+	})
+	aborted := map[int64]bool{} // producer ids in an aborted transaction
 	covered = from
 	for _, records := range block.RecordsSet {
 		b := records.RecordBatch
 		if b == nil {
 			return covered, false
 		}
-		for _, txn := range block.AbortedTransactions {
-			if txn.FirstOffset <= b.LastOffset() {
-				aborted[txn.ProducerID] = true
-			}
+		for len(pending) > 0 && pending[0].FirstOffset <= b.LastOffset() {
+			aborted[pending[0].ProducerID] = true
+			pending = pending[1:]
 		}
 		covered = max(covered, b.LastOffset()+1)
 		if b.Control {
