@@ -104,7 +104,7 @@ func (a Applier) Handle(ctx context.Context, topic string, p int32, records []*s
 			if a.skip(r, derr, a.DeadLetters) {
 				continue
 			}
-			profiles = append(profiles, prof)
+			profiles = append(profiles, erasedIsDeleted(prof))
 		}
 		_, err = a.Store.ApplySnapshots(topic, p, profiles, next)
 	case a.IndexTopic:
@@ -122,7 +122,7 @@ func (a Applier) Handle(ctx context.Context, topic string, p int32, records []*s
 			if a.skip(r, derr, a.DeadLetters) {
 				continue
 			}
-			entries = append(entries, view.IndexEntry{Email: email, Profile: prof})
+			entries = append(entries, view.IndexEntry{Email: email, Profile: erasedIsDeleted(prof)})
 		}
 		_, err = a.Store.ApplyIndex(topic, p, entries, next)
 	case a.EventsTopic:
@@ -157,6 +157,22 @@ func (a Applier) Handle(ctx context.Context, topic string, p int32, records []*s
 		recordsRead.Add(float64(len(records)))
 	}
 	return err
+}
+
+// erasedIsDeleted returns prof, marked deleted when its personal data was
+// sealed with a data key that is gone. Only a profile's delete shreds its
+// key, in the transaction of the ProfileDeleted event, so the profile is
+// deleted at a later version, whose tombstone follows: served, the
+// snapshot would be a live profile with empty fields, a state that no
+// write ever made (a reader that lags the keyring sees it, for example
+// after the projector was held up and writes an older version after the
+// delete). The view keeps it as deleted at its version instead, which is
+// the truth by then.
+func erasedIsDeleted(prof events.Profile) events.Profile {
+	if prof.Erased {
+		prof.Deleted = true
+	}
+	return prof
 }
 
 // skip reports whether r is poison (err != nil); it logs it, counts it and,

@@ -79,3 +79,82 @@ func TestHandleEventLog(t *testing.T) {
 		t.Fatalf("snapshot records read = %v, want 0", n)
 	}
 }
+
+// keys are the data keys a test knows; any other uid's key is gone.
+type keys map[string]*pii.DataKey
+
+func (k keys) DataKey(uid string) (*pii.DataKey, error) {
+	if dk, ok := k[uid]; ok {
+		return dk, nil
+	}
+	return nil, pii.ErrNoKey
+}
+
+func (keys) Forget(string) {}
+
+// A snapshot, or an index entry, whose data key is gone (its profile was
+// deleted, in a later version whose tombstone has not been read yet) is
+// kept as deleted at its version: never served as a live profile with
+// empty fields.
+func TestASnapshotWhoseKeyIsGoneIsDeleted(t *testing.T) {
+	kek, _ := pii.NewKEK(make([]byte, pii.KeySize))
+	const uid = "00000000-0000-4000-8000-000000000001"
+	dk, _, err := kek.NewDataKey(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writer := pii.NewCodec(kek, keys{uid: dk})
+	at := time.Unix(100, 0).UTC()
+	prof := events.Profile{UID: uid, Username: "bob", Email: "b@m.c", Version: 4, CreatedAt: at, UpdatedAt: at, Sealed: true}
+	value, err := writer.EncodeSnapshot(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := []sarama.RecordHeader{{Key: []byte(events.HeaderVersion), Value: []byte("4")}}
+	indexKey := topology.IndexKey(writer.EmailKey("b@m.c"), uid)
+
+	for _, tc := range []struct {
+		name  string
+		keys  keys
+		found bool // GET finds a live profile
+	}{
+		{"the key is there", keys{uid: dk}, true},
+		{"the key is gone", keys{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			codec := pii.NewCodec(kek, tc.keys)
+			store, err := view.Open("view", vfs.NewMem(), 1, codec, view.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			a := Applier{Codec: codec, Store: store, SnapshotsTopic: "snapshots", IndexTopic: "index", EventsTopic: "events",
+				DeadLetters: &deadLetters{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			snap := &sarama.ConsumerMessage{Topic: "snapshots", Offset: 3, Key: []byte(uid), Value: value, Headers: []*sarama.RecordHeader{&header[0]}}
+			entry := &sarama.ConsumerMessage{Topic: "index", Offset: 3, Key: []byte(indexKey), Value: value, Headers: []*sarama.RecordHeader{&header[0]}}
+			if err := a.Handle(context.Background(), "snapshots", 0, []*sarama.ConsumerMessage{snap}); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Handle(context.Background(), "index", 0, []*sarama.ConsumerMessage{entry}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := store.Get(uid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if live := !got.Deleted; live != tc.found || got.Version != 4 {
+				t.Errorf("the view holds %+v; want version 4, live %t", got, tc.found)
+			}
+			if tc.found && got.Username != "bob" {
+				t.Errorf("username %q, want bob", got.Username)
+			}
+			found, err := store.SearchEmail("b@m.c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (len(found) == 1) != tc.found {
+				t.Errorf("search finds %+v; want a live profile: %t", found, tc.found)
+			}
+		})
+	}
+}
