@@ -20,15 +20,25 @@ import (
 // names itself as the leader of partitions that have moved, so a client
 // bootstrapped from it would send its requests there again. A broker that
 // does not answer in time is left out of the vote; one that every other
-// broker still lists stays in.
+// broker still lists stays in. Once all brokers but one have answered, the
+// last one is waited for at most lastVoterWait: a frozen broker would
+// otherwise hold every vote to ctx's end, and the answers in hand already
+// leave out a deposed broker if one of them is a healthy broker's.
 func AgreedBrokers(ctx context.Context, conf *sarama.Config, addrs []string, topic string) []string {
 	answers := make(chan []string, len(addrs)) // nil: no answer
 	for _, addr := range addrs {
 		go func() { answers <- liveBrokers(conf, addr, topic) }()
 	}
 	var agreed []string // nil until the first answer
-	for range addrs {
+	var last <-chan time.Time
+	for i := range addrs {
+		if i == len(addrs)-1 && i > 0 {
+			last = time.After(lastVoterWait)
+		}
 		select {
+		case <-last:
+			slices.Sort(agreed)
+			return agreed
 		case live := <-answers:
 			switch {
 			case live == nil:
@@ -66,6 +76,10 @@ func liveBrokers(conf *sarama.Config, addr, topic string) []string {
 	}
 	return live
 }
+
+// lastVoterWait bounds the wait for the last broker of an AgreedBrokers
+// vote.
+const lastVoterWait = 250 * time.Millisecond
 
 // agreedTimeout bounds AgreedBrokers when its caller gives no deadline of
 // its own; see AgreedBrokersWithin.

@@ -2,6 +2,7 @@ package kafkax_test
 
 import (
 	"context"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -29,5 +30,28 @@ func TestAgreedBrokersAreThoseEveryAnsweringBrokerLists(t *testing.T) {
 	}
 	if got := kafkax.AgreedBrokersWithin(time.Second, conf, []string{"127.0.0.1:1"}, "t"); !slices.Equal(got, []string{"127.0.0.1:1"}) {
 		t.Errorf("AgreedBrokersWithin fell back to %v, want the addresses it was given", got)
+	}
+}
+
+// A broker that accepts connections and never answers (a frozen one) holds
+// a vote up for lastVoterWait once every other broker has answered, not
+// until the vote's deadline.
+func TestAgreedBrokersWaitLittleForTheLastSilentBroker(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close() // accepted by the kernel, never read: a frozen process
+	conf := kafkax.Config{Brokers: brokers}.Sarama("agreed-test")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	began := time.Now()
+	got := kafkax.AgreedBrokers(ctx, conf, append([]string{silent.Addr().String()}, brokers...), "agreed-test-no-such-topic")
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("the vote took %v with one silent broker, want about 250 ms", took)
+	}
+	if want := slices.Sorted(slices.Values(brokers)); !slices.Equal(got, want) {
+		t.Errorf("AgreedBrokers = %v, want the test brokers %v", got, want)
 	}
 }
