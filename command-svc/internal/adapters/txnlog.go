@@ -831,7 +831,7 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 		txnSeconds.Observe(time.Since(began).Seconds())
 	}()
 	fail := func(err error) (bool, error) {
-		if unusable(err, t.TxnStatus()) {
+		if kafkax.Unusable(err, t.TxnStatus()) {
 			appends.WithLabelValues("fenced").Add(float64(len(live)))
 			l.Log.Warn("the session's producer is fenced or failed for good; closing it", "generation", t.sess.Generation, "status", t.TxnStatus().String(), "err", err)
 			if t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
@@ -880,7 +880,7 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 				l.Config.KeysTopic: {{Partition: 0, Offset: 0}},
 			}, t.meta)
 		}
-		if err != nil && t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 && !fenced(err) {
+		if err != nil && t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 && !kafkax.Fenced(err) {
 			_ = t.AbortTxn()
 		}
 	}
@@ -911,10 +911,10 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 		return again, false
 	}
 	if err := t.CommitTxn(); err != nil {
-		if t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 && !fenced(err) {
+		if t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 && !kafkax.Fenced(err) {
 			_ = t.AbortTxn()
 		}
-		if !fenced(err) {
+		if !kafkax.Fenced(err) {
 			// Not a refusal: the commit may have happened (ErrNotWriter
 			// would let the routing layer send the command again).
 			err = commitUnknown{err}
@@ -933,35 +933,6 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 type commitUnknown struct{ error }
 
 func (c commitUnknown) Unwrap() error { return c.error }
-
-// unusable reports whether a producer whose transaction call failed with
-// err, and whose transaction state is now st, can never write again, so
-// that it must be closed and a new one started (by a new session: its
-// InitProducerId also aborts what the old one left open). It is so when it
-// is fenced, when its state is a fatal error, and when its state machine
-// refuses the next step (ErrTransitionNotAllowed: after a broker failure
-// it can be left in a state from which neither a new transaction nor an
-// abort may start; kept, it would refuse every append until the next
-// rebalance).
-func unusable(err error, st sarama.ProducerTxnStatusFlag) bool {
-	return fenced(err) || st&sarama.ProducerTxnFlagFatalError != 0 || errors.Is(err, sarama.ErrTransitionNotAllowed)
-}
-
-// fenced reports whether err means this producer may never write again:
-// another producer took the transactional id, or the group coordinator
-// refused the session's metadata (a later generation, or this member was
-// expelled).
-func fenced(err error) bool {
-	for _, target := range []error{
-		sarama.ErrProducerFenced, sarama.ErrInvalidProducerEpoch, sarama.ErrTransactionalIDAuthorizationFailed,
-		sarama.ErrIllegalGeneration, sarama.ErrUnknownMemberId, sarama.ErrFencedInstancedId,
-	} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	return false
-}
 
 // WriteClaim writes a claim record for a normalized email (a tombstone when
 // c is released) in a transaction: only the owner of the email's

@@ -180,27 +180,3 @@ func TestMarkContinues(t *testing.T) {
 		t.Fatalf("marked %v", got)
 	}
 }
-
-// A producer is replaced when it is fenced, in a fatal state, or stuck in a
-// state from which its state machine refuses the next step; a transient
-// failure keeps it.
-func TestUnusableProducer(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		err  error
-		st   sarama.ProducerTxnStatusFlag
-		want bool
-	}{
-		{"fenced", sarama.ErrProducerFenced, sarama.ProducerTxnFlagReady, true},
-		{"expelled from the group", fmt.Errorf("add offsets: %w", sarama.ErrUnknownMemberId), sarama.ProducerTxnFlagReady, true},
-		{"fatal state", errors.New("broken"), sarama.ProducerTxnFlagInError | sarama.ProducerTxnFlagFatalError, true},
-		{"stuck state machine", fmt.Errorf("cannot abort an earlier transaction: %w", sarama.ErrTransitionNotAllowed),
-			sarama.ProducerTxnFlagEndTransaction | sarama.ProducerTxnFlagCommittingTransaction, true},
-		{"a broker down", sarama.ErrOutOfBrokers, sarama.ProducerTxnFlagInError | sarama.ProducerTxnFlagAbortableError, false},
-		{"coordinator moving", sarama.ErrNotCoordinatorForConsumer, sarama.ProducerTxnFlagReady, false},
-	} {
-		if got := unusable(tc.err, tc.st); got != tc.want {
-			t.Errorf("%s: unusable = %t, want %t", tc.name, got, tc.want)
-		}
-	}
-}
