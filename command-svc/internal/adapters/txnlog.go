@@ -826,7 +826,12 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 	txnBatch.Observe(float64(len(live)))
 	began := time.Now()
 	t.began.Store(began.UnixNano())
+	// A transaction that runs for StuckAfter is replaced even when no
+	// append gives up on it: an append that queued just as it began gives
+	// up a moment before it has run that long.
+	watchdog := time.AfterFunc(cmp.Or(l.StuckAfter, l.AppendTimeout, DefaultAppendTimeout), func() { l.replaceIfStuck(t) })
 	defer func() {
+		watchdog.Stop()
 		t.began.Store(0)
 		txnSeconds.Observe(time.Since(began).Seconds())
 	}()

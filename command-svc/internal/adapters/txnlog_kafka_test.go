@@ -283,8 +283,9 @@ func TestConcurrentAppendsShareTransactions(t *testing.T) {
 // this test end as written (nil), not written (ErrAppendTimeout), or
 // unknown (the commit had begun), and the log agrees with the first two.
 //
-// With StuckAfter shorter than a transaction, an append that gives up
-// also replaces the producer (as one that a deposed leader holds would):
+// With StuckAfter shorter than a transaction, the producer is replaced
+// (as one that a deposed leader holds would), by the append that gives up
+// or by the transaction's own watchdog when none does:
 // the new producer fences the old one and aborts its transaction, whose
 // appends that had not given up yet are told ErrNotWriter (not written).
 // The log agrees with those outcomes too, and appends go on afterwards.
@@ -297,6 +298,8 @@ func TestAppendsThatGaveUpAreNotWritten(t *testing.T) {
 		{"the producer kept", 40 * time.Millisecond, time.Hour},
 		// 5 ms is shorter than any transaction: many appends give up.
 		{"the producer replaced", 5 * time.Millisecond, time.Nanosecond},
+		// No append gives up in 5 s: the transactions' watchdog replaces.
+		{"the producer replaced with no append giving up", 5 * time.Second, time.Nanosecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testKafka(t)
