@@ -125,8 +125,9 @@ var (
 //     transactions (transactional ids <COMMAND_GROUP>-<partition>), and
 //     owns partitions through its group;
 //   - the projector reads the event log and the control topic, and writes
-//     the snapshots and the email index of every generation, and dead
-//     letters; its groups are <PROJECTOR_GROUP>[.vN];
+//     the snapshots and the email index of every generation in
+//     transactions (transactional id <PROJECTOR_GROUP>-<instance id>), and
+//     dead letters; its groups are <PROJECTOR_GROUP>[.vN];
 //   - query-svc reads the snapshots, the email index, the event log (its
 //     groups follow it too) and the control topic, and writes dead
 //     letters; its groups are <QUERY_GROUP>[.vN];
@@ -155,6 +156,7 @@ func serviceACLs(n secureNames) []grant {
 		grant{"projector", topicRes, n.emailIndex, prefixed, []sarama.AclOperation{read, write}},
 		grant{"projector", topicRes, n.deadLetters, literal, []sarama.AclOperation{write}},
 		grant{"projector", groupRes, n.projectorGroup, prefixed, []sarama.AclOperation{read}},
+		grant{"projector", txnRes, n.projectorGroup + "-", prefixed, []sarama.AclOperation{write, describe}},
 
 		grant{"query-svc", topicRes, n.events, literal, []sarama.AclOperation{read}},
 		grant{"query-svc", topicRes, n.control, literal, []sarama.AclOperation{read}},

@@ -58,8 +58,9 @@ type DeadLetterSink interface {
 	Send(r topology.DeadRecord, reason error) error
 }
 
-// Producer writes a batch of records and returns once every one of them
-// is acknowledged, or with an error (sarama.SyncProducer).
+// Producer writes a batch of records, all or none, and returns once they
+// are committed (each then has its Offset set), or with an error: a
+// kafkax.TxnWriter. The projector's readers read committed records only.
 type Producer interface {
 	SendMessages(msgs []*sarama.ProducerMessage) error
 }
@@ -88,10 +89,10 @@ type Projector struct {
 
 // Handle folds records, a batch of one partition of the event log in
 // offset order, and returns once everything for them is written: the
-// caller may then commit the offset after the last one. Each batch costs
-// two produce requests (the email index records, then the snapshots),
-// whatever its size, where one event at a time cost two round trips per
-// event.
+// caller may then commit the offset after the last one. Each batch is one
+// write (one transaction: its email index records and its snapshots),
+// whatever its size, and the batches of different partitions written at
+// the same time share a transaction (see kafkax.TxnWriter).
 //
 // A failed write or a data key not readable yet is retried here, from the
 // first record not yet written, until it succeeds or ctx ends (Handle then
@@ -263,24 +264,20 @@ func endSpans(b *batch, err error) {
 	b.spans = nil
 }
 
-// write sends b's records: the index records first and the snapshots
-// after them. The snapshot topic is what State is restored from, so a
-// snapshot that exists proves that everything for its event was written;
-// a crash in between folds the events again and writes the index records
-// again, which is harmless. Only then does State move to b's states.
+// write sends b's records, the index records and the snapshots, in one
+// write that is all or none. The snapshot topic is what State is restored
+// from, so a snapshot that exists proves that everything for its event was
+// written. Only then does State move to b's states; a crash before that
+// folds the events again and writes the same records again, which is
+// harmless.
 func (p *Projector) write(b *batch) error {
 	if len(b.snapshots) == 0 {
 		return nil
 	}
 	began := time.Now()
 	defer func() { batchSeconds.Observe(time.Since(began).Seconds()) }()
-	if len(b.index) > 0 {
-		if err := p.Producer.SendMessages(b.index); err != nil {
-			return fmt.Errorf("write %d email index records: %w", len(b.index), err)
-		}
-	}
-	if err := p.Producer.SendMessages(b.snapshots); err != nil {
-		return fmt.Errorf("write %d snapshots: %w", len(b.snapshots), err)
+	if err := p.Producer.SendMessages(append(slices.Clip(b.index), b.snapshots...)); err != nil {
+		return fmt.Errorf("write %d email index records and %d snapshots: %w", len(b.index), len(b.snapshots), err)
 	}
 	offsets := map[int32]int64{}
 	for _, m := range b.snapshots {

@@ -39,7 +39,13 @@ type ProjectorConfig struct {
 	// partitions. With INSTANCE_ID the membership is static: a restart
 	// within it gets them back at once, without a rebalance.
 	SessionTimeout *time.Duration
+	// CommitInterval is how long a transaction waits, after its first
+	// batch, for the batches of other partitions to share it.
+	CommitInterval *time.Duration
 }
+
+// DefaultCommitInterval is COMMIT_INTERVAL's default.
+const DefaultCommitInterval = 5 * time.Millisecond
 
 // DefaultStateCacheMB is STATE_CACHE_MB's default: the block cache that
 // keeps the state of the profiles being folded in memory.
@@ -56,6 +62,8 @@ func RegisterProjectorFlags(fs *flag.FlagSet) *ProjectorConfig {
 		StateCacheMB: config.Int(fs, "state-cache-mb", "STATE_CACHE_MB", DefaultStateCacheMB, "Pebble block cache of the state store, in MiB"),
 		SessionTimeout: config.Duration(fs, "session-timeout", "SESSION_TIMEOUT", 10*time.Second,
 			"how long a silent projector keeps its partitions (with INSTANCE_ID a restart within it gets them back without a rebalance)"),
+		CommitInterval: config.Duration(fs, "commit-interval", "COMMIT_INTERVAL", DefaultCommitInterval,
+			"how long a transaction of snapshots waits, after the first partition's batch, for other partitions' batches to share it (each transaction costs the broker several requests and a marker per partition); 0 does not wait"),
 	}
 }
 
@@ -73,13 +81,17 @@ func (cfg *ProjectorConfig) NewApplication(ctx context.Context, boot *service.Bo
 	if err != nil {
 		return nil, err
 	}
-	// A plain sarama producer, not watermill's publisher: Publish sends
-	// one message at a time and waits for each, and a batch of events
-	// must be one produce request (see BENCH.md).
-	producer, err := sarama.NewSyncProducer(kcfg.Brokers, kcfg.ProducerSarama(ProjectorName))
-	if err != nil {
-		return nil, err
-	}
+	// A transactional sarama producer, not watermill's publisher: Publish
+	// sends one message at a time and waits for each, and a batch of
+	// events must be one produce request (see BENCH.md). Transactions let
+	// a producer whose requests a broker holds be replaced safely: the
+	// replacement fences it, so nothing it sent can land after what is
+	// written again (kafkax.TxnWriter).
+	producer := kafkax.NewTxnWriter(kafkax.TxnWriterOptions{
+		Brokers: kcfg.Brokers, Producer: func() *sarama.Config { return kcfg.ProducerSarama(ProjectorName) },
+		TransactionalID: *cfg.Group + "-" + self.ID,
+		TxnTimeout:      *cfg.SessionTimeout, Linger: max(*cfg.CommitInterval, 0), Topic: kcfg.EventsTopic, Log: log,
+	})
 	boot.DeferClose(producer)
 	dlq, err := topology.NewDeadLetters(kcfg, ProjectorName)
 	if err != nil {
