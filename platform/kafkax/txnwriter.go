@@ -318,33 +318,7 @@ func (l *txnLoop) run() {
 		case <-l.stop:
 			return
 		}
-		n := len(batch[0].msgs)
-		if l.w.opts.Linger > 0 {
-			linger.Reset(l.w.opts.Linger)
-		wait:
-			for n < maxTxnRecords {
-				select {
-				case r := <-l.reqs:
-					batch = append(batch, r)
-					n += len(r.msgs)
-				case <-linger.C:
-					break wait
-				case <-l.stop:
-					break wait
-				}
-			}
-			linger.Stop()
-		}
-	more:
-		for n < maxTxnRecords {
-			select {
-			case r := <-l.reqs:
-				batch = append(batch, r)
-				n += len(r.msgs)
-			default:
-				break more
-			}
-		}
+		batch = Gather(batch, len(batch[0].msgs), l.reqs, l.stop, l.w.opts.Linger, linger, func(r *txnWrite) int { return len(r.msgs) }, maxTxnRecords)
 		txnWriterBatch.Observe(float64(len(batch)))
 		if l.transact(batch) {
 			return

@@ -752,32 +752,7 @@ func (t *txnProducer) run() {
 		for _, r := range batch {
 			n += len(r.msgs)
 		}
-		if interval > 0 {
-			linger.Reset(interval)
-		wait:
-			for n < maxBatchRecords {
-				select {
-				case r := <-t.reqs:
-					batch = append(batch, r)
-					n += len(r.msgs)
-				case <-linger.C:
-					break wait
-				case <-t.stop:
-					break wait
-				}
-			}
-			linger.Stop()
-		}
-	more:
-		for n < maxBatchRecords {
-			select {
-			case r := <-t.reqs:
-				batch = append(batch, r)
-				n += len(r.msgs)
-			default:
-				break more
-			}
-		}
+		batch = kafkax.Gather(batch, n, t.reqs, t.stop, interval, linger, func(r *txnRequest) int { return len(r.msgs) }, maxBatchRecords)
 		select {
 		case <-t.stop:
 			// A new session replaced this producer while these waited.
