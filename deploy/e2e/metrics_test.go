@@ -68,6 +68,7 @@ func TestMetricsExported(t *testing.T) {
 		"profiles_command_txn_appends_bucket":      "",
 		"profiles_command_txn_seconds_bucket":      "",
 		"profiles_projector_batch_seconds_bucket":  "",
+		"profiles_txn_writer_batch_writes_bucket":  "",
 		"profiles_command_visible_seconds_bucket":  `result="visible"`,
 		"profiles_http_requests_total":             `route="/api/profile/{uid}"`,
 	}
