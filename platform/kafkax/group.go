@@ -678,7 +678,7 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.Consu
 	if next >= end {
 		g.caughtUp(topic, p)
 	} else if next >= 0 && end-next <= drainedProbeMax {
-		if ok, err := drained(g.client, topic, p, next, end); err == nil && ok {
+		if ok, err := Drained(g.client, topic, p, next, end); err == nil && ok {
 			// Only transaction markers (or aborted records) lie between where
 			// the caller's state ends and the end: the usual tail of a
 			// restart, since every command ends with a commit marker. One
@@ -704,7 +704,7 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.Consu
 			return nil
 		case <-idle.C:
 			if len(part.Messages()) == 0 && part.HighWaterMarkOffset() >= end && next < end && g.behind(topic, p) {
-				if ok, err := drained(g.client, topic, p, next, end); err == nil && ok {
+				if ok, err := Drained(g.client, topic, p, next, end); err == nil && ok {
 					g.caughtUp(topic, p)
 				}
 			}

@@ -149,7 +149,7 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 		// markers only (every transaction ends with one): one Fetch says
 		// so now, instead of a first fetch's wait and a moment of silence
 		// (below).
-		if ok, err := drained(client, opts.Topic, p, next, end); err == nil && ok {
+		if ok, err := Drained(client, opts.Topic, p, next, end); err == nil && ok {
 			next = end
 			if checkCaughtUp() {
 				return nil
@@ -214,7 +214,7 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 			continue
 		case <-idle.C:
 			if len(pc.Messages()) == 0 && pc.HighWaterMarkOffset() >= end && !caught {
-				if ok, err := drained(client, opts.Topic, p, next, end); err == nil && ok {
+				if ok, err := Drained(client, opts.Topic, p, next, end); err == nil && ok {
 					next = max(next, end)
 					if checkCaughtUp() {
 						return nil
@@ -350,20 +350,25 @@ func transient(err error) bool {
 	return errors.Is(err, sarama.ErrOutOfBrokers) || errors.Is(err, sarama.ErrNotConnected)
 }
 
-// drained reports whether partition p of topic holds no record that a
+// Drained reports whether partition p of topic holds no record that a
 // read_committed consumer would receive in [next, end): only transaction
 // markers or records of aborted transactions. Callers ask when a partition
 // consumer has been idle below its end, to tell "only markers are left"
 // from "the consumer is starved" (sarama's broker consumer stops feeding a
 // partition while another partition's handler is slow, and a partition
 // consumer's high-water mark is known before anything is fetched, so
-// neither silence nor the mark proves anything).
+// neither silence nor the mark proves anything), and to tell a stored
+// position (the offset after the last record read) that has read
+// everything from one that lags, since the end counts the markers.
 //
 // It sends one read_committed Fetch from next to the partition's leader
 // and looks at the record batches itself. It answers false when the
 // answer does not reach end (an open transaction holds the last stable
 // offset below it, or the response was cut short); the caller asks again.
-func drained(client sarama.Client, topic string, p int32, next, end int64) (bool, error) {
+func Drained(client sarama.Client, topic string, p int32, next, end int64) (bool, error) {
+	if next >= end {
+		return true, nil
+	}
 	block, err := fetchCommitted(client, topic, p, next)
 	if err != nil || block == nil {
 		return false, err

@@ -162,6 +162,10 @@ func (r *Replicator) Run(ctx context.Context) error {
 	})
 }
 
+// drainedCheckBelow is the lag, in offsets, under which sampleLag asks
+// whether only transaction markers are left (one fetch of the partition).
+const drainedCheckBelow = 100
+
 // sampleLag sets the lag gauge of every topic until ctx ends.
 func (r *Replicator) sampleLag(ctx context.Context, topics []string) {
 	every := r.LagEvery
@@ -188,6 +192,14 @@ func (r *Replicator) sampleLag(ctx context.Context, topics []string) {
 				}
 				if !ok {
 					pos, _ = r.Client.GetOffset(topic, p, sarama.OffsetOldest)
+				}
+				// The end counts transaction markers (the projector writes
+				// in transactions), which are never delivered: a position
+				// a few offsets short of it may have read everything.
+				if n := end - pos; n > 0 && n <= drainedCheckBelow {
+					if drained, err := kafkax.Drained(r.Client, topic, p, pos, end); err == nil && drained {
+						continue
+					}
 				}
 				total += max(0, end-pos)
 			}
