@@ -795,6 +795,25 @@ func EndOffsets(t *testing.T, c sarama.Client, topic string) int64 {
 	return sum
 }
 
+// ReadToEnd reports whether a reader of partition p of topic whose next
+// offset is next has read everything below the partition's end now: only
+// transaction markers (or records of aborted transactions) lie between
+// them. The end counts the markers, which are never delivered, so a
+// reader of a transactional topic (the projector writes the snapshots and
+// the email index in transactions) stops a marker short of it.
+func ReadToEnd(t *testing.T, c sarama.Client, topic string, p int32, next int64) bool {
+	t.Helper()
+	end, err := c.GetOffset(topic, p, sarama.OffsetNewest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drained, err := kafkax.Drained(c, topic, p, next, end)
+	if err != nil {
+		t.Logf("partition %d of %s: %v", p, topic, err)
+	}
+	return err == nil && drained
+}
+
 // CountRecords reads topic from its oldest to its newest offset and returns
 // how many records it holds now (after compaction, say).
 func CountRecords(t *testing.T, c sarama.Client, topic string) int {
