@@ -476,8 +476,40 @@ func (s *System) Stop(name string) {
 
 // Pause stops an instance with SIGSTOP (a long GC pause, a frozen VM);
 // Resume continues it.
-func (s *System) Pause(name string)  { _ = s.procs[name].cmd.Process.Signal(syscall.SIGSTOP) }
+func (s *System) Pause(name string) {
+	proc := s.procs[name].cmd.Process
+	_ = proc.Signal(syscall.SIGSTOP)
+	waitStopped(proc.Pid)
+}
+
 func (s *System) Resume(name string) { _ = s.procs[name].cmd.Process.Signal(syscall.SIGCONT) }
+
+// waitStopped waits, at most a second, until every thread of process pid
+// is stopped. SIGSTOP is delivered to each thread on its own: until then
+// the process can still accept a connection and start reading it, and the
+// read's deadline, set before the stop, has passed when it continues, so
+// the server closes the connection with the request unread and the
+// client sees it reset.
+func waitStopped(pid int) {
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return
+		}
+		stopped := true
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			// The state follows the command name, which is in parentheses.
+			if i := bytes.LastIndexByte(b, ')'); err == nil && i >= 0 && i+2 < len(b) && b[i+2] != 'T' && b[i+2] != 't' {
+				stopped = false
+				break
+			}
+		}
+		if stopped {
+			return
+		}
+	}
+}
 
 // Kill stops one instance at once with SIGKILL, as a crash would.
 func (s *System) Kill(name string) {
