@@ -246,6 +246,14 @@ write_props() {
       # does not fence a live broker (see docs/faults.md).
       echo "broker.session.timeout.ms=4000"
       echo "broker.heartbeat.interval.ms=1000"
+      # A leader cut off from the controller quorum does not know it was
+      # deposed: it holds what it is asked to replicate (transaction
+      # markers, transaction-log and produce appends) until this timeout,
+      # and the coordinator's marker sender waits as long before it sends
+      # the markers to the new leader. Every transaction of a producer
+      # waits for its previous one's markers, so Kafka's 30 s held every
+      # writer that had touched such a partition until the cut healed.
+      echo "request.timeout.ms=5000"
     fi
     if (( $# > 0 )); then
       echo "# --extra"
