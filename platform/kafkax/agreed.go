@@ -25,11 +25,19 @@ import (
 // otherwise hold every vote to ctx's end, and the answers in hand already
 // leave out a deposed broker if one of them is a healthy broker's.
 func AgreedBrokers(ctx context.Context, conf *sarama.Config, addrs []string, topic string) []string {
+	agreed, _ := vote(ctx, conf, addrs, topic)
+	return agreed
+}
+
+// vote is AgreedBrokers. unanimous reports that every one of addrs
+// answered and all listed the same brokers: nothing tells a deposed broker
+// from a live one yet.
+func vote(ctx context.Context, conf *sarama.Config, addrs []string, topic string) (agreed []string, unanimous bool) {
 	answers := make(chan []string, len(addrs)) // nil: no answer
 	for _, addr := range addrs {
 		go func() { answers <- liveBrokers(conf, addr, topic) }()
 	}
-	var agreed []string // nil until the first answer
+	unanimous = true
 	var last <-chan time.Time
 	for i := range addrs {
 		if i == len(addrs)-1 && i > 0 {
@@ -38,23 +46,60 @@ func AgreedBrokers(ctx context.Context, conf *sarama.Config, addrs []string, top
 		select {
 		case <-last:
 			slices.Sort(agreed)
-			return agreed
+			return agreed, false
 		case live := <-answers:
 			switch {
 			case live == nil:
+				unanimous = false
 			case agreed == nil:
 				agreed = live
 			default:
+				if len(live) != len(agreed) || slices.ContainsFunc(live, func(b string) bool { return !slices.Contains(agreed, b) }) {
+					unanimous = false
+				}
 				agreed = slices.DeleteFunc(agreed, func(b string) bool { return !slices.Contains(live, b) })
 			}
 		case <-ctx.Done():
 			slices.Sort(agreed)
-			return agreed
+			return agreed, false
 		}
 	}
 	slices.Sort(agreed)
-	return agreed
+	return agreed, unanimous && agreed != nil
 }
+
+// ReplacementSeeds returns the bootstrap list of a producer that replaces
+// one whose transaction a broker holds: the brokers AgreedBrokers returns
+// within 2 s (addrs if none answered). While every broker answers and all
+// agree, it votes again every revoteInterval, for at most wait, until one
+// is left out.
+//
+// A unanimous vote cannot be trusted yet. A leader cut off from the
+// controller quorum is fenced, and dropped from the others' metadata, only
+// broker.session.timeout.ms after its last heartbeat, which may be later
+// than the producer was found held; a replacement bootstrapped before
+// that learns the deposed broker's leadership as current, sends its
+// requests there, and is held in turn. A silent or dissenting broker is
+// reason enough to replace at once.
+func ReplacementSeeds(conf *sarama.Config, addrs []string, topic string, wait time.Duration) []string {
+	deadline := time.Now().Add(wait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), agreedTimeout)
+		agreed, unanimous := vote(ctx, conf, addrs, topic)
+		cancel()
+		if !unanimous || !time.Now().Add(revoteInterval).Before(deadline) {
+			if len(agreed) == 0 {
+				return addrs
+			}
+			return agreed
+		}
+		time.Sleep(revoteInterval)
+	}
+}
+
+// revoteInterval is how often ReplacementSeeds votes while the brokers
+// agree.
+const revoteInterval = 250 * time.Millisecond
 
 // liveBrokers returns the brokers that the broker at addr lists in its
 // metadata for topic, or nil if it did not answer. The connection is
@@ -81,20 +126,5 @@ func liveBrokers(conf *sarama.Config, addr, topic string) []string {
 // vote.
 const lastVoterWait = 250 * time.Millisecond
 
-// agreedTimeout bounds AgreedBrokers when its caller gives no deadline of
-// its own; see AgreedBrokersWithin.
+// agreedTimeout bounds each vote of ReplacementSeeds.
 const agreedTimeout = 2 * time.Second
-
-// AgreedBrokersWithin is AgreedBrokers within d (2 s if d is 0), falling
-// back to addrs when no broker answered.
-func AgreedBrokersWithin(d time.Duration, conf *sarama.Config, addrs []string, topic string) []string {
-	if d == 0 {
-		d = agreedTimeout
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	if agreed := AgreedBrokers(ctx, conf, addrs, topic); len(agreed) > 0 {
-		return agreed
-	}
-	return addrs
-}

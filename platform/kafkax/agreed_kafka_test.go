@@ -28,8 +28,8 @@ func TestAgreedBrokersAreThoseEveryAnsweringBrokerLists(t *testing.T) {
 	if got := kafkax.AgreedBrokers(ctx, conf, []string{"127.0.0.1:1"}, "t"); got != nil {
 		t.Errorf("no broker answered, yet AgreedBrokers = %v", got)
 	}
-	if got := kafkax.AgreedBrokersWithin(time.Second, conf, []string{"127.0.0.1:1"}, "t"); !slices.Equal(got, []string{"127.0.0.1:1"}) {
-		t.Errorf("AgreedBrokersWithin fell back to %v, want the addresses it was given", got)
+	if got := kafkax.ReplacementSeeds(conf, []string{"127.0.0.1:1"}, "t", time.Minute); !slices.Equal(got, []string{"127.0.0.1:1"}) {
+		t.Errorf("ReplacementSeeds fell back to %v, want the addresses it was given", got)
 	}
 }
 

@@ -67,7 +67,7 @@ type TxnWriterOptions struct {
 	// its size.
 	Linger time.Duration
 	// Topic is the topic whose metadata the brokers are asked for when they
-	// vote on the replacement's bootstrap list (see AgreedBrokers).
+	// vote on the replacement's bootstrap list (see ReplacementSeeds).
 	Topic string
 	Log   *slog.Logger
 	// NewProducer, if set, replaces sarama.NewSyncProducer (tests).
@@ -81,7 +81,8 @@ type TxnWriterOptions struct {
 //
 // A transaction that runs for StuckAfter is given up: a new producer is
 // started, bootstrapped from the brokers that every answering broker lists
-// (AgreedBrokers, which leaves out a frozen or deposed one), and its
+// (ReplacementSeeds, which leaves out a frozen or deposed one, waiting up
+// to StuckAfter for the controller to fence it), and its
 // InitProducerId fences the old producer, whose transaction can then never
 // commit. Only after that are the writes of the old transaction answered
 // ErrWriterReplaced, so a caller that writes them again can never have
@@ -201,7 +202,7 @@ func (w *TxnWriter) Close() error {
 func (w *TxnWriter) replace(l *txnLoop, began time.Time) {
 	for {
 		ran := time.Since(began).Round(time.Millisecond)
-		seeds := AgreedBrokersWithin(0, w.producerConfig(), w.opts.Brokers, w.opts.Topic)
+		seeds := ReplacementSeeds(w.producerConfig(), w.opts.Brokers, w.opts.Topic, w.opts.StuckAfter)
 		w.opts.Log.Warn("a transaction has run too long; replacing the producer, which aborts it",
 			"transactional_id", w.opts.TransactionalID, "ran", ran, "seeds", seeds)
 		prod, err := w.opts.NewProducer(seeds, w.producerConfig())

@@ -167,6 +167,8 @@ type TxnEventLog struct {
 	ClaimSeqs interface {
 		ClaimSeq(email string) (int64, error)
 	}
+	// NewProducer, if set, replaces sarama.NewSyncProducer (tests).
+	NewProducer func(seeds []string, conf *sarama.Config) (sarama.SyncProducer, error)
 
 	mu  sync.Mutex
 	cur *txnProducer // of the current session; nil between sessions
@@ -266,6 +268,9 @@ func (l *TxnEventLog) producerConfig() *sarama.Config {
 // InitProducerId fences any earlier producer of this instance's
 // transactional id and aborts its open transaction.
 func (l *TxnEventLog) newProducer(seeds []string) (sarama.SyncProducer, error) {
+	if l.NewProducer != nil {
+		return l.NewProducer(seeds, l.producerConfig())
+	}
 	return sarama.NewSyncProducer(seeds, l.producerConfig())
 }
 
@@ -277,11 +282,13 @@ func (l *TxnEventLog) newProducer(seeds []string) (sarama.SyncProducer, error) {
 // instance, since all share the producer. The new producer's
 // InitProducerId fences t (its transaction can no longer commit; the
 // coordinator aborts it), and it is bootstrapped from the brokers that
-// every answering broker lists as live (kafkax.AgreedBrokers), so that it
-// learns the current leaders instead of a deposed broker's stale view. t
-// closes once its transaction is over; its appends that have not begun
-// fail with ErrNotWriter (the routing layer sends them again, to the new
-// producer).
+// every answering broker lists as live (kafkax.ReplacementSeeds, which
+// waits up to StuckAfter for the controller to fence a deposed broker),
+// so that it learns the current leaders instead of a deposed broker's
+// stale view. A producer that cannot start is tried again every second
+// while the transaction is still in flight. t closes once its transaction
+// is over; its appends that have not begun fail with ErrNotWriter (the
+// routing layer sends them again, to the new producer).
 func (l *TxnEventLog) replaceIfStuck(t *txnProducer) {
 	after := cmp.Or(l.StuckAfter, l.AppendTimeout, DefaultAppendTimeout)
 	began := t.began.Load()
@@ -290,13 +297,28 @@ func (l *TxnEventLog) replaceIfStuck(t *txnProducer) {
 	}
 	ran := time.Since(time.Unix(0, began)).Round(time.Millisecond)
 	go func() {
-		seeds := kafkax.AgreedBrokersWithin(0, l.producerConfig(), l.Config.Brokers, l.Config.EventsTopic)
-		l.Log.Warn("a transaction has run too long; replacing the producer, which aborts it", "ran", ran, "generation", t.sess.Generation, "seeds", seeds)
-		prod, err := l.newProducer(seeds)
-		if err != nil {
-			l.Log.Error("cannot replace a stuck producer; the next append that gives up tries again", "err", err)
-			t.replacing.Store(false)
-			return
+		var prod sarama.SyncProducer
+		for {
+			seeds := kafkax.ReplacementSeeds(l.producerConfig(), l.Config.Brokers, l.Config.EventsTopic, after)
+			l.Log.Warn("a transaction has run too long; replacing the producer, which aborts it", "ran", ran, "generation", t.sess.Generation, "seeds", seeds)
+			var err error
+			if prod, err = l.newProducer(seeds); err == nil {
+				break
+			}
+			// A coordinator that its broker still believes it is, after
+			// the controller moved it away, answers every InitProducerId
+			// CONCURRENT_TRANSACTIONS: the next attempt votes on the
+			// brokers again and finds the coordinator anew.
+			l.Log.Error("cannot start a producer to replace a stuck one; trying again in 1 s", "err", err)
+			time.Sleep(time.Second)
+			l.mu.Lock()
+			current := l.cur == t
+			l.mu.Unlock()
+			if !current || t.began.Load() != began { // a new session, or the transaction ended
+				t.replacing.Store(false) // the next transaction's watchdog may try again
+				return
+			}
+			ran = time.Since(time.Unix(0, began)).Round(time.Millisecond)
 		}
 		l.mu.Lock()
 		current := l.cur == t

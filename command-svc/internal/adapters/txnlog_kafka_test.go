@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -379,6 +380,84 @@ func TestAppendsThatGaveUpAreNotWritten(t *testing.T) {
 			t.Logf("%d written, %d not written, %d unknown; %v producers replaced", written, notWritten, unknown, replaced())
 		})
 	}
+}
+
+// A transaction that a broker holds is given up even when the first
+// producer started to replace it cannot start (a coordinator that its
+// broker still believes it is answers CONCURRENT_TRANSACTIONS until the
+// replacement's retries run out): the replacement is tried again every
+// second while the transaction is stuck, without waiting for an append
+// to give up.
+func TestAStuckProducerIsReplacedWhenTheFirstReplacementFails(t *testing.T) {
+	cfg := testKafka(t)
+	release := make(chan struct{})
+	var calls atomic.Int32
+	w := &adapters.TxnEventLog{Config: cfg, ClientID: "retry-replace", TxnPrefix: cfg.EventsTopic, Source: "/test/retry-replace",
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), AppendTimeout: time.Minute, StuckAfter: 300 * time.Millisecond,
+		NewProducer: func(seeds []string, conf *sarama.Config) (sarama.SyncProducer, error) {
+			switch calls.Add(1) {
+			case 1: // the session's producer: its first transaction is held
+				p, err := sarama.NewSyncProducer(seeds, conf)
+				if err != nil {
+					return nil, err
+				}
+				return heldProducer{p, release}, nil
+			case 2: // the first replacement
+				return nil, sarama.ErrConcurrentTransactions
+			default:
+				return sarama.NewSyncProducer(seeds, conf)
+			}
+		}}
+	defer w.Close()
+	defer close(release)
+	session(t, cfg, w)
+	replaced0 := counter(t, "profiles_command_producers_replaced_total")
+
+	held := make(chan error, 1)
+	go func() {
+		e := events.New("held-e1", events.Profile{}, "held", events.ProfileCreated{Username: "held", Email: "held@mail.com"}, time.Now())
+		held <- w.Append(context.Background(), nil, e)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for counter(t, "profiles_command_producers_replaced_total") == replaced0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the held transaction's producer was not replaced in 10 s (%d producers started); its append waits for its minute", calls.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := calls.Load(); n < 3 {
+		t.Fatalf("replaced after %d producer starts, want the failed one and another", n)
+	}
+	// The replacement takes the appends: one goes through while the first
+	// transaction is still held.
+	var err error
+	for try := 0; try < 50; try++ {
+		e := events.New("after-e1", events.Profile{}, "after", events.ProfileCreated{Username: "after", Email: "after@mail.com"}, time.Now())
+		if err = w.Append(context.Background(), nil, e); err == nil || !errors.Is(err, adapters.ErrNotWriter) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("an append to the replacement: %v", err)
+	}
+	select {
+	case err := <-held:
+		t.Fatalf("the held append returned while its transaction was held: %v", err)
+	default:
+	}
+}
+
+// heldProducer holds SendMessages until release is closed, as a broker
+// that holds a produce request would.
+type heldProducer struct {
+	sarama.SyncProducer
+	release chan struct{}
+}
+
+func (h heldProducer) SendMessages(msgs []*sarama.ProducerMessage) error {
+	<-h.release
+	return h.SyncProducer.SendMessages(msgs)
 }
 
 // counter returns the value of a counter of the default Prometheus
