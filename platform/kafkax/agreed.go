@@ -25,72 +25,83 @@ import (
 // otherwise hold every vote to ctx's end, and the answers in hand already
 // leave out a deposed broker if one of them is a healthy broker's.
 func AgreedBrokers(ctx context.Context, conf *sarama.Config, addrs []string, topic string) []string {
-	agreed, _ := vote(ctx, conf, addrs, topic)
+	agreed, _, _ := vote(ctx, conf, addrs, topic)
 	return agreed
 }
 
-// vote is AgreedBrokers. unanimous reports that every one of addrs
-// answered and all listed the same brokers: nothing tells a deposed broker
-// from a live one yet.
-func vote(ctx context.Context, conf *sarama.Config, addrs []string, topic string) (agreed []string, unanimous bool) {
-	answers := make(chan []string, len(addrs)) // nil: no answer
-	for _, addr := range addrs {
-		go func() { answers <- liveBrokers(conf, addr, topic) }()
+// vote is AgreedBrokers. answered lists the addrs that answered;
+// unanimous reports that all of addrs answered, each listing the same
+// brokers.
+func vote(ctx context.Context, conf *sarama.Config, addrs []string, topic string) (agreed, answered []string, unanimous bool) {
+	type answer struct {
+		addr string
+		live []string // nil: no answer
 	}
-	unanimous = true
+	answers := make(chan answer, len(addrs))
+	for _, addr := range addrs {
+		go func() { answers <- answer{addr, liveBrokers(conf, addr, topic)} }()
+	}
+	same := true
 	var last <-chan time.Time
+	done := func() ([]string, []string, bool) {
+		slices.Sort(agreed)
+		return agreed, answered, same && len(answered) == len(addrs)
+	}
 	for i := range addrs {
 		if i == len(addrs)-1 && i > 0 {
 			last = time.After(lastVoterWait)
 		}
 		select {
 		case <-last:
-			slices.Sort(agreed)
-			return agreed, false
-		case live := <-answers:
+			return done()
+		case a := <-answers:
 			switch {
-			case live == nil:
-				unanimous = false
+			case a.live == nil:
+				continue
 			case agreed == nil:
-				agreed = live
+				agreed = a.live
 			default:
-				if len(live) != len(agreed) || slices.ContainsFunc(live, func(b string) bool { return !slices.Contains(agreed, b) }) {
-					unanimous = false
+				if len(a.live) != len(agreed) || slices.ContainsFunc(a.live, func(b string) bool { return !slices.Contains(agreed, b) }) {
+					same = false
 				}
-				agreed = slices.DeleteFunc(agreed, func(b string) bool { return !slices.Contains(live, b) })
+				agreed = slices.DeleteFunc(agreed, func(b string) bool { return !slices.Contains(a.live, b) })
 			}
+			answered = append(answered, a.addr)
 		case <-ctx.Done():
-			slices.Sort(agreed)
-			return agreed, false
+			return done()
 		}
 	}
-	slices.Sort(agreed)
-	return agreed, unanimous && agreed != nil
+	return done()
 }
 
 // ReplacementSeeds returns the bootstrap list of a producer that replaces
 // one whose transaction a broker holds: the brokers AgreedBrokers returns
-// within 2 s (addrs if none answered). While every broker answers and all
-// agree, it votes again every revoteInterval, for at most wait, until one
-// is left out.
+// within 2 s (addrs if none answered). While that vote cannot yet tell a
+// broker that holds requests from a healthy one, it votes again every
+// revoteInterval, for at most wait: while every broker answers and all
+// list the same brokers, and while a broker that does not answer is still
+// listed by the others. With a single address there is no vote, and it
+// returns at once.
 //
-// A unanimous vote cannot be trusted yet. A leader cut off from the
-// controller quorum is fenced, and dropped from the others' metadata, only
+// A broker that is frozen, or cut off from the controller quorum, is
+// fenced, and dropped from the others' metadata, only
 // broker.session.timeout.ms after its last heartbeat, which may be later
-// than the producer was found held; a replacement bootstrapped before
-// that learns the deposed broker's leadership as current, sends its
-// requests there, and is held in turn. A silent or dissenting broker is
-// reason enough to replace at once.
+// than the producer was found held. A replacement bootstrapped before that
+// learns the broker's leadership as current, sends its requests there,
+// and is held in turn.
 func ReplacementSeeds(conf *sarama.Config, addrs []string, topic string, wait time.Duration) []string {
 	deadline := time.Now().Add(wait)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), agreedTimeout)
-		agreed, unanimous := vote(ctx, conf, addrs, topic)
+		agreed, answered, unanimous := vote(ctx, conf, addrs, topic)
 		cancel()
-		if !unanimous || !time.Now().Add(revoteInterval).Before(deadline) {
-			if len(agreed) == 0 {
-				return addrs
-			}
+		if len(agreed) == 0 {
+			return addrs
+		}
+		silentButListed := slices.ContainsFunc(agreed, func(b string) bool {
+			return slices.Contains(addrs, b) && !slices.Contains(answered, b)
+		})
+		if len(addrs) < 2 || !unanimous && !silentButListed || !time.Now().Add(revoteInterval).Before(deadline) {
 			return agreed
 		}
 		time.Sleep(revoteInterval)

@@ -41,14 +41,17 @@ func TestAgreedBrokersLeaveOutABrokerTheOthersDropped(t *testing.T) {
 	}
 }
 
-// While all brokers answer and agree, ReplacementSeeds votes again until
-// one is dropped (a deposed leader, fenced by the controller only after
-// its session timeout), for at most its wait; a vote that is not
-// unanimous is taken at once.
+// While every broker answers and all list the same brokers, or a broker
+// that does not answer is still listed by the others, ReplacementSeeds
+// votes again until one is dropped (a deposed or frozen leader, fenced by
+// the controller only after its session timeout), for at most its wait.
+// A vote that drops a broker is taken at once, as is one where the broker
+// that does not answer is dropped already (a broker killed and fenced), and
+// a single address is no vote.
 func TestReplacementSeedsWaitForADissentWhileTheBrokersAgree(t *testing.T) {
 	b1, b2, b3 := sarama.NewMockBroker(t, 1), sarama.NewMockBroker(t, 2), sarama.NewMockBroker(t, 3)
 	defer b1.Close()
-	// b2 is closed below, as a broker that stopped
+	// b2 is closed below, as a frozen broker stops answering
 	defer b3.Close()
 	lists := func(brokers ...*sarama.MockBroker) map[string]sarama.MockResponse {
 		md := sarama.NewMockMetadataResponse(t)
@@ -62,46 +65,50 @@ func TestReplacementSeedsWaitForADissentWhileTheBrokersAgree(t *testing.T) {
 			b.SetHandlerByMap(lists(b1, b2, b3))
 		}
 	}
+	fence := func(after time.Duration) *time.Timer {
+		return time.AfterFunc(after, func() {
+			b1.SetHandlerByMap(lists(b1, b3))
+			b3.SetHandlerByMap(lists(b1, b3))
+		})
+	}
 	conf := Config{}.Sarama("agreed-test")
 	conf.ApiVersionsRequest = false // the mock brokers answer Metadata only
 	addrs := []string{b1.Addr(), b2.Addr(), b3.Addr()}
 	three := slices.Sorted(slices.Values(addrs))
 	withoutB2 := slices.Sorted(slices.Values([]string{b1.Addr(), b3.Addr()}))
+	timed := func(name string, wait time.Duration, addrs []string, want []string, min, max time.Duration) {
+		t.Helper()
+		began := time.Now()
+		got := ReplacementSeeds(conf, addrs, "events", wait)
+		took := time.Since(began)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: ReplacementSeeds = %v, want %v", name, got, want)
+		}
+		if took < min || took > max {
+			t.Errorf("%s: ReplacementSeeds took %v, want %v to %v", name, took, min, max)
+		}
+	}
 
-	// The controller fences b2 after 700 ms: b1 and b3 drop it.
 	all()
-	began := time.Now()
-	fence := time.AfterFunc(700*time.Millisecond, func() {
-		b1.SetHandlerByMap(lists(b1, b3))
-		b3.SetHandlerByMap(lists(b1, b3))
-	})
-	defer fence.Stop()
-	got := ReplacementSeeds(conf, addrs, "events", 10*time.Second)
-	took := time.Since(began)
-	if !slices.Equal(got, withoutB2) {
-		t.Errorf("ReplacementSeeds = %v, want %v (without the fenced %s)", got, withoutB2, b2.Addr())
-	}
-	if took < 700*time.Millisecond || took > 5*time.Second {
-		t.Errorf("ReplacementSeeds took %v, want from the fencing (700 ms) to a few votes later", took)
-	}
+	f := fence(700 * time.Millisecond)
+	timed("the controller fences b2 after 700 ms", 10*time.Second, addrs, withoutB2, 700*time.Millisecond, 5*time.Second)
+	f.Stop()
 
-	// Nobody is ever dropped: the wait bounds it.
 	all()
-	began = time.Now()
-	if got := ReplacementSeeds(conf, addrs, "events", time.Second); !slices.Equal(got, three) {
-		t.Errorf("ReplacementSeeds = %v, want all three", got)
-	}
-	if took := time.Since(began); took < 700*time.Millisecond || took > 3*time.Second {
-		t.Errorf("a unanimous ReplacementSeeds with a wait of 1 s took %v", took)
-	}
+	timed("no broker is ever dropped", time.Second, addrs, three, 700*time.Millisecond, 3*time.Second)
 
-	// A broker that does not answer: no reason to wait.
+	all()
+	timed("a single address", 10*time.Second, []string{b1.Addr()}, three, 0, 2*time.Second)
+
+	b1.SetHandlerByMap(lists(b1, b3))
+	timed("b1 has dropped b2 already", 10*time.Second, addrs, withoutB2, 0, 2*time.Second)
+
+	// b2 freezes: it does not answer, and the others list it until the
+	// controller fences it.
+	all()
 	b2.Close()
-	began = time.Now()
-	if got := ReplacementSeeds(conf, addrs, "events", 10*time.Second); !slices.Equal(got, three) {
-		t.Errorf("ReplacementSeeds = %v, want the three that b1 and b3 list", got)
-	}
-	if took := time.Since(began); took > 2*time.Second {
-		t.Errorf("ReplacementSeeds waited %v with a silent broker", took)
-	}
+	f = fence(700 * time.Millisecond)
+	defer f.Stop()
+	timed("b2 silent, then fenced", 10*time.Second, addrs, withoutB2, 700*time.Millisecond, 5*time.Second)
+	timed("b2 silent and fenced already", 10*time.Second, addrs, withoutB2, 0, 2*time.Second)
 }
