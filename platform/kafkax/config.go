@@ -7,6 +7,7 @@
 package kafkax
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"time"
@@ -24,20 +25,27 @@ type Config struct {
 	// PLAIN, OAUTHBEARER), PLAINTEXT when zero. Every configuration made by
 	// Sarama uses it.
 	Security Security
+	// MetadataRefresh is how often every client asks for the cluster's
+	// metadata; 0 means DefaultMetadataRefresh.
+	MetadataRefresh time.Duration
 }
 
 // Flags holds the raw flag values behind a Config until Config has run.
 type Flags struct {
-	brokers  *string
-	security *SecurityFlags
+	brokers         *string
+	metadataRefresh *time.Duration
+	security        *SecurityFlags
 }
 
 // RegisterFlags registers the cluster settings on fs: -kafka-brokers
-// (KAFKA_BROKERS) and the security flags with the kafka-/KAFKA_ prefix.
+// (KAFKA_BROKERS), -kafka-metadata-refresh (KAFKA_METADATA_REFRESH) and
+// the security flags with the kafka-/KAFKA_ prefix.
 // Call Config after fs.Parse.
 func RegisterFlags(fs *flag.FlagSet) *Flags {
 	return &Flags{
-		brokers:  config.String(fs, "kafka-brokers", "KAFKA_BROKERS", "127.0.0.1:9092", "comma-separated Kafka bootstrap servers"),
+		brokers: config.String(fs, "kafka-brokers", "KAFKA_BROKERS", "127.0.0.1:9092", "comma-separated Kafka bootstrap servers"),
+		metadataRefresh: config.Duration(fs, "kafka-metadata-refresh", "KAFKA_METADATA_REFRESH", DefaultMetadataRefresh,
+			"how often every Kafka client asks for the cluster's metadata (how soon it learns that a leader it uses was deposed)"),
 		security: RegisterSecurityFlags(fs, "kafka-", "KAFKA_"),
 	}
 }
@@ -49,7 +57,7 @@ func (f *Flags) Config() (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	c := Config{Brokers: config.List(*f.brokers), Security: sec}
+	c := Config{Brokers: config.List(*f.brokers), Security: sec, MetadataRefresh: *f.metadataRefresh}
 	return c, c.Validate()
 }
 
@@ -57,6 +65,9 @@ func (f *Flags) Config() (Config, error) {
 func (c Config) Validate() error {
 	if len(c.Brokers) == 0 {
 		return fmt.Errorf("kafka: no brokers")
+	}
+	if c.MetadataRefresh < 0 {
+		return fmt.Errorf("kafka: a negative metadata refresh interval (%s)", c.MetadataRefresh)
 	}
 	return c.Security.Validate()
 }
@@ -73,6 +84,7 @@ func (c Config) Sarama(clientID string) *sarama.Config {
 	sc.Version = MinBrokerVersion
 	sc.Metadata.Retry.Max = 10
 	sc.Metadata.Retry.Backoff = 500 * time.Millisecond
+	sc.Metadata.RefreshFrequency = cmp.Or(c.MetadataRefresh, DefaultMetadataRefresh)
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	// command-svc appends in transactions: never see an aborted one.
@@ -99,6 +111,23 @@ func (c Config) Sarama(clientID string) *sarama.Config {
 	c.Security.apply(sc)
 	return sc
 }
+
+// DefaultMetadataRefresh is how often every client asks for the cluster's
+// metadata unless Config.MetadataRefresh says otherwise (sarama: every 10
+// minutes). A leader cut off from the
+// controller quorum is fenced and its partitions move, but it does not
+// learn that until the cut heals: it answers fetches without an error and
+// without the records the new leader takes, and holds produce requests.
+// A client learns of the move only from another broker's metadata, which
+// no longer lists the deposed one: sarama then drops it and closes its
+// connections, and the consumers and producers that used it look up the
+// new leaders. Without errors to prompt a lookup, that waited for this
+// refresh, so consumers read nothing new from those partitions until the
+// cut healed. A Metadata request is cheap; one per second per client is a
+// small share of what a broker serves, but each asks for every topic of the
+// cluster: on a shared cluster with many topics, a longer interval trades
+// that for a slower failover of this kind.
+const DefaultMetadataRefresh = time.Second
 
 // ProducerSarama returns a configuration for a durable, ordered producer:
 // acks from all in-sync replicas, idempotence (so a retry never writes a
