@@ -141,11 +141,13 @@ type Group struct {
 	// heartbeatWaiting holds the brokers a heartbeat waits on (see
 	// renewLease); coordinatorFound is the coordinator that the last
 	// lookup found, if found (see coordinator); coordinatorLookup is set
-	// while a lookup runs.
+	// while a lookup runs, coordinatorRefresh while the client's own
+	// lookup does (see refreshCoordinator).
 	heartbeatWaiting    map[int32]bool
 	coordinatorFound    int32
 	coordinatorFoundSet bool
 	coordinatorLookup   atomic.Bool
+	coordinatorRefresh  atomic.Bool
 	// leaving is set when a drain starts (see Drain): the session ends
 	// and the member leaves the group for good.
 	leaving bool

@@ -233,3 +233,45 @@ func TestLeaseHeartbeatFindsTheCoordinatorThatMovedAwayFromASilentBroker(t *test
 		t.Errorf("the silent broker got %d heartbeats; want 1", n)
 	}
 }
+
+// A heartbeat that the coordinator refuses as not the coordinator has the
+// client look the coordinator up again, but does not wait for that: the
+// client asks the least loaded broker it knows, which may be frozen, and
+// a heartbeat still waiting marks its broker as waited on, so no later
+// heartbeat would reach the group's new coordinator meanwhile.
+func TestARefusedHeartbeatDoesNotWaitForTheCoordinatorLookup(t *testing.T) {
+	slow := sarama.NewMockBroker(t, 1) // the only broker the client knows; frozen
+	defer slow.Close()
+	refusing := sarama.NewMockBroker(t, 2)
+	defer refusing.Close()
+	slow.SetHandlerByMap(map[string]sarama.MockResponse{
+		"MetadataRequest":        sarama.NewMockMetadataResponse(t).SetBroker(slow.Addr(), slow.BrokerID()).SetController(slow.BrokerID()),
+		"FindCoordinatorRequest": sarama.NewMockFindCoordinatorResponse(t).SetCoordinator(sarama.CoordinatorGroup, "g", slow),
+	})
+	refusing.SetHandlerByMap(map[string]sarama.MockResponse{
+		"HeartbeatRequest": sarama.NewMockHeartbeatResponse(t).SetError(sarama.ErrNotCoordinatorForConsumer),
+	})
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V0_10_2_0 // Heartbeat v0, as the mock answers
+	cfg.ApiVersionsRequest = false
+	client, err := sarama.NewClient([]string{slow.Addr()}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	coord := sarama.NewBroker(refusing.Addr())
+	if err := coord.Open(cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer coord.Close()
+	g := &Group{opts: GroupOptions{Group: "g"}, client: client, log: slog.New(slog.DiscardHandler)}
+	slow.SetLatency(3 * time.Second)
+	start := time.Now()
+	err = g.heartbeat(coord, 7, "m")
+	if !errors.Is(err, sarama.ErrNotCoordinatorForConsumer) {
+		t.Fatalf("heartbeat: %v, want the refusal", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("the refused heartbeat returned after %s: it waited for the client's lookup of the coordinator", took)
+	}
+}

@@ -155,7 +155,7 @@ func (g *Group) lookUpCoordinator(silent int32) {
 	}
 	go func() {
 		defer g.coordinatorLookup.Store(false)
-		go func() { _ = g.client.RefreshCoordinator(g.opts.Group) }()
+		g.refreshCoordinator()
 		answers := make(chan int32, len(brokers))
 		asked := 0
 		for _, b := range brokers {
@@ -259,14 +259,30 @@ func (g *Group) heartbeat(coord *sarama.Broker, gen int32, member string) error 
 	}
 	resp, err := coord.Heartbeat(req)
 	if err != nil {
-		_ = g.client.RefreshCoordinator(g.opts.Group)
+		g.refreshCoordinator()
 		return err
 	}
 	if resp.Err != sarama.ErrNoError {
 		if resp.Err == sarama.ErrNotCoordinatorForConsumer || resp.Err == sarama.ErrConsumerCoordinatorNotAvailable {
-			_ = g.client.RefreshCoordinator(g.opts.Group)
+			g.refreshCoordinator()
 		}
 		return fmt.Errorf("heartbeat of generation %d: %w", gen, resp.Err)
 	}
 	return nil
+}
+
+// refreshCoordinator has the client look the group's coordinator up
+// again, in the background, one lookup at a time. The client asks the
+// least loaded broker it knows, which can be a frozen one: a heartbeat
+// that waited for that lookup kept its broker marked as waited on (see
+// renewLease), so no heartbeat reached the group's new coordinator until
+// the frozen broker answered, and the members' sessions there ran out.
+func (g *Group) refreshCoordinator() {
+	if !g.coordinatorRefresh.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer g.coordinatorRefresh.Store(false)
+		_ = g.client.RefreshCoordinator(g.opts.Group)
+	}()
 }
