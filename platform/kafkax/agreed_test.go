@@ -17,16 +17,9 @@ func TestAgreedBrokersLeaveOutABrokerTheOthersDropped(t *testing.T) {
 	defer b1.Close()
 	defer b2.Close()
 	defer b3.Close()
-	lists := func(brokers ...*sarama.MockBroker) map[string]sarama.MockResponse {
-		md := sarama.NewMockMetadataResponse(t)
-		for _, b := range brokers {
-			md.SetBroker(b.Addr(), b.BrokerID())
-		}
-		return map[string]sarama.MockResponse{"MetadataRequest": md}
-	}
-	b1.SetHandlerByMap(lists(b1, b3))
-	b2.SetHandlerByMap(lists(b1, b2, b3))
-	b3.SetHandlerByMap(lists(b1, b3))
+	b1.SetHandlerByMap(listing(t, b1, b3))
+	b2.SetHandlerByMap(listing(t, b1, b2, b3))
+	b3.SetHandlerByMap(listing(t, b1, b3))
 	conf := Config{}.Sarama("agreed-test")
 	conf.ApiVersionsRequest = false // the mock brokers answer Metadata only
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -53,22 +46,15 @@ func TestReplacementSeedsWaitForADissentWhileTheBrokersAgree(t *testing.T) {
 	defer b1.Close()
 	// b2 is closed below, as a frozen broker stops answering
 	defer b3.Close()
-	lists := func(brokers ...*sarama.MockBroker) map[string]sarama.MockResponse {
-		md := sarama.NewMockMetadataResponse(t)
-		for _, b := range brokers {
-			md.SetBroker(b.Addr(), b.BrokerID())
-		}
-		return map[string]sarama.MockResponse{"MetadataRequest": md}
-	}
 	all := func() {
 		for _, b := range []*sarama.MockBroker{b1, b2, b3} {
-			b.SetHandlerByMap(lists(b1, b2, b3))
+			b.SetHandlerByMap(listing(t, b1, b2, b3))
 		}
 	}
 	fence := func(after time.Duration) *time.Timer {
 		return time.AfterFunc(after, func() {
-			b1.SetHandlerByMap(lists(b1, b3))
-			b3.SetHandlerByMap(lists(b1, b3))
+			b1.SetHandlerByMap(listing(t, b1, b3))
+			b3.SetHandlerByMap(listing(t, b1, b3))
 		})
 	}
 	conf := Config{}.Sarama("agreed-test")
@@ -100,7 +86,7 @@ func TestReplacementSeedsWaitForADissentWhileTheBrokersAgree(t *testing.T) {
 	all()
 	timed("a single address", 10*time.Second, []string{b1.Addr()}, three, 0, 2*time.Second)
 
-	b1.SetHandlerByMap(lists(b1, b3))
+	b1.SetHandlerByMap(listing(t, b1, b3))
 	timed("b1 has dropped b2 already", 10*time.Second, addrs, withoutB2, 0, 2*time.Second)
 
 	// b2 freezes: it does not answer, and the others list it until the
@@ -111,4 +97,13 @@ func TestReplacementSeedsWaitForADissentWhileTheBrokersAgree(t *testing.T) {
 	defer f.Stop()
 	timed("b2 silent, then fenced", 10*time.Second, addrs, withoutB2, 700*time.Millisecond, 5*time.Second)
 	timed("b2 silent and fenced already", 10*time.Second, addrs, withoutB2, 0, 2*time.Second)
+}
+
+// listing is a mock broker's answers: metadata that lists brokers.
+func listing(t *testing.T, brokers ...*sarama.MockBroker) map[string]sarama.MockResponse {
+	md := sarama.NewMockMetadataResponse(t)
+	for _, b := range brokers {
+		md.SetBroker(b.Addr(), b.BrokerID())
+	}
+	return map[string]sarama.MockResponse{"MetadataRequest": md}
 }
