@@ -114,20 +114,18 @@ func (c Config) Sarama(clientID string) *sarama.Config {
 
 // DefaultMetadataRefresh is how often every client asks for the cluster's
 // metadata unless Config.MetadataRefresh says otherwise (sarama: every 10
-// minutes). A leader cut off from the
-// controller quorum is fenced and its partitions move, but it does not
-// learn that until the cut heals: it answers fetches without an error and
-// without the records the new leader takes, and holds produce requests.
-// A client learns of the move only from another broker's metadata, which
-// no longer lists the deposed one: sarama then drops it and closes its
-// connections, and the consumers and producers that used it look up the
-// new leaders. Without errors to prompt a lookup, that waited for this
-// refresh, so consumers read nothing new from those partitions until the
-// cut healed. A Metadata request is cheap; one per second per client is a
-// small share of what a broker serves, but each asks for every topic of the
-// cluster: on a shared cluster with many topics, a longer interval trades
-// that for a slower failover of this kind.
-const DefaultMetadataRefresh = time.Second
+// minutes). A leader cut off from the controller quorum is fenced and its
+// partitions move, but it does not learn that until the cut heals: it
+// answers fetches without an error and without the records the new leader
+// takes, and holds produce requests. A client learns of the move only from
+// another broker's metadata, which no longer lists the deposed one: sarama
+// then drops it and closes its connections, and the consumers and
+// producers that used it look up the new leaders. Without errors to prompt
+// a lookup, that waits for this refresh. Each refresh asks for every topic
+// of the cluster, from every client of every process: a shorter interval
+// moves the consumers sooner and costs the brokers more (see BENCH.md's
+// note on it and docs/faults.md).
+const DefaultMetadataRefresh = 5 * time.Second
 
 // ProducerSarama returns a configuration for a durable, ordered producer:
 // acks from all in-sync replicas, idempotence (so a retry never writes a
