@@ -24,13 +24,16 @@ type Report struct {
 	Machine Machine   `json:"machine"`
 	Setup   Setup     `json:"setup"`
 
-	Seed           SeedResult       `json:"seed"`
-	ProduceCeiling ProducePerf      `json:"produce_ceiling"`
-	ConsumeCeiling ConsumePerf      `json:"consume_ceiling"`
-	Consumers      ConsumerChoice   `json:"consumers"`
-	Replay         ReplayResult     `json:"replay"`
-	ColdStart      []StartResult    `json:"cold_start"`
-	LoadSeconds    float64          `json:"load_seconds"`
+	Seed           SeedResult     `json:"seed"`
+	ProduceCeiling ProducePerf    `json:"produce_ceiling"`
+	ConsumeCeiling ConsumePerf    `json:"consume_ceiling"`
+	Consumers      ConsumerChoice `json:"consumers"`
+	Replay         ReplayResult   `json:"replay"`
+	ColdStart      []StartResult  `json:"cold_start"`
+	LoadSeconds    float64        `json:"load_seconds"`
+	// StandbySeconds is how long after LoadSeconds the query-svc instances
+	// also held every profile warm for each other (STANDBYS=1).
+	StandbySeconds float64          `json:"standby_seconds,omitempty"`
 	Scenarios      []ScenarioResult `json:"scenarios"`
 	WriteToVisible *WriteToVisible  `json:"write_to_visible,omitempty"`
 	Restarts       []RestartResult  `json:"restarts"`
@@ -217,6 +220,9 @@ func (r *Report) finish(t0 time.Time) {
 	}
 	if r.LoadSeconds > 0 {
 		add("kafka", "cold start: views built from Kafka", float64(r.Setup.Profiles)/r.LoadSeconds, "profiles/s", consume, "ConsumerPerformance")
+	}
+	if r.StandbySeconds > 0 {
+		add("kafka", "standby views built from Kafka, once the owners serve", float64(r.Setup.Profiles)/r.StandbySeconds, "profiles/s", consume, "ConsumerPerformance")
 	}
 	add("kafka", "seed (the bench's sarama producer)", r.Seed.Rate, "events/s", r.ProduceCeiling.Throughput, "ProducerPerformance")
 	if s, ok := scen["post-async"]; ok {

@@ -380,7 +380,7 @@ func (b *bench) startServices(ctx context.Context) error {
 	}
 	deadline := time.Now().Add(b.cfg.LoadTimeout)
 	for {
-		n, err := b.assignment(ctx)
+		n, _, err := b.assignment(ctx)
 		if err == nil && n >= b.cfg.Profiles {
 			break
 		}
@@ -395,12 +395,33 @@ func (b *bench) startServices(ctx context.Context) error {
 	}
 	b.rep.LoadSeconds = round2(time.Since(start).Seconds())
 	b.logf("loaded in %.1fs: every service ready, the views hold every profile", b.rep.LoadSeconds)
+	// The standbys (STANDBYS=1: each instance keeps the other's partitions
+	// warm) start once the owners serve; the scenarios measure the steady
+	// state, after them.
+	loaded := time.Now()
+	for {
+		_, warm, err := b.assignment(ctx)
+		if err == nil && warm >= b.cfg.Profiles {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the standby views hold %d of %d profiles after %s (%v)", warm, b.cfg.Profiles, b.cfg.LoadTimeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	b.rep.StandbySeconds = round2(time.Since(loaded).Seconds())
+	b.logf("standbys warm %.1fs later: each query-svc instance holds the other's profiles too", b.rep.StandbySeconds)
 	return nil
 }
 
 // assignment reads /debug/assignment of every query-svc instance, sets the
-// owner of every partition, and returns the live profiles the views hold.
-func (b *bench) assignment(ctx context.Context) (int, error) {
+// owner of every partition, and returns the live profiles the views hold
+// for the partitions they own, and for those they keep warm as standbys.
+func (b *bench) assignment(ctx context.Context) (owned, warm int, err error) {
 	type debug struct {
 		Group struct {
 			State   string `json:"state"`
@@ -409,8 +430,9 @@ func (b *bench) assignment(ctx context.Context) (int, error) {
 				Partitions []int32 `json:"partitions"`
 			} `json:"members"`
 		} `json:"group"`
-		Ready  string           `json:"ready"`
-		Counts map[string]int64 `json:"profilesByPartition"`
+		Ready   string           `json:"ready"`
+		Counts  map[string]int64 `json:"profilesByPartition"`
+		Standby map[string]int64 `json:"standbyProfilesByPartition"`
 	}
 	total := 0
 	owner := make([]int, b.cfg.Partitions)
@@ -420,13 +442,16 @@ func (b *bench) assignment(ctx context.Context) (int, error) {
 	for _, q := range b.query {
 		var d debug
 		if err := getJSON(ctx, q.URL()+"/debug/assignment", &d); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if d.Group.State != "Stable" || d.Ready != "ready" {
-			return 0, fmt.Errorf("%s: group %s, %s", q.Name, d.Group.State, d.Ready)
+			return 0, 0, fmt.Errorf("%s: group %s, %s", q.Name, d.Group.State, d.Ready)
 		}
 		for _, n := range d.Counts {
 			total += int(n)
+		}
+		for _, n := range d.Standby {
+			warm += int(n)
 		}
 		for _, m := range d.Group.Members {
 			for k, qq := range b.query {
@@ -440,11 +465,11 @@ func (b *bench) assignment(ctx context.Context) (int, error) {
 	}
 	for p, o := range owner {
 		if o < 0 {
-			return total, fmt.Errorf("partition %d has no owner", p)
+			return total, warm, fmt.Errorf("partition %d has no owner", p)
 		}
 	}
 	b.owner = owner
-	return total, nil
+	return total, warm, nil
 }
 
 func (b *bench) startCeiling(ctx context.Context) error {
@@ -785,7 +810,7 @@ func (b *bench) restarts(ctx context.Context) error {
 		b.logf("restart %s: stopped in %.2fs, healthy after %.3fs, ready after %.3fs", p.Name, r.StopSeconds, r.HealthySeconds, r.ReadySeconds)
 	}
 	// The restarted query-svc serves its partitions again.
-	if _, err := b.assignment(ctx); err != nil {
+	if _, _, err := b.assignment(ctx); err != nil {
 		return fmt.Errorf("after the restart: %w", err)
 	}
 	return nil

@@ -28,6 +28,8 @@ type debugView struct {
 		} `json:"members"`
 	} `json:"group"`
 	Held map[string][]int32 `json:"held"`
+	// Standby are the partitions it keeps warm for other instances.
+	Standby []int32 `json:"standby"`
 }
 
 func (s *System) debug(name string) debugView {
@@ -163,20 +165,58 @@ func TestRoutingAcrossInstances(t *testing.T) {
 	})
 	t.Logf("%d reads checked through %d instances, %d of them forwarded once", checked.Load(), len(queries), forwarded.Load())
 
+	// Each instance stores the partitions it owns, and those it keeps warm
+	// for others (STANDBYS=1: every partition on one instance besides its
+	// owner), and nothing else once its group has settled.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		problems := storedOnlyWhatItServesOrKeepsWarm(s, queries, partitions)
+		if len(problems) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, p := range problems {
+				t.Error(p)
+			}
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// storedOnlyWhatItServesOrKeepsWarm checks the views of queries: each holds
+// only the partitions it owns or keeps warm, never keeps warm one it owns,
+// and every partition is warm on exactly one instance.
+func storedOnlyWhatItServesOrKeepsWarm(s *System, queries []string, partitions int) []string {
+	var problems []string
+	warmOn := map[int32][]string{}
 	for _, q := range queries {
 		d := s.debug(q)
-		owned := map[int32]bool{}
+		kept := map[int32]bool{}
 		for _, p := range d.Owned {
-			owned[p] = true
+			kept[p] = true
+		}
+		for _, p := range d.Standby {
+			if kept[p] {
+				problems = append(problems, fmt.Sprintf("%s keeps partition %d warm as a standby but owns it", q, p))
+			}
+			kept[p] = true
+			warmOn[p] = append(warmOn[p], q)
 		}
 		for topic, held := range d.Held {
 			for _, p := range held {
-				if !owned[p] {
-					t.Errorf("%s stores partition %d of %s but owns only %v", q, p, topic, d.Owned)
+				if !kept[p] {
+					problems = append(problems, fmt.Sprintf("%s stores partition %d of %s but owns only %v and keeps warm only %v", q, p, topic, d.Owned, d.Standby))
 				}
 			}
 		}
 	}
+	for p := range int32(partitions) {
+		if len(warmOn[p]) != 1 {
+			problems = append(problems, fmt.Sprintf("partition %d is kept warm on %v, want one instance", p, warmOn[p]))
+		}
+	}
+	return problems
 }
 
 // SIGKILL one query-svc instance under a steady read load: its partitions

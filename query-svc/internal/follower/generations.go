@@ -107,6 +107,9 @@ func (g *Generations) runGeneration(ctx context.Context, n int, ready func()) er
 	if err != nil {
 		return err
 	}
+	if gf, ok := f.(*GroupFollower); ok && gf.Standby != nil {
+		gf.Standby.Settle = func(ctx context.Context) { g.dropUnowned(ctx, f) }
+	}
 	g.mu.Lock()
 	g.running[f] = n
 	g.mu.Unlock()
@@ -175,7 +178,7 @@ func (g *Generations) dropUnowned(ctx context.Context, f Follower) {
 	}
 	for ctx.Err() == nil {
 		others := g.othersOwned(f)
-		if s.InSession(func(owned []int32) { g.applier.Assigned(append(owned, others...)) }) {
+		if s.InSession(func(owned []int32) { g.applier.Assigned(append(append(owned, others...), g.warm()...)) }) {
 			return
 		}
 		select {
@@ -204,8 +207,8 @@ func (g *Generations) othersOwned(f Follower) []int32 {
 }
 
 // Assigned is the Assigned callback of every generation's group: it drops
-// the data of partitions that no running generation owns.
-func (g *Generations) Assigned(owned []int32) { g.applier.Assigned(g.keep(owned)) }
+// the data of partitions that no running generation owns or keeps warm.
+func (g *Generations) Assigned(owned []int32) { g.applier.Assigned(append(g.keep(owned), g.warm()...)) }
 
 // keep returns parts, plus, while a switch runs two generations at once,
 // every partition either of them owns.
@@ -216,6 +219,28 @@ func (g *Generations) keep(parts []int32) []int32 {
 	if len(g.running) > 1 {
 		for f := range g.running {
 			out = append(out, f.Owned()...)
+		}
+	}
+	return out
+}
+
+// keeper is a Follower that keeps partitions it does not own in the view
+// (a GroupFollower with a Standby).
+type keeper interface{ Keep() []int32 }
+
+// warm returns the partitions that a running generation keeps warm for
+// other instances (see Standby.Keep).
+func (g *Generations) warm() []int32 {
+	g.mu.Lock()
+	fs := make([]Follower, 0, len(g.running))
+	for f := range g.running {
+		fs = append(fs, f)
+	}
+	g.mu.Unlock()
+	var out []int32
+	for _, f := range fs {
+		if k, ok := f.(keeper); ok {
+			out = append(out, k.Keep()...)
 		}
 	}
 	return out
@@ -357,6 +382,20 @@ func (g *Generations) Owned() []int32 {
 	return []int32{}
 }
 
+// Standby returns the partitions that the serving generation keeps warm
+// for other instances (see Standby); nil in the full-replica mode.
+func (g *Generations) Standby() []int32 {
+	if gf, ok := g.servingFollower().(*GroupFollower); ok && gf.Standby != nil {
+		return gf.Standby.Warm()
+	}
+	return nil
+}
+
+func (g *Generations) servingFollower() Follower {
+	f, _, _ := g.current()
+	return f
+}
+
 // Assignment returns the serving generation's routing table.
 func (g *Generations) Assignment() kafkax.Assignment {
 	if f, _, _ := g.current(); f != nil {
@@ -390,11 +429,17 @@ func (g *Generations) Rebuild() error {
 	g.mu.Unlock()
 	g.records.Store(0)
 	g.counting.Store(true)
+	drop := func(p int32) {
+		if err := g.applier.Store.DropPartition(p); err != nil {
+			g.log.Error("cannot drop a partition for the rebuild", "partition", p, "err", err)
+		}
+	}
 	rs.Resync(func(owned []int32) {
 		for _, p := range owned {
-			if err := g.applier.Store.DropPartition(p); err != nil {
-				g.log.Error("cannot drop a partition for the rebuild", "partition", p, "err", err)
-			}
+			drop(p)
+		}
+		if gf, ok := f.(*GroupFollower); ok && gf.Standby != nil {
+			gf.Standby.Reset(drop) // read again from the start too
 		}
 		g.log.Info("view dropped for a rebuild; reading it again from Kafka", "generation", n, "partitions", len(owned))
 	})
@@ -452,14 +497,41 @@ func (ReplicaFollower) Owned() []int32 { return nil }
 func (ReplicaFollower) Assignment() kafkax.Assignment { return kafkax.Assignment{} }
 
 // GroupFollower adapts a kafkax.Group (the partitioned mode) to Follower.
+// With a Standby, it also keeps other instances' partitions warm; the
+// group's Assigned callback must then call Standby.Release first.
 type GroupFollower struct {
 	*kafkax.Group
 	Config  *sarama.Config
 	Brokers []string
+	Standby *Standby // nil: no standby partitions
 }
 
-// Run implements Follower.
-func (g *GroupFollower) Run(ctx context.Context) error { return g.Group.Run(ctx, g.Config, g.Brokers) }
+// Run implements Follower: it runs the group, and the standby until the
+// group's Run returns.
+func (g *GroupFollower) Run(ctx context.Context) error {
+	if g.Standby == nil {
+		return g.Group.Run(ctx, g.Config, g.Brokers)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = g.Standby.Run(sctx)
+	}()
+	defer func() {
+		stop()
+		<-done
+	}()
+	return g.Group.Run(ctx, g.Config, g.Brokers)
+}
+
+// Keep implements keeper (see Standby.Keep).
+func (g *GroupFollower) Keep() []int32 {
+	if g.Standby == nil {
+		return nil
+	}
+	return g.Standby.Keep()
+}
 
 // follower returns the follower of generation e, or nil when e does not
 // run here.

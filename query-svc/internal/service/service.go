@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -47,6 +48,7 @@ type Config struct {
 	CacheMB        *int
 	ReserveMB      *int
 	StreamMax      *int
+	Standbys       *int
 }
 
 // RegisterFlags registers query-svc's settings on fs.
@@ -65,6 +67,7 @@ func RegisterFlags(fs *flag.FlagSet) *Config {
 		CacheMB:        config.Int(fs, "view-cache-mb", "VIEW_CACHE_MB", view.DefaultCacheSize>>20, "Pebble block cache of the view, in MiB"),
 		ReserveMB:      config.Int(fs, "disk-reserve-mb", "DISK_RESERVE_MB", 64, "free space the view leaves on its disk, in MiB: below it the view applies nothing and the instance steps out of its group until space returns (0: no check)"),
 		StreamMax:      config.Int(fs, "stream-max", "STREAM_MAX", 100, "most change streams (GET /api/changes) open at once on this instance"),
+		Standbys:       config.Int(fs, "standbys", "STANDBYS", 1, "on how many instances besides its owner each partition's view is kept warm, so that a failover or rebalance reads only the tail (0: none; partitioned mode)"),
 	}
 }
 
@@ -119,9 +122,17 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 			return &follower.ReplicaFollower{Replica: &follower.Replica{Applier: a, Client: client}, Self: self}, nil
 		}
 		gcfg := kcfg.ForGeneration(n)
+		topics := []string{gcfg.SnapshotsTopic, gcfg.EmailIndexTopic, kcfg.EventsTopic}
+		var g *kafkax.Group
+		standby := &follower.Standby{Applier: a, Client: client, Topics: topics, Self: self.ID, Count: max(*cfg.Standbys, 0),
+			Assignment: func() kafkax.Assignment { return g.Assignment() }, Ready: func() error { return g.Ready() }, Log: log.With("snapshot_generation", n)}
 		opts := kafkax.GroupOptions{
-			Group: topology.GenerationGroup(*cfg.Group, n), Topics: []string{gcfg.SnapshotsTopic, gcfg.EmailIndexTopic, kcfg.EventsTopic}, Self: self,
-			SessionTimeout: *cfg.SessionTimeout, Start: a.Start, Handle: handle, Assigned: func(s kafkax.Session) { gens.Assigned(s.Partitions) },
+			Group: topology.GenerationGroup(*cfg.Group, n), Topics: topics, Self: self,
+			SessionTimeout: *cfg.SessionTimeout, Start: a.Start, Handle: handle,
+			Assigned: func(s kafkax.Session) {
+				standby.Release(s.Partitions) // before the session reads the view's offsets
+				gens.Assigned(s.Partitions)
+			},
 			// A full disk steps the instance out of the group: the others
 			// can apply what its view cannot.
 			Unfit: store.Writable,
@@ -129,11 +140,11 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		if static {
 			opts.InstanceID = self.ID
 		}
-		g, err := kafkax.NewGroup(client, opts, log.With("snapshot_generation", n))
+		g, err = kafkax.NewGroup(client, opts, log.With("snapshot_generation", n))
 		if err != nil {
 			return nil, err
 		}
-		return &follower.GroupFollower{Group: g, Config: kcfg.GroupConfig(Name, opts), Brokers: kcfg.Brokers}, nil
+		return &follower.GroupFollower{Group: g, Config: kcfg.GroupConfig(Name, opts), Brokers: kcfg.Brokers, Standby: standby}, nil
 	}
 	gens = follower.NewGenerations(client, kcfg, applier, build, log)
 	gens.SetGrace(*cfg.SwitchGrace)
@@ -175,11 +186,22 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	mux.HandleFunc("/debug/assignment", routing.DebugHandler(self, mode, gens, func() map[string]any {
 		held, _ := store.Held()
 		n := gens.Generation()
-		counts := map[int32]int{}
-		for _, p := range held[kcfg.ForGeneration(n).SnapshotsTopic] {
-			counts[p], _ = store.Count(p)
+		owned := map[int32]bool{}
+		for _, p := range gens.Owned() {
+			owned[p] = true
 		}
-		return map[string]any{"held": held, "profilesByPartition": counts, "generation": n}
+		// The profiles of the partitions it serves (all of them in the
+		// full-replica mode), and apart those it keeps warm for others.
+		counts, standby := map[int32]int{}, map[int32]int{}
+		for _, p := range held[kcfg.ForGeneration(n).SnapshotsTopic] {
+			switch {
+			case mode == "full" || owned[p]:
+				counts[p], _ = store.Count(p)
+			case slices.Contains(gens.Standby(), p):
+				standby[p], _ = store.Count(p)
+			}
+		}
+		return map[string]any{"held": held, "profilesByPartition": counts, "standby": gens.Standby(), "standbyProfilesByPartition": standby, "generation": n}
 	})).Methods(http.MethodGet)
 
 	// A read-your-writes wait from command-svc asks for 102 at once

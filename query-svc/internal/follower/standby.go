@@ -1,0 +1,288 @@
+package follower
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"profiles/platform/kafkax"
+)
+
+var (
+	standbyPartitions = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "profiles_query_standby_partitions",
+		Help: "Partitions this instance keeps warm in its view for other instances (STANDBYS), without serving them.",
+	})
+	standbyCaughtUp = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "profiles_query_standby_partitions_caught_up",
+		Help: "Standby partitions whose view has reached the end they had when their reading started.",
+	})
+)
+
+// StandbysOf returns the partitions that member self keeps warm in a
+// group with assignment a, when every partition is kept warm on count
+// instances besides its owner. The members sorted by ID form a ring; the
+// standbys of partition p of the member at position j are count members
+// among the other n-1, starting after j at p mod (n-1) positions on, so
+// that one member's partitions have their standbys spread over all the
+// others, and a member that fails leaves every survivor a share of warm
+// partitions. With two members and count 1, each keeps the other's
+// partitions. It returns nil when a is not stable, self is not a member,
+// or count < 1.
+func StandbysOf(a kafkax.Assignment, self string, count int) []int32 {
+	n := len(a.Members) // sorted by ID
+	i := slices.IndexFunc(a.Members, func(m kafkax.MemberAssignment) bool { return m.ID == self })
+	if count < 1 || a.State != "Stable" || i < 0 || n < 2 {
+		return nil
+	}
+	count = min(count, n-1)
+	var out []int32
+	for j, m := range a.Members {
+		if j == i {
+			continue
+		}
+		for _, p := range m.Partitions {
+			for k := range count {
+				if (j+1+(int(p)+k)%(n-1))%n == i {
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// Standby keeps partitions that another instance owns warm in this
+// instance's view: it reads them with kafkax.Read and applies them
+// exactly as the owner does, from the view's own offsets, but never
+// serves them. When the group later gives one of them to this instance,
+// its catch-up is the tail since the last batch, not the whole partition:
+// a failover or a rebalance is a routing change, not a rebuild.
+//
+// A partition is read either by Standby or by the group, never by both:
+// Release, which the group's Assigned callback calls before the session
+// reads the view's offsets, stops the reading of every partition the
+// session owns and returns only once no batch of theirs is being applied.
+//
+// Use it with Run, once; its methods are safe for concurrent use. A zero
+// Count keeps nothing warm.
+type Standby struct {
+	Applier Applier
+	Client  sarama.Client
+	// Topics are the group's topics; every one is read for each standby
+	// partition (they are co-partitioned).
+	Topics []string
+	// Self is this instance's member ID.
+	Self string
+	// Count is how many instances besides the owner keep each partition
+	// warm (STANDBYS).
+	Count int
+	// Assignment returns the group's latest routing table.
+	Assignment func() kafkax.Assignment
+	// Ready, if set, reports whether the partitions this instance owns
+	// are caught up: no standby partition starts being read before, so
+	// that a start or a failover serves what it owns first.
+	Ready func() error
+	Log   *slog.Logger
+	// Settle, if set, drops the data of the partitions that are neither
+	// owned nor kept any more (Keep). It is called once the standby
+	// partitions of a new session's table are read, never under a lock
+	// of Standby's.
+	Settle func(ctx context.Context)
+
+	mu       sync.Mutex
+	owned    map[int32]bool // the partitions of the group's latest session
+	previous []int32        // those of the session before it
+	warm     []int32        // read now, sorted
+	stop     func()         // stops the current reading and waits for it
+}
+
+// standbyRetry is the pause before the reading starts again after an
+// error (a data key not readable yet, a full disk, a broker away).
+var standbyRetry = time.Second
+
+// Run follows the group's assignment until ctx ends, reading the standby
+// partitions that it gives this instance.
+func (s *Standby) Run(ctx context.Context) error {
+	defer s.set(nil)
+	for ctx.Err() == nil {
+		s.update(ctx)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+// update starts reading the standby partitions of the latest assignment,
+// minus those the group gave this instance, if they changed.
+func (s *Standby) update(ctx context.Context) {
+	a := s.Assignment()
+	if a.State != "Stable" || (s.Ready != nil && s.Ready() != nil) {
+		return // keep what is read until the group settles and its partitions are served
+	}
+	want := StandbysOf(a, s.Self, s.Count)
+	s.mu.Lock()
+	want = slices.DeleteFunc(want, func(p int32) bool { return s.owned[p] })
+	if !slices.Equal(want, s.warm) || (s.stop == nil && len(want) > 0) {
+		s.restartLocked(ctx, want)
+	}
+	settle := len(s.previous) > 0 && s.Count > 0
+	s.previous = nil // Keep no longer holds on to them
+	s.mu.Unlock()
+	if settle && s.Settle != nil {
+		s.Settle(ctx)
+	}
+}
+
+// restartLocked stops the current reading and starts one of parts.
+func (s *Standby) restartLocked(ctx context.Context, parts []int32) {
+	if s.stop != nil {
+		s.stop()
+		s.stop = nil
+	}
+	if !slices.Equal(parts, s.warm) && len(parts) > 0 {
+		s.Log.Info("keeping partitions warm for other instances", "partitions", parts, "standbys", s.Count)
+	}
+	s.warm = parts
+	standbyPartitions.Set(float64(len(parts)))
+	standbyCaughtUp.Set(0)
+	if len(parts) == 0 {
+		return
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	s.stop = func() {
+		cancel()
+		<-done
+	}
+	go func() {
+		defer close(done)
+		s.read(rctx, parts)
+	}()
+}
+
+// read reads parts of every topic until ctx ends, starting again after
+// an error.
+func (s *Standby) read(ctx context.Context, parts []int32) {
+	// CaughtUp runs on the reading's goroutines, which a stop waits for
+	// under s.mu: it must not take s.mu.
+	var caught atomic.Int64
+	for ctx.Err() == nil {
+		caught.Store(0)
+		var wg sync.WaitGroup
+		errs := make([]error, len(s.Topics))
+		rctx, cancel := context.WithCancel(ctx)
+		for i, topic := range s.Topics {
+			wg.Go(func() {
+				errs[i] = kafkax.Read(rctx, s.Client, kafkax.ReadOptions{
+					Topic:      topic,
+					Partitions: parts,
+					Start:      func(p int32) (int64, error) { return s.Applier.Start(topic, p) },
+					Handle: func(ctx context.Context, p int32, recs []*sarama.ConsumerMessage) error {
+						return s.Applier.Handle(ctx, topic, p, recs)
+					},
+					CaughtUp: func(int32) {
+						standbyCaughtUp.Set(float64(caught.Add(1) / int64(len(s.Topics))))
+					},
+				})
+				if errs[i] != nil {
+					cancel() // the others start again with it
+				}
+			})
+		}
+		wg.Wait()
+		cancel()
+		for _, err := range errs {
+			if err != nil && ctx.Err() == nil {
+				s.Log.Warn("standby partitions cannot be read; trying again", "partitions", parts, "err", err)
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(standbyRetry):
+		}
+	}
+}
+
+// set stops the reading and reads parts instead (nil: nothing).
+func (s *Standby) set(parts []int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.restartLocked(context.Background(), parts)
+}
+
+// Release is the group's Assigned callback: owned are the partitions of
+// the new session. It stops reading any of them as a standby, and returns
+// once no batch of theirs is being applied, so that the session reads
+// the view's offsets after the last standby batch. The other standby
+// partitions are read on, from where they were.
+func (s *Standby) Release(owned []int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.previous = s.previous[:0]
+	for p := range s.owned {
+		s.previous = append(s.previous, p)
+	}
+	s.owned = make(map[int32]bool, len(owned))
+	for _, p := range owned {
+		s.owned[p] = true
+	}
+	if !slices.ContainsFunc(s.warm, func(p int32) bool { return s.owned[p] }) {
+		return
+	}
+	if s.stop != nil {
+		s.stop()
+		s.stop = nil
+	}
+	s.warm = nil // the next update reads the rest again, from where it was
+	standbyPartitions.Set(0)
+}
+
+// Keep returns the partitions whose data the view keeps although this
+// instance does not own them: those read as a standby, and, until the
+// next update has read the new table, those of the session before the
+// latest one, which it may keep warm (dropping them at the session's
+// start would read them again from the start).
+func (s *Standby) Keep() []int32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Count < 1 {
+		return nil
+	}
+	return append(slices.Clone(s.warm), s.previous...)
+}
+
+// Warm returns the partitions read as a standby now.
+func (s *Standby) Warm() []int32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.warm)
+}
+
+// Reset stops the reading and drops the data of the standby partitions,
+// so that the next update reads them again from the start (a rebuild of
+// the view).
+func (s *Standby) Reset(drop func(p int32)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop != nil {
+		s.stop()
+		s.stop = nil
+	}
+	for _, p := range s.warm {
+		drop(p)
+	}
+	s.warm = nil
+	standbyPartitions.Set(0)
+}

@@ -1,0 +1,68 @@
+package follower
+
+import (
+	"slices"
+	"testing"
+
+	"profiles/platform/kafkax"
+)
+
+func table(state string, members ...kafkax.MemberAssignment) kafkax.Assignment {
+	return kafkax.Assignment{State: state, Members: members}
+}
+
+func member(id string, parts ...int32) kafkax.MemberAssignment {
+	return kafkax.MemberAssignment{Member: kafkax.Member{ID: id}, Partitions: parts}
+}
+
+// Every partition is kept warm on count members besides its owner, and
+// one member's partitions are kept warm on all the others in turn, so that
+// a failure leaves each survivor a share; nothing is kept warm while the
+// group is not stable.
+func TestStandbysOf(t *testing.T) {
+	three := table("Stable", member("a", 0, 3), member("b", 1, 4), member("c", 2, 5))
+	for _, tc := range []struct {
+		name  string
+		a     kafkax.Assignment
+		self  string
+		count int
+		want  []int32
+	}{
+		{"two members keep each other's", table("Stable", member("a", 0, 2), member("b", 1, 3)), "a", 1, []int32{1, 3}},
+		{"the other of two", table("Stable", member("a", 0, 2), member("b", 1, 3)), "b", 1, []int32{0, 2}},
+		// a's 0 and 3 go to b and c; b's 1 and 4 to a and c; c's 2 and 5 to a and b.
+		{"the first of three", three, "a", 1, []int32{1, 2}},
+		{"the second of three", three, "b", 1, []int32{0, 5}},
+		{"the third of three", three, "c", 1, []int32{3, 4}},
+		{"two standbys of three: all the others'", three, "c", 2, []int32{0, 1, 3, 4}},
+		{"more standbys than other members", three, "a", 5, []int32{1, 2, 4, 5}},
+		{"alone", table("Stable", member("a", 0, 1, 2)), "a", 1, nil},
+		{"none wanted", three, "a", 0, nil},
+		{"a rebalance is under way", table("PreparingRebalance", member("a", 0), member("b", 1)), "a", 1, nil},
+		{"not a member", three, "d", 1, nil},
+		{"a member that owns nothing", table("Stable", member("a", 0, 1), member("b")), "b", 1, []int32{0, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := StandbysOf(tc.a, tc.self, tc.count); !slices.Equal(got, tc.want) {
+				t.Errorf("StandbysOf(%s, %d) = %v, want %v", tc.self, tc.count, got, tc.want)
+			}
+		})
+	}
+	// Every partition on exactly count members, never on its owner.
+	for count := 1; count <= 2; count++ {
+		warm := map[int32]int{}
+		for _, m := range three.Members {
+			for _, p := range StandbysOf(three, m.ID, count) {
+				if slices.Contains(m.Partitions, p) {
+					t.Errorf("%s keeps its own partition %d warm", m.ID, p)
+				}
+				warm[p]++
+			}
+		}
+		for p := range int32(6) {
+			if warm[p] != count {
+				t.Errorf("count %d: partition %d is warm on %d members", count, p, warm[p])
+			}
+		}
+	}
+}
