@@ -531,6 +531,12 @@ func (p *pool) observe(a *attempt, h http.Header) {
 	if by == "" {
 		return // not served by an owner (an invalid key, a 503)
 	}
+	if h.Get(routing.HeaderStandby) != "" {
+		// Served from a warm copy because the owner could not be reached:
+		// it says nothing of who owns the partition now.
+		p.refreshSoon()
+		return
+	}
 	forwarded := hops != "" && hops != "0"
 	if a.owner != "" && (forwarded || by != a.owner) {
 		p.stale.Inc()

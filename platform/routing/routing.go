@@ -75,6 +75,12 @@ const (
 	// passing the 503 on; either removes the header from an answer it
 	// does pass on.
 	HeaderNotServed = "X-Profiles-Not-Served"
+	// HeaderStandby, on an answer to a read, names the instance that
+	// served it from its warm copy of a partition it does not own (see
+	// StandbyReader), because the owner could not be reached. X-Served-By
+	// names it too; this header tells a client that learns owners from
+	// X-Served-By (the front door) not to take it for the owner.
+	HeaderStandby = "X-Profiles-Standby"
 )
 
 // Holder is implemented by a Router that can tell at once, without
@@ -127,6 +133,19 @@ type ConnectedRouter interface {
 	Connected() bool
 }
 
+// StandbyReader is implemented by a Router whose instance keeps warm
+// copies of partitions it does not own (query-svc's standbys). When the
+// owner of p cannot be reached, a read of p is served from such a copy
+// instead of waiting for p to move: ReadIndex returns once the copy holds
+// everything p held when it was called, so that the answer is as fresh
+// as the owner's (see follower.Standby.ReadIndex), and the caller calls
+// release once it has answered. It fails when this instance keeps no warm
+// copy of p, or the copy did not catch up in time; the read then waits
+// for the owner as before.
+type StandbyReader interface {
+	ReadIndex(ctx context.Context, p int32) (release func(), err error)
+}
+
 // EpochRouter is implemented by a Router whose table can change wholesale
 // (query-svc's snapshot generations, see HeaderEpoch).
 type EpochRouter interface {
@@ -146,7 +165,7 @@ type EpochRouter interface {
 
 var forwards = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "profiles_routing_requests_total",
-	Help: "Requests by routing outcome: local (served here), forwarded (sent to the owner), unavailable (no owner in time), lost (a read whose partition was lost while it read, routed again), rerouted (a write refused here with nothing written, routed again), not_served (a forward its owner served nothing of, routed again).",
+	Help: "Requests by routing outcome: local (served here), forwarded (sent to the owner), unavailable (no owner in time), lost (a read whose partition was lost while it read, routed again), rerouted (a write refused here with nothing written, routed again), not_served (a forward its owner served nothing of, routed again), standby (a read whose owner did not answer, served from this instance's warm copy at a read index).",
 }, []string{"outcome"})
 
 // Router tells where partition p is served; see kafkax.Group.Route.
@@ -330,6 +349,9 @@ func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r
 		if dialErr == nil {
 			return
 		}
+		if isRead(r) && unreachable(dialErr) && rt.serveStandby(ctx, w, r, p, h) {
+			return
+		}
 		if cr, ok := rt.Router.(ConnectedRouter); ok && errors.Is(dialErr, errNotServed) && !isRead(r) && !cr.Connected() {
 			// The owner has no owner for p either, and our table cannot
 			// change before we reach our coordinator again (both of us
@@ -362,6 +384,36 @@ func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r
 			return
 		}
 	}
+}
+
+// unreachable reports whether a forward failed because its owner could not
+// be dialed: it is gone, or cut off from this instance. An owner that
+// answered, even that it served nothing, is alive and may be writing.
+func unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// serveStandby serves the read r of partition p from this instance's warm
+// copy of p (see StandbyReader), and reports whether it answered. The
+// read has no body: it was sent to an owner that did not answer.
+func (rt Routing) serveStandby(ctx context.Context, w http.ResponseWriter, r *http.Request, p int32, h http.Handler) bool {
+	sr, ok := rt.Router.(StandbyReader)
+	if !ok {
+		return false
+	}
+	release, err := sr.ReadIndex(ctx, p)
+	if err != nil {
+		return false
+	}
+	defer release()
+	forwardsStandby.Inc()
+	r.Body = http.NoBody
+	r.ContentLength = 0
+	rt.setServed(w.Header(), hops(r.Header.Get(HeaderForwardedBy)))
+	w.Header()[HeaderStandby] = rt.servedByValue()
+	h.ServeHTTP(w, r)
+	return true
 }
 
 // maxForwardBody bounds the body kept for a retry; the services accept far
@@ -606,16 +658,20 @@ func (rt Routing) serveHeld(w http.ResponseWriter, r *http.Request, p int32, epo
 // are shared by many answers; each has a capacity of one, so that adding
 // to one (Header.Add) appends to a copy.
 func (rt Routing) setServed(h http.Header, hops int) {
-	servedBy := rt.servedBy
-	if servedBy == nil {
-		servedBy = []string{rt.Self.ID}
-	}
-	h[HeaderServedBy] = servedBy
+	h[HeaderServedBy] = rt.servedByValue()
 	if hops >= 0 && hops < len(hopValues) {
 		h[HeaderHops] = hopValues[hops]
 	} else {
 		h[HeaderHops] = []string{strconv.Itoa(hops)}
 	}
+}
+
+// servedByValue is the value of X-Served-By, shared (see setServed).
+func (rt Routing) servedByValue() []string {
+	if rt.servedBy == nil {
+		return []string{rt.Self.ID}
+	}
+	return rt.servedBy
 }
 
 // hopValues are the values of X-Profiles-Hops that occur.
@@ -627,6 +683,7 @@ var (
 	forwardsForwarded = forwards.WithLabelValues("forwarded")
 	forwardsLost      = forwards.WithLabelValues("lost")
 	forwardsNotServed = forwards.WithLabelValues("not_served")
+	forwardsStandby   = forwards.WithLabelValues("standby")
 )
 
 // bufferedResponse holds an answer until it may be sent: the headers the

@@ -313,9 +313,10 @@ func (g *Generations) RouteWithEpoch(ctx context.Context, p int32) (kafkax.Membe
 // The followers tell at once whether they serve a partition, so that a
 // read served here needs no routing wait (see ServesNow).
 var (
-	_ routing.NowRouter = (*GroupFollower)(nil)
-	_ routing.NowRouter = ReplicaFollower{}
-	_ routing.NowRouter = (*Generations)(nil)
+	_ routing.NowRouter     = (*GroupFollower)(nil)
+	_ routing.NowRouter     = ReplicaFollower{}
+	_ routing.NowRouter     = (*Generations)(nil)
+	_ routing.StandbyReader = (*Generations)(nil)
 )
 
 // ServesNow implements routing.NowRouter: whether the serving generation
@@ -389,6 +390,15 @@ func (g *Generations) Standby() []int32 {
 		return gf.Standby.Warm()
 	}
 	return nil
+}
+
+// ReadIndex implements routing.StandbyReader through the serving
+// generation's standby (see Standby.ReadIndex).
+func (g *Generations) ReadIndex(ctx context.Context, p int32) (func(), error) {
+	if gf, ok := g.servingFollower().(*GroupFollower); ok && gf.Standby != nil {
+		return gf.Standby.ReadIndex(ctx, p)
+	}
+	return nil, ErrNotWarm
 }
 
 func (g *Generations) servingFollower() Follower {

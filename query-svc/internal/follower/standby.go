@@ -2,6 +2,8 @@ package follower
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -103,6 +105,8 @@ type Standby struct {
 	previous []int32        // those of the session before it
 	warm     []int32        // read now, sorted
 	stop     func()         // stops the current reading and waits for it
+	serving  map[int32]int  // standby reads in flight (ReadIndex), by partition
+	served   *sync.Cond     // signalled when a standby read ends
 }
 
 // standbyRetry is the pause before the reading starts again after an
@@ -249,6 +253,93 @@ func (s *Standby) Release(owned []int32) {
 	standbyPartitions.Set(0)
 }
 
+// ErrNotWarm is returned by ReadIndex for a partition this instance does
+// not keep warm now.
+var ErrNotWarm = errors.New("this instance keeps no warm copy of the partition")
+
+// standbyReadWait bounds how long ReadIndex waits for the view to reach
+// the read index.
+var standbyReadWait = 2 * time.Second
+
+// ReadIndex lets this instance serve a read of partition p, which it keeps
+// warm but does not own, with the guarantee an owner gives: it reads the
+// last stable offset of p in every topic (one ListOffsets request), and
+// returns once the view has applied everything before it, or once only
+// transaction markers lie between (kafkax.Drained). Every write that was
+// acknowledged before the call was committed below that offset (a write
+// is acknowledged once its snapshot is read, read_committed, by a view),
+// so an answer read from the view afterwards reflects all of them: the
+// read is linearizable without a lease, and needs no owner (a read index,
+// as Raft's followers serve reads). The caller serves the read and then
+// calls release; until then the view keeps p's data. It fails with
+// ErrNotWarm when p is not warm here, and with the context's or Kafka's
+// error when the view did not get there within standbyReadWait.
+func (s *Standby) ReadIndex(ctx context.Context, p int32) (release func(), err error) {
+	s.mu.Lock()
+	if !slices.Contains(s.warm, p) || s.stop == nil {
+		s.mu.Unlock()
+		return nil, ErrNotWarm
+	}
+	if s.serving == nil {
+		s.serving, s.served = map[int32]int{}, sync.NewCond(&s.mu)
+	}
+	s.serving[p]++
+	s.mu.Unlock()
+	release = func() {
+		s.mu.Lock()
+		if s.serving[p]--; s.serving[p] == 0 {
+			delete(s.serving, p)
+		}
+		s.served.Broadcast()
+		s.mu.Unlock()
+	}
+	if err := s.readIndex(ctx, p); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
+}
+
+func (s *Standby) readIndex(ctx context.Context, p int32) error {
+	ctx, cancel := context.WithTimeout(ctx, standbyReadWait)
+	defer cancel()
+	claims := make(map[string][]int32, len(s.Topics))
+	for _, t := range s.Topics {
+		claims[t] = []int32{p}
+	}
+	ends, err := kafkax.ListOffsets(s.Client, sarama.OffsetNewest, sarama.ReadCommitted, claims)
+	if err != nil {
+		return fmt.Errorf("read index of partition %d: %w", p, err)
+	}
+	for _, topic := range s.Topics {
+		end, probed := ends[topic][p], time.Time{}
+		for {
+			next, ok, err := s.Applier.Store.Offset(topic, p)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				next = 0
+			}
+			if next >= end {
+				break
+			}
+			if time.Since(probed) >= 50*time.Millisecond {
+				probed = time.Now()
+				if drained, err := kafkax.Drained(s.Client, topic, p, next, end); err == nil && drained {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("the warm copy of %s/%d is at %d, short of its read index %d: %w", topic, p, next, end, ctx.Err())
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
 // Keep returns the partitions whose data the view keeps although this
 // instance does not own them: those read as a standby, and, until the
 // next update has read the new table, those of the session before the
@@ -260,7 +351,11 @@ func (s *Standby) Keep() []int32 {
 	if s.Count < 1 {
 		return nil
 	}
-	return append(slices.Clone(s.warm), s.previous...)
+	out := append(slices.Clone(s.warm), s.previous...)
+	for p := range s.serving {
+		out = append(out, p) // a standby read in flight, of a partition warm when it began
+	}
+	return out
 }
 
 // Warm returns the partitions read as a standby now.
@@ -280,9 +375,13 @@ func (s *Standby) Reset(drop func(p int32)) {
 		s.stop()
 		s.stop = nil
 	}
-	for _, p := range s.warm {
+	warm := s.warm
+	s.warm = nil // no standby read starts any more
+	for len(s.serving) > 0 {
+		s.served.Wait() // nor is one in flight when its data goes
+	}
+	for _, p := range warm {
 		drop(p)
 	}
-	s.warm = nil
 	standbyPartitions.Set(0)
 }

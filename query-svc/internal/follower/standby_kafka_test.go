@@ -27,6 +27,8 @@ import (
 // to the group at once: nothing of it is applied after Release returns,
 // while the rest stays warm. Given back, the partition resumes from the
 // view's offset and reads only the tail, not the whole partition again.
+// A read index (ReadIndex) of a warm partition holds every write that was
+// acknowledged before it.
 func TestStandbyKeepsPartitionsWarmAndHandsThemOver(t *testing.T) {
 	kcfg := kafkax.Config{Brokers: testenv.KafkaBrokers(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -151,6 +153,61 @@ func TestStandbyKeepsPartitionsWarmAndHandsThemOver(t *testing.T) {
 	}
 	if keep := s.Keep(); !slices.Contains(keep, 1) || slices.Contains(keep, 0) {
 		t.Fatalf("Keep() = %v, want 1 and not 0", keep)
+	}
+
+	// A read index of a warm partition holds every write acknowledged
+	// before it. A write is acknowledged once a read_committed reader can
+	// read it (command-svc waits until a view shows it): once the last
+	// stable offset has passed it, ReadIndex returns only once the view
+	// has it. The write is transactional, as the projector's are, so that
+	// a commit marker lies past the last record and the view's offset never
+	// reaches the partition's end: the wait ends on Drained.
+	tcfg := kcfg.Sarama("standby-test-txn")
+	tcfg.Producer.Return.Successes = true
+	tcfg.Producer.Partitioner = sarama.NewManualPartitioner
+	tcfg.Producer.Idempotent = true
+	tcfg.Producer.RequiredAcks = sarama.WaitForAll
+	tcfg.Producer.Transaction.ID = "standby-test-" + run
+	tcfg.Net.MaxOpenRequests = 1
+	txn, err := sarama.NewSyncProducer(kcfg.Brokers, tcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Close()
+	for v := int64(3); v <= 5; v++ {
+		if err := txn.BeginTxn(); err != nil {
+			t.Fatal(err)
+		}
+		value, _ := events.EncodeSnapshot(events.Profile{UID: uids[1], Username: "txn", Email: "1@m.c", Version: v, CreatedAt: time.Unix(100, 0).UTC(), UpdatedAt: time.Unix(100, 0).UTC()})
+		_, offset, err := txn.SendMessage(&sarama.ProducerMessage{Topic: snapshots, Partition: 1, Key: sarama.StringEncoder(uids[1]), Value: sarama.ByteEncoder(value),
+			Headers: []sarama.RecordHeader{{Key: []byte(events.HeaderVersion), Value: []byte(strconv.FormatInt(v, 10))}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.CommitTxn(); err != nil {
+			t.Fatal(err)
+		}
+		// The commit markers are written after CommitTxn returns.
+		waitFor("the write readable (read_committed)", func() bool {
+			lso, err := kafkax.ListOffsets(client, sarama.OffsetNewest, sarama.ReadCommitted, map[string][]int32{snapshots: {1}})
+			return err == nil && lso[snapshots][1] > offset
+		})
+		began := time.Now()
+		release, err := s.ReadIndex(ctx, 1)
+		t.Logf("version %d: ReadIndex took %v", v, time.Since(began))
+		if err != nil {
+			t.Fatalf("ReadIndex(1) after version %d: %v", v, err)
+		}
+		if got := version(1); got != v {
+			t.Fatalf("after ReadIndex the view holds version %d of partition 1, want %d", got, v)
+		}
+		if keep := s.Keep(); !slices.Contains(keep, 1) {
+			t.Fatalf("Keep() = %v during a standby read of 1", keep)
+		}
+		release()
+	}
+	if _, err := s.ReadIndex(ctx, 0); !errors.Is(err, ErrNotWarm) {
+		t.Fatalf("ReadIndex(0), a partition the group owns = %v, want ErrNotWarm", err)
 	}
 
 	// The group gives partition 0 back (a owns it again): it is warm again,
