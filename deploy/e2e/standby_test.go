@@ -15,17 +15,26 @@ import (
 	"profiles/platform/routing"
 )
 
-// SIGKILL one of two query-svc instances under a steady read load on its
-// profiles: the survivor keeps the victim's partitions warm (STANDBYS=1,
-// the default), so it serves their reads from its warm copy, at a read
-// index, as soon as the victim stops answering, instead of waiting for the
-// session timeout, the rebalance and a catch-up. Every answer is the
-// profile as written, and none fails.
+// SIGKILL one query-svc instance under a steady read load on its profiles
+// through the survivors: each of the victim's partitions is warm on a
+// survivor (STANDBYS=1, the default), so its reads are served from that
+// warm copy, at a read index, as soon as the victim stops answering,
+// instead of waiting for the session timeout, the rebalance and a
+// catch-up. With three instances, a survivor without the warm copy sends
+// the read to the one with it. Every answer is the profile as written, and
+// none fails.
 func TestAKilledOwnersReadsAreServedByItsStandby(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d instances", n), func(t *testing.T) { testAKilledOwnersReadsAreServedByItsStandby(t, n) })
+	}
+}
+
+func testAKilledOwnersReadsAreServedByItsStandby(t *testing.T, instances int) {
 	const partitions = 12
-	s := StartSystem(t, Options{Query: 2, Partitions: partitions})
+	s := StartSystem(t, Options{Query: instances, Partitions: partitions})
 	queries := s.Instances("query-svc")
-	victim, survivor := queries[1], queries[0]
+	victim := queries[1]
+	survivors := slices.DeleteFunc(slices.Clone(queries), func(q string) bool { return q == victim })
 	var mu sync.Mutex
 	created := map[string]profile{}
 	parallel(60, 8, func(i int) {
@@ -43,7 +52,7 @@ func TestAKilledOwnersReadsAreServedByItsStandby(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	owner := s.owners(survivor)
+	owner := s.owners(survivors[0])
 	var victims []string
 	want := map[int32]bool{}
 	for uid := range created {
@@ -55,21 +64,23 @@ func TestAKilledOwnersReadsAreServedByItsStandby(t *testing.T) {
 	if len(victims) == 0 {
 		t.Fatalf("%s owns none of the profiles", victim)
 	}
-	// The survivor keeps every partition of the victim warm.
+	// The survivors keep every partition of the victim warm.
+	warmOn := map[int32]string{} // the victim's partitions -> the survivor that keeps it warm
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		d := s.debug(survivor)
-		warm := 0
-		for p := range want {
-			if slices.Contains(d.Standby, p) {
-				warm++
+		clear(warmOn)
+		for _, q := range survivors {
+			for _, p := range s.debug(q).Standby {
+				if want[p] {
+					warmOn[p] = q
+				}
 			}
 		}
-		if warm == len(want) {
+		if len(warmOn) == len(want) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s keeps %v warm, not all of %s's partitions %v", survivor, d.Standby, victim, want)
+			t.Fatalf("the survivors keep %v warm, not all of %s's partitions %v", warmOn, victim, want)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -93,7 +104,7 @@ func TestAKilledOwnersReadsAreServedByItsStandby(t *testing.T) {
 			for i := w; !stop.Load(); i += 4 {
 				uid := victims[i%len(victims)]
 				began := time.Now()
-				resp, err := client.Get(s.URLOf(survivor) + "/api/profile/" + uid)
+				resp, err := client.Get(s.URLOf(survivors[i%len(survivors)]) + "/api/profile/" + uid)
 				if err != nil {
 					failures.Add(1)
 					t.Errorf("GET %s: %v", uid, err)
@@ -134,7 +145,7 @@ func TestAKilledOwnersReadsAreServedByItsStandby(t *testing.T) {
 			standby++
 		}
 	}
-	t.Logf("%d reads after the kill, %d of them from %s's warm copy; the slowest took %v; %d failed", afterKill, standby, survivor, slowest.Round(time.Millisecond), failures.Load())
+	t.Logf("%d reads after the kill, %d of them from a warm copy; the slowest took %v; %d failed", afterKill, standby, slowest.Round(time.Millisecond), failures.Load())
 	if failures.Load() > 0 {
 		t.Fatalf("%d reads failed", failures.Load())
 	}
@@ -144,5 +155,13 @@ func TestAKilledOwnersReadsAreServedByItsStandby(t *testing.T) {
 	// The aim: a dead owner's partitions are read again within 3 s.
 	if slowest > 3*time.Second {
 		t.Fatalf("a read of %s's partitions took %v after the kill; want at most 3s", victim, slowest)
+	}
+	// Each of the victim's partitions moved to the survivor that kept it
+	// warm, so that its catch-up was the tail.
+	after := s.owners(survivors[0])
+	for p, q := range warmOn {
+		if after[p] != q {
+			t.Errorf("partition %d moved to %s; %s kept it warm", p, after[p], q)
+		}
 	}
 }

@@ -59,6 +59,16 @@ type GroupOptions struct {
 	// Unfit, or while it says nil, a failing batch is retried in place
 	// (see handle), and its partition is not served meanwhile.
 	Unfit func() error
+	// Prefer, if set, is asked by the member that plans a rebalance (the
+	// group's leader) for every partition: which of members (instance IDs,
+	// Member.ID) should take p over, nearest first, or nil to leave p to
+	// the sticky plan. The plan then swaps partitions that the sticky
+	// strategy gave to other members than preferred among themselves, so
+	// that the number of partitions of each member, and every partition
+	// that stays with its member, are as the sticky plan has them.
+	// query-svc prefers, for a partition whose owner left, the members
+	// that kept it warm (see follower.Standby.Preferred).
+	Prefer func(p int32, members []string) []string
 }
 
 // Session is one generation of this instance's membership: what the
@@ -195,7 +205,7 @@ func NewGroup(client sarama.Client, opts GroupOptions, log *slog.Logger) (*Group
 func (c Config) GroupConfig(clientID string, opts GroupOptions) *sarama.Config {
 	sc := c.Sarama(clientID)
 	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{
-		newMemberStrategy(sarama.NewBalanceStrategySticky(), opts.Self, opts.Topics[0]),
+		newMemberStrategy(sarama.NewBalanceStrategySticky(), opts.Self, opts.Topics[0], opts.Prefer),
 	}
 	sc.Consumer.Group.Member.UserData = wrapUserData(opts.Self, nil)
 	sc.Consumer.Group.InstanceId = opts.InstanceID

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync"
 
@@ -78,13 +79,14 @@ type memberStrategy struct {
 	inner   sarama.BalanceStrategy
 	self    Member
 	primary string
+	prefer  func(p int32, members []string) []string // GroupOptions.Prefer
 
 	mu      sync.Mutex
 	members map[string]Member // by group member id, learned in Plan (leader only)
 }
 
-func newMemberStrategy(inner sarama.BalanceStrategy, self Member, primary string) *memberStrategy {
-	return &memberStrategy{inner: inner, self: self, primary: primary, members: map[string]Member{}}
+func newMemberStrategy(inner sarama.BalanceStrategy, self Member, primary string, prefer func(int32, []string) []string) *memberStrategy {
+	return &memberStrategy{inner: inner, self: self, primary: primary, prefer: prefer, members: map[string]Member{}}
 }
 
 func (s *memberStrategy) Name() string { return s.inner.Name() }
@@ -110,7 +112,127 @@ func (s *memberStrategy) Plan(members map[string]sarama.ConsumerGroupMemberMetad
 	if err != nil {
 		return nil, err
 	}
+	if s.prefer != nil {
+		preferPlan(plan, s.primary, learned, s.prefer)
+	}
 	return mirrorPlan(plan, s.primary, topics), nil
+}
+
+// preferPlan moves partitions of the primary topic to the members that
+// prefer names for them (see GroupOptions.Prefer). First by swapping two
+// partitions between their members: p, which another member got, with a
+// partition q of p's preferred member that has a preference of its own,
+// not for that member, so that every member keeps as many partitions as
+// the sticky plan gave it. Then, for what no swap placed, by moving p to
+// its first preferred member. A partition without a preference never
+// moves: it stays where the sticky plan put it, usually with its owner.
+func preferPlan(plan sarama.BalanceStrategyPlan, primary string, members map[string]Member, prefer func(int32, []string) []string) {
+	ids := make([]string, 0, len(members))
+	byInstance := make(map[string]string, len(members)) // instance id -> group member id
+	for gid, m := range members {
+		if m.ID != "" {
+			ids = append(ids, m.ID)
+			byInstance[m.ID] = gid
+		}
+	}
+	sort.Strings(ids)
+	owner := map[int32]string{} // partition -> group member id
+	var parts []int32
+	for gid, topics := range plan {
+		for _, p := range topics[primary] {
+			owner[p] = gid
+			parts = append(parts, p)
+		}
+	}
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	want := map[int32][]string{} // partition -> preferred group member ids
+	for _, p := range parts {
+		for _, id := range prefer(p, ids) {
+			if gid, ok := byInstance[id]; ok {
+				want[p] = append(want[p], gid)
+			}
+		}
+	}
+	wants := func(p int32, gid string) bool {
+		for _, w := range want[p] {
+			if w == gid {
+				return true
+			}
+		}
+		return false
+	}
+	if len(want) == 0 {
+		return
+	}
+	swaps, moves := 0, 0
+	defer func() {
+		slog.Info("rebalance plan: partitions whose owner left go to members that kept them warm",
+			"partitions", len(want), "swapped", swaps, "moved", moves)
+	}()
+	for _, p := range parts {
+		if len(want[p]) == 0 || wants(p, owner[p]) {
+			continue
+		}
+		for _, target := range want[p] {
+			from := owner[p]
+			swapped := false
+			for _, q := range plan[target][primary] {
+				if len(want[q]) > 0 && !wants(q, target) {
+					replace(plan[target][primary], q, p)
+					replace(plan[from][primary], p, q)
+					owner[p], owner[q] = target, from
+					swapped = true
+					swaps++
+					break
+				}
+			}
+			if swapped {
+				break
+			}
+		}
+	}
+	// What no swap could place moves all the same: a partition read from
+	// the start is unavailable for as long as that takes, while an
+	// uneven count only costs some load until the next rebalance evens it
+	// out (Kafka Streams' high-availability assignor makes the same
+	// choice, KIP-441).
+	for _, p := range parts {
+		if len(want[p]) == 0 || wants(p, owner[p]) {
+			continue
+		}
+		from, target := owner[p], want[p][0]
+		plan[from][primary] = remove(plan[from][primary], p)
+		if plan[target] == nil {
+			plan[target] = map[string][]int32{}
+		}
+		plan[target][primary] = append(plan[target][primary], p)
+		owner[p] = target
+		moves++
+	}
+	for _, topics := range plan {
+		sort.Slice(topics[primary], func(i, j int) bool { return topics[primary][i] < topics[primary][j] })
+	}
+}
+
+// remove returns parts without p.
+func remove(parts []int32, p int32) []int32 {
+	out := parts[:0]
+	for _, q := range parts {
+		if q != p {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// replace puts new where old is in parts.
+func replace(parts []int32, old, new int32) {
+	for i, p := range parts {
+		if p == old {
+			parts[i] = new
+			return
+		}
+	}
 }
 
 // mirrorPlan gives every member the partitions of each secondary topic that

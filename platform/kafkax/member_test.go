@@ -49,7 +49,7 @@ func TestMirrorPlanCoPartitions(t *testing.T) {
 
 func TestStickyPlanThroughWrapperKeepsMembersAndStickiness(t *testing.T) {
 	topics := map[string][]int32{"snap": {0, 1, 2, 3, 4, 5}, "idx": {0, 1, 2, 3, 4, 5}}
-	s := newMemberStrategy(sarama.NewBalanceStrategySticky(), Member{ID: "x"}, "snap")
+	s := newMemberStrategy(sarama.NewBalanceStrategySticky(), Member{ID: "x"}, "snap", nil)
 	meta := func(id string, userData []byte) sarama.ConsumerGroupMemberMetadata {
 		return sarama.ConsumerGroupMemberMetadata{Version: 1, Topics: []string{"snap", "idx"}, UserData: wrapUserData(Member{ID: id, URL: "http://" + id}, userData)}
 	}
@@ -92,5 +92,78 @@ func TestStickyPlanThroughWrapperKeepsMembersAndStickiness(t *testing.T) {
 	}
 	if kept != 4 || len(plan2["m3"]["snap"]) != 2 {
 		t.Fatalf("not sticky: kept %d partitions, new member got %v (plan %v)", kept, plan2["m3"], plan2)
+	}
+}
+
+// preferPlan swaps partitions whose preferred members got others' among
+// themselves, and moves those that no swap places: a partition without a
+// preference never moves, and one placed where it is preferred stays
+// there.
+func TestPreferPlanSwapsTowardsThePreferredMembers(t *testing.T) {
+	members := map[string]Member{"ga": {ID: "a"}, "gb": {ID: "b"}, "gc": {ID: "c"}}
+	for _, tc := range []struct {
+		name   string
+		plan   map[string][]int32 // group member id -> partitions
+		prefer map[int32][]string // partition -> instance ids
+		want   map[string][]int32
+	}{
+		{
+			name: "a dead member's partitions go to their standbys",
+			// d owned 6, 7, 8, 9 and left; the sticky plan spread them.
+			plan:   map[string][]int32{"ga": {0, 1, 6, 7}, "gb": {2, 3, 8}, "gc": {4, 5, 9}},
+			prefer: map[int32][]string{6: {"b"}, 7: {"c"}, 8: {"a"}, 9: {"a"}},
+			want:   map[string][]int32{"ga": {0, 1, 8, 9}, "gb": {2, 3, 6}, "gc": {4, 5, 7}},
+		},
+		{
+			name:   "no swap places them: they move, and the counts come out uneven",
+			plan:   map[string][]int32{"ga": {0, 6}, "gb": {1, 7}, "gc": {2, 8}},
+			prefer: map[int32][]string{6: {"b"}, 7: {"b"}, 8: {"b"}},
+			want:   map[string][]int32{"ga": {0}, "gb": {1, 6, 7, 8}, "gc": {2}},
+		},
+		{
+			name: "swaps first, then a move",
+			// d owned 6, 7, 8 and left, and kept 6 and 8 warm on a.
+			plan:   map[string][]int32{"ga": {0, 6}, "gb": {1, 7}, "gc": {2, 8}},
+			prefer: map[int32][]string{6: {"a"}, 7: {"c"}, 8: {"a"}},
+			want:   map[string][]int32{"ga": {0, 6, 8}, "gb": {1}, "gc": {2, 7}},
+		},
+		{
+			name:   "the next preferred member",
+			plan:   map[string][]int32{"ga": {0, 6}, "gb": {1, 7}, "gc": {2}},
+			prefer: map[int32][]string{6: {"c", "b"}, 7: {"a"}},
+			want:   map[string][]int32{"ga": {0, 7}, "gb": {1, 6}, "gc": {2}},
+		},
+		{
+			name:   "no preference: the sticky plan as it is",
+			plan:   map[string][]int32{"ga": {0, 3}, "gb": {1, 4}, "gc": {2, 5}},
+			prefer: map[int32][]string{},
+			want:   map[string][]int32{"ga": {0, 3}, "gb": {1, 4}, "gc": {2, 5}},
+		},
+		{
+			name:   "a member the plan does not know",
+			plan:   map[string][]int32{"ga": {0, 3}, "gb": {1, 4}, "gc": {2, 5}},
+			prefer: map[int32][]string{3: {"z"}},
+			want:   map[string][]int32{"ga": {0, 3}, "gb": {1, 4}, "gc": {2, 5}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			plan := sarama.BalanceStrategyPlan{}
+			for gid, parts := range tc.plan {
+				plan[gid] = map[string][]int32{"snap": append([]int32(nil), parts...)}
+			}
+			preferPlan(plan, "snap", members, func(p int32, ids []string) []string {
+				if !reflect.DeepEqual(ids, []string{"a", "b", "c"}) {
+					t.Errorf("members %v, want a b c", ids)
+				}
+				return tc.prefer[p]
+			})
+			got := map[string][]int32{}
+			for gid, topics := range plan {
+				got[gid] = topics["snap"]
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("plan %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -81,6 +81,11 @@ const (
 	// names it too; this header tells a client that learns owners from
 	// X-Served-By (the front door) not to take it for the owner.
 	HeaderStandby = "X-Profiles-Standby"
+	// HeaderStandbyRead, on a forwarded read, asks its receiver to serve
+	// it from its warm copy of the partition (StandbyReader): the
+	// forwarder could not dial the owner and keeps no copy itself. The
+	// receiver serves it so, or answers 503 with HeaderNotServed.
+	HeaderStandbyRead = "X-Profiles-Standby-Read"
 )
 
 // Holder is implemented by a Router that can tell at once, without
@@ -144,6 +149,11 @@ type ConnectedRouter interface {
 // for the owner as before.
 type StandbyReader interface {
 	ReadIndex(ctx context.Context, p int32) (release func(), err error)
+	// StandbyOf names the instances that keep a warm copy of p, by this
+	// instance's table, nearest first: a read whose owner cannot be
+	// dialed, and that this instance has no warm copy of, is sent to the
+	// first (HeaderStandbyRead), instead of waiting for the owner.
+	StandbyOf(p int32) []kafkax.Member
 }
 
 // EpochRouter is implemented by a Router whose table can change wholesale
@@ -165,7 +175,7 @@ type EpochRouter interface {
 
 var forwards = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "profiles_routing_requests_total",
-	Help: "Requests by routing outcome: local (served here), forwarded (sent to the owner), unavailable (no owner in time), lost (a read whose partition was lost while it read, routed again), rerouted (a write refused here with nothing written, routed again), not_served (a forward its owner served nothing of, routed again), standby (a read whose owner did not answer, served from this instance's warm copy at a read index).",
+	Help: "Requests by routing outcome: local (served here), forwarded (sent to the owner), unavailable (no owner in time), lost (a read whose partition was lost while it read, routed again), rerouted (a write refused here with nothing written, routed again), not_served (a forward its owner served nothing of, routed again), standby (a read whose owner could not be dialed, served from this instance's warm copy at a read index), to_standby (such a read sent to the instance that keeps the warm copy).",
 }, []string{"outcome"})
 
 // Router tells where partition p is served; see kafkax.Group.Route.
@@ -209,6 +219,13 @@ func (rt Routing) Handler(partitionOf func(*http.Request) (int32, bool), h http.
 		}
 		forwardedBy := r.Header.Get(HeaderForwardedBy)
 		forwarded := forwardedBy != ""
+		if forwarded && isRead(r) && r.Header.Get(HeaderStandbyRead) != "" && rt.serveStandby(r.Context(), w, r, p, h) {
+			// Sent here for this instance's warm copy (forwardToStandby).
+			// Without one (the partition moved here, or elsewhere) the read
+			// is routed as any forwarded read: served if it is ours now,
+			// answered not served otherwise.
+			return
+		}
 		// notWritten is set once this instance refused the write here
 		// having written nothing (HeaderNotWritten): the request is routed
 		// again, and may take one more hop to the partition's new owner.
@@ -349,7 +366,7 @@ func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r
 		if dialErr == nil {
 			return
 		}
-		if isRead(r) && unreachable(dialErr) && rt.serveStandby(ctx, w, r, p, h) {
+		if isRead(r) && unreachable(dialErr) && (rt.serveStandby(ctx, w, r, p, h) || rt.forwardToStandby(w, r, p, epoch)) {
 			return
 		}
 		if cr, ok := rt.Router.(ConnectedRouter); ok && errors.Is(dialErr, errNotServed) && !isRead(r) && !cr.Connected() {
@@ -384,6 +401,31 @@ func (rt Routing) forwardWithRetry(ctx context.Context, w http.ResponseWriter, r
 			return
 		}
 	}
+}
+
+// forwardToStandby sends the read r of partition p, whose owner could not
+// be dialed, to the first instance that keeps a warm copy of p, asking it
+// to serve it from there (HeaderStandbyRead), and reports whether it
+// answered. A read that was forwarded here already is not forwarded
+// again, nor is one whose standby is this instance.
+func (rt Routing) forwardToStandby(w http.ResponseWriter, r *http.Request, p int32, epoch int) bool {
+	sr, ok := rt.Router.(StandbyReader)
+	if !ok || r.Header.Get(HeaderForwardedBy) != "" {
+		return false
+	}
+	standbys := sr.StandbyOf(p)
+	if len(standbys) == 0 || standbys[0].ID == rt.Self.ID {
+		return false
+	}
+	r.Header.Set(HeaderStandbyRead, "1")
+	defer r.Header.Del(HeaderStandbyRead)
+	r.Body = http.NoBody
+	r.ContentLength = 0
+	if err := rt.forward(w, r, nil, p, standbys[0], epoch); err != nil {
+		return false // it served nothing: the caller goes on waiting for the owner
+	}
+	forwardsToStandby.Inc()
+	return true
 }
 
 // unreachable reports whether a forward failed because its owner could not
@@ -684,6 +726,7 @@ var (
 	forwardsLost      = forwards.WithLabelValues("lost")
 	forwardsNotServed = forwards.WithLabelValues("not_served")
 	forwardsStandby   = forwards.WithLabelValues("standby")
+	forwardsToStandby = forwards.WithLabelValues("to_standby")
 )
 
 // bufferedResponse holds an answer until it may be sent: the headers the

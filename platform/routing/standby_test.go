@@ -20,9 +20,12 @@ import (
 type standbyRouter struct {
 	fakeRouter
 	warm     bool
+	standbys []kafkax.Member
 	asked    atomic.Int32
 	released atomic.Int32
 }
+
+func (s *standbyRouter) StandbyOf(int32) []kafkax.Member { return s.standbys }
 
 func (s *standbyRouter) ReadIndex(ctx context.Context, p int32) (func(), error) {
 	s.asked.Add(1)
@@ -100,4 +103,43 @@ func instanceWith(t *testing.T, rt Routing) string {
 	srv := httptest.NewServer(rt.Handler(func(*http.Request) (int32, bool) { return 0, true }, echo(rt.Self.ID)))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// A read whose owner cannot be dialed, at an instance without a warm copy,
+// is sent to the instance that keeps one, which serves it from there (one
+// hop, X-Profiles-Standby); a read forwarded that way is never sent on
+// again.
+func TestAReadOfAnUnreachableOwnerIsSentToItsStandby(t *testing.T) {
+	dead := deadMember(t)
+	warm := &standbyRouter{fakeRouter: fakeRouter{selfID: "b", owners: []kafkax.Member{dead}}, warm: true}
+	b := instanceWith(t, Routing{Router: warm, Self: kafkax.Member{ID: "b"}, Wait: 500 * time.Millisecond})
+	cold := &standbyRouter{fakeRouter: fakeRouter{selfID: "a", owners: []kafkax.Member{dead}}, standbys: []kafkax.Member{{ID: "b", URL: b}}}
+	a := instanceWith(t, Routing{Router: cold, Self: kafkax.Member{ID: "a"}, Wait: 500 * time.Millisecond})
+
+	resp, err := http.Get(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "b:" || resp.Header.Get(HeaderServedBy) != "b" || resp.Header.Get(HeaderStandby) != "b" || resp.Header.Get(HeaderHops) != "1" {
+		t.Fatalf("status %d body %q served by %q standby %q hops %q; want b's warm copy, one hop", resp.StatusCode, body,
+			resp.Header.Get(HeaderServedBy), resp.Header.Get(HeaderStandby), resp.Header.Get(HeaderHops))
+	}
+	if warm.released.Load() != 1 {
+		t.Fatalf("b released %d standby reads, want 1", warm.released.Load())
+	}
+
+	// b loses its warm copy: a read sent to it for that copy is answered
+	// not served (b's table names another owner), and a routes it again
+	// until its wait ends.
+	warm.warm = false
+	resp, err = http.Get(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(HeaderStandby) != "" {
+		t.Fatalf("status %d standby %q; want 503 once nobody has a warm copy", resp.StatusCode, resp.Header.Get(HeaderStandby))
+	}
 }

@@ -401,6 +401,15 @@ func (g *Generations) ReadIndex(ctx context.Context, p int32) (func(), error) {
 	return nil, ErrNotWarm
 }
 
+// StandbyOf implements routing.StandbyReader: the instances that keep
+// partition p of the serving generation warm, by its table.
+func (g *Generations) StandbyOf(p int32) []kafkax.Member {
+	if gf, ok := g.servingFollower().(*GroupFollower); ok && gf.Standby != nil {
+		return StandbyMembers(gf.Assignment(), p, gf.Standby.Count)
+	}
+	return nil
+}
+
 func (g *Generations) servingFollower() Follower {
 	f, _, _ := g.current()
 	return f

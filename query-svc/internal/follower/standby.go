@@ -30,36 +30,61 @@ var (
 
 // StandbysOf returns the partitions that member self keeps warm in a
 // group with assignment a, when every partition is kept warm on count
-// instances besides its owner. The members sorted by ID form a ring; the
-// standbys of partition p of the member at position j are count members
-// among the other n-1, starting after j at p mod (n-1) positions on, so
-// that one member's partitions have their standbys spread over all the
-// others, and a member that fails leaves every survivor a share of warm
-// partitions. With two members and count 1, each keeps the other's
-// partitions. It returns nil when a is not stable, self is not a member,
-// or count < 1.
+// instances besides its owner (see standbyPositions). It returns nil when
+// a is not stable, self is not a member, or count < 1.
 func StandbysOf(a kafkax.Assignment, self string, count int) []int32 {
 	n := len(a.Members) // sorted by ID
 	i := slices.IndexFunc(a.Members, func(m kafkax.MemberAssignment) bool { return m.ID == self })
-	if count < 1 || a.State != "Stable" || i < 0 || n < 2 {
+	if count < 1 || a.State != "Stable" || i < 0 {
 		return nil
 	}
-	count = min(count, n-1)
 	var out []int32
 	for j, m := range a.Members {
-		if j == i {
-			continue
-		}
 		for _, p := range m.Partitions {
-			for k := range count {
-				if (j+1+(int(p)+k)%(n-1))%n == i {
-					out = append(out, p)
-				}
+			if slices.Contains(standbyPositions(j, n, p, count), i) {
+				out = append(out, p)
 			}
 		}
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// StandbyMembers returns the members that keep partition p warm in a
+// group with assignment a (see StandbysOf), nearest first; none when a is
+// not stable or nobody owns p.
+func StandbyMembers(a kafkax.Assignment, p int32, count int) []kafkax.Member {
+	if count < 1 || a.State != "Stable" {
+		return nil
+	}
+	for j, m := range a.Members {
+		if slices.Contains(m.Partitions, p) {
+			var out []kafkax.Member
+			for _, k := range standbyPositions(j, len(a.Members), p, count) {
+				out = append(out, a.Members[k].Member)
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+// standbyPositions returns the positions, among n members sorted by ID,
+// of the standbys of partition p of the member at position j. The members
+// form a ring; the standbys are count of the other n-1, starting after j
+// at p mod (n-1) positions on, so that one member's partitions have their
+// standbys spread over all the others, and a member that fails leaves
+// every survivor a share of warm partitions. With two members and count 1,
+// each keeps the other's partitions.
+func standbyPositions(j, n int, p int32, count int) []int {
+	if n < 2 {
+		return nil
+	}
+	out := make([]int, 0, min(count, n-1))
+	for k := range min(count, n-1) {
+		out = append(out, (j+1+(int(p)+k)%(n-1))%n)
+	}
+	return out
 }
 
 // Standby keeps partitions that another instance owns warm in this
@@ -100,6 +125,8 @@ type Standby struct {
 	// of Standby's.
 	Settle func(ctx context.Context)
 
+	stable atomic.Pointer[kafkax.Assignment] // the latest stable table read
+
 	mu       sync.Mutex
 	owned    map[int32]bool // the partitions of the group's latest session
 	previous []int32        // those of the session before it
@@ -131,6 +158,9 @@ func (s *Standby) Run(ctx context.Context) error {
 // minus those the group gave this instance, if they changed.
 func (s *Standby) update(ctx context.Context) {
 	a := s.Assignment()
+	if a.State == "Stable" {
+		s.stable.Store(&a)
+	}
 	if a.State != "Stable" || (s.Ready != nil && s.Ready() != nil) {
 		return // keep what is read until the group settles and its partitions are served
 	}
@@ -251,6 +281,30 @@ func (s *Standby) Release(owned []int32) {
 	}
 	s.warm = nil // the next update reads the rest again, from where it was
 	standbyPartitions.Set(0)
+}
+
+// Preferred implements kafkax.GroupOptions.Prefer: when the owner of p
+// in the latest stable table is not among members (it left the group),
+// the members that kept p warm by that table, nearest first, so that the
+// plan gives p to one that has only its tail to read. Otherwise nil: p
+// stays with its owner, or wherever the sticky plan puts it.
+func (s *Standby) Preferred(p int32, members []string) []string {
+	a := s.stable.Load()
+	if a == nil || s.Count < 1 {
+		return nil
+	}
+	for _, m := range a.Members {
+		if slices.Contains(m.Partitions, p) && slices.Contains(members, m.ID) {
+			return nil // its owner is still here
+		}
+	}
+	var out []string
+	for _, m := range StandbyMembers(*a, p, s.Count) {
+		if slices.Contains(members, m.ID) {
+			out = append(out, m.ID)
+		}
+	}
+	return out
 }
 
 // ErrNotWarm is returned by ReadIndex for a partition this instance does

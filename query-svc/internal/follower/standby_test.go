@@ -48,7 +48,8 @@ func TestStandbysOf(t *testing.T) {
 			}
 		})
 	}
-	// Every partition on exactly count members, never on its owner.
+	// Every partition on exactly count members, never on its owner, and
+	// StandbyMembers agrees.
 	for count := 1; count <= 2; count++ {
 		warm := map[int32]int{}
 		for _, m := range three.Members {
@@ -63,6 +64,43 @@ func TestStandbysOf(t *testing.T) {
 			if warm[p] != count {
 				t.Errorf("count %d: partition %d is warm on %d members", count, p, warm[p])
 			}
+			// StandbyMembers names the same members.
+			for _, m := range three.Members {
+				named := slices.ContainsFunc(StandbyMembers(three, p, count), func(s kafkax.Member) bool { return s.ID == m.ID })
+				if keeps := slices.Contains(StandbysOf(three, m.ID, count), p); named != keeps {
+					t.Errorf("count %d, partition %d: StandbyMembers names %s: %t; StandbysOf(%s) holds it: %t", count, p, m.ID, named, m.ID, keeps)
+				}
+			}
 		}
+	}
+}
+
+// A partition whose owner left the group is preferred on the members that
+// kept it warm by the last stable table; one whose owner stays, or any
+// partition before a stable table was read, is left to the sticky plan.
+func TestPreferredAreTheStandbysOfALeftOwner(t *testing.T) {
+	three := table("Stable", member("a", 0, 3), member("b", 1, 4), member("c", 2, 5))
+	s := &Standby{Self: "a", Count: 1, Assignment: func() kafkax.Assignment { return three }}
+	if got := s.Preferred(1, []string{"a", "c"}); got != nil {
+		t.Fatalf("before any table: Preferred = %v, want nil", got)
+	}
+	s.stable.Store(&three)
+	for _, tc := range []struct {
+		name    string
+		p       int32
+		members []string
+		want    []string
+	}{
+		// b's 1 and 4 are warm on a and c (TestStandbysOf).
+		{"b left: its 1 to a", 1, []string{"a", "c"}, []string{"a"}},
+		{"b left: its 4 to c", 4, []string{"a", "c"}, []string{"c"}},
+		{"the owner stays", 0, []string{"a", "c"}, nil},
+		{"b left and its standby too", 1, []string{"c"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := s.Preferred(tc.p, tc.members); !slices.Equal(got, tc.want) {
+				t.Errorf("Preferred(%d, %v) = %v, want %v", tc.p, tc.members, got, tc.want)
+			}
+		})
 	}
 }

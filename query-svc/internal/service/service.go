@@ -129,6 +129,8 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		opts := kafkax.GroupOptions{
 			Group: topology.GenerationGroup(*cfg.Group, n), Topics: topics, Self: self,
 			SessionTimeout: *cfg.SessionTimeout, Start: a.Start, Handle: handle,
+			// A partition whose owner left goes to a member that kept it warm.
+			Prefer: standby.Preferred,
 			Assigned: func(s kafkax.Session) {
 				standby.Release(s.Partitions) // before the session reads the view's offsets
 				gens.Assigned(s.Partitions)
