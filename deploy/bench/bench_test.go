@@ -96,8 +96,11 @@ func TestBenchHarnessRunsAtTinySize(t *testing.T) {
 			t.Errorf("no restart-to-ready figure for %s: %+v", p, rep.Restarts)
 		}
 	}
-	if len(rep.Aims) != 10 {
-		t.Errorf("%d aims judged, want 10: %+v", len(rep.Aims), rep.Aims)
+	if f := rep.Failover; f == nil || f.Reads == 0 {
+		t.Errorf("no failover figure: %+v", f)
+	}
+	if len(rep.Aims) != 11 {
+		t.Errorf("%d aims judged, want 11: %+v", len(rep.Aims), rep.Aims)
 	}
 	for _, f := range []string{"latest.json", "latest.md", "latency.png"} {
 		st, err := os.Stat(filepath.Join(cfg.OutDir, f))

@@ -37,6 +37,7 @@ type Report struct {
 	Scenarios      []ScenarioResult `json:"scenarios"`
 	WriteToVisible *WriteToVisible  `json:"write_to_visible,omitempty"`
 	Restarts       []RestartResult  `json:"restarts"`
+	Failover       *FailoverResult  `json:"failover,omitempty"`
 	RSS            []RSSResult      `json:"rss"`
 	CeilingRSSMB   float64          `json:"ceiling_rss_mb"`
 	Profiles       []ProfileSummary `json:"profiles"`
@@ -282,6 +283,10 @@ func (r *Report) finish(t0 time.Time) {
 		r.Aims = append(r.Aims, Aim{Aim: "write-to-visible p99 ≤ 25 ms at half the maximum write rate", Figure: wtv.Name,
 			Value: wtv.Value, Unit: "ms", Met: wtv.Value <= 25 && r.WriteToVisible.Errors == 0})
 	}
+	if f := r.Failover; f != nil {
+		r.Aims = append(r.Aims, Aim{Aim: "reads of a dead owner's partitions served again ≤ 3 s", Figure: "failover: the slowest read after the kill",
+			Value: f.SlowestSeconds, Unit: "s", Met: f.SlowestSeconds <= 3 && f.Errors == 0})
+	}
 	if queryRestart != nil {
 		a := Aim{Aim: "restart-to-ready ≤ 2 s for 1,000,000 profiles", Figure: queryRestart.Name, Value: queryRestart.Value, Unit: "s", Met: queryRestart.Value <= 2}
 		if r.Setup.Profiles < 1_000_000 {
@@ -398,6 +403,10 @@ func (r *Report) Markdown() string {
 		w("| %s | %.1f | %.1f | %s |\n", x.Proc, x.AfterLoadMB, x.AtEndMB, ready)
 	}
 	w("| HTTP ceiling | – | %.1f | – |\n", r.CeilingRSSMB)
+	if f := r.Failover; f != nil {
+		w("\n**Failover.** %s SIGKILLed while 8 workers read the profiles of its partitions from the other instance (closed loop), for %.0f s after the kill (the session timeout, the rebalance and the catch-up): %d reads, %d of them served from the survivor's warm copy (`X-Profiles-Standby`), %d failed; the slowest took %.3f s, p99 %.3f s.\n",
+			f.Killed, f.WatchedSeconds, f.Reads, f.Standby, f.Errors, f.SlowestSeconds, f.P99Seconds)
+	}
 
 	w("\n### Where the CPU went (cores used during each closed-loop run)\n\n")
 	w("%s is the part of kafka's CPU that the JVM's JIT compiler threads used: the broker starts with the run, and compiles the paths of each kind of work the first time it does it.\n\n", kafkaJIT)

@@ -154,7 +154,10 @@ func (b *bench) run(ctx context.Context) error {
 	if rss, err := RSS(b.ceiling.PID()); err == nil {
 		b.rep.CeilingRSSMB = mb(rss)
 	}
-	return b.restarts(ctx)
+	if err := b.restarts(ctx); err != nil {
+		return err
+	}
+	return b.failover(ctx)
 }
 
 // configure picks the ports and the services' environment.

@@ -250,6 +250,18 @@ func (p *Proc) Wait() error {
 	return p.err
 }
 
+// Kill sends SIGKILL and waits for the exit: a crash, with no drain.
+func (p *Proc) Kill() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
+
 // Stop sends SIGTERM and waits up to grace for the exit, then SIGKILLs. It
 // returns how long the process took to exit.
 func (p *Proc) Stop(grace time.Duration) time.Duration {
