@@ -22,6 +22,10 @@ var (
 		Name: "profiles_query_standby_partitions",
 		Help: "Partitions this instance keeps warm in its view for other instances (STANDBYS), without serving them.",
 	})
+	standbyErrors = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "profiles_query_standby_read_errors_total",
+		Help: "Times the reading of the standby partitions stopped on an error (a data key not readable yet, a full disk, a broker away) and started again.",
+	})
 	standbyCaughtUp = promauto.NewGauge(prometheus.GaugeOpts{
 		Name: "profiles_query_standby_partitions_caught_up",
 		Help: "Standby partitions whose view has reached the end they had when their reading started.",
@@ -211,6 +215,7 @@ func (s *Standby) read(ctx context.Context, parts []int32) {
 	// CaughtUp runs on the reading's goroutines, which a stop waits for
 	// under s.mu: it must not take s.mu.
 	var caught atomic.Int64
+	var warned time.Time
 	for ctx.Err() == nil {
 		caught.Store(0)
 		var wg sync.WaitGroup
@@ -238,7 +243,11 @@ func (s *Standby) read(ctx context.Context, parts []int32) {
 		cancel()
 		for _, err := range errs {
 			if err != nil && ctx.Err() == nil {
-				s.Log.Warn("standby partitions cannot be read; trying again", "partitions", parts, "err", err)
+				standbyErrors.Inc()
+				if time.Since(warned) >= 30*time.Second { // it tries every second
+					warned = time.Now()
+					s.Log.Warn("standby partitions cannot be read; trying again every second", "partitions", parts, "err", err)
+				}
 				break
 			}
 		}
