@@ -92,12 +92,7 @@ func TestNeverForwardsTwice(t *testing.T) {
 }
 
 func TestRetriesWhenTheOwnerIsDead(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := kafkax.Member{ID: "dead", URL: "http://" + l.Addr().String()}
-	l.Close() // nothing listens there any more
+	dead := deadMember(t)
 	rc := &fakeRouter{selfID: "c"}
 	_, c := instance(t, "c", rc)
 	rc.owners = []kafkax.Member{c}
