@@ -107,8 +107,8 @@ func (g *Generations) runGeneration(ctx context.Context, n int, ready func()) er
 	if err != nil {
 		return err
 	}
-	if gf, ok := f.(*GroupFollower); ok && gf.Standby != nil {
-		gf.Standby.Settle = func(ctx context.Context) { g.dropUnowned(ctx, f) }
+	if s := standbyOf(f); s != nil {
+		s.Settle = func(ctx context.Context) { g.dropUnowned(ctx, f) }
 	}
 	g.mu.Lock()
 	g.running[f] = n
@@ -386,8 +386,8 @@ func (g *Generations) Owned() []int32 {
 // Standby returns the partitions that the serving generation keeps warm
 // for other instances (see Standby); nil in the full-replica mode.
 func (g *Generations) Standby() []int32 {
-	if gf, ok := g.servingFollower().(*GroupFollower); ok && gf.Standby != nil {
-		return gf.Standby.Warm()
+	if s := g.servingStandby(); s != nil {
+		return s.Warm()
 	}
 	return nil
 }
@@ -395,8 +395,8 @@ func (g *Generations) Standby() []int32 {
 // ReadIndex implements routing.StandbyReader through the serving
 // generation's standby (see Standby.ReadIndex).
 func (g *Generations) ReadIndex(ctx context.Context, p int32) (func(), error) {
-	if gf, ok := g.servingFollower().(*GroupFollower); ok && gf.Standby != nil {
-		return gf.Standby.ReadIndex(ctx, p)
+	if s := g.servingStandby(); s != nil {
+		return s.ReadIndex(ctx, p)
 	}
 	return nil, ErrNotWarm
 }
@@ -404,15 +404,24 @@ func (g *Generations) ReadIndex(ctx context.Context, p int32) (func(), error) {
 // StandbyOf implements routing.StandbyReader: the instances that keep
 // partition p of the serving generation warm, by its table.
 func (g *Generations) StandbyOf(p int32) []kafkax.Member {
-	if gf, ok := g.servingFollower().(*GroupFollower); ok && gf.Standby != nil {
-		return StandbyMembers(gf.Assignment(), p, gf.Standby.Count)
+	if s := g.servingStandby(); s != nil {
+		return StandbyMembers(s.Assignment(), p, s.Count)
 	}
 	return nil
 }
 
-func (g *Generations) servingFollower() Follower {
+// servingStandby returns the serving generation's Standby, or nil.
+func (g *Generations) servingStandby() *Standby {
 	f, _, _ := g.current()
-	return f
+	return standbyOf(f)
+}
+
+// standbyOf returns f's Standby: nil unless f is a GroupFollower with one.
+func standbyOf(f Follower) *Standby {
+	if gf, ok := f.(*GroupFollower); ok {
+		return gf.Standby
+	}
+	return nil
 }
 
 // Assignment returns the serving generation's routing table.
@@ -457,8 +466,8 @@ func (g *Generations) Rebuild() error {
 		for _, p := range owned {
 			drop(p)
 		}
-		if gf, ok := f.(*GroupFollower); ok && gf.Standby != nil {
-			gf.Standby.Reset(drop) // read again from the start too
+		if s := standbyOf(f); s != nil {
+			s.Reset(drop) // read again from the start too
 		}
 		g.log.Info("view dropped for a rebuild; reading it again from Kafka", "generation", n, "partitions", len(owned))
 	})

@@ -194,16 +194,17 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		}
 		// The profiles of the partitions it serves (all of them in the
 		// full-replica mode), and apart those it keeps warm for others.
+		warm := gens.Standby()
 		counts, standby := map[int32]int{}, map[int32]int{}
 		for _, p := range held[kcfg.ForGeneration(n).SnapshotsTopic] {
 			switch {
 			case mode == "full" || owned[p]:
 				counts[p], _ = store.Count(p)
-			case slices.Contains(gens.Standby(), p):
+			case slices.Contains(warm, p):
 				standby[p], _ = store.Count(p)
 			}
 		}
-		return map[string]any{"held": held, "profilesByPartition": counts, "standby": gens.Standby(), "standbyProfilesByPartition": standby, "generation": n}
+		return map[string]any{"held": held, "profilesByPartition": counts, "standby": warm, "standbyProfilesByPartition": standby, "generation": n}
 	})).Methods(http.MethodGet)
 
 	// A read-your-writes wait from command-svc asks for 102 at once
