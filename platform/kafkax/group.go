@@ -69,6 +69,15 @@ type GroupOptions struct {
 	// query-svc prefers, for a partition whose owner left, the members
 	// that kept it warm (see follower.Standby.Preferred).
 	Prefer func(p int32, members []string) []string
+	// Held, if set, returns the next offset of every partition of the
+	// primary topic whose state this instance's store holds, owned or not.
+	// It is asked before every join, and the member that plans the
+	// rebalance swaps partitions between members, keeping every member's
+	// count, towards those with the least to read (see heldPlan): an
+	// instance that restarts after its partitions went elsewhere gets back
+	// those it holds. It is called from the group's goroutine, so it must
+	// not wait on the group. An error joins without offsets.
+	Held func() (map[int32]int64, error)
 }
 
 // Session is one generation of this instance's membership: what the
@@ -205,9 +214,10 @@ func NewGroup(client sarama.Client, opts GroupOptions, log *slog.Logger) (*Group
 func (c Config) GroupConfig(clientID string, opts GroupOptions) *sarama.Config {
 	sc := c.Sarama(clientID)
 	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{
-		newMemberStrategy(sarama.NewBalanceStrategySticky(), opts.Self, opts.Topics[0], opts.Prefer),
+		newMemberStrategy(sarama.NewBalanceStrategySticky(), opts),
 	}
-	sc.Consumer.Group.Member.UserData = wrapUserData(opts.Self, nil)
+	// Only the fallback: the strategy writes every join's user data.
+	sc.Consumer.Group.Member.UserData = wrapUserData(memberData{Member: opts.Self}, nil)
 	sc.Consumer.Group.InstanceId = opts.InstanceID
 	if opts.SessionTimeout > 0 {
 		sc.Consumer.Group.Session.Timeout = opts.SessionTimeout

@@ -24,11 +24,21 @@ type Member struct {
 	URL string `json:"url"`
 }
 
+// memberData is what a member's group metadata carries besides the
+// balance strategy's own user data.
+type memberData struct {
+	Member
+	// Held is the next offset of every partition of the primary topic
+	// whose state the member holds, as of its join (GroupOptions.Held).
+	// It travels only in a join's metadata, never in an assignment.
+	Held map[int32]int64 `json:"held,omitempty"`
+}
+
 // memberMagic starts every UserData that carries a Member.
 var memberMagic = []byte("PRF1")
 
 // wrapUserData prefixes a strategy's own user data with m.
-func wrapUserData(m Member, inner []byte) []byte {
+func wrapUserData(m memberData, inner []byte) []byte {
 	j, _ := json.Marshal(m)
 	out := make([]byte, 0, len(memberMagic)+4+len(j)+len(inner))
 	out = append(out, memberMagic...)
@@ -38,24 +48,24 @@ func wrapUserData(m Member, inner []byte) []byte {
 }
 
 // unwrapUserData splits user data written by wrapUserData. Data without the
-// prefix (a member of another version) yields a zero Member and the data
-// unchanged.
-func unwrapUserData(b []byte) (Member, []byte, error) {
+// prefix (a member of another version) yields a zero memberData and the
+// data unchanged.
+func unwrapUserData(b []byte) (memberData, []byte, error) {
 	if !bytes.HasPrefix(b, memberMagic) {
-		return Member{}, b, nil
+		return memberData{}, b, nil
 	}
 	rest := b[len(memberMagic):]
 	if len(rest) < 4 {
-		return Member{}, nil, errors.New("truncated member user data")
+		return memberData{}, nil, errors.New("truncated member user data")
 	}
 	n := binary.BigEndian.Uint32(rest)
 	rest = rest[4:]
 	if uint32(len(rest)) < n {
-		return Member{}, nil, errors.New("truncated member user data")
+		return memberData{}, nil, errors.New("truncated member user data")
 	}
-	var m Member
+	var m memberData
 	if err := json.Unmarshal(rest[:n], &m); err != nil {
-		return Member{}, nil, fmt.Errorf("member user data: %w", err)
+		return memberData{}, nil, fmt.Errorf("member user data: %w", err)
 	}
 	inner := rest[n:]
 	if len(inner) == 0 {
@@ -64,42 +74,90 @@ func unwrapUserData(b []byte) (Member, []byte, error) {
 	return m, inner, nil
 }
 
-// memberStrategy wraps a balance strategy for two purposes:
+// memberStrategy wraps a balance strategy for three purposes:
 //
 //   - It carries each instance's Member in the group metadata. sarama's
-//     sticky strategy stores its own state in the member UserData (and
-//     overwrites Consumer.Group.Member.UserData with it after the first
-//     assignment), so the Member travels as a prefix of whatever the inner
-//     strategy writes.
+//     sticky strategy keeps its own state in the member UserData (the
+//     leader writes it into each assignment, and the member sends it back
+//     at its next join), so the Member travels as a prefix of whatever the
+//     inner strategy writes.
 //   - It co-partitions: the inner strategy plans the primary topic only,
 //     and every other subscribed topic gets the same partition numbers, so
 //     the owner of partition p of the primary topic owns partition p of all
 //     of them (the way Kafka Streams co-partitions a task's inputs).
+//   - It places partitions where their state is: with GroupOptions.Held,
+//     every join says how far the member's store holds each partition,
+//     and the plan swaps partitions towards the members with the least
+//     left to read (see heldPlan); with GroupOptions.Prefer, a left
+//     member's partitions go to the members that kept them warm.
+//
+// sarama calls SubscriptionUserData before every join and OnAssignment
+// after every sync, from the group's own goroutine; Plan and
+// AssignmentData run on the leader. All are safe for concurrent use.
 type memberStrategy struct {
 	inner   sarama.BalanceStrategy
 	self    Member
 	primary string
 	prefer  func(p int32, members []string) []string // GroupOptions.Prefer
+	held    func() (map[int32]int64, error)          // GroupOptions.Held
 
 	mu      sync.Mutex
 	members map[string]Member // by group member id, learned in Plan (leader only)
+	// last is the inner strategy's user data of this member's last
+	// assignment, which its next join sends back.
+	last []byte
 }
 
-func newMemberStrategy(inner sarama.BalanceStrategy, self Member, primary string, prefer func(int32, []string) []string) *memberStrategy {
-	return &memberStrategy{inner: inner, self: self, primary: primary, prefer: prefer, members: map[string]Member{}}
+func newMemberStrategy(inner sarama.BalanceStrategy, opts GroupOptions) *memberStrategy {
+	return &memberStrategy{inner: inner, self: opts.Self, primary: opts.Topics[0], prefer: opts.Prefer, held: opts.Held, members: map[string]Member{}}
 }
 
 func (s *memberStrategy) Name() string { return s.inner.Name() }
 
+// SubscriptionUserData is this member's user data for its next join: its
+// Member, the offsets its store holds now, and the inner strategy's data
+// of its last assignment.
+func (s *memberStrategy) SubscriptionUserData([]string) ([]byte, error) {
+	d := memberData{Member: s.self}
+	if s.held != nil {
+		held, err := s.held()
+		if err != nil {
+			// Joining without them only costs the placement by state.
+			slog.Warn("cannot read the offsets the store holds; joining without them", "err", err)
+		}
+		d.Held = held
+	}
+	s.mu.Lock()
+	last := s.last
+	s.mu.Unlock()
+	return wrapUserData(d, last), nil
+}
+
+// OnAssignment keeps the inner strategy's data of the assignment received,
+// for the next join.
+func (s *memberStrategy) OnAssignment(asg *sarama.ConsumerGroupMemberAssignment, _ int32) {
+	_, inner, err := unwrapUserData(asg.UserData)
+	if err != nil {
+		inner = nil
+	}
+	s.mu.Lock()
+	s.last = inner
+	s.mu.Unlock()
+}
+
 func (s *memberStrategy) Plan(members map[string]sarama.ConsumerGroupMemberMetadata, topics map[string][]int32) (sarama.BalanceStrategyPlan, error) {
 	innerMembers := make(map[string]sarama.ConsumerGroupMemberMetadata, len(members))
 	learned := make(map[string]Member, len(members))
+	held := make(map[string]map[int32]int64, len(members))
 	for id, meta := range members {
 		m, inner, err := unwrapUserData(meta.UserData)
 		if err != nil {
 			return nil, err
 		}
-		learned[id] = m
+		learned[id] = m.Member
+		if len(m.Held) > 0 {
+			held[id] = m.Held
+		}
 		meta.UserData = inner
 		meta.Topics = []string{s.primary}
 		innerMembers[id] = meta
@@ -115,7 +173,68 @@ func (s *memberStrategy) Plan(members map[string]sarama.ConsumerGroupMemberMetad
 	if s.prefer != nil {
 		preferPlan(plan, s.primary, learned, s.prefer)
 	}
+	if len(held) > 0 {
+		heldPlan(plan, s.primary, held)
+	}
 	return mirrorPlan(plan, s.primary, topics), nil
+}
+
+// heldPlan swaps partitions of the primary topic between members, two at
+// a time, while a swap lowers the number of records that the new owners
+// have to read before they serve: for member m and partition p that is
+// the highest offset any member holds of p minus m's own (all of it when
+// m holds nothing of p). Every member keeps as many partitions as the
+// plan gave it, and a swap that gains nothing is not made, so a partition
+// moves only towards a member that is further along in it. A member that
+// restarts after its partitions went elsewhere thus gets back those its
+// store holds, and reads their tails, instead of other partitions from
+// their start.
+func heldPlan(plan sarama.BalanceStrategyPlan, primary string, held map[string]map[int32]int64) {
+	best := map[int32]int64{}
+	for _, offs := range held {
+		for p, off := range offs {
+			best[p] = max(best[p], off)
+		}
+	}
+	cost := func(p int32, gid string) int64 { return best[p] - held[gid][p] }
+	owner := map[int32]string{}
+	var parts []int32
+	for gid, topics := range plan {
+		for _, p := range topics[primary] {
+			owner[p] = gid
+			parts = append(parts, p)
+		}
+	}
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	swaps := 0
+	// Each swap lowers a sum of non-negative integers, so this ends; the
+	// bound only caps the work of a pathological plan.
+	for round := 0; round < len(parts); round++ {
+		swapped := false
+		for i, p := range parts {
+			for _, q := range parts[i+1:] {
+				a, b := owner[p], owner[q]
+				if a == b || cost(p, b)+cost(q, a) >= cost(p, a)+cost(q, b) {
+					continue
+				}
+				replace(plan[a][primary], p, q)
+				replace(plan[b][primary], q, p)
+				owner[p], owner[q] = b, a
+				swaps++
+				swapped = true
+			}
+		}
+		if !swapped {
+			break
+		}
+	}
+	if swaps == 0 {
+		return
+	}
+	for _, topics := range plan {
+		sort.Slice(topics[primary], func(i, j int) bool { return topics[primary][i] < topics[primary][j] })
+	}
+	slog.Info("rebalance plan: partitions swapped towards the members whose stores hold the most of them", "swapped", swaps)
 }
 
 // preferPlan moves partitions of the primary topic to the members that
@@ -265,7 +384,7 @@ func (s *memberStrategy) AssignmentData(memberID string, topics map[string][]int
 	s.mu.Lock()
 	m := s.members[memberID]
 	s.mu.Unlock()
-	return wrapUserData(m, inner), nil
+	return wrapUserData(memberData{Member: m}, inner), nil
 }
 
 // Assignment is one instance's view of a consumer group: who is in it and
@@ -313,14 +432,15 @@ func assignmentOf(d *sarama.GroupDescription, primary string) (Assignment, error
 	for id, md := range d.Members {
 		ma := MemberAssignment{GroupMemberID: id}
 		if meta, err := md.GetMemberMetadata(); err == nil && meta != nil {
-			ma.Member, _, _ = unwrapUserData(meta.UserData)
+			d, _, _ := unwrapUserData(meta.UserData)
+			ma.Member = d.Member
 		}
 		if asg, err := md.GetMemberAssignment(); err == nil && asg != nil {
 			ma.Partitions = append(ma.Partitions, asg.Topics[primary]...)
 			// The assignment's UserData is what the member sends at its next
 			// join; it carries the Member as well, and is newer.
-			if m, _, err := unwrapUserData(asg.UserData); err == nil && m.ID != "" {
-				ma.Member = m
+			if d, _, err := unwrapUserData(asg.UserData); err == nil && d.ID != "" {
+				ma.Member = d.Member
 			}
 		}
 		sort.Slice(ma.Partitions, func(i, j int) bool { return ma.Partitions[i] < ma.Partitions[j] })

@@ -8,7 +8,7 @@ import (
 )
 
 func TestUserDataRoundTrip(t *testing.T) {
-	m := Member{ID: "query-svc-1", URL: "http://127.0.0.1:8092"}
+	m := memberData{Member: Member{ID: "query-svc-1", URL: "http://127.0.0.1:8092"}, Held: map[int32]int64{0: 7, 11: 1 << 40}}
 	tests := []struct {
 		name  string
 		inner []byte
@@ -19,12 +19,12 @@ func TestUserDataRoundTrip(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, inner, err := unwrapUserData(wrapUserData(m, tt.inner))
-			if err != nil || got != m || !reflect.DeepEqual(inner, tt.inner) {
+			if err != nil || !reflect.DeepEqual(got, m) || !reflect.DeepEqual(inner, tt.inner) {
 				t.Fatalf("unwrap = %+v, %v, %v", got, inner, err)
 			}
 		})
 	}
-	if got, inner, err := unwrapUserData([]byte("foreign")); err != nil || got != (Member{}) || string(inner) != "foreign" {
+	if got, inner, err := unwrapUserData([]byte("foreign")); err != nil || !reflect.DeepEqual(got, memberData{}) || string(inner) != "foreign" {
 		t.Fatalf("foreign data: %+v %q %v", got, inner, err)
 	}
 	if _, _, err := unwrapUserData(append([]byte("PRF1"), 0, 0, 9, 9)); err == nil {
@@ -49,9 +49,9 @@ func TestMirrorPlanCoPartitions(t *testing.T) {
 
 func TestStickyPlanThroughWrapperKeepsMembersAndStickiness(t *testing.T) {
 	topics := map[string][]int32{"snap": {0, 1, 2, 3, 4, 5}, "idx": {0, 1, 2, 3, 4, 5}}
-	s := newMemberStrategy(sarama.NewBalanceStrategySticky(), Member{ID: "x"}, "snap", nil)
+	s := newMemberStrategy(sarama.NewBalanceStrategySticky(), GroupOptions{Self: Member{ID: "x"}, Topics: []string{"snap", "idx"}})
 	meta := func(id string, userData []byte) sarama.ConsumerGroupMemberMetadata {
-		return sarama.ConsumerGroupMemberMetadata{Version: 1, Topics: []string{"snap", "idx"}, UserData: wrapUserData(Member{ID: id, URL: "http://" + id}, userData)}
+		return sarama.ConsumerGroupMemberMetadata{Version: 1, Topics: []string{"snap", "idx"}, UserData: wrapUserData(memberData{Member: Member{ID: id, URL: "http://" + id}}, userData)}
 	}
 	plan, err := s.Plan(map[string]sarama.ConsumerGroupMemberMetadata{"m1": meta("one", nil), "m2": meta("two", nil)}, topics)
 	if err != nil {
@@ -165,5 +165,108 @@ func TestPreferPlanSwapsTowardsThePreferredMembers(t *testing.T) {
 				t.Fatalf("plan %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// heldPlan swaps partitions towards the members whose stores hold the most
+// of them, keeping every member's count, and swaps nothing that gains
+// nothing.
+func TestHeldPlanSwapsTowardsTheStoresThatHoldThePartitions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		plan map[string][]int32         // group member id -> partitions
+		held map[string]map[int32]int64 // group member id -> partition -> next offset
+		want map[string][]int32
+	}{
+		{
+			name: "a restarted member gets back what it holds",
+			// b held 1, 3 and 5 before its stop; a took them over and holds
+			// everything, further along. The sticky plan gave b 0, 2, 4.
+			plan: map[string][]int32{"ga": {1, 3, 5}, "gb": {0, 2, 4}},
+			held: map[string]map[int32]int64{
+				"ga": {0: 900, 1: 900, 2: 900, 3: 900, 4: 900, 5: 900},
+				"gb": {1: 850, 3: 870, 5: 899},
+			},
+			want: map[string][]int32{"ga": {0, 2, 4}, "gb": {1, 3, 5}},
+		},
+		{
+			name: "the current owners are the furthest along: nothing moves",
+			plan: map[string][]int32{"ga": {0, 1}, "gb": {2, 3}},
+			held: map[string]map[int32]int64{"ga": {0: 10, 1: 10, 2: 4}, "gb": {2: 10, 3: 10, 0: 9}},
+			want: map[string][]int32{"ga": {0, 1}, "gb": {2, 3}},
+		},
+		{
+			name: "a tie is not a reason to move",
+			plan: map[string][]int32{"ga": {0}, "gb": {1}},
+			held: map[string]map[int32]int64{"ga": {0: 5, 1: 5}, "gb": {0: 5, 1: 5}},
+			want: map[string][]int32{"ga": {0}, "gb": {1}},
+		},
+		{
+			name: "a member that holds nothing keeps its count",
+			// c is new; it costs the same wherever it goes, so what it got
+			// stays, and a and b sort out the rest between themselves.
+			plan: map[string][]int32{"ga": {0, 3}, "gb": {1, 2}, "gc": {4, 5}},
+			held: map[string]map[int32]int64{"ga": {1: 50, 2: 50}, "gb": {0: 50, 3: 50}},
+			want: map[string][]int32{"ga": {1, 2}, "gb": {0, 3}, "gc": {4, 5}},
+		},
+		{
+			name: "less to read wins over more",
+			// Both hold both; b is far behind in 0 but close in 1.
+			plan: map[string][]int32{"ga": {1}, "gb": {0}},
+			held: map[string]map[int32]int64{"ga": {0: 1000, 1: 1000}, "gb": {0: 10, 1: 990}},
+			want: map[string][]int32{"ga": {0}, "gb": {1}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			plan := sarama.BalanceStrategyPlan{}
+			for gid, parts := range tc.plan {
+				plan[gid] = map[string][]int32{"snap": append([]int32(nil), parts...)}
+			}
+			heldPlan(plan, "snap", tc.held)
+			got := map[string][]int32{}
+			for gid, topics := range plan {
+				got[gid] = topics["snap"]
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("plan %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// Each join carries the offsets the store holds then, and the inner
+// strategy's data of the last assignment; the assignment data carries no
+// offsets.
+func TestJoinsCarryTheHeldOffsetsAndTheLastAssignment(t *testing.T) {
+	held := map[int32]int64{2: 40}
+	s := newMemberStrategy(sarama.NewBalanceStrategySticky(), GroupOptions{
+		Self: Member{ID: "one"}, Topics: []string{"snap"},
+		Held: func() (map[int32]int64, error) { return held, nil },
+	})
+	data, err := s.SubscriptionUserData([]string{"snap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, inner, err := unwrapUserData(data)
+	if err != nil || d.ID != "one" || !reflect.DeepEqual(d.Held, held) || inner != nil {
+		t.Fatalf("first join: %+v %q %v", d, inner, err)
+	}
+	plan, err := s.Plan(map[string]sarama.ConsumerGroupMemberMetadata{"m1": {Version: 1, Topics: []string{"snap"}, UserData: data}}, map[string][]int32{"snap": {0, 1, 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asg, err := s.AssignmentData("m1", plan["m1"], 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, inner, _ := unwrapUserData(asg); d.Held != nil || d.ID != "one" || len(inner) == 0 {
+		t.Fatalf("assignment data: %+v, %d bytes of the inner strategy's", d, len(inner))
+	}
+	s.OnAssignment(&sarama.ConsumerGroupMemberAssignment{UserData: asg}, 1)
+	held = map[int32]int64{0: 1, 1: 2, 2: 41}
+	data, _ = s.SubscriptionUserData([]string{"snap"})
+	_, want, _ := unwrapUserData(asg)
+	if d, inner, _ := unwrapUserData(data); !reflect.DeepEqual(d.Held, held) || !reflect.DeepEqual(inner, want) {
+		t.Fatalf("next join: held %v, inner %q; want %v, %q", d.Held, inner, held, want)
 	}
 }

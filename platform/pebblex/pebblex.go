@@ -214,6 +214,24 @@ func SetOffset(w Writer, topic string, p int32, next int64) error {
 	return w.Set(OffsetKey(topic, p), binary.BigEndian.AppendUint64(nil, uint64(next)), nil)
 }
 
+// Offsets returns the next offset of every partition of topic of which the
+// store has one.
+func Offsets(r Reader, topic string) (map[int32]int64, error) {
+	prefix := TopicOffsetsPrefix(topic)
+	out := map[int32]int64{}
+	err := Scan(r, prefix, func(k, v []byte) error {
+		if len(k) != len(prefix)+4 || len(v) != 8 {
+			return fmt.Errorf("corrupt offset key %q", k)
+		}
+		out[int32(binary.BigEndian.Uint32(k[len(prefix):]))] = int64(binary.BigEndian.Uint64(v))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Held returns, per topic, the partitions of which the store has an
 // offset.
 func Held(r Reader) (map[string][]int32, error) {

@@ -137,6 +137,8 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 	opts := kafkax.GroupOptions{
 		Group: *cfg.Group, Topics: []string{kcfg.EventsTopic, kcfg.ClaimsTopic}, Self: self, SessionTimeout: *cfg.SessionTimeout,
 		Start: states.Start, Handle: states.Handle, Assigned: eventLog.Assigned,
+		// A restart gets back the partitions whose state it holds.
+		Held: func() (map[int32]int64, error) { return states.Offsets(kcfg.EventsTopic) },
 	}
 	if static {
 		opts.InstanceID = self.ID

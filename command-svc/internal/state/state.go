@@ -367,6 +367,13 @@ func (s *Store) Start(topic string, p int32) (int64, error) {
 	return off, nil
 }
 
+// Offsets returns the next offset of every partition of topic that the
+// store has folded, owned now or not.
+func (s *Store) Offsets(topic string) (map[int32]int64, error) {
+	offs, err := pebblex.Offsets(s.db, topic)
+	return offs, storeErr(err)
+}
+
 // Handle folds a batch of records of partition p of topic into the store,
 // with the offset after the batch, in one atomic batch. Undecodable or
 // inapplicable records are logged and skipped.

@@ -131,6 +131,9 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 			SessionTimeout: *cfg.SessionTimeout, Start: a.Start, Handle: handle,
 			// A partition whose owner left goes to a member that kept it warm.
 			Prefer: standby.Preferred,
+			// And every rebalance places partitions where the views hold
+			// the most of them: owned, or kept warm.
+			Held: func() (map[int32]int64, error) { return store.Offsets(gcfg.SnapshotsTopic) },
 			Assigned: func(s kafkax.Session) {
 				standby.Release(s.Partitions) // before the session reads the view's offsets
 				gens.Assigned(s.Partitions)

@@ -121,6 +121,10 @@ func (s *Store) Offset(topic string, p int32) (int64, bool, error) {
 	return pebblex.Offset(s.db, topic, p)
 }
 
+// Offsets returns the next offset of every partition of topic that the view
+// holds, owned or kept warm.
+func (s *Store) Offsets(topic string) (map[int32]int64, error) { return pebblex.Offsets(s.db, topic) }
+
 // ApplySnapshots writes the profiles of one batch of snapshot records from
 // partition p of topic (a tombstone is a profile with Deleted set), and next
 // (the offset after the batch) as that partition's position, in a single
