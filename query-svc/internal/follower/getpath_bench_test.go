@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -133,46 +134,9 @@ func newGetPathIn(tb testing.TB, n int, dir string, fs vfs.FS, cacheSize int64) 
 	kcfg := topology.Config{SnapshotsTopic: "snapshots", EmailIndexTopic: "index", EventsTopic: "events", Partitions: partitions}
 	applier := follower.Applier{Codec: codec, Store: store, SnapshotsTopic: kcfg.SnapshotsTopic, IndexTopic: kcfg.EmailIndexTopic, EventsTopic: kcfg.EventsTopic, Log: log}
 
-	at := time.Date(2026, 12, 5, 21, 0, 0, 123456789, time.UTC)
-	batches := map[int32][]*sarama.ConsumerMessage{}
-	index := map[int32][]*sarama.ConsumerMessage{}
-	uids := make([]string, n)
-	for i := range n {
-		uid := fmt.Sprintf("0193a5b2-7c4d-7e8f-9a0b-%012d", i)
-		uids[i] = uid
-		dk, _, err := kek.NewDataKey(uid)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		keys[uid] = dk
-		prof := events.Profile{UID: uid, Username: fmt.Sprintf("user%d", i), DisplayName: fmt.Sprintf("User Number %d", i),
-			Email: fmt.Sprintf("user%d@example.com", i), Version: 3, CreatedAt: at, UpdatedAt: at.Add(time.Minute), Sealed: true}
-		val, err := codec.EncodeSnapshot(prof)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		version := []*sarama.RecordHeader{{Key: []byte(events.HeaderVersion), Value: []byte(strconv.FormatInt(prof.Version, 10))}}
-		p := store.Partition(uid)
-		batches[p] = append(batches[p], &sarama.ConsumerMessage{Topic: kcfg.SnapshotsTopic, Partition: p, Offset: int64(len(batches[p])),
-			Key: []byte(uid), Value: val, Headers: version})
-		if fs != nil && cacheSize > 0 {
-			email := codec.EmailKey(prof.Email)
-			q := store.Partition(email)
-			index[q] = append(index[q], &sarama.ConsumerMessage{Topic: kcfg.EmailIndexTopic, Partition: q, Offset: int64(len(index[q])),
-				Key: []byte(topology.IndexKey(email, uid)), Value: val, Headers: version})
-		}
-	}
-	for topic, parts := range map[string]map[int32][]*sarama.ConsumerMessage{kcfg.SnapshotsTopic: batches, kcfg.EmailIndexTopic: index} {
-		for p, recs := range parts {
-			for len(recs) > 0 {
-				k := min(len(recs), 500)
-				if err := applier.Handle(context.Background(), topic, p, recs[:k]); err != nil {
-					tb.Fatal(err)
-				}
-				recs = recs[k:]
-			}
-		}
-	}
+	recs := sealedRecords(tb, n, kek, keys, codec, store.Partition, kcfg, fs != nil && cacheSize > 0)
+	recs.apply(tb, applier)
+	uids := recs.uids
 
 	self := kafkax.Member{ID: "query-svc-0", URL: "http://127.0.0.1:1"}
 	gens := follower.NewGenerations(nil, kcfg, applier, nil, log)
@@ -216,6 +180,108 @@ func newGetPathIn(tb testing.TB, n int, dir string, fs vfs.FS, cacheSize int64) 
 		}
 	}
 	return getPath{h: h, uids: uids, apply: apply}
+}
+
+// records are the sealed snapshot and email index records of n profiles,
+// per topic and partition, as the projector writes them.
+type records struct {
+	uids  []string
+	parts map[string]map[int32][]*sarama.ConsumerMessage // topic -> partition -> records
+}
+
+// sealedRecords makes the records of n profiles, each sealed with a data
+// key of its own (added to keys), and their email index records if
+// withIndex.
+func sealedRecords(tb testing.TB, n int, kek *pii.KEK, keys memKeys, codec *pii.Codec, partition func(string) int32, kcfg topology.Config, withIndex bool) records {
+	tb.Helper()
+	at := time.Date(2026, 12, 5, 21, 0, 0, 123456789, time.UTC)
+	batches := map[int32][]*sarama.ConsumerMessage{}
+	index := map[int32][]*sarama.ConsumerMessage{}
+	uids := make([]string, n)
+	for i := range n {
+		uid := fmt.Sprintf("0193a5b2-7c4d-7e8f-9a0b-%012d", i)
+		uids[i] = uid
+		dk, _, err := kek.NewDataKey(uid)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		keys[uid] = dk
+		prof := events.Profile{UID: uid, Username: fmt.Sprintf("user%d", i), DisplayName: fmt.Sprintf("User Number %d", i),
+			Email: fmt.Sprintf("user%d@example.com", i), Version: 3, CreatedAt: at, UpdatedAt: at.Add(time.Minute), Sealed: true}
+		val, err := codec.EncodeSnapshot(prof)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		version := []*sarama.RecordHeader{{Key: []byte(events.HeaderVersion), Value: []byte(strconv.FormatInt(prof.Version, 10))}}
+		p := partition(uid)
+		batches[p] = append(batches[p], &sarama.ConsumerMessage{Topic: kcfg.SnapshotsTopic, Partition: p, Offset: int64(len(batches[p])),
+			Key: []byte(uid), Value: val, Headers: version})
+		if withIndex {
+			email := codec.EmailKey(prof.Email)
+			q := partition(email)
+			index[q] = append(index[q], &sarama.ConsumerMessage{Topic: kcfg.EmailIndexTopic, Partition: q, Offset: int64(len(index[q])),
+				Key: []byte(topology.IndexKey(email, uid)), Value: val, Headers: version})
+		}
+	}
+	return records{uids: uids, parts: map[string]map[int32][]*sarama.ConsumerMessage{kcfg.SnapshotsTopic: batches, kcfg.EmailIndexTopic: index}}
+}
+
+// apply hands the records to a, partition by partition, in batches of
+// 500 (what a fetch of kafkax.Read or the group yields).
+func (r records) apply(tb testing.TB, a follower.Applier) {
+	tb.Helper()
+	for topic, parts := range r.parts {
+		for p, recs := range parts {
+			for len(recs) > 0 {
+				k := min(len(recs), 500)
+				if err := a.Handle(context.Background(), topic, p, recs[:k]); err != nil {
+					tb.Fatal(err)
+				}
+				recs = recs[k:]
+			}
+		}
+	}
+}
+
+// BenchmarkColdStartApply builds a view on disk, from empty, of
+// PROFILES_BENCH_PROFILES profiles (default 200,000) and their email
+// index, through Applier.Handle, as a cold start applies what it fetches:
+// decoding, decryption and the view's writes, without Kafka. It reports
+// profiles/s and the CPU per profile.
+func BenchmarkColdStartApply(b *testing.B) {
+	profiles := 200000
+	if v, err := strconv.Atoi(os.Getenv("PROFILES_BENCH_PROFILES")); err == nil && v > 0 {
+		profiles = v
+	}
+	const partitions = 12
+	kek, err := pii.NewKEK(make([]byte, pii.KeySize))
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys := memKeys{}
+	codec := pii.NewCodec(kek, keys)
+	kcfg := topology.Config{SnapshotsTopic: "snapshots", EmailIndexTopic: "index", EventsTopic: "events", Partitions: partitions}
+	partition := func(key string) int32 { return kafkax.Partition(key, partitions) }
+	recs := sealedRecords(b, profiles, kek, keys, codec, partition, kcfg, true)
+	b.ResetTimer()
+	var cpu, wall time.Duration
+	for i := range b.N {
+		b.StopTimer()
+		store, err := view.Open(filepath.Join(b.TempDir(), strconv.Itoa(i)), vfs.Default, partitions, codec, view.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		a := follower.Applier{Codec: codec, Store: store, SnapshotsTopic: kcfg.SnapshotsTopic, IndexTopic: kcfg.EmailIndexTopic, EventsTopic: kcfg.EventsTopic, Log: slog.New(slog.DiscardHandler)}
+		b.StartTimer()
+		t0, c0 := time.Now(), cpuTime()
+		recs.apply(b, a)
+		wall, cpu = wall+time.Since(t0), cpu+cpuTime()-c0
+		b.StopTimer()
+		store.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(profiles*b.N)/wall.Seconds(), "profiles/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(profiles*b.N), "cpu-µs/profile")
 }
 
 // cpuTime is the CPU time (user and system) the process has used so far.
