@@ -134,6 +134,7 @@ type Standby struct {
 	mu       sync.Mutex
 	owned    map[int32]bool // the partitions of the group's latest session
 	previous []int32        // those of the session before it
+	released bool           // Release has run: this process had a session
 	warm     []int32        // read now, sorted
 	stop     func()         // stops the current reading and waits for it
 	serving  map[int32]int  // standby reads in flight (ReadIndex), by partition
@@ -277,6 +278,15 @@ func (s *Standby) Release(owned []int32) {
 	for p := range s.owned {
 		s.previous = append(s.previous, p)
 	}
+	if !s.released && s.Count > 0 {
+		// The first session of this process: the view may hold what it
+		// owned and kept warm before a restart. Keep holds on to all of
+		// it until the first table is read, and then drops only what is
+		// neither owned nor warm by that table, so that a partition still
+		// warm here resumes from its offset instead of from the start.
+		s.previous = append(s.previous, s.held()...)
+	}
+	s.released = true
 	s.owned = make(map[int32]bool, len(owned))
 	for _, p := range owned {
 		s.owned[p] = true
@@ -290,6 +300,24 @@ func (s *Standby) Release(owned []int32) {
 	}
 	s.warm = nil // the next update reads the rest again, from where it was
 	standbyPartitions.Set(0)
+}
+
+// held returns the partitions of which the view holds any of the topics.
+func (s *Standby) held() []int32 {
+	byTopic, err := s.Applier.Store.Held()
+	if err != nil {
+		s.Log.Error("cannot list the view's partitions; those kept warm before the restart are read again", "err", err)
+		return nil
+	}
+	var out []int32
+	for _, t := range s.Topics {
+		for _, p := range byTopic[t] {
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 // Preferred implements kafkax.GroupOptions.Prefer: when the owner of p

@@ -1,6 +1,7 @@
 package follower
 
 import (
+	"log/slog"
 	"slices"
 	"testing"
 
@@ -100,6 +101,41 @@ func TestPreferredAreTheStandbysOfALeftOwner(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := s.Preferred(tc.p, tc.members); !slices.Equal(got, tc.want) {
 				t.Errorf("Preferred(%d, %v) = %v, want %v", tc.p, tc.members, got, tc.want)
+			}
+		})
+	}
+}
+
+// heldStore is a Store that holds data of some partitions.
+type heldStore struct {
+	Store
+	held map[string][]int32
+}
+
+func (h heldStore) Held() (map[string][]int32, error) { return h.held, nil }
+
+// After a restart, the first session keeps what the view held from before
+// (owned and warm then) until the first table says what is warm now; the
+// next sessions keep only what they owned before.
+func TestTheFirstSessionKeepsWhatTheViewHeldBeforeTheRestart(t *testing.T) {
+	store := heldStore{held: map[string][]int32{"snap": {1, 3, 4}, "idx": {1, 3, 5}, "other": {9}}}
+	for _, tc := range []struct {
+		name  string
+		count int
+		want  [][]int32 // Keep after each Release
+	}{
+		{"a standby keeps them", 1, [][]int32{{1, 3, 4, 5}, {0}}},
+		{"no standbys: only what the sessions own", 0, [][]int32{nil, nil}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Standby{Applier: Applier{Store: store}, Topics: []string{"snap", "idx"}, Count: tc.count, Log: slog.New(slog.DiscardHandler)}
+			for i, owned := range [][]int32{{0}, {0, 2}} {
+				s.Release(owned)
+				got := s.Keep()
+				slices.Sort(got)
+				if !slices.Equal(got, tc.want[i]) {
+					t.Fatalf("Keep after session %d = %v, want %v", i+1, got, tc.want[i])
+				}
 			}
 		})
 	}
