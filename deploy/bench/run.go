@@ -140,6 +140,7 @@ func (b *bench) run(ctx context.Context) error {
 			b.rep.RSS = append(b.rep.RSS, RSSResult{Proc: p.Name, AfterLoadMB: mb(rss)})
 		}
 	}
+	b.heapProfiles(ctx, "after-load")
 	if err := b.startCeiling(ctx); err != nil {
 		return err
 	}
@@ -833,4 +834,23 @@ func machine() Machine {
 		m.LoadAvgStart = strings.Join(strings.Fields(string(b))[:3], " ")
 	}
 	return m
+}
+
+// heapProfiles saves a heap profile of every service, after a collection
+// (go tool pprof -sample_index=inuse_space), as profiles/heap-<when>-<proc>.pb.gz:
+// what the memory that RSS counts is made of.
+func (b *bench) heapProfiles(ctx context.Context, when string) {
+	if !b.cfg.Profile {
+		return
+	}
+	dir := filepath.Join(b.cfg.OutDir, "profiles")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return
+	}
+	for _, p := range b.services() {
+		file := filepath.Join(dir, "heap-"+when+"-"+p.Name+".pb.gz")
+		if err := fetchProfile(ctx, p.PprofURL()+"/debug/pprof/heap?gc=1", file); err != nil {
+			b.logf("no heap profile of %s %s: %v", p.Name, when, err)
+		}
+	}
 }

@@ -4,10 +4,15 @@
 // all in the same run, and writes the report (see BENCH.md). It expects a
 // running broker (deploy/bench.sh starts one); it starts the services
 // itself.
+//
+// bench growth [-png FILE] REPORT.json... prints the table of how memory,
+// restarts and cold starts grow with the profiles over the runs whose
+// reports (latest.json) it is given, and draws it into FILE.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -25,6 +30,9 @@ func main() {
 }
 
 func run() error {
+	if len(os.Args) > 1 && os.Args[1] == "growth" {
+		return growth(os.Args[2:])
+	}
 	cfg, err := bench.ParseFlags(os.Args[1:], os.Stdout)
 	if err != nil {
 		return err
@@ -43,4 +51,19 @@ func run() error {
 	}
 	fmt.Println()
 	return nil
+}
+
+func growth(args []string) error {
+	fs := flag.NewFlagSet("bench growth", flag.ExitOnError)
+	png := fs.String("png", "", "the chart to write (empty: none)")
+	_ = fs.Parse(args)
+	points, err := bench.ReadGrowth(fs.Args())
+	if err != nil {
+		return err
+	}
+	fmt.Print(bench.GrowthMarkdown(points))
+	if *png == "" {
+		return nil
+	}
+	return bench.GrowthChart(points, *png)
 }
