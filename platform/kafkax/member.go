@@ -197,15 +197,7 @@ func heldPlan(plan sarama.BalanceStrategyPlan, primary string, held map[string]m
 		}
 	}
 	cost := func(p int32, gid string) int64 { return best[p] - held[gid][p] }
-	owner := map[int32]string{}
-	var parts []int32
-	for gid, topics := range plan {
-		for _, p := range topics[primary] {
-			owner[p] = gid
-			parts = append(parts, p)
-		}
-	}
-	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	owner, parts := owners(plan, primary)
 	swaps := 0
 	// Each swap lowers a sum of non-negative integers, so this ends; the
 	// bound only caps the work of a pathological plan.
@@ -255,15 +247,7 @@ func preferPlan(plan sarama.BalanceStrategyPlan, primary string, members map[str
 		}
 	}
 	sort.Strings(ids)
-	owner := map[int32]string{} // partition -> group member id
-	var parts []int32
-	for gid, topics := range plan {
-		for _, p := range topics[primary] {
-			owner[p] = gid
-			parts = append(parts, p)
-		}
-	}
-	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	owner, parts := owners(plan, primary)
 	want := map[int32][]string{} // partition -> preferred group member ids
 	for _, p := range parts {
 		for _, id := range prefer(p, ids) {
@@ -331,6 +315,21 @@ func preferPlan(plan sarama.BalanceStrategyPlan, primary string, members map[str
 	for _, topics := range plan {
 		sort.Slice(topics[primary], func(i, j int) bool { return topics[primary][i] < topics[primary][j] })
 	}
+}
+
+// owners returns the group member id that plan gives each partition of
+// primary, and those partitions in ascending order.
+func owners(plan sarama.BalanceStrategyPlan, primary string) (map[int32]string, []int32) {
+	owner := map[int32]string{}
+	var parts []int32
+	for gid, topics := range plan {
+		for _, p := range topics[primary] {
+			owner[p] = gid
+			parts = append(parts, p)
+		}
+	}
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	return owner, parts
 }
 
 // remove returns parts without p.

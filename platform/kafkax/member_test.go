@@ -147,21 +147,14 @@ func TestPreferPlanSwapsTowardsThePreferredMembers(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			plan := sarama.BalanceStrategyPlan{}
-			for gid, parts := range tc.plan {
-				plan[gid] = map[string][]int32{"snap": append([]int32(nil), parts...)}
-			}
+			plan := snapPlan(tc.plan)
 			preferPlan(plan, "snap", members, func(p int32, ids []string) []string {
 				if !reflect.DeepEqual(ids, []string{"a", "b", "c"}) {
 					t.Errorf("members %v, want a b c", ids)
 				}
 				return tc.prefer[p]
 			})
-			got := map[string][]int32{}
-			for gid, topics := range plan {
-				got[gid] = topics["snap"]
-			}
-			if !reflect.DeepEqual(got, tc.want) {
+			if got := snapParts(plan); !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("plan %v, want %v", got, tc.want)
 			}
 		})
@@ -218,16 +211,9 @@ func TestHeldPlanSwapsTowardsTheStoresThatHoldThePartitions(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			plan := sarama.BalanceStrategyPlan{}
-			for gid, parts := range tc.plan {
-				plan[gid] = map[string][]int32{"snap": append([]int32(nil), parts...)}
-			}
+			plan := snapPlan(tc.plan)
 			heldPlan(plan, "snap", tc.held)
-			got := map[string][]int32{}
-			for gid, topics := range plan {
-				got[gid] = topics["snap"]
-			}
-			if !reflect.DeepEqual(got, tc.want) {
+			if got := snapParts(plan); !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("plan %v, want %v", got, tc.want)
 			}
 		})
@@ -269,4 +255,22 @@ func TestJoinsCarryTheHeldOffsetsAndTheLastAssignment(t *testing.T) {
 	if d, inner, _ := unwrapUserData(data); !reflect.DeepEqual(d.Held, held) || !reflect.DeepEqual(inner, want) {
 		t.Fatalf("next join: held %v, inner %q; want %v, %q", d.Held, inner, held, want)
 	}
+}
+
+// snapPlan is a plan of the topic "snap" only, by group member id.
+func snapPlan(parts map[string][]int32) sarama.BalanceStrategyPlan {
+	plan := sarama.BalanceStrategyPlan{}
+	for gid, ps := range parts {
+		plan[gid] = map[string][]int32{"snap": append([]int32(nil), ps...)}
+	}
+	return plan
+}
+
+// snapParts is each member's partitions of "snap" in plan.
+func snapParts(plan sarama.BalanceStrategyPlan) map[string][]int32 {
+	got := map[string][]int32{}
+	for gid, topics := range plan {
+		got[gid] = topics["snap"]
+	}
+	return got
 }
