@@ -35,6 +35,15 @@ var ErrNotWriter = app.ErrNotWriter
 // TxnEventLog.Late).
 var ErrAppendTimeout = errors.New("the event log did not accept the append in time")
 
+// ErrOutcomeUnknown is returned (wrapped) by Append and WriteClaim when the
+// transaction's commit had begun and it is not known whether it
+// committed: the caller gave up during the commit (with ErrAppendTimeout
+// as well), or the commit failed without a refusal (the producer broke,
+// or a replacement fenced it mid-commit). It is never ErrNotWriter, so
+// the routing layer does not send the command again; the client's retry
+// with the same Idempotency-Key is answered as the first attempt was.
+var ErrOutcomeUnknown = errors.New("the commit had begun and its outcome is not known")
+
 // LateCommits is told about a transaction that committed after its caller
 // had given up with ErrAppendTimeout, while the partition is still locked,
 // so that the in-memory state matches the log before the partition's next
@@ -689,7 +698,7 @@ func (l *TxnEventLog) inTxn(ctx context.Context, prod *txnProducer, msgs []*sara
 		case reqCommitting:
 			if req.state.CompareAndSwap(st, reqGaveUp) {
 				appends.WithLabelValues("timeout").Inc()
-				return fmt.Errorf("%w (%s): the commit had begun and its outcome is not known yet", ErrAppendTimeout, timeout)
+				return fmt.Errorf("%w (%s): %w", ErrAppendTimeout, timeout, ErrOutcomeUnknown)
 			}
 		default: // reqDone: the answer is on its way
 			return <-req.done
@@ -851,7 +860,7 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 				go l.Fenced(fmt.Sprintf("a transaction of generation %d was refused: %v", t.sess.Generation, err))
 			}
 			if errors.As(err, new(commitUnknown)) {
-				return true, fmt.Errorf("the producer failed for good during the commit, whose outcome is not known: %w", err)
+				return true, fmt.Errorf("%w: the producer failed for good during it: %w", ErrOutcomeUnknown, err)
 			}
 			return true, fmt.Errorf("%w: %v", ErrNotWriter, err)
 		}

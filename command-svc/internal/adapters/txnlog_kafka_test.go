@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -363,7 +362,7 @@ func TestAppendsThatGaveUpAreNotWritten(t *testing.T) {
 					if seen[uid] != 1 {
 						t.Errorf("%s was acknowledged but is in the log %d times", uid, seen[uid])
 					}
-				case errors.Is(err, adapters.ErrAppendTimeout) && strings.Contains(err.Error(), "outcome is not known"):
+				case errors.Is(err, adapters.ErrOutcomeUnknown):
 					unknown++
 					if seen[uid] > 1 {
 						t.Errorf("%s is in the log %d times", uid, seen[uid])
