@@ -279,12 +279,16 @@ func (b *bench) cpuSources() map[string]cpuSource {
 	return out
 }
 
+// stopAll stops every process at once (a service drains for seconds),
+// each killed if it still runs 20 s after its SIGTERM.
 func (b *bench) stopAll() {
+	var wg sync.WaitGroup
 	for _, p := range append(b.services(), b.ceiling) {
 		if p != nil && p.Running() {
-			p.Stop(20 * time.Second)
+			wg.Go(func() { p.Stop(20 * time.Second) })
 		}
 	}
+	wg.Wait()
 }
 
 // replay runs `replay snapshots` over the seeded log (a CPU profile of it
@@ -748,7 +752,9 @@ func (b *bench) settle(ctx context.Context) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	b.logf("the projector has not caught up after a minute; going on")
+	if ctx.Err() == nil {
+		b.logf("the projector has not caught up after a minute; going on")
+	}
 }
 
 // groupLag is the number of records of topic that group has not committed.

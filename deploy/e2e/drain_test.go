@@ -238,3 +238,66 @@ func joinLines(xs []string) string {
 	}
 	return b.String()
 }
+
+// With every broker gone, SIGTERM still ends every service within a
+// bound: the leave is given up after 15 s, and consumers whose close
+// waits for the brokers (sarama retries its last offset commit and its
+// coordinator lookups for minutes) after STOP_TIMEOUT. Each service logs
+// that it exits without them, and exits with an error.
+func TestEveryServiceStopsInBoundedTimeWithKafkaGone(t *testing.T) {
+	c := needCluster(t)
+	const stopTimeout = 3 * time.Second
+	s := StartSystem(t, Options{Query: 2, Command: 2, Projector: 1, Partitions: 6, Brokers: clusterBrokers,
+		Env: map[string]string{"STOP_TIMEOUT": stopTimeout.String()}})
+	if r := s.Do(http.MethodPost, "/api/profile", map[string]string{"username": "gone", "email": "gone@mail.com"}, nil); r.Status != http.StatusCreated {
+		t.Fatalf("POST = %d %s", r.Status, r.Body)
+	}
+	c.StopAll()
+
+	// Every instance at once, as a node's shutdown does.
+	from := time.Now()
+	for _, name := range s.order {
+		if err := s.procs[name].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The leave's bound (service.RunStop), STOP_TIMEOUT for the tasks,
+	// STOP_TIMEOUT for closing the clients and stores, and a margin.
+	bound := 15*time.Second + 2*stopTimeout + 5*time.Second
+	deadline := time.After(bound)
+	exited := map[string]time.Duration{}
+	for len(exited) < len(s.order) {
+		select {
+		case <-deadline:
+			for _, name := range s.order {
+				if _, ok := exited[name]; !ok {
+					t.Errorf("%s did not exit within %s of SIGTERM with the brokers gone; killing it", name, bound)
+					_ = s.procs[name].cmd.Process.Kill()
+					<-s.procs[name].done
+					exited[name] = -1
+				}
+			}
+		case <-time.After(20 * time.Millisecond):
+			for _, name := range s.order {
+				select {
+				case <-s.procs[name].done:
+					if _, ok := exited[name]; !ok {
+						exited[name] = time.Since(from)
+						t.Logf("%s exited %s after SIGTERM, %v", name, exited[name].Round(time.Millisecond), s.procs[name].cmd.ProcessState)
+					}
+				default:
+				}
+			}
+		}
+	}
+	for _, name := range slices.Clone(s.order) {
+		delete(s.procs, name)
+	}
+	for _, name := range []string{"command-svc-0", "command-svc-1", "query-svc-0", "query-svc-1", "projector-0"} {
+		for _, line := range []string{"exiting without the background tasks that did not stop", "exiting before the stores and Kafka clients closed"} {
+			if logContains(t, s, name, line) {
+				t.Logf("%s: %s", name, line)
+			}
+		}
+	}
+}

@@ -69,7 +69,7 @@ func TestTemplate(t *testing.T) {
 		`value: "http://rel-profiles-query-svc-0.rel-profiles-query-svc-headless.ns.svc:8082,http://rel-profiles-query-svc-1.rel-profiles-query-svc-headless.ns.svc:8082"`,
 		"path: /readyz", "path: /healthz",
 		"name: GOMEMLIMIT\n              value: \"1228MiB\"", // 80% of query-svc's 1536Mi
-		"terminationGracePeriodSeconds: 32",                  // 5s + 2s + 15s + 10s
+		"terminationGracePeriodSeconds: 42",                  // 5s + 2s + 15s + 10s + 10s
 		"volumeClaimTemplates:",
 		"secretKeyRef: {name: rel-profiles-secrets, key: PII_KEK}",
 		// One image (deploy/Dockerfile) for all; each container runs its binary.

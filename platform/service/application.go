@@ -1,7 +1,9 @@
 package service
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -29,6 +31,8 @@ type Application struct {
 	DrainGrace, DrainHandover time.Duration
 	// NoLeave keeps the consumer groups at a stop (see Stop).
 	NoLeave bool
+	// StopTimeout bounds the tasks' stop (Stop.TaskStop).
+	StopTimeout time.Duration
 	// PprofAddr, if set, is where net/http/pprof is served, on a listener
 	// of its own (PPROF_ADDR), for as long as Run runs.
 	PprofAddr string
@@ -45,7 +49,7 @@ type Application struct {
 // and shutdown grace. Set its Starting before Run.
 func (f *Flags) Application(log *slog.Logger, h http.Handler, tasks ...Task) *Application {
 	return &Application{Log: log, Addr: *f.HTTPAddr, Grace: *f.ShutdownGrace,
-		DrainGrace: *f.DrainGrace, DrainHandover: *f.DrainHandover, NoLeave: !*f.DrainLeave, PprofAddr: *f.PprofAddr, Handler: h, Tasks: tasks}
+		DrainGrace: *f.DrainGrace, DrainHandover: *f.DrainHandover, NoLeave: !*f.DrainLeave, StopTimeout: *f.StopTimeout, PprofAddr: *f.PprofAddr, Handler: h, Tasks: tasks}
 }
 
 // Run logs "starting" with a.Starting and runs a (see Run) until ctx ends
@@ -59,7 +63,7 @@ func (a *Application) Run(ctx context.Context) error {
 		}
 		defer stop()
 	}
-	return RunStop(ctx, a.Log, a.Addr, a.Handler, Stop{NoLeave: a.NoLeave, Grace: a.Grace, DrainGrace: a.DrainGrace, DrainHandover: a.DrainHandover}, a.Tasks...)
+	return RunStop(ctx, a.Log, a.Addr, a.Handler, Stop{NoLeave: a.NoLeave, Grace: a.Grace, DrainGrace: a.DrainGrace, DrainHandover: a.DrainHandover, TaskStop: a.StopTimeout}, a.Tasks...)
 }
 
 // Start is the start-up and shut-down that every binary shares. It sets
@@ -68,7 +72,9 @@ func (a *Application) Run(ctx context.Context) error {
 // settings, a Boot of only Name and Log), calls f with it and a context
 // that ends at SIGINT or SIGTERM, and then closes the Boot (Boot.Close),
 // stops listening for the signals and flushes the spans still queued (for
-// up to TracingFlush), in that order.
+// up to TracingFlush), in that order. When f returns ErrStopTimeout the
+// Boot is left open: its tasks still use it. The Boot's close is given up
+// after its StopTimeout, with ErrStopTimeout.
 func Start(name string, log *slog.Logger, kafka *KafkaFlags, f func(ctx context.Context, boot *Boot) error) error {
 	observe.RegisterBuildInfo(name)
 	b := observe.BuildInfo()
@@ -96,8 +102,20 @@ func Start(name string, log *slog.Logger, kafka *KafkaFlags, f func(ctx context.
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	defer boot.Close()
-	return f(ctx, boot)
+	err = f(ctx, boot)
+	if errors.Is(err, ErrStopTimeout) {
+		// What the Boot holds is in use by the tasks that did not stop:
+		// closing it would wait for them. The stores recover from their
+		// write-ahead logs at the next start.
+		log.Warn("exiting without closing the stores and Kafka clients")
+		return err
+	}
+	if d := cmp.Or(boot.StopTimeout, DefaultStopTimeout); !doneWithin(d, boot.Close) {
+		// The same: an exit before the close ended.
+		log.Warn("exiting before the stores and Kafka clients closed", "stop_timeout", d)
+		err = errors.Join(err, fmt.Errorf("%w (%s): closing the stores and Kafka clients", ErrStopTimeout, d))
+	}
+	return err
 }
 
 // TracingFlush bounds the flush of the spans still queued at a stop (see
@@ -126,6 +144,7 @@ func Serve(name string, common *Flags, kafka *KafkaFlags, wire func(ctx context.
 		common.access = a
 	}
 	return Start(name, common.Logger(name), kafka, func(ctx context.Context, boot *Boot) error {
+		boot.StopTimeout = *common.StopTimeout
 		app, err := wire(ctx, boot)
 		if err != nil {
 			return err

@@ -1,6 +1,8 @@
 package service
 
 import (
+	"time"
+
 	"context"
 	"flag"
 	"io"
@@ -51,6 +53,10 @@ type Boot struct {
 	// with the keyring's data keys, and keys emails; nil until the keys
 	// are installed. It is passed to every reader and writer.
 	Codec *pii.Codec
+	// StopTimeout bounds Close when Start closes the Boot (STOP_TIMEOUT;
+	// 0 means DefaultStopTimeout): a Kafka client's close can wait for
+	// brokers that cannot be reached.
+	StopTimeout time.Duration
 
 	closers []func()
 }

@@ -6,6 +6,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -41,6 +42,8 @@ type Flags struct {
 	DrainGrace    *time.Duration
 	DrainHandover *time.Duration
 	DrainLeave    *bool
+	// StopTimeout bounds the close of the background tasks (see Stop).
+	StopTimeout *time.Duration
 	// AccessLog is ACCESS_LOG (see httpx.AccessLog); PprofAddr is
 	// PPROF_ADDR (see Pprof).
 	AccessLog *string
@@ -69,6 +72,7 @@ func RegisterFlags(fs *flag.FlagSet, defaultAddr string) *Flags {
 		DrainGrace:    config.Duration(fs, "drain-grace", "DRAIN_GRACE", 5*time.Second, "at SIGTERM, how long the instance keeps serving with /readyz failing (so that load balancers stop sending to it) before it hands its partitions over"),
 		DrainHandover: config.Duration(fs, "drain-handover", "DRAIN_HANDOVER", 2*time.Second, "at SIGTERM, how long the instance keeps serving (forwarding to the new owners) after it left its consumer groups, so that the front door and the other instances learn the new owners, before it stops listening"),
 		DrainLeave:    config.Bool(fs, "drain-leave", "DRAIN_LEAVE", true, "at SIGTERM, leave the consumer groups so that the partitions move at once; false keeps a static member's partitions for the session timeout (a restart in place within it gets them back without a rebalance)"),
+		StopTimeout:   config.Duration(fs, "stop-timeout", "STOP_TIMEOUT", DefaultStopTimeout, "at shutdown, how long the consumers and producers may take to stop once the HTTP server has stopped; past it the process exits without closing them (the stores recover from their write-ahead logs at the next start)"),
 		AccessLog:     config.String(fs, "access-log", "ACCESS_LOG", "on", "the per-request access log at info: on, off, or sample=N (one request in N); server errors are logged at warn whatever it says"),
 		PprofAddr:     config.String(fs, "pprof-addr", "PPROF_ADDR", "", "address of a separate listener for net/http/pprof (e.g. 127.0.0.1:6060); empty: off. Never expose it publicly"),
 		Version:       fs.Bool("version", false, "print the version, VCS revision and Go version, and exit"),
@@ -172,7 +176,13 @@ func pathIs(r *mux.Router, path string) *mux.Route {
 //     timeout. It keeps serving, and forwards requests for its former
 //     partitions to their new owners, for DrainHandover.
 //  3. The HTTP server stops accepting and lets requests in flight finish
-//     for up to Grace; then the tasks stop.
+//     for up to Grace; then the tasks stop, within TaskStop.
+//
+// A task that has not returned TaskStop after its context ended (a
+// consumer whose close waits for brokers that cannot be reached: sarama
+// retries its last offset commit and coordinator lookups for minutes) is
+// given up: RunStop returns ErrStopTimeout, and Start then exits without
+// closing what the tasks still use.
 //
 // A failure of a part skips the drain and stops at once.
 //
@@ -184,7 +194,18 @@ type Stop struct {
 	Grace         time.Duration
 	DrainGrace    time.Duration
 	DrainHandover time.Duration
+	// TaskStop bounds the wait for the tasks once their context ended; 0
+	// means DefaultStopTimeout.
+	TaskStop time.Duration
 }
+
+// DefaultStopTimeout is STOP_TIMEOUT's default: the tasks of a healthy
+// service stop within a second of their context's end.
+const DefaultStopTimeout = 10 * time.Second
+
+// ErrStopTimeout is returned (wrapped) by RunStop when its tasks did not
+// stop within Stop.TaskStop.
+var ErrStopTimeout = errors.New("the background tasks did not stop in time")
 
 var drainStarted = promauto.NewGauge(prometheus.GaugeOpts{
 	Name: "profiles_drain_started_timestamp_seconds",
@@ -202,6 +223,21 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	case <-ctx.Done():
+		return false
+	}
+}
+
+// doneWithin runs f and reports whether it returned within d; past d it
+// returns false and leaves f running.
+func doneWithin(d time.Duration, f func()) bool {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
 		return false
 	}
 }
@@ -287,10 +323,13 @@ func RunStop(ctx context.Context, log *slog.Logger, addr string, h http.Handler,
 			stopHTTP()
 		})
 	}
+	var running atomic.Int32
 	for i, task := range tasks {
 		wg.Add(1)
+		running.Add(1)
 		go func() {
 			defer wg.Done()
+			defer running.Add(-1)
 			err := task(taskCtx)
 			if taskCtx.Err() == nil {
 				if err == nil {
@@ -307,6 +346,10 @@ func RunStop(ctx context.Context, log *slog.Logger, addr string, h http.Handler,
 	}
 	log.Info("http server stopped; stopping background tasks")
 	stopTasks()
-	wg.Wait()
+	if d := cmp.Or(stop.TaskStop, DefaultStopTimeout); !doneWithin(d, wg.Wait) {
+		err := fmt.Errorf("%w (%s): %d of %d still running", ErrStopTimeout, d, running.Load(), len(tasks))
+		log.Error("exiting without the background tasks that did not stop", "err", err)
+		return errors.Join(firstErr, err)
+	}
 	return firstErr
 }

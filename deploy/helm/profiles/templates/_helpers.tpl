@@ -85,6 +85,8 @@ ADVERTISE_URL its address through the headless Service. */}}
   value: {{ .root.Values.drain.drainHandover | quote }}
 - name: SHUTDOWN_GRACE
   value: {{ .root.Values.drain.shutdownGrace | quote }}
+- name: STOP_TIMEOUT
+  value: {{ .root.Values.drain.stopTimeout | quote }}
 - name: ACCESS_LOG
   value: {{ .root.Values.observability.accessLog | quote }}
 - name: LOG_LEVEL
@@ -237,7 +239,7 @@ securityContext:
 a margin. */}}
 {{- define "profiles.terminationGrace" -}}
 {{- $d := .Values.drain -}}
-{{- add (include "profiles.seconds" $d.drainGrace) (include "profiles.seconds" $d.drainHandover) (include "profiles.seconds" $d.shutdownGrace) 10 -}}
+{{- add (include "profiles.seconds" $d.drainGrace) (include "profiles.seconds" $d.drainHandover) (include "profiles.seconds" $d.shutdownGrace) (include "profiles.seconds" $d.stopTimeout) 10 -}}
 {{- end -}}
 
 {{/* Whole seconds of a duration such as 5s, 2m or 500ms (rounded up). */}}
