@@ -772,6 +772,7 @@ func (g *Group) ConsumeClaim(sess sarama.ConsumerGroupSession, part sarama.Consu
 			return nil // the session ended while the batch could not be handled
 		}
 		next = batch[len(batch)-1].Offset + 1
+		release(batch)
 		sess.MarkOffset(topic, p, next, "")
 		g.setLag(topic, p, part.HighWaterMarkOffset()-next)
 		if next >= end {

@@ -258,6 +258,7 @@ func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Co
 			return fmt.Errorf("handle %s/%d at offset %d: %w", opts.Topic, p, batch[0].Offset, err)
 		}
 		next = batch[len(batch)-1].Offset + 1
+		release(batch)
 		if checkCaughtUp() {
 			return nil
 		}
@@ -493,3 +494,9 @@ func walkCommitted(block *sarama.FetchResponseBlock, from int64, fn func(off int
 	}
 	return covered, true
 }
+
+// release drops batch's records (and those of the larger batches its
+// array held before) once they are handled, so that the reused array
+// keeps none alive: a record's value is a slice of its whole fetch
+// response, up to Fetch.MaxBytes, which one live record keeps in memory.
+func release(batch []*sarama.ConsumerMessage) { clear(batch[:cap(batch)]) }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/IBM/sarama"
 
@@ -245,5 +247,96 @@ func TestReadFetchesDoNotHoldUpTheClient(t *testing.T) {
 	stop()
 	if err := <-followed; err != nil {
 		t.Fatalf("the follower: %v", err)
+	}
+}
+
+// A follower that has caught up holds none of the records it handed over.
+// A record's value is a slice of its whole fetch response (up to
+// Fetch.MaxBytes, 8 MiB), so one record kept alive keeps the response; a
+// batch buffer reused without clearing kept the last largest batch of
+// every partition, tens of MiB of a caught-up query-svc's heap.
+func TestAFollowerKeepsNoRecordItHandedOver(t *testing.T) {
+	kcfg := testKafka(t)
+	const partitions, perPartition = 2, 500
+	topic := fmt.Sprintf("kafkax-keep-%06d", rand.IntN(1e6))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := createTopics(ctx, kcfg, testTopic{Name: topic, Partitions: partitions}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := kcfg.ProducerSarama("kafkax-test")
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	producer, err := sarama.NewSyncProducer(kcfg.Brokers, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	var msgs []*sarama.ProducerMessage
+	for i := range perPartition {
+		for p := range int32(partitions) {
+			msgs = append(msgs, &sarama.ProducerMessage{Topic: topic, Partition: p, Value: sarama.StringEncoder(fmt.Sprintf("%d-%d", p, i))})
+		}
+	}
+	if err := producer.SendMessages(msgs); err != nil {
+		t.Fatal(err)
+	}
+
+	client, err := sarama.NewClient(kcfg.Brokers, kcfg.Sarama("kafkax-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	var mu sync.Mutex
+	var handed []weak.Pointer[sarama.ConsumerMessage]
+	caught := make(chan int32, partitions)
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- Read(rctx, client, ReadOptions{
+			Topic: topic, MaxBatch: 1000,
+			Handle: func(_ context.Context, _ int32, recs []*sarama.ConsumerMessage) error {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, r := range recs {
+					handed = append(handed, weak.Make(r))
+				}
+				return nil
+			},
+			CaughtUp: func(p int32) { caught <- p },
+		})
+	}()
+	for range partitions {
+		select {
+		case <-caught:
+		case <-ctx.Done():
+			t.Fatal("not caught up")
+		}
+	}
+	// The follower runs on, caught up; nothing it handed over is needed.
+	var live int
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		runtime.GC()
+		mu.Lock()
+		live = 0
+		for _, w := range handed {
+			if w.Value() != nil {
+				live++
+			}
+		}
+		n := len(handed)
+		mu.Unlock()
+		if n != partitions*perPartition {
+			t.Fatalf("%d records handed over, want %d", n, partitions*perPartition)
+		}
+		if live == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if live != 0 {
+		t.Errorf("%d of the %d records handed over are still alive while the follower waits for more", live, partitions*perPartition)
 	}
 }
