@@ -81,23 +81,11 @@ func hasLeaders(admin sarama.ClusterAdmin, topic string, n int32) bool {
 func TestReadStopsAtTheEndOfATransactionalTopicAndMissesNothing(t *testing.T) {
 	kcfg := testKafka(t)
 	const partitions, perPartition = 4, 60
-	topic := fmt.Sprintf("kafkax-read-%06d", rand.IntN(1e6))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := createTopics(ctx, kcfg, testTopic{Name: topic, Partitions: partitions}); err != nil {
-		t.Fatal(err)
-	}
-
 	// Committed transactions of one record each (a marker after every
 	// record), plus an aborted transaction at the end of every partition.
-	cfg := kcfg.ProducerSarama("kafkax-test")
-	cfg.Producer.Transaction.ID = topic + "-txn"
-	cfg.Producer.Partitioner = sarama.NewManualPartitioner
-	producer, err := sarama.NewSyncProducer(kcfg.Brokers, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
+	topic, producer := newTestTopic(ctx, t, kcfg, "kafkax-read", partitions, true)
 	send := func(p int32, value string, commit bool) {
 		sendInTxn(t, producer, &sarama.ProducerMessage{Topic: topic, Partition: p, Value: sarama.StringEncoder(value)}, commit)
 	}
@@ -147,6 +135,28 @@ func TestReadStopsAtTheEndOfATransactionalTopicAndMissesNothing(t *testing.T) {
 			}
 		}
 	}
+}
+
+// newTestTopic creates a topic named prefix-<random number> of partitions
+// partitions, and returns it with a producer whose messages name their
+// partition (transactional when txn), closed when the test ends.
+func newTestTopic(ctx context.Context, t *testing.T, kcfg Config, prefix string, partitions int32, txn bool) (string, sarama.SyncProducer) {
+	t.Helper()
+	topic := fmt.Sprintf("%s-%06d", prefix, rand.IntN(1e6))
+	if err := createTopics(ctx, kcfg, testTopic{Name: topic, Partitions: partitions}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := kcfg.ProducerSarama("kafkax-test")
+	if txn {
+		cfg.Producer.Transaction.ID = topic + "-txn"
+	}
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	producer, err := sarama.NewSyncProducer(kcfg.Brokers, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { producer.Close() })
+	return topic, producer
 }
 
 // sendInTxn writes msg in a transaction of its own of producer (a
@@ -258,19 +268,9 @@ func TestReadFetchesDoNotHoldUpTheClient(t *testing.T) {
 func TestAFollowerKeepsNoRecordItHandedOver(t *testing.T) {
 	kcfg := testKafka(t)
 	const partitions, perPartition = 2, 500
-	topic := fmt.Sprintf("kafkax-keep-%06d", rand.IntN(1e6))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := createTopics(ctx, kcfg, testTopic{Name: topic, Partitions: partitions}); err != nil {
-		t.Fatal(err)
-	}
-	cfg := kcfg.ProducerSarama("kafkax-test")
-	cfg.Producer.Partitioner = sarama.NewManualPartitioner
-	producer, err := sarama.NewSyncProducer(kcfg.Brokers, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
+	topic, producer := newTestTopic(ctx, t, kcfg, "kafkax-keep", partitions, false)
 	var msgs []*sarama.ProducerMessage
 	for i := range perPartition {
 		for p := range int32(partitions) {
