@@ -33,8 +33,13 @@ type ProfileView interface {
 	// IndexEntry returns the email index entry of (email, uid): the profile,
 	// or a deleted marker once uid no longer holds email.
 	IndexEntry(email, uid string) (events.Profile, error)
-	// Changed returns a channel closed at the view's next change.
-	Changed() <-chan struct{}
+	// WatchProfile returns a channel closed at the next change of the
+	// profile uid (or one of the whole view), and the func that ends the
+	// watch. A query takes it before it reads, so that no change after
+	// its read is missed, and ends it once it no longer waits.
+	WatchProfile(uid string) (<-chan struct{}, func())
+	// WatchIndexEntry is WatchProfile for the index entry of (email, uid).
+	WatchIndexEntry(email, uid string) (<-chan struct{}, func())
 }
 
 // ProfileJSON is a profile of the view as the API answers it.

@@ -84,8 +84,10 @@ type HistoryView interface {
 	// History returns the entries of uid ordered by version; none (and no
 	// error) for a uid without events.
 	History(uid string) ([]HistoryEntry, error)
-	// Changed returns a channel closed at the view's next change.
-	Changed() <-chan struct{}
+	// WatchHistory returns a channel closed at the next change of the
+	// history of uid (or one of the whole view), and the func that ends
+	// the watch (see ProfileView.WatchProfile).
+	WatchHistory(uid string) (<-chan struct{}, func())
 }
 
 // GetHistoryHandler answers GetHistory. MaxWait bounds a MinVersion wait;
@@ -105,10 +107,10 @@ type GetHistoryHandler struct {
 // deleted profile shows as erased, without changes (the view erases them
 // too when it reads the delete; this also covers entries it read before).
 func (h GetHistoryHandler) Handle(ctx context.Context, q GetHistory) ([]HistoryEntry, error) {
-	ctx, cancel := context.WithTimeout(ctx, h.MaxWait)
-	defer cancel()
+	var w waiter
+	defer w.stop()
 	for {
-		changed := h.View.Changed() // taken before the read, so no change is missed
+		changed := w.before(q.MinVersion, func() (<-chan struct{}, func()) { return h.View.WatchHistory(q.UID) })
 		hist, err := h.View.History(q.UID)
 		if err != nil {
 			return nil, err
@@ -125,9 +127,7 @@ func (h GetHistoryHandler) Handle(ctx context.Context, q GetHistory) ([]HistoryE
 		if len(hist) == 0 && q.MinVersion == 0 {
 			return nil, ErrNotFound
 		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
+		if !w.wait(ctx, h.MaxWait, changed) {
 			return nil, ErrNotYet
 		}
 	}

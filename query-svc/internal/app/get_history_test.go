@@ -89,10 +89,10 @@ func (v *fakeHistory) History(uid string) ([]app.HistoryEntry, error) {
 	return append([]app.HistoryEntry{}, v.data[uid]...), nil
 }
 
-func (v *fakeHistory) Changed() <-chan struct{} {
+func (v *fakeHistory) WatchHistory(string) (<-chan struct{}, func()) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.changed
+	return v.changed, func() {}
 }
 
 func (v *fakeHistory) add(uid string, typ events.Type, version int64) {

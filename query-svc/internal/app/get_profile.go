@@ -30,7 +30,7 @@ func (h GetProfileHandler) Handle(ctx context.Context, q GetProfile) (events.Pro
 	var w waiter
 	defer w.stop()
 	for {
-		changed := w.changedBefore(h.View, q.MinVersion) // taken before the read, so no change is missed
+		changed := w.before(q.MinVersion, func() (<-chan struct{}, func()) { return h.View.WatchProfile(q.UID) }) // taken before the read, so no change is missed
 		p, err := h.View.Get(q.UID)
 		switch {
 		case err != nil && !errors.Is(err, h.NotFound):
@@ -56,7 +56,7 @@ func (h GetProfileHandler) HandleJSON(ctx context.Context, q GetProfile, dst []b
 	var w waiter
 	defer w.stop()
 	for {
-		changed := w.changedBefore(h.View, q.MinVersion)
+		changed := w.before(q.MinVersion, func() (<-chan struct{}, func()) { return h.View.WatchProfile(q.UID) })
 		p, err := h.View.GetJSON(q.UID, dst)
 		switch {
 		case err != nil && !errors.Is(err, h.NotFound):
@@ -75,24 +75,38 @@ func (h GetProfileHandler) HandleJSON(ctx context.Context, q GetProfile, dst []b
 }
 
 // waiter is the MinVersion wait of one query. A query without MinVersion
-// never waits, so it takes neither the view's change channel nor a timer;
-// one that waits bounds the whole wait by MaxWait from its first read.
+// never waits, so it takes neither a watch of the view nor a timer; one
+// that waits bounds the whole wait by MaxWait from its first read. Its
+// zero value is ready; stop ends it.
 type waiter struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	start  time.Time
+	ctx     context.Context
+	cancel  context.CancelFunc
+	start   time.Time
+	unwatch func()
 }
 
-// changedBefore returns the view's change channel, taken before a read,
-// when the query may wait (minVersion > 0), and nil otherwise.
-func (w *waiter) changedBefore(v ProfileView, minVersion int64) <-chan struct{} {
+// before returns, when the query may wait (minVersion > 0), the channel
+// of a watch that it takes with watch (one of the view's Watch methods,
+// of the key the query reads) before a read, and ends the watch taken
+// before the read before it; it returns nil otherwise.
+func (w *waiter) before(minVersion int64, watch func() (<-chan struct{}, func())) <-chan struct{} {
 	if minVersion == 0 {
 		return nil
 	}
 	if w.start.IsZero() {
 		w.start = time.Now()
 	}
-	return v.Changed()
+	w.unwatchLast()
+	changed, unwatch := watch()
+	w.unwatch = unwatch
+	return changed
+}
+
+func (w *waiter) unwatchLast() {
+	if w.unwatch != nil {
+		w.unwatch()
+		w.unwatch = nil
+	}
 }
 
 // wait waits for changed, and reports false once MaxWait from the first
@@ -110,6 +124,7 @@ func (w *waiter) wait(ctx context.Context, maxWait time.Duration, changed <-chan
 }
 
 func (w *waiter) stop() {
+	w.unwatchLast()
 	if w.cancel != nil {
 		w.cancel()
 	}

@@ -57,10 +57,16 @@ func (v *fakeView) SearchEmailJSON(_ string, dst []byte) ([]byte, error) {
 
 func (v *fakeView) IndexEntry(_, uid string) (events.Profile, error) { return v.Get(uid) }
 
-func (v *fakeView) Changed() <-chan struct{} {
+// WatchProfile wakes at every put, as a view may: a query re-reads after
+// any wake, and only answers once its key is what it needs.
+func (v *fakeView) WatchProfile(string) (<-chan struct{}, func()) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.changed
+	return v.changed, func() {}
+}
+
+func (v *fakeView) WatchIndexEntry(string, string) (<-chan struct{}, func()) {
+	return v.WatchProfile("")
 }
 
 func (v *fakeView) put(p events.Profile) {

@@ -53,10 +53,10 @@ func (h SearchProfilesHandler) HandleJSON(ctx context.Context, q SearchProfiles,
 }
 
 func (h SearchProfilesHandler) waitIndexed(ctx context.Context, q SearchProfiles) error {
-	ctx, cancel := context.WithTimeout(ctx, h.MaxWait)
-	defer cancel()
+	var w waiter
+	defer w.stop()
 	for {
-		changed := h.View.Changed()
+		changed := w.before(q.MinVersion, func() (<-chan struct{}, func()) { return h.View.WatchIndexEntry(q.Email, q.UID) })
 		e, err := h.View.IndexEntry(q.Email, q.UID)
 		switch {
 		case err != nil && !errors.Is(err, h.NotFound):
@@ -64,9 +64,7 @@ func (h SearchProfilesHandler) waitIndexed(ctx context.Context, q SearchProfiles
 		case err == nil && e.Version >= q.MinVersion:
 			return nil
 		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
+		if !w.wait(ctx, h.MaxWait, changed) {
 			return ErrNotYet
 		}
 	}

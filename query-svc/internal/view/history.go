@@ -35,13 +35,14 @@ func (s *Store) ApplyEvents(topic string, p int32, records []HistoryRecord, next
 			deleted[r.UID] = true
 		}
 	}
-	return s.apply(topic, p, next, func(b *pebble.Batch) (int, error) {
+	return s.apply(topic, p, next, func(b *pebble.Batch, touch func([]byte)) (int, error) {
 		for uid := range deleted {
 			if err := s.eraseHistory(b, p, uid); err != nil {
 				return 0, err
 			}
 		}
 		for _, r := range records {
+			touch(historyPrefix(p, r.UID))
 			if deleted[r.UID] {
 				r.Entry = r.Entry.Erase()
 			}
@@ -86,8 +87,7 @@ func (s *Store) History(uid string) ([]app.HistoryEntry, error) {
 // stored history entry of uid (on partition p), and stops at f's first
 // error, which it returns. The key is valid only during the call.
 func (s *Store) eachHistory(p int32, uid string, f func(k []byte, e app.HistoryEntry) error) error {
-	prefix := historyKey(p, uid, 0)
-	prefix = prefix[:len(prefix)-8]
+	prefix := historyPrefix(p, uid)
 	return s.scan(prefix, func(k, v []byte) error {
 		var e app.HistoryEntry
 		if err := json.Unmarshal(v, &e); err != nil {
@@ -100,7 +100,11 @@ func (s *Store) eachHistory(p int32, uid string, f func(k []byte, e app.HistoryE
 // historyKey is h\0<partition be32><uid>\0<version be64>: the entries of a
 // uid are contiguous and sort by version.
 func historyKey(p int32, uid string, version int64) []byte {
+	return binary.BigEndian.AppendUint64(historyPrefix(p, uid), uint64(version))
+}
+
+// historyPrefix is the prefix of the history keys of uid on partition p.
+func historyPrefix(p int32, uid string) []byte {
 	k := append(pebblex.PartitionPrefix(prefixHistory, p), uid...)
-	k = append(k, 0)
-	return binary.BigEndian.AppendUint64(k, uint64(version))
+	return append(k, 0)
 }

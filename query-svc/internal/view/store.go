@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -54,8 +53,8 @@ type Store struct {
 	// refused (pebblex.ErrDiskFull) rather than committed below it.
 	reserve pebblex.Reserve
 
-	mu      sync.Mutex
-	changed chan struct{}
+	// watchers wakes the readers that wait for a key (see WatchProfile).
+	watchers watchers
 }
 
 // DefaultCacheSize is Options.CacheSize's zero value: Pebble's block cache
@@ -98,7 +97,7 @@ func Open(dir string, fs vfs.FS, partitions int32, keyer events.EmailKeyer, o Op
 	if err != nil {
 		return nil, err
 	}
-	st := &Store{db: db, n: partitions, keyer: keyer, changed: make(chan struct{})}
+	st := &Store{db: db, n: partitions, keyer: keyer}
 	if o.Reserve > 0 && fs == vfs.Default {
 		st.reserve = pebblex.Reserve{Dir: dir, Min: o.Reserve}
 	}
@@ -132,15 +131,17 @@ func (s *Store) Offsets(topic string) (map[int32]int64, error) { return pebblex.
 // is ignored, so re-reading a partition never moves a profile back in time.
 // It returns how many records changed the view.
 func (s *Store) ApplySnapshots(topic string, p int32, profiles []events.Profile, next int64) (int, error) {
-	return s.apply(topic, p, next, func(b *pebble.Batch) (int, error) {
+	return s.apply(topic, p, next, func(b *pebble.Batch, touch func([]byte)) (int, error) {
 		applied := 0
 		for _, prof := range profiles {
-			ok, err := putNewer(b, profileKey(p, prof.UID), prof)
+			key := profileKey(p, prof.UID)
+			ok, err := putNewer(b, key, prof)
 			if err != nil {
 				return 0, err
 			}
 			if ok {
 				applied++
+				touch(key)
 			}
 		}
 		return applied, nil
@@ -156,25 +157,31 @@ type IndexEntry struct {
 
 // ApplyIndex is ApplySnapshots for the email index topic.
 func (s *Store) ApplyIndex(topic string, p int32, entries []IndexEntry, next int64) (int, error) {
-	return s.apply(topic, p, next, func(b *pebble.Batch) (int, error) {
+	return s.apply(topic, p, next, func(b *pebble.Batch, touch func([]byte)) (int, error) {
 		applied := 0
 		for _, e := range entries {
-			ok, err := putNewer(b, emailKey(p, e.Email, e.Profile.UID), e.Profile)
+			key := emailKey(p, e.Email, e.Profile.UID)
+			ok, err := putNewer(b, key, e.Profile)
 			if err != nil {
 				return 0, err
 			}
 			if ok {
 				applied++
+				touch(key)
 			}
 		}
 		return applied, nil
 	})
 }
 
-func (s *Store) apply(topic string, p int32, next int64, write func(*pebble.Batch) (int, error)) (int, error) {
+// apply commits, in one batch, what write puts in it and next as the
+// offset of partition p of topic, and then wakes the readers of every key
+// that write passed to touch (the keys it changed; see watchers).
+func (s *Store) apply(topic string, p int32, next int64, write func(b *pebble.Batch, touch func(key []byte)) (int, error)) (int, error) {
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
-	applied, err := write(b)
+	var touched [][]byte
+	applied, err := write(b, func(key []byte) { touched = append(touched, key) })
 	if err != nil {
 		return 0, err
 	}
@@ -193,7 +200,7 @@ func (s *Store) apply(topic string, p int32, next int64, write func(*pebble.Batc
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return 0, fmt.Errorf("commit view batch: %w", err)
 	}
-	s.notify()
+	s.watchers.wake(touched)
 	return applied, nil
 }
 
@@ -202,13 +209,6 @@ func (s *Store) apply(topic string, p int32, next int64, write func(*pebble.Batc
 // then every batch is refused, so the instance cannot hold partitions.
 // It is safe for concurrent use.
 func (s *Store) Writable() error { return s.reserve.Check() }
-
-func (s *Store) notify() {
-	s.mu.Lock()
-	close(s.changed)
-	s.changed = make(chan struct{})
-	s.mu.Unlock()
-}
 
 // putNewer stores prof under key unless the key holds a later version.
 func putNewer(b *pebble.Batch, key []byte, prof events.Profile) (bool, error) {
@@ -255,7 +255,7 @@ func (s *Store) DropPartition(p int32) error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return err
 	}
-	s.notify()
+	s.watchers.wakeAll()
 	return nil
 }
 
@@ -468,13 +468,27 @@ func (s *Store) IndexEntry(email, uid string) (events.Profile, error) {
 	return st.Profile, nil
 }
 
-// Changed returns a channel that is closed at the next successful Apply.
-// Waiters read the view, and if it is not yet what they need, wait on the
-// channel they took before reading.
-func (s *Store) Changed() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.changed
+// WatchProfile returns a channel that is closed once a batch that changes
+// the profile uid commits (or DropPartition), and the func that ends the
+// watch. A reader takes it before it reads the profile, waits on it if
+// the profile is not yet what it needs, and ends the watch once it no
+// longer waits on the channel: a watch of a uid that is never written is
+// kept until then.
+func (s *Store) WatchProfile(uid string) (<-chan struct{}, func()) {
+	return s.watchers.add(profileKey(s.Partition(uid), uid))
+}
+
+// WatchIndexEntry is WatchProfile for the email index entry of (email,
+// uid), as IndexEntry reads it.
+func (s *Store) WatchIndexEntry(email, uid string) (<-chan struct{}, func()) {
+	email = s.keyer.EmailKey(email)
+	return s.watchers.add(emailKey(s.Partition(email), email, uid))
+}
+
+// WatchHistory is WatchProfile for the history of uid: any entry of it
+// written or erased.
+func (s *Store) WatchHistory(uid string) (<-chan struct{}, func()) {
+	return s.watchers.add(historyPrefix(s.Partition(uid), uid))
 }
 
 func profileKey(p int32, uid string) []byte {

@@ -182,22 +182,76 @@ func TestDropPartitionRemovesExactlyThatPartition(t *testing.T) {
 	}
 }
 
-func TestChangedIsClosedByApply(t *testing.T) {
-	s := open(t, vfs.NewMem())
-	defer s.Close()
-	ch := s.Changed()
-	select {
-	case <-ch:
-		t.Fatal("closed before any Apply")
-	default:
+// A watch wakes at a committed batch that changes the key it watches, and
+// at a dropped partition, which may change any key; no other batch wakes
+// it, so that a waiting read re-reads once per change of its own key.
+func TestAWatchWakesOnlyForAChangeOfItsKey(t *testing.T) {
+	watchProfile := func(s *view.Store) (<-chan struct{}, func()) { return s.WatchProfile("a") }
+	watchIndex := func(s *view.Store) (<-chan struct{}, func()) { return s.WatchIndexEntry(" A@Mail.com", "a") }
+	watchHistory := func(s *view.Store) (<-chan struct{}, func()) { return s.WatchHistory("a") }
+	snapshot := func(uid string, v int64) func(*testing.T, *view.Store) {
+		return func(t *testing.T, s *view.Store) {
+			if _, err := s.ApplySnapshots(snapshots, s.Partition(uid), []events.Profile{profile(uid, uid+"@mail.com", v)}, 2); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	if _, err := s.ApplySnapshots(snapshots, 0, nil, 1); err != nil {
-		t.Fatal(err)
+	indexEntry := func(email, uid string) func(*testing.T, *view.Store) {
+		return func(t *testing.T, s *view.Store) {
+			if _, err := s.ApplyIndex(index, s.Partition(email), []view.IndexEntry{{Email: email, Profile: profile(uid, email, 3)}}, 2); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	select {
-	case <-ch:
-	case <-time.After(time.Second):
-		t.Fatal("Apply did not signal")
+	event := func(uid string) func(*testing.T, *view.Store) {
+		return func(t *testing.T, s *view.Store) {
+			if _, err := s.ApplyEvents(eventLog, s.Partition(uid), []view.HistoryRecord{entry(t, uid, 3, events.UsernameChanged{Username: "x"})}, 2); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	drop := func(t *testing.T, s *view.Store) {
+		if err := s.DropPartition((s.Partition("a") + 1) % parts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		watch  func(*view.Store) (<-chan struct{}, func())
+		change func(*testing.T, *view.Store)
+		wakes  bool
+	}{
+		{"profile: a newer snapshot of it", watchProfile, snapshot("a", 3), true},
+		{"profile: an older snapshot of it, ignored", watchProfile, snapshot("a", 1), false},
+		{"profile: another profile's snapshot", watchProfile, snapshot("b", 3), false},
+		{"profile: its index entry", watchProfile, indexEntry("a@mail.com", "a"), false},
+		{"profile: its event", watchProfile, event("a"), false},
+		{"profile: a partition dropped", watchProfile, drop, true},
+		{"index: its entry", watchIndex, indexEntry("a@mail.com", "a"), true},
+		{"index: another profile's entry of the email", watchIndex, indexEntry("a@mail.com", "b"), false},
+		{"index: the profile's snapshot", watchIndex, snapshot("a", 3), false},
+		{"history: its event", watchHistory, event("a"), true},
+		{"history: another profile's event", watchHistory, event("b"), false},
+		{"history: its snapshot", watchHistory, snapshot("a", 3), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t, vfs.NewMem())
+			defer s.Close()
+			put(t, s, profile("a", "a@mail.com", 2))
+			ch, unwatch := tc.watch(s)
+			defer unwatch()
+			tc.change(t, s)
+			select {
+			case <-ch:
+				if !tc.wakes {
+					t.Fatal("woken by a change of another key")
+				}
+			default:
+				if tc.wakes {
+					t.Fatal("not woken by a change of its key")
+				}
+			}
+		})
 	}
 }
 
