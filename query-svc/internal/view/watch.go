@@ -74,10 +74,3 @@ func (w *watchers) wakeAll() {
 		delete(w.m, k)
 	}
 }
-
-// len returns how many keys are watched.
-func (w *watchers) len() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.m)
-}

@@ -45,3 +45,10 @@ func TestWatchersForgetAKeyOnceWokenOrUnwatched(t *testing.T) {
 		t.Fatalf("after wakeAll: c closed %v, %d keys watched", closed(c), w.len())
 	}
 }
+
+// len returns how many keys are watched.
+func (w *watchers) len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.m)
+}
