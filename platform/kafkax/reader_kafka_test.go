@@ -12,6 +12,7 @@ import (
 	"weak"
 
 	"github.com/IBM/sarama"
+	gometrics "github.com/rcrowley/go-metrics"
 
 	"profiles/platform/testenv"
 )
@@ -338,5 +339,94 @@ func TestAFollowerKeepsNoRecordItHandedOver(t *testing.T) {
 	}
 	if live != 0 {
 		t.Errorf("%d of the %d records handed over are still alive while the follower waits for more", live, partitions*perPartition)
+	}
+}
+
+// Reads that share a Fetcher fetch together: one Fetch request per broker
+// carries the partitions of every topic, so while nothing is written the
+// broker holds one fetch where Reads of their own hold one each, and each
+// Read still gets its own topic's records, and only those. Counted with
+// sarama's request meter, which is off in the services (see init).
+func TestReadsThatShareAFetcherFetchTogether(t *testing.T) {
+	kcfg := testKafka(t)
+	gometrics.UseNilMetrics = false
+	defer func() { gometrics.UseNilMetrics = true }()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var topics []string
+	for _, prefix := range []string{"kafkax-fetcher-a", "kafkax-fetcher-b", "kafkax-fetcher-c"} {
+		topic, producer := newTestTopic(ctx, t, kcfg, prefix, 2, false)
+		for i := range 20 {
+			if _, _, err := producer.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: int32(i % 2), Value: sarama.StringEncoder(topic)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		topics = append(topics, topic)
+	}
+	// fetches runs a Read of every topic, shared says whether through one
+	// Fetcher, and returns the requests sent while they wait, caught up,
+	// for idle (a fetch that finds nothing returns after MaxWaitTime).
+	const wait, idle = 250 * time.Millisecond, 3 * time.Second
+	fetches := func(shared bool) int64 {
+		sc := kcfg.Sarama("kafkax-test")
+		sc.MetricRegistry = gometrics.NewRegistry()
+		sc.Consumer.MaxWaitTime = wait
+		sc.Metadata.RefreshFrequency = time.Hour
+		client, err := sarama.NewClient(kcfg.Brokers, sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		var fetcher *Fetcher
+		if shared {
+			if fetcher, err = NewFetcher(client); err != nil {
+				t.Fatal(err)
+			}
+			defer fetcher.Close()
+		}
+		rctx, stop := context.WithCancel(ctx)
+		defer stop()
+		var wg sync.WaitGroup
+		caught := make(chan int32, 2*len(topics))
+		for _, topic := range topics {
+			wg.Go(func() {
+				n := 0
+				err := Read(rctx, client, ReadOptions{Topic: topic, Fetcher: fetcher,
+					Handle: func(_ context.Context, _ int32, recs []*sarama.ConsumerMessage) error {
+						for _, r := range recs {
+							if string(r.Value) != topic {
+								return fmt.Errorf("a record of %s read from %s", r.Value, topic)
+							}
+						}
+						n += len(recs)
+						return nil
+					},
+					CaughtUp: func(p int32) { caught <- p }})
+				if err != nil || n != 20 {
+					t.Errorf("%s (shared %v): read %d records of 20, error %v", topic, shared, n, err)
+				}
+			})
+		}
+		for range 2 * len(topics) {
+			select {
+			case <-caught:
+			case <-ctx.Done():
+				t.Fatal("not caught up")
+			}
+		}
+		requests := gometrics.GetOrRegisterMeter("request-rate", sc.MetricRegistry)
+		before := requests.Count()
+		time.Sleep(idle)
+		n := requests.Count() - before
+		stop()
+		wg.Wait()
+		return n
+	}
+	own, shared := fetches(false), fetches(true)
+	t.Logf("requests in %v of waiting: %d with a consumer per Read, %d with one Fetcher", idle, own, shared)
+	perWait := int64(idle / wait)
+	if shared > perWait+2 || own < 2*perWait {
+		t.Errorf("%d requests in %v with one Fetcher (want about %d: one fetch per %v), %d with a consumer per Read (want about %d)",
+			shared, idle, perWait, wait, own, int64(len(topics))*perWait)
 	}
 }

@@ -119,11 +119,18 @@ func (r *Replicator) Run(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		go r.sampleLag(ctx, topics)
+		// One consumer for every topic: a commit to any of them wakes one
+		// fetch, not one per topic.
+		fetcher, err := kafkax.NewFetcher(r.Client)
+		if err != nil {
+			return fmt.Errorf("consumer of %v: %w", topics, err)
+		}
+		defer fetcher.Close() // after every Read has returned: errc below
 		errc := make(chan error, len(topics))
 		for _, topic := range topics {
 			go func() {
 				errc <- kafkax.Read(ctx, r.Client, kafkax.ReadOptions{
-					Topic: topic, MaxBatch: 1000,
+					Topic: topic, MaxBatch: 1000, Fetcher: fetcher,
 					Start: func(p int32) (int64, error) {
 						off, ok, err := r.Sink.Position(ctx, topic, p)
 						if err != nil || !ok {

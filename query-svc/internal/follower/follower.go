@@ -268,12 +268,20 @@ func (r *Replica) Run(ctx context.Context) error {
 	r.started = true
 	r.mu.Unlock()
 
+	// One consumer for the three topics: a commit to any of them wakes one
+	// fetch, not one per topic.
+	fetcher, err := kafkax.NewFetcher(r.Client)
+	if err != nil {
+		return fmt.Errorf("consumer of the replica: %w", err)
+	}
+	defer fetcher.Close() // after every Read has returned: errc below
 	errc := make(chan error, len(topics))
 	for _, topic := range topics {
 		go func() {
 			errc <- kafkax.Read(ctx, r.Client, kafkax.ReadOptions{
-				Topic: topic,
-				Start: func(p int32) (int64, error) { return r.Start(topic, p) },
+				Topic:   topic,
+				Fetcher: fetcher,
+				Start:   func(p int32) (int64, error) { return r.Start(topic, p) },
 				Handle: func(ctx context.Context, p int32, recs []*sarama.ConsumerMessage) error {
 					return r.Handle(ctx, topic, p, recs)
 				},

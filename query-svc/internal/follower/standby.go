@@ -219,37 +219,11 @@ func (s *Standby) read(ctx context.Context, parts []int32) {
 	var warned time.Time
 	for ctx.Err() == nil {
 		caught.Store(0)
-		var wg sync.WaitGroup
-		errs := make([]error, len(s.Topics))
-		rctx, cancel := context.WithCancel(ctx)
-		for i, topic := range s.Topics {
-			wg.Go(func() {
-				errs[i] = kafkax.Read(rctx, s.Client, kafkax.ReadOptions{
-					Topic:      topic,
-					Partitions: parts,
-					Start:      func(p int32) (int64, error) { return s.Applier.Start(topic, p) },
-					Handle: func(ctx context.Context, p int32, recs []*sarama.ConsumerMessage) error {
-						return s.Applier.Handle(ctx, topic, p, recs)
-					},
-					CaughtUp: func(int32) {
-						standbyCaughtUp.Set(float64(caught.Add(1) / int64(len(s.Topics))))
-					},
-				})
-				if errs[i] != nil {
-					cancel() // the others start again with it
-				}
-			})
-		}
-		wg.Wait()
-		cancel()
-		for _, err := range errs {
-			if err != nil && ctx.Err() == nil {
-				standbyErrors.Inc()
-				if time.Since(warned) >= 30*time.Second { // it tries every second
-					warned = time.Now()
-					s.Log.Warn("standby partitions cannot be read; trying again every second", "partitions", parts, "err", err)
-				}
-				break
+		if err := s.readRound(ctx, parts, &caught); err != nil && ctx.Err() == nil {
+			standbyErrors.Inc()
+			if time.Since(warned) >= 30*time.Second { // it tries every second
+				warned = time.Now()
+				s.Log.Warn("standby partitions cannot be read; trying again every second", "partitions", parts, "err", err)
 			}
 		}
 		select {
@@ -257,6 +231,48 @@ func (s *Standby) read(ctx context.Context, parts []int32) {
 		case <-time.After(standbyRetry):
 		}
 	}
+}
+
+// readRound reads parts of every topic until ctx ends or the read of one
+// topic fails, which stops the others, and returns the first error. The
+// topics share one consumer (kafkax.Fetcher): a commit to any of them
+// wakes one fetch of the warm partitions, not one per topic.
+func (s *Standby) readRound(ctx context.Context, parts []int32, caught *atomic.Int64) error {
+	fetcher, err := kafkax.NewFetcher(s.Client)
+	if err != nil {
+		return fmt.Errorf("consumer of the warm partitions: %w", err)
+	}
+	defer fetcher.Close() // after every Read has returned: wg.Wait below
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(s.Topics))
+	for i, topic := range s.Topics {
+		wg.Go(func() {
+			errs[i] = kafkax.Read(ctx, s.Client, kafkax.ReadOptions{
+				Topic:      topic,
+				Partitions: parts,
+				Fetcher:    fetcher,
+				Start:      func(p int32) (int64, error) { return s.Applier.Start(topic, p) },
+				Handle: func(ctx context.Context, p int32, recs []*sarama.ConsumerMessage) error {
+					return s.Applier.Handle(ctx, topic, p, recs)
+				},
+				CaughtUp: func(int32) {
+					standbyCaughtUp.Set(float64(caught.Add(1) / int64(len(s.Topics))))
+				},
+			})
+			if errs[i] != nil {
+				cancel() // the others start again with it
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // set stops the reading and reads parts instead (nil: nothing).
