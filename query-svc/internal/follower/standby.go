@@ -473,8 +473,9 @@ func (s *Standby) Warm() []int32 {
 }
 
 // Reset stops the reading and drops the data of the standby partitions,
-// so that the next update reads them again from the start (a rebuild of
-// the view).
+// and of the partitions the view keeps from the session before the latest
+// one, so that whoever reads them next reads them again from the start (a
+// rebuild of the view).
 func (s *Standby) Reset(drop func(p int32)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -482,12 +483,18 @@ func (s *Standby) Reset(drop func(p int32)) {
 		s.stop()
 		s.stop = nil
 	}
-	warm := s.warm
-	s.warm = nil // no standby read starts any more
+	// The partitions read as a standby now, and those the view keeps from
+	// the session before the latest one (Keep): until the next update reads
+	// the new table, a partition owned in that session is in neither the
+	// warm set nor the owned one, and if kept it would come back to this
+	// instance with its data from before the rebuild, read again from
+	// nowhere.
+	gone := slices.Concat(s.warm, s.previous)
+	s.warm, s.previous = nil, nil // no standby read starts any more
 	for len(s.serving) > 0 {
 		s.served.Wait() // nor is one in flight when its data goes
 	}
-	for _, p := range warm {
+	for _, p := range gone {
 		drop(p)
 	}
 	standbyPartitions.Set(0)

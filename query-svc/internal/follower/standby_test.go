@@ -140,3 +140,25 @@ func TestTheFirstSessionKeepsWhatTheViewHeldBeforeTheRestart(t *testing.T) {
 		})
 	}
 }
+
+// A rebuild's Reset drops what the view keeps from the session before the
+// latest one too: until the next update reads the new table, a partition
+// owned then is neither warm nor owned, and if kept it could come back to
+// this instance in the next session with its data from before the
+// rebuild, never read again (seen in the e2e rebuild test: an instance
+// rebuilt its view and read nothing from Kafka).
+func TestResetDropsThePreviousSessionsPartitionsToo(t *testing.T) {
+	store := heldStore{held: map[string][]int32{}}
+	s := &Standby{Applier: Applier{Store: store}, Topics: []string{"snap", "idx"}, Count: 1, Log: slog.New(slog.DiscardHandler)}
+	s.Release([]int32{0, 2, 4})
+	s.Release([]int32{1, 3, 5}) // the table of this session is not read yet
+	var dropped []int32
+	s.Reset(func(p int32) { dropped = append(dropped, p) })
+	slices.Sort(dropped)
+	if want := []int32{0, 2, 4}; !slices.Equal(dropped, want) {
+		t.Fatalf("Reset dropped %v, want %v", dropped, want)
+	}
+	if kept := s.Keep(); len(kept) != 0 {
+		t.Fatalf("Keep after Reset = %v, want nothing", kept)
+	}
+}
