@@ -486,9 +486,8 @@ func (s *Standby) Reset(drop func(p int32)) {
 	// The partitions read as a standby now, and those the view keeps from
 	// the session before the latest one (Keep): until the next update reads
 	// the new table, a partition owned in that session is in neither the
-	// warm set nor the owned one, and if kept it would come back to this
-	// instance with its data from before the rebuild, read again from
-	// nowhere.
+	// warm set nor the owned one, and if kept it could come back to this
+	// instance with its data from before the rebuild, never read again.
 	gone := slices.Concat(s.warm, s.previous)
 	s.warm, s.previous = nil, nil // no standby read starts any more
 	for len(s.serving) > 0 {
