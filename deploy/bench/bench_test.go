@@ -82,6 +82,8 @@ func TestBenchHarnessRunsAtTinySize(t *testing.T) {
 		t.Errorf("consumers: %+v", rep.Consumers)
 	case rep.Replay.Rate <= 0 || rep.Replay.Events != int64(cfg.Profiles):
 		t.Errorf("replay: %+v", rep.Replay)
+	case rep.WriteWarmup == nil || rep.WriteWarmup.OK == 0 || rep.WriteWarmup.Errors != 0:
+		t.Errorf("write warm-up: %+v", rep.WriteWarmup)
 	case rep.WriteToVisible == nil || rep.WriteToVisible.Latency.Count == 0 || rep.WriteToVisible.Produce.Records == 0:
 		t.Errorf("write-to-visible: %+v", rep.WriteToVisible)
 	case len(rep.RSS) != 6 || rep.CeilingRSSMB <= 0:

@@ -38,6 +38,12 @@ type Config struct {
 	Profiles int
 	// Warmup (not recorded) and Duration of every measured run.
 	Warmup, Duration time.Duration
+	// WriteWarmup is how long writes run, unmeasured, before the first
+	// write scenario (0: none): the broker starts with the run, and its
+	// JIT compiler compiles the transaction paths (the coordinator, the
+	// markers, read_committed fetches) during the first writes, which a
+	// broker that has run for a while did long ago.
+	WriteWarmup time.Duration
 	// ReadConcurrency and WriteConcurrency are the closed-loop workers.
 	ReadConcurrency, WriteConcurrency int
 	// OpenFraction: open-loop runs go at this fraction of the closed-loop
@@ -85,14 +91,15 @@ func Preset(size string) (Config, error) {
 	switch size {
 	case "tiny":
 		c.Profiles, c.Warmup, c.Duration, c.PerfRecords, c.WTVRecords = 2000, 50*time.Millisecond, 250*time.Millisecond, 20000, 20
+		c.WriteWarmup = 250 * time.Millisecond
 		c.Partitions, c.ReadConcurrency, c.WriteConcurrency = 4, 8, 16
 		c.Profile, c.LoadTimeout = false, 2*time.Minute
 	case "default":
-		c.Profiles, c.Warmup, c.Duration, c.PerfRecords = 200_000, time.Second, 5*time.Second, 200_000
+		c.Profiles, c.Warmup, c.Duration, c.PerfRecords, c.WriteWarmup = 200_000, time.Second, 5*time.Second, 200_000, 30*time.Second
 	case "full":
-		c.Profiles, c.Warmup, c.Duration, c.PerfRecords = 1_000_000, time.Second, 10*time.Second, 500_000
+		c.Profiles, c.Warmup, c.Duration, c.PerfRecords, c.WriteWarmup = 1_000_000, time.Second, 10*time.Second, 500_000, 30*time.Second
 	case "large":
-		c.Profiles, c.Warmup, c.Duration, c.PerfRecords = 2_000_000, time.Second, 10*time.Second, 500_000
+		c.Profiles, c.Warmup, c.Duration, c.PerfRecords, c.WriteWarmup = 2_000_000, time.Second, 10*time.Second, 500_000, 30*time.Second
 		// A read and a write, so that the memory after the scenarios has
 		// served both; the throughput of the rest does not depend on size.
 		c.Scenarios, c.LoadTimeout = []string{"get-owner", "post-async"}, 45*time.Minute
@@ -119,6 +126,7 @@ func ParseFlags(args []string, log io.Writer) (Config, error) {
 	profiles := fs.Int("profiles", 0, "profiles to seed (0: the preset's)")
 	duration := fs.Duration("duration", 0, "length of each measured run (0: the preset's)")
 	warmup := fs.Duration("warmup", -1, "warm-up before each measured run (-1: the preset's)")
+	writeWarmup := fs.Duration("write-warmup", -1, "writes, unmeasured, before the first write scenario, so that the broker has compiled its transaction paths (0: none; -1: the preset's)")
 	partitions := fs.Int("partitions", 0, "partitions of every topic (0: the preset's)")
 	noProfile := fs.Bool("no-pprof", false, "take no CPU profiles")
 	scenarios := fs.String("scenarios", "", "comma-separated scenarios to run, e.g. post,put (empty: all)")
@@ -138,6 +146,9 @@ func ParseFlags(args []string, log io.Writer) (Config, error) {
 	}
 	if *warmup >= 0 {
 		cfg.Warmup = *warmup
+	}
+	if *writeWarmup >= 0 {
+		cfg.WriteWarmup = *writeWarmup
 	}
 	if *partitions > 0 {
 		cfg.Partitions = *partitions

@@ -34,6 +34,7 @@ type Report struct {
 	// StandbySeconds is how long after LoadSeconds the query-svc instances
 	// also held every profile warm for each other (STANDBYS=1).
 	StandbySeconds float64          `json:"standby_seconds,omitempty"`
+	WriteWarmup    *WriteWarmup     `json:"write_warmup,omitempty"`
 	Scenarios      []ScenarioResult `json:"scenarios"`
 	WriteToVisible *WriteToVisible  `json:"write_to_visible,omitempty"`
 	Restarts       []RestartResult  `json:"restarts"`
@@ -69,6 +70,17 @@ type Setup struct {
 	Instances        string  `json:"instances"`
 	Prefix           string  `json:"prefix"`
 	GoMemLimit       string  `json:"gomemlimit,omitempty"`
+}
+
+// WriteWarmup is the unmeasured run of writes before the first write
+// scenario (Config.WriteWarmup).
+type WriteWarmup struct {
+	Seconds float64 `json:"seconds"`
+	OK      int64   `json:"ok"`
+	Errors  int64   `json:"errors"`
+	// CPU is the cores each process used meanwhile (kafkaJIT: the
+	// broker's JIT compiler), as in a scenario's CPU.
+	CPU map[string]float64 `json:"cpu"`
 }
 
 // ScenarioResult is one scenario and its HTTP ceiling, side by side.
@@ -323,6 +335,11 @@ func (r *Report) Markdown() string {
 
 	if r.Setup.GoMemLimit != "" {
 		w("Every service ran with `GOMEMLIMIT=%s`.\n\n", r.Setup.GoMemLimit)
+	}
+	if ww := r.WriteWarmup; ww != nil {
+		w("Before the first write scenario, %gs of writes (async POSTs and PUTs, %d answered, %d errors) ran unmeasured, "+
+			"so that the broker, which starts with the run, had compiled its transaction paths: its JIT compiler used %.2f cores meanwhile "+
+			"(the kafka-jit column below is what was left to compile).\n\n", ww.Seconds, ww.OK, ww.Errors, ww.CPU[kafkaJIT])
 	}
 	w("### Aims\n\n| aim | figure | this run | met |\n|---|---|---:|:---:|\n")
 	for _, a := range r.Aims {

@@ -641,12 +641,17 @@ func (b *bench) scenarios(ctx context.Context) error {
 			return fmt.Errorf("no scenario %q (-scenarios)", name)
 		}
 	}
+	warmed := false
 	for _, s := range b.scenarioList() {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if len(b.cfg.Scenarios) > 0 && !slices.Contains(b.cfg.Scenarios, s.name) {
 			continue
+		}
+		if s.write && !warmed {
+			warmed = true
+			b.warmWrites(ctx)
 		}
 		res := ScenarioResult{Name: s.name, Title: s.title, CPU: map[string]map[string]float64{}}
 		ours := Load{Client: b.client, Source: s.source}
@@ -726,6 +731,40 @@ func (b *bench) scenarios(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// warmWrites runs WriteWarmup of writes, unmeasured, half async POSTs
+// and half PUTs (each its own transactions, claims and read_committed
+// fetches), and then lets the projector drain them. The broker starts
+// with the run: without this, its JIT compiler compiles the transaction
+// paths during the first write scenario, which then pays for a broker
+// younger than any that serves.
+func (b *bench) warmWrites(ctx context.Context) {
+	if b.cfg.WriteWarmup <= 0 {
+		return
+	}
+	var postAsync, put Source
+	for _, s := range b.scenarioList() {
+		switch s.name {
+		case "post-async":
+			postAsync = s.source
+		case "put":
+			put = s.source
+		}
+	}
+	writes := func(seq uint64) Request {
+		if seq%2 == 0 {
+			return postAsync(seq)
+		}
+		return put(seq)
+	}
+	b.logf("warming up the write paths: %s of async POSTs and PUTs, not measured", b.cfg.WriteWarmup)
+	cpu := startCPU(b.cpuSources())
+	res := Load{Client: b.client, Source: writes}.ClosedLoop(ctx, b.cfg.WriteConcurrency, 0, b.cfg.WriteWarmup)
+	b.rep.WriteWarmup = &WriteWarmup{Seconds: b.cfg.WriteWarmup.Seconds(), OK: res.OK, Errors: res.Errors, CPU: cpu.stop()}
+	b.settle(ctx)
+	b.logf("warmed up: %d writes answered, %d errors; the broker's JIT compiler used %.2f cores meanwhile",
+		res.OK, res.Errors, b.rep.WriteWarmup.CPU[kafkaJIT])
 }
 
 // settle waits (up to a minute) until the projector has folded every event
