@@ -24,6 +24,7 @@ import (
 	"github.com/google/uuid"
 
 	"profiles/platform/auth"
+	"profiles/platform/peer"
 )
 
 // idp is the tests' identity provider: it signs tokens with keys made for
@@ -508,6 +509,35 @@ func TestForgedForwardingIsRejected(t *testing.T) {
 		if c.body != nil {
 			req, _ = http.NewRequest(c.method, s.URLOf("command-svc-0")+c.path, strings.NewReader(string(c.body)))
 			req.Header.Set("Content-Type", "application/json")
+		}
+		for k, v := range c.header {
+			req.Header.Set(k, v)
+		}
+		resp, err := s.HTTP.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: status %d, want %d: %s", c.name, resp.StatusCode, c.want, b)
+		}
+	}
+
+	// query-svc's wait for a write to be visible (command-svc's
+	// read-your-writes) is an internal endpoint too.
+	visible := peer.VisiblePath(victim.UID, 1, nil)
+	for _, c := range []struct {
+		name   string
+		header map[string]string
+		want   int
+	}{
+		{"visibility wait without a signature", map[string]string{"Authorization": admin}, http.StatusForbidden},
+		{"visibility wait signed", signed(t, secret, now, http.MethodGet, visible, nil, map[string]string{}), http.StatusNoContent},
+	} {
+		req, err := http.NewRequest(http.MethodGet, s.URLOf("query-svc-0")+visible, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
 		for k, v := range c.header {
 			req.Header.Set(k, v)

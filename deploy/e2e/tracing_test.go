@@ -19,6 +19,8 @@ import (
 
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"profiles/platform/peer"
 )
 
 // otlpSpan is one span as an OTLP receiver got it.
@@ -314,7 +316,7 @@ func (rcv *otlpReceiver) trace(traceID string) []otlpSpan {
 // of the event to Kafka, the projector's processing of that event (the
 // trace travels in the record's headers), query-svc's apply of the
 // snapshot the projector wrote, and the read-your-writes wait, which asks
-// query-svc with minVersion.
+// query-svc to wait for the new version.
 //
 // The services export with their real OTLP/HTTP exporters, switched on
 // by OTEL_EXPORTER_OTLP_ENDPOINT alone, to a real OpenTelemetry Collector
@@ -369,8 +371,10 @@ func TestOnePOSTIsOneTrace(t *testing.T) {
 		{"command-svc server span", "command-svc", "server", "POST /api/profile"},
 		{"append of the event to Kafka", "command-svc", "producer", "send " + eventsTopic},
 		{"read-your-writes wait", "command-svc", "internal", "wait visible"},
-		{"the wait's request to query-svc", "command-svc", "client", "GET /api/profile/{uid}"},
-		{"query-svc serving the minVersion GET", "query-svc", "server", "GET /api/profile/{uid}"},
+		// A POST's uid and email share a partition, so its wait is one
+		// request of peer.RouteVisible.
+		{"the wait's request to query-svc", "command-svc", "client", "GET " + peer.RouteVisible},
+		{"query-svc serving the wait", "query-svc", "server", "GET " + peer.RouteVisible},
 		{"projector processing the event", "projector", "consumer", "process " + eventsTopic},
 		{"query-svc applying the snapshot", "query-svc", "consumer", "process " + snapshotsTopic},
 	}

@@ -2,8 +2,9 @@
 // sides: its paths, its request and response bodies, the Client that calls
 // another instance (or this one's routed endpoint), and the handlers that
 // answer. command-svc uses it for email claims and profile state (caller
-// and owner), query-svc for the view-rebuild endpoints, and the replay CLI
-// as their client.
+// and owner) and for the path of query-svc's visibility wait, query-svc
+// for that wait's route and the view-rebuild endpoints, and the replay
+// CLI as their client.
 //
 // The handlers map HTTP only: what a call does is behind the small
 // interfaces they take, and an error of those is written by the caller's
@@ -20,6 +21,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,11 +41,18 @@ const (
 	// RouteProfile is the route (a gorilla/mux template) of GET of a
 	// ProfileState; it runs on the owner of the uid's partition.
 	RouteProfile = "/internal/profiles/{uid}"
+	// RouteVisible is the route of query-svc's GET that waits until a
+	// write is visible to every read of it (see VisiblePath); it runs on
+	// the owner of the uid's partition, which must hold every email's
+	// index entry too. It answers 204 once the write is visible, and 400
+	// for an email whose index entry is in another partition.
+	RouteVisible = "/internal/visible/{uid}"
 	// PathViewRebuild takes POST (start a rebuild of the instance's view)
 	// and GET (its ViewStatus). Each instance answers for itself.
 	PathViewRebuild = "/admin/view/rebuild"
 
 	pathProfiles = "/internal/profiles/"
+	pathVisible  = "/internal/visible/"
 	// maxClaimBody bounds a ClaimRequest.
 	maxClaimBody = 4096
 )
@@ -83,6 +92,16 @@ type ViewStatus struct {
 	Behind     int `json:"behind"`
 	// Records read from Kafka since the rebuild started.
 	Records int64 `json:"records"`
+}
+
+// VisiblePath is the path and query of a GET of RouteVisible: wait until
+// uid is at version or later by uid, and under each of emails in search.
+func VisiblePath(uid string, version int64, emails []string) string {
+	q := url.Values{"minVersion": {strconv.FormatInt(version, 10)}}
+	if len(emails) > 0 {
+		q["email"] = emails
+	}
+	return pathVisible + url.PathEscape(uid) + "?" + q.Encode()
 }
 
 // ErrClaimTaken is returned by Client.Claim when the owner refuses the

@@ -19,7 +19,9 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"profiles/events"
 	"profiles/platform/httpx"
+	"profiles/platform/peer"
 	"profiles/platform/tracing"
 )
 
@@ -29,6 +31,13 @@ import (
 // request open until its view has that version, and routes it to the owner
 // of the uid's or the email's partition, so any instance will do: the
 // requests are spread over BaseURLs.
+//
+// When every touched email's index entry is in the uid's partition (a
+// POST's uid is placed so, see app.ColocatedUID), one owner holds them all,
+// and the wait is one request instead: GET peer.RouteVisible, which waits
+// for the profile and each email at once. An instance that does not know
+// that route (404: an older query-svc, during a rolling upgrade) gets the
+// requests of each key.
 type QueryVisibility struct {
 	// BaseURLs of query-svc instances, e.g. http://127.0.0.1:8082.
 	BaseURLs []string
@@ -41,6 +50,13 @@ type QueryVisibility struct {
 	// Sign, if set, signs each request (see auth.Signer): query-svc
 	// serves a signed request without a caller's token as a peer's read.
 	Sign func(r *http.Request, body []byte)
+	// PartitionOf places a key (a uid, or an email's index key) and
+	// EmailKey turns an email into its index key, as query-svc does. With
+	// both set, a wait whose emails are all in the uid's partition is one
+	// request (peer.RouteVisible); with either nil, every wait asks once
+	// per key.
+	PartitionOf func(key string) int32
+	EmailKey    events.EmailKeyer
 
 	next atomic.Uint64
 }
@@ -77,12 +93,48 @@ func (v *QueryVisibility) WaitVisible(ctx context.Context, uid string, version i
 	}()
 	ctx, cancel := context.WithTimeout(ctx, v.Timeout)
 	defer cancel()
-	ver := strconv.FormatInt(version, 10)
-	type target struct{ route, path string }
-	targets := []target{{"/api/profile/{uid}", "/api/profile/" + url.PathEscape(uid) + "?minVersion=" + ver}}
-	for _, e := range emails {
-		targets = append(targets, target{"/api/search", "/api/search?" + url.Values{"email": {e}, "uid": {uid}, "minVersion": {ver}}.Encode()})
+	if v.colocated(uid, emails) {
+		err := v.waitAll(ctx, []target{{peer.RouteVisible, peer.VisiblePath(uid, version, emails), true}})
+		if !errors.Is(err, errRouteUnknown) {
+			return err
+		}
 	}
+	ver := strconv.FormatInt(version, 10)
+	targets := []target{{"/api/profile/{uid}", "/api/profile/" + url.PathEscape(uid) + "?minVersion=" + ver, false}}
+	for _, e := range emails {
+		targets = append(targets, target{"/api/search", "/api/search?" + url.Values{"email": {e}, "uid": {uid}, "minVersion": {ver}}.Encode(), false})
+	}
+	return v.waitAll(ctx, targets)
+}
+
+// target is one request of a wait: its route template (the name of its
+// client span), its path and query, and whether it is a request of
+// peer.RouteVisible, which answers 204 once visible.
+type target struct {
+	route, path string
+	visible     bool
+}
+
+// colocated reports whether every email's index entry is in uid's
+// partition, so that one request of peer.RouteVisible waits for them all.
+func (v *QueryVisibility) colocated(uid string, emails []string) bool {
+	if v.PartitionOf == nil || v.EmailKey == nil {
+		return false
+	}
+	p := v.PartitionOf(uid)
+	for _, e := range emails {
+		if v.PartitionOf(v.EmailKey.EmailKey(e)) != p {
+			return false
+		}
+	}
+	return true
+}
+
+// waitAll waits for every target at once (at every instance with Every),
+// and returns the first error, after which it stops the others.
+func (v *QueryVisibility) waitAll(ctx context.Context, targets []target) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	bases := []string{""} // "" lets wait pick one instance
 	if v.Every {
 		bases = v.BaseURLs
@@ -91,7 +143,7 @@ func (v *QueryVisibility) WaitVisible(ctx context.Context, uid string, version i
 	for _, t := range targets {
 		tctx := tracing.WithRoute(ctx, t.route)
 		for _, base := range bases {
-			go func() { errc <- v.wait(tctx, base, t.path) }()
+			go func() { errc <- v.wait(tctx, base, t) }()
 		}
 	}
 	var first error
@@ -103,6 +155,10 @@ func (v *QueryVisibility) WaitVisible(ctx context.Context, uid string, version i
 	}
 	return first
 }
+
+// errRouteUnknown is a wait's error when an instance answered a request
+// of peer.RouteVisible with 404: it does not know the route.
+var errRouteUnknown = errors.New("query-svc does not know " + peer.RouteVisible)
 
 // visibleSeconds is the write-to-visible latency: from the commit of a
 // write to the moment query-svc shows it (the wait of a write that did
@@ -125,7 +181,8 @@ var visibleSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
 // every instance has been silent in a row, the wait ends with
 // ErrReadersUnreachable instead of waiting out VISIBILITY_TIMEOUT: the
 // write answers 202 in about a second, not ten.
-func (v *QueryVisibility) wait(ctx context.Context, base, path string) error {
+func (v *QueryVisibility) wait(ctx context.Context, base string, t target) error {
+	path := t.path
 	pick := base == ""
 	silent, silentMax := 0, 2 // one retry of a fixed base
 	if pick {
@@ -139,10 +196,14 @@ func (v *QueryVisibility) wait(ctx context.Context, base, path string) error {
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			switch resp.StatusCode {
-			case http.StatusOK, http.StatusNotFound:
+			switch {
+			case t.visible && resp.StatusCode == http.StatusNoContent:
 				return nil
-			case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			case t.visible && resp.StatusCode == http.StatusNotFound:
+				return errRouteUnknown
+			case !t.visible && (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNotFound):
+				return nil
+			case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout:
 				err = fmt.Errorf("query-svc answered %s", resp.Status)
 			default:
 				return fmt.Errorf("wait for %s: query-svc answered %s", path, resp.Status)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -107,5 +109,66 @@ func TestWaitVisibleGivesUpOnSilentInstancesOnly(t *testing.T) {
 	}
 	if n := asked.Load(); n != 2 {
 		t.Fatalf("asked %d times, want once per target (2): a waiting instance is not asked again", n)
+	}
+}
+
+// emailKeys is an events.EmailKeyer that keys an email by itself.
+type emailKeys struct{}
+
+func (emailKeys) EmailKey(email string) string { return "email:" + email }
+
+// A wait whose emails' index entries share the uid's partition is one
+// request of peer.RouteVisible; one with an email elsewhere asks once per
+// key; and an instance that does not know the route (404) gets the
+// requests of each key instead, so that its 404 never counts as seen.
+func TestWaitVisibleAsksOnceWhereTheKeysShareAPartition(t *testing.T) {
+	partition := map[string]int32{"u1": 3, "email:same@b.c": 3, "email:other@b.c": 5}
+	for _, tc := range []struct {
+		name       string
+		emails     []string
+		knowsRoute bool
+		want       []string // the paths asked, in any order
+	}{
+		{"colocated", []string{"same@b.c"}, true, []string{"/internal/visible/u1?email=same%40b.c&minVersion=7"}},
+		{"no email", nil, true, []string{"/internal/visible/u1?minVersion=7"}},
+		{"an email elsewhere", []string{"same@b.c", "other@b.c"}, true, []string{
+			"/api/profile/u1?minVersion=7",
+			"/api/search?email=same%40b.c&minVersion=7&uid=u1",
+			"/api/search?email=other%40b.c&minVersion=7&uid=u1",
+		}},
+		{"an older query-svc", []string{"same@b.c"}, false, []string{
+			"/internal/visible/u1?email=same%40b.c&minVersion=7",
+			"/api/profile/u1?minVersion=7",
+			"/api/search?email=same%40b.c&minVersion=7&uid=u1",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var asked []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				asked = append(asked, r.URL.RequestURI())
+				mu.Unlock()
+				switch {
+				case !strings.HasPrefix(r.URL.Path, "/internal/"):
+					w.WriteHeader(http.StatusOK)
+				case tc.knowsRoute:
+					w.WriteHeader(http.StatusNoContent)
+				default:
+					w.WriteHeader(http.StatusNotFound)
+				}
+			}))
+			defer srv.Close()
+			v := &QueryVisibility{BaseURLs: []string{srv.URL}, Client: srv.Client(), Timeout: 5 * time.Second,
+				PartitionOf: func(key string) int32 { return partition[key] }, EmailKey: emailKeys{}}
+			if err := v.WaitVisible(context.Background(), "u1", 7, tc.emails); err != nil {
+				t.Fatalf("WaitVisible: %v", err)
+			}
+			slices.Sort(asked)
+			want := slices.Sorted(slices.Values(tc.want))
+			if !slices.Equal(asked, want) {
+				t.Fatalf("asked\n%s\nwant\n%s", strings.Join(asked, "\n"), strings.Join(want, "\n"))
+			}
+		})
 	}
 }

@@ -160,10 +160,11 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		Claims:     peers,
 		ClaimLease: *cfg.ClaimLease,
 		Admission:  adapters.NewMeteredAdmission(*cfg.MaxInflightWrites),
-		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*cfg.QueryURLs), Client: &http.Client{Transport: httpx.PeerTransport}, Timeout: *cfg.Visibility, Every: *cfg.QueryWaitAll, Sign: sec.Sign},
-		Serving:    func(uid string) bool { return g.Serving(partitionOf(uid)) },
-		NewID:      uuid.NewString,
-		Now:        clock.Now,
+		Visibility: &adapters.QueryVisibility{BaseURLs: config.List(*cfg.QueryURLs), Client: &http.Client{Transport: httpx.PeerTransport}, Timeout: *cfg.Visibility, Every: *cfg.QueryWaitAll, Sign: sec.Sign,
+			PartitionOf: partitionOf, EmailKey: boot.Codec},
+		Serving: func(uid string) bool { return g.Serving(partitionOf(uid)) },
+		NewID:   uuid.NewString,
+		Now:     clock.Now,
 	}
 	if *cfg.FaultExitAfterClaim {
 		log.Warn("FAULT_EXIT_AFTER_CLAIM is set: this instance exits after its first email claim")

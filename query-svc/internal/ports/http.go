@@ -14,6 +14,7 @@ import (
 
 	"profiles/events"
 	"profiles/platform/httpx"
+	"profiles/platform/peer"
 	"profiles/platform/validate"
 	"profiles/query-svc/internal/app"
 )
@@ -28,6 +29,9 @@ type Queries struct {
 	}
 	GetHistory interface {
 		Handle(ctx context.Context, q app.GetHistory) ([]app.HistoryEntry, error)
+	}
+	WaitVisible interface {
+		Handle(ctx context.Context, q app.WaitVisible) error
 	}
 }
 
@@ -55,6 +59,7 @@ func (h HTTP) Register(r *mux.Router) {
 	httpx.Path(r, "/api/profile/{uid}").Handler(h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getProfile))).Methods(http.MethodGet, http.MethodHead)
 	httpx.Path(r, "/api/profile/{uid}/history").Handler(h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.getHistory))).Methods(http.MethodGet, http.MethodHead)
 	httpx.Path(r, "/api/search").Handler(h.Routing.Handler(h.emailPartition, http.HandlerFunc(h.search))).Methods(http.MethodGet, http.MethodHead)
+	httpx.Path(r, peer.RouteVisible).Handler(h.Routing.Handler(h.uidPartition, http.HandlerFunc(h.waitVisible))).Methods(http.MethodGet)
 }
 
 func (h HTTP) uidPartition(r *http.Request) (int32, bool) {
@@ -186,6 +191,41 @@ func (h HTTP) search(w http.ResponseWriter, r *http.Request) {
 	if cap(body) <= maxAnswerBuffer {
 		*buf = body[:0]
 	}
+}
+
+// waitVisible serves GET peer.RouteVisible?minVersion=N[&email=E...]: 204
+// once the write of the uid at version N is visible by uid and under each
+// email in search (see app.WaitVisible). Every email's index entry must be
+// in the uid's partition, which this instance serves: a writer asks this
+// only for a profile whose uid it placed with its email.
+func (h HTTP) waitVisible(w http.ResponseWriter, r *http.Request) {
+	uid, minVersion, ok := uidQuery(w, r)
+	if !ok {
+		return
+	}
+	if minVersion < 1 {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "invalid-parameter", "Invalid parameter",
+			"minVersion must be a positive integer"))
+		return
+	}
+	emails := r.URL.Query()["email"]
+	part := h.PartitionOf(uid)
+	for _, email := range emails {
+		if p := validate.Var("email", email, validate.EmailTag); p != nil {
+			httpx.WriteProblem(w, r, p)
+			return
+		}
+		if h.PartitionOf(h.EmailKey.EmailKey(email)) != part {
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "invalid-parameter", "Invalid parameter",
+				"an email's index entry is not in the uid's partition; wait for it with GET /api/search?email=E&uid=U&minVersion=N"))
+			return
+		}
+	}
+	if err := h.Queries.WaitVisible.Handle(r.Context(), app.WaitVisible{UID: uid, MinVersion: minVersion, Emails: emails}); err != nil {
+		h.fail(w, r, err, minVersion)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // Waits reports whether a read may wait for the view, for routing.Routing:

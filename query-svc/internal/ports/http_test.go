@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"profiles/events"
+	"profiles/platform/peer"
 	"profiles/query-svc/internal/app"
 	"profiles/query-svc/internal/ports"
 )
@@ -124,5 +125,67 @@ func TestWaits(t *testing.T) {
 		if r.URL.Query().Has("minVersion") && !ports.Waits(r) {
 			t.Errorf("%s: names minVersion, and Waits says no", target)
 		}
+	}
+}
+
+type waitFunc func(app.WaitVisible) error
+
+func (f waitFunc) Handle(_ context.Context, q app.WaitVisible) error { return f(q) }
+
+type emailKeys struct{}
+
+func (emailKeys) EmailKey(email string) string { return "email:" + email }
+
+// GET peer.RouteVisible answers 204 once visible, 503 while not yet, and
+// 400 for a wait it cannot serve here: no version, or an email whose index
+// entry is in another partition than the uid.
+func TestWaitVisible(t *testing.T) {
+	var asked app.WaitVisible
+	r := mux.NewRouter()
+	ports.HTTP{
+		Queries: ports.Queries{WaitVisible: waitFunc(func(q app.WaitVisible) error {
+			asked = q
+			if q.MinVersion == 9 {
+				return app.ErrNotYet
+			}
+			return nil
+		})},
+		Routing: local{},
+		PartitionOf: func(key string) int32 {
+			if key == "email:far@b.c" {
+				return 1
+			}
+			return 0
+		},
+		EmailKey: emailKeys{},
+		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}.Register(r)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	for _, tt := range []struct {
+		path   string
+		status int
+	}{
+		{peer.VisiblePath(uid, 3, []string{"a@b.c", "c@d.e"}), http.StatusNoContent},
+		{peer.VisiblePath(uid, 3, nil), http.StatusNoContent},
+		{peer.VisiblePath(uid, 9, []string{"a@b.c"}), http.StatusServiceUnavailable},
+		{peer.VisiblePath(uid, 3, []string{"far@b.c"}), http.StatusBadRequest},
+		{peer.VisiblePath(uid, 3, []string{"not an email"}), http.StatusBadRequest},
+		{peer.VisiblePath(uid, 0, []string{"a@b.c"}), http.StatusBadRequest},
+		{peer.VisiblePath("nope", 3, nil), http.StatusBadRequest},
+	} {
+		resp, err := http.Get(srv.URL + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s = %d %s, want %d", tt.path, resp.StatusCode, b, tt.status)
+		}
+	}
+	// The last wait that reached the query (the one answered 503).
+	if asked.UID != uid || asked.MinVersion != 9 || len(asked.Emails) != 1 || asked.Emails[0] != "a@b.c" {
+		t.Fatalf("last query = %+v", asked)
 	}
 }

@@ -166,6 +166,7 @@ func (cfg *Config) NewApplication(ctx context.Context, boot *service.Boot) (*ser
 		Queries: ports.Queries{
 			GetProfile:     app.GetProfileHandler{View: store, NotFound: view.ErrNotFound, MaxWait: *cfg.MaxWait},
 			SearchProfiles: app.SearchProfilesHandler{View: store, NotFound: view.ErrNotFound, MaxWait: *cfg.MaxWait},
+			WaitVisible:    app.WaitVisibleHandler{View: store, NotFound: view.ErrNotFound, MaxWait: *cfg.MaxWait},
 			GetHistory:     app.GetHistoryHandler{View: store, MaxWait: *cfg.MaxWait},
 		},
 	}.Register(mux)
