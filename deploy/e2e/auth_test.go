@@ -484,60 +484,35 @@ func TestForgedForwardingIsRejected(t *testing.T) {
 	checkCell(t, "POST with a forged X-Profiles-Uid", r, cell{http.StatusForbidden, "invalid-signature"})
 
 	// The internal endpoints need the signature, whatever the token, and
-	// serve a signed request once.
+	// serve a signed request once: command-svc's, and query-svc's wait for
+	// a write to be visible (command-svc's read-your-writes).
 	claim := []byte(`{"email":"claim-` + uuid.NewString()[:8] + `@auth.example","uid":"` + uuid.NewString() + `"}`)
 	claimSigned := signed(t, secret, now, http.MethodPost, "/internal/claims", claim, map[string]string{})
+	visible := peer.VisiblePath(victim.UID, 1, nil)
 	internal := []struct {
-		name, method, path string
-		body               []byte
-		header             map[string]string
-		want               int
+		name, at, method, path string
+		body                   []byte
+		header                 map[string]string
+		want                   int
 	}{
-		{"claim without a signature", http.MethodPost, "/internal/claims", claim, map[string]string{"Authorization": admin}, http.StatusForbidden},
-		{"state without a signature", http.MethodGet, "/internal/profiles/" + victim.UID, nil, map[string]string{"Authorization": admin}, http.StatusForbidden},
-		{"state with a made-up signature", http.MethodGet, "/internal/profiles/" + victim.UID, nil,
+		{"claim without a signature", "command-svc-0", http.MethodPost, "/internal/claims", claim, map[string]string{"Authorization": admin}, http.StatusForbidden},
+		{"state without a signature", "command-svc-0", http.MethodGet, "/internal/profiles/" + victim.UID, nil, map[string]string{"Authorization": admin}, http.StatusForbidden},
+		{"state with a made-up signature", "command-svc-0", http.MethodGet, "/internal/profiles/" + victim.UID, nil,
 			map[string]string{auth.HeaderTimestamp: fmt.Sprint(now.Unix()), auth.HeaderSignature: "v1=" + strings.Repeat("ab", 32)}, http.StatusForbidden},
-		{"claim signed", http.MethodPost, "/internal/claims", claim, claimSigned, http.StatusNoContent},
-		{"the same signed claim again (a replay)", http.MethodPost, "/internal/claims", claim, claimSigned, http.StatusForbidden},
-		{"state signed", http.MethodGet, "/internal/profiles/" + victim.UID, nil, signed(t, secret, now, http.MethodGet, "/internal/profiles/"+victim.UID, nil, map[string]string{}), http.StatusOK},
+		{"claim signed", "command-svc-0", http.MethodPost, "/internal/claims", claim, claimSigned, http.StatusNoContent},
+		{"the same signed claim again (a replay)", "command-svc-0", http.MethodPost, "/internal/claims", claim, claimSigned, http.StatusForbidden},
+		{"state signed", "command-svc-0", http.MethodGet, "/internal/profiles/" + victim.UID, nil, signed(t, secret, now, http.MethodGet, "/internal/profiles/"+victim.UID, nil, map[string]string{}), http.StatusOK},
+		{"visibility wait without a signature", "query-svc-0", http.MethodGet, visible, nil, map[string]string{"Authorization": admin}, http.StatusForbidden},
+		{"visibility wait signed", "query-svc-0", http.MethodGet, visible, nil, signed(t, secret, now, http.MethodGet, visible, nil, map[string]string{}), http.StatusNoContent},
 	}
 	for _, c := range internal {
-		req, err := http.NewRequest(c.method, s.URLOf("command-svc-0")+c.path, nil)
+		req, err := http.NewRequest(c.method, s.URLOf(c.at)+c.path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if c.body != nil {
-			req, _ = http.NewRequest(c.method, s.URLOf("command-svc-0")+c.path, strings.NewReader(string(c.body)))
+			req, _ = http.NewRequest(c.method, s.URLOf(c.at)+c.path, strings.NewReader(string(c.body)))
 			req.Header.Set("Content-Type", "application/json")
-		}
-		for k, v := range c.header {
-			req.Header.Set(k, v)
-		}
-		resp, err := s.HTTP.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != c.want {
-			t.Errorf("%s: status %d, want %d: %s", c.name, resp.StatusCode, c.want, b)
-		}
-	}
-
-	// query-svc's wait for a write to be visible (command-svc's
-	// read-your-writes) is an internal endpoint too.
-	visible := peer.VisiblePath(victim.UID, 1, nil)
-	for _, c := range []struct {
-		name   string
-		header map[string]string
-		want   int
-	}{
-		{"visibility wait without a signature", map[string]string{"Authorization": admin}, http.StatusForbidden},
-		{"visibility wait signed", signed(t, secret, now, http.MethodGet, visible, nil, map[string]string{}), http.StatusNoContent},
-	} {
-		req, err := http.NewRequest(http.MethodGet, s.URLOf("query-svc-0")+visible, nil)
-		if err != nil {
-			t.Fatal(err)
 		}
 		for k, v := range c.header {
 			req.Header.Set(k, v)
