@@ -104,6 +104,15 @@ func TestBenchHarnessRunsAtTinySize(t *testing.T) {
 	if len(rep.Aims) != 11 {
 		t.Errorf("%d aims judged, want 11: %+v", len(rep.Aims), rep.Aims)
 	}
+	// With the broker's pid known (its CPU is counted), its request meters
+	// were read during the write scenarios (too short here for a figure
+	// per request; TestRequestsPerRequest checks the arithmetic).
+	if _, ok := rep.Scenarios[len(rep.Scenarios)-1].CPU["closed"]["kafka"]; ok {
+		b, err := os.ReadFile(filepath.Join(cfg.DataDir, "logs", "broker-requests.txt"))
+		if err != nil || !strings.Contains(string(b), "time=") || !strings.Contains(string(b), "request=Produce") {
+			t.Errorf("no samples of the broker's request meters (%v): %.500s", err, b)
+		}
+	}
 	for _, f := range []string{"latest.json", "latest.md", "latency.png"} {
 		st, err := os.Stat(filepath.Join(cfg.OutDir, f))
 		if err != nil || st.Size() == 0 {

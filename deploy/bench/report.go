@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -92,8 +93,12 @@ type ScenarioResult struct {
 	Open          Result `json:"open"`
 	CeilingOpen   Result `json:"ceiling_open"`
 	// CPU is the cores each process used during each run.
-	CPU     map[string]map[string]float64 `json:"cpu_cores"`
-	Profile string                        `json:"profile,omitempty"`
+	CPU map[string]map[string]float64 `json:"cpu_cores"`
+	// BrokerRequests is, for a write scenario's closed loop, the broker's
+	// requests of each API per answered request, and "all" for their sum
+	// (see brokerMeters); nil where they could not be read.
+	BrokerRequests map[string]float64 `json:"broker_requests_per_request,omitempty"`
+	Profile        string             `json:"profile,omitempty"`
 	// CPUPerRequest is the CPU time one request cost in the closed-loop
 	// runs, in µs: ours counts the services and the broker, the ceiling
 	// its own process (the load generator is left out of both).
@@ -444,6 +449,38 @@ func (r *Report) Markdown() string {
 				label += " (ceiling)"
 			}
 			w("| %s | %s |\n", label, strings.Join(row, " | "))
+		}
+	}
+
+	var perReq []map[string]float64
+	for _, s := range r.Scenarios {
+		if s.BrokerRequests != nil {
+			perReq = append(perReq, s.BrokerRequests)
+		}
+	}
+	if apis := topAPIs(perReq); len(apis) > 0 {
+		// The APIs of at least 0.05 requests per request in a scenario get a
+		// column; the rest add up in "other".
+		apis = slices.DeleteFunc(apis, func(api string) bool {
+			return !slices.ContainsFunc(perReq, func(m map[string]float64) bool { return m[api] >= 0.05 })
+		})
+		w("\n### The broker's requests per request (write scenarios' closed loops)\n\n" +
+			"The broker's request meters (`kafka.network:type=RequestMetrics,name=RequestsPerSec`, their `Count`, every API and version), " +
+			"read every second over JMX by Kafka's JmxTool, over each closed loop after its warm-up, divided by the requests it answered. " +
+			"AddPartitionsToTxnVerification is the broker asking its transaction coordinator (itself here) whether a transactional Produce's partition is in the transaction.\n\n")
+		w("| scenario | all | %s | other |\n|---|---:|%s---:|\n", strings.Join(apis, " | "), strings.Repeat("---:|", len(apis)))
+		for _, s := range r.Scenarios {
+			if s.BrokerRequests == nil {
+				continue
+			}
+			row := []string{fmt.Sprintf("%.2f", s.BrokerRequests["all"])}
+			other := s.BrokerRequests["all"]
+			for _, api := range apis {
+				row = append(row, fmt.Sprintf("%.2f", s.BrokerRequests[api]))
+				other -= s.BrokerRequests[api]
+			}
+			row = append(row, fmt.Sprintf("%.2f", max(other, 0)))
+			w("| %s | %s |\n", s.Name, strings.Join(row, " | "))
 		}
 	}
 

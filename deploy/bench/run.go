@@ -642,6 +642,23 @@ func (b *bench) scenarios(ctx context.Context) error {
 		}
 	}
 	warmed := false
+	var meters *brokerMeters
+	windows := map[string][2]time.Time{} // a write scenario's measured closed loop
+	defer func() {
+		if meters == nil {
+			return
+		}
+		samples, err := meters.stop()
+		if err != nil {
+			b.logf("the broker's request counts: %v", err)
+		}
+		for i := range b.rep.Scenarios {
+			res := &b.rep.Scenarios[i]
+			if w, ok := windows[res.Name]; ok {
+				res.BrokerRequests = requestsPerRequest(samples, w[0], w[1], res.Closed.Throughput)
+			}
+		}
+	}()
 	for _, s := range b.scenarioList() {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -652,6 +669,12 @@ func (b *bench) scenarios(ctx context.Context) error {
 		if s.write && !warmed {
 			warmed = true
 			b.warmWrites(ctx)
+			if pid, ok := b.pids()["kafka"]; ok {
+				var err error
+				if meters, err = startBrokerMeters(ctx, pid, filepath.Join(b.logs, "broker-requests.txt")); err != nil {
+					b.logf("no counts of the broker's requests: %v", err)
+				}
+			}
 		}
 		res := ScenarioResult{Name: s.name, Title: s.title, CPU: map[string]map[string]float64{}}
 		ours := Load{Client: b.client, Source: s.source}
@@ -674,8 +697,12 @@ func (b *bench) scenarios(ctx context.Context) error {
 			}()
 		}
 		cpu := startCPU(b.cpuSources())
+		from := time.Now().Add(b.cfg.Warmup)
 		res.Closed = ours.ClosedLoop(ctx, s.concurrency, b.cfg.Warmup, b.cfg.Duration)
 		res.CPU["closed"] = cpu.stop()
+		if s.write {
+			windows[s.name] = [2]time.Time{from, time.Now()}
+		}
 		if prof != nil {
 			if p := <-prof; p != nil {
 				res.Profile = p.File
