@@ -36,8 +36,10 @@ import (
 // POST's uid is placed so, see app.ColocatedUID), one owner holds them all,
 // and the wait is one request instead: GET peer.RouteVisible, which waits
 // for the profile and each email at once. An instance that does not know
-// that route (404: an older query-svc, during a rolling upgrade) gets the
-// requests of each key.
+// that route (404: an older query-svc, during a rolling upgrade), or that
+// places the keys in other partitions than this one does (400: a
+// partition count that differs between the services), gets the requests
+// of each key.
 type QueryVisibility struct {
 	// BaseURLs of query-svc instances, e.g. http://127.0.0.1:8082.
 	BaseURLs []string
@@ -95,7 +97,7 @@ func (v *QueryVisibility) WaitVisible(ctx context.Context, uid string, version i
 	defer cancel()
 	if v.colocated(uid, emails) {
 		err := v.waitAll(ctx, []target{{peer.RouteVisible, peer.VisiblePath(uid, version, emails), true}})
-		if !errors.Is(err, errRouteUnknown) {
+		if !errors.Is(err, errNotOneWait) {
 			return err
 		}
 	}
@@ -156,9 +158,10 @@ func (v *QueryVisibility) waitAll(ctx context.Context, targets []target) error {
 	return first
 }
 
-// errRouteUnknown is a wait's error when an instance answered a request
-// of peer.RouteVisible with 404: it does not know the route.
-var errRouteUnknown = errors.New("query-svc does not know " + peer.RouteVisible)
+// errNotOneWait is a wait's error when an instance answered a request of
+// peer.RouteVisible with 404 (it does not know the route) or 400 (it
+// places an email's index entry in another partition than the uid's).
+var errNotOneWait = errors.New("query-svc cannot wait for the keys in one request of " + peer.RouteVisible)
 
 // visibleSeconds is the write-to-visible latency: from the commit of a
 // write to the moment query-svc shows it (the wait of a write that did
@@ -199,8 +202,8 @@ func (v *QueryVisibility) wait(ctx context.Context, base string, t target) error
 			switch {
 			case t.visible && resp.StatusCode == http.StatusNoContent:
 				return nil
-			case t.visible && resp.StatusCode == http.StatusNotFound:
-				return errRouteUnknown
+			case t.visible && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusBadRequest):
+				return errNotOneWait
 			case !t.visible && (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNotFound):
 				return nil
 			case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout:

@@ -119,24 +119,31 @@ func (emailKeys) EmailKey(email string) string { return "email:" + email }
 
 // A wait whose emails' index entries share the uid's partition is one
 // request of peer.RouteVisible; one with an email elsewhere asks once per
-// key; and an instance that does not know the route (404) gets the
-// requests of each key instead, so that its 404 never counts as seen.
+// key; and an instance that does not know the route (404), or places the
+// keys otherwise (400), gets the requests of each key instead, so that
+// neither answer counts as seen.
 func TestWaitVisibleAsksOnceWhereTheKeysShareAPartition(t *testing.T) {
 	partition := map[string]int32{"u1": 3, "email:same@b.c": 3, "email:other@b.c": 5}
 	for _, tc := range []struct {
-		name       string
-		emails     []string
-		knowsRoute bool
-		want       []string // the paths asked, in any order
+		name   string
+		emails []string
+		// visible is what the instance answers a request of the route.
+		visible int
+		want    []string // the paths asked, in any order
 	}{
-		{"colocated", []string{"same@b.c"}, true, []string{"/internal/visible/u1?email=same%40b.c&minVersion=7"}},
-		{"no email", nil, true, []string{"/internal/visible/u1?minVersion=7"}},
-		{"an email elsewhere", []string{"same@b.c", "other@b.c"}, true, []string{
+		{"colocated", []string{"same@b.c"}, http.StatusNoContent, []string{"/internal/visible/u1?email=same%40b.c&minVersion=7"}},
+		{"no email", nil, http.StatusNoContent, []string{"/internal/visible/u1?minVersion=7"}},
+		{"an email elsewhere", []string{"same@b.c", "other@b.c"}, http.StatusNoContent, []string{
 			"/api/profile/u1?minVersion=7",
 			"/api/search?email=same%40b.c&minVersion=7&uid=u1",
 			"/api/search?email=other%40b.c&minVersion=7&uid=u1",
 		}},
-		{"an older query-svc", []string{"same@b.c"}, false, []string{
+		{"an older query-svc", []string{"same@b.c"}, http.StatusNotFound, []string{
+			"/internal/visible/u1?email=same%40b.c&minVersion=7",
+			"/api/profile/u1?minVersion=7",
+			"/api/search?email=same%40b.c&minVersion=7&uid=u1",
+		}},
+		{"a query-svc that places the keys otherwise", []string{"same@b.c"}, http.StatusBadRequest, []string{
 			"/internal/visible/u1?email=same%40b.c&minVersion=7",
 			"/api/profile/u1?minVersion=7",
 			"/api/search?email=same%40b.c&minVersion=7&uid=u1",
@@ -149,14 +156,11 @@ func TestWaitVisibleAsksOnceWhereTheKeysShareAPartition(t *testing.T) {
 				mu.Lock()
 				asked = append(asked, r.URL.RequestURI())
 				mu.Unlock()
-				switch {
-				case !strings.HasPrefix(r.URL.Path, "/internal/"):
-					w.WriteHeader(http.StatusOK)
-				case tc.knowsRoute:
-					w.WriteHeader(http.StatusNoContent)
-				default:
-					w.WriteHeader(http.StatusNotFound)
+				if strings.HasPrefix(r.URL.Path, "/internal/") {
+					w.WriteHeader(tc.visible)
+					return
 				}
+				w.WriteHeader(http.StatusOK)
 			}))
 			defer srv.Close()
 			v := &QueryVisibility{BaseURLs: []string{srv.URL}, Client: srv.Client(), Timeout: 5 * time.Second,
