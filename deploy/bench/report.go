@@ -343,7 +343,8 @@ func (r *Report) Markdown() string {
 	}
 	if ww := r.WriteWarmup; ww != nil {
 		w("Before the first write scenario, %gs of writes (async POSTs and PUTs, %d answered, %d errors) ran unmeasured, "+
-			"so that the broker, which starts with the run, had compiled its transaction paths: its JIT compiler used %.2f cores meanwhile "+
+			"with a flight recording of the broker that was thrown away, so that the broker, which starts with the run, had compiled "+
+			"its transaction paths and the profiler's code: its JIT compiler used %.2f cores meanwhile "+
 			"(the kafka-jit column below is what was left to compile).\n\n", ww.Seconds, ww.OK, ww.Errors, ww.CPU[kafkaJIT])
 	}
 	w("### Aims\n\n| aim | figure | this run | met |\n|---|---|---:|:---:|\n")
