@@ -55,3 +55,24 @@ func TestAgreedBrokersWaitLittleForTheLastSilentBroker(t *testing.T) {
 		t.Errorf("AgreedBrokers = %v, want the test brokers %v", got, want)
 	}
 }
+
+// NewSyncProducer's producer knows the brokers of its metadata, which are
+// the brokers a vote agrees on, and its Close closes its client too.
+func TestNewSyncProducerKnowsTheBrokersOfItsMetadata(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	conf := kafkax.Config{Brokers: brokers}.ProducerSarama("stale-test")
+	prod, err := kafkax.NewSyncProducer(brokers, conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := prod.(kafkax.SyncProducer).Brokers()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	agreed := kafkax.AgreedBrokers(ctx, conf, brokers, "stale-test-no-such-topic")
+	if !slices.Equal(slices.Sorted(slices.Values(known)), agreed) {
+		t.Errorf("the producer knows %v, the brokers agree on %v", known, agreed)
+	}
+	if err := prod.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}

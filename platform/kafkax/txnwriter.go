@@ -70,7 +70,9 @@ type TxnWriterOptions struct {
 	// vote on the replacement's bootstrap list (see ReplacementSeeds).
 	Topic string
 	Log   *slog.Logger
-	// NewProducer, if set, replaces sarama.NewSyncProducer (tests).
+	// NewProducer, if set, replaces NewSyncProducer (tests). A producer
+	// that is not a SyncProducer is replaced only when its transaction has
+	// run for StuckAfter (see WatchStale).
 	NewProducer func(seeds []string, conf *sarama.Config) (sarama.SyncProducer, error)
 }
 
@@ -107,7 +109,7 @@ func NewTxnWriter(opts TxnWriterOptions) *TxnWriter {
 	opts.StuckAfter = cmp.Or(opts.StuckAfter, DefaultStuckAfter)
 	opts.TxnTimeout = cmp.Or(opts.TxnTimeout, 10*time.Second)
 	if opts.NewProducer == nil {
-		opts.NewProducer = sarama.NewSyncProducer
+		opts.NewProducer = NewSyncProducer
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -199,12 +201,11 @@ func (w *TxnWriter) Close() error {
 // replace gives up l's transaction in flight (see TxnWriter). It runs in
 // the watchdog's goroutine; it tries again every second while l's
 // transaction still runs and no producer could be started.
-func (w *TxnWriter) replace(l *txnLoop, began time.Time) {
+func (w *TxnWriter) replace(l *txnLoop, began time.Time, why string, attrs ...any) {
 	for {
-		ran := time.Since(began).Round(time.Millisecond)
 		seeds := ReplacementSeeds(w.producerConfig(), w.opts.Brokers, w.opts.Topic, w.opts.StuckAfter)
-		w.opts.Log.Warn("a transaction has run too long; replacing the producer, which aborts it",
-			"transactional_id", w.opts.TransactionalID, "ran", ran, "seeds", seeds)
+		ran := time.Since(began).Round(time.Millisecond)
+		w.opts.Log.Warn(why, append([]any{"transactional_id", w.opts.TransactionalID, "ran", ran, "seeds", seeds}, attrs...)...)
 		prod, err := w.opts.NewProducer(seeds, w.producerConfig())
 		if err == nil {
 			w.mu.Lock()
@@ -248,7 +249,7 @@ var txnWriterBatch = promauto.NewHistogram(prometheus.HistogramOpts{
 
 var txnWritersReplaced = promauto.NewCounter(prometheus.CounterOpts{
 	Name: "profiles_txn_writer_producers_replaced_total",
-	Help: "Transactional producers of a TxnWriter (the projector's) replaced because a transaction ran for StuckAfter (a broker held its requests).",
+	Help: "Transactional producers of a TxnWriter (the projector's) replaced because a transaction ran for StuckAfter, or waited on a broker that the cluster had fenced (a broker held its requests).",
 })
 
 // txnWrite is one SendMessages call waiting for, or in, a transaction.
@@ -278,8 +279,9 @@ type txnLoop struct {
 	// committing is set once the transaction in flight asked to commit.
 	committing atomic.Bool
 
-	mu  sync.Mutex
-	txn []*txnWrite // the writes of the transaction in flight
+	mu    sync.Mutex
+	txn   []*txnWrite // the writes of the transaction in flight
+	began time.Time   // when it began
 }
 
 func newTxnLoop(w *TxnWriter, prod sarama.SyncProducer) *txnLoop {
@@ -332,16 +334,25 @@ func (l *txnLoop) run() {
 func (l *txnLoop) transact(batch []*txnWrite) (fatal bool) {
 	began := time.Now()
 	l.mu.Lock()
-	l.txn = batch
+	l.txn, l.began = batch, began
 	l.committing.Store(false)
 	l.mu.Unlock()
 	watchdog := time.AfterFunc(l.w.opts.StuckAfter, func() {
 		if l.replacing.CompareAndSwap(false, true) {
-			l.w.replace(l, began)
+			l.w.replace(l, began, "a transaction has run too long; replacing the producer, which aborts it")
+		}
+	})
+	stale := WatchStale(l.prod, StaleOptions{Seeds: l.w.opts.Brokers, Conf: l.w.producerConfig, Topic: l.w.opts.Topic}, func(fenced []string) {
+		l.mu.Lock()
+		current := l.txn != nil && l.began.Equal(began)
+		l.mu.Unlock()
+		if current && l.replacing.CompareAndSwap(false, true) {
+			l.w.replace(l, began, "a transaction waits on a broker that the cluster has fenced; replacing the producer, which aborts it", "fenced", fenced)
 		}
 	})
 	defer func() {
 		watchdog.Stop()
+		stale()
 		l.mu.Lock()
 		l.txn = nil
 		l.mu.Unlock()

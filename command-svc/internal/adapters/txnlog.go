@@ -144,7 +144,9 @@ type TxnEventLog struct {
 	// before aborting it.
 	TxnTimeout time.Duration
 	// StuckAfter is how long a transaction may run before the producer is
-	// replaced (0 means the append timeout): see replaceIfStuck.
+	// replaced (0 means the append timeout): see replaceIfStuck. One that
+	// waits on a broker the cluster has fenced is replaced sooner (see
+	// replaceHeld).
 	StuckAfter time.Duration
 	// Late, if set, learns of commits that finished after their caller
 	// gave up.
@@ -176,7 +178,9 @@ type TxnEventLog struct {
 	ClaimSeqs interface {
 		ClaimSeq(email string) (int64, error)
 	}
-	// NewProducer, if set, replaces sarama.NewSyncProducer (tests).
+	// NewProducer, if set, replaces kafkax.NewSyncProducer (tests). A
+	// producer that is not a kafkax.SyncProducer is replaced only when its
+	// transaction has run for StuckAfter (see kafkax.WatchStale).
 	NewProducer func(seeds []string, conf *sarama.Config) (sarama.SyncProducer, error)
 
 	mu  sync.Mutex
@@ -280,7 +284,7 @@ func (l *TxnEventLog) newProducer(seeds []string) (sarama.SyncProducer, error) {
 	if l.NewProducer != nil {
 		return l.NewProducer(seeds, l.producerConfig())
 	}
-	return sarama.NewSyncProducer(seeds, l.producerConfig())
+	return kafkax.NewSyncProducer(seeds, l.producerConfig())
 }
 
 // replaceIfStuck replaces t, the producer of the current session, with a
@@ -288,7 +292,32 @@ func (l *TxnEventLog) newProducer(seeds []string) (sarama.SyncProducer, error) {
 // that a broker holds (a frozen broker, or a leader deposed without
 // knowing it, which waits for replicas that no longer follow it until the
 // request's timeout) would otherwise hold up every append of this
-// instance, since all share the producer. The new producer's
+// instance, since all share the producer. See replace.
+func (l *TxnEventLog) replaceIfStuck(t *txnProducer) {
+	began := t.began.Load()
+	if began == 0 || time.Since(time.Unix(0, began)) < l.stuckAfter() {
+		return
+	}
+	l.replace(t, began, "a transaction has run too long; replacing the producer, which aborts it")
+}
+
+// replaceHeld replaces t if the transaction that began at began (its
+// UnixNano) is still in flight: kafkax.WatchStale found that t's producer
+// still knows a broker that the cluster has fenced, which holds its
+// requests. It does not wait for StuckAfter: the fence is the proof.
+func (l *TxnEventLog) replaceHeld(t *txnProducer, began int64, fenced []string) {
+	if t.began.Load() != began {
+		return
+	}
+	l.replace(t, began, "a transaction waits on a broker that the cluster has fenced; replacing the producer, which aborts it", "fenced", fenced)
+}
+
+func (l *TxnEventLog) stuckAfter() time.Duration {
+	return cmp.Or(l.StuckAfter, l.AppendTimeout, DefaultAppendTimeout)
+}
+
+// replace starts a producer that replaces t, whose transaction began at
+// began, unless t is being replaced already. The new producer's
 // InitProducerId fences t (its transaction can no longer commit; the
 // coordinator aborts it), and it is bootstrapped from the brokers that
 // every answering broker lists as live (kafkax.ReplacementSeeds, which
@@ -298,18 +327,17 @@ func (l *TxnEventLog) newProducer(seeds []string) (sarama.SyncProducer, error) {
 // while the transaction is still in flight. t closes once its transaction
 // is over; its appends that have not begun fail with ErrNotWriter (the
 // routing layer sends them again, to the new producer).
-func (l *TxnEventLog) replaceIfStuck(t *txnProducer) {
-	after := cmp.Or(l.StuckAfter, l.AppendTimeout, DefaultAppendTimeout)
-	began := t.began.Load()
-	if began == 0 || time.Since(time.Unix(0, began)) < after || !t.replacing.CompareAndSwap(false, true) {
+func (l *TxnEventLog) replace(t *txnProducer, began int64, why string, attrs ...any) {
+	if !t.replacing.CompareAndSwap(false, true) {
 		return
 	}
-	ran := time.Since(time.Unix(0, began)).Round(time.Millisecond)
+	after := l.stuckAfter()
 	go func() {
 		var prod sarama.SyncProducer
 		for {
 			seeds := kafkax.ReplacementSeeds(l.producerConfig(), l.Config.Brokers, l.Config.EventsTopic, after)
-			l.Log.Warn("a transaction has run too long; replacing the producer, which aborts it", "ran", ran, "generation", t.sess.Generation, "seeds", seeds)
+			ran := time.Since(time.Unix(0, began)).Round(time.Millisecond)
+			l.Log.Warn(why, append([]any{"ran", ran, "generation", t.sess.Generation, "seeds", seeds}, attrs...)...)
 			var err error
 			if prod, err = l.newProducer(seeds); err == nil {
 				break
@@ -327,7 +355,6 @@ func (l *TxnEventLog) replaceIfStuck(t *txnProducer) {
 				t.replacing.Store(false) // the next transaction's watchdog may try again
 				return
 			}
-			ran = time.Since(time.Unix(0, began)).Round(time.Millisecond)
 		}
 		l.mu.Lock()
 		current := l.cur == t
@@ -346,7 +373,7 @@ func (l *TxnEventLog) replaceIfStuck(t *txnProducer) {
 
 var producersReplaced = promauto.NewCounter(prometheus.CounterOpts{
 	Name: "profiles_command_producers_replaced_total",
-	Help: "Transactional producers replaced because a transaction had run for the append timeout (a broker held its requests).",
+	Help: "Transactional producers replaced because a transaction had run for the append timeout, or waited on a broker that the cluster had fenced (a broker held its requests).",
 })
 
 // Close closes the producer once its transaction in flight, if any, is
@@ -835,9 +862,12 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 	// A transaction that runs for StuckAfter is replaced even when no
 	// append gives up on it: an append that queued just as it began gives
 	// up a moment before it has run that long.
-	watchdog := time.AfterFunc(cmp.Or(l.StuckAfter, l.AppendTimeout, DefaultAppendTimeout), func() { l.replaceIfStuck(t) })
+	watchdog := time.AfterFunc(l.stuckAfter(), func() { l.replaceIfStuck(t) })
+	stale := kafkax.WatchStale(t.SyncProducer, kafkax.StaleOptions{Seeds: l.Config.Brokers, Conf: l.producerConfig, Topic: l.Config.EventsTopic},
+		func(fenced []string) { l.replaceHeld(t, began.UnixNano(), fenced) })
 	defer func() {
 		watchdog.Stop()
+		stale()
 		t.began.Store(0)
 		txnSeconds.Observe(time.Since(began).Seconds())
 	}()
