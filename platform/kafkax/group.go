@@ -307,6 +307,20 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 			}
 			g.log.Warn("consumer group session ended", "group", g.opts.Group, "err", err)
 			g.detach()
+			if errors.Is(err, sarama.ErrFencedInstancedId) && ctx.Err() == nil {
+				// The coordinator gave this instance id a member id that
+				// this client never learned (a join answered while the
+				// coordinator moved), and sarama joins with the old one
+				// again and again, each refused. A new client joins without
+				// a member id, and the coordinator hands the instance id
+				// to it, fencing the other.
+				g.log.Error("another member id holds this instance id (INSTANCE_ID); joining again without one, which takes it over. If another process runs with the same instance id, each will fence the other",
+					"group", g.opts.Group, "instance_id", g.opts.InstanceID)
+				cg.Close()
+				if cg, err = g.join(cfg, brokers); err != nil {
+					return err
+				}
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(time.Second):
