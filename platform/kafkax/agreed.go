@@ -33,13 +33,19 @@ func AgreedBrokers(ctx context.Context, conf *sarama.Config, addrs []string, top
 // unanimous reports that all of addrs answered, each listing the same
 // brokers.
 func vote(ctx context.Context, conf *sarama.Config, addrs []string, topic string) (agreed, answered []string, unanimous bool) {
+	return voteWith(ctx, addrs, func(addr string) []string { return liveBrokers(conf, addr, topic) })
+}
+
+// voteWith is vote with ask as the question to each broker: the brokers
+// it lists, or nil if it did not answer.
+func voteWith(ctx context.Context, addrs []string, ask func(addr string) []string) (agreed, answered []string, unanimous bool) {
 	type answer struct {
 		addr string
 		live []string // nil: no answer
 	}
 	answers := make(chan answer, len(addrs))
 	for _, addr := range addrs {
-		go func() { answers <- answer{addr, liveBrokers(conf, addr, topic)} }()
+		go func() { answers <- answer{addr, ask(addr)} }()
 	}
 	same := true
 	var last <-chan time.Time

@@ -118,6 +118,9 @@ func (c Config) Sarama(clientID string) *sarama.Config {
 	sc.Consumer.Group.Rebalance.Retry.Backoff = 250 * time.Millisecond
 	sc.Consumer.Group.Rebalance.Retry.Max = 20
 	c.Security.apply(sc)
+	// Last, so that a security setting that refuses every connection
+	// keeps its dialer.
+	trackConns(sc)
 	return sc
 }
 

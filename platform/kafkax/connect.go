@@ -15,13 +15,14 @@ import (
 // ConnectTimeout is how long Connect waits for the brokers.
 const ConnectTimeout = 2 * time.Minute
 
-// Connect returns a client for clientID, waiting up to ConnectTimeout for
-// the brokers (as NewAdmin does), so that a service may start before its
+// Connect returns a client for clientID (made by NewClient, so that
+// WatchFences looks after it), waiting up to ConnectTimeout for the
+// brokers (as NewAdmin does), so that a service may start before its
 // broker. The caller owns the client and closes it.
 func Connect(ctx context.Context, c Config, clientID string) (sarama.Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	defer cancel()
-	client, err := dial(ctx, c, clientID, sarama.NewClient)
+	client, err := dial(ctx, c, clientID, NewClient)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}

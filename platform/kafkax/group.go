@@ -333,16 +333,38 @@ func (g *Group) Run(ctx context.Context, cfg *sarama.Config, brokers []string) e
 // join creates this member's consumer group client; its first Consume
 // joins the group.
 func (g *Group) join(cfg *sarama.Config, brokers []string) (sarama.ConsumerGroup, error) {
-	cg, err := sarama.NewConsumerGroup(brokers, g.opts.Group, cfg)
+	// A client of its own, as sarama.NewConsumerGroup makes, but by
+	// NewClient, so that WatchFences looks after its consumers too.
+	client, err := NewClient(brokers, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("join group %s: %w", g.opts.Group, err)
 	}
+	group, err := sarama.NewConsumerGroupFromClient(g.opts.Group, client)
+	if err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("join group %s: %w", g.opts.Group, err)
+	}
+	cg := ownClientGroup{group, client}
 	go func() {
 		for err := range cg.Errors() {
 			g.log.Warn("consumer group error", "group", g.opts.Group, "err", err)
 		}
 	}()
 	return cg, nil
+}
+
+// ownClientGroup is a consumer group whose Close closes its client too.
+type ownClientGroup struct {
+	sarama.ConsumerGroup
+	client sarama.Client
+}
+
+func (g ownClientGroup) Close() error {
+	err := g.ConsumerGroup.Close()
+	if cerr := g.client.Close(); cerr != nil && !errors.Is(cerr, sarama.ErrClosedClient) {
+		err = errors.Join(err, cerr)
+	}
+	return err
 }
 
 // stepAside records why this instance cannot hold partitions (see

@@ -91,7 +91,7 @@ func TestARestartedMemberGetsBackThePartitionsItsStoreHolds(t *testing.T) {
 // at every join with its own member id. Group.Run then joins with a new
 // client, without a member id, which takes the instance id over at once;
 // sarama alone joins with the old member id until the coordinator drops
-// the other one, a session timeout (6 s) later, or, in the fault suite's
+// the other one, a session timeout (10 s here) later, or, in the fault suite's
 // scenario 14 (a run of 2026-12-07), a join answered while the
 // coordinator moved left a member id that a rebalance waited for, and the
 // member was refused for over a minute.
@@ -110,7 +110,7 @@ func TestAFencedStaticMemberJoinsAgain(t *testing.T) {
 	}
 	defer client.Close()
 	opts := GroupOptions{
-		Group: group, Topics: []string{topic}, Self: Member{ID: "a", URL: "http://a"}, InstanceID: "a", SessionTimeout: 6 * time.Second,
+		Group: group, Topics: []string{topic}, Self: Member{ID: "a", URL: "http://a"}, InstanceID: "a", SessionTimeout: 10 * time.Second,
 		Start:  func(string, int32) (int64, error) { return sarama.OffsetOldest, nil },
 		Handle: func(context.Context, string, int32, []*sarama.ConsumerMessage) error { return nil },
 	}
@@ -192,9 +192,9 @@ func TestAFencedStaticMemberJoinsAgain(t *testing.T) {
 		ok = g.InSession(func(o []int32) { owned = o })
 		return owned, ok
 	}
-	// Within 4 s of the fence: well before the other member id's session
-	// (6 s) could have run out.
-	deadline := fencedAt.Add(4 * time.Second)
+	// Within 5 s of the fence: well before the other member id's session
+	// (10 s) could have run out.
+	deadline := fencedAt.Add(5 * time.Second)
 	for {
 		ao, aok := inSession(g)
 		bo, bok := inSession(b)
@@ -202,7 +202,7 @@ func TestAFencedStaticMemberJoinsAgain(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("4 s after a was fenced: a in a session %v with %v, b %v with %v; want one partition each", aok, ao, bok, bo)
+			t.Fatalf("5 s after a was fenced: a in a session %v with %v, b %v with %v; want one partition each", aok, ao, bok, bo)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

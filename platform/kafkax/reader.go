@@ -320,7 +320,7 @@ func NewFetcher(client sarama.Client) (*Fetcher, error) {
 	if len(addrs) == 0 {
 		return nil, sarama.ErrOutOfBrokers
 	}
-	fc, err := sarama.NewClient(addrs, client.Config())
+	fc, err := NewClient(addrs, client.Config())
 	if err != nil {
 		return nil, err
 	}

@@ -89,8 +89,11 @@ func TestSecurityLoadAndApply(t *testing.T) {
 		t.Fatalf("SASL %v %q", sc.Net.SASL.Enable, sc.Net.SASL.Mechanism)
 	case sc.Net.SASL.User != "command-svc" || sc.Net.SASL.Password != "s3cret":
 		t.Fatalf("credentials %q/%q (the file's newline must be trimmed)", sc.Net.SASL.User, sc.Net.SASL.Password)
-	case sc.Net.Proxy.Enable:
-		t.Fatal("a loaded configuration must dial normally")
+	case !sc.Net.Proxy.Enable:
+		t.Fatal("a loaded configuration must dial through the process's tracking dialer")
+	}
+	if _, refuses := sc.Net.Proxy.Dialer.(failDialer); refuses {
+		t.Fatal("a loaded configuration must dial normally, not refuse")
 	}
 
 	// The secrets never show in the descriptions meant for logs.

@@ -130,11 +130,11 @@ const DefaultKeyMissGrace = 50 * time.Millisecond
 // would wait behind other consumers' fetches, which the broker holds up to
 // their wait time while their partitions are quiet.
 func NewKeyring(c topology.Config, clientID string, kek *KEK, log *slog.Logger) (*Keyring, error) {
-	client, err := sarama.NewClient(c.Brokers, c.Sarama(clientID+"-keys"))
+	client, err := kafkax.NewClient(c.Brokers, c.Sarama(clientID+"-keys"))
 	if err != nil {
 		return nil, fmt.Errorf("kafka client of the keyring: %w", err)
 	}
-	rpc, err := sarama.NewClient(c.Brokers, c.Sarama(clientID+"-keys-rpc"))
+	rpc, err := kafkax.NewClient(c.Brokers, c.Sarama(clientID+"-keys-rpc"))
 	if err != nil {
 		client.Close()
 		return nil, fmt.Errorf("kafka client of the keyring: %w", err)

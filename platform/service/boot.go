@@ -29,7 +29,8 @@ func RegisterKafkaFlags(fs *flag.FlagSet) *KafkaFlags {
 
 // Boot is the start-up that every binary reading the profiles topics
 // shares, in its order: NewBoot reads the Kafka settings and loads the
-// key-encryption key; Connect connects to Kafka, starts the keyring of the
+// key-encryption key; Connect connects to Kafka, starts the process's
+// fence watch (kafkax.WatchFences), starts the keyring of the
 // profiles' data keys and installs the keys; RunKeys (a Task for Run)
 // follows the keys topic. Close then releases, last acquired first,
 // everything the Boot and its composition root acquired (see Defer).
@@ -91,6 +92,15 @@ func (b *Boot) Connect(ctx context.Context) error {
 	}
 	b.Client = client
 	b.DeferClose(client)
+	// Every Kafka client of the process is rebootstrapped from the live
+	// brokers when it still knows one that the cluster has fenced.
+	watch, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		kafkax.WatchFences(watch, b.Kafka.Config, kafkax.FenceOptions{Topic: b.Kafka.EventsTopic}, b.Log)
+	}()
+	b.Defer(func() { stop(); <-done })
 	if b.KEK == nil {
 		return nil
 	}
