@@ -5,11 +5,14 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"profiles/platform/internal/loop"
 )
 
 // NewClient is sarama.NewClient, and the client it returns is watched by
@@ -26,8 +29,10 @@ func NewClient(addrs []string, conf *sarama.Config) (sarama.Client, error) {
 // fencedClient is a client that the process's fence watch looks after.
 type fencedClient struct {
 	sarama.Client
-	// rebootstrapped is when the watch last gave it new seeds.
-	rebootstrapped time.Time
+	// rebootstrapped is when the watch last gave it new seeds (UnixNano).
+	rebootstrapped atomic.Int64
+	// checking is set while the watch looks at it.
+	checking atomic.Bool
 }
 
 func (c *fencedClient) Close() error {
@@ -114,17 +119,10 @@ func WatchFences(ctx context.Context, c Config, opts FenceOptions, log *slog.Log
 	v := newVoter(conf, opts.Topic)
 	defer v.close()
 	seen := &addrSet{m: map[string]bool{}} // every broker a broker has listed
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	loop.Every(ctx, every, func() {
 		clients := watched.list()
 		if len(clients) == 0 {
-			continue
+			return
 		}
 		vctx, cancel := context.WithTimeout(ctx, every)
 		agreed, _, _ := voteWith(vctx, c.Brokers, func(addr string) []string {
@@ -133,13 +131,14 @@ func WatchFences(ctx context.Context, c Config, opts FenceOptions, log *slog.Log
 			return live
 		})
 		cancel()
-		now := time.Now()
-		// The process's connections to a broker that some broker has
-		// listed but that the vote leaves out are closed, at every vote:
-		// a request that waits on one, or a new one that sarama made
-		// since (a lookup that picked that broker), fails now instead of
-		// at the read timeout. A bootstrap address that no broker lists
-		// (a load balancer's) is never closed.
+		log.Debug("fence watch: the brokers' vote", "live", agreed)
+		// First the process's connections to a broker that some broker
+		// has listed but that the vote leaves out are closed, at every
+		// vote: a request that waits on one, or on a new one that sarama
+		// made since (a lookup that picked that broker), fails now
+		// instead of at the read timeout, and releases the locks of its
+		// client that it holds while it waits. A bootstrap address that
+		// no broker lists (a load balancer's) is never closed.
 		if len(agreed) > 0 {
 			for _, b := range conns.addrs() {
 				if slices.Contains(agreed, b) || !seen.has(b) {
@@ -150,28 +149,35 @@ func WatchFences(ctx context.Context, c Config, opts FenceOptions, log *slog.Log
 				}
 			}
 		}
+		// Then each client that still knows such a broker gets the live
+		// brokers as its seeds, in a goroutine of its own: a client's
+		// lock can be held by a request that waits on the fenced broker,
+		// and the watch must go on voting meanwhile.
+		now := time.Now()
 		for _, fc := range clients {
-			if now.Sub(fc.rebootstrapped) < cooldown {
+			if now.Sub(time.Unix(0, fc.rebootstrapped.Load())) < cooldown || !fc.checking.CompareAndSwap(false, true) {
 				continue
 			}
-			var known []string
-			for _, b := range fc.Brokers() {
-				known = append(known, b.Addr())
-			}
-			stale := staleBrokers(known, agreed)
-			if len(stale) == 0 {
-				continue
-			}
-			fc.rebootstrapped = now
-			log.Warn("a Kafka client still knows a broker that the cluster has fenced; giving it the live brokers as its seeds",
-				"client_id", fc.Config().ClientID, "fenced", stale, "seeds", agreed)
-			clientsRebootstrapped.Inc()
-			if err := fc.RefreshBrokers(agreed); err != nil {
-				continue // closed meanwhile
-			}
-			go func() { _ = fc.RefreshMetadata() }()
+			go func() {
+				defer fc.checking.Store(false)
+				var known []string
+				for _, b := range fc.Brokers() {
+					known = append(known, b.Addr())
+				}
+				stale := staleBrokers(known, agreed)
+				if len(stale) == 0 {
+					return
+				}
+				fc.rebootstrapped.Store(now.UnixNano())
+				log.Warn("a Kafka client still knows a broker that the cluster has fenced; giving it the live brokers as its seeds",
+					"client_id", fc.Config().ClientID, "fenced", stale, "seeds", agreed)
+				clientsRebootstrapped.Inc()
+				if err := fc.RefreshBrokers(agreed); err == nil {
+					_ = fc.RefreshMetadata()
+				}
+			}()
 		}
-	}
+	})
 }
 
 var clientsRebootstrapped = promauto.NewCounter(prometheus.CounterOpts{

@@ -47,13 +47,7 @@ func TestWatchFencesRebootstrapsAClientThatKnowsAFencedBroker(t *testing.T) {
 		t.Fatalf("the client knows %v, want the three brokers", got)
 	}
 	before := testutil.ToFloat64(clientsRebootstrapped)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		WatchFences(ctx, kcfg, FenceOptions{Topic: "events", Every: 100 * time.Millisecond, adjust: mockOnly}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	}()
-	defer func() { cancel(); <-done }()
+	defer watchFences(kcfg, mockOnly)()
 
 	b2.Close() // frozen: it answers nothing, and the others still list it
 	time.Sleep(500 * time.Millisecond)
@@ -124,13 +118,7 @@ func TestWatchFencesEndsTheRequestsAFencedBrokerHolds(t *testing.T) {
 		answered <- err
 	}()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		WatchFences(ctx, kcfg, FenceOptions{Topic: "events", Every: 100 * time.Millisecond, adjust: mockOnly}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	}()
-	defer func() { cancel(); <-done }()
+	defer watchFences(kcfg, mockOnly)()
 	select {
 	case err := <-answered:
 		t.Fatalf("the frozen broker's request ended before the fence: %v", err)
@@ -150,4 +138,16 @@ func TestWatchFencesEndsTheRequestsAFencedBrokerHolds(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the frozen broker's request still waits 10 s after the fence")
 	}
+}
+
+// watchFences runs WatchFences on kcfg, voting every 100 ms, until the
+// function it returns is called.
+func watchFences(kcfg Config, adjust func(*sarama.Config)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		WatchFences(ctx, kcfg, FenceOptions{Topic: "events", Every: 100 * time.Millisecond, adjust: adjust}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	return func() { cancel(); <-done }
 }

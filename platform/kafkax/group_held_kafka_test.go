@@ -23,11 +23,7 @@ func TestARestartedMemberGetsBackThePartitionsItsStoreHolds(t *testing.T) {
 	kcfg := testKafka(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	topic, group := "held-"+run, "held-test-"+run
-	if err := createTopics(ctx, kcfg, testTopic{Name: topic, Partitions: 6}); err != nil {
-		t.Fatal(err)
-	}
+	topic, group := groupTopic(ctx, t, kcfg, "held", 6)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	start := func(id string, held map[int32]int64) (*Group, context.CancelFunc) {
 		t.Helper()
@@ -41,19 +37,9 @@ func TestARestartedMemberGetsBackThePartitionsItsStoreHolds(t *testing.T) {
 			Handle: func(context.Context, string, int32, []*sarama.ConsumerMessage) error { return nil },
 			Held:   func() (map[int32]int64, error) { return held, nil },
 		}
-		g, err := NewGroup(client, opts, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		gctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = g.Run(gctx, kcfg.GroupConfig("held-test-"+id, opts), kcfg.Brokers)
-		}()
+		g, stop := runGroup(ctx, t, kcfg, client, opts, log)
 		return g, func() {
 			stop()
-			<-done
 			client.Close()
 		}
 	}
@@ -99,11 +85,7 @@ func TestAFencedStaticMemberJoinsAgain(t *testing.T) {
 	kcfg := testKafka(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	topic, group := "fenced-"+run, "fenced-test-"+run
-	if err := createTopics(ctx, kcfg, testTopic{Name: topic, Partitions: 2}); err != nil {
-		t.Fatal(err)
-	}
+	topic, group := groupTopic(ctx, t, kcfg, "fenced", 2)
 	client, err := Connect(ctx, kcfg, "fenced-test")
 	if err != nil {
 		t.Fatal(err)
@@ -115,17 +97,8 @@ func TestAFencedStaticMemberJoinsAgain(t *testing.T) {
 		Handle: func(context.Context, string, int32, []*sarama.ConsumerMessage) error { return nil },
 	}
 	logged := &lockedBuffer{}
-	g, err := NewGroup(client, opts, slog.New(slog.NewTextHandler(logged, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = g.Run(gctx, kcfg.GroupConfig("fenced-test-a", opts), kcfg.Brokers)
-	}()
-	defer func() { stop(); <-done }()
+	g, stop := runGroup(ctx, t, kcfg, client, opts, slog.New(slog.NewTextHandler(logged, nil)))
+	defer stop()
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
 		for !ok() {
@@ -178,16 +151,8 @@ func TestAFencedStaticMemberJoinsAgain(t *testing.T) {
 	defer bClient.Close()
 	bOpts := opts
 	bOpts.Self, bOpts.InstanceID = Member{ID: "b", URL: "http://b"}, "b"
-	b, err := NewGroup(bClient, bOpts, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bDone := make(chan struct{})
-	go func() {
-		defer close(bDone)
-		_ = b.Run(gctx, kcfg.GroupConfig("fenced-test-b", bOpts), kcfg.Brokers)
-	}()
-	defer func() { stop(); <-bDone }()
+	b, stopB := runGroup(ctx, t, kcfg, bClient, bOpts, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer stopB()
 	inSession := func(g *Group) (owned []int32, ok bool) {
 		ok = g.InSession(func(o []int32) { owned = o })
 		return owned, ok
@@ -242,4 +207,33 @@ func (setupOnly) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 func (setupOnly) ConsumeClaim(s sarama.ConsumerGroupSession, c sarama.ConsumerGroupClaim) error {
 	<-s.Context().Done()
 	return nil
+}
+
+// groupTopic creates a topic of its own for a group test, and names the
+// test's group.
+func groupTopic(ctx context.Context, t *testing.T, kcfg Config, name string, partitions int32) (topic, group string) {
+	t.Helper()
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	topic, group = name+"-"+run, name+"-test-"+run
+	if err := createTopics(ctx, kcfg, testTopic{Name: topic, Partitions: partitions}); err != nil {
+		t.Fatal(err)
+	}
+	return topic, group
+}
+
+// runGroup makes a Group of opts on client and runs it until the function
+// it returns is called, which waits for Run to return.
+func runGroup(ctx context.Context, t *testing.T, kcfg Config, client sarama.Client, opts GroupOptions, log *slog.Logger) (*Group, func()) {
+	t.Helper()
+	g, err := NewGroup(client, opts, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = g.Run(gctx, kcfg.GroupConfig(opts.Self.ID, opts), kcfg.Brokers)
+	}()
+	return g, func() { stop(); <-done }
 }
