@@ -246,6 +246,17 @@ write_props() {
       # does not fence a live broker (see docs/faults.md).
       echo "broker.session.timeout.ms=4000"
       echo "broker.heartbeat.interval.ms=1000"
+      # A broker that is also the active controller is fenced only once the
+      # other controllers have elected a new one (no fetch from the leader
+      # for controller.quorum.fetch.timeout.ms, then a vote, and a random
+      # backoff after a split one) and the new one has waited a whole
+      # broker session for it: 8 s after a freeze with Kafka's 2 s, 1 s and
+      # 1 s (docs/faults.md). Half of each still gives a live leader twice
+      # the 500 ms for which it may hold a follower's fetch before the
+      # others vote.
+      echo "controller.quorum.fetch.timeout.ms=1000"
+      echo "controller.quorum.election.timeout.ms=500"
+      echo "controller.quorum.election.backoff.max.ms=500"
       # A leader cut off from the controller quorum does not know it was
       # deposed: it holds what it is asked to replicate (transaction
       # markers, transaction-log and produce appends) until this timeout,
