@@ -1,6 +1,7 @@
 package kafkax
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"slices"
@@ -73,7 +74,8 @@ func (s *clientSet) list() []*fencedClient {
 	return out
 }
 
-// FenceOptions configures WatchFences. A zero duration means its default.
+// FenceOptions configures WatchFences. A zero duration means its default;
+// none may be negative.
 type FenceOptions struct {
 	// Topic is the topic whose metadata the brokers are asked for.
 	Topic string
@@ -100,17 +102,18 @@ type FenceOptions struct {
 // controller quorum. A client learns of it only from another broker's
 // metadata, which sarama asks of any broker it knows, the fenced one too:
 // a frozen broker holds that request, and the client's consumers go on
-// fetching from it, until sarama's read timeout (30 s). Rebootstrapping
-// closes the client's connections, so its requests in flight fail and are
-// sent again, to the brokers that lead now.
+// fetching from it, until sarama's read timeout (30 s); sarama's own close
+// of that broker waits for the lock that the request holds meanwhile.
+// Closing the sockets ends those requests at once, and their retries go,
+// with the new seeds, to the brokers that lead now.
 //
 // The votes keep one connection to each broker of c (a broker whose last
 // answer is still outstanding sits the vote out), so they cost one small
 // metadata request per broker and interval, and no new connection, TLS
 // handshake or SASL exchange while the brokers answer.
 func WatchFences(ctx context.Context, c Config, opts FenceOptions, log *slog.Logger) {
-	every := cmpDuration(opts.Every, time.Second)
-	cooldown := cmpDuration(opts.Cooldown, 10*time.Second)
+	every := cmp.Or(opts.Every, time.Second)
+	cooldown := cmp.Or(opts.Cooldown, 10*time.Second)
 	conf := c.Sarama("fence-watch")
 	conf.Net.DialTimeout, conf.Net.ReadTimeout, conf.Net.WriteTimeout = voteConnTimeout, voteConnTimeout, voteConnTimeout
 	if opts.adjust != nil {
@@ -203,13 +206,6 @@ func (s *addrSet) has(addr string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.m[addr]
-}
-
-func cmpDuration(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
 }
 
 // voter asks brokers for their metadata on one connection each, kept open
