@@ -359,13 +359,7 @@ type ownClientGroup struct {
 	client sarama.Client
 }
 
-func (g ownClientGroup) Close() error {
-	err := g.ConsumerGroup.Close()
-	if cerr := g.client.Close(); cerr != nil && !errors.Is(cerr, sarama.ErrClosedClient) {
-		err = errors.Join(err, cerr)
-	}
-	return err
-}
+func (g ownClientGroup) Close() error { return closeWithClient(g.ConsumerGroup.Close(), g.client) }
 
 // stepAside records why this instance cannot hold partitions (see
 // GroupOptions.Unfit) and ends the session; Run then leaves the group.

@@ -46,16 +46,7 @@ func TestARestartedMemberGetsBackThePartitionsItsStoreHolds(t *testing.T) {
 	owns := func(g *Group, want []int32) bool {
 		return g.Ready() == nil && slices.Equal(g.Owned(), want)
 	}
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		for !ok() {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("%s: %v", what, ctx.Err())
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
+	waitFor := func(what string, ok func() bool) { t.Helper(); waitUntil(ctx, t, what, ok) }
 
 	// a holds every partition, further along than b in each.
 	a, stopA := start("a", map[int32]int64{0: 900, 1: 900, 2: 900, 3: 900, 4: 900, 5: 900})
@@ -99,16 +90,7 @@ func TestAFencedStaticMemberJoinsAgain(t *testing.T) {
 	logged := &lockedBuffer{}
 	g, stop := runGroup(ctx, t, kcfg, client, opts, slog.New(slog.NewTextHandler(logged, nil)))
 	defer stop()
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		for !ok() {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("%s: %v", what, ctx.Err())
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}
+	waitFor := func(what string, ok func() bool) { t.Helper(); waitUntil(ctx, t, what, ok) }
 	// In a session of the group (not answering, detached, for what it read
 	// before), with both partitions.
 	owns := func() bool {
@@ -236,4 +218,17 @@ func runGroup(ctx context.Context, t *testing.T, kcfg Config, client sarama.Clie
 		_ = g.Run(gctx, kcfg.GroupConfig(opts.Self.ID, opts), kcfg.Brokers)
 	}()
 	return g, func() { stop(); <-done }
+}
+
+// waitUntil polls ok every 100 ms until it holds, and fails the test with
+// what if ctx ends first.
+func waitUntil(ctx context.Context, t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for !ok() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: %v", what, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -49,9 +49,13 @@ func (p *clientProducer) Brokers() []string {
 	return addrs
 }
 
-func (p *clientProducer) Close() error {
-	err := p.SyncProducer.Close()
-	if cerr := p.client.Close(); cerr != nil && !errors.Is(cerr, sarama.ErrClosedClient) {
+func (p *clientProducer) Close() error { return closeWithClient(p.SyncProducer.Close(), p.client) }
+
+// closeWithClient closes client, which the caller made for what it has
+// just closed with err, and joins the client's error to err (a client
+// closed already is not one).
+func closeWithClient(err error, client sarama.Client) error {
+	if cerr := client.Close(); cerr != nil && !errors.Is(cerr, sarama.ErrClosedClient) {
 		err = errors.Join(err, cerr)
 	}
 	return err
