@@ -402,6 +402,19 @@ format_storage() { # DIR CLUSTER_ID [StorageTool ARGS...]
   fi
 }
 
+gid_cgroup() { # GID -> the directory of the cgroup profiles-gid-GID, made
+  # right under the cgroup v2 root, or nothing where there is none that
+  # root can write. A socket stays matched by its cgroup after its process
+  # has closed it, which a match by group id does not (see
+  # deploy/e2e/netcut_test.go, which names the cgroups the same way).
+  local root
+  root=$(awk '{ for (i = 7; i < NF; i++) if ($i == "-") break }
+    $(i + 1) == "cgroup2" && $4 == "/" { print $5; exit }' /proc/self/mountinfo 2>/dev/null) || true
+  [[ -n $root ]] || return 0
+  mkdir -p "$root/profiles-gid-$1" 2>/dev/null && echo "$root/profiles-gid-$1"
+  return 0
+}
+
 launch() { # DIR: start the JVM in the background, write kafka.pid
   local dir=$1
   rm -f "$dir/kafka.pid"
@@ -410,9 +423,12 @@ launch() { # DIR: start the JVM in the background, write kafka.pid
   # The inner shell writes its own PID and then execs java, keeping that PID.
   # shellcheck disable=SC2016,SC2086
   # Under root, a node given a group id of its own (start-cluster --gids:
-  # DIR/kafka.gid) runs under it, so that nftables rules can cut it off
-  # by it (deploy/e2e/netcut_test.go); root's permissions do not depend on it.
+  # DIR/kafka.gid) runs under it, and in a cgroup named after it where the
+  # machine has a cgroup v2 hierarchy (gid_cgroup), so that nftables rules
+  # can cut it off by them (deploy/e2e/netcut_test.go); root's permissions
+  # do not depend on either.
   local -a as=() oauth=()
+  local cg=
   # Kafka 4 reads an OAuth JWKS only from URLs and files the JVM allows.
   local jwks
   jwks=$(prop "$dir/server.properties" sasl.oauthbearer.jwks.endpoint.url)
@@ -422,8 +438,9 @@ launch() { # DIR: start the JVM in the background, write kafka.pid
   fi
   if [[ -s $dir/kafka.gid && $(id -u) == 0 ]]; then
     as=(setpriv --regid "$(cat "$dir/kafka.gid")" --clear-groups)
+    cg=$(gid_cgroup "$(cat "$dir/kafka.gid")")
   fi
-  setsid bash -c 'echo $$ >"$1/kafka.pid"; shift; exec "$@"' _ "$dir" \
+  setsid bash -c 'echo $$ >"$1/kafka.pid"; [[ -z $2 ]] || echo $$ >"$2/cgroup.procs"; shift 2; exec "$@"' _ "$dir" "$cg" \
     ${as[@]+"${as[@]}"} "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
     -Djava.awt.headless=true ${oauth[@]+"${oauth[@]}"} ${KAFKA_JVM_OPTS:-} \
@@ -508,7 +525,11 @@ stop_dirs() { # DIR...: SIGTERM all, wait, SIGKILL stragglers
     fi
     sleep 0.1
   done
-  for dir in "${dirs[@]}"; do rm -f "$dir/kafka.pid"; done
+  for dir in "${dirs[@]}"; do
+    rm -f "$dir/kafka.pid"
+    # An empty cgroup of the node's (see gid_cgroup) goes with it.
+    [[ -s $dir/kafka.gid ]] && { rmdir "$(gid_cgroup "$(cat "$dir/kafka.gid")")" 2>/dev/null || true; }
+  done
   log "stopped in $(( $(now_ms) - t0 )) ms"
 }
 

@@ -52,6 +52,9 @@ var (
 func TestMain(m *testing.M) {
 	_, file, _, _ := runtime.Caller(0)
 	repoRoot = filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	if addr := os.Getenv(cutClientEnv); addr != "" {
+		os.Exit(cutClient(addr))
+	}
 	code := func() int {
 		if brokers == "" {
 			return m.Run() // every test skips or fails in needKafka
@@ -71,6 +74,7 @@ func TestMain(m *testing.M) {
 		}
 		return code
 	}()
+	removeCgroups()
 	os.Exit(code)
 }
 
