@@ -342,7 +342,7 @@ func (r *Report) Markdown() string {
 		w("Every service ran with `GOMEMLIMIT=%s`.\n\n", r.Setup.GoMemLimit)
 	}
 	if ww := r.WriteWarmup; ww != nil {
-		w("Before the first write scenario, %gs of writes (async POSTs and PUTs, %d answered, %d errors) ran unmeasured, "+
+		w("Before the first write scenario, %gs of writes (POSTs that wait until visible, async POSTs and PUTs, %d answered, %d errors) ran unmeasured, "+
 			"with a flight recording of the broker that was thrown away, so that the broker, which starts with the run, had compiled "+
 			"its transaction paths and the profiler's code: its JIT compiler used %.2f cores meanwhile "+
 			"(the kafka-jit column below is what was left to compile).\n\n", ww.Seconds, ww.OK, ww.Errors, ww.CPU[kafkaJIT])

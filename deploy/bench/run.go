@@ -760,32 +760,25 @@ func (b *bench) scenarios(ctx context.Context) error {
 	return nil
 }
 
-// warmWrites runs WriteWarmup of writes, unmeasured, half async POSTs
-// and half PUTs (each its own transactions, claims and read_committed
-// fetches), and then lets the projector drain them. The broker starts
-// with the run: without this, its JIT compiler compiles the transaction
-// paths during the first write scenario, which then pays for a broker
-// younger than any that serves.
+// warmWrites runs WriteWarmup of writes, unmeasured, a third each POSTs
+// that wait until visible, async POSTs and PUTs (each its own
+// transactions, claims and read_committed fetches), and then lets the
+// projector drain them. The broker starts with the run: without this, its
+// JIT compiler compiles the transaction paths during the first write
+// scenario, which then pays for a broker younger than any that serves.
 func (b *bench) warmWrites(ctx context.Context) {
 	if b.cfg.WriteWarmup <= 0 {
 		return
 	}
-	var postAsync, put Source
+	var sources []Source
 	for _, s := range b.scenarioList() {
 		switch s.name {
-		case "post-async":
-			postAsync = s.source
-		case "put":
-			put = s.source
+		case "post", "post-async", "put":
+			sources = append(sources, s.source)
 		}
 	}
-	writes := func(seq uint64) Request {
-		if seq%2 == 0 {
-			return postAsync(seq)
-		}
-		return put(seq)
-	}
-	b.logf("warming up the write paths: %s of async POSTs and PUTs, not measured", b.cfg.WriteWarmup)
+	writes := func(seq uint64) Request { return sources[seq%uint64(len(sources))](seq) }
+	b.logf("warming up the write paths: %s of POSTs, async POSTs and PUTs, not measured", b.cfg.WriteWarmup)
 	// The broker's first flight recording (JFR.start) compiles JFR's own
 	// code: 0.38-0.41 cores of the broker's JIT during the first write
 	// scenario otherwise, with or without writes before it. One recording
