@@ -96,6 +96,11 @@ export PROFILES_REQUIRE_KAFKA=1
 # the slowest are printed after the tests.
 export PROFILES_TEST_TIMES=$PWD/$DATA-times.tsv
 rm -f "$PROFILES_TEST_TIMES"
+# A fault scenario over the single-fault aim writes what the services and
+# brokers said during its longest time without an acknowledged write;
+# printed after the tests too.
+export PROFILES_TEST_DIGESTS=$PWD/$DATA-digests.txt
+rm -f "$PROFILES_TEST_DIGESTS"
 
 status=0
 for m in "${MODULES[@]}"; do
@@ -107,6 +112,11 @@ if [[ -s $PROFILES_TEST_TIMES ]]; then
   echo "==== the slowest end-to-end tests (seconds from the start of their system; all: $PROFILES_TEST_TIMES)"
   awk -F'\t' '{s[$2] += $1; r[$2] = $3} END {for (n in s) printf "%7.1f  %s  %s\n", s[n], n, r[n]}' "$PROFILES_TEST_TIMES" | sort -rn | head -20
   awk -F'\t' '{s += $1} END {printf "%7.1f  in all, %d systems\n", s, NR}' "$PROFILES_TEST_TIMES"
+fi
+
+if [[ -s $PROFILES_TEST_DIGESTS ]]; then
+  echo "==== fault scenarios over the single-fault aim: what was said during their longest time without an acknowledged write (also in $PROFILES_TEST_DIGESTS)"
+  cat "$PROFILES_TEST_DIGESTS"
 fi
 
 # Every fuzz target, briefly (TEST_FUZZ=0 skips; `make fuzz` runs longer).

@@ -534,20 +534,6 @@ func (l *faultLoad) WaitWrites(n int, timeout time.Duration) bool {
 	return false
 }
 
-// window returns the longest time in which no write was acknowledged.
-func (l *faultLoad) window(end time.Duration) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	at := append([]time.Duration(nil), l.okAt...)
-	sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
-	var longest, prev time.Duration
-	for _, x := range append(at, end) {
-		longest = max(longest, x-prev)
-		prev = x
-	}
-	return longest
-}
-
 // Verify checks every acknowledged write against the event log and every
 // profile's final state through the front door, and returns the report row.
 func (l *faultLoad) Verify(scenario, notes string) reliabilityRow {
@@ -561,7 +547,8 @@ func (l *faultLoad) Verify(scenario, notes string) reliabilityRow {
 		default:
 		}
 	}
-	row := reliabilityRow{Scenario: scenario, Notes: notes, Window: l.window(end).Round(100 * time.Millisecond), Reads: l.reads}
+	gapFrom, gapTo := l.gap(end)
+	row := reliabilityRow{Scenario: scenario, Notes: notes, Window: (gapTo - gapFrom).Round(100 * time.Millisecond), Reads: l.reads}
 
 	// 1. Every acknowledged write is in the event log.
 	logged := map[ackedWrite]bool{}
@@ -634,6 +621,7 @@ func (l *faultLoad) Verify(scenario, notes string) reliabilityRow {
 	if row.Lost > 0 {
 		t.Errorf("%s: %d acknowledged writes lost", scenario, row.Lost)
 	}
+	l.digestIfSlow(scenario, gapFrom, gapTo)
 
 	// 3. One register per profile explains every answer the clients saw.
 	html := filepath.Join(os.TempDir(), "lincheck-"+strings.ReplaceAll(t.Name(), "/", "-")+".html")
