@@ -145,6 +145,11 @@ type Group struct {
 	changed  chan struct{}
 	lastErr  error
 	tableAge time.Time
+	// readSeq numbers the reads of the assignment, readingSince is when
+	// the latest began (zero once it answered), and tableSeq is the read
+	// the table is from (see refresh).
+	readSeq, tableSeq uint64
+	readingSince      time.Time
 	// generation and memberID name the current session to the
 	// coordinator; lease is how long this member may still answer for its
 	// partitions (see lease), leaseFailing whether the last renewal failed.
@@ -1169,47 +1174,117 @@ func (g *Group) Route(ctx context.Context, p int32) (m Member, self bool, err er
 	}
 }
 
-// refresh re-reads the group's assignment, at most every 50ms.
+// refresh re-reads the group's assignment, at most every 50ms, from the
+// coordinator that the lease heartbeats use (assignmentCoordinator). It
+// waits for the answer at most silentAfter. A coordinator that does not
+// answer (its broker frozen, or deposed) would hold the read until the
+// connection's read timeout, and with it every request that waits for an
+// owner, although the group may have moved to another broker, which the
+// controller does once it fences the silent one. So after silentAfter the
+// coordinator is looked up again in the background (lookUpCoordinator),
+// the read goes on in its own goroutine, and the next refresh reads from
+// the coordinator found then; a read begins while another waits only once
+// that one has waited silentAfter, and an answer older than the table's
+// is dropped. sarama's own lookup (its admin's cached coordinator, and the
+// client's RefreshCoordinator) asks the least loaded broker it knows,
+// which can be the frozen one: the routing table then stayed unreadable
+// until that broker continued.
 func (g *Group) refresh() {
 	g.mu.Lock()
-	if time.Since(g.tableAge) < 50*time.Millisecond {
+	now := time.Now()
+	if now.Sub(g.tableAge) < 50*time.Millisecond || (!g.readingSince.IsZero() && now.Sub(g.readingSince) < silentAfter) {
 		g.mu.Unlock()
 		return
 	}
-	g.tableAge = time.Now()
+	g.tableAge, g.readingSince = now, now
+	g.readSeq++
+	seq := g.readSeq
 	g.mu.Unlock()
+	var asked atomic.Int32 // the coordinator the read went to; -1 before
+	asked.Store(-1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a, err := g.readAssignment(&asked)
+		g.applyAssignment(seq, now, a, err)
+	}()
+	select {
+	case <-done:
+	case <-time.After(silentAfter):
+		g.lookUpCoordinator(asked.Load())
+	}
+}
 
-	a, err := describeAssignment(g.admin, g.opts.Group, g.opts.Topics[0])
+// readAssignment reads the group's assignment from assignmentCoordinator,
+// and stores that broker's id in asked before it asks. A coordinator
+// that fails the read is looked up again in the background.
+func (g *Group) readAssignment(asked *atomic.Int32) (Assignment, error) {
+	coord, err := g.assignmentCoordinator()
 	if err != nil {
-		// sarama's admin asks the coordinator it has cached, and keeps
-		// asking it: neither a NOT_COORDINATOR answer nor a dead broker
-		// makes it look again. After the coordinator moved (its broker
-		// was frozen, say) the table then never refreshed, and requests
-		// waited for owners they would never see. Look it up again.
-		if rerr := g.client.RefreshCoordinator(g.opts.Group); rerr != nil {
-			err = fmt.Errorf("%w (and finding the coordinator again: %v)", err, rerr)
+		return Assignment{}, err
+	}
+	asked.Store(coord.ID())
+	_ = coord.Open(g.client.Config()) // ErrAlreadyConnected when it is
+	a, err := describeAssignment(coord, g.client.Config().Version, g.opts.Group, g.opts.Topics[0])
+	if err != nil {
+		g.mu.Lock()
+		if g.coordinatorFoundSet && g.coordinatorFound == coord.ID() {
+			g.coordinatorFoundSet = false // it was wrong too: back to the client's
+		}
+		g.mu.Unlock()
+		g.lookUpCoordinator(coord.ID())
+	}
+	return a, err
+}
+
+// assignmentCoordinator returns the coordinator that a lookup found after
+// the client's went silent (see lookUpCoordinator), and else the
+// client's (see coordinator).
+func (g *Group) assignmentCoordinator() (*sarama.Broker, error) {
+	g.mu.Lock()
+	found, ok := g.coordinatorFound, g.coordinatorFoundSet
+	g.mu.Unlock()
+	if ok {
+		if b, err := g.client.Broker(found); err == nil {
+			return b, nil
 		}
 	}
+	return g.coordinator()
+}
+
+// applyAssignment makes a, read with err by read seq begun at began,
+// the routing table, unless a later read's answer came first.
+func (g *Group) applyAssignment(seq uint64, began time.Time, a Assignment, err error) {
+	unowned := -1
 	if err == nil {
 		// From the client's cached metadata: no request, most of the time.
 		if ps, perr := g.client.Partitions(g.opts.Topics[0]); perr == nil {
-			unowned := 0
+			unowned = 0
 			for _, p := range ps {
 				if _, ok := a.Owner(p); !ok {
 					unowned++
 				}
 			}
-			groupUnowned.WithLabelValues(g.opts.Group).Set(float64(unowned))
 		}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.readingSince.Equal(began) {
+		g.readingSince = time.Time{}
+	}
+	if seq < g.tableSeq {
+		return
+	}
+	g.tableSeq = seq
 	if err != nil {
 		if g.lastErr == nil {
 			g.log.Warn("cannot read group assignment", "group", g.opts.Group, "err", err)
 		}
 		g.lastErr = err
 		return
+	}
+	if unowned >= 0 {
+		groupUnowned.WithLabelValues(g.opts.Group).Set(float64(unowned))
 	}
 	if g.lastErr != nil {
 		g.log.Info("group assignment readable again", "group", g.opts.Group)

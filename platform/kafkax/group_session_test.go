@@ -275,3 +275,74 @@ func TestARefusedHeartbeatDoesNotWaitForTheCoordinatorLookup(t *testing.T) {
 		t.Fatalf("the refused heartbeat returned after %s: it waited for the client's lookup of the coordinator", took)
 	}
 }
+
+// TestTheRoutingTableIsReadFromTheCoordinatorThatMovedAwayFromASilentBroker:
+// the client caches broker 1 as the group's coordinator, broker 1 goes
+// silent, and the group moves to broker 2. A refresh of the routing table
+// waits at most silentAfter, and a later one reads the table from broker
+// 2, long before broker 1 answers. Through sarama's admin (its cached
+// coordinator) the table was read from broker 1 only when it answered.
+func TestTheRoutingTableIsReadFromTheCoordinatorThatMovedAwayFromASilentBroker(t *testing.T) {
+	silent := sarama.NewMockBroker(t, 1)
+	defer silent.Close()
+	live := sarama.NewMockBroker(t, 2)
+	defer live.Close()
+	metadata := sarama.NewMockMetadataResponse(t).
+		SetBroker(silent.Addr(), silent.BrokerID()).SetBroker(live.Addr(), live.BrokerID()).SetController(live.BrokerID()).
+		SetLeader("events", 0, live.BrokerID())
+	handlers := func(coordinator *sarama.MockBroker, state string) map[string]sarama.MockResponse {
+		return map[string]sarama.MockResponse{
+			"MetadataRequest":        metadata,
+			"FindCoordinatorRequest": sarama.NewMockFindCoordinatorResponse(t).SetCoordinator(sarama.CoordinatorGroup, "g", coordinator),
+			"DescribeGroupsRequest": sarama.NewMockDescribeGroupsResponse(t).AddGroupDescription("g",
+				&sarama.GroupDescription{GroupId: "g", State: state, ProtocolType: "consumer"}),
+		}
+	}
+	silent.SetHandlerByMap(handlers(silent, "Stable"))
+	live.SetHandlerByMap(handlers(silent, "Stable"))
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V0_10_2_0 // the versions the mocks answer
+	cfg.ApiVersionsRequest = false
+	client, err := sarama.NewClient([]string{live.Addr()}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if c, err := client.Coordinator("g"); err != nil || c.ID() != silent.BrokerID() {
+		t.Fatalf("coordinator %v, %v; want broker 1 cached", c, err)
+	}
+	// Broker 1 goes silent (and would answer a state of its own, late);
+	// the group moves to broker 2.
+	silent.SetHandlerByMap(handlers(silent, "PreparingRebalance"))
+	silent.SetLatency(4 * time.Second)
+	live.SetHandlerByMap(handlers(live, "Stable"))
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &Group{
+		opts: GroupOptions{Group: "g", Topics: []string{"events"}}, client: client, admin: admin, log: slog.New(slog.DiscardHandler),
+		changed: make(chan struct{}),
+	}
+	start := time.Now()
+	g.refresh()
+	if took := time.Since(start); took > silentAfter+500*time.Millisecond {
+		t.Fatalf("refresh waited %s on a silent coordinator; want silentAfter (%s)", took, silentAfter)
+	}
+	for {
+		time.Sleep(60 * time.Millisecond) // refresh reads at most every 50 ms
+		g.refresh()
+		g.mu.Lock()
+		state, err := g.table.State, g.lastErr
+		g.mu.Unlock()
+		if state == "Stable" && err == nil {
+			break
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Fatalf("the table was not read from the new coordinator within %s (state %q, err %v)", took, state, err)
+		}
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("the table was read from the new coordinator after %s; want before broker 1 answers (4 s)", took)
+	}
+}

@@ -410,20 +410,32 @@ func (a Assignment) Owner(p int32) (Member, bool) {
 	return m, ok && a.State == "Stable"
 }
 
-// describeAssignment builds the Assignment of group from the broker's
-// DescribeGroups answer.
-func describeAssignment(admin sarama.ClusterAdmin, group, primary string) (Assignment, error) {
-	descs, err := admin.DescribeConsumerGroups([]string{group})
+// describeAssignment asks coord, group's coordinator, to describe the
+// group, with the version sarama's admin would use, and builds the
+// Assignment of the primary topic from the answer.
+func describeAssignment(coord *sarama.Broker, v sarama.KafkaVersion, group, primary string) (Assignment, error) {
+	req := &sarama.DescribeGroupsRequest{Groups: []string{group}}
+	switch { // the versions sarama's admin asks with
+	case v.IsAtLeast(sarama.V2_4_0_0):
+		req.Version = 5
+	case v.IsAtLeast(sarama.V2_3_0_0):
+		req.Version = 3
+	case v.IsAtLeast(sarama.V2_0_0_0):
+		req.Version = 2
+	case v.IsAtLeast(sarama.V1_1_0_0):
+		req.Version = 1
+	}
+	resp, err := coord.DescribeGroups(req)
 	if err != nil {
 		return Assignment{}, err
 	}
-	if len(descs) != 1 {
-		return Assignment{}, fmt.Errorf("describe group %s: %d answers", group, len(descs))
+	if len(resp.Groups) != 1 {
+		return Assignment{}, fmt.Errorf("describe group %s: %d answers", group, len(resp.Groups))
 	}
-	if !errors.Is(descs[0].Err, sarama.ErrNoError) {
-		return Assignment{}, fmt.Errorf("describe group %s: %w", group, descs[0].Err)
+	if !errors.Is(resp.Groups[0].Err, sarama.ErrNoError) {
+		return Assignment{}, fmt.Errorf("describe group %s: %w", group, resp.Groups[0].Err)
 	}
-	return assignmentOf(descs[0], primary)
+	return assignmentOf(resp.Groups[0], primary)
 }
 
 func assignmentOf(d *sarama.GroupDescription, primary string) (Assignment, error) {
