@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -161,35 +162,11 @@ func TestRefusedLeaseHeartbeatEndsTheSession(t *testing.T) {
 // renewal's heartbeat goes there and renews the lease, while the first
 // still waits. No second heartbeat is sent to the silent broker.
 func TestLeaseHeartbeatFindsTheCoordinatorThatMovedAwayFromASilentBroker(t *testing.T) {
-	silent := sarama.NewMockBroker(t, 1)
-	defer silent.Close()
-	live := sarama.NewMockBroker(t, 2)
-	defer live.Close()
-	metadata := sarama.NewMockMetadataResponse(t).
-		SetBroker(silent.Addr(), silent.BrokerID()).SetBroker(live.Addr(), live.BrokerID()).SetController(live.BrokerID())
-	handlers := func(coordinator *sarama.MockBroker) map[string]sarama.MockResponse {
-		return map[string]sarama.MockResponse{
-			"MetadataRequest":        metadata,
-			"FindCoordinatorRequest": sarama.NewMockFindCoordinatorResponse(t).SetCoordinator(sarama.CoordinatorGroup, "g", coordinator),
-			"HeartbeatRequest":       sarama.NewMockHeartbeatResponse(t),
-		}
-	}
-	silent.SetHandlerByMap(handlers(silent))
-	live.SetHandlerByMap(handlers(silent))
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V0_10_2_0 // Heartbeat v0, as the mock answers
-	cfg.ApiVersionsRequest = false
-	client, err := sarama.NewClient([]string{live.Addr()}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	if c, err := client.Coordinator("g"); err != nil || c.ID() != silent.BrokerID() {
-		t.Fatalf("coordinator %v, %v; want broker 1 cached", c, err)
-	}
+	silent, live, client, move := coordinatorMovingAwayFromASilentBroker(t, func(*sarama.MockBroker) map[string]sarama.MockResponse {
+		return map[string]sarama.MockResponse{"HeartbeatRequest": sarama.NewMockHeartbeatResponse(t)}
+	})
 	// Broker 1 goes silent, and the group moves to broker 2.
-	silent.SetLatency(4 * time.Second)
-	live.SetHandlerByMap(handlers(live))
+	move()
 	g := &Group{
 		opts: GroupOptions{Group: "g"}, client: client, log: slog.New(slog.DiscardHandler),
 		joined: true, inSession: true, changed: make(chan struct{}), generation: 7, memberID: "m",
@@ -283,39 +260,17 @@ func TestARefusedHeartbeatDoesNotWaitForTheCoordinatorLookup(t *testing.T) {
 // 2, long before broker 1 answers. Through sarama's admin (its cached
 // coordinator) the table was read from broker 1 only when it answered.
 func TestTheRoutingTableIsReadFromTheCoordinatorThatMovedAwayFromASilentBroker(t *testing.T) {
-	silent := sarama.NewMockBroker(t, 1)
-	defer silent.Close()
-	live := sarama.NewMockBroker(t, 2)
-	defer live.Close()
-	metadata := sarama.NewMockMetadataResponse(t).
-		SetBroker(silent.Addr(), silent.BrokerID()).SetBroker(live.Addr(), live.BrokerID()).SetController(live.BrokerID()).
-		SetLeader("events", 0, live.BrokerID())
-	handlers := func(coordinator *sarama.MockBroker, state string) map[string]sarama.MockResponse {
-		return map[string]sarama.MockResponse{
-			"MetadataRequest":        metadata,
-			"FindCoordinatorRequest": sarama.NewMockFindCoordinatorResponse(t).SetCoordinator(sarama.CoordinatorGroup, "g", coordinator),
-			"DescribeGroupsRequest": sarama.NewMockDescribeGroupsResponse(t).AddGroupDescription("g",
-				&sarama.GroupDescription{GroupId: "g", State: state, ProtocolType: "consumer"}),
-		}
-	}
-	silent.SetHandlerByMap(handlers(silent, "Stable"))
-	live.SetHandlerByMap(handlers(silent, "Stable"))
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V0_10_2_0 // the versions the mocks answer
-	cfg.ApiVersionsRequest = false
-	client, err := sarama.NewClient([]string{live.Addr()}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	if c, err := client.Coordinator("g"); err != nil || c.ID() != silent.BrokerID() {
-		t.Fatalf("coordinator %v, %v; want broker 1 cached", c, err)
-	}
 	// Broker 1 goes silent (and would answer a state of its own, late);
 	// the group moves to broker 2.
-	silent.SetHandlerByMap(handlers(silent, "PreparingRebalance"))
-	silent.SetLatency(4 * time.Second)
-	live.SetHandlerByMap(handlers(live, "Stable"))
+	_, _, client, move := coordinatorMovingAwayFromASilentBroker(t, func(answering *sarama.MockBroker) map[string]sarama.MockResponse {
+		state := "Stable"
+		if answering.BrokerID() == 1 {
+			state = "PreparingRebalance"
+		}
+		return map[string]sarama.MockResponse{"DescribeGroupsRequest": sarama.NewMockDescribeGroupsResponse(t).AddGroupDescription("g",
+			&sarama.GroupDescription{GroupId: "g", State: state, ProtocolType: "consumer"})}
+	})
+	move()
 	admin, err := sarama.NewClusterAdminFromClient(client)
 	if err != nil {
 		t.Fatal(err)
@@ -345,4 +300,47 @@ func TestTheRoutingTableIsReadFromTheCoordinatorThatMovedAwayFromASilentBroker(t
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("the table was read from the new coordinator after %s; want before broker 1 answers (4 s)", took)
 	}
+}
+
+// coordinatorMovingAwayFromASilentBroker starts two mock brokers, 1 and 2,
+// and a client (of the protocol versions the mocks answer) that has broker
+// 1 cached as group "g"'s coordinator. Both brokers answer metadata (topic
+// "events" led by broker 2), FindCoordinator, and what extra returns for
+// the broker that answers. move makes broker 1 silent for 4 s and has
+// broker 2 name itself as the coordinator. Everything closes with t.
+func coordinatorMovingAwayFromASilentBroker(t *testing.T, extra func(answering *sarama.MockBroker) map[string]sarama.MockResponse) (silent, live *sarama.MockBroker, client sarama.Client, move func()) {
+	t.Helper()
+	silent = sarama.NewMockBroker(t, 1)
+	t.Cleanup(silent.Close)
+	live = sarama.NewMockBroker(t, 2)
+	t.Cleanup(live.Close)
+	metadata := sarama.NewMockMetadataResponse(t).
+		SetBroker(silent.Addr(), silent.BrokerID()).SetBroker(live.Addr(), live.BrokerID()).SetController(live.BrokerID()).
+		SetLeader("events", 0, live.BrokerID())
+	handlers := func(answering, coordinator *sarama.MockBroker) map[string]sarama.MockResponse {
+		m := map[string]sarama.MockResponse{
+			"MetadataRequest":        metadata,
+			"FindCoordinatorRequest": sarama.NewMockFindCoordinatorResponse(t).SetCoordinator(sarama.CoordinatorGroup, "g", coordinator),
+		}
+		maps.Copy(m, extra(answering))
+		return m
+	}
+	silent.SetHandlerByMap(handlers(silent, silent))
+	live.SetHandlerByMap(handlers(live, silent))
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V0_10_2_0 // the versions the mocks answer
+	cfg.ApiVersionsRequest = false
+	client, err := sarama.NewClient([]string{live.Addr()}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	if c, err := client.Coordinator("g"); err != nil || c.ID() != silent.BrokerID() {
+		t.Fatalf("coordinator %v, %v; want broker 1 cached", c, err)
+	}
+	move = func() {
+		silent.SetLatency(4 * time.Second)
+		live.SetHandlerByMap(handlers(live, live))
+	}
+	return silent, live, client, move
 }
