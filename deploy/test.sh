@@ -96,9 +96,9 @@ export PROFILES_REQUIRE_KAFKA=1
 # the slowest are printed after the tests.
 export PROFILES_TEST_TIMES=$PWD/$DATA-times.tsv
 rm -f "$PROFILES_TEST_TIMES"
-# A fault scenario over the single-fault aim writes what the services and
-# brokers said during its longest time without an acknowledged write;
-# printed after the tests too.
+# A fault scenario over the single-fault aim, and a rolling restart with
+# failed requests, write what the services and brokers said meanwhile;
+# printed last, where the tail of the output shows it.
 export PROFILES_TEST_DIGESTS=$PWD/$DATA-digests.txt
 rm -f "$PROFILES_TEST_DIGESTS"
 
@@ -114,14 +114,14 @@ if [[ -s $PROFILES_TEST_TIMES ]]; then
   awk -F'\t' '{s += $1} END {printf "%7.1f  in all, %d systems\n", s, NR}' "$PROFILES_TEST_TIMES"
 fi
 
-if [[ -s $PROFILES_TEST_DIGESTS ]]; then
-  echo "==== fault scenarios over the single-fault aim: what was said during their longest time without an acknowledged write (also in $PROFILES_TEST_DIGESTS)"
-  cat "$PROFILES_TEST_DIGESTS"
-fi
-
 # Every fuzz target, briefly (TEST_FUZZ=0 skips; `make fuzz` runs longer).
 if [[ ${TEST_FUZZ:-1} != 0 ]]; then
   echo "==== fuzz: every target for ${FUZZTIME:-5s}"
   FUZZTIME=${FUZZTIME:-5s} deploy/fuzz.sh || status=1
+fi
+
+if [[ -s $PROFILES_TEST_DIGESTS ]]; then
+  echo "==== digests: what the services and brokers said while a fault scenario acknowledged no write for longer than its aim, or while a rolling restart's requests failed (also in $PROFILES_TEST_DIGESTS)"
+  cat "$PROFILES_TEST_DIGESTS"
 fi
 exit $status

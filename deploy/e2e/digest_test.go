@@ -14,11 +14,12 @@ import (
 )
 
 // A scenario whose longest time without an acknowledged write is over
-// issue 20's single-fault aim (SESSION_TIMEOUT + 2 s) logs what the
-// services and the brokers said during that time, and appends it to the
+// issue 20's single-fault aim (SESSION_TIMEOUT + 2 s), and a test whose
+// requests failed where none may (the rolling restart), log what the
+// services and the brokers said during that time, and append it to the
 // file PROFILES_TEST_DIGESTS names, which deploy/test.sh prints after the
-// tests: a slow run in CI, whose logs are gone with its machine, still
-// shows its cause.
+// tests: a slow or failed run in CI, whose logs are gone with its
+// machine, still shows its cause.
 
 // maxDigestLines bounds a digest in the test's output.
 const maxDigestLines = 60
@@ -40,9 +41,9 @@ func (l *faultLoad) gap(end time.Duration) (from, to time.Duration) {
 	return from, to
 }
 
-// digestIfSlow logs the digest of scenario's gap from from to to (since
-// the load began) when it is longer than the suite's session timeout +
-// 2 s. It does not lock l.mu.
+// digestIfSlow records the digest of scenario's gap from from to to
+// (since the load began) when it is longer than the suite's session
+// timeout + 2 s. It does not lock l.mu.
 func (l *faultLoad) digestIfSlow(scenario string, from, to time.Duration) {
 	session, err := time.ParseDuration(l.s.env["SESSION_TIMEOUT"])
 	if err != nil {
@@ -51,14 +52,23 @@ func (l *faultLoad) digestIfSlow(scenario string, from, to time.Duration) {
 	if to-from <= session+2*time.Second {
 		return
 	}
-	lines := digest(l.start.Add(from-time.Second), l.start.Add(to), l.logFiles(), clusterLogs())
-	text := fmt.Sprintf("%s: no write was acknowledged from %.1f s to %.1f s, over the %s aim; what the services and brokers said meanwhile (WARN and ERROR, and the brokers' fences and controller changes; repeated lines once, counted):\n%s\n",
-		scenario, from.Seconds(), to.Seconds(), session+2*time.Second, strings.Join(lines, "\n"))
-	l.t.Log(text)
+	l.s.recordDigest(fmt.Sprintf("%s: no write was acknowledged from %.1f s to %.1f s, over the %s aim",
+		scenario, from.Seconds(), to.Seconds(), session+2*time.Second), l.start.Add(from-time.Second), l.start.Add(to))
+}
+
+// recordDigest logs the digest of what the system's instances (and the
+// fault suite's brokers) said from from to to, under title, and appends it
+// to the file PROFILES_TEST_DIGESTS names.
+func (s *System) recordDigest(title string, from, to time.Time) {
+	s.t.Helper()
+	lines := digest(from, to, s.logFiles(), clusterLogs())
+	text := fmt.Sprintf("%s; what the services and brokers said from %s to %s (WARN and ERROR, and the brokers' fences and controller changes; repeated lines once, counted):\n%s\n",
+		title, from.UTC().Format("15:04:05.000"), to.UTC().Format("15:04:05.000"), strings.Join(lines, "\n"))
+	s.t.Log(text)
 	if path := os.Getenv("PROFILES_TEST_DIGESTS"); path != "" {
 		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 		if err != nil {
-			l.t.Logf("recording the digest: %v", err)
+			s.t.Logf("recording the digest: %v", err)
 			return
 		}
 		defer f.Close()
@@ -66,13 +76,10 @@ func (l *faultLoad) digestIfSlow(scenario string, from, to time.Duration) {
 	}
 }
 
-// logFiles returns the log file of every instance of the system.
-func (l *faultLoad) logFiles() []string {
-	var files []string
-	for _, p := range l.s.procs {
-		files = append(files, p.log)
-	}
-	sort.Strings(files)
+// logFiles returns the log file of every instance the system has
+// started, the stopped ones too.
+func (s *System) logFiles() []string {
+	files, _ := filepath.Glob(filepath.Join(s.dir, "*.log"))
 	return files
 }
 
@@ -127,9 +134,9 @@ func digest(from, to time.Time, services, brokers []string) []string {
 			if !strings.HasSuffix(msg, "consumer error") && !strings.HasSuffix(msg, "consumer group error") {
 				// The consumers' errors repeat per partition: counted
 				// once per instance, without their fields.
-				for _, k := range []string{"err", "broker", "fenced", "ran"} {
+				for _, k := range []string{"err", "broker", "fenced", "ran", "took", "steps"} {
 					v, ok := rec[k]
-					if ns, isNum := v.(float64); isNum && k == "ran" {
+					if ns, isNum := v.(float64); isNum && (k == "ran" || k == "took") {
 						v = time.Duration(ns).Round(time.Millisecond) // slog writes a duration in ns
 					}
 					if ok {
@@ -213,6 +220,7 @@ func TestDigestKeepsWhatWasSaidDuringTheGap(t *testing.T) {
 		`{"time":"2026-12-07T07:23:49.000Z","level":"WARN","msg":"before the gap","instance":"command-svc-0"}`,
 		`{"time":"2026-12-07T07:23:51.586Z","level":"WARN","msg":"replacing the producer","instance":"command-svc-0","ran":4486000000,"fenced":["127.0.0.1:29192"]}`,
 		`{"time":"2026-12-07T07:23:51.700Z","level":"INFO","msg":"http request","instance":"command-svc-0"}`,
+		`{"time":"2026-12-07T07:23:51.750Z","level":"WARN","msg":"a transaction was slow","instance":"command-svc-0","took":5012000000,"steps":"checks 0s, begin 0s, send 5.01s","appends":3}`,
 		`{"time":"2026-12-07T07:23:51.800Z","level":"WARN","msg":"kafka consumer error","instance":"command-svc-0","partition":1,"err":"broker not connected"}`,
 		`{"time":"2026-12-07T07:23:51.900Z","level":"WARN","msg":"kafka consumer error","instance":"command-svc-0","partition":4,"err":"broker not connected"}`,
 		`not json`,
@@ -228,6 +236,7 @@ func TestDigestKeepsWhatWasSaidDuringTheGap(t *testing.T) {
 	want := []string{
 		"  07:23:50.870 node3: INFO [QuorumController id=3] Fencing broker 1 at epoch 8 because its session has timed out. (org.apache.kafka.controller.ReplicationControlManager)",
 		"  07:23:51.586 command-svc-0 WARN: replacing the producer fenced=[127.0.0.1:29192] ran=4.486s",
+		"  07:23:51.750 command-svc-0 WARN: a transaction was slow took=5.012s steps=checks 0s, begin 0s, send 5.01s",
 		"  07:23:51.800 command-svc-0 WARN: kafka consumer error (×2)",
 	}
 	if time.Local.String() != "UTC" {

@@ -30,6 +30,9 @@ type rollLoad struct {
 	failures []string
 	failed   int
 	samples  []sample
+	// firstFail and lastFail span the failed requests: from the start
+	// of the first to the end of the last.
+	firstFail, lastFail time.Time
 }
 
 type sample struct {
@@ -60,6 +63,14 @@ func (l *rollLoad) do(op, method, path string, body any, want int, into any) boo
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.samples = append(l.samples, sample{at: start, took: took, op: op})
+	if err != nil || resp.StatusCode != want {
+		if l.firstFail.IsZero() || start.Before(l.firstFail) {
+			l.firstFail = start
+		}
+		if end := start.Add(took); end.After(l.lastFail) {
+			l.lastFail = end
+		}
+	}
 	switch {
 	case err != nil:
 		l.failed++
@@ -202,6 +213,7 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 	l.wg.Wait()
 	total := len(l.samples)
 	if l.failed > 0 {
+		s.recordDigest(fmt.Sprintf("%s: %d of %d requests failed", t.Name(), l.failed, total), l.firstFail.Add(-2*time.Second), l.lastFail.Add(time.Second))
 		t.Fatalf("%d of %d requests failed during the roll; first ones:\n%s", l.failed, total, joinLines(l.failures))
 	}
 	t.Logf("%d requests, none failed", total)

@@ -361,7 +361,9 @@ func (l *txnLoop) transact(batch []*txnWrite) (fatal bool) {
 	for _, r := range batch {
 		msgs = append(msgs, r.msgs...)
 	}
-	err := l.commit(msgs)
+	steps := StartTxnSteps()
+	err := l.commit(msgs, &steps)
+	steps.LogIfSlow(l.w.opts.Log, "transactional_id", l.w.opts.TransactionalID, "writes", len(batch), "records", len(msgs))
 	for _, r := range batch {
 		r.answer(err)
 	}
@@ -381,8 +383,8 @@ func (l *txnLoop) transact(batch []*txnWrite) (fatal bool) {
 	return true
 }
 
-// commit writes msgs in one transaction of l's producer.
-func (l *txnLoop) commit(msgs []*sarama.ProducerMessage) error {
+// commit writes msgs in one transaction of l's producer, timing its steps.
+func (l *txnLoop) commit(msgs []*sarama.ProducerMessage, steps *TxnSteps) error {
 	p := l.prod
 	abortable := func() bool {
 		st := p.TxnStatus()
@@ -391,16 +393,21 @@ func (l *txnLoop) commit(msgs []*sarama.ProducerMessage) error {
 	if st := p.TxnStatus(); st&sarama.ProducerTxnFlagInTransaction != 0 || abortable() {
 		// An earlier transaction was left open (its abort failed): abort
 		// it now, or BeginTxn fails.
-		if err := p.AbortTxn(); err != nil {
+		err := p.AbortTxn()
+		steps.Mark("abort earlier")
+		if err != nil {
 			return fmt.Errorf("abort an earlier transaction: %w", err)
 		}
 	}
 	err := p.BeginTxn()
+	steps.Mark("begin")
 	if err == nil {
 		err = p.SendMessages(msgs)
+		steps.Mark("send")
 		if err == nil {
 			l.committing.Store(true)
 			err = p.CommitTxn()
+			steps.Mark("commit")
 		}
 	}
 	if err != nil && abortable() && !Fenced(err) {

@@ -839,6 +839,7 @@ func (t *txnProducer) run() {
 // for good.
 func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool) {
 	l := t.log
+	steps := kafkax.StartTxnSteps()
 	var live []*txnRequest
 	var msgs []*sarama.ProducerMessage
 	for _, r := range batch {
@@ -857,6 +858,7 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 		return nil, false
 	}
 	txnBatch.Observe(float64(len(live)))
+	steps.Mark("checks")
 	began := time.Now()
 	t.began.Store(began.UnixNano())
 	// A transaction that runs for StuckAfter is replaced even when no
@@ -870,6 +872,7 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 		stale()
 		t.began.Store(0)
 		txnSeconds.Observe(time.Since(began).Seconds())
+		steps.LogIfSlow(l.Log, "appends", len(live), "records", len(msgs), "generation", t.sess.Generation)
 	}()
 	fail := func(err error) (bool, error) {
 		if kafkax.Unusable(err, t.TxnStatus()) {
@@ -907,19 +910,25 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 	if st := t.TxnStatus(); st&(sarama.ProducerTxnFlagInTransaction|sarama.ProducerTxnFlagAbortableError) != 0 && st&sarama.ProducerTxnFlagFatalError == 0 {
 		// An earlier transaction was left open (its abort failed while the
 		// coordinator was unreachable): abort it now, or BeginTxn fails.
-		if err := t.AbortTxn(); err != nil {
+		err := t.AbortTxn()
+		steps.Mark("abort earlier")
+		if err != nil {
 			return failAll(fmt.Errorf("cannot abort an earlier transaction: %w", err))
 		}
 	}
 	err := t.BeginTxn()
+	steps.Mark("begin")
 	if err == nil {
-		if err = t.SendMessages(msgs); err == nil {
+		err = t.SendMessages(msgs)
+		steps.Mark("send")
+		if err == nil {
 			// The offset that fences this transaction: the group
 			// coordinator takes it only from a member of the session's
 			// generation, and the commit fails without it.
 			err = t.AddOffsetsToTxnWithGroupMetadata(map[string][]*sarama.PartitionOffsetMetadata{
 				l.Config.KeysTopic: {{Partition: 0, Offset: 0}},
 			}, t.meta)
+			steps.Mark("offsets")
 		}
 		if err != nil && t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 && !kafkax.Fenced(err) {
 			_ = t.AbortTxn()
@@ -937,7 +946,9 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 		}
 	}
 	if withdrawn {
-		if err := t.AbortTxn(); err != nil {
+		err := t.AbortTxn()
+		steps.Mark("abort")
+		if err != nil {
 			l.Log.Warn("cannot abort a transaction with a withdrawn append; the coordinator aborts it at its timeout", "err", err)
 			return failAll(err)
 		}
@@ -951,7 +962,9 @@ func (t *txnProducer) txn(batch []*txnRequest) (again []*txnRequest, fatal bool)
 		}
 		return again, false
 	}
-	if err := t.CommitTxn(); err != nil {
+	err = t.CommitTxn()
+	steps.Mark("commit")
+	if err != nil {
 		if t.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 && !kafkax.Fenced(err) {
 			_ = t.AbortTxn()
 		}

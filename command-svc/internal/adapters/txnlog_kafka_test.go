@@ -1,12 +1,17 @@
 package adapters_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -508,4 +513,76 @@ func keysInLog(t *testing.T, cfg topology.Config) (map[string]int, int64) {
 		t.Fatal(err)
 	}
 	return seen, end
+}
+
+// A transaction that runs for a second or more is logged at WARN with the
+// time each of its steps took (kafkax.TxnSteps), so that a slow append tells where it
+// waited: here the commit, which a producer holds for 1.2 s.
+func TestASlowTransactionIsLoggedWithItsSteps(t *testing.T) {
+	cfg := testKafka(t)
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	w := &adapters.TxnEventLog{Config: cfg, ClientID: "slow-commit", TxnPrefix: cfg.EventsTopic, Source: "/test/slow-commit",
+		Log: slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logged}, nil)), AppendTimeout: 10 * time.Second,
+		NewProducer: func(seeds []string, conf *sarama.Config) (sarama.SyncProducer, error) {
+			p, err := sarama.NewSyncProducer(seeds, conf)
+			if err != nil {
+				return nil, err
+			}
+			return slowCommitProducer{p, 1200 * time.Millisecond}, nil
+		}}
+	defer w.Close()
+	session(t, cfg, w)
+	e := events.New("slow-e1", events.Profile{}, "slow", events.ProfileCreated{Username: "slow", Email: "slow@mail.com"}, time.Now())
+	if err := w.Append(context.Background(), nil, e); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var rec struct {
+		Msg   string `json:"msg"`
+		Steps string `json:"steps"`
+		Took  int64  `json:"took"`
+	}
+	for _, line := range bytes.Split(logged.Bytes(), []byte("\n")) {
+		if json.Unmarshal(line, &rec) == nil && rec.Msg == "a transaction was slow" {
+			break
+		}
+		rec.Msg = ""
+	}
+	if rec.Msg == "" {
+		t.Fatalf("no line for the slow transaction in:\n%s", logged.String())
+	}
+	// "checks 0s, begin 0s, send 3ms, offsets 5ms, commit 1.204s"
+	commit := regexp.MustCompile(`commit (\d+(\.\d+)?)s$`).FindStringSubmatch(rec.Steps)
+	if !strings.HasPrefix(rec.Steps, "checks ") || commit == nil || time.Duration(rec.Took) < 1200*time.Millisecond {
+		t.Fatalf("steps %q, took %s; want them in order, ending with a commit of 1.2 s or more", rec.Steps, time.Duration(rec.Took))
+	}
+	if secs, _ := strconv.ParseFloat(commit[1], 64); secs < 1.2 {
+		t.Fatalf("commit took %ss in %q; want 1.2 s or more", commit[1], rec.Steps)
+	}
+	t.Logf("logged: took %s: %s", time.Duration(rec.Took).Round(time.Millisecond), rec.Steps)
+}
+
+// slowCommitProducer holds each commit for delay before sending it.
+type slowCommitProducer struct {
+	sarama.SyncProducer
+	delay time.Duration
+}
+
+func (p slowCommitProducer) CommitTxn() error {
+	time.Sleep(p.delay)
+	return p.SyncProducer.CommitTxn()
+}
+
+// lockedWriter is an io.Writer that many goroutines may share.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
