@@ -46,6 +46,17 @@ func (s *System) debug(name string) debugView {
 	return d
 }
 
+// owners returns partition → instance id by the table d shows.
+func (d debugView) owners() map[int32]string {
+	out := map[int32]string{}
+	for _, m := range d.Group.Members {
+		for _, p := range m.Partitions {
+			out[p] = m.ID
+		}
+	}
+	return out
+}
+
 // owners returns partition → instance id, as the group of name sees it,
 // once it sees a stable group.
 func (s *System) owners(name string) map[int32]string {
@@ -53,12 +64,7 @@ func (s *System) owners(name string) map[int32]string {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		d := s.debug(name)
-		out := map[int32]string{}
-		for _, m := range d.Group.Members {
-			for _, p := range m.Partitions {
-				out[p] = m.ID
-			}
-		}
+		out := d.owners()
 		if d.Group.State == "Stable" && len(out) > 0 {
 			return out
 		}
