@@ -537,20 +537,26 @@ func TestASlowTransactionIsLoggedWithItsSteps(t *testing.T) {
 	if err := w.Append(context.Background(), nil, e); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	var rec struct {
 		Msg   string `json:"msg"`
 		Steps string `json:"steps"`
 		Took  int64  `json:"took"`
 	}
-	for _, line := range bytes.Split(logged.Bytes(), []byte("\n")) {
-		if json.Unmarshal(line, &rec) == nil && rec.Msg == "a transaction was slow" {
-			break
+	// The line is written once the transaction's goroutine has answered
+	// the append, so it may come a moment after Append returns.
+	for deadline := time.Now().Add(5 * time.Second); rec.Msg == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		for _, line := range bytes.Split(logged.Bytes(), []byte("\n")) {
+			if json.Unmarshal(line, &rec) == nil && rec.Msg == "a transaction was slow" {
+				break
+			}
+			rec.Msg = ""
 		}
-		rec.Msg = ""
+		mu.Unlock()
 	}
 	if rec.Msg == "" {
+		mu.Lock()
+		defer mu.Unlock()
 		t.Fatalf("no line for the slow transaction in:\n%s", logged.String())
 	}
 	// "checks 0s, begin 0s, send 3ms, offsets 5ms, commit 1.204s"
