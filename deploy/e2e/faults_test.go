@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -53,8 +54,58 @@ func needCluster(t *testing.T) *kafkaCluster {
 	}
 	c := &kafkaCluster{t: t, data: clusterData}
 	c.StartAll()
+	c.Rebalance()
 	t.Cleanup(c.StartAll)
 	return c
+}
+
+// Rebalance waits until every partition of the cluster has all its
+// replicas in sync, then moves the leadership of each partition led by
+// another broker back to its preferred replica (the first of its
+// replicas), as the controller's automatic leader rebalance does on its
+// own schedule (leader.imbalance.check.interval.seconds, 5 min). A test
+// that rebalances after a broker's restart meets the leadership moves
+// where it caused them, not in the middle of a later test. It returns
+// the number of partitions moved.
+func (c *kafkaCluster) Rebalance() int {
+	c.t.Helper()
+	kc := KafkaAt(c.t, clusterBrokers, false)
+	waitAllInSync(c.t, kc, 90*time.Second)
+	moves := notOnPreferredLeader(c.t, kc)
+	n := electPreferredLeaders(c.t, kc, moves)
+	if n > 0 {
+		c.t.Logf("moved the leadership of %d partitions back to their preferred replicas", n)
+	}
+	return n
+}
+
+// electPreferredLeaders elects the preferred replica of every partition
+// in moves as its leader, and returns how many partitions that was.
+func electPreferredLeaders(t *testing.T, kc sarama.Client, moves map[string][]int32) int {
+	t.Helper()
+	n := 0
+	for _, ps := range moves {
+		n += len(ps)
+	}
+	if n == 0 {
+		return 0
+	}
+	admin, err := sarama.NewClusterAdminFromClient(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := admin.ElectLeaders(sarama.PreferredElection, moves)
+	if err != nil {
+		t.Fatalf("elect the preferred leaders: %v", err)
+	}
+	for topic, ps := range res {
+		for p, r := range ps {
+			if r.ErrorCode != sarama.ErrNoError && r.ErrorCode != sarama.ErrElectionNotNeeded {
+				t.Errorf("elect the preferred leader of %s/%d: %v", topic, p, r.ErrorCode)
+			}
+		}
+	}
+	return n
 }
 
 func (c *kafkaCluster) dir(n int) string { return filepath.Join(c.data, fmt.Sprintf("node%d", n)) }
@@ -97,13 +148,27 @@ func (c *kafkaCluster) Kill(n int) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		c.t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); alive(pid); {
+	// The process is a zombie as soon as its main thread exits; its
+	// listening socket closes when the last of its threads has, so a
+	// restart right after this waits for that too.
+	addr := strings.Split(clusterBrokers, ",")[n-1]
+	for deadline := time.Now().Add(10 * time.Second); alive(pid) || listening(addr); {
 		if time.Now().After(deadline) {
 			c.t.Fatalf("broker %d (pid %d) survived SIGKILL", n, pid)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.t.Logf("broker %d (pid %d) killed", n, pid)
+}
+
+// listening reports whether something accepts connections at addr.
+func listening(addr string) bool {
+	conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
 
 // Signal sends sig (SIGSTOP, SIGCONT) to node n.
@@ -1109,4 +1174,100 @@ func TestFaultBrokerCutOffFromTheOtherBrokers(t *testing.T) {
 	})
 	l.Verify("14. the broker leading most partitions cut off from the other two brokers and the controller quorum for 15 s, clients still reaching it (network partition)",
 		fmt.Sprintf("nftables drops what broker %d and the other nodes send each other; the controller fences it (no heartbeat for broker.session.timeout.ms, 4 s here) and moves its leaders; the services still reach it", victim))
+}
+
+// Scenario 15: leadership goes back to the preferred replicas, as the
+// controller's automatic leader rebalance does on its own schedule
+// (leader.imbalance.check.interval.seconds, 5 min by default) after a
+// broker has come back. The move is graceful, but every partition moved
+// answers NOT_LEADER_OR_FOLLOWER to its writers and fetchers until they
+// refresh their metadata, and the transaction and group coordinators
+// move with the leaders of their internal partitions. The broker is
+// restarted before the load starts, so the figures are the move's alone.
+func TestFaultLeadersMovedBackToPreferredReplicas(t *testing.T) {
+	c := needCluster(t)
+	s := startFaultSystem(t)
+	kc := KafkaAt(t, s.Brokers, false)
+	victim := leaderOfMost(t, kc, s.env["EVENTS_TOPIC"])
+	c.Kill(victim)
+	c.Start(victim)
+	waitAllInSync(t, kc, 90*time.Second)
+	moves := notOnPreferredLeader(t, kc)
+	if len(moves) == 0 {
+		t.Fatalf("no partition left its preferred leader after broker %d's restart", victim)
+	}
+	n := 0
+	for _, ps := range moves {
+		n += len(ps)
+	}
+	l := newFaultLoad(t, s)
+	l.Start(6, 2)
+	time.Sleep(3 * time.Second)
+	l.Mark(fmt.Sprintf("elect the preferred leaders of %d partitions (most of them on broker %d)", n, victim))
+	electPreferredLeaders(t, kc, moves)
+	l.Mark("preferred leaders elected")
+	time.Sleep(10 * time.Second)
+	if !l.WaitWrites(10, 60*time.Second) {
+		t.Error("writes did not resume within 60 s after the election")
+	}
+	l.Stop()
+	l.Verify("15. leadership moved back to the preferred replicas (the controller's leader rebalance after a broker's restart)",
+		fmt.Sprintf("%d partitions (of every topic, the internal ones too, so the transaction and group coordinators moved) went back to broker %d, restarted before the load; their clients learn the new leaders from NOT_LEADER_OR_FOLLOWER and NOT_COORDINATOR", n, victim))
+}
+
+// waitAllInSync waits until every partition of every topic has all its
+// replicas in sync, or fails the test.
+func waitAllInSync(t *testing.T, kc sarama.Client, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		behind := 0
+		if err := kc.RefreshMetadata(); err != nil {
+			t.Logf("refresh the metadata: %v", err)
+			behind = -1
+		}
+		topics, _ := kc.Topics()
+		for _, topic := range topics {
+			ps, _ := kc.Partitions(topic)
+			for _, p := range ps {
+				rs, _ := kc.Replicas(topic, p)
+				isr, _ := kc.InSyncReplicas(topic, p)
+				if len(isr) < len(rs) {
+					behind++
+				}
+			}
+		}
+		if behind == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d partitions still have replicas out of sync after %s", behind, timeout)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// notOnPreferredLeader lists, by topic, the partitions whose leader is not
+// their preferred replica (the first of their replicas).
+func notOnPreferredLeader(t *testing.T, kc sarama.Client) map[string][]int32 {
+	t.Helper()
+	if err := kc.RefreshMetadata(); err != nil {
+		t.Fatal(err)
+	}
+	topics, err := kc.Topics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]int32{}
+	for _, topic := range topics {
+		ps, _ := kc.Partitions(topic)
+		for _, p := range ps {
+			rs, _ := kc.Replicas(topic, p)
+			b, err := kc.Leader(topic, p)
+			if err == nil && len(rs) > 0 && b.ID() != rs[0] {
+				out[topic] = append(out[topic], p)
+			}
+		}
+	}
+	return out
 }
