@@ -282,8 +282,22 @@ func (k *testKeys) all() []*pii.Keyring {
 
 // DataKey asks every system's keyring at once; the keyrings of the other
 // systems never find uid (they wait up to their MissWait), so the first
-// key or tombstone found answers.
+// key or tombstone found answers. A key that cannot be read yet (a
+// keyring's read of its partition failed: a connection to a broker that a
+// fault scenario killed) is asked for again for up to 10 s, as the
+// services do, before the error is returned.
 func (k *testKeys) DataKey(uid string) (*pii.DataKey, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		dk, err := k.dataKeyOnce(uid)
+		if !errors.Is(err, pii.ErrKeyUnavailable) || time.Now().After(deadline) {
+			return dk, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (k *testKeys) dataKeyOnce(uid string) (*pii.DataKey, error) {
 	rings := k.all()
 	for _, r := range rings {
 		if dk, ok := r.Known(uid); ok && dk != nil {
