@@ -283,9 +283,10 @@ func (k *testKeys) all() []*pii.Keyring {
 // DataKey asks every system's keyring at once; the keyrings of the other
 // systems never find uid (they wait up to their MissWait), so the first
 // key or tombstone found answers. A key that cannot be read yet (a
-// keyring's read of its partition failed: a connection to a broker that a
-// fault scenario killed) is asked for again for up to 10 s, as the
-// services do, before the error is returned.
+// keyring's read failed on a broker that a fault scenario killed, or the
+// keyring stopped and followKeys is replacing it) is asked for again for
+// up to 10 s, as the services' readers retry, before the error is
+// returned.
 func (k *testKeys) DataKey(uid string) (*pii.DataKey, error) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -338,17 +339,48 @@ func (s *System) followKeys(partitions int, security kafkax.Security) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	ring, err := pii.NewKeyring(topology.Config{Config: kafkax.Config{Brokers: strings.Split(s.Brokers, ","), Security: security}, KeysTopic: s.env["KEYS_TOPIC"], Partitions: int32(partitions)},
-		"e2e-test", kek, slog.New(slog.DiscardHandler))
+	newRing := func() (*pii.Keyring, error) {
+		return pii.NewKeyring(topology.Config{Config: kafkax.Config{Brokers: strings.Split(s.Brokers, ","), Security: security}, KeysTopic: s.env["KEYS_TOPIC"], Partitions: int32(partitions)},
+			"e2e-test", kek, slog.New(slog.DiscardHandler))
+	}
+	ring, err := newRing()
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = ring.Run(ctx); close(done) }()
 	keysOfTests.mu.Lock()
 	keysOfTests.rings[s] = ring
 	keysOfTests.mu.Unlock()
+	// A keyring stops for good when its first read of a partition fails
+	// (a broker that a fault scenario kills as the system starts): the
+	// test process then follows the keys with a new one, as a service
+	// would be restarted.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			err := ring.Run(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			next, nerr := newRing()
+			if nerr != nil {
+				s.t.Errorf("the test keyring stopped (%v) and cannot start again: %v", err, nerr)
+				return
+			}
+			s.t.Logf("the test keyring stopped (%v); following the keys with a new one", err)
+			keysOfTests.mu.Lock()
+			keysOfTests.rings[s] = next
+			keysOfTests.mu.Unlock()
+			ring.Close()
+			ring = next
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
 	s.t.Cleanup(func() {
 		keysOfTests.mu.Lock()
 		delete(keysOfTests.rings, s)
