@@ -83,10 +83,7 @@ func (c *kafkaCluster) Rebalance() int {
 // in moves as its leader, and returns how many partitions that was.
 func electPreferredLeaders(t *testing.T, kc sarama.Client, moves map[string][]int32) int {
 	t.Helper()
-	n := 0
-	for _, ps := range moves {
-		n += len(ps)
-	}
+	n := countPartitions(moves)
 	if n == 0 {
 		return 0
 	}
@@ -1196,10 +1193,7 @@ func TestFaultLeadersMovedBackToPreferredReplicas(t *testing.T) {
 	if len(moves) == 0 {
 		t.Fatalf("no partition left its preferred leader after broker %d's restart", victim)
 	}
-	n := 0
-	for _, ps := range moves {
-		n += len(ps)
-	}
+	n := countPartitions(moves)
 	l := newFaultLoad(t, s)
 	l.Start(6, 2)
 	time.Sleep(3 * time.Second)
@@ -1224,7 +1218,7 @@ func waitAllInSync(t *testing.T, kc sarama.Client, timeout time.Duration) {
 		behind := 0
 		if err := kc.RefreshMetadata(); err != nil {
 			t.Logf("refresh the metadata: %v", err)
-			behind = -1
+			behind++ // an unknown state is not "all in sync"
 		}
 		topics, _ := kc.Topics()
 		for _, topic := range topics {
@@ -1245,6 +1239,15 @@ func waitAllInSync(t *testing.T, kc sarama.Client, timeout time.Duration) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// countPartitions counts the partitions of a by-topic list.
+func countPartitions(byTopic map[string][]int32) int {
+	n := 0
+	for _, ps := range byTopic {
+		n += len(ps)
+	}
+	return n
 }
 
 // notOnPreferredLeader lists, by topic, the partitions whose leader is not
