@@ -140,15 +140,18 @@ func WatchFences(ctx context.Context, c Config, opts FenceOptions, log *slog.Log
 		// vote: a request that waits on one, or on a new one that sarama
 		// made since (a lookup that picked that broker), fails now
 		// instead of at the read timeout, and releases the locks of its
-		// client that it holds while it waits. A bootstrap address that
-		// no broker lists (a load balancer's) is never closed.
+		// client that it holds while it waits. A dial to it under way
+		// (one that its full listen backlog leaves unanswered) is
+		// cancelled, for the same reason (see trackingDialer). A
+		// bootstrap address that no broker lists (a load balancer's) is
+		// never closed.
 		if len(agreed) > 0 {
 			for _, b := range conns.addrs() {
 				if slices.Contains(agreed, b) || !seen.has(b) {
 					continue
 				}
-				if n := conns.closeConns(b); n > 0 {
-					log.Warn("closed this process's connections to a broker that the cluster has fenced", "broker", b, "connections", n)
+				if n, d := conns.closeConns(b); n+d > 0 {
+					log.Warn("closed this process's connections to a broker that the cluster has fenced", "broker", b, "connections", n, "dials", d)
 				}
 			}
 		}
