@@ -97,9 +97,18 @@ type TxnWriterOptions struct {
 type TxnWriter struct {
 	opts TxnWriterOptions
 
-	mu     sync.Mutex // held while a producer starts
-	cur    *txnLoop   // nil until the first write, after a fatal error, or once closed
+	mu sync.Mutex // held while a producer starts
+	// cur is the loop that writes take: nil until the first write, after
+	// a fatal error, or once closed. A loop whose producer failed while a
+	// replacement of it was starting stays cur until the replacement is
+	// in (or gave up), so that no write starts a second producer
+	// meanwhile: the InitProducerId of whichever started last would fence
+	// the other, and the transaction it runs.
+	cur    *txnLoop
 	closed bool
+	// swapped is closed, and made anew, whenever a replacement ends
+	// (replace), so that writes waiting for it take the new loop.
+	swapped chan struct{}
 }
 
 // NewTxnWriter returns a writer. Its first producer starts at the first
@@ -114,7 +123,7 @@ func NewTxnWriter(opts TxnWriterOptions) *TxnWriter {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	return &TxnWriter{opts: opts}
+	return &TxnWriter{opts: opts, swapped: make(chan struct{})}
 }
 
 func (w *TxnWriter) producerConfig() *sarama.Config {
@@ -134,20 +143,14 @@ func (w *TxnWriter) SendMessages(msgs []*sarama.ProducerMessage) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	l, err := w.loop()
-	if err != nil {
-		return err
-	}
 	copies := make([]*sarama.ProducerMessage, len(msgs))
 	for i, m := range msgs {
 		c := *m
 		copies[i] = &c
 	}
 	r := &txnWrite{msgs: copies, done: make(chan error, 1)}
-	select {
-	case l.reqs <- r:
-	case <-l.stop:
-		return ErrWriterReplaced
+	if err := w.enqueue(r); err != nil {
+		return err
 	}
 	if err := <-r.done; err != nil {
 		return err
@@ -156,6 +159,35 @@ func (w *TxnWriter) SendMessages(msgs []*sarama.ProducerMessage) error {
 		m.Offset, m.Partition, m.Timestamp = copies[i].Offset, copies[i].Partition, copies[i].Timestamp
 	}
 	return nil
+}
+
+// enqueue hands r to the current loop. A loop that has stopped is taken
+// again once it is no longer current: if it is still current, a
+// replacement of its producer is starting, and r waits for it (at most
+// StuckAfter) instead of failing at once.
+func (w *TxnWriter) enqueue(r *txnWrite) error {
+	for range 3 {
+		l, err := w.loop()
+		if err != nil {
+			return err
+		}
+		select {
+		case l.reqs <- r:
+			return nil
+		case <-l.stop:
+		}
+		w.mu.Lock()
+		replacing, swapped := w.cur == l, w.swapped
+		w.mu.Unlock()
+		if replacing {
+			select {
+			case <-swapped:
+			case <-time.After(w.opts.StuckAfter):
+				return ErrWriterReplaced
+			}
+		}
+	}
+	return ErrWriterReplaced
 }
 
 // loop returns the loop of the current producer, starting one if there is
@@ -202,6 +234,12 @@ func (w *TxnWriter) Close() error {
 // the watchdog's goroutine; it tries again every second while l's
 // transaction still runs and no producer could be started.
 func (w *TxnWriter) replace(l *txnLoop, began time.Time, why string, attrs ...any) {
+	defer func() {
+		w.mu.Lock()
+		close(w.swapped)
+		w.swapped = make(chan struct{})
+		w.mu.Unlock()
+	}()
 	for {
 		seeds := ReplacementSeeds(w.producerConfig(), w.opts.Brokers, w.opts.Topic, w.opts.StuckAfter)
 		ran := time.Since(began).Round(time.Millisecond)
@@ -235,7 +273,12 @@ func (w *TxnWriter) replace(l *txnLoop, began time.Time, why string, attrs ...an
 		w.opts.Log.Error("cannot start a producer to replace a stuck one; trying again in 1 s", "transactional_id", w.opts.TransactionalID, "err", err)
 		time.Sleep(time.Second)
 		if batch, _ := l.inFlight(); batch == nil {
+			w.mu.Lock()
 			l.replacing.Store(false) // the next transaction's watchdog may try again
+			if l.failed && w.cur == l {
+				w.cur = nil // its producer failed for good: the next write starts one
+			}
+			w.mu.Unlock()
 			return
 		}
 	}
@@ -276,6 +319,8 @@ type txnLoop struct {
 	stopped   chan struct{} // closed once run has returned and prod is closed
 	once      sync.Once
 	replacing atomic.Bool
+	// failed is set, under w.mu, once the producer failed for good.
+	failed bool
 	// committing is set once the transaction in flight asked to commit.
 	committing atomic.Bool
 
@@ -337,25 +382,26 @@ func (l *txnLoop) transact(batch []*txnWrite) (fatal bool) {
 	l.txn, l.began = batch, began
 	l.committing.Store(false)
 	l.mu.Unlock()
+	// A replacement begins only while this transaction is in flight:
+	// once it is over (below), no watchdog begins one.
+	begin := func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.txn != nil && l.began.Equal(began) && l.replacing.CompareAndSwap(false, true)
+	}
 	watchdog := time.AfterFunc(l.w.opts.StuckAfter, func() {
-		if l.replacing.CompareAndSwap(false, true) {
+		if begin() {
 			l.w.replace(l, began, "a transaction has run too long; replacing the producer, which aborts it")
 		}
 	})
 	stale := WatchStale(l.prod, StaleOptions{Seeds: l.w.opts.Brokers, Conf: l.w.producerConfig, Topic: l.w.opts.Topic}, func(fenced []string) {
-		l.mu.Lock()
-		current := l.txn != nil && l.began.Equal(began)
-		l.mu.Unlock()
-		if current && l.replacing.CompareAndSwap(false, true) {
+		if begin() {
 			l.w.replace(l, began, "a transaction waits on a broker that the cluster has fenced; replacing the producer, which aborts it", "fenced", fenced)
 		}
 	})
 	defer func() {
 		watchdog.Stop()
 		stale()
-		l.mu.Lock()
-		l.txn = nil
-		l.mu.Unlock()
 	}()
 	var msgs []*sarama.ProducerMessage
 	for _, r := range batch {
@@ -363,6 +409,9 @@ func (l *txnLoop) transact(batch []*txnWrite) (fatal bool) {
 	}
 	steps := StartTxnSteps()
 	err := l.commit(msgs, &steps)
+	l.mu.Lock()
+	l.txn = nil
+	l.mu.Unlock()
 	steps.LogIfSlow(l.w.opts.Log, "transactional_id", l.w.opts.TransactionalID, "writes", len(batch), "records", len(msgs))
 	for _, r := range batch {
 		r.answer(err)
@@ -370,9 +419,12 @@ func (l *txnLoop) transact(batch []*txnWrite) (fatal bool) {
 	if err == nil || !Unusable(err, l.prod.TxnStatus()) {
 		return false
 	}
+	// No replacement begins from now on (begin): one that began is
+	// starting, and the next write waits for it (enqueue).
 	l.w.mu.Lock()
+	l.failed = true
 	current := l.w.cur == l
-	if current {
+	if current && !l.replacing.Load() {
 		l.w.cur = nil
 	}
 	l.w.mu.Unlock()

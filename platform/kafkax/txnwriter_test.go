@@ -37,13 +37,16 @@ func TestUnusableProducer(t *testing.T) {
 
 // fakeTxnProducer is a transactional producer that records its
 // transactions. hold, if set, is waited on by its SendMessages (or, with
-// holdCommit, its CommitTxn): a broker that holds a request.
+// holdCommit, its CommitTxn): a broker that holds a request. gate, if
+// set, is waited on before its start returns: an InitProducerId that the
+// coordinator answers CONCURRENT_TRANSACTIONS for a while.
 type fakeTxnProducer struct {
 	sarama.SyncProducer // nil: a call the writer must not make panics
 	name                string
 	hold                chan struct{}
 	holdCommit          bool
 	sendErr             error
+	gate                chan struct{}
 
 	mu        sync.Mutex
 	status    sarama.ProducerTxnStatusFlag
@@ -124,13 +127,17 @@ type fakeProducers struct {
 
 func (p *fakeProducers) new(seeds []string, conf *sarama.Config) (sarama.SyncProducer, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if len(p.next) == 0 {
+		p.mu.Unlock()
 		return nil, errors.New("no more producers")
 	}
 	f := p.next[0]
 	p.next = p.next[1:]
 	p.started = append(p.started, f.name)
+	p.mu.Unlock()
+	if f.gate != nil {
+		<-f.gate
+	}
 	return f, nil
 }
 
@@ -280,5 +287,52 @@ func TestTxnWriterReleasesTheWritesWaitingForAProducerThatFailed(t *testing.T) {
 	}
 	if err := w.SendMessages([]*sarama.ProducerMessage{msg("after")}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A producer that fails for good while its replacement is starting is
+// replaced once: the write after the failure waits for the replacement
+// and is written by it. A write that started a producer of its own
+// meanwhile would have it fenced by the replacement's InitProducerId (or
+// fence the replacement), and its transaction with it.
+func TestTxnWriterWaitsForTheReplacementOfAProducerThatFailed(t *testing.T) {
+	hold, gate := make(chan struct{}), make(chan struct{})
+	old := &fakeTxnProducer{name: "old", hold: hold, sendErr: sarama.ErrProducerFenced}
+	replacement := &fakeTxnProducer{name: "replacement", gate: gate}
+	w, fp := newTestWriter(t, old, replacement, &fakeTxnProducer{name: "another"})
+	first := make(chan error, 1)
+	go func() { first <- w.SendMessages([]*sarama.ProducerMessage{msg("held")}) }()
+	for deadline := time.Now().Add(5 * time.Second); len(fp.startedSoFar()) < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("producers started %v; the held transaction was not replaced", fp.startedSoFar())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(hold) // the old producer fails for good while its replacement starts
+	if err := <-first; err == nil {
+		t.Fatal("the held write succeeded")
+	}
+	after := make(chan error, 1)
+	go func() { after <- w.SendMessages([]*sarama.ProducerMessage{msg("after")}) }()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-after:
+		t.Fatalf("the write after the failure returned %v before the replacement had started", err)
+	default:
+	}
+	close(gate)
+	select {
+	case err := <-after:
+		if err != nil {
+			t.Fatalf("the write after the failure returned %v, want it written by the replacement", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the write after the failure still waits once the replacement has started")
+	}
+	if got := fp.startedSoFar(); fmt.Sprint(got) != "[old replacement]" {
+		t.Errorf("producers started %v, want [old replacement]", got)
+	}
+	if committed, _ := replacement.state(); fmt.Sprint(committed) != "[[after]]" {
+		t.Errorf("the replacement committed %v, want [[after]]", committed)
 	}
 }
