@@ -231,6 +231,9 @@ func leaderOfMost(t *testing.T, kc sarama.Client, topic string) int {
 // command-svc and query-svc, one projector, 6 partitions.
 func startFaultSystem(t *testing.T) *System {
 	t.Helper()
+	if dumpsDir() != "" {
+		t.Setenv("PPROF_ADDR", "127.0.0.1:0") // see saveGoroutineDumps
+	}
 	s := StartSystem(t, Options{Query: 2, Command: 2, Projector: 1, Partitions: 6, Brokers: clusterBrokers})
 	checkReplication(t, s)
 	return s
@@ -831,11 +834,13 @@ func startUnderLoad(t *testing.T, warmup time.Duration) (*System, *faultLoad) {
 func underLoad(t *testing.T, fault func(s *System, l *faultLoad)) (*System, *faultLoad) {
 	t.Helper()
 	s, l := startUnderLoad(t, 3*time.Second)
+	stopDumps := saveGoroutineDumps(t, s)
 	fault(s, l)
 	if !l.WaitWrites(10, 60*time.Second) {
 		t.Error("writes did not resume within 60 s after the fault")
 	}
 	l.Mark("writes resumed")
+	stopDumps()
 	time.Sleep(2 * time.Second)
 	l.Stop()
 	return s, l
