@@ -118,18 +118,40 @@ func CommittedStart(client sarama.Client, group string) func(topic string, p int
 // ClusterID returns the id of the cluster client talks to (the id that
 // kafka-storage format gave it), from a Metadata request to one broker. A
 // store built from Kafka records it, to tell a cluster from another that
-// happens to have the same topics.
+// happens to have the same topics. A broker that cannot be reached (one
+// that died, which the metadata names until the controller fences it) is
+// passed over for the next.
 func ClusterID(client sarama.Client) (string, error) {
-	b := client.LeastLoadedBroker()
-	if b == nil {
+	tried := map[int32]bool{}
+	var errs []error
+	for b := client.LeastLoadedBroker(); b != nil; b = nextBroker(client, tried) {
+		tried[b.ID()] = true
+		_ = b.Open(client.Config()) // a broker not connected yet; an error shows in the request
+		resp, err := b.GetMetadata(sarama.NewMetadataRequest(client.Config().Version, []string{}))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cluster id from broker %d: %w", b.ID(), err))
+			if Unreachable(err) {
+				continue
+			}
+			return "", errors.Join(errs...)
+		}
+		if resp.ClusterID == nil || *resp.ClusterID == "" {
+			return "", fmt.Errorf("cluster id: broker %d answered none", b.ID())
+		}
+		return *resp.ClusterID, nil
+	}
+	if len(errs) == 0 {
 		return "", fmt.Errorf("cluster id: no broker (the client is closed)")
 	}
-	resp, err := b.GetMetadata(sarama.NewMetadataRequest(client.Config().Version, []string{}))
-	if err != nil {
-		return "", fmt.Errorf("cluster id from broker %d: %w", b.ID(), err)
+	return "", errors.Join(errs...)
+}
+
+// nextBroker returns a broker of client that is not in tried, or nil.
+func nextBroker(client sarama.Client, tried map[int32]bool) *sarama.Broker {
+	for _, b := range client.Brokers() {
+		if !tried[b.ID()] {
+			return b
+		}
 	}
-	if resp.ClusterID == nil || *resp.ClusterID == "" {
-		return "", fmt.Errorf("cluster id: broker %d answered none", b.ID())
-	}
-	return *resp.ClusterID, nil
+	return nil
 }

@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -353,9 +356,11 @@ const drainedProbeMax = 1024
 const idleAfter = 250 * time.Millisecond
 
 // retry runs op until it succeeds, fails with an error that is not a
-// transient leadership or metadata error, or ctx ends. Between attempts it
-// refreshes the topic's metadata: right after a topic is created or a
-// broker restarts, a client's view of the leaders is often stale.
+// transient leadership, metadata or connection error, or ctx ends.
+// Between attempts it refreshes the topic's metadata: right after a topic
+// is created or a broker restarts, a client's view of the leaders is often
+// stale, and a leader that died is named until the controller fences it
+// (broker.session.timeout.ms), then its partitions move.
 func retry(ctx context.Context, client sarama.Client, topic string, op func() error) error {
 	backoff := 100 * time.Millisecond
 	for {
@@ -383,7 +388,23 @@ func transient(err error) bool {
 			return true
 		}
 	}
-	return errors.Is(err, sarama.ErrOutOfBrokers) || errors.Is(err, sarama.ErrNotConnected)
+	return errors.Is(err, sarama.ErrOutOfBrokers) || errors.Is(err, sarama.ErrNotConnected) || Unreachable(err)
+}
+
+// Unreachable reports whether err says that a broker could not be reached
+// or dropped the connection: refused (a broker that died), reset or closed
+// (the fence watch closes the connections to a fenced broker), or timed
+// out. Such a request is worth sending again, after a metadata refresh:
+// the metadata names a dead broker until the controller fences it
+// (broker.session.timeout.ms), and sarama's client retries a request once
+// at most, its admin not at all. A Read or a start that gave up on it
+// stopped the service whose task it was.
+func Unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, sarama.ErrBrokerNotAvailable)
 }
 
 // Drained reports whether partition p of topic holds no record that a

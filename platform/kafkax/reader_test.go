@@ -1,7 +1,12 @@
 package kafkax
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"syscall"
 	"testing"
 
 	"github.com/IBM/sarama"
@@ -48,6 +53,43 @@ func TestWalkCommittedReadsACommitAfterAnAbortOfTheSameProducer(t *testing.T) {
 		covered, ok := walkCommitted(block, 0, func(off int64, _ *sarama.Record) { got = append(got, off) })
 		if !ok || covered != int64(len(tc.recs)) || fmt.Sprint(got) != tc.want {
 			t.Errorf("%s: read %v (covered %d, ok %t), want %s (covered %d)", tc.name, got, covered, ok, tc.want, len(tc.recs))
+		}
+	}
+}
+
+// A Read retries what a moved leader, a stale metadata or an unreachable
+// broker answers, and gives up on anything else (transient, Unreachable).
+func TestTransientErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, refused := net.Dial("tcp", addr) // nothing listens there now
+	if refused == nil {
+		t.Fatalf("a dial to %s, closed, succeeded", addr)
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"leader moved", sarama.ErrNotLeaderForPartition, true},
+		{"leader moved, wrapped", fmt.Errorf("high-water mark: %w", sarama.ErrNotLeaderForPartition), true},
+		{"no broker known", sarama.ErrOutOfBrokers, true},
+		{"broker not connected", sarama.ErrNotConnected, true},
+		{"connection refused (a dead broker)", refused, true},
+		{"connection closed (by the fence watch)", &net.OpError{Op: "read", Net: "tcp", Err: net.ErrClosed}, true},
+		{"connection reset", fmt.Errorf("read: %w", syscall.ECONNRESET), true},
+		{"connection ended", io.EOF, true},
+		{"offset out of range", sarama.ErrOffsetOutOfRange, false},
+		{"authorization", sarama.ErrTopicAuthorizationFailed, false},
+		{"cancelled", context.Canceled, false},
+		{"anything else", errors.New("bad record"), false},
+	} {
+		if got := transient(tc.err); got != tc.want {
+			t.Errorf("%s (%v): transient = %t, want %t", tc.name, tc.err, got, tc.want)
 		}
 	}
 }

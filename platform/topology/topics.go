@@ -112,6 +112,10 @@ func (c Config) GenerationSpecs(n int) []TopicSpec {
 // once. The replication factor of a new topic is c.ReplicationFactor, or
 // min(3, brokers) when that is 0; with 3 replicas, min.insync.replicas is 2.
 //
+// A broker that cannot be reached (kafkax.Unreachable: one that died, and
+// that the metadata names until the controller fences it) is asked again
+// until ctx ends, since the admin sends each request to one broker only.
+//
 // It ensures the base topics (BaseSpecs); the topics of a snapshot
 // generation are ensured by EnsureGeneration, by the services that follow
 // the generation, so that a generation that was dropped is not recreated.
@@ -134,7 +138,7 @@ func CreateTopics(ctx context.Context, c Config, clientID string, specs []TopicS
 
 	if c.CheckOnly {
 		for _, spec := range specs {
-			if err := verifyTopic(admin, spec); err != nil {
+			if err := untilReachable(ctx, func() error { return verifyTopic(admin, spec) }); err != nil {
 				if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
 					return fmt.Errorf("topic %s does not exist, and TOPICS_CREATE=false: create it with %d partitions and %v: %w", spec.Name, spec.Partitions, spec.Required, err)
 				}
@@ -145,18 +149,38 @@ func CreateTopics(ctx context.Context, c Config, clientID string, specs []TopicS
 	}
 	rf := c.ReplicationFactor
 	if rf == 0 {
-		brokers, _, err := admin.DescribeCluster()
+		var brokers []*sarama.Broker
+		err := untilReachable(ctx, func() (err error) {
+			brokers, _, err = admin.DescribeCluster()
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("describe cluster: %w", err)
 		}
 		rf = int16(min(3, len(brokers)))
 	}
 	for _, spec := range specs {
-		if err := ensureTopic(admin, spec, rf); err != nil {
+		if err := untilReachable(ctx, func() error { return ensureTopic(admin, spec, rf) }); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// untilReachable runs op until it returns an error that is not
+// kafkax.Unreachable, or ctx ends (then it returns op's last error).
+func untilReachable(ctx context.Context, op func() error) error {
+	for {
+		err := op()
+		if err == nil || !kafkax.Unreachable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func ensureTopic(admin sarama.ClusterAdmin, spec TopicSpec, rf int16) error {
