@@ -1214,6 +1214,40 @@ func TestFaultLeadersMovedBackToPreferredReplicas(t *testing.T) {
 		fmt.Sprintf("%d partitions (of every topic, the internal ones too, so the transaction and group coordinators moved) went back to broker %d, restarted before the load; their clients learn the new leaders from NOT_LEADER_OR_FOLLOWER and NOT_COORDINATOR", n, victim))
 }
 
+// Scenario 16: the broker that leads most partitions is SIGKILLed, and a
+// query-svc and a command-svc instance crash and start again at once,
+// while the controller has not yet fenced the dead broker (a rolling
+// restart, or a crash loop, that meets a broker's death). Their first
+// reads of the keys and of the group find the dead leader in the
+// metadata, refused, until its partitions move: they must wait for the
+// move and become ready, not exit.
+func TestFaultInstancesStartWhileABrokerIsDead(t *testing.T) {
+	c := needCluster(t)
+	_, l := underLoad(t, func(s *System, l *faultLoad) {
+		victim := leaderOfMost(t, KafkaAt(t, s.Brokers, false), s.env["EVENTS_TOPIC"])
+		l.Mark(fmt.Sprintf("SIGKILL broker %d, then restart query-svc-1 and command-svc-1 at once (SIGKILL, start)", victim))
+		c.Kill(victim)
+		restarted := []string{"query-svc-1", "command-svc-1"}
+		for _, name := range restarted {
+			s.Kill(name)
+			s.Start(name)
+		}
+		s.WaitReady(restarted...) // fails the test if one exits
+		l.Mark("query-svc-1 and command-svc-1 ready")
+		for _, name := range restarted {
+			if s.Exited(name) {
+				t.Errorf("%s exited after it was ready", name)
+			}
+		}
+		time.Sleep(5 * time.Second)
+		l.Mark(fmt.Sprintf("restart broker %d", victim))
+		c.Start(victim)
+		l.Mark(fmt.Sprintf("broker %d ready", victim))
+	})
+	l.Verify("16. one broker SIGKILLed as a query-svc and a command-svc instance restart",
+		"two faults at once: the restarted instances' first reads met the dead broker, still named as a leader until the controller fenced it, and retried until its partitions moved")
+}
+
 // waitAllInSync waits until every partition of every topic has all its
 // replicas in sync, or fails the test.
 func waitAllInSync(t *testing.T, kc sarama.Client, timeout time.Duration) {
