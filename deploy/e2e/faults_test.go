@@ -182,6 +182,15 @@ func (c *kafkaCluster) Start(n int) {
 	c.script("start", "--data", c.dir(n))
 }
 
+// Restart starts node n again, and marks on l when it starts and when it
+// is ready.
+func (c *kafkaCluster) Restart(l *faultLoad, n int) {
+	c.t.Helper()
+	l.Mark(fmt.Sprintf("restart broker %d", n))
+	c.Start(n)
+	l.Mark(fmt.Sprintf("broker %d ready", n))
+}
+
 // StopAll stops every node gracefully; StartAll starts those not running
 // (and continues paused ones).
 func (c *kafkaCluster) StopAll() {
@@ -855,9 +864,7 @@ func TestFaultOneBrokerKilledAndRestarted(t *testing.T) {
 		l.Mark(fmt.Sprintf("SIGKILL broker %d (leads most event-log partitions)", victim))
 		c.Kill(victim)
 		time.Sleep(10 * time.Second)
-		l.Mark(fmt.Sprintf("restart broker %d", victim))
-		c.Start(victim)
-		l.Mark(fmt.Sprintf("broker %d ready", victim))
+		c.Restart(l, victim)
 	})
 	l.Verify("1. one broker SIGKILLed, restarted after 10 s",
 		"the killed broker led most partitions; its partitions' leaders moved to the other two")
@@ -1240,9 +1247,7 @@ func TestFaultInstancesStartWhileABrokerIsDead(t *testing.T) {
 			}
 		}
 		time.Sleep(5 * time.Second)
-		l.Mark(fmt.Sprintf("restart broker %d", victim))
-		c.Start(victim)
-		l.Mark(fmt.Sprintf("broker %d ready", victim))
+		c.Restart(l, victim)
 	})
 	l.Verify("16. one broker SIGKILLed as a query-svc and a command-svc instance restart",
 		"two faults at once: the restarted instances' first reads met the dead broker, still named as a leader until the controller fenced it, and retried until its partitions moved")
