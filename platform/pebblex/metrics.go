@@ -20,6 +20,10 @@ var (
 		"Block cache hits, by store; the hit rate is rate(hits) / (rate(hits) + rate(misses)).", []string{"store"}, nil)
 	cacheMisses = prometheus.NewDesc("profiles_pebble_block_cache_misses_total",
 		"Block cache misses, by store.", []string{"store"}, nil)
+	memtableBytes = prometheus.NewDesc("profiles_pebble_memtable_bytes",
+		"Bytes allocated by the store's memtables and large batches, the ones waiting to be flushed included, by store.", []string{"store"}, nil)
+	zombieBytes = prometheus.NewDesc("profiles_pebble_memtable_zombie_bytes",
+		"Bytes of memtables the store no longer uses that an open iterator still holds (or one waiting to be recycled), by store: growth means an iterator that is not closed.", []string{"store"}, nil)
 )
 
 type storeMetrics struct {
@@ -40,7 +44,7 @@ func (s *storeMetrics) add(db *pebble.DB, store string) {
 }
 
 func (s *storeMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{diskBytes, cacheBytes, cacheHits, cacheMisses} {
+	for _, d := range []*prometheus.Desc{diskBytes, cacheBytes, cacheHits, cacheMisses, memtableBytes, zombieBytes} {
 		ch <- d
 	}
 }
@@ -59,7 +63,7 @@ func metricsOf(db *pebble.DB) (m *pebble.Metrics) {
 }
 
 func (s *storeMetrics) Collect(ch chan<- prometheus.Metric) {
-	type sums struct{ disk, cache, hits, misses float64 }
+	type sums struct{ disk, cache, hits, misses, memtables, zombies float64 }
 	by := map[string]*sums{}
 	s.mu.Lock()
 	dbs := make(map[*pebble.DB]string, len(s.dbs))
@@ -84,11 +88,15 @@ func (s *storeMetrics) Collect(ch chan<- prometheus.Metric) {
 		t.cache += float64(m.BlockCache.Size)
 		t.hits += float64(m.BlockCache.Hits)
 		t.misses += float64(m.BlockCache.Misses)
+		t.memtables += float64(m.MemTable.Size)
+		t.zombies += float64(m.MemTable.ZombieSize)
 	}
 	for store, t := range by {
 		ch <- prometheus.MustNewConstMetric(diskBytes, prometheus.GaugeValue, t.disk, store)
 		ch <- prometheus.MustNewConstMetric(cacheBytes, prometheus.GaugeValue, t.cache, store)
 		ch <- prometheus.MustNewConstMetric(cacheHits, prometheus.CounterValue, t.hits, store)
 		ch <- prometheus.MustNewConstMetric(cacheMisses, prometheus.CounterValue, t.misses, store)
+		ch <- prometheus.MustNewConstMetric(memtableBytes, prometheus.GaugeValue, t.memtables, store)
+		ch <- prometheus.MustNewConstMetric(zombieBytes, prometheus.GaugeValue, t.zombies, store)
 	}
 }

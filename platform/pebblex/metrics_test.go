@@ -29,7 +29,7 @@ func TestStoreMetrics(t *testing.T) {
 	}
 	const want = `profiles_pebble_block_cache_hits_total{store="metrics_test"}`
 	text := scrape(t)
-	for _, name := range []string{"profiles_pebble_disk_bytes", "profiles_pebble_block_cache_bytes", "profiles_pebble_block_cache_hits_total", "profiles_pebble_block_cache_misses_total"} {
+	for _, name := range metricNames {
 		if !strings.Contains(text, name+`{store="metrics_test"}`) {
 			t.Errorf("%s of the store not exported:\n%s", name, text)
 		}
@@ -46,10 +46,13 @@ func TestStoreMetrics(t *testing.T) {
 	}
 }
 
+var metricNames = []string{"profiles_pebble_disk_bytes", "profiles_pebble_block_cache_bytes", "profiles_pebble_block_cache_hits_total",
+	"profiles_pebble_block_cache_misses_total", "profiles_pebble_memtable_bytes", "profiles_pebble_memtable_zombie_bytes"}
+
 func scrape(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
-	for _, name := range []string{"profiles_pebble_disk_bytes", "profiles_pebble_block_cache_bytes", "profiles_pebble_block_cache_hits_total", "profiles_pebble_block_cache_misses_total"} {
+	for _, name := range metricNames {
 		if err := testutil.CollectAndCompare(stores, strings.NewReader(""), name); err != nil {
 			b.WriteString(err.Error())
 		}
