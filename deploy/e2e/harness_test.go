@@ -238,6 +238,11 @@ func StartSystem(t *testing.T, opts Options) *System {
 		s.env[k] = v
 	}
 	s.kindEnv = opts.KindEnv
+	if clusterBrokers != "" && s.Brokers == clusterBrokers {
+		// Registered first, so it runs after the cleanup below has
+		// stopped every instance.
+		t.Cleanup(s.deleteTopics)
+	}
 	t.Cleanup(func() {
 		s.StopAll()
 		s.checkLogs()
@@ -248,6 +253,44 @@ func StartSystem(t *testing.T, opts Options) *System {
 	s.StartAll()
 	s.followKeys(partitions, opts.KafkaSecurity)
 	return s
+}
+
+// deleteTopics deletes the system's topics (every topic named after it,
+// the replay's generations too), once its instances have stopped. The
+// three-node cluster serves the whole fault suite, and later scenarios
+// kill and restart its brokers: a broker that starts recovers every
+// partition it holds before it serves, so topics left by the scenarios
+// before would make a scenario's recovery time depend on the order in
+// which the suite runs. Failures are logged, not fatal: the cluster is
+// thrown away with the run.
+func (s *System) deleteTopics() {
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V4_0_0_0
+	cfg.Net.DialTimeout = 5 * time.Second
+	cfg.Admin.Timeout = 10 * time.Second
+	admin, err := sarama.NewClusterAdmin(strings.Split(s.Brokers, ","), cfg)
+	if err != nil {
+		s.t.Logf("the topics of %s are left: %v", s.name, err)
+		return
+	}
+	defer admin.Close()
+	topics, err := admin.ListTopics()
+	if err != nil {
+		s.t.Logf("the topics of %s are left: %v", s.name, err)
+		return
+	}
+	deleted := 0
+	for topic := range topics {
+		if !strings.HasPrefix(topic, s.name+".") {
+			continue
+		}
+		if err := admin.DeleteTopic(topic); err != nil && !errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+			s.t.Logf("topic %s is left: %v", topic, err)
+			continue
+		}
+		deleted++
+	}
+	s.t.Logf("deleted the %d topics of %s", deleted, s.name)
 }
 
 // testKeys are the pii.Keys of the test process: the keyrings of the
