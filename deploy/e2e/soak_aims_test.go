@@ -69,3 +69,35 @@ func TestSoakCPUSamplerSkipsNewAndRestartedProcesses(t *testing.T) {
 		t.Errorf("orDash of a missing figure = %q", got)
 	}
 }
+
+// The soak's memory table splits each service's RSS growth into the
+// executable's pages, the Go heap in use, the free heap the runtime keeps
+// and the rest, and the heap's growth into the block caches, the
+// memtables and the rest; a process with no heap figure (a broker) has no
+// row.
+func TestSoakMemoryTableSplitsTheGrowth(t *testing.T) {
+	minutes := make([]soakMinute, 8)
+	sample := func(rss, file, heap, cache, memtables, kept float64) soakMinute {
+		only := func(v float64) map[string]float64 { return map[string]float64{"query-svc-0": v} }
+		return soakMinute{
+			rss: map[string]float64{"query-svc-0": rss, "broker-1": 700}, rssFile: map[string]float64{"query-svc-0": file, "broker-1": 10},
+			heap: only(heap), cache: only(cache), memtables: only(memtables), kept: only(kept),
+		}
+	}
+	for i := range minutes {
+		minutes[i] = sample(90, 20, 40, 5, 4, 10) // before soakFrom: not compared
+	}
+	minutes[5] = sample(100, 20, 50, 10, 4, 10)
+	minutes[7] = sample(130, 25, 60, 16, 7, 12)
+	table := memoryGrowth([]string{"broker-1", "query-svc-0"}, minutes)
+	// RSS +30: the executable +5, the heap in use +10, the free heap kept
+	// +2, the rest +13; the heap +10: the caches +6, the memtables +3, the
+	// rest +1.
+	want := "| query-svc-0 | 100 → 130 | 20 → 25 | 50 → 60 | 10 → 16 | 4 → 7 | 10 → 12 | 13 | 1 |"
+	if !strings.Contains(table, want+"\n") {
+		t.Errorf("the memory table has no row %q:\n%s", want, table)
+	}
+	if strings.Contains(table, "broker-1") {
+		t.Errorf("the memory table has a row for a broker:\n%s", table)
+	}
+}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -48,8 +51,11 @@ type soakMinute struct {
 	readP99             float64
 	lost                int                // acknowledged so far and missing from the event log
 	rss                 map[string]float64 // MiB by process
+	rssFile             map[string]float64 // MiB by process: the part of rss mapped from files (the binary's pages)
 	files               map[string]float64 // open files by process
 	heap, cache         map[string]float64 // MiB by service process: Go heap in use, Pebble block caches
+	memtables           map[string]float64 // MiB by service process: Pebble's memtables (zombies included), in the Go heap
+	kept                map[string]float64 // MiB by service process: free heap the runtime has not returned to the OS
 	pids                map[string]int     // by process, at the sample: a new one was restarted
 	// cpu is the cores each process used during the minute, and jit the
 	// part of a broker's that its JIT compiler threads used (a restarted
@@ -84,6 +90,7 @@ func TestSoak(t *testing.T) {
 	s := startFaultSystem(t)
 	preload := soakProfiles(t)
 	preloadSoak(t, s, preload)
+	warmSoak(t, s, preload)
 	l := newFaultLoad(t, s)
 	l.samples = &latencyLog{}
 	l.Start(6, 2)
@@ -185,13 +192,14 @@ func TestSoak(t *testing.T) {
 			l.Mark("soak: writes resumed after " + f.name)
 		}
 		time.Sleep(time.Until(end))
-		m := soakMinute{at: time.Since(start), faults: did, rss: map[string]float64{}, files: map[string]float64{},
-			heap: map[string]float64{}, cache: map[string]float64{}}
+		m := soakMinute{at: time.Since(start), faults: did, rss: map[string]float64{}, rssFile: map[string]float64{}, files: map[string]float64{},
+			heap: map[string]float64{}, cache: map[string]float64{}, memtables: map[string]float64{}, kept: map[string]float64{}}
 		for name, pid := range pids() {
-			m.rss[name], m.files[name] = procUsage(pid)
+			m.rss[name], m.rssFile[name], m.files[name] = procUsage(pid)
 		}
 		for name := range s.procs {
-			m.heap[name], m.cache[name] = memoryOf(s.URLOf(name))
+			mem := memoryOf(s.URLOf(name))
+			m.heap[name], m.cache[name], m.memtables[name], m.kept[name] = mem.heap, mem.cache, mem.memtables, mem.kept
 		}
 		m.lost = lostSoFar(t, l, kc, s)
 		m.pids = pids()
@@ -293,11 +301,100 @@ func preloadSoak(t *testing.T, s *System, n int) {
 	t.Logf("soak: the preload is served, %s after it was written", time.Since(start).Round(100*time.Millisecond))
 }
 
+// soakWarmWrites is how many preloaded profiles warmSoak changes: more
+// than twice the 8,192 data keys a keyring keeps opened, so that every
+// keyring of the fault system fills, command-svc's too, each of whose two
+// instances owns about half the profiles.
+const soakWarmWrites = 24_000
+
+// warmSoak runs, through the front door, the reads and writes that fill
+// the services' bounded caches before the load starts: a GET of each of
+// the n preloaded profiles (query-svc's block caches), and a PUT that
+// renames soakWarmWrites of them (command-svc's and the projector's state
+// caches, and every keyring's opened keys: a change seals its new fields
+// with the profile's data key, and each fold of it opens that key). The
+// preload alone does not fill them: folding a profile writes the stores
+// without reading their blocks, and opens no key of a profile that is
+// not changed. It fails the soak if more than 1% of either fails, since
+// the caches would then not be full when the aims start.
+func warmSoak(t *testing.T, s *System, n int) {
+	t.Helper()
+	if n == 0 {
+		return
+	}
+	run := func(what string, total, workers int, do func(i int) (int, error), want int) {
+		start := time.Now()
+		var done, failed atomic.Int64
+		var first sync.Once
+		var firstErr string
+		var wg sync.WaitGroup
+		next := atomic.Int64{}
+		for range workers {
+			wg.Go(func() {
+				for i := int(next.Add(1)) - 1; i < total; i = int(next.Add(1)) - 1 {
+					status, err := do(i)
+					if err != nil || status != want {
+						failed.Add(1)
+						first.Do(func() { firstErr = fmt.Sprintf("profile %d: status %d, %v", i, status, err) })
+					}
+					done.Add(1)
+				}
+			})
+		}
+		stop := make(chan struct{})
+		go func() {
+			tick := time.NewTicker(10 * time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					t.Logf("soak: warm-up %s: %d of %d, %d failed (%s)", what, done.Load(), total, failed.Load(), time.Since(start).Round(time.Second))
+				}
+			}
+		}()
+		wg.Wait()
+		close(stop)
+		took := time.Since(start)
+		t.Logf("soak: warm-up %s: %d in %.1f s (%.0f/s), %d failed", what, total, took.Seconds(), float64(total)/took.Seconds(), failed.Load())
+		if failed.Load()*100 > int64(total) {
+			t.Fatalf("soak: warm-up %s: %d of %d failed (the first: %s)", what, failed.Load(), total, firstErr)
+		}
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	call := func(req *http.Request, err error) (int, error) {
+		if err != nil {
+			return 0, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	run("reads", n, 16, func(i int) (int, error) {
+		return call(http.NewRequest(http.MethodGet, s.URL+"/api/profile/"+bench.UID(i), nil))
+	}, http.StatusOK)
+	writes := min(n, soakWarmWrites)
+	run("writes", writes, 32, func(i int) (int, error) {
+		k := i * (n / writes) // spread over the preload
+		body := fmt.Sprintf(`{"username":"warm-%d","email":%q}`, k, bench.Email(k))
+		req, err := http.NewRequest(http.MethodPut, s.URL+"/api/profile/"+bench.UID(k), strings.NewReader(body))
+		if err == nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		return call(req, err)
+	}, http.StatusOK)
+}
+
 // soakStart describes the state the soak started from, for its report.
 func soakStart(preload, from int, kafkaHeap string) string {
 	var b strings.Builder
 	if preload > 0 {
-		fmt.Fprintf(&b, "The soak started from %d profiles already in the event log (`SOAK_PROFILES`), written by the bench's seeder and folded by every service before the load began, so that the services' bounded caches (Pebble's block caches and memtables, the opened data keys) fill before minute %d, from which the aims are measured, as in a service that holds data; the memory table below shows the block caches then.", preload, from)
+		fmt.Fprintf(&b, "The soak started from %d profiles already in the event log (`SOAK_PROFILES`), written by the bench's seeder and folded by every service before the load began. A warm-up then read each of them once and renamed %d of them, through the front door, so that the services' bounded caches (Pebble's block caches, the opened data keys) fill before minute %d, from which the aims are measured, as in a service that holds data; the memory table below shows the block caches then.", preload, min(preload, soakWarmWrites), from)
 	} else {
 		b.WriteString("The soak started from an empty event log (`SOAK_PROFILES=0`): the services' caches fill during the run.")
 	}
@@ -329,42 +426,66 @@ func dropReliability(scenario string) {
 	reliability.rows = rows
 }
 
-// procUsage returns a process's resident memory (MiB) and open files.
-func procUsage(pid int) (rssMiB, files float64) {
+// procUsage returns a process's resident memory (MiB), the part of it
+// mapped from files (RssFile: the executable's pages that have run, which
+// the kernel may drop and read again), and its open files.
+func procUsage(pid int) (rssMiB, fileMiB, files float64) {
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-				kb, _ := strconv.ParseFloat(f[1], 64)
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			switch f[0] {
+			case "VmRSS:":
 				rssMiB = kb / 1024
+			case "RssFile:":
+				fileMiB = kb / 1024
 			}
 		}
 	}
 	if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
 		files = float64(len(ents))
 	}
-	return rssMiB, files
+	return rssMiB, fileMiB, files
 }
 
-// memoryOf returns what a service's /metrics at base says of its memory,
-// in MiB: the Go heap in use, and the bytes in the block caches of its
-// Pebble stores. Both are 0 when the service does not answer (it may be
-// down at this minute's sample).
-func memoryOf(base string) (heap, cache float64) {
+// serviceMemory is what a service's /metrics says of its memory, in MiB.
+type serviceMemory struct {
+	heap      float64 // the Go heap in use
+	cache     float64 // the block caches of its Pebble stores
+	memtables float64 // its Pebble stores' memtables, zombies included
+	kept      float64 // free heap the runtime keeps without returning it to the OS (idle minus released: resident, in no span in use)
+}
+
+// memoryOf returns what a service's /metrics at base says of its memory;
+// all zero when the service does not answer (it may be down at this
+// minute's sample).
+func memoryOf(base string) serviceMemory {
+	var m serviceMemory
 	c := http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get(base + "/metrics")
 	if err != nil {
-		return 0, 0
+		return m
 	}
 	defer resp.Body.Close()
+	var idle, released float64
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
 		var sum *float64
 		switch {
 		case strings.HasPrefix(line, "go_memstats_heap_inuse_bytes "):
-			sum = &heap
+			sum = &m.heap
+		case strings.HasPrefix(line, "go_memstats_heap_idle_bytes "):
+			sum = &idle
+		case strings.HasPrefix(line, "go_memstats_heap_released_bytes "):
+			sum = &released
 		case strings.HasPrefix(line, "profiles_pebble_block_cache_bytes{"):
-			sum = &cache
+			sum = &m.cache
+		case strings.HasPrefix(line, "profiles_pebble_memtable_bytes{"), strings.HasPrefix(line, "profiles_pebble_memtable_zombie_bytes{"):
+			sum = &m.memtables
 		default:
 			continue
 		}
@@ -373,7 +494,8 @@ func memoryOf(base string) (heap, cache float64) {
 			*sum += v / (1 << 20)
 		}
 	}
-	return heap, cache
+	m.kept = idle - released
+	return m
 }
 
 // soakFrom is the minute the memory table and the aims start from: the
@@ -386,8 +508,9 @@ func soakFrom(minutes int) int {
 }
 
 // memoryGrowth says, for each service process, how its RSS moved from
-// soakFrom to the last minute, how much of that the Go heap accounts for,
-// and how much of the heap's growth the Pebble block caches do. The
+// soakFrom to the last minute, and how much of that the executable's
+// pages, the Go heap in use and the free heap the runtime keeps account
+// for, and how much of the heap's growth the Pebble block caches do. The
 // binaries are built without cgo, so Pebble's block caches and memtables
 // live in the Go heap: a block cache fills up to its configured size as
 // the data grows, which is not a leak.
@@ -395,15 +518,17 @@ func memoryGrowth(names []string, minutes []soakMinute) string {
 	from := soakFrom(len(minutes))
 	first, last := minutes[from], minutes[len(minutes)-1]
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nMemory of the services from minute %d to minute %d (MiB). Built without cgo, Pebble's block caches and memtables are in the Go heap.\n\n", from, len(minutes)-1)
-	b.WriteString("| process | RSS | Go heap in use | of it, block caches | RSS growth outside the heap | heap growth outside the caches |\n|---|---|---|---|---:|---:|\n")
+	fmt.Fprintf(&b, "\nMemory of the services from minute %d to minute %d (MiB). Built without cgo, Pebble's block caches and memtables are in the Go heap. RSS is the sum of the executable's pages mapped from its file, the Go heap in use, the free heap the runtime keeps, and the rest (goroutine stacks, the runtime's own structures).\n\n", from, len(minutes)-1)
+	b.WriteString("| process | RSS | of it, from the executable's file | Go heap in use | of it, block caches | of it, memtables | free heap kept | RSS growth outside these | heap growth outside the caches and memtables |\n|---|---|---|---|---|---|---|---:|---:|\n")
 	for _, n := range names {
 		if _, ok := last.heap[n]; !ok {
 			continue
 		}
-		dHeap, dCache := last.heap[n]-first.heap[n], last.cache[n]-first.cache[n]
-		fmt.Fprintf(&b, "| %s | %.0f → %.0f | %.0f → %.0f | %.0f → %.0f | %.0f | %.0f |\n", n,
-			first.rss[n], last.rss[n], first.heap[n], last.heap[n], first.cache[n], last.cache[n], last.rss[n]-first.rss[n]-dHeap, dHeap-dCache)
+		dFile, dHeap, dKept := last.rssFile[n]-first.rssFile[n], last.heap[n]-first.heap[n], last.kept[n]-first.kept[n]
+		dPebble := last.cache[n] - first.cache[n] + last.memtables[n] - first.memtables[n]
+		fmt.Fprintf(&b, "| %s | %.0f → %.0f | %.0f → %.0f | %.0f → %.0f | %.0f → %.0f | %.0f → %.0f | %.0f → %.0f | %.0f | %.0f |\n", n,
+			first.rss[n], last.rss[n], first.rssFile[n], last.rssFile[n], first.heap[n], last.heap[n], first.cache[n], last.cache[n],
+			first.memtables[n], last.memtables[n], first.kept[n], last.kept[n], last.rss[n]-first.rss[n]-dFile-dHeap-dKept, dHeap-dPebble)
 	}
 	return b.String()
 }
