@@ -78,10 +78,9 @@ func TestSoakCPUSamplerSkipsNewAndRestartedProcesses(t *testing.T) {
 func TestSoakMemoryTableSplitsTheGrowth(t *testing.T) {
 	minutes := make([]soakMinute, 8)
 	sample := func(rss, file, heap, cache, memtables, kept float64) soakMinute {
-		only := func(v float64) map[string]float64 { return map[string]float64{"query-svc-0": v} }
 		return soakMinute{
 			rss: map[string]float64{"query-svc-0": rss, "broker-1": 700}, rssFile: map[string]float64{"query-svc-0": file, "broker-1": 10},
-			heap: only(heap), cache: only(cache), memtables: only(memtables), kept: only(kept),
+			mem: map[string]serviceMemory{"query-svc-0": {heap: heap, cache: cache, memtables: memtables, kept: kept}},
 		}
 	}
 	for i := range minutes {

@@ -49,14 +49,12 @@ type soakMinute struct {
 	writeP50, writeP99  float64 // ms
 	writeP999, readP50  float64
 	readP99             float64
-	lost                int                // acknowledged so far and missing from the event log
-	rss                 map[string]float64 // MiB by process
-	rssFile             map[string]float64 // MiB by process: the part of rss mapped from files (the binary's pages)
-	files               map[string]float64 // open files by process
-	heap, cache         map[string]float64 // MiB by service process: Go heap in use, Pebble block caches
-	memtables           map[string]float64 // MiB by service process: Pebble's memtables (zombies included), in the Go heap
-	kept                map[string]float64 // MiB by service process: free heap the runtime has not returned to the OS
-	pids                map[string]int     // by process, at the sample: a new one was restarted
+	lost                int                      // acknowledged so far and missing from the event log
+	rss                 map[string]float64       // MiB by process
+	rssFile             map[string]float64       // MiB by process: the part of rss mapped from files (the binary's pages)
+	files               map[string]float64       // open files by process
+	mem                 map[string]serviceMemory // by service process: what its /metrics says of its memory
+	pids                map[string]int           // by process, at the sample: a new one was restarted
 	// cpu is the cores each process used during the minute, and jit the
 	// part of a broker's that its JIT compiler threads used (a restarted
 	// JVM compiles its hot paths again). A process started within the
@@ -193,13 +191,12 @@ func TestSoak(t *testing.T) {
 		}
 		time.Sleep(time.Until(end))
 		m := soakMinute{at: time.Since(start), faults: did, rss: map[string]float64{}, rssFile: map[string]float64{}, files: map[string]float64{},
-			heap: map[string]float64{}, cache: map[string]float64{}, memtables: map[string]float64{}, kept: map[string]float64{}}
+			mem: map[string]serviceMemory{}}
 		for name, pid := range pids() {
 			m.rss[name], m.rssFile[name], m.files[name] = procUsage(pid)
 		}
 		for name := range s.procs {
-			mem := memoryOf(s.URLOf(name))
-			m.heap[name], m.cache[name], m.memtables[name], m.kept[name] = mem.heap, mem.cache, mem.memtables, mem.kept
+			m.mem[name] = memoryOf(s.URLOf(name))
 		}
 		m.lost = lostSoFar(t, l, kc, s)
 		m.pids = pids()
@@ -521,14 +518,16 @@ func memoryGrowth(names []string, minutes []soakMinute) string {
 	fmt.Fprintf(&b, "\nMemory of the services from minute %d to minute %d (MiB). Built without cgo, Pebble's block caches and memtables are in the Go heap. RSS is the sum of the executable's pages mapped from its file, the Go heap in use, the free heap the runtime keeps, and the rest (goroutine stacks, the runtime's own structures).\n\n", from, len(minutes)-1)
 	b.WriteString("| process | RSS | of it, from the executable's file | Go heap in use | of it, block caches | of it, memtables | free heap kept | RSS growth outside these | heap growth outside the caches and memtables |\n|---|---|---|---|---|---|---|---:|---:|\n")
 	for _, n := range names {
-		if _, ok := last.heap[n]; !ok {
+		z, ok := last.mem[n]
+		if !ok {
 			continue
 		}
-		dFile, dHeap, dKept := last.rssFile[n]-first.rssFile[n], last.heap[n]-first.heap[n], last.kept[n]-first.kept[n]
-		dPebble := last.cache[n] - first.cache[n] + last.memtables[n] - first.memtables[n]
+		a := first.mem[n]
+		dFile, dHeap, dKept := last.rssFile[n]-first.rssFile[n], z.heap-a.heap, z.kept-a.kept
+		dPebble := z.cache - a.cache + z.memtables - a.memtables
 		fmt.Fprintf(&b, "| %s | %.0f → %.0f | %.0f → %.0f | %.0f → %.0f | %.0f → %.0f | %.0f → %.0f | %.0f → %.0f | %.0f | %.0f |\n", n,
-			first.rss[n], last.rss[n], first.rssFile[n], last.rssFile[n], first.heap[n], last.heap[n], first.cache[n], last.cache[n],
-			first.memtables[n], last.memtables[n], first.kept[n], last.kept[n], last.rss[n]-first.rss[n]-dFile-dHeap-dKept, dHeap-dPebble)
+			first.rss[n], last.rss[n], first.rssFile[n], last.rssFile[n], a.heap, z.heap, a.cache, z.cache,
+			a.memtables, z.memtables, a.kept, z.kept, last.rss[n]-first.rss[n]-dFile-dHeap-dKept, dHeap-dPebble)
 	}
 	return b.String()
 }
@@ -771,8 +770,8 @@ Processes: %s.
 	perService := func() []chart.Series {
 		var ss []chart.Series
 		for _, n := range names {
-			if _, ok := minutes[len(minutes)-1].heap[n]; ok {
-				ss = append(ss, chart.Series{Name: n, Y: series(func(m soakMinute) float64 { return m.heap[n] + m.cache[n] })})
+			if _, ok := minutes[len(minutes)-1].mem[n]; ok {
+				ss = append(ss, chart.Series{Name: n, Y: series(func(m soakMinute) float64 { return m.mem[n].heap + m.mem[n].cache })})
 			}
 		}
 		return ss
