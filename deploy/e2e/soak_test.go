@@ -771,7 +771,7 @@ Processes: %s.
 		var ss []chart.Series
 		for _, n := range names {
 			if _, ok := minutes[len(minutes)-1].mem[n]; ok {
-				ss = append(ss, chart.Series{Name: n, Y: series(func(m soakMinute) float64 { return m.mem[n].heap + m.mem[n].cache })})
+				ss = append(ss, chart.Series{Name: n, Y: series(func(m soakMinute) float64 { return m.mem[n].heap })})
 			}
 		}
 		return ss
@@ -794,7 +794,7 @@ Processes: %s.
 		}},
 		{Title: "resident memory, MiB", Series: perProcess(func(m soakMinute) map[string]float64 { return m.rss })},
 		{Title: "CPU, cores", Series: perProcess(func(m soakMinute) map[string]float64 { return m.cpu })},
-		{Title: "services: Go heap in use + Pebble block caches, MiB", Series: perService()},
+		{Title: "services: Go heap in use (Pebble's block caches and memtables included), MiB", Series: perService()},
 		{Title: "open files", Series: perProcess(func(m soakMinute) map[string]float64 { return m.files })},
 	}
 	f, err := os.Create(out + ".png")
