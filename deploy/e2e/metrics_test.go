@@ -65,6 +65,7 @@ func TestMetricsExported(t *testing.T) {
 		"profiles_pebble_disk_bytes":               `store="view"`,
 		"profiles_pebble_block_cache_hits_total":   `store="command_state"`,
 		"profiles_pebble_block_cache_misses_total": `store="projector_state"`,
+		"profiles_pebble_filter_skips_total":       `store="view"`,
 		"profiles_command_txn_appends_bucket":      "",
 		"profiles_command_txn_seconds_bucket":      "",
 		"profiles_projector_batch_seconds_bucket":  "",

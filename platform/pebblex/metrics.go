@@ -22,6 +22,10 @@ var (
 		"Block cache misses, by store.", []string{"store"}, nil)
 	memtableBytes = prometheus.NewDesc("profiles_pebble_memtable_bytes",
 		"Bytes allocated by the store's memtables and large batches, the ones waiting to be flushed included, by store.", []string{"store"}, nil)
+	filterSkips = prometheus.NewDesc("profiles_pebble_filter_skips_total",
+		"Table reads that a Bloom filter saved, by store: lookups of a key that a table does not hold, which the filter ruled out without reading the table's blocks.", []string{"store"}, nil)
+	filterMisses = prometheus.NewDesc("profiles_pebble_filter_misses_total",
+		"Lookups that a table's Bloom filter let through, by store: the key may be in the table, whose blocks are then read.", []string{"store"}, nil)
 	zombieBytes = prometheus.NewDesc("profiles_pebble_memtable_zombie_bytes",
 		"Bytes of memtables the store no longer uses that an open iterator still holds (or one waiting to be recycled), by store: growth means an iterator that is not closed.", []string{"store"}, nil)
 )
@@ -44,7 +48,7 @@ func (s *storeMetrics) add(db *pebble.DB, store string) {
 }
 
 func (s *storeMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{diskBytes, cacheBytes, cacheHits, cacheMisses, memtableBytes, zombieBytes} {
+	for _, d := range []*prometheus.Desc{diskBytes, cacheBytes, cacheHits, cacheMisses, filterSkips, filterMisses, memtableBytes, zombieBytes} {
 		ch <- d
 	}
 }
@@ -63,7 +67,7 @@ func metricsOf(db *pebble.DB) (m *pebble.Metrics) {
 }
 
 func (s *storeMetrics) Collect(ch chan<- prometheus.Metric) {
-	type sums struct{ disk, cache, hits, misses, memtables, zombies float64 }
+	type sums struct{ disk, cache, hits, misses, skips, passes, memtables, zombies float64 }
 	by := map[string]*sums{}
 	s.mu.Lock()
 	dbs := make(map[*pebble.DB]string, len(s.dbs))
@@ -88,6 +92,8 @@ func (s *storeMetrics) Collect(ch chan<- prometheus.Metric) {
 		t.cache += float64(m.BlockCache.Size)
 		t.hits += float64(m.BlockCache.Hits)
 		t.misses += float64(m.BlockCache.Misses)
+		t.skips += float64(m.Filter.Hits)
+		t.passes += float64(m.Filter.Misses)
 		t.memtables += float64(m.MemTable.Size)
 		t.zombies += float64(m.MemTable.ZombieSize)
 	}
@@ -96,6 +102,8 @@ func (s *storeMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(cacheBytes, prometheus.GaugeValue, t.cache, store)
 		ch <- prometheus.MustNewConstMetric(cacheHits, prometheus.CounterValue, t.hits, store)
 		ch <- prometheus.MustNewConstMetric(cacheMisses, prometheus.CounterValue, t.misses, store)
+		ch <- prometheus.MustNewConstMetric(filterSkips, prometheus.CounterValue, t.skips, store)
+		ch <- prometheus.MustNewConstMetric(filterMisses, prometheus.CounterValue, t.passes, store)
 		ch <- prometheus.MustNewConstMetric(memtableBytes, prometheus.GaugeValue, t.memtables, store)
 		ch <- prometheus.MustNewConstMetric(zombieBytes, prometheus.GaugeValue, t.zombies, store)
 	}

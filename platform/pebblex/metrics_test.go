@@ -47,7 +47,7 @@ func TestStoreMetrics(t *testing.T) {
 }
 
 var metricNames = []string{"profiles_pebble_disk_bytes", "profiles_pebble_block_cache_bytes", "profiles_pebble_block_cache_hits_total",
-	"profiles_pebble_block_cache_misses_total", "profiles_pebble_memtable_bytes", "profiles_pebble_memtable_zombie_bytes"}
+	"profiles_pebble_block_cache_misses_total", "profiles_pebble_filter_skips_total", "profiles_pebble_filter_misses_total", "profiles_pebble_memtable_bytes", "profiles_pebble_memtable_zombie_bytes"}
 
 func scrape(t *testing.T) string {
 	t.Helper()

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -84,13 +85,29 @@ func Open(dir string, fs vfs.FS, o Options) (*pebble.DB, error) {
 	return db, err
 }
 
+// BloomBitsPerKey is the size of the Bloom filter that every table of a
+// store carries, in bits per key: 10 bits let about 1% of the lookups of a
+// key that a table does not hold read its index and data blocks.
+//
+// The services look up many keys that are not there: a new profile's uid,
+// its email's claim, its data key, and every level above the one that
+// holds a key. Without filters each such lookup reads an index and a data
+// block of every table whose range covers the key (Pebble has none by
+// default). Tables written before the filters came get theirs when a
+// compaction rewrites them.
+const BloomBitsPerKey = 10
+
 func open(dir string, fs vfs.FS, o Options) (*pebble.DB, error) {
-	db, err := pebble.Open(dir, &pebble.Options{
+	opts := &pebble.Options{
 		FS:                 fs,
 		FormatMajorVersion: FormatMajorVersion,
 		Logger:             quietLogger{},
 		CacheSize:          o.CacheSize,
-	})
+	}
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(BloomBitsPerKey)
+	}
+	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("open %s in %s: %w", o.What, dir, err)
 	}
