@@ -952,16 +952,34 @@ func CountRecords(t *testing.T, c sarama.Client, topic string) int {
 // partition also counts as read when nothing more comes for a second.
 func ReadTopic(t *testing.T, c sarama.Client, topic string, parts []int32) []*sarama.ConsumerMessage {
 	t.Helper()
-	if all := PartitionsOf(t, c, topic); parts == nil {
-		parts = all
+	if parts == nil {
+		parts = PartitionsOf(t, c, topic)
 	}
+	from := make(map[int32]int64, len(parts))
+	for _, p := range parts {
+		from[p] = sarama.OffsetOldest
+	}
+	out, _ := ReadTopicFrom(t, c, topic, from)
+	return out
+}
+
+// ReadTopicFrom is ReadTopic from the offset from gives each partition
+// (sarama.OffsetOldest or OffsetNewest, or an offset), of the partitions
+// from names. It also returns, for each partition, the offset to read from
+// next time so that no record is read twice and none is skipped: the end
+// when the partition was read to it, else the offset after the last record
+// delivered (a transaction still open holds a read-committed consumer
+// back, and its records may come later).
+func ReadTopicFrom(t *testing.T, c sarama.Client, topic string, from map[int32]int64) ([]*sarama.ConsumerMessage, map[int32]int64) {
+	t.Helper()
 	consumer, err := sarama.NewConsumerFromClient(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer consumer.Close()
 	var out []*sarama.ConsumerMessage
-	for _, p := range parts {
+	next := make(map[int32]int64, len(from))
+	for p, at := range from {
 		end, err := c.GetOffset(topic, p, sarama.OffsetNewest)
 		if err != nil {
 			t.Fatal(err)
@@ -970,10 +988,17 @@ func ReadTopic(t *testing.T, c sarama.Client, topic string, parts []int32) []*sa
 		if err != nil {
 			t.Fatal(err)
 		}
-		if start >= end {
+		switch {
+		case at == sarama.OffsetNewest:
+			at = end
+		case at == sarama.OffsetOldest || at < start:
+			at = start
+		}
+		next[p] = at
+		if at >= end {
 			continue
 		}
-		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
+		pc, err := consumer.ConsumePartition(topic, p, at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -983,6 +1008,7 @@ func ReadTopic(t *testing.T, c sarama.Client, topic string, parts []int32) []*sa
 			select {
 			case m := <-pc.Messages():
 				out = append(out, m)
+				next[p] = m.Offset + 1
 				if m.Offset >= end-1 {
 					break read
 				}
@@ -994,7 +1020,7 @@ func ReadTopic(t *testing.T, c sarama.Client, topic string, parts []int32) []*sa
 		}
 		pc.Close()
 	}
-	return out
+	return out, next
 }
 
 // racing runs f(0..n-1) at once and counts the statuses they return.

@@ -89,6 +89,8 @@ func TestSoak(t *testing.T) {
 	preload := soakProfiles(t)
 	preloadSoak(t, s, preload)
 	warmSoak(t, s, preload)
+	kc := KafkaAt(t, s.Brokers, true)
+	ledger := newEventLedger(t, kc, s.env["EVENTS_TOPIC"])
 	l := newFaultLoad(t, s)
 	l.samples = &latencyLog{}
 	l.Start(6, 2)
@@ -169,7 +171,6 @@ func TestSoak(t *testing.T) {
 		}
 		return m
 	}
-	kc := KafkaAt(t, s.Brokers, true)
 	// The memory table (memoryGrowth) starts at minute 5, or at the first
 	// in a soak of 5 minutes or less; the heap profiles are saved then and
 	// at the end.
@@ -198,7 +199,7 @@ func TestSoak(t *testing.T) {
 		for name := range s.procs {
 			m.mem[name] = memoryOf(s.URLOf(name))
 		}
-		m.lost = lostSoFar(t, l, kc, s)
+		m.lost = ledger.lostSoFar(t, l, kc)
 		m.pids = pids()
 		m.cpu, m.jit = cpu.sample(m.pids)
 		if i == heapFrom {
@@ -587,31 +588,50 @@ func soakAims(names []string, minutes []soakMinute) string {
 	return b.String()
 }
 
-// lostSoFar returns how many writes acknowledged so far are missing from
-// the event log (read committed).
-func lostSoFar(t *testing.T, l *faultLoad, kc sarama.Client, s *System) int {
+// eventLedger is the (uid, version) of every event appended to the event
+// log since it was made, read a tail at a time: the soak checks every
+// minute that no acknowledged write is missing, and reading the whole log
+// each time (a million preloaded profiles) would load the machine it
+// measures.
+type eventLedger struct {
+	topic  string
+	next   map[int32]int64
+	logged map[ackedWrite]bool
+}
+
+// newEventLedger starts a ledger at the end of the event log: make it
+// before the load whose writes it is to find.
+func newEventLedger(t *testing.T, kc sarama.Client, topic string) *eventLedger {
+	parts := PartitionsOf(t, kc, topic)
+	from := make(map[int32]int64, len(parts))
+	for _, p := range parts {
+		from[p] = sarama.OffsetNewest
+	}
+	_, next := ReadTopicFrom(t, kc, topic, from)
+	return &eventLedger{topic: topic, next: next, logged: map[ackedWrite]bool{}}
+}
+
+// lostSoFar reads the event log's new records (read committed) and returns
+// how many of the writes acknowledged before the read began are missing
+// from it. A write acknowledged during the read may be in a partition
+// already read, so it is counted at the next call.
+func (e *eventLedger) lostSoFar(t *testing.T, l *faultLoad, kc sarama.Client) int {
 	l.mu.Lock()
 	acked := append([]ackedWrite(nil), l.acked...)
 	l.mu.Unlock()
-	uids := map[string]bool{}
-	for _, w := range acked {
-		uids[w.uid] = true
-	}
-	logged := map[ackedWrite]bool{}
-	for _, m := range ReadTopic(t, kc, s.env["EVENTS_TOPIC"], nil) {
-		if !uids[string(m.Key)] {
-			continue // a preloaded profile, or one with no acknowledged write yet; the key is the uid
-		}
-		e, err := codecOfTests.DecodeEvent(m.Value)
+	msgs, next := ReadTopicFrom(t, kc, e.topic, e.next)
+	e.next = next
+	for _, m := range msgs {
+		ev, err := codecOfTests.DecodeEvent(m.Value)
 		if err != nil {
 			t.Errorf("undecodable event at %d/%d: %v", m.Partition, m.Offset, err)
 			continue
 		}
-		logged[ackedWrite{uid: e.UID, version: e.Version}] = true
+		e.logged[ackedWrite{uid: ev.UID, version: ev.Version}] = true
 	}
 	lost := 0
 	for _, w := range acked {
-		if !logged[w] {
+		if !e.logged[w] {
 			lost++
 		}
 	}
